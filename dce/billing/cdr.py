@@ -1,0 +1,62 @@
+"""The call detail record: what one finished call leaves behind."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class Disposition(enum.StrEnum):
+    """How a call ended, from the caller's point of view."""
+
+    ANSWERED = "answered"
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+
+
+class HangupSide(enum.StrEnum):
+    """Which party ended the call."""
+
+    CALLER = "caller"
+    CALLEE = "callee"
+    SYSTEM = "system"
+
+
+@dataclass(slots=True)
+class CallDetailRecord:
+    """One finished call. Times are timezone-aware UTC; durations are whole seconds."""
+
+    call_id: str  # the exchange's own id for the call
+    a_leg_call_id: str  # SIP Call-ID of the inbound leg
+    b_leg_call_id: str | None  # SIP Call-ID of the last outbound leg, if any was dialled
+    caller: str  # E.164 when the From user parses as a number, else the raw user part
+    called: str  # E.164 of the Request-URI user
+    did: str  # the tracking number the call arrived on (E.164)
+    destination: str | None  # the destination URI that answered (or was last tried)
+    invite_at: datetime
+    end_at: datetime
+    disposition: Disposition
+    final_code: int  # final SIP status sent to the caller (200 for answered calls)
+    ring_at: datetime | None = None
+    answer_at: datetime | None = None
+    hangup_side: HangupSide | None = None
+    reason: str | None = None  # human-readable detail (e.g. "no route for DID")
+    packets_relayed: int = 0
+    bytes_relayed: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> int:
+        """Seconds from the INVITE to the end of the call."""
+        return max(0, round((self.end_at - self.invite_at).total_seconds()))
+
+    @property
+    def billable_s(self) -> int:
+        """Seconds from answer to the end of the call; 0 when never answered."""
+        if self.answer_at is None:
+            return 0
+        return max(0, round((self.end_at - self.answer_at).total_seconds()))
