@@ -1,0 +1,292 @@
+"""Exchange configuration: defaults < YAML file < ``DCE_`` environment < explicit overrides.
+
+Environment variables use ``DCE_`` and ``__`` for nesting (``DCE_SIP__PUBLIC_ADDRESS``,
+``DCE_MEDIA__MODE``); list and dict values are JSON (``DCE_SIP__LISTEN='["udp:0.0.0.0:5060"]'``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import phonenumbers
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    YamlConfigSettingsSource,
+)
+from sipmessage import URI
+
+_TRANSPORTS = ("udp", "tcp")
+_DEFAULT_REGION = "US"
+
+# The YAML file of the load_settings() call in progress (read by Settings.settings_customise_sources).
+_yaml_file: ContextVar[Path | None] = ContextVar("dce_config_yaml_file", default=None)
+
+
+class ConfigError(Exception):
+    """A configuration problem, naming the dotted key (or the file) at fault."""
+
+    def __init__(self, key: str, message: str, *, file: Path | None = None) -> None:
+        self.key = key
+        self.message = message
+        self.file = file
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        if self.key:
+            return f"config key {self.key!r}: {self.message}"
+        return f"config file '{self.file}': {self.message}"
+
+
+def _split_host_port(value: str) -> tuple[str, int]:
+    """Parse ``host:port`` (``[v6]:port`` for IPv6) and check the port range."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected host:port, got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host:
+        raise ValueError(f"empty host in {value!r}")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"port must be an integer 1-65535, got {port_text!r}")
+    return host, int(port_text)
+
+
+def _parse_endpoint(value: str) -> tuple[str, str, int]:
+    """Parse ``udp|tcp:host:port`` into ``(transport, host, port)``."""
+    transport, sep, rest = value.partition(":")
+    transport = transport.lower()
+    if not sep or transport not in _TRANSPORTS:
+        raise ValueError(f"expected udp:host:port or tcp:host:port, got {value!r}")
+    host, port = _split_host_port(rest)
+    return transport, host, port
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SipConfig(_Section):
+    """SIP listeners, identity and RFC 3261 timer values."""
+
+    # NoDecode: the environment may give a JSON array or a plain comma-separated list
+    listen: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"], min_length=1
+    )
+    public_address: str | None = None
+    t1_ms: int = Field(500, gt=0)
+    t2_ms: int = Field(4000, gt=0)
+    t4_ms: int = Field(5000, gt=0)
+    user_agent: str = "dce/0.1"
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _split_listen(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: list[str]) -> list[str]:
+        for item in value:
+            _parse_endpoint(item)
+        return value
+
+    def endpoints(self) -> list[tuple[str, str, int]]:
+        """The listeners as ``(transport, host, port)`` tuples."""
+        return [_parse_endpoint(item) for item in self.listen]
+
+
+class HttpConfig(_Section):
+    """The side API listener."""
+
+    listen: str = "127.0.0.1:8080"
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        _split_host_port(value)
+        return value
+
+    @property
+    def host(self) -> str:
+        """The host part of ``listen``."""
+        return _split_host_port(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        """The port part of ``listen``."""
+        return _split_host_port(self.listen)[1]
+
+
+_PORT_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+
+
+class MediaConfig(_Section):
+    """Media plane: relay or passthrough, RTP port range and the address advertised in SDP."""
+
+    mode: Literal["relay", "passthrough"] = "relay"
+    ports: str = "30000-40000"
+    rtp_timeout_s: float = Field(60, gt=0)
+    address: str | None = None  # IP advertised in SDP; None -> the SIP listen host
+
+    @field_validator("ports")
+    @classmethod
+    def _check_ports(cls, value: str) -> str:
+        match = _PORT_RANGE.match(value)
+        if match is None:
+            raise ValueError(f"expected LOW-HIGH, got {value!r}")
+        low, high = int(match[1]), int(match[2])
+        if not 1024 <= low < high <= 65535:
+            raise ValueError(f"need 1024 <= low < high <= 65535, got {low}-{high}")
+        return f"{low}-{high}"
+
+    @property
+    def port_range(self) -> tuple[int, int]:
+        """``(low, high)`` of the RTP port range, inclusive."""
+        low, high = self.ports.split("-")
+        return int(low), int(high)
+
+
+class DatabaseConfig(_Section):
+    """Storage URL (SQLAlchemy async) and the CDR writer's batching."""
+
+    url: str = "sqlite+aiosqlite:///./dce.db"
+    batch_size: int = Field(200, gt=0)
+    flush_interval_s: float = Field(0.2, gt=0)
+
+
+class RoutingConfig(_Section):
+    """Call routing knobs."""
+
+    ring_timeout_s: float = Field(30, gt=0)
+
+
+def _normalise_did(value: str) -> str:
+    try:
+        number = phonenumbers.parse(value, _DEFAULT_REGION)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(f"DID {value!r} is not a phone number: {exc}") from None
+    if not phonenumbers.is_possible_number(number):
+        raise ValueError(f"DID {value!r} is not a possible phone number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _check_sip_uri(value: str) -> str:
+    if not value.lower().startswith(("sip:", "sips:")):
+        raise ValueError(f"destination {value!r} is not a sip: URI")
+    try:
+        URI.parse(value)
+    except Exception as exc:
+        raise ValueError(f"destination {value!r} is not a valid SIP URI: {exc}") from None
+    return value
+
+
+class Settings(BaseSettings):
+    """The whole exchange configuration. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DCE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    sip: SipConfig = Field(default_factory=SipConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    media: MediaConfig = Field(default_factory=MediaConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    static_routes: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("static_routes")
+    @classmethod
+    def _check_static_routes(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        routes: dict[str, list[str]] = {}
+        for did, destinations in value.items():
+            e164 = _normalise_did(did)
+            if not destinations:
+                raise ValueError(f"DID {did!r} has no destinations")
+            if e164 in routes:
+                raise ValueError(f"DID {did!r} is listed twice (as {e164})")
+            routes[e164] = [_check_sip_uri(uri) for uri in destinations]
+        return routes
+
+    @property
+    def media_address(self) -> str:
+        """The IP address to advertise in SDP: ``media.address``, else the first SIP listen host."""
+        if self.media.address:
+            return self.media.address
+        return self.sip.endpoints()[0][1]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Overrides (init kwargs) beat the environment, which beats the YAML file."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        yaml_file = _yaml_file.get()
+        if yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+
+def _check_yaml_file(path: Path) -> None:
+    """Raise ConfigError unless ``path`` is a readable YAML mapping (or empty)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("", f"cannot read: {exc}", file=path) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"invalid YAML: {exc}", file=path) from exc
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError("", f"top level must be a mapping, got {type(data).__name__}", file=path)
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "settings"
+
+
+_SETTINGS_ERROR_FIELD = re.compile(r'field "([^"]+)"')
+
+
+def load_settings(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Build the settings from defaults, ``config_file``, ``DCE_*`` variables and ``overrides``.
+
+    ``overrides`` is a nested dict (``{"sip": {"listen": [...]}}``) merged over everything else.
+    Raises :class:`ConfigError` naming the first bad key, or the file when it cannot be read or parsed.
+    """
+    path = Path(config_file) if config_file is not None else None
+    if path is not None:
+        _check_yaml_file(path)
+    token = _yaml_file.set(path)
+    try:
+        return Settings(**(overrides or {}))
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        raise ConfigError(_dotted(first["loc"]), first["msg"]) from exc
+    except SettingsError as exc:
+        # e.g. an environment variable that should hold JSON and does not
+        match = _SETTINGS_ERROR_FIELD.search(str(exc))
+        raise ConfigError(match[1] if match else "settings", str(exc)) from exc
+    finally:
+        _yaml_file.reset(token)
