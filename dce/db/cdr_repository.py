@@ -1,0 +1,154 @@
+"""Storing and reading call detail records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Select, Table, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from dce.billing.cdr import CallDetailRecord, Disposition, HangupSide
+from dce.db.models import CallRecordRow
+
+calls = cast(Table, CallRecordRow.__table__)
+
+# Column order of a listed row: every CDR field, then the derived durations.
+COLUMNS: tuple[str, ...] = tuple(column.name for column in calls.columns)
+
+
+def cdr_to_row(cdr: CallDetailRecord) -> dict[str, Any]:
+    """The ``calls`` row for ``cdr``."""
+    return {
+        "call_id": cdr.call_id,
+        "a_leg_call_id": cdr.a_leg_call_id,
+        "b_leg_call_id": cdr.b_leg_call_id,
+        "caller": cdr.caller,
+        "called": cdr.called,
+        "did": cdr.did,
+        "destination": cdr.destination,
+        "invite_at": cdr.invite_at,
+        "ring_at": cdr.ring_at,
+        "answer_at": cdr.answer_at,
+        "end_at": cdr.end_at,
+        "disposition": str(cdr.disposition),
+        "final_code": cdr.final_code,
+        "hangup_side": str(cdr.hangup_side) if cdr.hangup_side is not None else None,
+        "reason": cdr.reason,
+        "duration_s": cdr.duration_s,
+        "billable_s": cdr.billable_s,
+        "packets_relayed": cdr.packets_relayed,
+        "bytes_relayed": cdr.bytes_relayed,
+        "extra": dict(cdr.extra),
+    }
+
+
+def row_to_cdr(row: dict[str, Any]) -> CallDetailRecord:
+    """Rebuild a :class:`CallDetailRecord` from a row dict (as returned by :func:`list_cdrs`)."""
+    return CallDetailRecord(
+        call_id=row["call_id"],
+        a_leg_call_id=row["a_leg_call_id"],
+        b_leg_call_id=row["b_leg_call_id"],
+        caller=row["caller"],
+        called=row["called"],
+        did=row["did"],
+        destination=row["destination"],
+        invite_at=row["invite_at"],
+        end_at=row["end_at"],
+        disposition=Disposition(row["disposition"]),
+        final_code=row["final_code"],
+        ring_at=row["ring_at"],
+        answer_at=row["answer_at"],
+        hangup_side=HangupSide(row["hangup_side"]) if row["hangup_side"] is not None else None,
+        reason=row["reason"],
+        packets_relayed=row["packets_relayed"],
+        bytes_relayed=row["bytes_relayed"],
+        extra=dict(row["extra"] or {}),
+    )
+
+
+async def _insert_portable(connection: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Insert rows whose call_id is not stored yet (for dialects without ON CONFLICT)."""
+    ids = [row["call_id"] for row in rows]
+    existing = set(
+        (await connection.execute(select(calls.c.call_id).where(calls.c.call_id.in_(ids)))).scalars()
+    )
+    fresh: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["call_id"] not in existing:
+            fresh.setdefault(row["call_id"], row)
+    if fresh:
+        await connection.execute(calls.insert(), list(fresh.values()))
+
+
+async def insert_cdrs(engine: AsyncEngine, cdrs: Sequence[CallDetailRecord]) -> None:
+    """Store ``cdrs`` in one transaction. Idempotent: a call_id already stored is left as it is."""
+    if not cdrs:
+        return
+    rows = [cdr_to_row(cdr) for cdr in cdrs]
+    async with engine.begin() as connection:
+        dialect = connection.dialect.name
+        if dialect == "postgresql":
+            statement = postgresql.insert(calls).on_conflict_do_nothing(index_elements=[calls.c.call_id])
+            await connection.execute(statement, rows)
+        elif dialect == "sqlite":
+            statement = sqlite.insert(calls).on_conflict_do_nothing(index_elements=[calls.c.call_id])
+            await connection.execute(statement, rows)
+        else:
+            await _insert_portable(connection, rows)
+
+
+def _filtered(
+    query: Select[Any],
+    *,
+    disposition: str | None,
+    did: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> Select[Any]:
+    if disposition is not None:
+        query = query.where(calls.c.disposition == str(disposition))
+    if did is not None:
+        query = query.where(calls.c.did == did)
+    if since is not None:
+        query = query.where(calls.c.invite_at >= since)
+    if until is not None:
+        query = query.where(calls.c.invite_at < until)
+    return query
+
+
+async def list_cdrs(
+    engine: AsyncEngine,
+    limit: int = 50,
+    offset: int = 0,
+    *,
+    disposition: str | None = None,
+    did: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """A page of stored calls, newest INVITE first, and the total matching the filters.
+
+    Each row is a dict with every CDR field (times as aware UTC datetimes) plus ``duration_s``/``billable_s``.
+    """
+    filters = {"disposition": disposition, "did": did, "since": since, "until": until}
+    page = (
+        _filtered(select(calls), **filters)
+        .order_by(calls.c.invite_at.desc(), calls.c.call_id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    count = _filtered(select(func.count()).select_from(calls), **filters)
+    async with engine.connect() as connection:
+        total = (await connection.execute(count)).scalar_one()
+        rows = [dict(row) for row in (await connection.execute(page)).mappings()]
+    return rows, total
+
+
+async def get_cdr(engine: AsyncEngine, call_id: str) -> CallDetailRecord | None:
+    """The stored record for ``call_id``, or None."""
+    async with engine.connect() as connection:
+        row = (await connection.execute(select(calls).where(calls.c.call_id == call_id))).mappings().first()
+    return row_to_cdr(dict(row)) if row is not None else None

@@ -1,0 +1,82 @@
+"""SQLAlchemy 2 models. Alembic migrations (``dce/db/migrations``) are the only way the schema changes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Index, Integer, MetaData, String, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# JSON everywhere, JSONB on PostgreSQL.
+JsonDocument = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite stores naive UTC text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: times must be timezone-aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a constraint naming convention Alembic can rely on."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: JsonDocument}
+
+
+class CallRecordRow(Base):
+    """One row per finished call: a stored :class:`dce.billing.cdr.CallDetailRecord`."""
+
+    __tablename__ = "calls"
+
+    call_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    a_leg_call_id: Mapped[str] = mapped_column(String(255))
+    b_leg_call_id: Mapped[str | None] = mapped_column(String(255))
+    caller: Mapped[str] = mapped_column(String(255))
+    called: Mapped[str] = mapped_column(String(64))
+    did: Mapped[str] = mapped_column(String(64))
+    destination: Mapped[str | None] = mapped_column(String(1024))
+    invite_at: Mapped[datetime]
+    ring_at: Mapped[datetime | None]
+    answer_at: Mapped[datetime | None]
+    end_at: Mapped[datetime]
+    disposition: Mapped[str] = mapped_column(String(16))
+    final_code: Mapped[int] = mapped_column(Integer)
+    hangup_side: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    duration_s: Mapped[int] = mapped_column(Integer)
+    billable_s: Mapped[int] = mapped_column(Integer)
+    packets_relayed: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_relayed: Mapped[int] = mapped_column(BigInteger, default=0)
+    extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    __table_args__ = (
+        Index("ix_calls_invite_at", "invite_at"),
+        Index("ix_calls_did", "did"),
+        Index("ix_calls_disposition", "disposition"),
+    )
