@@ -1,0 +1,651 @@
+"""The B2BUA core (sans-IO): a call as an inbound leg (A) and outbound legs (B), and the rules that tie them.
+
+It is the endpoint's transaction user. What to do with a call (route it, reject it, dial whom, when to give up)
+is decided above it, by the exchange's CallFlow, which reads ``next_event()`` and answers with commands
+(``reject``, ``dial``, ``cancel_dial``, ``hangup``). Everything else is handled here: relaying provisional and final
+responses with SDP rewritten, ACKing the callee's 2xx, CANCEL in both directions (including a 2xx that crosses
+the CANCEL), BYE from either side, re-INVITE/UPDATE/INFO pass-through, Max-Forwards, 481/483/491.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from dce.sip.dialog import Dialog
+from dce.sip.endpoint import SipEndpoint, new_token
+from dce.sip.message import (
+    Request,
+    Response,
+    make_response,
+    reason_phrase,
+    uri_hostport,
+    uri_user,
+)
+from dce.sip.transaction import (
+    Address,
+    ClientInviteTransaction,
+    ClientTransaction,
+    ServerInviteTransaction,
+    ServerTransaction,
+    State,
+)
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO"
+COPIED_HEADERS = ("P-Asserted-Identity", "Privacy", "Identity", "Subject")
+PASS_THROUGH_METHODS = ("UPDATE", "INFO")  # forwarded end to end inside a dialog, like re-INVITE
+SUPPORTED_OPTIONS: frozenset[str] = frozenset()  # no 100rel/timer yet: a Require for them is answered 420
+
+
+class SdpRewriter(Protocol):
+    """The media plane's view of a call (relay or passthrough)."""
+
+    def rewrite_from_a(self, sdp: bytes) -> bytes: ...
+    def rewrite_from_b(self, sdp: bytes) -> bytes: ...
+
+
+class CallState(enum.Enum):
+    """Where a call is, as the B2BUA sees it."""
+
+    OFFERED = "offered"  # A's INVITE received; waiting for the CallFlow
+    DIALING = "dialing"  # a B leg is being tried
+    ANSWERED = "answered"  # both legs confirmed
+    ENDED = "ended"
+
+
+class Side(enum.StrEnum):
+    """Which leg of a call."""
+
+    A = "a"
+    B = "b"
+
+
+# -- events for the CallFlow ---------------------------------------------------------------------------
+@dataclass(slots=True)
+class CallOffered:
+    """A new inbound call; the CallFlow must reject or dial."""
+
+    call: Call
+    at: float
+
+
+@dataclass(slots=True)
+class DialProgress:
+    """The current B leg sent a provisional (180/183), already relayed to A."""
+
+    call: Call
+    status: int
+    at: float
+
+
+@dataclass(slots=True)
+class DialAnswered:
+    """The B leg answered: both legs are now confirmed and bridged."""
+
+    call: Call
+    at: float
+
+
+@dataclass(slots=True)
+class DialFailed:
+    """The B leg ended without answer (busy, error, ring timeout, transport timeout). A is still waiting."""
+
+    call: Call
+    status: int
+    reason: str  # busy | no_answer | failed | timeout
+    at: float
+
+
+@dataclass(slots=True)
+class CallCancelled:
+    """A cancelled before answer; A got 487 and any B leg is being cancelled."""
+
+    call: Call
+    at: float
+
+
+@dataclass(slots=True)
+class CallEnded:
+    """An answered call ended; both legs have been sent BYE (or received one)."""
+
+    call: Call
+    side: str  # caller | callee | system
+    reason: str
+    at: float
+
+
+CallEvent = CallOffered | DialProgress | DialAnswered | DialFailed | CallCancelled | CallEnded
+
+
+# -- legs and calls ------------------------------------------------------------------------------------
+@dataclass(slots=True, eq=False)
+class InboundLeg:
+    """The caller's side: the INVITE we are serving."""
+
+    txn: ServerInviteTransaction
+    request: Request
+    local_tag: str
+    dialog: Dialog | None = None
+
+    @property
+    def call_id(self) -> str:
+        return self.request.call_id
+
+
+@dataclass(slots=True, eq=False)
+class OutboundLeg:
+    """One attempt to reach a destination."""
+
+    call: Call
+    destination: str
+    request: Request
+    txn: ClientInviteTransaction
+    ring_timeout: float
+    dialog: Dialog | None = None
+    provisional: bool = False
+    cancel_pending: bool = False
+    cancel_reason: str | None = None  # why we cancelled: no_answer | cancelled | hangup
+    finished: bool = False
+    deadline_name: str | None = None
+    deadline: float | None = None
+    heap_deadline: float | None = None
+
+    @property
+    def call_id(self) -> str:
+        return self.request.call_id
+
+    def next_deadline(self) -> float | None:
+        return self.deadline
+
+    def handle_timer(self, now: float) -> None:
+        if self.deadline is None or now < self.deadline:
+            return
+        name, self.deadline, self.deadline_name = self.deadline_name, None, None
+        b2bua: B2BUA = self.call.b2bua
+        if name == "ring":
+            b2bua._ring_timeout(self, now)
+        elif name == "cancel_guard":
+            b2bua._give_up_leg(self, now)
+
+
+@dataclass(slots=True, eq=False)
+class Call:
+    """A call through the B2BUA."""
+
+    id: str
+    b2bua: B2BUA
+    a: InboundLeg
+    invite_at: float
+    state: CallState = CallState.OFFERED
+    b: OutboundLeg | None = None
+    media: SdpRewriter | None = None
+    pending_reinvite: bool = False
+    attempts: int = 0
+    data: dict = field(default_factory=dict)  # the CallFlow's own per-call state
+
+    @property
+    def caller_user(self) -> str:
+        from dce.sip.message import header_uri
+
+        return uri_user(header_uri(self.a.request.get("From") or ""))
+
+    @property
+    def called_user(self) -> str:
+        return uri_user(self.a.request.uri)
+
+
+@dataclass(slots=True, eq=False)
+class _Relay:
+    """An in-dialog request forwarded to the other leg, awaiting its final response."""
+
+    call: Call
+    origin: ServerTransaction
+    from_side: Side
+
+
+class B2BUA:
+    """Transaction user that pairs legs into calls. Drive it through its endpoint; read ``next_event()``."""
+
+    def __init__(self, endpoint: SipEndpoint) -> None:
+        self.endpoint = endpoint
+        endpoint.tu = self
+        self.calls: dict[str, Call] = {}
+        self._dialogs: dict[tuple[str, str, str], tuple[Call, Side]] = {}
+        self._events: deque[CallEvent] = deque()
+
+    # -- adapter pass-through ------------------------------------------------------------------------
+    def receive(self, data: bytes, transport: str, addr: Address, now: float, *, stream: bool = False) -> None:
+        """Feed wire input (see SipEndpoint.receive)."""
+        self.endpoint.receive(data, transport, addr, now, stream=stream)
+
+    def handle_timer(self, now: float) -> None:
+        """Fire due timers."""
+        self.endpoint.handle_timer(now)
+
+    def next_timer(self) -> float | None:
+        """Earliest deadline."""
+        return self.endpoint.next_timer()
+
+    def datagrams_to_send(self) -> list[tuple[bytes, str, Address]]:
+        """Wire output."""
+        return self.endpoint.datagrams_to_send()
+
+    def next_event(self) -> CallEvent | None:
+        """The next event for the CallFlow, or None."""
+        return self._events.popleft() if self._events else None
+
+    @property
+    def active_calls(self) -> int:
+        """Calls not yet ended."""
+        return len(self.calls)
+
+    # -- commands from the CallFlow --------------------------------------------------------------------
+    def reject(self, call: Call, status: int, now: float, *, reason: str | None = None,
+               reason_header: str | None = None) -> None:
+        """Answer the caller with a final failure and end the call."""
+        if call.state in (CallState.ANSWERED, CallState.ENDED):
+            return
+        extra = [("Reason", reason_header)] if reason_header else None
+        response = make_response(call.a.request, status, reason, to_tag=call.a.local_tag, extra=extra)
+        self.endpoint.respond(call.a.txn, response, now)
+        self._end(call)
+
+    def dial(self, call: Call, destination: str, now: float, *, ring_timeout: float) -> OutboundLeg:
+        """Send an INVITE to ``destination`` on behalf of the caller (replacing any failed B leg)."""
+        a_request = call.a.request
+        uri = destination if uri_user(destination) else _with_user(destination, call.called_user)
+        host, port, params = uri_hostport(uri)
+        transport = (params.get("transport") or "udp").lower()
+        if transport not in self.endpoint.local:
+            transport = "udp"
+        local_tag = new_token()
+        request = Request(method="INVITE", uri=uri)
+        headers = request.headers
+        from_value = a_request.get("From") or ""
+        headers.append(("From", _replace_tag(from_value, local_tag)))
+        headers.append(("To", f"<{uri}>"))
+        headers.append(("Call-ID", new_token() + new_token()))
+        headers.append(("CSeq", "1 INVITE"))
+        headers.append(("Contact", self._contact(transport)))
+        max_forwards = a_request.get("Max-Forwards")
+        headers.append(("Max-Forwards", str(int(max_forwards) - 1) if max_forwards else "69"))
+        headers.append(("Allow", ALLOW))
+        for name in COPIED_HEADERS:
+            for value in a_request.get_all(name):
+                headers.append((name, value))
+        for name, value in a_request.headers:
+            if name.lower().startswith("x-"):
+                headers.append((name, value))
+        if a_request.body:
+            request.body = self._rewrite(call, Side.A, a_request.body)
+            headers.append(("Content-Type", a_request.get("Content-Type") or "application/sdp"))
+        txn = self.endpoint.send_request(request, transport, (host.strip("[]"), port or 5060), now)
+        assert isinstance(txn, ClientInviteTransaction)
+        leg = OutboundLeg(call=call, destination=destination, request=request, txn=txn,
+                          ring_timeout=ring_timeout)
+        txn.user_data = leg
+        call.b = leg
+        call.state = CallState.DIALING
+        call.attempts += 1
+        self._set_leg_timer(leg, "ring", now + ring_timeout)
+        return leg
+
+    def cancel_dial(self, call: Call, now: float, *, reason: str = "cancelled") -> None:
+        """Stop ringing the current B leg (the caller keeps waiting unless the CallFlow rejects it)."""
+        leg = call.b
+        if leg is not None and not leg.finished and leg.dialog is None:
+            self._cancel_leg(leg, now, reason)
+
+    def hangup(self, call: Call, now: float, *, reason: str = "hangup") -> None:
+        """End a call from the exchange's side: BYE both legs when answered, else CANCEL B and 480 A."""
+        if call.state is CallState.ANSWERED:
+            for side in (Side.A, Side.B):
+                self._send_bye(call, side, now, reason)
+            self._events.append(CallEnded(call, "system", reason, now))
+            self._end(call)
+        elif call.state in (CallState.OFFERED, CallState.DIALING):
+            if call.b is not None:
+                self._cancel_leg(call.b, now, "hangup")
+            self.reject(call, 480, now, reason_header=f'Q.850;cause=41;text="{reason}"')
+
+    # -- TransactionUser: requests ---------------------------------------------------------------------
+    def on_request(self, txn: ServerTransaction, now: float) -> None:
+        request = txn.request
+        if request.to_tag is not None:
+            self._in_dialog_request(txn, request, now)
+            return
+        method = request.method
+        if method == "INVITE":
+            self._new_call(txn, request, now)  # type: ignore[arg-type]
+        elif method == "OPTIONS":
+            self.endpoint.respond(txn, make_response(request, 200, to_tag=new_token(), extra=[
+                ("Allow", ALLOW), ("Accept", "application/sdp")]), now)
+        elif method == "BYE":
+            self.endpoint.respond(txn, make_response(request, 481, to_tag=new_token()), now)
+        else:
+            self.endpoint.respond(txn, make_response(request, 405, to_tag=new_token(),
+                                                     extra=[("Allow", ALLOW)]), now)
+
+    def on_ack(self, request: Request, now: float) -> None:
+        # A's ACK for our 2xx: the B leg was ACKed when its 2xx arrived, so there is nothing to forward.
+        return
+
+    def on_cancel(self, invite_txn: ServerInviteTransaction, cancel: Request, now: float) -> None:
+        call = invite_txn.user_data
+        if not isinstance(call, Call) or call.state in (CallState.ANSWERED, CallState.ENDED):
+            return
+        reason = cancel.get("Reason")
+        self.endpoint.respond(invite_txn, make_response(call.a.request, 487, to_tag=call.a.local_tag), now)
+        if call.b is not None and not call.b.finished:
+            self._cancel_leg(call.b, now, "cancelled", reason_header=reason)
+        self._events.append(CallCancelled(call, now))
+        self._end(call)
+
+    def _new_call(self, txn: ServerInviteTransaction, request: Request, now: float) -> None:
+        local_tag = new_token()
+        max_forwards = request.get("Max-Forwards")
+        if max_forwards is not None and int(max_forwards) <= 0:
+            self.endpoint.respond(txn, make_response(request, 483, to_tag=local_tag), now)
+            return
+        unsupported = [opt for opt in _options(request.get_all("Require")) if opt not in SUPPORTED_OPTIONS]
+        if unsupported:
+            self.endpoint.respond(txn, make_response(request, 420, to_tag=local_tag, extra=[
+                ("Unsupported", ", ".join(unsupported))]), now)
+            return
+        call = Call(id=new_token() + new_token(), b2bua=self, a=InboundLeg(txn, request, local_tag),
+                    invite_at=now)
+        txn.user_data = call
+        self.calls[call.id] = call
+        self._events.append(CallOffered(call, now))
+
+    def _in_dialog_request(self, txn: ServerTransaction, request: Request, now: float) -> None:
+        found = self._dialogs.get((request.call_id, request.to_tag or "", request.from_tag or ""))
+        if found is None:
+            self.endpoint.respond(txn, make_response(request, 481), now)
+            return
+        call, side = found
+        dialog = call.a.dialog if side is Side.A else (call.b.dialog if call.b else None)
+        assert dialog is not None
+        if not dialog.accept_remote_cseq(request):
+            self.endpoint.respond(txn, make_response(request, 500, "CSeq out of order"), now)
+            return
+        method = request.method
+        if method == "BYE":
+            self.endpoint.respond(txn, make_response(request, 200), now)
+            other = Side.B if side is Side.A else Side.A
+            self._send_bye(call, other, now, "hangup")
+            self._events.append(CallEnded(call, "caller" if side is Side.A else "callee", "bye", now))
+            self._end(call)
+        elif method == "OPTIONS":
+            self.endpoint.respond(txn, make_response(request, 200, extra=[("Allow", ALLOW)]), now)
+        elif method == "INVITE" or method in PASS_THROUGH_METHODS:
+            self._relay_in_dialog(call, side, txn, request, now)
+        else:
+            self.endpoint.respond(txn, make_response(request, 405, extra=[("Allow", ALLOW)]), now)
+
+    def _relay_in_dialog(self, call: Call, side: Side, txn: ServerTransaction, request: Request,
+                         now: float) -> None:
+        """Forward a re-INVITE/UPDATE/INFO to the other leg; its final response comes back the same way."""
+        if call.state is not CallState.ANSWERED:
+            self.endpoint.respond(txn, make_response(request, 491 if request.method == "INVITE" else 500), now)
+            return
+        if request.method == "INVITE":
+            if call.pending_reinvite:
+                self.endpoint.respond(txn, make_response(request, 491), now)
+                return
+            call.pending_reinvite = True
+        own = call.a.dialog if side is Side.A else call.b.dialog  # type: ignore[union-attr]
+        assert own is not None
+        if request.method in ("INVITE", "UPDATE"):
+            own.update_target(request)
+        other = Side.B if side is Side.A else Side.A
+        dialog = self._dialog(call, other)
+        transport, addr = dialog.next_hop()
+        forward = dialog.create_request(request.method, contact=self._contact(transport))
+        max_forwards = request.get("Max-Forwards")
+        if max_forwards:
+            forward.add("Max-Forwards", str(max(0, int(max_forwards) - 1)))
+        if request.body:
+            forward.body = self._rewrite(call, side, request.body)
+            forward.add("Content-Type", request.get("Content-Type") or "application/sdp")
+        client = self.endpoint.send_request(forward, transport, addr, now)
+        client.user_data = _Relay(call, txn, side)
+
+    # -- TransactionUser: responses --------------------------------------------------------------------
+    def on_response(self, txn: ClientTransaction, response: Response, now: float) -> None:
+        owner = txn.user_data
+        if isinstance(owner, OutboundLeg):
+            self._leg_response(owner, txn, response, now)
+        elif isinstance(owner, _Relay):
+            self._relay_response(owner, txn, response, now)
+
+    def _leg_response(self, leg: OutboundLeg, txn: ClientTransaction, response: Response, now: float) -> None:
+        if txn.request.method != "INVITE":
+            return  # responses to our CANCEL/BYE need no action
+        status = response.status
+        call = leg.call
+        if status < 200:
+            if status == 100:
+                return
+            leg.provisional = True
+            if leg.cancel_pending:
+                self._send_cancel(leg, now)
+                return
+            if leg.finished or call.b is not leg or call.state is not CallState.DIALING:
+                return
+            relayed = make_response(call.a.request, status, response.reason, to_tag=call.a.local_tag,
+                                    extra=[("Contact", self._contact(call.a.txn.transport))])
+            if response.body:
+                relayed.body = self._rewrite(call, Side.B, response.body)
+                relayed.add("Content-Type", response.get("Content-Type") or "application/sdp")
+            self.endpoint.respond(call.a.txn, relayed, now)
+            self._events.append(DialProgress(call, status, now))
+        elif status < 300:
+            self._leg_answered(leg, response, now)
+        else:
+            self._leg_failed(leg, status, now)
+
+    def _leg_answered(self, leg: OutboundLeg, response: Response, now: float) -> None:
+        call = leg.call
+        if leg.dialog is not None:  # retransmitted 2xx: our ACK was lost
+            self._send_ack(leg, now)
+            return
+        leg.dialog = Dialog.as_uac(leg.request, response, leg.txn.transport, leg.txn.addr)
+        self._send_ack(leg, now)
+        wanted = not leg.finished and call.b is leg and call.state is CallState.DIALING
+        if not wanted:
+            # The 2xx crossed our CANCEL (or the leg was abandoned): confirm and immediately release it.
+            leg.finished = True
+            self._send_bye_on(leg.dialog, now, "cancelled")
+            self._clear_leg_timer(leg)
+            return
+        leg.finished = True
+        self._clear_leg_timer(leg)
+        a = call.a
+        answer = make_response(a.request, 200, to_tag=a.local_tag,
+                               extra=[("Contact", self._contact(a.txn.transport)), ("Allow", ALLOW)])
+        if response.body:
+            answer.body = self._rewrite(call, Side.B, response.body)
+            answer.add("Content-Type", response.get("Content-Type") or "application/sdp")
+        self.endpoint.respond(a.txn, answer, now)
+        a.dialog = Dialog.as_uas(a.request, a.local_tag, a.txn.transport, a.txn.addr)
+        self._dialogs[a.dialog.id] = (call, Side.A)
+        self._dialogs[leg.dialog.id] = (call, Side.B)
+        call.state = CallState.ANSWERED
+        self._events.append(DialAnswered(call, now))
+
+    def _leg_failed(self, leg: OutboundLeg, status: int, now: float) -> None:
+        if leg.finished:
+            return
+        leg.finished = True
+        self._clear_leg_timer(leg)
+        call = leg.call
+        if call.b is not leg or call.state is not CallState.DIALING:
+            return
+        if leg.cancel_reason == "no_answer":
+            self._events.append(DialFailed(call, 408, "no_answer", now))
+        else:
+            self._events.append(DialFailed(call, status, _failure_kind(status), now))
+
+    def _relay_response(self, relay: _Relay, txn: ClientTransaction, response: Response, now: float) -> None:
+        status = response.status
+        call = relay.call
+        if status < 200:
+            return
+        other = Side.B if relay.from_side is Side.A else Side.A
+        if txn.request.method == "INVITE":
+            call.pending_reinvite = False
+            if status < 300:
+                dialog = self._dialog(call, other)
+                dialog.update_target(response)
+                transport, addr = dialog.next_hop()
+                ack = dialog.create_request("ACK", cseq=txn.request.cseq[0])
+                self.endpoint.send_stateless(ack, transport, addr)
+        origin = relay.origin
+        reply = make_response(origin.request, status, response.reason)
+        if 200 <= status < 300 and origin.request.method == "INVITE":
+            reply.add("Contact", self._contact(origin.transport))
+        if response.body:
+            reply.body = self._rewrite(call, other, response.body)
+            reply.add("Content-Type", response.get("Content-Type") or "application/sdp")
+        self.endpoint.respond(origin, reply, now)
+
+    def on_stray_response(self, response: Response, now: float) -> None:
+        # A 2xx retransmitted after the INVITE transaction ended: re-ACK if it is one of our dialogs.
+        if response.cseq[1] != "INVITE" or not 200 <= response.status < 300:
+            return
+        found = self._dialogs.get((response.call_id, response.from_tag or "", response.to_tag or ""))
+        if found is not None and found[1] is Side.B and found[0].b is not None:
+            self._send_ack(found[0].b, now)
+
+    def on_client_timeout(self, txn: ClientTransaction, now: float) -> None:
+        owner = txn.user_data
+        if isinstance(owner, OutboundLeg) and txn.request.method == "INVITE":
+            self._leg_failed(owner, 408, now)
+        elif isinstance(owner, _Relay):
+            if txn.request.method == "INVITE":
+                owner.call.pending_reinvite = False
+            self.endpoint.respond(owner.origin, make_response(owner.origin.request, 408), now)
+
+    def on_server_timeout(self, txn: ServerTransaction, now: float) -> None:
+        call = txn.user_data
+        if isinstance(call, Call) and call.state is CallState.ANSWERED and txn is call.a.txn:
+            # The caller never ACKed our 2xx (§13.3.1.4): end the call.
+            self.hangup(call, now, reason="no ACK from caller")
+
+    # -- internals -------------------------------------------------------------------------------------
+    def _end(self, call: Call) -> None:
+        call.state = CallState.ENDED
+        self.calls.pop(call.id, None)
+        for dialog in (call.a.dialog, call.b.dialog if call.b else None):
+            if dialog is not None:
+                self._dialogs.pop(dialog.id, None)
+
+    def _dialog(self, call: Call, side: Side) -> Dialog:
+        dialog = call.a.dialog if side is Side.A else (call.b.dialog if call.b else None)
+        assert dialog is not None, "leg has no dialog"
+        return dialog
+
+    def _send_bye(self, call: Call, side: Side, now: float, reason: str) -> None:
+        dialog = call.a.dialog if side is Side.A else (call.b.dialog if call.b else None)
+        if dialog is not None:
+            self._send_bye_on(dialog, now, reason)
+
+    def _send_bye_on(self, dialog: Dialog, now: float, reason: str) -> None:
+        transport, addr = dialog.next_hop()
+        bye = dialog.create_request("BYE")
+        if reason not in ("hangup", "bye"):
+            bye.add("Reason", f'SIP;cause=200;text="{reason}"')
+        self.endpoint.send_request(bye, transport, addr, now)
+
+    def _send_ack(self, leg: OutboundLeg, now: float) -> None:
+        dialog = leg.dialog
+        assert dialog is not None
+        transport, addr = dialog.next_hop()
+        ack = dialog.create_request("ACK", cseq=leg.request.cseq[0])
+        self.endpoint.send_stateless(ack, transport, addr)
+
+    def _cancel_leg(self, leg: OutboundLeg, now: float, reason: str, reason_header: str | None = None) -> None:
+        if leg.cancel_reason is None:
+            leg.cancel_reason = reason
+        if leg.provisional:
+            self._send_cancel(leg, now, reason_header)
+        else:
+            leg.cancel_pending = True  # §9.1: CANCEL only after a provisional response
+        if reason != "no_answer":
+            leg.finished = True
+        self._set_leg_timer(leg, "cancel_guard", now + self.endpoint.timers.timeout)
+
+    def _send_cancel(self, leg: OutboundLeg, now: float, reason_header: str | None = None) -> None:
+        leg.cancel_pending = False
+        if leg.txn.state in (State.CALLING, State.PROCEEDING):
+            client = self.endpoint.cancel(leg.txn, now, reason_header)
+            client.user_data = leg
+
+    def _ring_timeout(self, leg: OutboundLeg, now: float) -> None:
+        if leg.finished or leg.dialog is not None:
+            return
+        self._cancel_leg(leg, now, "no_answer")
+        if not leg.provisional:
+            # Nothing heard at all: give up now rather than wait for timer B.
+            self._leg_failed(leg, 408, now)
+
+    def _give_up_leg(self, leg: OutboundLeg, now: float) -> None:
+        """The callee never answered our CANCEL with a final response (§9.1: give up after 64*T1)."""
+        self._leg_failed(leg, 408, now)
+
+    def _set_leg_timer(self, leg: OutboundLeg, name: str, deadline: float) -> None:
+        leg.deadline_name = name
+        leg.deadline = deadline
+        self.endpoint.schedule(leg)
+
+    def _clear_leg_timer(self, leg: OutboundLeg) -> None:
+        leg.deadline = None
+        leg.deadline_name = None
+
+    def _contact(self, transport: str) -> str:
+        host, port = self.endpoint.local.get(transport) or self.endpoint.local["udp"]
+        suffix = f";transport={transport}" if transport != "udp" else ""
+        return f"<sip:{host}:{port}{suffix}>"
+
+    def _rewrite(self, call: Call, side: Side, body: bytes) -> bytes:
+        media = call.media
+        if media is None:
+            return body
+        try:
+            return media.rewrite_from_a(body) if side is Side.A else media.rewrite_from_b(body)
+        except ValueError:
+            return body  # undecodable SDP passes untouched rather than failing the call
+
+
+def _failure_kind(status: int) -> str:
+    if status in (486, 600):
+        return "busy"
+    if status in (408, 480):
+        return "no_answer"
+    return "failed"
+
+
+def _options(values: list[str]) -> list[str]:
+    return [v.strip().lower() for value in values for v in value.split(",") if v.strip()]
+
+
+def _with_user(uri: str, user: str) -> str:
+    scheme, _, rest = uri.partition(":")
+    return f"{scheme}:{user}@{rest}" if user else uri
+
+
+def _replace_tag(value: str, tag: str) -> str:
+    end = value.rfind(">")
+    head, tail = (value[: end + 1], value[end + 1 :]) if end >= 0 else ("", value)
+    params = [p for p in tail.split(";") if p.strip() and not p.strip().lower().startswith("tag=")]
+    if end < 0:
+        head, params = params[0], params[1:]
+    return ";".join([head, *params, f"tag={tag}"])
+
+
+def default_reason(status: int) -> str:
+    """Reason phrase for a status (re-exported for the CallFlow)."""
+    return reason_phrase(status)
