@@ -1,0 +1,111 @@
+"""The aiohttp side API: health, metrics and ``/api/v1``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dce import __version__
+from dce.db.engine import check
+from dce.http_api.calls import build_api_app
+from dce.http_api.keys import ENGINE, METRICS, STARTED_AT, STATUS
+from dce.http_api.metrics import ExchangeMetrics
+from dce.http_api.problems import problem, problem_middleware
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+
+async def _database_check(request: web.Request) -> str:
+    """Return "ok", or the error text."""
+    try:
+        await check(request.app[ENGINE])
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"[:500] if str(exc) else type(exc).__name__
+    return "ok"
+
+
+@routes.get("/health")
+async def health(request: web.Request) -> web.Response:
+    """Status, version, uptime and checks; "degraded" when any check is not "ok" (always HTTP 200)."""
+    checks: dict[str, Any] = {"database": await _database_check(request)}
+    extra: dict[str, Any] = {}
+    status_fn = request.app.get(STATUS)
+    if status_fn is not None:
+        try:
+            extra = dict(status_fn())
+        except Exception as exc:
+            log.exception("status() failed")
+            checks["status"] = f"{type(exc).__name__}: {exc}"
+        checks.update(extra.pop("checks", None) or {})
+    healthy = all(value == "ok" for value in checks.values())
+    body = {
+        **extra,
+        "status": "ok" if healthy else "degraded",
+        "version": __version__,
+        "uptime_s": round(time.monotonic() - request.app[STARTED_AT], 3),
+        "checks": checks,
+    }
+    return web.json_response(body)
+
+
+@routes.get("/health/live")
+async def live(_request: web.Request) -> web.Response:
+    """200 while the process serves requests."""
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/health/ready")
+async def ready(request: web.Request) -> web.Response:
+    """200 when the database answers, else 503 problem+json."""
+    database = await _database_check(request)
+    if database != "ok":
+        return problem(503, f"database: {database}", title="Not Ready")
+    return web.json_response({"status": "ok", "checks": {"database": "ok"}})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition text."""
+    body, content_type = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+def build_app(
+    *,
+    engine: AsyncEngine,
+    metrics: ExchangeMetrics,
+    status: Callable[[], dict[str, Any]] | None = None,
+) -> web.Application:
+    """The side API. ``status()`` adds fields (e.g. active calls; a "checks" dict merges) to ``/health``.
+
+    The caller owns ``engine`` (disposes it) and keeps ``metrics`` fed.
+    """
+    app = web.Application(middlewares=[problem_middleware])
+    app[ENGINE] = engine
+    app[METRICS] = metrics
+    app[STARTED_AT] = time.monotonic()
+    if status is not None:
+        app[STATUS] = status
+    app.add_routes(routes)
+    app.add_subapp("/api/v1", build_api_app())
+    return app
+
+
+async def run_http(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Serve ``app`` on ``host:port`` (port 0: see ``runner.addresses``); ``cleanup()`` stops it."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner

@@ -1,0 +1,98 @@
+"""``/api/v1/calls``: the stored call detail records."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import phonenumbers
+from aiohttp import web
+
+from dce.billing.cdr import Disposition
+from dce.db.cdr_repository import list_cdrs
+from dce.http_api.keys import ENGINE
+from dce.http_api.problems import invalid_parameter
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 50
+
+routes = web.RouteTableDef()
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int | None = None) -> int:
+    raw = request.query.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid_parameter(name, f"expected an integer, got {raw!r}") from None
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise invalid_parameter(name, f"must be {bounds}, got {value}")
+    return value
+
+
+def _disposition_param(request: web.Request) -> str | None:
+    raw = request.query.get("disposition", "")
+    if raw == "":
+        return None
+    try:
+        return Disposition(raw).value
+    except ValueError:
+        allowed = ", ".join(d.value for d in Disposition)
+        raise invalid_parameter("disposition", f"expected one of {allowed}, got {raw!r}") from None
+
+
+def _did_param(request: web.Request) -> str | None:
+    raw = request.query.get("did", "")
+    if raw.strip() == "":
+        return None
+    # an unencoded '+' arrives as a space: "did=+12125550100" -> " 12125550100"
+    text = "+" + raw.lstrip() if raw.startswith(" ") else raw
+    try:
+        number = phonenumbers.parse(text, "US")
+    except phonenumbers.NumberParseException:
+        raise invalid_parameter("did", f"not a phone number: {raw!r}") from None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _time_param(request: web.Request, name: str) -> datetime | None:
+    raw = request.query.get(name, "")
+    if raw == "":
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace(" ", "+"))
+    except ValueError:
+        raise invalid_parameter(name, f"expected an ISO 8601 time, got {raw!r}") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _json_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in row.items()}
+
+
+@routes.get("/calls")
+async def list_calls(request: web.Request) -> web.Response:
+    """A page of calls, newest first: ``?limit=50&offset=0&disposition=&did=&since=&until=``."""
+    limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    offset = _int_param(request, "offset", 0, 0)
+    rows, total = await list_cdrs(
+        request.config_dict[ENGINE],
+        limit,
+        offset,
+        disposition=_disposition_param(request),
+        did=_did_param(request),
+        since=_time_param(request, "since"),
+        until=_time_param(request, "until"),
+    )
+    return web.json_response(
+        {"items": [_json_row(row) for row in rows], "total": total, "limit": limit, "offset": offset}
+    )
+
+
+def build_api_app() -> web.Application:
+    """The ``/api/v1`` sub-application (engine and metrics come from the parent app's state)."""
+    api = web.Application()
+    api.add_routes(routes)
+    return api
