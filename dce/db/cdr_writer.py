@@ -87,6 +87,8 @@ class CdrWriter:
         """Wait until everything queued so far (and since) is written. Unbounded while the DB is down."""
         if not self._queue:
             return
+        if self._task is None:
+            raise RuntimeError("CdrWriter.flush() before start() (or after close())")
         self._flushers += 1
         self._hurry.set()
         try:
