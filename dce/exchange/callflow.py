@@ -1,0 +1,245 @@
+"""The CallFlow: one call walked through every room, start to finish.
+
+    INVITE in -> DID lookup -> plan (static routes for now) -> media -> dial in order -> bridge -> teardown -> CDR
+
+The SIP details (transactions, relaying responses, CANCEL races, BYE) live in ``dce.sip.b2bua``; this module
+only decides. Each call runs as one task that reads the B2BUA's events for that call from a queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol, TypeVar
+
+from dce.billing.cdr import CallDetailRecord, Disposition, HangupSide
+from dce.media.relay import MediaPlane, MediaSession, MediaStats
+from dce.routing.numbers import to_e164
+from dce.sip.b2bua import (
+    Call,
+    CallCancelled,
+    CallEnded,
+    CallEvent,
+    CallOffered,
+    DialAnswered,
+    DialFailed,
+    DialProgress,
+)
+
+log = logging.getLogger(__name__)
+
+
+class RouteSource(Protocol):
+    """Where calls to a DID go, in order."""
+
+    def destinations(self, did: str) -> list[str]: ...
+
+
+class SipCommands(Protocol):
+    """The B2BUA commands the CallFlow uses (wrapped so that each one is flushed to the wire)."""
+
+    def reject(self, call: Call, status: int, *, reason_header: str | None = None) -> None: ...
+    def dial(self, call: Call, destination: str, *, ring_timeout: float) -> None: ...
+    def hangup(self, call: Call, *, reason: str) -> None: ...
+    def monotonic(self) -> float: ...
+
+
+class CdrSink(Protocol):
+    """Takes finished CDRs off the hot path (the batching writer)."""
+
+    def submit(self, cdr: CallDetailRecord) -> None: ...
+
+
+class CallObserver(Protocol):
+    """Metrics hooks."""
+
+    def call_started(self) -> None: ...
+    def call_finished(self, cdr: CallDetailRecord) -> None: ...
+    def dialled(self, delay_s: float) -> None: ...
+
+
+# Final responses to the caller when every destination failed, by the last failure's kind.
+FAILURE_RESPONSES = {
+    "busy": (486, Disposition.BUSY, 'Q.850;cause=17;text="user busy"'),
+    "no_answer": (480, Disposition.NO_ANSWER, 'Q.850;cause=19;text="no answer"'),
+    "timeout": (408, Disposition.FAILED, 'Q.850;cause=102;text="destination timeout"'),
+    "failed": (503, Disposition.FAILED, 'Q.850;cause=38;text="destination failed"'),
+}
+
+
+@dataclass(slots=True)
+class _Outcome:
+    disposition: Disposition
+    final_code: int
+    hangup_side: HangupSide | None = None
+    reason: str | None = None
+
+
+class CallFlow:
+    """Decides what happens to each inbound call. One instance per exchange; one task per call."""
+
+    def __init__(self, *, sip: SipCommands, routes: RouteSource, media: MediaPlane, cdrs: CdrSink,
+                 observer: CallObserver, ring_timeout_s: float,
+                 wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.sip = sip
+        self.routes = routes
+        self.media = media
+        self.cdrs = cdrs
+        self.observer = observer
+        self.ring_timeout_s = ring_timeout_s
+        self.wall_clock = wall_clock
+        self._queues: dict[str, asyncio.Queue[CallEvent]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- event dispatch (called synchronously by the SIP adapter after each input) ---------------------
+    def dispatch(self, event: CallEvent) -> None:
+        """Route a B2BUA event to its call's task (starting the task for a new call)."""
+        call = event.call
+        if isinstance(event, CallOffered):
+            queue: asyncio.Queue[CallEvent] = asyncio.Queue()
+            self._queues[call.id] = queue
+            task = asyncio.get_running_loop().create_task(self._run(call, queue, event.at))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        queue = self._queues.get(call.id)  # type: ignore[assignment]
+        if queue is not None:
+            queue.put_nowait(event)
+
+    async def drain(self) -> None:
+        """Wait for every running call task (shutdown)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- one call --------------------------------------------------------------------------------------
+    async def _run(self, call: Call, events: asyncio.Queue[CallEvent], offered_at: float) -> None:
+        self.observer.call_started()
+        times = _Times(self, offered_at)
+        media: MediaSession | None = None
+        destination: str | None = None
+        did = to_e164(call.called_user) or call.called_user
+        try:
+            destinations = self.routes.destinations(did)
+            if not destinations:
+                self.sip.reject(call, 404, reason_header='Q.850;cause=1;text="unallocated number"')
+                outcome = _Outcome(Disposition.REJECTED, 404, reason="no route for DID")
+            else:
+                media = await self.media.allocate(call.id, on_timeout=lambda: self.sip.hangup(
+                    call, reason="media timeout"))
+                call.media = media
+                outcome, destination = await self._dial_in_order(call, destinations, events, times)
+        except Exception as exc:  # never leave the caller hanging on a bug or a media failure
+            log.exception("call %s failed", call.id)
+            self.sip.reject(call, 500, reason_header='Q.850;cause=41;text="exchange error"')
+            outcome = _Outcome(Disposition.FAILED, 500, reason=f"exchange error: {exc}")
+        finally:
+            self._queues.pop(call.id, None)
+            stats = media.stats if media is not None else None
+            if media is not None:
+                media.close()
+        self._record(call, did, destination, outcome, times, stats)
+
+    async def _dial_in_order(self, call: Call, destinations: list[str], events: asyncio.Queue[CallEvent],
+                             times: _Times) -> tuple[_Outcome, str | None]:
+        """Try each destination until one answers; then wait for the call to end."""
+        failure: DialFailed | None = None
+        for destination in destinations:
+            self.sip.dial(call, destination, ring_timeout=self.ring_timeout_s)
+            if call.attempts == 1:
+                self.observer.dialled(self.sip.monotonic() - call.invite_at)
+            while True:
+                event = await events.get()
+                if isinstance(event, DialProgress):
+                    times.ring(event.at)
+                elif isinstance(event, DialAnswered):
+                    times.answer(event.at)
+                    ended = await _next_of(events, CallEnded)
+                    times.end(ended.at)
+                    side = HangupSide(ended.side)
+                    return _Outcome(Disposition.ANSWERED, 200, side, ended.reason), destination
+                elif isinstance(event, CallCancelled):
+                    times.end(event.at)
+                    return _Outcome(Disposition.CANCELLED, 487, HangupSide.CALLER, "caller cancelled"), destination
+                elif isinstance(event, CallEnded):  # the exchange hung up before answer (media timeout)
+                    times.end(event.at)
+                    return _Outcome(Disposition.FAILED, 480, HangupSide.SYSTEM, event.reason), destination
+                elif isinstance(event, DialFailed):
+                    failure = event
+                    break
+        assert failure is not None
+        status, disposition, reason_header = FAILURE_RESPONSES[failure.reason]
+        if failure.reason == "failed" and 400 <= failure.status < 500:
+            status = failure.status  # a definite client error from the destination is passed on as is
+        self.sip.reject(call, status, reason_header=reason_header)
+        times.end(failure.at)
+        return _Outcome(disposition, status, HangupSide.SYSTEM,
+                        f"last destination: {failure.status} {failure.reason}"), destinations[-1]
+
+    def _record(self, call: Call, did: str, destination: str | None, outcome: _Outcome, times: _Times,
+                stats: MediaStats | None) -> None:
+        end = times.end_at or self.wall_clock()
+        packets = bytes_ = 0
+        if stats is not None:
+            for direction in (stats.a_to_b, stats.b_to_a):
+                packets += direction.rtp_packets + direction.rtcp_packets
+                bytes_ += direction.rtp_bytes + direction.rtcp_bytes
+        cdr = CallDetailRecord(
+            call_id=call.id,
+            a_leg_call_id=call.a.call_id,
+            b_leg_call_id=call.b.call_id if call.b is not None else None,
+            caller=to_e164(call.caller_user) or call.caller_user,
+            called=to_e164(call.called_user) or call.called_user,
+            did=did,
+            destination=destination,
+            invite_at=times.invite_at,
+            ring_at=times.ring_at,
+            answer_at=times.answer_at,
+            end_at=end,
+            disposition=outcome.disposition,
+            final_code=outcome.final_code,
+            hangup_side=outcome.hangup_side,
+            reason=outcome.reason,
+            packets_relayed=packets,
+            bytes_relayed=bytes_,
+        )
+        self.cdrs.submit(cdr)
+        self.observer.call_finished(cdr)
+
+
+class _Times:
+    """Wall-clock times of a call's milestones, converted from the loop's monotonic event times."""
+
+    def __init__(self, flow: CallFlow, offered_at: float) -> None:
+        self._flow = flow
+        self.invite_at = self._wall(offered_at)
+        self.ring_at: datetime | None = None
+        self.answer_at: datetime | None = None
+        self.end_at: datetime | None = None
+
+    def _wall(self, at: float) -> datetime:
+        delta = self._flow.sip.monotonic() - at
+        now = self._flow.wall_clock()
+        return now if delta <= 0 else datetime.fromtimestamp(now.timestamp() - delta, UTC)
+
+    def ring(self, at: float) -> None:
+        if self.ring_at is None:
+            self.ring_at = self._wall(at)
+
+    def answer(self, at: float) -> None:
+        self.answer_at = self._wall(at)
+
+    def end(self, at: float) -> None:
+        self.end_at = self._wall(at)
+
+
+T = TypeVar("T")
+
+
+async def _next_of(events: asyncio.Queue[CallEvent], kind: type[T]) -> T:
+    while True:
+        event = await events.get()
+        if isinstance(event, kind):
+            return event

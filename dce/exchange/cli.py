@@ -1,0 +1,144 @@
+"""The ``dce`` command: ``serve``, ``migrate`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from dce.exchange.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("dce")
+
+DEMO_DID = "+18005550100"
+DEMO_CONFIG = f"""\
+# Demo exchange: one tracking number routed to a callee on 127.0.0.1:5080 (then a second on :5081).
+sip:   {{listen: ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"], public_address: null}}
+http:  {{listen: "127.0.0.1:8080"}}
+media: {{mode: relay, ports: "30000-40000", rtp_timeout_s: 60}}
+database: {{url: "sqlite+aiosqlite:///./dce.db"}}
+routing: {{ring_timeout_s: 30}}
+static_routes:
+  "{DEMO_DID}": ["sip:127.0.0.1:5080", "sip:127.0.0.1:5081"]
+"""
+
+DEMO_HOWTO = f"""\
+Demo marketplace: calls to {DEMO_DID} ring sip:127.0.0.1:5080, then sip:127.0.0.1:5081 on busy/no answer.
+
+  1. start a callee:        sipp -sn uas -i 127.0.0.1 -p 5080
+  2. place a call:          sipp -sf sip-test-scenarios/uac_basic.xml -s {DEMO_DID} 127.0.0.1:5060 -m 1
+  3. see the CDR:           curl -s http://127.0.0.1:8080/api/v1/calls
+     health and metrics:    curl -s http://127.0.0.1:8080/health ; curl -s http://127.0.0.1:8080/metrics
+"""
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """CLI flags as a nested settings dict (they beat the file and the environment)."""
+    out: dict[str, Any] = {}
+    if getattr(args, "sip_listen", None):
+        out.setdefault("sip", {})["listen"] = args.sip_listen
+    if getattr(args, "http_listen", None):
+        out.setdefault("http", {})["listen"] = args.http_listen
+    if getattr(args, "media_mode", None):
+        out.setdefault("media", {})["mode"] = args.media_mode
+    if getattr(args, "database_url", None):
+        out.setdefault("database", {})["url"] = args.database_url
+    return out
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config, _overrides(args))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        uvloop = None
+    runner = uvloop.run if uvloop is not None else asyncio.run
+    runner(_serve_async(settings))
+    return 0
+
+
+async def _serve_async(settings: Settings) -> None:
+    from dce.db.migrate import upgrade_async
+    from dce.exchange.service import Exchange
+
+    if settings.database.url.startswith("sqlite"):
+        await upgrade_async(settings.database.url)  # the embedded default needs no separate step
+    exchange = Exchange(settings)
+    await exchange.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    print(f"dce serving SIP on {exchange.sip_addresses} and HTTP on {exchange.http_address}", flush=True)
+    await stop.wait()
+    log.info("shutting down")
+    await exchange.stop()
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from dce.db.migrate import upgrade
+
+    settings = _settings(args)
+    upgrade(settings.database.url)
+    print(f"database at {settings.database.url} is at the latest schema")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    path = Path(args.write)
+    if not path.exists() or args.force:
+        path.write_text(DEMO_CONFIG)
+        print(f"wrote {path}")
+    load_settings(path)  # validate it
+    print(DEMO_HOWTO)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(prog="dce", description="Dependable Call Exchange")
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the exchange (SIP + HTTP)")
+    migrate = sub.add_parser("migrate", help="bring the database schema up to date")
+    for p in (serve, migrate):
+        p.add_argument("--config", help="YAML configuration file")
+        p.add_argument("--database-url", help="overrides database.url")
+    serve.add_argument("--sip-listen", action="append", metavar="TRANSPORT:HOST:PORT",
+                       help="overrides sip.listen (repeatable), e.g. udp:127.0.0.1:5060")
+    serve.add_argument("--http-listen", metavar="HOST:PORT", help="overrides http.listen")
+    serve.add_argument("--media-mode", choices=["relay", "passthrough"], help="overrides media.mode")
+    serve.set_defaults(func=_serve)
+    migrate.set_defaults(func=_migrate)
+
+    demo = sub.add_parser("demo", help="write the demo configuration and print how to call it")
+    demo.add_argument("--write", default="dce-demo.yaml", help="where to write the demo config")
+    demo.add_argument("--force", action="store_true", help="overwrite an existing file")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dce`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"dce: bad configuration: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

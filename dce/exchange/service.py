@@ -1,0 +1,150 @@
+"""Composition root: builds every room from Settings, runs SIP + HTTP, and shuts down without losing CDRs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from dce.billing.cdr import CallDetailRecord
+from dce.db.cdr_writer import CdrWriter
+from dce.db.engine import create_engine
+from dce.exchange.callflow import CallFlow
+from dce.exchange.config import Settings
+from dce.http_api.app import build_app, run_http
+from dce.http_api.metrics import ExchangeMetrics
+from dce.media.relay import MediaPlane, MediaRelay, PassthroughMedia
+from dce.routing.static import StaticRoutes
+from dce.sip.b2bua import B2BUA, Call
+from dce.sip.endpoint import SipEndpoint
+from dce.sip.transaction import TimerConfig
+from dce.sip.transport import SipTransport
+
+log = logging.getLogger(__name__)
+
+
+class SipService:
+    """The B2BUA's commands for the CallFlow, each stamped with the loop's time and flushed to the wire."""
+
+    def __init__(self, b2bua: B2BUA, transport: SipTransport) -> None:
+        self.b2bua = b2bua
+        self.transport = transport
+        self._loop = asyncio.get_running_loop()
+
+    def monotonic(self) -> float:
+        return self._loop.time()
+
+    def reject(self, call: Call, status: int, *, reason_header: str | None = None) -> None:
+        self.b2bua.reject(call, status, self._loop.time(), reason_header=reason_header)
+        self.transport.flush()
+
+    def dial(self, call: Call, destination: str, *, ring_timeout: float) -> None:
+        self.b2bua.dial(call, destination, self._loop.time(), ring_timeout=ring_timeout)
+        self.transport.flush()
+
+    def hangup(self, call: Call, *, reason: str) -> None:
+        self.b2bua.hangup(call, self._loop.time(), reason=reason)
+        self.transport.flush()
+        self._loop.call_soon(self.transport.after_input)  # events the hangup produced
+
+
+@dataclass
+class _Observer:
+    """Feeds metrics from the SIP endpoint and the CallFlow."""
+
+    metrics: ExchangeMetrics
+
+    def message(self, direction: str, method: str) -> None:
+        self.metrics.sip_message(direction, method)  # type: ignore[arg-type]
+
+    def dropped(self, reason: str) -> None:
+        self.metrics.sip_dropped(reason)
+
+    def call_started(self) -> None:
+        self.metrics.active_calls.inc()
+
+    def call_finished(self, cdr: CallDetailRecord) -> None:
+        self.metrics.active_calls.dec()
+        self.metrics.call_finished(cdr.disposition.value)
+
+    def dialled(self, delay_s: float) -> None:
+        self.metrics.added_delay.observe(delay_s)
+
+
+@dataclass
+class Exchange:
+    """One running exchange node."""
+
+    settings: Settings
+    metrics: ExchangeMetrics = field(default_factory=ExchangeMetrics)
+    sip_addresses: dict[str, tuple[str, int]] = field(default_factory=dict)
+    http_address: tuple[str, int] | None = None
+
+    async def start(self) -> None:
+        """Open the database, bind SIP and HTTP, and start taking calls."""
+        settings = self.settings
+        observer = _Observer(self.metrics)
+        self.engine = create_engine(settings.database.url)
+        self.writer = CdrWriter(self.engine, batch_size=settings.database.batch_size,
+                                flush_interval_s=settings.database.flush_interval_s,
+                                on_depth=self.metrics.cdr_queue.set)
+        await self.writer.start()
+
+        sip = settings.sip
+        timers = TimerConfig(t1=sip.t1_ms / 1000, t2=sip.t2_ms / 1000, t4=sip.t4_ms / 1000)
+        self.endpoint = SipEndpoint(local={}, timers=timers, user_agent=sip.user_agent, observer=observer)
+        self.b2bua = B2BUA(self.endpoint)
+        self.transport = SipTransport(self.b2bua, after_input=self._dispatch, on_error=self.metrics.sip_dropped)
+        for kind, host, port in sip.endpoints():
+            bound = await (self.transport.listen_udp if kind == "udp" else self.transport.listen_tcp)(host, port)
+            self.sip_addresses.setdefault(kind, bound)
+            self.endpoint.local.setdefault(kind, (sip.public_address or bound[0], bound[1]))
+        if "udp" not in self.endpoint.local:
+            raise RuntimeError("at least one udp: SIP listen address is required")
+
+        self.media: MediaPlane
+        if settings.media.mode == "relay":
+            self.media = MediaRelay(address=settings.media_address, port_range=settings.media.port_range,
+                                    rtp_timeout_s=settings.media.rtp_timeout_s)
+        else:
+            self.media = PassthroughMedia()
+        self.routes = StaticRoutes(settings.static_routes)
+        self.callflow = CallFlow(sip=SipService(self.b2bua, self.transport), routes=self.routes,
+                                 media=self.media, cdrs=self.writer, observer=observer,
+                                 ring_timeout_s=settings.routing.ring_timeout_s)
+
+        app = build_app(engine=self.engine, metrics=self.metrics, status=self._status)
+        self.runner: web.AppRunner = await run_http(app, settings.http.host, settings.http.port)
+        self.http_address = self.runner.addresses[0][:2]
+        log.info("exchange up: SIP %s, HTTP %s, media %s", self.sip_addresses, self.http_address,
+                 settings.media.mode)
+
+    def _dispatch(self) -> None:
+        b2bua = self.b2bua
+        while (event := b2bua.next_event()) is not None:
+            self.callflow.dispatch(event)
+
+    def _status(self) -> dict:
+        return {"active_calls": self.b2bua.active_calls, "cdr_queue": self.writer.pending,
+                "media_sessions": self.media.active_sessions}
+
+    async def stop(self, *, grace_s: float = 2.0) -> None:
+        """Hang up calls in progress, flush CDRs, close sockets and the database."""
+        loop = asyncio.get_running_loop()
+        for call in list(self.b2bua.calls.values()):
+            self.b2bua.hangup(call, loop.time(), reason="exchange shutting down")
+        self.transport.flush()
+        self._dispatch()
+        try:
+            await asyncio.wait_for(self.callflow.drain(), grace_s)
+        except TimeoutError:
+            log.warning("calls still running at shutdown")
+        await self.runner.cleanup()
+        await self.transport.close()
+        await self.media.close()
+        left = await self.writer.close()
+        if left:
+            log.error("%d CDRs could not be written before shutdown", len(left))
+        await self.engine.dispose()
