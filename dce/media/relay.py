@@ -128,11 +128,14 @@ class _Socket:
         self.nbytes = 0
         self.dropped = 0
 
-    def expect(self, remote: Address | None) -> None:
-        """A new offer/answer from this socket's side: aim at its SDP address and re-arm latching."""
+    def expect(self, remote: Address | None, *, latch: bool = True) -> None:
+        """A new offer/answer from this socket's side: aim at its SDP address and re-arm latching.
+
+        ``latch=False`` (stream disabled with port 0) keeps it unlatched-for-good: nothing is sent there.
+        """
         self.remote = remote
         self.sdp_remote = remote
-        self.latched = False
+        self.latched = not latch
 
 
 class _Stream:
@@ -199,8 +202,12 @@ class RelaySession:
         remotes = [self._remotes(desc, i) for i in range(len(desc.media))]  # validate before binding
         ports: list[int | None] = []
         for i, pair in enumerate(remotes):
-            if pair is None:
+            if pair is None:  # port 0: disabled; stop sending that side media on a stream bound before
                 ports.append(None)
+                bound = self._streams[i] if i < len(self._streams) else None
+                if bound is not None:
+                    for s in (bound.a_rtp, bound.a_rtcp) if from_a else (bound.b_rtp, bound.b_rtcp):
+                        s.expect(None, latch=False)
                 continue
             stream = self._stream(i)
             rtp_remote, rtcp_remote = pair

@@ -262,6 +262,9 @@ async def test_multiple_m_lines_and_port_zero(relay: MediaRelay, endpoints) -> N
     av.send(rtp(2), video_ports[0])  # video A->B: B rejected it, so no address: dropped
     await until(lambda: session.stats.a_to_b.dropped_packets == 1)
     await bv.nothing()
+    bv.send(rtp(3), video_ports[1])  # video B->A: A disabled it in its re-offer: dropped too
+    await until(lambda: session.stats.b_to_a.dropped_packets == 1)
+    await av.nothing()
 
 
 async def test_inactivity_timeout_fires_once_and_resets_on_packets(endpoints) -> None:
