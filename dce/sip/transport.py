@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 from typing import Protocol
 
@@ -17,6 +18,7 @@ from dce.sip.message import SipParseError, StreamFramer
 log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
+UDP_BUFFER_BYTES = 4 * 1024 * 1024  # capped by net.core.rmem_max / wmem_max
 
 
 class SipCore(Protocol):
@@ -47,8 +49,18 @@ class SipTransport:
 
     # -- setup -----------------------------------------------------------------------------------------
     async def listen_udp(self, host: str, port: int) -> Address:
-        """Bind a UDP socket; returns the bound address."""
-        transport, _ = await self.loop.create_datagram_endpoint(lambda: _UdpProtocol(self), local_addr=(host, port))
+        """Bind a UDP socket with large kernel buffers (bursts must queue, not drop); returns its address."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                sock.setsockopt(socket.SOL_SOCKET, option, UDP_BUFFER_BYTES)
+            sock.bind((host, port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        transport, _ = await self.loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=sock)
         if self._udp is None:
             self._udp = transport  # type: ignore[assignment]
         bound = transport.get_extra_info("sockname")[:2]
