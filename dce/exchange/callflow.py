@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
 from dce.billing.cdr import CallDetailRecord, Disposition, HangupSide
+from dce.media.ports import PortsExhausted
 from dce.media.relay import MediaPlane, MediaSession, MediaStats
 from dce.routing.numbers import to_e164
 from dce.sip.b2bua import (
@@ -131,7 +132,10 @@ class CallFlow:
                     call, reason="media timeout"))
                 call.media = media
                 outcome, destination = await self._dial_in_order(call, destinations, events, times)
-        except Exception as exc:  # never leave the caller hanging on a bug or a media failure
+        except PortsExhausted:
+            self.sip.reject(call, 503, reason_header='Q.850;cause=47;text="no media ports"')
+            outcome = _Outcome(Disposition.FAILED, 503, reason="no media ports left")
+        except Exception as exc:  # never leave the caller hanging on a bug
             log.exception("call %s failed", call.id)
             self.sip.reject(call, 500, reason_header='Q.850;cause=41;text="exchange error"')
             outcome = _Outcome(Disposition.FAILED, 500, reason=f"exchange error: {exc}")
@@ -147,7 +151,12 @@ class CallFlow:
         """Try each destination until one answers; then wait for the call to end."""
         failure: DialFailed | None = None
         for destination in destinations:
-            self.sip.dial(call, destination, ring_timeout=self.ring_timeout_s)
+            try:
+                self.sip.dial(call, destination, ring_timeout=self.ring_timeout_s)
+            except ValueError as exc:  # the caller's SDP offer cannot be relayed
+                self.sip.reject(call, 488, reason_header='Q.850;cause=88;text="unreadable SDP offer"')
+                times.end(self.sip.monotonic())
+                return _Outcome(Disposition.REJECTED, 488, HangupSide.SYSTEM, f"bad SDP offer: {exc}"), None
             if call.attempts == 1:
                 self.observer.dialled(self.sip.monotonic() - call.invite_at)
             while True:

@@ -167,6 +167,7 @@ class DatabaseConfig(_Section):
     url: str = "sqlite+aiosqlite:///./dce.db"
     batch_size: int = Field(200, gt=0)
     flush_interval_s: float = Field(0.2, gt=0)
+    spool_path: str = "./dce-cdr-spool.jsonl"  # CDRs not written by shutdown wait here for the next start
 
 
 class RoutingConfig(_Section):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 
 from dce.billing.cdr import CallDetailRecord
+from dce.db import cdr_spool
 from dce.db.cdr_writer import CdrWriter
 from dce.db.engine import create_engine
 from dce.exchange.callflow import CallFlow
@@ -91,6 +93,8 @@ class Exchange:
                                 flush_interval_s=settings.database.flush_interval_s,
                                 on_depth=self.metrics.cdr_queue.set)
         await self.writer.start()
+        for cdr in cdr_spool.take(Path(settings.database.spool_path)):
+            self.writer.submit(cdr)
 
         sip = settings.sip
         timers = TimerConfig(t1=sip.t1_ms / 1000, t2=sip.t2_ms / 1000, t4=sip.t4_ms / 1000)
@@ -146,5 +150,7 @@ class Exchange:
         await self.media.close()
         left = await self.writer.close()
         if left:
-            log.error("%d CDRs could not be written before shutdown", len(left))
+            log.error("%d CDRs could not be written before shutdown: spooled to %s", len(left),
+                      self.settings.database.spool_path)
+            cdr_spool.spool(Path(self.settings.database.spool_path), left)
         await self.engine.dispose()

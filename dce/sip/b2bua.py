@@ -279,7 +279,8 @@ class B2BUA:
             if name.lower().startswith("x-"):
                 headers.append((name, value))
         if a_request.body:
-            request.body = self._rewrite(call, Side.A, a_request.body)
+            # An offer the media plane cannot read raises here (ValueError) before anything is sent.
+            request.body = call.media.rewrite_from_a(a_request.body) if call.media else a_request.body
             headers.append(("Content-Type", a_request.get("Content-Type") or "application/sdp"))
         txn = self.endpoint.send_request(request, transport, (host.strip("[]"), port or 5060), now)
         assert isinstance(txn, ClientInviteTransaction)
