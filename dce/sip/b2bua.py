@@ -252,8 +252,14 @@ class B2BUA:
         self.endpoint.respond(call.a.txn, response, now)
         self._end(call)
 
-    def dial(self, call: Call, destination: str, now: float, *, ring_timeout: float) -> OutboundLeg:
-        """Send an INVITE to ``destination`` on behalf of the caller (replacing any failed B leg)."""
+    def dial(self, call: Call, destination: str, now: float, *, ring_timeout: float) -> OutboundLeg | None:
+        """Send an INVITE to ``destination`` on behalf of the caller (replacing any failed B leg).
+
+        Returns None, sending nothing, when the call already ended (the caller cancelled meanwhile: the
+        CallCancelled event is already queued).
+        """
+        if call.state is CallState.ENDED:
+            return None
         a_request = call.a.request
         uri = destination if uri_user(destination) else _with_user(destination, call.called_user)
         host, port, params = uri_hostport(uri)
