@@ -20,7 +20,6 @@ from dce.sip.message import (
     Response,
     SipParseError,
     Via,
-    header_tag,
     make_response,
     parse,
     split_list,
@@ -314,7 +313,7 @@ class SipEndpoint:
         if via.host.strip("[]") == addr[0] and not rport_requested:
             return addr if transport != "udp" else (addr[0], via.port or 5060)
         value = request.get("Via") or ""
-        head, sep, tail = value.partition(";")
+        head, _, tail = value.partition(";")
         kept = [p for p in tail.split(";") if p and p.split("=", 1)[0].strip().lower() not in ("received", "rport")]
         kept.append(f"received={addr[0]}")
         if rport_requested:
@@ -344,8 +343,21 @@ class SipEndpoint:
         if "rport" in via.params:
             response_addr = addr
         warning = str(exc).replace('"', "'")[:120]
-        self._respond_stateless(request, exc.status, transport, response_addr,
+        self._respond_stateless(_answerable_copy(request), exc.status, transport, response_addr,
                                 extra=[("Warning", f'399 dce "{warning}"')])
+
+
+def _answerable_copy(request: Request) -> Request:
+    """The parts of a malformed request a response copies: only the (parsed) top Via, one of each other field.
+
+    Echoing every Via or a second CSeq/Call-ID would make our 400 as malformed as the request it answers.
+    """
+    copy = Request(method=request.method, uri=request.uri)
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        value = request.get(name)
+        if value is not None:
+            copy.headers.append((name, value))
+    return copy
 
 
 def _replace_first_via(message: Request | Response, first_value: str) -> None:

@@ -87,9 +87,21 @@ class SipParseError(ValueError):
         self.request = request
 
 
+def _is_digits(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts characters like '²' that ``int()`` rejects."""
+    return text.isascii() and text.isdigit()
+
+
 def canonical_name(name: str) -> str:
-    """The canonical spelling of a header name, expanding compact forms."""
-    return CANONICAL.get(name.lower(), name)
+    """The canonical spelling of a header name, expanding compact forms.
+
+    Header names are case-insensitive (§7.3.5): names we do not know are title-cased ("x-account" and
+    "X-ACCOUNT" both become "X-Account") so that lookups stay exact string comparisons.
+    """
+    canonical = CANONICAL.get(name.lower())
+    if canonical is None:  # not cached: names come from the network, the table must not grow with them
+        return name.title() if name.isascii() else name
+    return canonical
 
 
 def reason_phrase(status: int) -> str:
@@ -139,6 +151,9 @@ def parse_params(text: str) -> dict[str, str | None]:
     return params
 
 
+_VIA_PROTOCOL_RE = re.compile(r"\s*([^\s/]+)\s*/\s*([^\s/]+)\s*/\s*([^\s/;]+)\s+(.*)\Z", re.DOTALL)
+
+
 @dataclass(slots=True, frozen=True)
 class Via:
     """One Via header value (RFC 3261 §20.42, RFC 3581 rport)."""
@@ -151,11 +166,11 @@ class Via:
     @classmethod
     def parse(cls, value: str) -> Via:
         """Parse one Via value; raises ValueError when malformed."""
-        proto, _, rest = value.strip().partition(" ")
-        parts = proto.replace(" ", "").split("/")
-        if len(parts) != 3 or parts[0].upper() != "SIP" or parts[1] != "2.0" or not parts[2]:
+        match = _VIA_PROTOCOL_RE.match(value)  # SLASH = SWS "/" SWS: "SIP / 2.0 / UDP host" is valid
+        if match is None or match.group(1).upper() != "SIP" or match.group(2) != "2.0":
             raise ValueError(f"bad Via protocol: {value!r}")
-        rest = rest.strip()
+        parts = match.groups()
+        rest = match.group(4).strip()
         hostport, _, params = rest.partition(";")
         hostport = hostport.strip()
         if hostport.startswith("["):
@@ -171,7 +186,7 @@ class Via:
             raise ValueError(f"bad Via host: {value!r}")
         port = None
         if port_text:
-            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            if not _is_digits(port_text) or not 0 < int(port_text) < 65536:
                 raise ValueError(f"bad Via port: {value!r}")
             port = int(port_text)
         return cls(parts[2].upper(), host, port, parse_params(params))
@@ -367,7 +382,7 @@ def uri_hostport(uri: str) -> tuple[str, int | None, dict[str, str | None]]:
         host, port_text = hostport[: end + 1], hostport[end + 2 :]
     else:
         host, _, port_text = hostport.partition(":")
-    return host, int(port_text) if port_text.isdigit() else None, parse_params(params)
+    return host, int(port_text) if _is_digits(port_text) else None, parse_params(params)
 
 
 def parse_address(value: str) -> sipmessage.Address:
@@ -407,7 +422,7 @@ def parse(data: bytes, *, stream: bool = False) -> Request | Response:
     lines = _unfold(head.lstrip("\r\n"))
     if not lines:
         raise SipParseError("empty message")
-    message = _parse_start_line(lines[0])
+    message, start_line_error = _parse_start_line(lines[0])
     headers = message.headers
     for line in lines[1:]:
         name, colon, value = line.partition(":")
@@ -415,40 +430,65 @@ def parse(data: bytes, *, stream: bool = False) -> Request | Response:
         if not colon or not name or not _TOKEN_RE.match(name):
             raise SipParseError(f"malformed header line: {line[:60]!r}")
         headers.append((canonical_name(name), value.strip()))
+    if start_line_error is not None:
+        # Raised only now, so that a request whose Via, Call-ID and CSeq are readable can still be answered.
+        if start_line_error.request is not None and not _answerable(start_line_error.request):
+            start_line_error.request = None
+        raise start_line_error
     _check_body_length(message, body, stream)
     _validate(message)
     return message
 
 
-def _parse_start_line(line: str) -> Request | Response:
+def _parse_start_line(line: str) -> tuple[Request | Response, SipParseError | None]:
+    """The message the start line begins, and an error to raise once the headers are read (requests only)."""
     if line.startswith("SIP/"):
         version, _, rest = line.partition(" ")
         code, _, reason = rest.strip().partition(" ")
         if version != _SIP_VERSION:
             raise SipParseError(f"unsupported version {version!r}")
-        if not (code.isdigit() and len(code) == 3 and 100 <= int(code) <= 699):
+        if not (_is_digits(code) and len(code) == 3 and 100 <= int(code) <= 699):
             raise SipParseError(f"bad status code {code!r}")
-        return Response(status=int(code), reason=reason.strip())
+        return Response(status=int(code), reason=reason.strip()), None
     parts = line.split(" ")
     if len(parts) != 3 or not all(parts):
+        # Extra or missing spaces (RFC 4475 lwsruri, lwsstart, trws): still a request we can answer 400.
+        words = line.split()
+        if len(words) >= 3 and _TOKEN_RE.match(words[0]) and words[-1].upper().startswith("SIP/"):
+            request = Request(method=words[0], uri=" ".join(words[1:-1]))
+            return request, SipParseError(f"malformed request line: {line[:80]!r}", request=request)
         raise SipParseError(f"malformed request line: {line[:80]!r}")
     method, uri, version = parts
     if not _TOKEN_RE.match(method):
         raise SipParseError(f"bad method {method!r}")
     request = Request(method=method, uri=uri)
     if version != _SIP_VERSION:
-        raise SipParseError(f"unsupported version {version!r}", status=505, request=request)
-    return request
+        return request, SipParseError(f"unsupported version {version!r}", status=505, request=request)
+    return request, None
+
+
+def _answerable(request: Request) -> bool:
+    """Whether a response to ``request`` could be formed and routed (Via, Call-ID and CSeq readable)."""
+    if not (request.has("Call-ID") and request.has("CSeq") and request.has("From") and request.has("To")):
+        return False
+    try:
+        request.top_via  # noqa: B018 - validation
+    except ValueError:
+        return False
+    return True
 
 
 def _check_body_length(message: Message, body: bytes, stream: bool) -> None:
-    length_text = message.get("Content-Length")
+    lengths = message.get_all("Content-Length")
+    if len(lengths) > 1:
+        raise SipParseError("more than one Content-Length", request=_if_request(message))  # RFC 4475 mcl01
+    length_text = lengths[0] if lengths else None
     if length_text is None:
         if stream:
             raise SipParseError("Content-Length is required on a stream transport")
         message.body = body
         return
-    if not length_text.isdigit():
+    if not _is_digits(length_text):
         raise SipParseError(f"bad Content-Length {length_text!r}", request=_if_request(message))
     length = int(length_text)
     if length > len(body):
@@ -468,15 +508,21 @@ def _validate(message: Request | Response) -> None:
         routable = {"via", "cseq", "call-id"}.isdisjoint(missing)
         request = message if isinstance(message, Request) and routable else None
         raise SipParseError(f"missing header(s): {', '.join(missing)}", request=request)
+    vias = message.get_all("Via")
     try:
-        message.top_via  # noqa: B018 - validation
+        Via.parse(vias[0] if vias else "")
     except ValueError as exc:
         raise SipParseError(str(exc)) from exc
+    for value in vias[1:]:  # RFC 4475 badinv01: "Via: SIP/2.0/UDP 192.0.2.15;;,;,,"
+        try:
+            Via.parse(value)
+        except ValueError as exc:
+            raise SipParseError(str(exc), request=_if_request(message)) from exc
     if len(message.get_all("CSeq")) != 1:
         raise SipParseError("more than one CSeq", request=_if_request(message))
     number, _, method = (message.get("CSeq") or "").strip().partition(" ")
     method = method.strip()
-    if not number.isdigit() or len(number) > 10 or int(number) >= 2**31 or not _TOKEN_RE.match(method):
+    if not _is_digits(number) or len(number) > 10 or int(number) >= 2**31 or not _TOKEN_RE.match(method):
         raise SipParseError(f"bad CSeq {message.get('CSeq')!r}", request=_if_request(message))
     for name in ("Call-ID", "From", "To"):
         if len(message.get_all(name)) != 1:
@@ -485,7 +531,7 @@ def _validate(message: Request | Response) -> None:
         if method != message.method:
             raise SipParseError("CSeq method does not match the request method", request=message)
         max_forwards = message.get("Max-Forwards")
-        if max_forwards is not None and (not max_forwards.isdigit() or int(max_forwards) > 255):
+        if max_forwards is not None and (not _is_digits(max_forwards) or int(max_forwards) > 255):
             raise SipParseError(f"bad Max-Forwards {max_forwards!r}", request=message)
         if message.method != "INVITE" or header_tag(message.get("To") or ""):
             return  # full grammar checks cost ~60 µs: spend them once per dialog, on the initial INVITE

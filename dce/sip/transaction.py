@@ -164,9 +164,8 @@ class ClientInviteTransaction(ClientTransaction):
         elif state is State.ACCEPTED:
             if 200 <= status < 300:
                 self.owner.on_response(self, response, now)  # retransmitted 2xx: the TU re-sends its ACK
-        elif state is State.COMPLETED:
-            if status >= 300 and self.ack_wire is not None:
-                self.owner.send(self.ack_wire, self.transport, self.addr)
+        elif state is State.COMPLETED and status >= 300 and self.ack_wire is not None:
+            self.owner.send(self.ack_wire, self.transport, self.addr)  # retransmitted final: ACK again
         self.owner.schedule(self)
 
     def _fire(self, name: str, now: float) -> None:
