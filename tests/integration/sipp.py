@@ -280,9 +280,7 @@ class ExchangeProcess:
         return body.decode()
 
 
-def fetch_cdrs(
-    http_base: str, expected: int, timeout: float = 10.0, settle: float = 0.3
-) -> list[dict[str, Any]]:
+def fetch_cdrs(http_base: str, expected: int, timeout: float = 10.0, settle: float = 0.3) -> list[dict[str, Any]]:
     """Poll ``GET /api/v1/calls?limit=100`` until ``total >= expected`` (bounded), then return the items.
 
     Once the count is reached, waits ``settle`` seconds and reads again, so that a surplus row is seen.
@@ -625,9 +623,7 @@ def run_sipp_uac(
         ],
     )
     with (rundir / "stdout.txt").open("wb") as out:
-        proc = subprocess.Popen(
-            args, cwd=rundir, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
-        )
+        proc = subprocess.Popen(args, cwd=rundir, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         try:
             proc.wait(timeout=timeout + 15)
         except subprocess.TimeoutExpired:

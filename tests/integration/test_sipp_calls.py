@@ -98,9 +98,7 @@ def assert_cdr_common(cdr: dict[str, Any], did: str = DID) -> None:
 
 
 @pytest.mark.parametrize("mode", ["passthrough", "relay"])
-def test_basic_call_caller_hangs_up(
-    tmp_path: Path, exchange_factory: Any, uas_factory: Any, mode: str
-) -> None:
+def test_basic_call_caller_hangs_up(tmp_path: Path, exchange_factory: Any, uas_factory: Any, mode: str) -> None:
     callee = uas_factory("uas_answer", calls=1)
     exchange = exchange_factory({DID: [callee.uri]}, media_mode=mode)
 
@@ -122,9 +120,7 @@ def test_basic_call_caller_hangs_up(
 
     metrics = exchange.metrics()
     assert re.search(r'^dce_calls_total\{status="answered"\} 1\.0$', metrics, re.M), metrics
-    assert re.search(r'^dce_sip_messages_total\{direction="in",method="INVITE"\} [1-9]', metrics, re.M), (
-        metrics
-    )
+    assert re.search(r'^dce_sip_messages_total\{direction="in",method="INVITE"\} [1-9]', metrics, re.M), metrics
     assert re.search(r"^dce_exchange_added_delay_seconds_count [1-9]", metrics, re.M), metrics
     assert re.search(r"^dce_active_calls 0\.0$", metrics, re.M), metrics
 
@@ -166,9 +162,7 @@ def test_rtp_crosses_the_relay(tmp_path: Path, exchange_factory: Any, uas_factor
 
     if sniffer is not None:
         with sniffer:
-            caller = run_sipp_uac(
-                "uac_rtp", exchange.sip_target, tmp_path, media_port=caller_media, timeout=30
-            )
+            caller = run_sipp_uac("uac_rtp", exchange.sip_target, tmp_path, media_port=caller_media, timeout=30)
             time.sleep(0.2)
     else:
         caller = run_sipp_uac("uac_rtp", exchange.sip_target, tmp_path, media_port=caller_media, timeout=30)
@@ -184,12 +178,8 @@ def test_rtp_crosses_the_relay(tmp_path: Path, exchange_factory: Any, uas_factor
         relay = exchange.rtp_ports
         to_callee = sniffer.received(callee.media_port, src_range=relay)
         to_caller = sniffer.received(caller_media, src_range=relay)
-        assert to_callee > 50, (
-            f"callee got {to_callee} RTP packets from the relay; seen {dict(sniffer.counts)}"
-        )
-        assert to_caller > 50, (
-            f"caller got {to_caller} RTP packets from the relay; seen {dict(sniffer.counts)}"
-        )
+        assert to_callee > 50, f"callee got {to_callee} RTP packets from the relay; seen {dict(sniffer.counts)}"
+        assert to_caller > 50, f"caller got {to_caller} RTP packets from the relay; seen {dict(sniffer.counts)}"
         # nothing bypassed the relay
         assert sniffer.received(callee.media_port, src=caller_media) == 0, dict(sniffer.counts)
         assert sniffer.received(caller_media, src=callee.media_port) == 0, dict(sniffer.counts)
@@ -232,9 +222,7 @@ def test_callee_busy(tmp_path: Path, exchange_factory: Any, uas_factory: Any) ->
 
 
 def test_no_answer_times_out(tmp_path: Path, exchange_factory: Any, uas_factory: Any) -> None:
-    callee = uas_factory(
-        "uas_no_answer", calls=1
-    )  # succeeds only if it is CANCELled and gets the ACK of its 487
+    callee = uas_factory("uas_no_answer", calls=1)  # succeeds only if it is CANCELled and gets the ACK of its 487
     exchange = exchange_factory({DID: [callee.uri]}, ring_timeout_s=1.5)
 
     started = time.monotonic()
@@ -334,9 +322,7 @@ def _udp_exchange(exchange: ExchangeProcess, payload: bytes, wait: float = 2.0) 
     return replies
 
 
-def _request(
-    method: str, uri: str, port: int, extra: str = "", branch: str | None = None
-) -> tuple[bytes, str]:
+def _request(method: str, uri: str, port: int, extra: str = "", branch: str | None = None) -> tuple[bytes, str]:
     branch = branch or f"z9hG4bK-{uuid.uuid4().hex[:12]}"
     call_id = f"{uuid.uuid4().hex}@{HOST}"
     text = (
@@ -375,9 +361,7 @@ def test_options_ping_out_of_dialog(exchange_factory: Any) -> None:
     assert b"CSeq: 7 OPTIONS" in finals[0], finals[0]
 
 
-def test_malformed_messages_do_not_kill_the_exchange(
-    tmp_path: Path, exchange_factory: Any, uas_factory: Any
-) -> None:
+def test_malformed_messages_do_not_kill_the_exchange(tmp_path: Path, exchange_factory: Any, uas_factory: Any) -> None:
     callee = uas_factory("uas_answer", calls=1)
     exchange = exchange_factory({DID: [callee.uri]})
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
@@ -386,9 +370,7 @@ def test_malformed_messages_do_not_kill_the_exchange(
 
     # A request with a usable Via but a broken CSeq and From: a 400 can be formed, or it is dropped.
     text, _ = _request("INVITE", f"sip:{DID}@{HOST}:{exchange.sip_port}", port)
-    broken = text.replace(b"CSeq: 7 INVITE", b"CSeq: seven INVITE").replace(
-        b"From: <sip:probe@", b"From: <probe@@"
-    )
+    broken = text.replace(b"CSeq: 7 INVITE", b"CSeq: seven INVITE").replace(b"From: <sip:probe@", b"From: <probe@@")
     for reply in _udp_exchange(exchange, broken):
         assert _status(reply) == 400, reply
     # Garbage of every kind: none of it may take the exchange down.
