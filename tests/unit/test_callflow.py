@@ -1,0 +1,213 @@
+"""The CallFlow over the real sans-IO B2BUA, with a virtual clock: routing decisions, failover and CDRs."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from dce.billing.cdr import CallDetailRecord, Disposition, HangupSide
+from dce.exchange.callflow import CallFlow
+from dce.media.relay import PassthroughMedia
+from dce.routing.static import StaticRoutes
+from dce.sip.b2bua import B2BUA, Call
+from dce.sip.endpoint import SipEndpoint
+from tests.unit.sipfactory import SDP_A, Sent, ack_for, new_branch, parse_outbox, request, response_to
+
+DID = "+18005550100"
+CALLER = ("192.0.2.10", 5060)
+T0 = datetime(2026, 3, 8, 12, 0, tzinfo=UTC)
+
+
+class VirtualSip:
+    """SipCommands over a real B2BUA, stamped with a virtual clock."""
+
+    def __init__(self, b2bua: B2BUA) -> None:
+        self.b2bua = b2bua
+        self.now = 100.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def reject(self, call: Call, status: int, *, reason_header: str | None = None) -> None:
+        self.b2bua.reject(call, status, self.now, reason_header=reason_header)
+
+    def dial(self, call: Call, destination: str, *, ring_timeout: float) -> None:
+        self.b2bua.dial(call, destination, self.now, ring_timeout=ring_timeout)
+
+    def hangup(self, call: Call, *, reason: str) -> None:
+        self.b2bua.hangup(call, self.now, reason=reason)
+
+
+class Harness:
+    def __init__(self, routes: dict[str, list[str]], ring_timeout_s: float = 20.0) -> None:
+        self.endpoint = SipEndpoint(local={"udp": ("10.0.0.1", 5060)})
+        self.b2bua = B2BUA(self.endpoint)
+        self.sip = VirtualSip(self.b2bua)
+        self.cdrs: list[CallDetailRecord] = []
+        self.flow = CallFlow(sip=self.sip, routes=StaticRoutes(routes), media=PassthroughMedia(),
+                             cdrs=self, observer=self, ring_timeout_s=ring_timeout_s,
+                             wall_clock=lambda: T0 + timedelta(seconds=self.sip.now))
+        self.delays: list[float] = []
+
+    # CdrSink / CallObserver
+    def submit(self, cdr: CallDetailRecord) -> None:
+        self.cdrs.append(cdr)
+
+    def call_started(self) -> None:
+        pass
+
+    def call_finished(self, cdr: CallDetailRecord) -> None:
+        pass
+
+    def dialled(self, delay_s: float) -> None:
+        self.delays.append(delay_s)
+
+    async def pump(self) -> None:
+        for _ in range(5):
+            while (event := self.b2bua.next_event()) is not None:
+                self.flow.dispatch(event)
+            await asyncio.sleep(0)
+
+    async def feed(self, data: bytes, addr: tuple[str, int] = CALLER) -> list[Sent]:
+        self.b2bua.receive(data, "udp", addr, self.sip.now)
+        await self.pump()
+        return self.out()
+
+    async def advance(self, seconds: float) -> list[Sent]:
+        self.sip.now += seconds
+        self.b2bua.handle_timer(self.sip.now)
+        await self.pump()
+        return self.out()
+
+    def out(self) -> list[Sent]:
+        return parse_outbox(self.b2bua.datagrams_to_send())
+
+
+def invite(uri: str = f"sip:{DID}@10.0.0.1") -> bytes:
+    return request("INVITE", uri, body=SDP_A, from_uri="sip:+13125550199@192.0.2.10")
+
+
+def requests_of(sent: list[Sent], method: str) -> list[Sent]:
+    return [s for s in sent if s.message.__class__.__name__ == "Request" and s.request.method == method]
+
+
+def statuses(sent: list[Sent], to: tuple[str, int] = CALLER) -> list[int]:
+    return [s.response.status for s in sent if s.addr == to and s.message.__class__.__name__ == "Response"]
+
+
+async def test_unknown_did_is_answered_404_with_a_reason_and_a_rejected_cdr():
+    h = Harness({})
+    sent = await h.feed(invite("sip:+18885550000@10.0.0.1"))
+    assert statuses(sent) == [100, 404]
+    assert "unallocated" in (sent[-1].response.get("Reason") or "")
+    [cdr] = h.cdrs
+    assert (cdr.disposition, cdr.final_code, cdr.did) == (Disposition.REJECTED, 404, "+18885550000")
+    assert cdr.b_leg_call_id is None
+
+
+async def test_busy_first_destination_fails_over_to_the_second_which_answers():
+    h = Harness({DID: ["sip:127.0.0.1:5080", "sip:127.0.0.1:5081"]})
+    a_invite = invite()
+    sent = await h.feed(a_invite)
+    [first] = requests_of(sent, "INVITE")
+    assert first.addr == ("127.0.0.1", 5080)
+    assert first.request.uri == f"sip:{DID}@127.0.0.1:5080"
+
+    h.sip.now += 0.5
+    sent = await h.feed(response_to(first.request, 486, to_tag="b1"), addr=first.addr)
+    [second] = requests_of(sent, "INVITE")
+    assert second.addr == ("127.0.0.1", 5081)
+    assert requests_of(sent, "ACK"), "the 486 must be ACKed"
+
+    h.sip.now += 1
+    sent = await h.feed(response_to(second.request, 180, to_tag="b2"), addr=second.addr)
+    assert statuses(sent) == [180]
+    h.sip.now += 2
+    sent = await h.feed(response_to(second.request, 200, to_tag="b2", contact="<sip:b@127.0.0.1:5081>",
+                                    body=b"v=0\r\n"), addr=second.addr)
+    assert statuses(sent) == [200]
+    ok = sent[-1] if sent[-1].addr == CALLER else next(s for s in sent if s.addr == CALLER)
+    await h.feed(ack_for(a_invite, ok.response, branch=new_branch()))
+
+    h.sip.now += 30
+    bye = request("BYE", "sip:10.0.0.1:5060", call_id="call-1@192.0.2.10", to_tag=ok.response.to_tag,
+                  cseq=2, from_uri="sip:+13125550199@192.0.2.10", to_uri=f"sip:{DID}@10.0.0.1")
+    sent = await h.feed(bye)
+    assert statuses(sent) == [200]
+    assert [s.addr for s in requests_of(sent, "BYE")] == [("127.0.0.1", 5081)]
+    await h.pump()
+
+    [cdr] = h.cdrs
+    assert cdr.disposition is Disposition.ANSWERED
+    assert cdr.destination == "sip:127.0.0.1:5081"
+    assert cdr.caller == "+13125550199" and cdr.did == DID
+    assert cdr.hangup_side is HangupSide.CALLER
+    assert cdr.ring_at == T0 + timedelta(seconds=101.5)
+    assert cdr.answer_at == T0 + timedelta(seconds=103.5)
+    assert cdr.billable_s == 30 and cdr.duration_s == 34
+    assert h.delays == [0.0]
+
+
+async def test_every_destination_busy_gives_486_and_a_busy_cdr():
+    h = Harness({DID: ["sip:127.0.0.1:5080", "sip:127.0.0.1:5081"]})
+    sent = await h.feed(invite())
+    for port in (5080, 5081):
+        [leg] = requests_of(sent, "INVITE")
+        assert leg.addr == ("127.0.0.1", port)
+        sent = await h.feed(response_to(leg.request, 486, to_tag=f"b{port}"), addr=leg.addr)
+    assert statuses(sent) == [486]
+    [cdr] = h.cdrs
+    assert (cdr.disposition, cdr.final_code, cdr.hangup_side) == (Disposition.BUSY, 486, HangupSide.SYSTEM)
+
+
+async def test_ring_timeout_cancels_the_leg_and_the_caller_gets_480():
+    h = Harness({DID: ["sip:127.0.0.1:5080"]}, ring_timeout_s=5)
+    sent = await h.feed(invite())
+    [leg] = requests_of(sent, "INVITE")
+    await h.feed(response_to(leg.request, 180, to_tag="b"), addr=leg.addr)
+    sent = await h.advance(5)
+    [cancel] = requests_of(sent, "CANCEL")
+    assert cancel.addr == leg.addr
+    sent = await h.feed(response_to(cancel.request, 200, to_tag="b"), addr=leg.addr)
+    sent = await h.feed(response_to(leg.request, 487, to_tag="b"), addr=leg.addr)
+    assert statuses(sent) == [480]
+    [cdr] = h.cdrs
+    assert (cdr.disposition, cdr.final_code) == (Disposition.NO_ANSWER, 480)
+
+
+async def test_caller_cancel_while_ringing_gives_a_cancelled_cdr():
+    h = Harness({DID: ["sip:127.0.0.1:5080"]})
+    a_invite = invite()
+    sent = await h.feed(a_invite)
+    [leg] = requests_of(sent, "INVITE")
+    await h.feed(response_to(leg.request, 180, to_tag="b"), addr=leg.addr)
+    via_branch = a_invite.split(b"branch=")[1].split(b"\r\n")[0].decode()
+    cancel = request("CANCEL", f"sip:{DID}@10.0.0.1", branch=via_branch, cseq=1,
+                     from_uri="sip:+13125550199@192.0.2.10")
+    sent = await h.feed(cancel)
+    assert sorted(statuses(sent)) == [200, 487]
+    assert requests_of(sent, "CANCEL")[0].addr == leg.addr
+    [cdr] = h.cdrs
+    assert (cdr.disposition, cdr.final_code, cdr.hangup_side) == (Disposition.CANCELLED, 487, HangupSide.CALLER)
+
+
+@pytest.mark.parametrize("body", [b"this is not sdp"])
+async def test_unreadable_offer_in_relay_terms_is_488(body):
+    class Strict(PassthroughMedia):
+        async def allocate(self, call_id, on_timeout):
+            session = await super().allocate(call_id, on_timeout)
+
+            def refuse(sdp: bytes) -> bytes:
+                raise ValueError("no v= line")
+
+            session.rewrite_from_a = refuse  # type: ignore[method-assign]
+            return session
+
+    h = Harness({DID: ["sip:127.0.0.1:5080"]})
+    h.flow.media = Strict()
+    sent = await h.feed(request("INVITE", f"sip:{DID}@10.0.0.1", body=body))
+    assert statuses(sent) == [100, 488]
+    assert not requests_of(sent, "INVITE")
+    assert h.cdrs[0].disposition is Disposition.REJECTED
