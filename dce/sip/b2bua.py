@@ -398,6 +398,10 @@ class B2BUA:
         if call.state is not CallState.ANSWERED:
             self.endpoint.respond(txn, make_response(request, 491 if request.method == "INVITE" else 500), now)
             return
+        max_forwards = request.get("Max-Forwards")
+        if max_forwards is not None and int(max_forwards) <= 0:
+            self.endpoint.respond(txn, make_response(request, 483), now)
+            return
         if request.method == "INVITE":
             if call.pending_reinvite:
                 self.endpoint.respond(txn, make_response(request, 491), now)
@@ -411,7 +415,6 @@ class B2BUA:
         dialog = self._dialog(call, other)
         transport, addr = dialog.next_hop()
         forward = dialog.create_request(request.method, contact=self._contact(transport))
-        max_forwards = request.get("Max-Forwards")
         if max_forwards:
             forward.add("Max-Forwards", str(max(0, int(max_forwards) - 1)))
         if request.body:
