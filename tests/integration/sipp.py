@@ -90,9 +90,14 @@ def free_media_port(host: str = HOST, span: int = 4) -> int:
 
 
 def free_port_range(size: int = 200, host: str = HOST) -> tuple[int, int]:
-    """A block of UDP ports for the exchange's relay, free at the time of asking."""
+    """A block of UDP ports for the exchange's relay, free at the time of asking.
+
+    Drawn from 10000-20000: below the SIPp media ports of :func:`free_media_port` and below Linux's ephemeral
+    range (32768-60999), where :func:`free_port` and every client socket land.
+    """
+    assert size <= 9000, size
     for _ in range(100):
-        low = random.randrange(42000, 60000 - size, 2)
+        low = random.randrange(10000, 20000 - size, 2)
         block = range(low, low + size)
         if _handed_out.isdisjoint(block) and all(_bindable(p, _KINDS["udp"], host) for p in block[::10]):
             _handed_out.update(block)
@@ -146,12 +151,13 @@ class ExchangeProcess:
     log_level: str = "INFO"
     extra_config: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    rtp_port_count: int = 200
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.sip_port = free_port("both")
         self.http_port = free_port("tcp")
-        self.rtp_ports = free_port_range()
+        self.rtp_ports = free_port_range(self.rtp_port_count)
         self.config_path = self.workdir / "dce.yaml"
         self.log_path = self.workdir / "dce.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -260,6 +266,7 @@ class ExchangeProcess:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+        _handed_out.difference_update(range(self.rtp_ports[0], self.rtp_ports[1] + 1))
         return self.proc.returncode
 
     def __enter__(self) -> ExchangeProcess:
@@ -420,7 +427,7 @@ class SippResult:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def rtt_file(self) -> Path | None:
-        found = sorted(self.workdir.glob(f"{self.name}*_rtt.csv"))
+        found = sorted(self.workdir.glob("*_rtt.csv"))  # SIPp names it <scenario>_<pid>_rtt.csv
         return found[0] if found else None
 
     def describe(self, tail: int = 6000) -> str:
