@@ -3,6 +3,7 @@
     .venv/bin/python bench/sipp_load.py                       # passthrough then relay, 300 CPS for 60 s each
     .venv/bin/python bench/sipp_load.py --mode relay --cps 100 --duration 20
     .venv/bin/python bench/sipp_load.py --peer sippy          # Sippy B2BUA's b2bua_simple instead, for comparison
+    .venv/bin/python bench/sipp_load.py --peer direct         # no B2BUA: SIPp to SIPp, the measurement floor
 
 Per run it starts the exchange (a temporary migrated SQLite database, the chosen media mode), a SIPp uas
 (uas_answer) and drives SIPp uac (uac_basic: INVITE, 1 s hold, BYE) with -r/-m/-l, then prints the achieved CPS,
@@ -292,10 +293,35 @@ def run_sippy(args: argparse.Namespace, root: Path) -> RunResult:
     return summarise("sippy", args, result, uas_result, cpu)
 
 
+def run_direct(args: argparse.Namespace, root: Path) -> RunResult:
+    """SIPp caller straight to the SIPp callee: the floor of what this machine and SIPp measure."""
+    workdir = root / "direct"
+    uas = SippUas(
+        "uas_answer",
+        workdir,
+        trace_msg=False,
+        name="uas_direct",
+        extra=["-max_recv_loops", "10000", "-max_sched_loops", "10000"],
+    ).start()
+    try:
+        print(f"-- direct: SIPp -> SIPp on {HOST}:{uas.port}; {args.cps:g} CPS for {args.duration:g} s ...", flush=True)
+        result, cpu = drive(args, "direct", f"{HOST}:{uas.port}", workdir, uas.proc.pid if uas.proc else os.getpid())
+    finally:
+        uas_result = uas.stop(timeout=5)
+    run = summarise("direct", args, result, uas_result, cpu)
+    run.notes.append("CPU here is the SIPp callee's")
+    return run
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=["passthrough", "relay", "both"], default="both")
-    parser.add_argument("--peer", choices=["dce", "sippy"], default="dce", help="the B2BUA under test")
+    parser.add_argument(
+        "--peer",
+        choices=["dce", "sippy", "direct"],
+        default="dce",
+        help="the B2BUA under test (direct: no B2BUA, SIPp to SIPp, for the floor)",
+    )
     parser.add_argument("--cps", type=float, default=300.0)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of call generation")
     parser.add_argument("--hold-ms", type=int, default=1000, help="call hold time (SIPp -d)")
@@ -311,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[RunResult] = []
     if args.peer == "sippy":
         runs.append(run_sippy(args, root))
+    elif args.peer == "direct":
+        runs.append(run_direct(args, root))
     else:
         for mode in ("passthrough", "relay") if args.mode == "both" else (args.mode,):
             runs.append(run_exchange(args, mode, root))
