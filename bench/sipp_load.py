@@ -213,15 +213,16 @@ def run_exchange(args: argparse.Namespace, mode: str, root: Path) -> RunResult:
         name=f"uas_{mode}",
         extra=["-max_recv_loops", "10000", "-max_sched_loops", "10000"],
     ).start()
-    exchange = ExchangeProcess(
-        workdir / "dce",
-        f"sqlite+aiosqlite:///{workdir / 'bench.db'}",
-        {DID: [uas.uri]},
-        media_mode=mode,
-        log_level="WARNING",
-        rtp_port_count=6000,
-    )
+    exchange: ExchangeProcess | None = None
     try:
+        exchange = ExchangeProcess(
+            workdir / "dce",
+            f"sqlite+aiosqlite:///{workdir / 'bench.db'}",
+            {DID: [uas.uri]},
+            media_mode=mode,
+            log_level="WARNING",
+            rtp_port_count=6000,
+        )
         exchange.start(timeout=60)
         before = delay_buckets(scrape(exchange.http_base))
         print(
@@ -233,7 +234,8 @@ def run_exchange(args: argparse.Namespace, mode: str, root: Path) -> RunResult:
         after = delay_buckets(scrape(exchange.http_base))
         alive = exchange.alive()
     finally:
-        exchange.stop()
+        if exchange is not None:
+            exchange.stop()
         uas_result = uas.stop(timeout=5)
     run = summarise(mode, args, result, uas_result, cpu)
     run.added_delay_p99_ms = histogram_quantile(before, after, 0.99) * 1000
@@ -265,14 +267,15 @@ def run_sippy(args: argparse.Namespace, root: Path) -> RunResult:
     ).start()
     port = free_port("udp")
     log = (workdir / "sippy.log").open("wb")
-    proc = subprocess.Popen(
-        [*command, "-f", "-l", HOST, "-p", str(port), "-n", f"{HOST}:{uas.port}", "-L", str(workdir / "sip.log")],
-        cwd=workdir,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc: subprocess.Popen[bytes] | None = None
     try:
+        proc = subprocess.Popen(
+            [*command, "-f", "-l", HOST, "-p", str(port), "-n", f"{HOST}:{uas.port}", "-L", str(workdir / "sip.log")],
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         time.sleep(2.0)  # it has no readiness endpoint
         if proc.poll() is not None:
             raise SystemExit(f"b2bua_simple exited {proc.returncode}; see {workdir / 'sippy.log'}")
@@ -282,12 +285,13 @@ def run_sippy(args: argparse.Namespace, root: Path) -> RunResult:
         )
         result, cpu = drive(args, "sippy", f"{HOST}:{port}", workdir, proc.pid)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
         log.close()
         uas_result = uas.stop(timeout=5)
     return summarise("sippy", args, result, uas_result, cpu)
