@@ -48,6 +48,12 @@ from tests.integration.sipp import (  # noqa: E402 (the repo root goes on sys.pa
 )
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Diagnostic (--gc-off): the exchange with Python's cyclic garbage collector disabled.
+GC_OFF_COMMAND = [
+    sys.executable,
+    "-c",
+    "import gc, sys; gc.disable(); sys.argv[0] = 'dce'; from dce.exchange.cli import main; sys.exit(main())",
+]
 
 
 @dataclass
@@ -222,6 +228,7 @@ def run_exchange(args: argparse.Namespace, mode: str, root: Path) -> RunResult:
             media_mode=mode,
             log_level="WARNING",
             rtp_port_count=6000,
+            command=GC_OFF_COMMAND if args.gc_off else None,
         )
         exchange.start(timeout=60)
         before = delay_buckets(scrape(exchange.http_base))
@@ -329,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cps", type=float, default=300.0)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of call generation")
     parser.add_argument("--hold-ms", type=int, default=1000, help="call hold time (SIPp -d)")
+    parser.add_argument(
+        "--gc-off", action="store_true", help="diagnostic: run the exchange with Python's cyclic GC disabled"
+    )
     parser.add_argument("--workdir", help="keep SIPp/exchange files here (default: a temporary directory)")
     args = parser.parse_args(argv)
     if sipp_binary() is None:

@@ -152,6 +152,7 @@ class ExchangeProcess:
     extra_config: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     rtp_port_count: int = 200
+    command: list[str] | None = None  # how to run ``dce`` (default: dce_command())
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -205,7 +206,7 @@ class ExchangeProcess:
 
     def start(self, timeout: float = 30.0) -> ExchangeProcess:
         self.config_path.write_text(yaml.safe_dump(self.config(), sort_keys=False))
-        base = [*dce_command(), "--log-level", self.log_level]
+        base = [*(self.command or dce_command()), "--log-level", self.log_level]
         migrate = subprocess.run(
             [*base, "migrate", "--config", str(self.config_path)],
             cwd=self.workdir,
