@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from dce.db.cdr_writer import CdrWriter
 from dce.db.engine import create_engine
 from dce.exchange.callflow import CallFlow
 from dce.exchange.config import Settings
+from dce.exchange.gc_policy import GcPolicy
 from dce.http_api.app import build_app, run_http
 from dce.http_api.metrics import ExchangeMetrics
 from dce.media.relay import MediaPlane, MediaRelay, PassthroughMedia
@@ -47,21 +47,13 @@ class SipService:
         self.b2bua.dial(call, destination, self._loop.time(), ring_timeout=ring_timeout)
         self.transport.flush()
 
+    def release(self, call: Call) -> None:
+        self.b2bua.release(call)
+
     def hangup(self, call: Call, *, reason: str) -> None:
         self.b2bua.hangup(call, self._loop.time(), reason=reason)
         self.transport.flush()
         self._loop.call_soon(self.transport.after_input)  # events the hangup produced
-
-
-def keep_gc_off_the_call_path() -> None:
-    """Move everything built at start-up (imports, app, config) out of the collector's sight.
-
-    A full collection walks every tracked object: with SQLAlchemy, aiohttp and pydantic loaded that took
-    ~0.4 s and stalled the loop every few seconds at 300 CPS (seen in bench/sipp_load.py). Frozen objects are
-    never scanned again, so full passes only walk the calls in flight.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 @dataclass
@@ -134,7 +126,8 @@ class Exchange:
         app = build_app(engine=self.engine, metrics=self.metrics, status=self._status)
         self.runner: web.AppRunner = await run_http(app, settings.http.host, settings.http.port)
         self.http_address = self.runner.addresses[0][:2]
-        keep_gc_off_the_call_path()
+        self.gc_policy = GcPolicy()
+        self.gc_policy.start()
         log.info("exchange up: SIP %s, HTTP %s, media %s", self.sip_addresses, self.http_address,
                  settings.media.mode)
 
@@ -167,3 +160,4 @@ class Exchange:
                       self.settings.database.spool_path)
             cdr_spool.spool(Path(self.settings.database.spool_path), left)
         await self.engine.dispose()
+        self.gc_policy.stop()

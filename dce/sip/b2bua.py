@@ -134,7 +134,7 @@ class InboundLeg:
         return self.request.call_id
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, weakref_slot=True)
 class OutboundLeg:
     """One attempt to reach a destination."""
 
@@ -316,6 +316,22 @@ class B2BUA:
             if call.b is not None:
                 self._cancel_leg(call.b, now, "hangup")
             self.reject(call, 480, now, reason_header=f'Q.850;cause=41;text="{reason}"')
+
+    def release(self, call: Call) -> None:
+        """Unlink an ended call from the transactions that outlive it (up to 64*T1, absorbing retransmissions).
+
+        Called once the CallFlow has recorded the call. Breaking these links makes the call's objects acyclic, so
+        reference counting frees them at once instead of the cyclic collector finding them later (its full
+        passes over ~10k lingering calls stalled the loop for 100+ ms at 300 CPS).
+        """
+        if call.state is not CallState.ENDED:
+            return
+        call.a.txn.user_data = None
+        if call.b is not None:
+            call.b.txn.user_data = None
+            call.b = None
+        call.media = None
+        call.data.clear()
 
     # -- TransactionUser: requests ---------------------------------------------------------------------
     def on_request(self, txn: ServerTransaction, now: float) -> None:

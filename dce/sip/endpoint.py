@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
+import weakref
 from typing import Protocol
 
 from dce.sip.message import (
@@ -97,7 +98,8 @@ class SipEndpoint:
         self._merge_index: dict[tuple, tuple] = {}  # (call-id, from-tag, cseq) -> server txn key, no To tag
         self._accepted: dict[tuple[str, int], ServerInviteTransaction] = {}  # awaiting the ACK for a 2xx
         self._outbox: list[tuple[bytes, str, Address]] = []
-        self._heap: list[tuple[float, int, Timed]] = []
+        # Weak references: the heap must not keep ended calls and legs alive until their stale deadlines.
+        self._heap: list[tuple[float, int, weakref.ref[Timed]]] = []
         self._seq = itertools.count()
         self._branches = itertools.count(1)
         self._branch_prefix = BRANCH_MAGIC + new_token()
@@ -130,16 +132,20 @@ class SipEndpoint:
     def next_timer(self) -> float | None:
         """The earliest deadline of anything scheduled."""
         heap = self._heap
-        while heap and heap[0][2].heap_deadline != heap[0][0]:
-            heapq.heappop(heap)  # stale entry
-        return heap[0][0] if heap else None
+        while heap:
+            item = heap[0][2]()
+            if item is not None and item.heap_deadline == heap[0][0]:
+                return heap[0][0]
+            heapq.heappop(heap)  # stale entry, or its owner is gone
+        return None
 
     def handle_timer(self, now: float) -> None:
         """Fire everything due at ``now``."""
         heap = self._heap
         while heap and heap[0][0] <= now:
-            deadline, _, item = heapq.heappop(heap)
-            if item.heap_deadline != deadline:
+            deadline, _, ref = heapq.heappop(heap)
+            item = ref()
+            if item is None or item.heap_deadline != deadline:
                 continue
             item.heap_deadline = None
             item.handle_timer(now)
@@ -154,7 +160,11 @@ class SipEndpoint:
         self._outbox.append((data, transport, addr))
 
     def schedule(self, item: Timed) -> None:
-        """(Re)register something with deadlines in the timer heap."""
+        """(Re)register something with deadlines in the timer heap.
+
+        The heap holds it weakly: its owner keeps it alive (transactions live in the endpoint's tables until they
+        terminate; call legs in their calls), and what nobody holds any more has nothing left to time.
+        """
         deadline = item.next_deadline()
         if deadline is None:
             item.heap_deadline = None
@@ -162,7 +172,7 @@ class SipEndpoint:
         if item.heap_deadline is not None and item.heap_deadline <= deadline:
             return  # an earlier (or equal) entry is already in the heap; handle_timer re-schedules
         item.heap_deadline = deadline
-        heapq.heappush(self._heap, (deadline, next(self._seq), item))
+        heapq.heappush(self._heap, (deadline, next(self._seq), weakref.ref(item)))
 
     def on_response(self, transaction: ClientTransaction, response: Response, now: float) -> None:
         if self.tu is not None:
@@ -177,6 +187,7 @@ class SipEndpoint:
             self.tu.on_server_timeout(transaction, now)
 
     def on_terminated(self, transaction: Transaction) -> None:
+        transaction.user_data = None  # the TU's handle: nothing more will be reported, and it may form a cycle
         if isinstance(transaction, ServerTransaction):
             self.server_transactions.pop(transaction.key, None)
             request = transaction.request

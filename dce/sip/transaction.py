@@ -57,7 +57,8 @@ class TransactionOwner(Protocol):
 class Transaction:
     """Shared parts: identity, transport, state and named deadlines."""
 
-    __slots__ = ("_timers", "addr", "deadlines", "heap_deadline", "intervals", "key", "owner", "reliable",
+    __slots__ = ("__weakref__", "_timers", "addr", "deadlines", "heap_deadline", "intervals", "key", "owner",
+                 "reliable",
                  "request", "state", "transport", "user_data")
 
     def __init__(self, owner: TransactionOwner, key: tuple, request: Request, transport: str, addr: Address,

@@ -39,6 +39,9 @@ class VirtualSip:
     def hangup(self, call: Call, *, reason: str) -> None:
         self.b2bua.hangup(call, self.now, reason=reason)
 
+    def release(self, call: Call) -> None:
+        self.b2bua.release(call)
+
 
 class Harness:
     def __init__(self, routes: dict[str, list[str]], ring_timeout_s: float = 20.0) -> None:
@@ -211,3 +214,40 @@ async def test_unreadable_offer_in_relay_terms_is_488(body):
     assert statuses(sent) == [100, 488]
     assert not requests_of(sent, "INVITE")
     assert h.cdrs[0].disposition is Disposition.REJECTED
+
+
+async def test_finished_calls_leave_no_cyclic_garbage():
+    """The GC policy (dce.exchange.gc_policy) relies on calls being freed by reference counting alone."""
+    import gc
+
+    from dce.sip.b2bua import OutboundLeg
+    from dce.sip.transaction import Transaction
+
+    h = Harness({DID: ["sip:127.0.0.1:5080", "sip:127.0.0.1:5081"]}, ring_timeout_s=5)
+    gc.collect()
+    gc.disable()
+    try:
+        for n in range(3):
+            a_invite = request("INVITE", f"sip:{DID}@10.0.0.1", body=SDP_A, call_id=f"c{n}@192.0.2.10")
+            sent = await h.feed(a_invite)
+            [first] = requests_of(sent, "INVITE")
+            sent = await h.feed(response_to(first.request, 486, to_tag="b1"), addr=first.addr)
+            [second] = requests_of(sent, "INVITE")
+            sent = await h.feed(response_to(second.request, 200, to_tag="b2", contact="<sip:b@127.0.0.1:5081>",
+                                            body=b"v=0\r\n"), addr=second.addr)
+            ok = next(s for s in sent if s.addr == CALLER and s.message.__class__.__name__ == "Response")
+            await h.feed(ack_for(a_invite, ok.response, branch=new_branch()))
+            bye = request("BYE", "sip:10.0.0.1:5060", call_id=f"c{n}@192.0.2.10", to_tag=ok.response.to_tag,
+                          cseq=2, from_uri="sip:+13125550199@192.0.2.10", to_uri=f"sip:{DID}@10.0.0.1")
+            await h.feed(bye)
+        await h.advance(40)  # every lingering transaction ends (64*T1)
+        assert len(h.cdrs) == 3 and not h.b2bua.calls
+        del sent, first, second, ok, a_invite, bye
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        cyclic = [o for o in gc.garbage if isinstance(o, Call | OutboundLeg | Transaction)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert cyclic == []
