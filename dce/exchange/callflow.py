@@ -136,10 +136,11 @@ class CallFlow:
         except PortsExhausted:
             self.sip.reject(call, 503, reason_header='Q.850;cause=47;text="no media ports"')
             outcome = _Outcome(Disposition.FAILED, 503, reason="no media ports left")
-        except Exception as exc:  # never leave the caller hanging on a bug
+        except Exception as exc:  # never leave either party hanging on a bug: 500 before answer, BYE after
             log.exception("call %s failed", call.id)
             self.sip.reject(call, 500, reason_header='Q.850;cause=41;text="exchange error"')
-            outcome = _Outcome(Disposition.FAILED, 500, reason=f"exchange error: {exc}")
+            self.sip.hangup(call, reason="exchange error")
+            outcome = _Outcome(Disposition.FAILED, 500, HangupSide.SYSTEM, f"exchange error: {exc}")
         finally:
             self._queues.pop(call.id, None)
             stats = media.stats if media is not None else None
