@@ -9,6 +9,7 @@ message against ~15 µs here. `sipmessage` still validates Request-URIs and pars
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import sipmessage
@@ -54,6 +55,11 @@ LIST_HEADERS = frozenset(
      "unsupported", "accept", "accept-encoding", "accept-language", "content-encoding", "allow-events"}
 )
 
+_EXACT = {name: name for name in CANONICAL.values()}
+_LIST_CANONICAL = frozenset(CANONICAL[name] for name in LIST_HEADERS if name in CANONICAL)
+# Headers whose values parse() gathers in its single pass over the lines, for validation.
+_CHECKED = frozenset({"Via", "CSeq", "Call-ID", "From", "To", "Content-Length", "Max-Forwards"})
+
 REQUIRED_HEADERS = ("via", "from", "to", "call-id", "cseq")
 
 REASON_PHRASES = {
@@ -98,6 +104,9 @@ def canonical_name(name: str) -> str:
     Header names are case-insensitive (§7.3.5): names we do not know are title-cased ("x-account" and
     "X-ACCOUNT" both become "X-Account") so that lookups stay exact string comparisons.
     """
+    canonical = _EXACT.get(name)  # callers mostly pass canonical names already
+    if canonical is not None:
+        return canonical
     canonical = CANONICAL.get(name.lower())
     if canonical is None:  # not cached: names come from the network, the table must not grow with them
         return name.title() if name.isascii() else name
@@ -215,7 +224,7 @@ class Message:
         name = canonical_name(name)
         for key, value in self.headers:
             if key == name:
-                if name.lower() in LIST_HEADERS:
+                if name in _LIST_CANONICAL:
                     return split_list(value)[0] if value else value
                 return value
         return default
@@ -224,7 +233,7 @@ class Message:
         """Every value of a header, splitting comma-separated lists for list headers."""
         name = canonical_name(name)
         values = [value for key, value in self.headers if key == name]
-        if name.lower() in LIST_HEADERS:
+        if name in _LIST_CANONICAL:
             return [item for value in values for item in split_list(value)]
         return values
 
@@ -424,19 +433,32 @@ def parse(data: bytes, *, stream: bool = False) -> Request | Response:
         raise SipParseError("empty message")
     message, start_line_error = _parse_start_line(lines[0])
     headers = message.headers
+    found: dict[str, list[str]] = {}  # the values validation needs, gathered in this one pass
     for line in lines[1:]:
         name, colon, value = line.partition(":")
-        name = name.strip()
-        if not colon or not name or not _TOKEN_RE.match(name):
+        if not colon:
             raise SipParseError(f"malformed header line: {line[:60]!r}")
-        headers.append((canonical_name(name), value.strip()))
+        known = _EXACT.get(name)  # the common case: a canonical name with no space before the colon
+        if known is None:
+            name = name.strip()
+            if not name or not _TOKEN_RE.match(name):
+                raise SipParseError(f"malformed header line: {line[:60]!r}")
+            known = canonical_name(name)
+        name = known
+        value = value.strip()
+        headers.append((name, value))
+        if name in _CHECKED:
+            if name in found:
+                found[name].append(value)
+            else:
+                found[name] = [value]
     if start_line_error is not None:
         # Raised only now, so that a request whose Via, Call-ID and CSeq are readable can still be answered.
         if start_line_error.request is not None and not _answerable(start_line_error.request):
             start_line_error.request = None
         raise start_line_error
-    _check_body_length(message, body, stream)
-    _validate(message)
+    _check_body_length(message, body, stream, found.get("Content-Length", ()))
+    _validate(message, found)
     return message
 
 
@@ -478,8 +500,7 @@ def _answerable(request: Request) -> bool:
     return True
 
 
-def _check_body_length(message: Message, body: bytes, stream: bool) -> None:
-    lengths = message.get_all("Content-Length")
+def _check_body_length(message: Message, body: bytes, stream: bool, lengths: Sequence[str]) -> None:
     if len(lengths) > 1:
         raise SipParseError("more than one Content-Length", request=_if_request(message))  # RFC 4475 mcl01
     length_text = lengths[0] if lengths else None
@@ -500,15 +521,15 @@ def _if_request(message: Message) -> Request | None:
     return message if isinstance(message, Request) else None
 
 
-def _validate(message: Request | Response) -> None:
-    present = {key.lower() for key, _ in message.headers}
-    missing = [h for h in REQUIRED_HEADERS if h not in present]
+def _validate(message: Request | Response, found: dict[str, list[str]]) -> None:
+    """Check what every message must carry; ``found`` holds the values of the ``_CHECKED`` headers."""
+    missing = [h for h in REQUIRED_HEADERS if CANONICAL[h] not in found]
     if missing:
         # Without Via/CSeq/Call-ID no response can be routed or matched: drop. Otherwise answer 400.
         routable = {"via", "cseq", "call-id"}.isdisjoint(missing)
         request = message if isinstance(message, Request) and routable else None
         raise SipParseError(f"missing header(s): {', '.join(missing)}", request=request)
-    vias = message.get_all("Via")
+    vias = [item for value in found["Via"] for item in split_list(value)]
     try:
         Via.parse(vias[0] if vias else "")
     except ValueError as exc:
@@ -518,22 +539,23 @@ def _validate(message: Request | Response) -> None:
             Via.parse(value)
         except ValueError as exc:
             raise SipParseError(str(exc), request=_if_request(message)) from exc
-    if len(message.get_all("CSeq")) != 1:
+    if len(found["CSeq"]) != 1:
         raise SipParseError("more than one CSeq", request=_if_request(message))
-    number, _, method = (message.get("CSeq") or "").strip().partition(" ")
+    cseq = found["CSeq"][0]
+    number, _, method = cseq.partition(" ")
     method = method.strip()
     if not _is_digits(number) or len(number) > 10 or int(number) >= 2**31 or not _TOKEN_RE.match(method):
-        raise SipParseError(f"bad CSeq {message.get('CSeq')!r}", request=_if_request(message))
+        raise SipParseError(f"bad CSeq {cseq!r}", request=_if_request(message))
     for name in ("Call-ID", "From", "To"):
-        if len(message.get_all(name)) != 1:
+        if len(found[name]) != 1:
             raise SipParseError(f"exactly one {name} required", request=_if_request(message))
     if isinstance(message, Request):
         if method != message.method:
             raise SipParseError("CSeq method does not match the request method", request=message)
-        max_forwards = message.get("Max-Forwards")
+        max_forwards = found.get("Max-Forwards", (None,))[0]
         if max_forwards is not None and (not _is_digits(max_forwards) or int(max_forwards) > 255):
             raise SipParseError(f"bad Max-Forwards {max_forwards!r}", request=message)
-        if message.method != "INVITE" or header_tag(message.get("To") or ""):
+        if message.method != "INVITE" or header_tag(found["To"][0]):
             return  # full grammar checks cost ~60 µs: spend them once per dialog, on the initial INVITE
         _validate_request_uri(message)
         for name in ("From", "To"):
