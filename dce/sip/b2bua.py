@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from dce.sip.dialog import Dialog
@@ -19,8 +19,8 @@ from dce.sip.endpoint import SipEndpoint, new_token
 from dce.sip.message import (
     Request,
     Response,
+    header_uri,
     make_response,
-    reason_phrase,
     uri_hostport,
     uri_user,
 )
@@ -183,12 +183,9 @@ class Call:
     media: SdpRewriter | None = None
     pending_reinvite: bool = False
     attempts: int = 0
-    data: dict = field(default_factory=dict)  # the CallFlow's own per-call state
 
     @property
     def caller_user(self) -> str:
-        from dce.sip.message import header_uri
-
         return uri_user(header_uri(self.a.request.get("From") or ""))
 
     @property
@@ -331,7 +328,6 @@ class B2BUA:
             call.b.txn.user_data = None
             call.b = None
         call.media = None
-        call.data.clear()
 
     # -- TransactionUser: requests ---------------------------------------------------------------------
     def on_request(self, txn: ServerTransaction, now: float) -> None:
@@ -670,8 +666,3 @@ def _replace_tag(value: str, tag: str) -> str:
     if end < 0:
         head, params = params[0], params[1:]
     return ";".join([head, *params, f"tag={tag}"])
-
-
-def default_reason(status: int) -> str:
-    """Reason phrase for a status (re-exported for the CallFlow)."""
-    return reason_phrase(status)
