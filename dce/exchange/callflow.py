@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
 from dce.billing.cdr import CallDetailRecord, Disposition, HangupSide
+from dce.exchange.eager import start_eagerly
 from dce.media.ports import PortsExhausted
 from dce.media.relay import MediaPlane, MediaSession, MediaStats
 from dce.routing.numbers import to_e164
@@ -103,9 +104,10 @@ class CallFlow:
         if isinstance(event, CallOffered):
             queue: asyncio.Queue[CallEvent] = asyncio.Queue()
             self._queues[call.id] = queue
-            task = asyncio.get_running_loop().create_task(self._run(call, queue, event.at))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task = start_eagerly(self._run(call, queue, event.at))  # route and dial inside this callback
+            if task is not None:
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
             return
         queue = self._queues.get(call.id)  # type: ignore[assignment]
         if queue is not None:
