@@ -16,6 +16,7 @@ class Disposition(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     REJECTED = "rejected"
+    NO_ROUTE = "no_route"  # the DID is known but no target was eligible (closed, capped, criteria, ...)
 
 
 class HangupSide(enum.StrEnum):

@@ -17,8 +17,10 @@ from typing import Protocol, TypeVar
 
 from dce.billing.cdr import CallDetailRecord, Disposition, HangupSide
 from dce.exchange.eager import start_eagerly
+from dce.exchange.router import STATIC_TARGET, CallRequest, Routed, Router
 from dce.media.ports import PortsExhausted
 from dce.media.relay import MediaPlane, MediaSession, MediaStats
+from dce.routing.model import PlannedTarget
 from dce.routing.numbers import to_e164
 from dce.sip.b2bua import (
     Call,
@@ -32,12 +34,6 @@ from dce.sip.b2bua import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class RouteSource(Protocol):
-    """Where calls to a DID go, in order."""
-
-    def destinations(self, did: str) -> list[str]: ...
 
 
 class SipCommands(Protocol):
@@ -84,15 +80,13 @@ class _Outcome:
 class CallFlow:
     """Decides what happens to each inbound call. One instance per exchange; one task per call."""
 
-    def __init__(self, *, sip: SipCommands, routes: RouteSource, media: MediaPlane, cdrs: CdrSink,
-                 observer: CallObserver, ring_timeout_s: float,
-                 wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(self, *, sip: SipCommands, router: Router, media: MediaPlane, cdrs: CdrSink,
+                 observer: CallObserver, wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.sip = sip
-        self.routes = routes
+        self.router = router
         self.media = media
         self.cdrs = cdrs
         self.observer = observer
-        self.ring_timeout_s = ring_timeout_s
         self.wall_clock = wall_clock
         self._queues: dict[str, asyncio.Queue[CallEvent]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -123,18 +117,24 @@ class CallFlow:
         self.observer.call_started()
         times = _Times(self, offered_at)
         media: MediaSession | None = None
-        destination: str | None = None
+        target: PlannedTarget | None = None
+        routed: Routed | None = None
         did = to_e164(call.called_user) or call.called_user
         try:
-            destinations = self.routes.destinations(did)
-            if not destinations:
+            request = CallRequest(did, call.caller_user, tuple(call.a.request.headers))
+            routed = self.router.plan(request, times.invite_at)
+            if routed is None:
                 self.sip.reject(call, 404, reason_header='Q.850;cause=1;text="unallocated number"')
                 outcome = _Outcome(Disposition.REJECTED, 404, reason="no route for DID")
+            elif not routed.plan.targets:
+                reason = routed.plan.reason or "no eligible target"
+                self.sip.reject(call, 480, reason_header=f'Q.850;cause=3;text="{_quoted(reason)}"')
+                outcome = _Outcome(Disposition.NO_ROUTE, 480, HangupSide.SYSTEM, reason)
             else:
                 media = await self.media.allocate(call.id, on_timeout=lambda: self.sip.hangup(
                     call, reason="media timeout"))
                 call.media = media
-                outcome, destination = await self._dial_in_order(call, destinations, events, times)
+                outcome, target = await self._dial_in_order(call, routed, events, times)
         except PortsExhausted:
             self.sip.reject(call, 503, reason_header='Q.850;cause=47;text="no media ports"')
             outcome = _Outcome(Disposition.FAILED, 503, reason="no media ports left")
@@ -148,20 +148,26 @@ class CallFlow:
             stats = media.stats if media is not None else None
             if media is not None:
                 media.close()
-        self._record(call, did, destination, outcome, times, stats)
+            if routed is not None and target is not None and target.target_id in routed.held:
+                self.router.release(routed, target)
+        self._record(call, did, target, routed, outcome, times, stats)
         self.sip.release(call)
 
-    async def _dial_in_order(self, call: Call, destinations: list[str], events: asyncio.Queue[CallEvent],
-                             times: _Times) -> tuple[_Outcome, str | None]:
-        """Try each destination until one answers; then wait for the call to end."""
+    async def _dial_in_order(self, call: Call, routed: Routed, events: asyncio.Queue[CallEvent],
+                             times: _Times) -> tuple[_Outcome, PlannedTarget | None]:
+        """Try each planned target until one answers; then wait for the call to end."""
         failure: DialFailed | None = None
-        for destination in destinations:
+        tried: PlannedTarget | None = None
+        for target in routed.plan.targets:
+            if not self.router.acquire(routed, target):
+                continue  # its concurrency slot went to another call since the plan was made
+            tried = target
             try:
-                self.sip.dial(call, destination, ring_timeout=self.ring_timeout_s)
+                self.sip.dial(call, target.destination, ring_timeout=target.ring_timeout_s)
             except ValueError as exc:  # the caller's SDP offer cannot be relayed
                 self.sip.reject(call, 488, reason_header='Q.850;cause=88;text="unreadable SDP offer"')
                 times.end(self.sip.monotonic())
-                return _Outcome(Disposition.REJECTED, 488, HangupSide.SYSTEM, f"bad SDP offer: {exc}"), None
+                return _Outcome(Disposition.REJECTED, 488, HangupSide.SYSTEM, f"bad SDP offer: {exc}"), target
             if call.attempts == 1:
                 self.observer.dialled(self.sip.monotonic() - call.invite_at)
             while True:
@@ -170,30 +176,35 @@ class CallFlow:
                     times.ring(event.at)
                 elif isinstance(event, DialAnswered):
                     times.answer(event.at)
+                    self.router.connected(routed, target, times.answer_at or self.wall_clock())
                     ended = await _next_of(events, CallEnded)
                     times.end(ended.at)
                     side = HangupSide(ended.side)
-                    return _Outcome(Disposition.ANSWERED, 200, side, ended.reason), destination
+                    return _Outcome(Disposition.ANSWERED, 200, side, ended.reason), target
                 elif isinstance(event, CallCancelled):
                     times.end(event.at)
-                    return _Outcome(Disposition.CANCELLED, 487, HangupSide.CALLER, "caller cancelled"), destination
+                    return _Outcome(Disposition.CANCELLED, 487, HangupSide.CALLER, "caller cancelled"), target
                 elif isinstance(event, CallEnded):  # the exchange hung up before answer (media timeout)
                     times.end(event.at)
-                    return _Outcome(Disposition.FAILED, 480, HangupSide.SYSTEM, event.reason), destination
+                    return _Outcome(Disposition.FAILED, 480, HangupSide.SYSTEM, event.reason), target
                 elif isinstance(event, DialFailed):
                     failure = event
+                    self.router.release(routed, target)
                     break
-        assert failure is not None
+        if failure is None:  # every target's slot was taken meanwhile
+            self.sip.reject(call, 480, reason_header='Q.850;cause=34;text="all targets at capacity"')
+            times.end(self.sip.monotonic())
+            return _Outcome(Disposition.NO_ROUTE, 480, HangupSide.SYSTEM, "all targets at capacity"), None
         status, disposition, reason_header = FAILURE_RESPONSES[failure.reason]
         if failure.reason == "failed" and 400 <= failure.status < 500:
             status = failure.status  # a definite client error from the destination is passed on as is
         self.sip.reject(call, status, reason_header=reason_header)
         times.end(failure.at)
         return _Outcome(disposition, status, HangupSide.SYSTEM,
-                        f"last destination: {failure.status} {failure.reason}"), destinations[-1]
+                        f"last destination: {failure.status} {failure.reason}"), tried
 
-    def _record(self, call: Call, did: str, destination: str | None, outcome: _Outcome, times: _Times,
-                stats: MediaStats | None) -> None:
+    def _record(self, call: Call, did: str, target: PlannedTarget | None, routed: Routed | None,
+                outcome: _Outcome, times: _Times, stats: MediaStats | None) -> None:
         end = times.end_at or self.wall_clock()
         packets = bytes_ = 0
         if stats is not None:
@@ -207,7 +218,7 @@ class CallFlow:
             caller=to_e164(call.caller_user) or call.caller_user,
             called=to_e164(call.called_user) or call.called_user,
             did=did,
-            destination=destination,
+            destination=target.destination if target is not None else None,
             invite_at=times.invite_at,
             ring_at=times.ring_at,
             answer_at=times.answer_at,
@@ -218,9 +229,31 @@ class CallFlow:
             reason=outcome.reason,
             packets_relayed=packets,
             bytes_relayed=bytes_,
+            extra=_routing_details(target, routed),
         )
         self.cdrs.submit(cdr)
         self.observer.call_finished(cdr)
+
+
+def _routing_details(target: PlannedTarget | None, routed: Routed | None) -> dict[str, str]:
+    """Marketplace ids and revenue for billing, kept on the CDR."""
+    details: dict[str, str] = {}
+    context = routed.context if routed is not None else None
+    if context is not None:
+        if context.campaign_id:
+            details["campaign_id"] = context.campaign_id
+        if context.publisher_id:
+            details["publisher_id"] = context.publisher_id
+    if target is not None and target.target_id != STATIC_TARGET:
+        details["target_id"] = target.target_id
+        details["revenue_micros"] = str(target.revenue)
+        if target.bid_id:
+            details["bid_id"] = target.bid_id
+    return details
+
+
+def _quoted(text: str) -> str:
+    return text.replace("\\", "").replace('"', "'")
 
 
 class _Times:

@@ -16,6 +16,7 @@ from dce.db.engine import create_engine
 from dce.exchange.callflow import CallFlow
 from dce.exchange.config import Settings
 from dce.exchange.gc_policy import GcPolicy
+from dce.exchange.router import StaticRouter
 from dce.http_api.app import build_app, run_http
 from dce.http_api.metrics import ExchangeMetrics
 from dce.media.relay import MediaPlane, MediaRelay, PassthroughMedia
@@ -119,9 +120,9 @@ class Exchange:
         else:
             self.media = PassthroughMedia()
         self.routes = StaticRoutes(settings.static_routes)
-        self.callflow = CallFlow(sip=SipService(self.b2bua, self.transport), routes=self.routes,
-                                 media=self.media, cdrs=self.writer, observer=observer,
-                                 ring_timeout_s=settings.routing.ring_timeout_s)
+        self.router = StaticRouter(self.routes, settings.routing.ring_timeout_s)
+        self.callflow = CallFlow(sip=SipService(self.b2bua, self.transport), router=self.router,
+                                 media=self.media, cdrs=self.writer, observer=observer)
 
         app = build_app(engine=self.engine, metrics=self.metrics, status=self._status)
         self.runner: web.AppRunner = await run_http(app, settings.http.host, settings.http.port)

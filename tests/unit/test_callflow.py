@@ -9,7 +9,9 @@ import pytest
 
 from dce.billing.cdr import CallDetailRecord, Disposition, HangupSide
 from dce.exchange.callflow import CallFlow
+from dce.exchange.router import Routed, StaticRouter
 from dce.media.relay import PassthroughMedia
+from dce.routing.model import CallerContext, PlannedTarget, RoutingPlan
 from dce.routing.static import StaticRoutes
 from dce.sip.b2bua import B2BUA, Call
 from dce.sip.endpoint import SipEndpoint
@@ -49,8 +51,8 @@ class Harness:
         self.b2bua = B2BUA(self.endpoint)
         self.sip = VirtualSip(self.b2bua)
         self.cdrs: list[CallDetailRecord] = []
-        self.flow = CallFlow(sip=self.sip, routes=StaticRoutes(routes), media=PassthroughMedia(),
-                             cdrs=self, observer=self, ring_timeout_s=ring_timeout_s,
+        self.flow = CallFlow(sip=self.sip, router=StaticRouter(StaticRoutes(routes), ring_timeout_s),
+                             media=PassthroughMedia(), cdrs=self, observer=self,
                              wall_clock=lambda: T0 + timedelta(seconds=self.sip.now))
         self.delays: list[float] = []
 
@@ -251,3 +253,68 @@ async def test_finished_calls_leave_no_cyclic_garbage():
         gc.garbage.clear()
         gc.enable()
     assert cyclic == []
+
+
+class PlannedRouter:
+    """A router with a fixed plan whose first target's concurrency slot is already taken."""
+
+    def __init__(self, plan: RoutingPlan, full: set[str] = frozenset()) -> None:
+        self.routed = Routed(plan, CallerContext(ani=None, did=DID, campaign_id="c1", publisher_id="p1"))
+        self.full = full
+        self.log: list[str] = []
+
+    def plan(self, request, now):
+        return self.routed
+
+    def acquire(self, routed, target):
+        if target.target_id in self.full:
+            return False
+        routed.held.add(target.target_id)
+        self.log.append(f"acquire {target.target_id}")
+        return True
+
+    def release(self, routed, target):
+        routed.held.discard(target.target_id)
+        self.log.append(f"release {target.target_id}")
+
+    def connected(self, routed, target, now):
+        self.log.append(f"connected {target.target_id}")
+
+
+async def test_a_known_did_with_no_eligible_target_gets_480_and_a_no_route_cdr():
+    h = Harness({})
+    h.flow.router = PlannedRouter(RoutingPlan((), reason="no eligible target: 2 closed, 1 capped"))
+    sent = await h.feed(invite())
+    assert statuses(sent) == [100, 480]
+    assert "2 closed" in (sent[-1].response.get("Reason") or "")
+    [cdr] = h.cdrs
+    assert (cdr.disposition, cdr.reason) == (Disposition.NO_ROUTE, "no eligible target: 2 closed, 1 capped")
+    assert cdr.extra == {"campaign_id": "c1", "publisher_id": "p1"}
+
+
+async def test_a_target_at_capacity_is_skipped_and_slots_follow_the_legs():
+    plan = RoutingPlan((PlannedTarget("t1", "sip:127.0.0.1:5080", 5_000_000, 20),
+                        PlannedTarget("t2", "sip:127.0.0.1:5081", 4_000_000, 7),
+                        PlannedTarget("t3", "sip:127.0.0.1:5082", 3_000_000, 20)))
+    router = PlannedRouter(plan, full={"t1"})
+    h = Harness({})
+    h.flow.router = router
+    sent = await h.feed(invite())
+    [leg] = requests_of(sent, "INVITE")
+    assert leg.addr == ("127.0.0.1", 5081)
+    await h.feed(response_to(leg.request, 180, to_tag="b"), addr=leg.addr)
+    sent = await h.advance(7)  # t2's own ring timeout, not the default
+    [cancel] = requests_of(sent, "CANCEL")
+    await h.feed(response_to(cancel.request, 200, to_tag="b"), addr=leg.addr)
+    sent = await h.feed(response_to(leg.request, 487, to_tag="b"), addr=leg.addr)
+    [third] = requests_of(sent, "INVITE")
+    assert third.addr == ("127.0.0.1", 5082)
+    sent = await h.feed(response_to(third.request, 200, to_tag="c", contact="<sip:c@127.0.0.1:5082>",
+                                    body=b"v=0\r\n"), addr=third.addr)
+    ok = next(s for s in sent if s.addr == CALLER and s.message.__class__.__name__ == "Response")
+    bye = request("BYE", "sip:10.0.0.1:5060", call_id="call-1@192.0.2.10", to_tag=ok.response.to_tag, cseq=2,
+                  from_uri="sip:+13125550199@192.0.2.10", to_uri=f"sip:{DID}@10.0.0.1")
+    await h.feed(bye)
+    assert router.log == ["acquire t2", "release t2", "acquire t3", "connected t3", "release t3"]
+    [cdr] = h.cdrs
+    assert cdr.extra["target_id"] == "t3" and cdr.extra["revenue_micros"] == "3000000"

@@ -1,0 +1,79 @@
+"""Where a call goes: one interface over the marketplace's routing engine and the static routes.
+
+The CallFlow asks ``plan(request, now)`` once per call and tells the router about each leg it dials, so that
+concurrency slots, caps and duplicate-caller records follow the calls. Both sources answer from memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from dce.routing.model import CallerContext, PlannedTarget, RoutingPlan
+from dce.routing.static import StaticRoutes
+
+STATIC_TARGET = "static"
+
+
+@dataclass(frozen=True, slots=True)
+class CallRequest:
+    """What routing may read about an inbound call."""
+
+    did: str  # E.164 when the Request-URI user is a number
+    caller_user: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(slots=True)
+class Routed:
+    """A plan, with what the router needs to account for the legs it leads to."""
+
+    plan: RoutingPlan
+    context: CallerContext | None = None
+    held: set[str] = field(default_factory=set)  # targets whose concurrency slot this call holds
+
+
+class Router(Protocol):
+    """A routing source as the CallFlow uses it."""
+
+    def plan(self, request: CallRequest, now: datetime) -> Routed | None:
+        """The plan for a call; None when the DID is unknown to every source."""
+        ...
+
+    def acquire(self, routed: Routed, target: PlannedTarget) -> bool:
+        """Take the target's concurrency slot before dialling it; False to skip the target."""
+        ...
+
+    def release(self, routed: Routed, target: PlannedTarget) -> None:
+        """Give the slot back when that leg ends (failed, or the call is over)."""
+        ...
+
+    def connected(self, routed: Routed, target: PlannedTarget, now: datetime) -> None:
+        """The target answered: count the connect (caps) and remember the caller (duplicates)."""
+        ...
+
+
+class StaticRouter:
+    """Static routes from configuration: every destination with the default ring timeout, no accounting."""
+
+    def __init__(self, routes: StaticRoutes, ring_timeout_s: float) -> None:
+        self.routes = routes
+        self.ring_timeout_s = ring_timeout_s
+
+    def plan(self, request: CallRequest, now: datetime) -> Routed | None:
+        destinations = self.routes.destinations(request.did)
+        if not destinations:
+            return None
+        targets = tuple(PlannedTarget(STATIC_TARGET, destination, 0, self.ring_timeout_s)
+                        for destination in destinations)
+        return Routed(RoutingPlan(targets))
+
+    def acquire(self, routed: Routed, target: PlannedTarget) -> bool:
+        return True
+
+    def release(self, routed: Routed, target: PlannedTarget) -> None:
+        return None
+
+    def connected(self, routed: Routed, target: PlannedTarget, now: datetime) -> None:
+        return None
