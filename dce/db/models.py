@@ -46,7 +46,7 @@ class Base(DeclarativeBase):
     """Declarative base with a constraint naming convention Alembic can rely on."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: JsonDocument}
+    type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: JsonDocument, list[Any]: JsonDocument}
 
 
 class CallRecordRow(Base):
@@ -80,3 +80,7 @@ class CallRecordRow(Base):
         Index("ix_calls_did", "did"),
         Index("ix_calls_disposition", "disposition"),
     )
+
+
+# The marketplace tables live in their own module; importing it here registers them on Base.metadata.
+from dce.db import marketplace_models as marketplace_models  # noqa: E402
