@@ -221,6 +221,10 @@ class B2BUA:
         """Fire due timers."""
         self.endpoint.handle_timer(now)
 
+    def transport_error(self, transport: str, addr: Address, now: float) -> None:
+        """The transport cannot reach ``addr`` (see SipEndpoint.transport_error)."""
+        self.endpoint.transport_error(transport, addr, now)
+
     def next_timer(self) -> float | None:
         """Earliest deadline."""
         return self.endpoint.next_timer()
@@ -550,6 +554,15 @@ class B2BUA:
             if txn.request.method == "INVITE":
                 owner.call.pending_reinvite = False
             self.endpoint.respond(owner.origin, make_response(owner.origin.request, 408), now)
+
+    def on_transport_error(self, txn: ClientTransaction, now: float) -> None:
+        owner = txn.user_data
+        if isinstance(owner, OutboundLeg) and txn.request.method == "INVITE":
+            self._leg_failed(owner, 503, now)  # unreachable: fail over at once
+        elif isinstance(owner, _Relay):
+            if txn.request.method == "INVITE":
+                owner.call.pending_reinvite = False
+            self.endpoint.respond(owner.origin, make_response(owner.origin.request, 503), now)
 
     def on_server_timeout(self, txn: ServerTransaction, now: float) -> None:
         call = txn.user_data

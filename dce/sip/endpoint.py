@@ -51,6 +51,7 @@ class TransactionUser(Protocol):
     def on_response(self, txn: ClientTransaction, response: Response, now: float) -> None: ...
     def on_stray_response(self, response: Response, now: float) -> None: ...
     def on_client_timeout(self, txn: ClientTransaction, now: float) -> None: ...
+    def on_transport_error(self, txn: ClientTransaction, now: float) -> None: ...
     def on_server_timeout(self, txn: ServerTransaction, now: float) -> None: ...
 
 
@@ -150,6 +151,15 @@ class SipEndpoint:
             item.heap_deadline = None
             item.handle_timer(now)
             self.schedule(item)
+
+    def transport_error(self, transport: str, addr: Address, now: float) -> None:
+        """Nothing can be sent to ``addr`` (e.g. a refused TCP connect): its client transactions fail now
+        (§17.1.4) instead of waiting for timer B or F."""
+        for txn in list(self.client_transactions.values()):
+            if txn.transport == transport and txn.addr == addr and txn.state is not State.TERMINATED:
+                if self.tu is not None:
+                    self.tu.on_transport_error(txn, now)
+                txn.transport_error(now)
 
     # -- transaction-owner API (called by transactions) ------------------------------------------------
     def send(self, data: bytes, transport: str, addr: Address) -> None:

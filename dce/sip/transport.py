@@ -26,6 +26,7 @@ class SipCore(Protocol):
 
     def receive(self, data: bytes, transport: str, addr: Address, now: float, *, stream: bool = False) -> None: ...
     def handle_timer(self, now: float) -> None: ...
+    def transport_error(self, transport: str, addr: Address, now: float) -> None: ...
     def next_timer(self) -> float | None: ...
     def datagrams_to_send(self) -> list[tuple[bytes, str, Address]]: ...
 
@@ -156,6 +157,11 @@ class SipTransport:
             log.warning("TCP connect to %s failed: %s", addr, exc)
             self._pending_connects.pop(addr, None)
             self.on_error("tcp_connect_failed")
+            try:
+                self.core.transport_error("tcp", addr, self.loop.time())
+            except Exception:
+                log.exception("SIP core failed handling a transport error")
+            self._after()
             return
         for data in self._pending_connects.pop(addr, []):
             connection.write(data)

@@ -318,3 +318,15 @@ async def test_a_target_at_capacity_is_skipped_and_slots_follow_the_legs():
     assert router.log == ["acquire t2", "release t2", "acquire t3", "connected t3", "release t3"]
     [cdr] = h.cdrs
     assert cdr.extra["target_id"] == "t3" and cdr.extra["revenue_micros"] == "3000000"
+
+
+async def test_an_unreachable_destination_fails_over_at_once():
+    h = Harness({DID: ["sip:127.0.0.1:5080;transport=tcp", "sip:127.0.0.1:5081"]})
+    h.endpoint.local["tcp"] = ("10.0.0.1", 5060)
+    sent = await h.feed(invite())
+    [first] = requests_of(sent, "INVITE")
+    assert (first.transport, first.addr) == ("tcp", ("127.0.0.1", 5080))
+    h.b2bua.transport_error("tcp", ("127.0.0.1", 5080), h.sip.now)  # the connect was refused
+    await h.pump()
+    [second] = requests_of(h.out(), "INVITE")
+    assert second.addr == ("127.0.0.1", 5081)
