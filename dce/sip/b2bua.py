@@ -200,6 +200,7 @@ class _Relay:
     call: Call
     origin: ServerTransaction
     from_side: Side
+    forwarded: ClientTransaction | None = None
 
 
 class B2BUA:
@@ -357,6 +358,12 @@ class B2BUA:
 
     def on_cancel(self, invite_txn: ServerInviteTransaction, cancel: Request, now: float) -> None:
         call = invite_txn.user_data
+        if isinstance(call, _Relay):  # a re-INVITE still pending on the other leg: 487 here, CANCEL there
+            self.endpoint.respond(invite_txn, make_response(invite_txn.request, 487), now)
+            forwarded = call.forwarded
+            if isinstance(forwarded, ClientInviteTransaction) and forwarded.state is State.PROCEEDING:
+                self.endpoint.cancel(forwarded, now)
+            return
         if not isinstance(call, Call) or call.state in (CallState.ANSWERED, CallState.ENDED):
             return
         reason = cancel.get("Reason")
@@ -437,7 +444,9 @@ class B2BUA:
             forward.body = self._rewrite(call, side, request.body)
             forward.add("Content-Type", request.get("Content-Type") or "application/sdp")
         client = self.endpoint.send_request(forward, transport, addr, now)
-        client.user_data = _Relay(call, txn, side)
+        relay = _Relay(call, txn, side, client)
+        client.user_data = relay
+        txn.user_data = relay  # so a CANCEL of a re-INVITE reaches the forwarded one
 
     # -- TransactionUser: responses --------------------------------------------------------------------
     def on_response(self, txn: ClientTransaction, response: Response, now: float) -> None:

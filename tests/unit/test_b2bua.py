@@ -477,3 +477,18 @@ def test_in_dialog_request_with_old_cseq_gets_500() -> None:
     assert describe(sent) == ["500"]
     sent = h.feed(h.a_request("OPTIONS", call, 5))
     assert describe(sent) == ["200"]
+
+
+def test_cancel_of_a_pending_reinvite_gets_487_and_cancels_the_forwarded_one() -> None:
+    h = Harness()
+    call = h.offer()
+    h.answer(call)
+    branch = new_branch()
+    forwarded = h.feed(h.a_request("INVITE", call, 2, body=SDP_A, branch=branch))[1].request
+    assert h.feed(response_to(forwarded, 180), BOB) == []  # not relayed, but now the CANCEL may go out
+    sent = h.feed(h.a_request("CANCEL", call, 2, branch=branch))
+    assert sorted(describe(sent)) == ["200", "487", "CANCEL"]
+    to_bob = [s for s in sent if s.addr == BOB]
+    assert describe(to_bob) == ["CANCEL"] and to_bob[0].request.top_via.branch == forwarded.top_via.branch
+    assert sorted(s.response.status for s in sent if s.addr == ALICE) == [200, 487]
+    assert call.state is CallState.ANSWERED
