@@ -59,9 +59,7 @@ class CampaignPublisherRow(Base):
     __tablename__ = "campaign_publishers"
 
     campaign_id: Mapped[str] = mapped_column(ID, ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
-    publisher_id: Mapped[str] = mapped_column(
-        ID, ForeignKey("publishers.id", ondelete="RESTRICT"), primary_key=True
-    )
+    publisher_id: Mapped[str] = mapped_column(ID, ForeignKey("publishers.id", ondelete="RESTRICT"), primary_key=True)
     position: Mapped[int] = mapped_column(Integer)
     payout_fixed: Mapped[int | None] = mapped_column(BigInteger)
     payout_revenue_share_bp: Mapped[int | None] = mapped_column(Integer)

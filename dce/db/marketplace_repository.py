@@ -1,0 +1,723 @@
+"""Storing and reading the marketplace: the value objects of :mod:`dce.routing.model` in and out.
+
+Every write runs in one transaction that also bumps ``marketplace_version``, so :func:`load_marketplace` callers
+(see :class:`dce.db.marketplace_watcher.MarketplaceWatcher`) can tell cheaply whether anything changed.
+
+Errors are typed: :class:`NotFound` (the entity addressed does not exist), :class:`Conflict` (duplicate id, DID or
+campaign key; deleting something still referenced) and :class:`UnknownReference` (the entity refers to an id that
+does not exist; ``field`` names where, e.g. ``target_ids[1]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import time
+from typing import Any, cast
+
+from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from dce.db.marketplace_models import (
+    BuyerRow,
+    CampaignPublisherRow,
+    CampaignRow,
+    CampaignTargetRow,
+    MarketplaceVersionRow,
+    PublisherRow,
+    TargetRow,
+    TrackingNumberRow,
+)
+from dce.routing.model import (
+    Buyer,
+    Campaign,
+    CapCounts,
+    Caps,
+    Criterion,
+    CriterionOp,
+    DuplicateAfter,
+    DuplicateRule,
+    DuplicateScope,
+    HoursWindow,
+    PayoutRule,
+    Publisher,
+    RoutingStrategy,
+    Target,
+    TrackingNumber,
+)
+
+publishers = cast(Table, PublisherRow.__table__)
+buyers = cast(Table, BuyerRow.__table__)
+campaigns = cast(Table, CampaignRow.__table__)
+campaign_publishers = cast(Table, CampaignPublisherRow.__table__)
+campaign_targets = cast(Table, CampaignTargetRow.__table__)
+targets = cast(Table, TargetRow.__table__)
+tracking_numbers = cast(Table, TrackingNumberRow.__table__)
+marketplace_version = cast(Table, MarketplaceVersionRow.__table__)
+
+ANY_PUBLISHER = "*"
+
+
+class MarketplaceError(Exception):
+    """Base of the repository's errors."""
+
+
+class NotFound(MarketplaceError):
+    """No ``entity`` with ``key``."""
+
+    def __init__(self, entity: str, key: str) -> None:
+        super().__init__(f"no {entity} {key!r}")
+        self.entity = entity
+        self.key = key
+
+
+class Conflict(MarketplaceError):
+    """The write clashes with what is stored (duplicate id/DID/key, or a delete of something still in use)."""
+
+
+class UnknownReference(MarketplaceError):
+    """``field`` refers to a ``entity`` ``key`` that does not exist."""
+
+    def __init__(self, field: str, entity: str, key: str) -> None:
+        super().__init__(f"{field}: no {entity} {key!r}")
+        self.field = field
+        self.entity = entity
+        self.key = key
+
+
+@dataclass(frozen=True, slots=True)
+class MarketplaceData:
+    """Everything the routing snapshot is built from, read in one transaction at ``version``."""
+
+    publishers: tuple[Publisher, ...] = ()
+    buyers: tuple[Buyer, ...] = ()
+    campaigns: tuple[Campaign, ...] = ()
+    targets: tuple[Target, ...] = ()
+    tracking_numbers: tuple[TrackingNumber, ...] = ()
+    version: int = 0
+
+
+# ---------------------------------------------------------------------------------------------------------- codecs
+
+
+def _publisher_row(p: Publisher) -> dict[str, Any]:
+    return {"id": p.id, "name": p.name, "enabled": p.enabled}
+
+
+def _publisher(row: Any) -> Publisher:
+    return Publisher(id=row.id, name=row.name, enabled=bool(row.enabled))
+
+
+def _buyer_row(b: Buyer) -> dict[str, Any]:
+    return {"id": b.id, "name": b.name, "timezone": b.timezone, "enabled": b.enabled}
+
+
+def _buyer(row: Any) -> Buyer:
+    return Buyer(id=row.id, name=row.name, timezone=row.timezone, enabled=bool(row.enabled))
+
+
+def _target_row(t: Target) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "buyer_id": t.buyer_id,
+        "name": t.name,
+        "destination": t.destination,
+        "revenue": t.revenue,
+        "conversion_duration_s": t.conversion_duration_s,
+        "priority": t.priority,
+        "weight": t.weight,
+        "ring_timeout_s": float(t.ring_timeout_s),
+        "cap_concurrency": t.caps.concurrency,
+        "cap_hourly": t.caps.hourly,
+        "cap_daily": t.caps.daily,
+        "cap_monthly": t.caps.monthly,
+        "cap_counts": str(t.caps.counts),
+        "hours": [{"weekday": h.weekday, "start": h.start.isoformat(), "end": h.end.isoformat()} for h in t.hours],
+        "criteria": [
+            {"field": c.field, "op": str(c.op), "values": list(c.values), "negate": c.negate} for c in t.criteria
+        ],
+        "skills": list(t.skills),
+        "cost": t.cost,
+        "bid_url": t.bid_url,
+        "enabled": t.enabled,
+    }
+
+
+def _target(row: Any) -> Target:
+    return Target(
+        id=row.id,
+        buyer_id=row.buyer_id,
+        name=row.name,
+        destination=row.destination,
+        revenue=int(row.revenue),
+        conversion_duration_s=row.conversion_duration_s,
+        priority=row.priority,
+        weight=row.weight,
+        ring_timeout_s=float(row.ring_timeout_s),
+        caps=Caps(
+            concurrency=row.cap_concurrency,
+            hourly=row.cap_hourly,
+            daily=row.cap_daily,
+            monthly=row.cap_monthly,
+            counts=CapCounts(row.cap_counts),
+        ),
+        hours=tuple(
+            HoursWindow(weekday=h["weekday"], start=time.fromisoformat(h["start"]), end=time.fromisoformat(h["end"]))
+            for h in row.hours
+        ),
+        criteria=tuple(
+            Criterion(field=c["field"], op=CriterionOp(c["op"]), values=tuple(c.get("values", ())), negate=c["negate"])
+            for c in row.criteria
+        ),
+        skills=tuple(row.skills),
+        cost=int(row.cost),
+        bid_url=row.bid_url,
+        enabled=bool(row.enabled),
+    )
+
+
+def _campaign_rows(c: Campaign) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The ``campaigns`` row, its ``campaign_publishers`` rows and its ``campaign_targets`` rows."""
+    payouts = dict(c.payouts)
+    if len(payouts) != len(c.payouts):
+        raise Conflict(f"campaign {c.id!r}: more than one payout rule for the same publisher")
+    if len(set(c.publisher_ids)) != len(c.publisher_ids):
+        raise Conflict(f"campaign {c.id!r}: a publisher is listed twice")
+    if len(set(c.target_ids)) != len(c.target_ids):
+        raise Conflict(f"campaign {c.id!r}: a target is listed twice")
+    allowed = set(c.publisher_ids)
+    for index, (publisher_id, _rule) in enumerate(c.payouts):
+        if publisher_id != ANY_PUBLISHER and publisher_id not in allowed:
+            raise UnknownReference(f"payouts[{index}].publisher_id", "publisher in publisher_ids", publisher_id)
+    default = payouts.get(ANY_PUBLISHER)
+    rule = c.duplicate_rule
+    row = {
+        "id": c.id,
+        "name": c.name,
+        "vertical": c.vertical,
+        "strategy": str(c.strategy),
+        "default_payout_fixed": default.fixed if default else None,
+        "default_payout_revenue_share_bp": default.revenue_share_bp if default else None,
+        "duplicate_rule": (
+            {"after": str(rule.after), "days": rule.days, "scope": str(rule.scope)} if rule is not None else None
+        ),
+        "ping_timeout_ms": c.ping_timeout_ms,
+        "reserve": c.reserve,
+        "allow_caller_id": c.allow_caller_id,
+        "key": c.key,
+        "enabled": c.enabled,
+    }
+    publisher_rows = []
+    for position, publisher_id in enumerate(c.publisher_ids):
+        payout = payouts.get(publisher_id)
+        publisher_rows.append(
+            {
+                "campaign_id": c.id,
+                "publisher_id": publisher_id,
+                "position": position,
+                "payout_fixed": payout.fixed if payout else None,
+                "payout_revenue_share_bp": payout.revenue_share_bp if payout else None,
+            }
+        )
+    target_rows = [
+        {"campaign_id": c.id, "target_id": target_id, "position": position}
+        for position, target_id in enumerate(c.target_ids)
+    ]
+    return row, publisher_rows, target_rows
+
+
+def _has_rule(fixed: int | None, share: int | None) -> bool:
+    return fixed is not None or share is not None
+
+
+def _campaign(row: Any, publisher_rows: Sequence[Any], target_rows: Sequence[Any]) -> Campaign:
+    """``publisher_rows``/``target_rows``: this campaign's join rows, in position order."""
+    payouts: list[tuple[str, PayoutRule]] = [
+        (p.publisher_id, PayoutRule(fixed=p.payout_fixed, revenue_share_bp=p.payout_revenue_share_bp))
+        for p in publisher_rows
+        if _has_rule(p.payout_fixed, p.payout_revenue_share_bp)
+    ]
+    if _has_rule(row.default_payout_fixed, row.default_payout_revenue_share_bp):
+        payouts.append(
+            (
+                ANY_PUBLISHER,
+                PayoutRule(fixed=row.default_payout_fixed, revenue_share_bp=row.default_payout_revenue_share_bp),
+            )
+        )
+    rule = row.duplicate_rule
+    return Campaign(
+        id=row.id,
+        name=row.name,
+        vertical=row.vertical,
+        publisher_ids=tuple(p.publisher_id for p in publisher_rows),
+        target_ids=tuple(t.target_id for t in target_rows),
+        strategy=RoutingStrategy(row.strategy),
+        payouts=tuple(payouts),
+        duplicate_rule=(
+            DuplicateRule(after=DuplicateAfter(rule["after"]), days=rule["days"], scope=DuplicateScope(rule["scope"]))
+            if rule is not None
+            else None
+        ),
+        ping_timeout_ms=row.ping_timeout_ms,
+        reserve=int(row.reserve),
+        allow_caller_id=bool(row.allow_caller_id),
+        key=row.key,
+        enabled=bool(row.enabled),
+    )
+
+
+def _number_row(n: TrackingNumber) -> dict[str, Any]:
+    return {"did": n.did, "campaign_id": n.campaign_id, "publisher_id": n.publisher_id}
+
+
+def _number(row: Any) -> TrackingNumber:
+    return TrackingNumber(did=row.did, campaign_id=row.campaign_id, publisher_id=row.publisher_id)
+
+
+# --------------------------------------------------------------------------------------------------------- helpers
+
+
+async def _bump(connection: AsyncConnection) -> None:
+    await connection.execute(
+        update(marketplace_version)
+        .where(marketplace_version.c.id == 1)
+        .values(version=marketplace_version.c.version + 1)
+    )
+
+
+async def _exists(connection: AsyncConnection, table: Table, key: str) -> bool:
+    column = next(iter(table.primary_key.columns))
+    return (await connection.execute(select(column).where(column == key))).first() is not None
+
+
+async def _require(connection: AsyncConnection, field: str, table: Table, entity: str, key: str) -> None:
+    if not await _exists(connection, table, key):
+        raise UnknownReference(field, entity, key)
+
+
+async def _require_all(connection: AsyncConnection, field: str, table: Table, entity: str, keys: Sequence[str]) -> None:
+    if not keys:
+        return
+    column = next(iter(table.primary_key.columns))
+    found = set((await connection.execute(select(column).where(column.in_(list(keys))))).scalars())
+    for index, key in enumerate(keys):
+        if key not in found:
+            raise UnknownReference(f"{field}[{index}]", entity, key)
+
+
+async def _users(connection: AsyncConnection, table: Table, column_name: str, key: str) -> list[str]:
+    """Primary keys (the first column) of ``table`` rows whose ``column_name`` is ``key``."""
+    first = next(iter(table.primary_key.columns)) if len(table.primary_key.columns) == 1 else table.c.campaign_id
+    result = await connection.execute(select(first).where(table.c[column_name] == key).limit(5))
+    return [str(value) for value in result.scalars()]
+
+
+async def _refuse_if_used(
+    connection: AsyncConnection, entity: str, key: str, uses: Sequence[tuple[Table, str, str]]
+) -> None:
+    for table, column_name, user in uses:
+        found = await _users(connection, table, column_name, key)
+        if found:
+            raise Conflict(f"{entity} {key!r} is still used by {user} {', '.join(map(repr, found))}")
+
+
+async def _page(connection: AsyncConnection, table: Table, limit: int, offset: int) -> tuple[list[Any], int]:
+    column = next(iter(table.primary_key.columns))
+    total = (await connection.execute(select(func.count()).select_from(table))).scalar_one()
+    rows = (await connection.execute(select(table).order_by(column).limit(limit).offset(offset))).all()
+    return list(rows), int(total)
+
+
+def _integrity(exc: IntegrityError, what: str) -> Conflict:
+    return Conflict(f"{what}: {exc.orig}")
+
+
+# ------------------------------------------------------------------------------------------------------ publishers
+
+
+async def create_publisher(engine: AsyncEngine, publisher: Publisher) -> Publisher:
+    """Store a new publisher; :class:`Conflict` when the id is taken."""
+    try:
+        async with engine.begin() as connection:
+            if await _exists(connection, publishers, publisher.id):
+                raise Conflict(f"publisher {publisher.id!r} already exists")
+            await connection.execute(insert(publishers).values(_publisher_row(publisher)))
+            await _bump(connection)
+    except IntegrityError as exc:
+        raise _integrity(exc, f"publisher {publisher.id!r}") from exc
+    return publisher
+
+
+async def get_publisher(engine: AsyncEngine, publisher_id: str) -> Publisher:
+    async with engine.connect() as connection:
+        row = (await connection.execute(select(publishers).where(publishers.c.id == publisher_id))).first()
+    if row is None:
+        raise NotFound("publisher", publisher_id)
+    return _publisher(row)
+
+
+async def list_publishers(engine: AsyncEngine, limit: int = 50, offset: int = 0) -> tuple[list[Publisher], int]:
+    """A page of publishers ordered by id, and the total count."""
+    async with engine.connect() as connection:
+        rows, total = await _page(connection, publishers, limit, offset)
+    return [_publisher(row) for row in rows], total
+
+
+async def update_publisher(engine: AsyncEngine, publisher: Publisher) -> Publisher:
+    """Replace the stored publisher ``publisher.id``; :class:`NotFound` if there is none."""
+    async with engine.begin() as connection:
+        result = await connection.execute(
+            update(publishers).where(publishers.c.id == publisher.id).values(_publisher_row(publisher))
+        )
+        if result.rowcount == 0:
+            raise NotFound("publisher", publisher.id)
+        await _bump(connection)
+    return publisher
+
+
+async def delete_publisher(engine: AsyncEngine, publisher_id: str) -> None:
+    """:class:`Conflict` while a campaign or tracking number refers to it."""
+    try:
+        async with engine.begin() as connection:
+            if not await _exists(connection, publishers, publisher_id):
+                raise NotFound("publisher", publisher_id)
+            await _refuse_if_used(
+                connection,
+                "publisher",
+                publisher_id,
+                [(campaign_publishers, "publisher_id", "campaign"), (tracking_numbers, "publisher_id", "number")],
+            )
+            await connection.execute(delete(publishers).where(publishers.c.id == publisher_id))
+            await _bump(connection)
+    except IntegrityError as exc:
+        raise _integrity(exc, f"publisher {publisher_id!r} is in use") from exc
+
+
+# ---------------------------------------------------------------------------------------------------------- buyers
+
+
+async def create_buyer(engine: AsyncEngine, buyer: Buyer) -> Buyer:
+    try:
+        async with engine.begin() as connection:
+            if await _exists(connection, buyers, buyer.id):
+                raise Conflict(f"buyer {buyer.id!r} already exists")
+            await connection.execute(insert(buyers).values(_buyer_row(buyer)))
+            await _bump(connection)
+    except IntegrityError as exc:
+        raise _integrity(exc, f"buyer {buyer.id!r}") from exc
+    return buyer
+
+
+async def get_buyer(engine: AsyncEngine, buyer_id: str) -> Buyer:
+    async with engine.connect() as connection:
+        row = (await connection.execute(select(buyers).where(buyers.c.id == buyer_id))).first()
+    if row is None:
+        raise NotFound("buyer", buyer_id)
+    return _buyer(row)
+
+
+async def list_buyers(engine: AsyncEngine, limit: int = 50, offset: int = 0) -> tuple[list[Buyer], int]:
+    async with engine.connect() as connection:
+        rows, total = await _page(connection, buyers, limit, offset)
+    return [_buyer(row) for row in rows], total
+
+
+async def update_buyer(engine: AsyncEngine, buyer: Buyer) -> Buyer:
+    async with engine.begin() as connection:
+        result = await connection.execute(update(buyers).where(buyers.c.id == buyer.id).values(_buyer_row(buyer)))
+        if result.rowcount == 0:
+            raise NotFound("buyer", buyer.id)
+        await _bump(connection)
+    return buyer
+
+
+async def delete_buyer(engine: AsyncEngine, buyer_id: str) -> None:
+    """:class:`Conflict` while it owns targets."""
+    try:
+        async with engine.begin() as connection:
+            if not await _exists(connection, buyers, buyer_id):
+                raise NotFound("buyer", buyer_id)
+            await _refuse_if_used(connection, "buyer", buyer_id, [(targets, "buyer_id", "target")])
+            await connection.execute(delete(buyers).where(buyers.c.id == buyer_id))
+            await _bump(connection)
+    except IntegrityError as exc:
+        raise _integrity(exc, f"buyer {buyer_id!r} is in use") from exc
+
+
+# --------------------------------------------------------------------------------------------------------- targets
+
+
+async def create_target(engine: AsyncEngine, target: Target) -> Target:
+    """:class:`UnknownReference` (``buyer_id``) for an unknown buyer."""
+    try:
+        async with engine.begin() as connection:
+            if await _exists(connection, targets, target.id):
+                raise Conflict(f"target {target.id!r} already exists")
+            await _require(connection, "buyer_id", buyers, "buyer", target.buyer_id)
+            await connection.execute(insert(targets).values(_target_row(target)))
+            await _bump(connection)
+    except IntegrityError as exc:
+        raise _integrity(exc, f"target {target.id!r}") from exc
+    return target
+
+
+async def get_target(engine: AsyncEngine, target_id: str) -> Target:
+    async with engine.connect() as connection:
+        row = (await connection.execute(select(targets).where(targets.c.id == target_id))).first()
+    if row is None:
+        raise NotFound("target", target_id)
+    return _target(row)
+
+
+async def list_targets(engine: AsyncEngine, limit: int = 50, offset: int = 0) -> tuple[list[Target], int]:
+    async with engine.connect() as connection:
+        rows, total = await _page(connection, targets, limit, offset)
+    return [_target(row) for row in rows], total
+
+
+async def update_target(engine: AsyncEngine, target: Target) -> Target:
+    try:
+        async with engine.begin() as connection:
+            if not await _exists(connection, targets, target.id):
+                raise NotFound("target", target.id)
+            await _require(connection, "buyer_id", buyers, "buyer", target.buyer_id)
+            await connection.execute(update(targets).where(targets.c.id == target.id).values(_target_row(target)))
+            await _bump(connection)
+    except IntegrityError as exc:
+        raise _integrity(exc, f"target {target.id!r}") from exc
+    return target
+
+
+async def delete_target(engine: AsyncEngine, target_id: str) -> None:
+    """:class:`Conflict` while a campaign lists it (remove it from the campaign first)."""
+    try:
+        async with engine.begin() as connection:
+            if not await _exists(connection, targets, target_id):
+                raise NotFound("target", target_id)
+            await _refuse_if_used(connection, "target", target_id, [(campaign_targets, "target_id", "campaign")])
+            await connection.execute(delete(targets).where(targets.c.id == target_id))
+            await _bump(connection)
+    except IntegrityError as exc:
+        raise _integrity(exc, f"target {target_id!r} is in use") from exc
+
+
+# ------------------------------------------------------------------------------------------------------- campaigns
+
+
+async def _read_campaigns(connection: AsyncConnection, campaign_ids: Sequence[str] | None) -> list[Campaign]:
+    """The campaigns with ``campaign_ids`` (all when None), in that order (by id when None)."""
+    query = select(campaigns)
+    pubs = select(campaign_publishers).order_by(campaign_publishers.c.campaign_id, campaign_publishers.c.position)
+    tgts = select(campaign_targets).order_by(campaign_targets.c.campaign_id, campaign_targets.c.position)
+    if campaign_ids is not None:
+        ids = list(campaign_ids)
+        if not ids:
+            return []
+        query = query.where(campaigns.c.id.in_(ids))
+        pubs = pubs.where(campaign_publishers.c.campaign_id.in_(ids))
+        tgts = tgts.where(campaign_targets.c.campaign_id.in_(ids))
+    rows = {row.id: row for row in (await connection.execute(query)).all()}
+    by_campaign_pubs: dict[str, list[Any]] = {}
+    for row in (await connection.execute(pubs)).all():
+        by_campaign_pubs.setdefault(row.campaign_id, []).append(row)
+    by_campaign_tgts: dict[str, list[Any]] = {}
+    for row in (await connection.execute(tgts)).all():
+        by_campaign_tgts.setdefault(row.campaign_id, []).append(row)
+    order = list(campaign_ids) if campaign_ids is not None else sorted(rows)
+    return [
+        _campaign(rows[cid], by_campaign_pubs.get(cid, []), by_campaign_tgts.get(cid, []))
+        for cid in order
+        if cid in rows
+    ]
+
+
+async def _check_campaign(connection: AsyncConnection, campaign: Campaign) -> None:
+    await _require_all(connection, "publisher_ids", publishers, "publisher", campaign.publisher_ids)
+    await _require_all(connection, "target_ids", targets, "target", campaign.target_ids)
+    if campaign.key is not None:
+        taken = await connection.execute(
+            select(campaigns.c.id).where(campaigns.c.key == campaign.key, campaigns.c.id != campaign.id)
+        )
+        other = taken.scalar()
+        if other is not None:
+            raise Conflict(f"campaign key {campaign.key!r} is taken by campaign {other!r}")
+
+
+async def _write_joins(
+    connection: AsyncConnection, publisher_rows: list[dict[str, Any]], target_rows: list[dict[str, Any]]
+) -> None:
+    if publisher_rows:
+        await connection.execute(insert(campaign_publishers), publisher_rows)
+    if target_rows:
+        await connection.execute(insert(campaign_targets), target_rows)
+
+
+async def create_campaign(engine: AsyncEngine, campaign: Campaign) -> Campaign:
+    """:class:`UnknownReference` for unknown publisher/target ids; :class:`Conflict` for a taken id or key."""
+    row, publisher_rows, target_rows = _campaign_rows(campaign)
+    try:
+        async with engine.begin() as connection:
+            if await _exists(connection, campaigns, campaign.id):
+                raise Conflict(f"campaign {campaign.id!r} already exists")
+            await _check_campaign(connection, campaign)
+            await connection.execute(insert(campaigns).values(row))
+            await _write_joins(connection, publisher_rows, target_rows)
+            await _bump(connection)
+    except IntegrityError as exc:
+        raise _integrity(exc, f"campaign {campaign.id!r}") from exc
+    return campaign
+
+
+async def get_campaign(engine: AsyncEngine, campaign_id: str) -> Campaign:
+    async with engine.connect() as connection:
+        found = await _read_campaigns(connection, [campaign_id])
+    if not found:
+        raise NotFound("campaign", campaign_id)
+    return found[0]
+
+
+async def list_campaigns(engine: AsyncEngine, limit: int = 50, offset: int = 0) -> tuple[list[Campaign], int]:
+    async with engine.connect() as connection:
+        total = (await connection.execute(select(func.count()).select_from(campaigns))).scalar_one()
+        ids = (
+            await connection.execute(select(campaigns.c.id).order_by(campaigns.c.id).limit(limit).offset(offset))
+        ).scalars()
+        return await _read_campaigns(connection, list(ids)), int(total)
+
+
+async def update_campaign(engine: AsyncEngine, campaign: Campaign) -> Campaign:
+    """Replace the campaign, its allowed publishers (with payouts) and its targets."""
+    row, publisher_rows, target_rows = _campaign_rows(campaign)
+    try:
+        async with engine.begin() as connection:
+            if not await _exists(connection, campaigns, campaign.id):
+                raise NotFound("campaign", campaign.id)
+            await _check_campaign(connection, campaign)
+            await connection.execute(update(campaigns).where(campaigns.c.id == campaign.id).values(row))
+            await connection.execute(
+                delete(campaign_publishers).where(campaign_publishers.c.campaign_id == campaign.id)
+            )
+            await connection.execute(delete(campaign_targets).where(campaign_targets.c.campaign_id == campaign.id))
+            await _write_joins(connection, publisher_rows, target_rows)
+            await _bump(connection)
+    except IntegrityError as exc:
+        raise _integrity(exc, f"campaign {campaign.id!r}") from exc
+    return campaign
+
+
+async def delete_campaign(engine: AsyncEngine, campaign_id: str) -> None:
+    """Its publisher and target lists go with it; :class:`Conflict` while tracking numbers point at it."""
+    try:
+        async with engine.begin() as connection:
+            if not await _exists(connection, campaigns, campaign_id):
+                raise NotFound("campaign", campaign_id)
+            await _refuse_if_used(connection, "campaign", campaign_id, [(tracking_numbers, "campaign_id", "number")])
+            await connection.execute(
+                delete(campaign_publishers).where(campaign_publishers.c.campaign_id == campaign_id)
+            )
+            await connection.execute(delete(campaign_targets).where(campaign_targets.c.campaign_id == campaign_id))
+            await connection.execute(delete(campaigns).where(campaigns.c.id == campaign_id))
+            await _bump(connection)
+    except IntegrityError as exc:
+        raise _integrity(exc, f"campaign {campaign_id!r} is in use") from exc
+
+
+# ------------------------------------------------------------------------------------------------ tracking numbers
+
+
+async def _check_number(connection: AsyncConnection, number: TrackingNumber) -> None:
+    await _require(connection, "campaign_id", campaigns, "campaign", number.campaign_id)
+    await _require(connection, "publisher_id", publishers, "publisher", number.publisher_id)
+
+
+async def create_tracking_number(engine: AsyncEngine, number: TrackingNumber) -> TrackingNumber:
+    """``number.did`` must already be E.164; :class:`Conflict` when the DID is taken."""
+    try:
+        async with engine.begin() as connection:
+            if await _exists(connection, tracking_numbers, number.did):
+                raise Conflict(f"number {number.did} already exists")
+            await _check_number(connection, number)
+            await connection.execute(insert(tracking_numbers).values(_number_row(number)))
+            await _bump(connection)
+    except IntegrityError as exc:
+        raise _integrity(exc, f"number {number.did}") from exc
+    return number
+
+
+async def get_tracking_number(engine: AsyncEngine, did: str) -> TrackingNumber:
+    async with engine.connect() as connection:
+        row = (await connection.execute(select(tracking_numbers).where(tracking_numbers.c.did == did))).first()
+    if row is None:
+        raise NotFound("number", did)
+    return _number(row)
+
+
+async def list_tracking_numbers(
+    engine: AsyncEngine, limit: int = 50, offset: int = 0
+) -> tuple[list[TrackingNumber], int]:
+    async with engine.connect() as connection:
+        rows, total = await _page(connection, tracking_numbers, limit, offset)
+    return [_number(row) for row in rows], total
+
+
+async def update_tracking_number(engine: AsyncEngine, number: TrackingNumber) -> TrackingNumber:
+    try:
+        async with engine.begin() as connection:
+            if not await _exists(connection, tracking_numbers, number.did):
+                raise NotFound("number", number.did)
+            await _check_number(connection, number)
+            await connection.execute(
+                update(tracking_numbers).where(tracking_numbers.c.did == number.did).values(_number_row(number))
+            )
+            await _bump(connection)
+    except IntegrityError as exc:
+        raise _integrity(exc, f"number {number.did}") from exc
+    return number
+
+
+async def delete_tracking_number(engine: AsyncEngine, did: str) -> None:
+    async with engine.begin() as connection:
+        result = await connection.execute(delete(tracking_numbers).where(tracking_numbers.c.did == did))
+        if result.rowcount == 0:
+            raise NotFound("number", did)
+        await _bump(connection)
+
+
+# ---------------------------------------------------------------------------------------------------- whole reads
+
+
+async def _version(connection: AsyncConnection) -> int:
+    value = (
+        await connection.execute(select(marketplace_version.c.version).where(marketplace_version.c.id == 1))
+    ).scalar()
+    return int(value or 0)
+
+
+async def marketplace_version_of(engine: AsyncEngine) -> int:
+    """The change counter: it grows with every marketplace write (cheap to poll)."""
+    async with engine.connect() as connection:
+        return await _version(connection)
+
+
+async def load_marketplace(engine: AsyncEngine) -> MarketplaceData:
+    """Everything, as :mod:`dce.routing.model` value objects, read consistently (one transaction; on PostgreSQL
+    REPEATABLE READ so every table is seen at the same point) with the version it reflects."""
+    async with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            await connection.execution_options(isolation_level="REPEATABLE READ")
+        async with connection.begin():
+            version = await _version(connection)
+            pubs = (await connection.execute(select(publishers).order_by(publishers.c.id))).all()
+            buys = (await connection.execute(select(buyers).order_by(buyers.c.id))).all()
+            tgts = (await connection.execute(select(targets).order_by(targets.c.id))).all()
+            nums = (await connection.execute(select(tracking_numbers).order_by(tracking_numbers.c.did))).all()
+            camps = await _read_campaigns(connection, None)
+    return MarketplaceData(
+        publishers=tuple(_publisher(row) for row in pubs),
+        buyers=tuple(_buyer(row) for row in buys),
+        campaigns=tuple(camps),
+        targets=tuple(_target(row) for row in tgts),
+        tracking_numbers=tuple(_number(row) for row in nums),
+        version=version,
+    )
