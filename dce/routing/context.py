@@ -1,0 +1,126 @@
+"""Build the CallerContext once per call: normalised numbers, caller geography, campaign and tags.
+
+phonenumbers work (parse, geocoder, time zone) is cached per number, so a repeat caller costs dict lookups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from functools import lru_cache
+
+import phonenumbers
+from phonenumbers import geocoder
+from phonenumbers import timezone as pn_timezone
+
+from dce.routing.model import CallerContext
+from dce.routing.numbers import to_e164
+from dce.routing.snapshot import MarketplaceSnapshot
+
+TAG_PREFIX = "x-dce-"
+ZIP_TAGS = ("zip", "zipcode")
+
+_REGIONS = {
+    # US states and DC
+    "Alabama": "AL", "Alaska": "AK", "Arizona": "AZ", "Arkansas": "AR", "California": "CA", "Colorado": "CO",
+    "Connecticut": "CT", "Delaware": "DE", "District of Columbia": "DC", "Washington D.C.": "DC",
+    "Washington DC": "DC", "Florida": "FL", "Georgia": "GA", "Hawaii": "HI", "Idaho": "ID", "Illinois": "IL",
+    "Indiana": "IN", "Iowa": "IA", "Kansas": "KS", "Kentucky": "KY", "Louisiana": "LA", "Maine": "ME",
+    "Maryland": "MD", "Massachusetts": "MA", "Michigan": "MI", "Minnesota": "MN", "Mississippi": "MS",
+    "Missouri": "MO", "Montana": "MT", "Nebraska": "NE", "Nevada": "NV", "New Hampshire": "NH",
+    "New Jersey": "NJ", "New Mexico": "NM", "New York": "NY", "North Carolina": "NC", "North Dakota": "ND",
+    "Ohio": "OH", "Oklahoma": "OK", "Oregon": "OR", "Pennsylvania": "PA", "Rhode Island": "RI",
+    "South Carolina": "SC", "South Dakota": "SD", "Tennessee": "TN", "Texas": "TX", "Utah": "UT",
+    "Vermont": "VT", "Virginia": "VA", "Washington": "WA", "West Virginia": "WV", "Wisconsin": "WI",
+    "Wyoming": "WY", "Puerto Rico": "PR",
+    # Canadian provinces and territories
+    "Alberta": "AB", "British Columbia": "BC", "Manitoba": "MB", "New Brunswick": "NB",
+    "Newfoundland and Labrador": "NL", "Nova Scotia": "NS", "Ontario": "ON", "Prince Edward Island": "PE",
+    "Quebec": "QC", "Saskatchewan": "SK", "Northwest Territories": "NT", "Nunavut": "NU", "Yukon": "YT",
+}  # fmt: skip
+_CODES = frozenset(_REGIONS.values())
+
+
+def _state_of(description: str) -> str | None:
+    """Two-letter region from a geocoder description ("New York, NY", "Florida", "Ontario")."""
+    if not description:
+        return None
+    head, _, tail = description.rpartition(", ")
+    if head and tail in _CODES:
+        return tail
+    return _REGIONS.get(description)
+
+
+@lru_cache(maxsize=100_000)
+def caller_geo(e164: str) -> tuple[str | None, str | None, str | None]:
+    """(state, area code, IANA time zone) of an E.164 number; None for what is unknown. Cached per number."""
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return None, None, None
+    national = str(number.national_number)
+    if number.country_code == 1:
+        area_code: str | None = national[:3] if len(national) >= 10 else None
+    else:
+        length = phonenumbers.length_of_geographical_area_code(number)
+        area_code = national[:length] if length else None
+    state = _state_of(geocoder.description_for_number(number, "en")) if number.country_code == 1 else None
+    zones = pn_timezone.time_zones_for_number(number)
+    tz = zones[0] if zones and zones[0] != pn_timezone.UNKNOWN_TIMEZONE else None
+    return state, area_code, tz
+
+
+@lru_cache(maxsize=64)
+def _lowered(names: frozenset[str]) -> frozenset[str]:
+    return frozenset(n.lower() for n in names)
+
+
+def _tags(
+    headers: Iterable[tuple[str, str]], tag_headers: Collection[str], extra: Iterable[tuple[str, str]]
+) -> tuple[tuple[str, str], ...]:
+    named = _lowered(tag_headers if isinstance(tag_headers, frozenset) else frozenset(tag_headers))
+    tags: list[tuple[str, str]] = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower.startswith(TAG_PREFIX) and len(lower) > len(TAG_PREFIX):
+            tags.append((lower[len(TAG_PREFIX) :], value.strip()))
+        elif lower in named:
+            tags.append((lower, value.strip()))
+    tags.extend((k.lower(), v) for k, v in extra)
+    return tuple(tags)
+
+
+def build_context(
+    *,
+    caller_user: str,
+    did: str,
+    headers: Iterable[tuple[str, str]],
+    snapshot: MarketplaceSnapshot,
+    tag_headers: Collection[str] = (),
+    extra_tags: Iterable[tuple[str, str]] = (),
+) -> CallerContext:
+    """The routing view of one call.
+
+    ``caller_user``/``did``: the From and Request-URI user parts. ``headers``: the INVITE's (name, value) pairs;
+    ``X-DCE-<Name>`` headers become tag ``<name>`` (lower-cased), as do headers named in ``tag_headers``.
+    ``extra_tags``: tags from a prior RTB ping. A ``zip``/``zipcode`` tag fills ``zip``. Unknown DID: the context
+    has no campaign (the engine answers "unknown DID").
+    """
+    ani = to_e164(caller_user) if caller_user else None
+    did_e164 = to_e164(did) or did
+    state = area_code = tz = None
+    if ani is not None:
+        state, area_code, tz = caller_geo(ani)
+    number = snapshot.numbers.get(did_e164)
+    tags = _tags(headers, tag_headers, extra_tags)
+    zip_code = next((v for k, v in tags if k in ZIP_TAGS and v), None)
+    return CallerContext(
+        ani=ani,
+        did=did_e164,
+        state=state,
+        area_code=area_code,
+        zip=zip_code,
+        timezone=tz,
+        campaign_id=number.campaign_id if number is not None else None,
+        publisher_id=number.publisher_id if number is not None else None,
+        tags=tags,
+    )

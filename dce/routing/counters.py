@@ -1,0 +1,151 @@
+"""Counters for caps and concurrency: the interface the engine reads, and an in-process implementation.
+
+Calendar windows (hour/day/month) are in the buyer's time zone. The interface is batch-friendly: ``usage_many``
+answers every cap question for one plan in one call (one pipelined round trip for the Redis implementation).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Literal, NamedTuple, Protocol
+from zoneinfo import ZoneInfo
+
+from dce.routing.model import CapCounts
+
+Window = Literal["hour", "day", "month"]
+_KEEP_S = 32 * 86_400  # longest window (a month) plus slack
+
+
+class Usage(NamedTuple):
+    """A target's current numbers: calls in progress and recorded events in the current hour/day/month."""
+
+    active: int
+    hour: int
+    day: int
+    month: int
+
+
+class UsageQuery(NamedTuple):
+    """Which target, what its caps count, in which zone its calendar windows are."""
+
+    target_id: str
+    kind: CapCounts
+    tz: ZoneInfo
+
+
+class RoutingCounters(Protocol):
+    """Caps and concurrency state shared by every call (in-process or Redis)."""
+
+    def active(self, target_id: str) -> int:
+        """Calls in progress to the target."""
+        ...
+
+    def try_acquire(self, target_id: str, limit: int | None) -> bool:
+        """Take a concurrency slot atomically if fewer than ``limit`` are held (None: unlimited)."""
+        ...
+
+    def release(self, target_id: str) -> None:
+        """Give back a slot taken by ``try_acquire``."""
+        ...
+
+    def record(self, target_id: str, kind: CapCounts, now: datetime) -> None:
+        """Count one connect or conversion at ``now``."""
+        ...
+
+    def count(self, target_id: str, kind: CapCounts, window: Window, now: datetime, tz: ZoneInfo) -> int:
+        """Events of ``kind`` in the calendar ``window`` (in ``tz``) containing ``now``."""
+        ...
+
+    def usage_many(self, queries: Sequence[UsageQuery], now: datetime) -> list[Usage]:
+        """``Usage`` for each query, in order (one round trip)."""
+        ...
+
+
+def window_starts(tz: ZoneInfo, now: datetime) -> tuple[float, float, float]:
+    """Epoch seconds at which the hour, day and month containing ``now`` began in ``tz``."""
+    local = now.astimezone(tz)
+    hour = local.replace(minute=0, second=0, microsecond=0)
+    day = hour.replace(hour=0)
+    month = day.replace(day=1)
+    return hour.timestamp(), day.timestamp(), month.timestamp()
+
+
+class InMemoryCounters:
+    """``RoutingCounters`` for one process: slot counts in a dict, events as sorted epoch-second lists."""
+
+    def __init__(self) -> None:
+        self._active: dict[str, int] = {}
+        self._events: dict[tuple[str, CapCounts], list[float]] = {}
+        self._starts_minute = -1
+        self._starts: dict[ZoneInfo, tuple[float, float, float]] = {}
+
+    def active(self, target_id: str) -> int:
+        return self._active.get(target_id, 0)
+
+    def try_acquire(self, target_id: str, limit: int | None) -> bool:
+        held = self._active.get(target_id, 0)
+        if limit is not None and held >= limit:
+            return False
+        self._active[target_id] = held + 1
+        return True
+
+    def release(self, target_id: str) -> None:
+        held = self._active.get(target_id, 0)
+        if held <= 1:
+            self._active.pop(target_id, None)
+        else:
+            self._active[target_id] = held - 1
+
+    def record(self, target_id: str, kind: CapCounts, now: datetime) -> None:
+        ts = now.timestamp()
+        events = self._events.setdefault((target_id, CapCounts(kind)), [])
+        if not events or events[-1] <= ts:
+            events.append(ts)
+        else:
+            insort(events, ts)
+        if events[0] < ts - _KEEP_S:
+            del events[: bisect_left(events, ts - _KEEP_S)]
+
+    def _window_starts(self, tz: ZoneInfo, now: datetime) -> tuple[float, float, float]:
+        minute = int(now.timestamp() // 60)  # zone offsets change on minute boundaries
+        if minute != self._starts_minute:
+            self._starts_minute = minute
+            self._starts.clear()
+        starts = self._starts.get(tz)
+        if starts is None:
+            starts = self._starts[tz] = window_starts(tz, now)
+        return starts
+
+    def _since(self, target_id: str, kind: CapCounts, start: float, ts: float) -> int:
+        events = self._events.get((target_id, kind))
+        if not events:
+            return 0
+        return bisect_right(events, ts) - bisect_left(events, start)
+
+    def count(self, target_id: str, kind: CapCounts, window: Window, now: datetime, tz: ZoneInfo) -> int:
+        hour, day, month = self._window_starts(tz, now)
+        start = {"hour": hour, "day": day, "month": month}[window]
+        return self._since(target_id, kind, start, now.timestamp())
+
+    def usage_many(self, queries: Sequence[UsageQuery], now: datetime) -> list[Usage]:
+        ts = now.timestamp()
+        out: list[Usage] = []
+        for target_id, kind, tz in queries:
+            active = self._active.get(target_id, 0)
+            events = self._events.get((target_id, kind))
+            if not events:
+                out.append(Usage(active, 0, 0, 0))
+                continue
+            hour, day, month = self._window_starts(tz, now)
+            end = bisect_right(events, ts)
+            out.append(
+                Usage(
+                    active,
+                    end - bisect_left(events, hour),
+                    end - bisect_left(events, day),
+                    end - bisect_left(events, month),
+                )
+            )
+        return out

@@ -1,0 +1,91 @@
+"""Targeting criteria: compiled once per target, evaluated against a CallerContext per call.
+
+Fields: ``state``, ``zip``, ``area_code``, ``tag:<name>`` (a tag may have several values; a criterion matches when
+any value does). Ops: ``equals`` (any of ``values``), ``in`` (frozenset), ``regex`` (``re.search`` on any of
+``values`` joined as alternatives; anchor with ^$ yourself), ``exists``. A missing value fails every op except a
+negated one. ``negate`` inverts the result. ``state`` comparisons are case-insensitive (values upper-cased).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from dce.routing.model import CallerContext, Criterion, CriterionOp
+
+_PLAIN_FIELDS = ("state", "zip", "area_code")
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledCriterion:
+    """A criterion ready to evaluate: field split, values as a frozenset, regex compiled."""
+
+    field: str  # state | zip | area_code | tag
+    tag: str | None  # lower-cased tag name for field "tag"
+    op: CriterionOp
+    values: frozenset[str]
+    pattern: re.Pattern[str] | None
+    negate: bool
+
+
+def compile_criterion(c: Criterion) -> CompiledCriterion:
+    """Compile one criterion; ValueError for an unknown field/op or a bad regex."""
+    tag: str | None = None
+    if c.field.startswith("tag:") and len(c.field) > 4:
+        field, tag = "tag", c.field[4:].lower()
+    elif c.field in _PLAIN_FIELDS:
+        field = c.field
+    else:
+        raise ValueError(f"criterion field {c.field!r}: expected state, zip, area_code or tag:<name>")
+    op = CriterionOp(c.op)
+    values = tuple(v.upper() for v in c.values) if field == "state" else tuple(c.values)
+    pattern = None
+    if op is CriterionOp.REGEX:
+        if not values:
+            raise ValueError(f"criterion {c.field}: regex needs a pattern")
+        try:
+            pattern = re.compile("|".join(f"(?:{v})" for v in values))
+        except re.error as exc:
+            raise ValueError(f"criterion {c.field}: bad regex: {exc}") from None
+    elif op in (CriterionOp.EQUALS, CriterionOp.IN) and not values:
+        raise ValueError(f"criterion {c.field}: {op} needs values")
+    return CompiledCriterion(field, tag, op, frozenset(values), pattern, c.negate)
+
+
+def compile_criteria(criteria: Iterable[Criterion]) -> tuple[CompiledCriterion, ...]:
+    """Compile a target's criteria."""
+    return tuple(compile_criterion(c) for c in criteria)
+
+
+def _values(c: CompiledCriterion, ctx: CallerContext) -> tuple[str, ...]:
+    if c.field == "tag":
+        return tuple(v for k, v in ctx.tags if k == c.tag)
+    value = getattr(ctx, c.field)
+    if value is None:
+        return ()
+    return (value.upper(),) if c.field == "state" else (value,)
+
+
+def matches(c: CompiledCriterion, ctx: CallerContext) -> bool:
+    """Whether ``ctx`` satisfies one compiled criterion."""
+    values = _values(c, ctx)
+    op = c.op
+    if op is CriterionOp.EXISTS:
+        hit = bool(values)
+    elif op is CriterionOp.REGEX:
+        pattern = c.pattern
+        assert pattern is not None
+        hit = any(pattern.search(v) is not None for v in values)
+    else:
+        allowed = c.values
+        hit = any(v in allowed for v in values)
+    return hit is not c.negate
+
+
+def matches_all(criteria: tuple[CompiledCriterion, ...], ctx: CallerContext) -> bool:
+    """Whether ``ctx`` satisfies every criterion (true when there are none)."""
+    for c in criteria:  # noqa: SIM110 - a plain loop: no generator on the hot path
+        if not matches(c, ctx):
+            return False
+    return True

@@ -1,0 +1,210 @@
+"""The decision engine: which targets a call may go to, in which order. Pure, synchronous, in memory.
+
+Per call the work is one dict lookup for the campaign plus a pass over that campaign's compiled targets; cap
+state comes from ``RoutingCounters.usage_many`` in one batch. Local time per buyer zone is derived from a UTC
+offset cached for the current minute, so hours checks are integer arithmetic.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from dce.routing.counters import RoutingCounters, UsageQuery
+from dce.routing.criteria import matches_all
+from dce.routing.duplicates import DuplicateLedger
+from dce.routing.hours import DAY
+from dce.routing.model import (
+    CallerContext,
+    DuplicateScope,
+    RoutingPlan,
+    RoutingStrategy,
+    Target,
+)
+from dce.routing.snapshot import CompiledCampaign, CompiledTarget, MarketplaceSnapshot
+
+_EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
+_REASONS = ("disabled", "closed", "criteria", "duplicate", "capped")
+
+
+class RoutingEngine:
+    """Plans calls against the current snapshot; ``replace`` swaps in a new one atomically."""
+
+    def __init__(
+        self,
+        snapshot: MarketplaceSnapshot,
+        counters: RoutingCounters,
+        duplicates: DuplicateLedger,
+        rng: random.Random,
+    ) -> None:
+        self._snapshot = snapshot
+        self._counters = counters
+        self._duplicates = duplicates
+        self._rng = rng
+        self._rr: dict[str, int] = {}
+        self._minute = -1
+        self._offsets: dict[ZoneInfo, int] = {}
+
+    @property
+    def snapshot(self) -> MarketplaceSnapshot:
+        """The marketplace currently routed against."""
+        return self._snapshot
+
+    def replace(self, snapshot: MarketplaceSnapshot) -> None:
+        """Route against ``snapshot`` from the next call on (one reference swap)."""
+        self._snapshot = snapshot
+
+    def plan(self, ctx: CallerContext, now: datetime) -> RoutingPlan:
+        """Ordered targets for the call, or no targets and the reason (for the 480 and the no_route CDR)."""
+        cc, reason = self._campaign(ctx, now)
+        if cc is None:
+            return RoutingPlan((), reason)
+        targets, rejected = self._eligible(cc, ctx, now)
+        if not targets:
+            return RoutingPlan((), _no_target_reason(cc, rejected))
+        if len(targets) > 1:
+            targets = self._order(cc, targets, ctx)
+        return RoutingPlan(tuple([ct.planned for ct in targets]))
+
+    def eligible(self, ctx: CallerContext, now: datetime) -> list[Target]:
+        """The call's eligible targets in campaign order, unordered by strategy (for the RTB auction)."""
+        cc, _ = self._campaign(ctx, now)
+        if cc is None:
+            return []
+        return [ct.target for ct in self._eligible(cc, ctx, now)[0]]
+
+    def _campaign(self, ctx: CallerContext, now: datetime) -> tuple[CompiledCampaign | None, str | None]:
+        snap = self._snapshot
+        campaign_id, publisher_id = ctx.campaign_id, ctx.publisher_id
+        if campaign_id is None:
+            number = snap.numbers.get(ctx.did)
+            if number is None:
+                return None, "unknown DID"
+            campaign_id, publisher_id = number.campaign_id, number.publisher_id
+        cc = snap.campaigns.get(campaign_id)
+        if cc is None:
+            return None, "unknown campaign"
+        campaign = cc.campaign
+        if not campaign.enabled:
+            return None, "campaign disabled"
+        if publisher_id is not None:
+            publisher = snap.publishers.get(publisher_id)
+            if publisher is None or (cc.publishers is not None and publisher_id not in cc.publishers):
+                return None, "publisher not allowed"
+            if not publisher.enabled:
+                return None, "publisher disabled"
+        elif cc.publishers is not None:
+            return None, "publisher not allowed"
+        rule = campaign.duplicate_rule
+        if (
+            rule is not None
+            and rule.scope is DuplicateScope.CAMPAIGN
+            and self._duplicates.is_duplicate(rule, ctx.ani, campaign.id, None, now)
+        ):
+            return None, f"duplicate caller ({rule.after} within {rule.days} days)"
+        return cc, None
+
+    def _eligible(
+        self, cc: CompiledCampaign, ctx: CallerContext, now: datetime
+    ) -> tuple[list[CompiledTarget], list[int]]:
+        rejected = [0, 0, 0, 0, 0]  # in _REASONS order
+        out: list[CompiledTarget] = []
+        capped: list[CompiledTarget] = []
+        epoch = int(now.timestamp())
+        offsets = self._offsets
+        if epoch // 60 != self._minute:  # zone offsets only change on minute boundaries
+            self._minute = epoch // 60
+            offsets.clear()
+        rule = cc.campaign.duplicate_rule
+        per_target = rule if rule is not None and rule.scope is DuplicateScope.TARGET and ctx.ani else None
+        for ct in cc.targets:
+            if not ct.active:
+                rejected[0] += 1
+                continue
+            hours = ct.hours
+            if hours is not None:
+                offset = offsets.get(ct.zone)
+                if offset is None:
+                    utc = now.astimezone(ct.zone).utcoffset()
+                    offset = offsets[ct.zone] = int(utc.total_seconds()) if utc is not None else 0
+                local = epoch + offset
+                second = local % DAY
+                for start, end in hours[(local // DAY + _EPOCH_WEEKDAY) % 7]:
+                    if start <= second < end:
+                        break
+                else:
+                    rejected[1] += 1
+                    continue
+            if ct.criteria and not matches_all(ct.criteria, ctx):
+                rejected[2] += 1
+                continue
+            if per_target is not None and self._duplicates.is_duplicate(
+                per_target, ctx.ani, cc.campaign.id, ct.target.id, now
+            ):
+                rejected[3] += 1
+                continue
+            if ct.capped:
+                capped.append(ct)
+            out.append(ct)
+        if capped:
+            usages = self._counters.usage_many(
+                [UsageQuery(ct.target.id, ct.caps.counts, ct.zone) for ct in capped], now
+            )
+            over = {id(ct) for ct, usage in zip(capped, usages, strict=True) if _over_cap(ct, usage)}
+            if over:
+                rejected[4] += len(over)
+                out = [ct for ct in out if id(ct) not in over]
+        return out, rejected
+
+    def _order(self, cc: CompiledCampaign, targets: list[CompiledTarget], ctx: CallerContext) -> list[CompiledTarget]:
+        strategy = cc.campaign.strategy
+        if strategy is RoutingStrategy.PRIORITY_WEIGHTED:
+            rnd = self._rng.random
+            keyed = [
+                (ct.target.priority, -(rnd() ** ct.inv_weight) if ct.inv_weight else 1.0, i, ct)
+                for i, ct in enumerate(targets)
+            ]
+            keyed.sort()
+            return [k[3] for k in keyed]
+        if strategy is RoutingStrategy.ROUND_ROBIN:
+            turn = self._rr.get(cc.campaign.id, 0)
+            self._rr[cc.campaign.id] = turn + 1
+            k = turn % len(targets)
+            return targets[k:] + targets[:k]
+        if strategy is RoutingStrategy.SKILL:
+            wanted = {part.lower() for tag in ctx.tags for part in tag}
+            matched = [ct for ct in targets if ct.skills and not ct.skills.isdisjoint(wanted)]
+            rest = [ct for ct in targets if not (ct.skills and not ct.skills.isdisjoint(wanted))]
+            matched.sort(key=_priority)
+            rest.sort(key=_priority)
+            return matched + rest
+        if strategy is RoutingStrategy.COST:
+            return sorted(targets, key=_margin_then_priority)
+        raise ValueError(f"campaign {cc.campaign.id!r}: unknown strategy {strategy!r}")
+
+
+def _priority(ct: CompiledTarget) -> int:
+    return ct.target.priority
+
+
+def _margin_then_priority(ct: CompiledTarget) -> tuple[int, int]:
+    return -ct.margin, ct.target.priority
+
+
+def _over_cap(ct: CompiledTarget, usage: tuple[int, int, int, int]) -> bool:
+    caps = ct.caps
+    active, hour, day, month = usage
+    return (
+        (caps.concurrency is not None and active >= caps.concurrency)
+        or (caps.hourly is not None and hour >= caps.hourly)
+        or (caps.daily is not None and day >= caps.daily)
+        or (caps.monthly is not None and month >= caps.monthly)
+    )
+
+
+def _no_target_reason(cc: CompiledCampaign, rejected: list[int]) -> str:
+    if not cc.targets:
+        return "no eligible target: campaign has no targets"
+    parts = [f"{n} {name}" for n, name in zip(rejected, _REASONS, strict=True) if n]
+    return "no eligible target: " + ", ".join(parts)
