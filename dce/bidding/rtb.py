@@ -87,9 +87,12 @@ class RtbPinger:
         body = json.dumps(ping_body(ctx, allow_caller_id=allow_caller_id, call_id=call_id)).encode()
         started = now_fn()
         tasks = {asyncio.ensure_future(self._ping(t, body, started, now_fn)): t for t in rtb}
-        _done, pending = await asyncio.wait(tasks, timeout=timeout_s)
-        for task in pending:
-            task.cancel()
+        try:
+            _done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        finally:  # also when the caller is cancelled (the call hung up): no ping outlives the round
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
         for task, target in tasks.items():
             if task in pending:
                 records.append(self._reject(target.id, RejectReason.LATE, timeout_s * 1000.0))
