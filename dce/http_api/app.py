@@ -14,6 +14,7 @@ from dce import __version__
 from dce.db.engine import check
 from dce.http_api.calls import build_api_app
 from dce.http_api.keys import ENGINE, METRICS, STARTED_AT, STATUS
+from dce.http_api.marketplace import ON_MARKETPLACE_CHANGE, OnChange, marketplace_routes
 from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.problems import problem, problem_middleware
 
@@ -82,8 +83,12 @@ def build_app(
     engine: AsyncEngine,
     metrics: ExchangeMetrics,
     status: Callable[[], dict[str, Any]] | None = None,
+    on_marketplace_change: OnChange | None = None,
 ) -> web.Application:
     """The side API. ``status()`` adds fields (e.g. active calls; a "checks" dict merges) to ``/health``.
+
+    ``on_marketplace_change()`` (sync or async) is called after every successful marketplace write through the
+    API, e.g. ``MarketplaceWatcher.notify`` so live routing reloads at once.
 
     The caller owns ``engine`` (disposes it) and keeps ``metrics`` fed.
     """
@@ -93,8 +98,12 @@ def build_app(
     app[STARTED_AT] = time.monotonic()
     if status is not None:
         app[STATUS] = status
+    if on_marketplace_change is not None:
+        app[ON_MARKETPLACE_CHANGE] = on_marketplace_change
     app.add_routes(routes)
-    app.add_subapp("/api/v1", build_api_app())
+    api = build_api_app()
+    api.add_routes(marketplace_routes())
+    app.add_subapp("/api/v1", api)
     return app
 
 

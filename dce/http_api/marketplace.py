@@ -1,0 +1,670 @@
+"""``/api/v1`` CRUD for the marketplace: publishers, buyers, campaigns, targets and tracking numbers.
+
+JSON in and out. Input is validated with pydantic; a bad field gets 422 problem+json naming it in
+``invalid_params`` (``payouts[0].fixed``, ``caps.daily``...). Money is a decimal string or JSON number in currency
+units (``"12.50"``, ``12.5``; parsed as :class:`~decimal.Decimal`, never float; at most 6 decimal places) and is
+stored as integer micro-units; responses carry money as decimal strings. DIDs and number destinations are
+normalised to E.164.
+
+Per entity (``{key}`` is ``id``, or ``did`` for numbers; a ``+`` in a path DID must be sent as ``%2B``)::
+
+    GET    /{collection}?limit=50&offset=0   -> 200 {"items": [...], "total", "limit", "offset"}  (ordered by key)
+    POST   /{collection}                     -> 201 the entity (Location header); id generated when omitted
+    GET    /{collection}/{key}               -> 200 the entity
+    PUT    /{collection}/{key}               -> 200 replaced (omitted fields take their defaults)
+    PATCH  /{collection}/{key}               -> 200 merged into the stored entity (objects merge one level deep)
+    DELETE /{collection}/{key}               -> 204
+
+Unknown key -> 404; taken id/DID/campaign key, or deleting something still referenced -> 409; an unknown id in
+the body (``buyer_id``, ``target_ids[2]``...) -> 422 naming it. After every successful write the
+``ON_MARKETPLACE_CHANGE`` hook of the app (if any) is called, so live routing can reload.
+
+Handlers carry the permission they need (:func:`require`, :func:`required_permission`) for the auth layer to come.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import re
+import uuid
+import zoneinfo
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from datetime import time
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, TypeVar
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from dce.db import marketplace_repository as repo
+from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, _int_param
+from dce.http_api.keys import ENGINE
+from dce.http_api.problems import ProblemError, invalid_parameter
+from dce.routing.model import (
+    Buyer,
+    Campaign,
+    CapCounts,
+    Caps,
+    Criterion,
+    CriterionOp,
+    DuplicateAfter,
+    DuplicateRule,
+    DuplicateScope,
+    HoursWindow,
+    Micros,
+    PayoutRule,
+    Publisher,
+    RoutingStrategy,
+    Target,
+    TrackingNumber,
+)
+from dce.routing.numbers import to_e164
+
+log = logging.getLogger(__name__)
+
+OnChange = Callable[[], Awaitable[None] | None]
+ON_MARKETPLACE_CHANGE = web.AppKey("on_marketplace_change", OnChange)
+
+READ = "marketplace:read"
+WRITE = "marketplace:write"
+
+MICROS_PER_UNIT = 1_000_000
+MAX_MONEY = Decimal(10) ** 12  # currency units; keeps micros well inside BigInteger
+
+H = TypeVar("H", bound=Handler)
+
+
+def require(permission: str) -> Callable[[H], H]:
+    """Mark a handler with the permission it needs. No check yet: the auth issue adds a middleware reading
+    :func:`required_permission` of the matched handler."""
+
+    def mark(handler: H) -> H:
+        handler.required_permission = permission  # type: ignore[attr-defined]
+        return handler
+
+    return mark
+
+
+def required_permission(handler: Any) -> str | None:
+    """The permission :func:`require` put on ``handler`` (``request.match_info.handler``), if any."""
+    return getattr(handler, "required_permission", None)
+
+
+# ----------------------------------------------------------------------------------------------- field types
+
+
+def _money(value: Any) -> int:
+    """A decimal string or number in currency units -> micro-units."""
+    if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
+        raise PydanticCustomError("money", 'expected a decimal string or number, like "12.50"')
+    if isinstance(value, str):
+        try:
+            amount = Decimal(value.strip())
+        except InvalidOperation:
+            raise PydanticCustomError("money", "not a decimal number: {value!r}", {"value": value}) from None
+    else:
+        amount = Decimal(value)
+    if not amount.is_finite():
+        raise PydanticCustomError("money", "must be a finite number")
+    if amount < 0:
+        raise PydanticCustomError("money", "must not be negative")
+    if amount >= MAX_MONEY:
+        raise PydanticCustomError("money", "too large")
+    micros = amount * MICROS_PER_UNIT
+    if micros != micros.to_integral_value():
+        raise PydanticCustomError("money", "at most 6 decimal places")
+    return int(micros)
+
+
+def money_text(micros: Micros) -> str:
+    """Micro-units as a decimal string in currency units: 12_500_000 -> "12.50", 1_234_567 -> "1.234567"."""
+    amount = Decimal(micros).scaleb(-6)
+    cents = amount.quantize(Decimal("0.01"))
+    return str(cents) if cents == amount else str(amount.normalize())
+
+
+def _optional_money(micros: Micros | None) -> str | None:
+    return None if micros is None else money_text(micros)
+
+
+def _e164(value: Any) -> str:
+    if not isinstance(value, str):
+        raise PydanticCustomError("phone_number", "expected a phone number string")
+    number = to_e164(value)
+    if number is None:
+        raise PydanticCustomError("phone_number", "not a phone number: {value!r}", {"value": value})
+    return number
+
+
+def _destination(value: Any) -> str:
+    if not isinstance(value, str):
+        raise PydanticCustomError("destination", "expected a SIP URI or a phone number")
+    text = value.strip()
+    if text.lower().startswith(("sip:", "sips:")):
+        if len(text) <= 5 or any(ch.isspace() for ch in text):
+            raise PydanticCustomError("destination", "not a SIP URI: {value!r}", {"value": value})
+        return text
+    number = to_e164(text)
+    if number is None:
+        raise PydanticCustomError(
+            "destination", "expected a SIP URI (sip:...) or a phone number, got {value!r}", {"value": value}
+        )
+    return number
+
+
+Money = Annotated[int, BeforeValidator(_money)]
+E164 = Annotated[str, BeforeValidator(_e164)]
+Destination = Annotated[str, BeforeValidator(_destination)]
+Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+Name = Annotated[str, Field(min_length=1, max_length=255)]
+Count = Annotated[int, Field(ge=0)]
+PUBLISHER_OR_ANY = r"^(\*|[A-Za-z0-9][A-Za-z0-9_.:-]{0,63})$"
+CRITERION_FIELD = re.compile(r"^(state|zip|area_code|tag:[A-Za-z0-9_.-]{1,64})$")
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class PublisherIn(_Input):
+    id: Id | None = None
+    name: Name
+    enabled: bool = True
+
+    def to_model(self, key: str) -> Publisher:
+        return Publisher(id=key, name=self.name, enabled=self.enabled)
+
+
+class BuyerIn(_Input):
+    id: Id | None = None
+    name: Name
+    timezone: str = "America/New_York"
+    enabled: bool = True
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise PydanticCustomError("timezone", "unknown IANA time zone: {value!r}", {"value": value}) from None
+        return value
+
+    def to_model(self, key: str) -> Buyer:
+        return Buyer(id=key, name=self.name, timezone=self.timezone, enabled=self.enabled)
+
+
+class CapsIn(_Input):
+    concurrency: Count | None = None
+    hourly: Count | None = None
+    daily: Count | None = None
+    monthly: Count | None = None
+    counts: CapCounts = CapCounts.CONNECTS
+
+
+class HoursIn(_Input):
+    weekday: int = Field(ge=0, le=6)
+    start: time
+    end: time
+
+
+class CriterionIn(_Input):
+    field: str
+    op: CriterionOp
+    values: list[Annotated[str, Field(max_length=255)]] = []
+    negate: bool = False
+
+    @field_validator("field")
+    @classmethod
+    def _known_field(cls, value: str) -> str:
+        if not CRITERION_FIELD.match(value):
+            raise PydanticCustomError("criterion_field", "expected state, zip, area_code or tag:<name>")
+        return value
+
+    @model_validator(mode="after")
+    def _values_fit_op(self) -> CriterionIn:
+        if self.op is CriterionOp.EXISTS:
+            return self
+        if not self.values:
+            raise PydanticCustomError("criterion_values", "{op} needs at least one value", {"op": str(self.op)})
+        if self.op is CriterionOp.EQUALS and len(self.values) != 1:
+            raise PydanticCustomError("criterion_values", "equals takes exactly one value")
+        if self.op is CriterionOp.REGEX:
+            for pattern in self.values:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise PydanticCustomError(
+                        "criterion_values",
+                        "bad regular expression {pattern!r}: {error}",
+                        {"pattern": pattern, "error": str(exc)},
+                    ) from None
+        return self
+
+
+class TargetIn(_Input):
+    id: Id | None = None
+    buyer_id: Id
+    name: Name
+    destination: Destination
+    revenue: Money = 0
+    conversion_duration_s: Count = 60
+    priority: Count = 1
+    weight: Count = 1
+    ring_timeout_s: float = Field(default=30.0, gt=0, le=600, allow_inf_nan=False)
+    caps: CapsIn = CapsIn()
+    hours: list[HoursIn] = []
+    criteria: list[CriterionIn] = []
+    skills: list[Annotated[str, Field(min_length=1, max_length=64)]] = []
+    cost: Money = 0
+    bid_url: Annotated[str, Field(pattern=r"^https?://\S+$", max_length=2048)] | None = None
+    enabled: bool = True
+
+    def to_model(self, key: str) -> Target:
+        return Target(
+            id=key,
+            buyer_id=self.buyer_id,
+            name=self.name,
+            destination=self.destination,
+            revenue=self.revenue,
+            conversion_duration_s=self.conversion_duration_s,
+            priority=self.priority,
+            weight=self.weight,
+            ring_timeout_s=float(self.ring_timeout_s),
+            caps=Caps(**self.caps.model_dump()),
+            hours=tuple(HoursWindow(weekday=h.weekday, start=h.start, end=h.end) for h in self.hours),
+            criteria=tuple(
+                Criterion(field=c.field, op=c.op, values=tuple(c.values), negate=c.negate) for c in self.criteria
+            ),
+            skills=tuple(self.skills),
+            cost=self.cost,
+            bid_url=self.bid_url,
+            enabled=self.enabled,
+        )
+
+
+class PayoutIn(_Input):
+    publisher_id: Annotated[str, Field(pattern=PUBLISHER_OR_ANY)]
+    fixed: Money | None = None
+    revenue_share_bp: int | None = Field(default=None, ge=0, le=10_000)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PayoutIn:
+        if (self.fixed is None) == (self.revenue_share_bp is None):
+            raise PydanticCustomError("payout", "give exactly one of fixed or revenue_share_bp")
+        return self
+
+
+class DuplicateRuleIn(_Input):
+    after: DuplicateAfter = DuplicateAfter.CONNECTED
+    days: int = Field(default=30, ge=1, le=3650)
+    scope: DuplicateScope = DuplicateScope.CAMPAIGN
+
+
+def _unique(values: list[str]) -> list[str]:
+    seen: set[str] = set()
+    for index, value in enumerate(values):
+        if value in seen:
+            raise PydanticCustomError(
+                "duplicate", "{value!r} is listed twice (item {index})", {"value": value, "index": index}
+            )
+        seen.add(value)
+    return values
+
+
+class CampaignIn(_Input):
+    id: Id | None = None
+    name: Name
+    vertical: Annotated[str, Field(max_length=255)] = ""
+    publisher_ids: list[Id] = []
+    target_ids: list[Id] = []
+    strategy: RoutingStrategy = RoutingStrategy.PRIORITY_WEIGHTED
+    payouts: list[PayoutIn] = []
+    duplicate_rule: DuplicateRuleIn | None = None
+    ping_timeout_ms: int = Field(default=2000, ge=50, le=60_000)
+    reserve: Money = 0
+    allow_caller_id: bool = False
+    key: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,128}$")] | None = None
+    enabled: bool = True
+
+    @field_validator("publisher_ids", "target_ids")
+    @classmethod
+    def _no_repeats(cls, values: list[str]) -> list[str]:
+        return _unique(values)
+
+    @field_validator("payouts")
+    @classmethod
+    def _one_rule_per_publisher(cls, payouts: list[PayoutIn]) -> list[PayoutIn]:
+        _unique([p.publisher_id for p in payouts])
+        return payouts
+
+    def to_model(self, key: str) -> Campaign:
+        rule = self.duplicate_rule
+        return Campaign(
+            id=key,
+            name=self.name,
+            vertical=self.vertical,
+            publisher_ids=tuple(self.publisher_ids),
+            target_ids=tuple(self.target_ids),
+            strategy=self.strategy,
+            payouts=tuple(
+                (p.publisher_id, PayoutRule(fixed=p.fixed, revenue_share_bp=p.revenue_share_bp)) for p in self.payouts
+            ),
+            duplicate_rule=DuplicateRule(after=rule.after, days=rule.days, scope=rule.scope) if rule else None,
+            ping_timeout_ms=self.ping_timeout_ms,
+            reserve=self.reserve,
+            allow_caller_id=self.allow_caller_id,
+            key=self.key,
+            enabled=self.enabled,
+        )
+
+
+class NumberIn(_Input):
+    did: E164 | None = None
+    campaign_id: Id
+    publisher_id: Id
+
+    def to_model(self, key: str) -> TrackingNumber:
+        return TrackingNumber(did=key, campaign_id=self.campaign_id, publisher_id=self.publisher_id)
+
+
+# ------------------------------------------------------------------------------------------------ JSON out
+
+
+def publisher_json(p: Publisher) -> dict[str, Any]:
+    return {"id": p.id, "name": p.name, "enabled": p.enabled}
+
+
+def buyer_json(b: Buyer) -> dict[str, Any]:
+    return {"id": b.id, "name": b.name, "timezone": b.timezone, "enabled": b.enabled}
+
+
+def target_json(t: Target) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "buyer_id": t.buyer_id,
+        "name": t.name,
+        "destination": t.destination,
+        "revenue": money_text(t.revenue),
+        "conversion_duration_s": t.conversion_duration_s,
+        "priority": t.priority,
+        "weight": t.weight,
+        "ring_timeout_s": t.ring_timeout_s,
+        "caps": {
+            "concurrency": t.caps.concurrency,
+            "hourly": t.caps.hourly,
+            "daily": t.caps.daily,
+            "monthly": t.caps.monthly,
+            "counts": str(t.caps.counts),
+        },
+        "hours": [{"weekday": h.weekday, "start": h.start.isoformat(), "end": h.end.isoformat()} for h in t.hours],
+        "criteria": [
+            {"field": c.field, "op": str(c.op), "values": list(c.values), "negate": c.negate} for c in t.criteria
+        ],
+        "skills": list(t.skills),
+        "cost": money_text(t.cost),
+        "bid_url": t.bid_url,
+        "enabled": t.enabled,
+    }
+
+
+def campaign_json(c: Campaign) -> dict[str, Any]:
+    rule = c.duplicate_rule
+    return {
+        "id": c.id,
+        "name": c.name,
+        "vertical": c.vertical,
+        "publisher_ids": list(c.publisher_ids),
+        "target_ids": list(c.target_ids),
+        "strategy": str(c.strategy),
+        "payouts": [
+            {"publisher_id": publisher_id, "fixed": _optional_money(p.fixed), "revenue_share_bp": p.revenue_share_bp}
+            for publisher_id, p in c.payouts
+        ],
+        "duplicate_rule": (
+            {"after": str(rule.after), "days": rule.days, "scope": str(rule.scope)} if rule is not None else None
+        ),
+        "ping_timeout_ms": c.ping_timeout_ms,
+        "reserve": money_text(c.reserve),
+        "allow_caller_id": c.allow_caller_id,
+        "key": c.key,
+        "enabled": c.enabled,
+    }
+
+
+def number_json(n: TrackingNumber) -> dict[str, Any]:
+    return {"did": n.did, "campaign_id": n.campaign_id, "publisher_id": n.publisher_id}
+
+
+# -------------------------------------------------------------------------------------------------- plumbing
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    name = ""
+    for part in loc:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        else:
+            name += f".{part}" if name else str(part)
+    return name or "body"
+
+
+def _invalid(exc: ValidationError) -> ProblemError:
+    params = [{"name": _field_name(tuple(error["loc"])), "reason": error["msg"]} for error in exc.errors()]
+    detail = "; ".join(f"{p['name']}: {p['reason']}" for p in params)
+    return ProblemError(422, f"invalid body: {detail}", invalid_params=params)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    text = await request.text()
+    try:
+        # numbers as Decimal (money is never a float); NaN/Infinity reach the validators and are refused there
+        body = json.loads(text, parse_float=Decimal, parse_constant=Decimal)
+    except ValueError as exc:
+        raise ProblemError(400, f"body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ProblemError(
+            422, "body must be a JSON object", invalid_params=[{"name": "body", "reason": "not an object"}]
+        )
+    return body
+
+
+T = TypeVar("T")
+
+
+async def _repo_call(call: Coroutine[Any, Any, T]) -> T:
+    try:
+        return await call
+    except repo.NotFound as exc:
+        raise ProblemError(404, str(exc)) from None
+    except repo.Conflict as exc:
+        raise ProblemError(409, str(exc)) from None
+    except repo.UnknownReference as exc:
+        raise invalid_parameter(exc.field, f"no {exc.entity} {exc.key!r}") from None
+
+
+async def _changed(request: web.Request) -> None:
+    hook = request.config_dict.get(ON_MARKETPLACE_CHANGE)
+    if hook is None:
+        return
+    try:
+        result = hook()
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        log.exception("marketplace on_change hook failed")
+
+
+def _merge(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(current)
+    for name, value in patch.items():
+        if isinstance(value, dict) and isinstance(merged.get(name), dict):
+            merged[name] = {**merged[name], **value}
+        else:
+            merged[name] = value
+    return merged
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One CRUD collection: its schema, JSON shape and repository functions."""
+
+    collection: str
+    key_field: str
+    schema: type[_Input]
+    to_json: Callable[[Any], dict[str, Any]]
+    create: Callable[..., Coroutine[Any, Any, Any]]
+    get: Callable[..., Coroutine[Any, Any, Any]]
+    list: Callable[..., Coroutine[Any, Any, tuple[list[Any], int]]]
+    update: Callable[..., Coroutine[Any, Any, Any]]
+    delete: Callable[..., Coroutine[Any, Any, None]]
+    generated_keys: bool = True
+
+    def path_key(self, request: web.Request) -> str:
+        raw = request.match_info["key"]
+        if self.key_field != "did":
+            return raw
+        number = to_e164(raw)
+        if number is None:
+            raise invalid_parameter("did", f"not a phone number: {raw!r}")
+        return number
+
+    def validate(self, body: dict[str, Any]) -> Any:
+        try:
+            return self.schema.model_validate(body)
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+
+    def routes(self) -> list[web.RouteDef]:
+        base = f"/{self.collection}"
+        item = f"{base}/{{key}}"
+
+        @require(READ)
+        async def list_items(request: web.Request) -> web.Response:
+            limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+            offset = _int_param(request, "offset", 0, 0)
+            items, total = await self.list(request.config_dict[ENGINE], limit, offset)
+            return web.json_response(
+                {"items": [self.to_json(i) for i in items], "total": total, "limit": limit, "offset": offset}
+            )
+
+        @require(READ)
+        async def get_item(request: web.Request) -> web.Response:
+            found = await _repo_call(self.get(request.config_dict[ENGINE], self.path_key(request)))
+            return web.json_response(self.to_json(found))
+
+        @require(WRITE)
+        async def create_item(request: web.Request) -> web.Response:
+            data = self.validate(await _body(request))
+            key = getattr(data, self.key_field)
+            if key is None:
+                if not self.generated_keys:
+                    raise invalid_parameter(self.key_field, "required")
+                key = uuid.uuid4().hex
+            created = await _repo_call(self.create(request.config_dict[ENGINE], data.to_model(key)))
+            await _changed(request)
+            return web.json_response(self.to_json(created), status=201, headers={"Location": f"{request.path}/{key}"})
+
+        async def _replace(request: web.Request, body: dict[str, Any]) -> web.Response:
+            key = self.path_key(request)
+            data = self.validate(body)
+            if getattr(data, self.key_field) not in (None, key):
+                raise invalid_parameter(self.key_field, f"does not match the path ({key!r}); keys cannot change")
+            updated = await _repo_call(self.update(request.config_dict[ENGINE], data.to_model(key)))
+            await _changed(request)
+            return web.json_response(self.to_json(updated))
+
+        @require(WRITE)
+        async def put_item(request: web.Request) -> web.Response:
+            return await _replace(request, await _body(request))
+
+        @require(WRITE)
+        async def patch_item(request: web.Request) -> web.Response:
+            patch = await _body(request)
+            current = await _repo_call(self.get(request.config_dict[ENGINE], self.path_key(request)))
+            return await _replace(request, _merge(self.to_json(current), patch))
+
+        @require(WRITE)
+        async def delete_item(request: web.Request) -> web.Response:
+            await _repo_call(self.delete(request.config_dict[ENGINE], self.path_key(request)))
+            await _changed(request)
+            return web.Response(status=204)
+
+        return [
+            web.get(base, list_items, allow_head=False),
+            web.post(base, create_item),
+            web.get(item, get_item, allow_head=False),
+            web.put(item, put_item),
+            web.patch(item, patch_item),
+            web.delete(item, delete_item),
+        ]
+
+
+RESOURCES: tuple[Resource, ...] = (
+    Resource(
+        "publishers",
+        "id",
+        PublisherIn,
+        publisher_json,
+        repo.create_publisher,
+        repo.get_publisher,
+        repo.list_publishers,
+        repo.update_publisher,
+        repo.delete_publisher,
+    ),
+    Resource(
+        "buyers",
+        "id",
+        BuyerIn,
+        buyer_json,
+        repo.create_buyer,
+        repo.get_buyer,
+        repo.list_buyers,
+        repo.update_buyer,
+        repo.delete_buyer,
+    ),
+    Resource(
+        "targets",
+        "id",
+        TargetIn,
+        target_json,
+        repo.create_target,
+        repo.get_target,
+        repo.list_targets,
+        repo.update_target,
+        repo.delete_target,
+    ),
+    Resource(
+        "campaigns",
+        "id",
+        CampaignIn,
+        campaign_json,
+        repo.create_campaign,
+        repo.get_campaign,
+        repo.list_campaigns,
+        repo.update_campaign,
+        repo.delete_campaign,
+    ),
+    Resource(
+        "numbers",
+        "did",
+        NumberIn,
+        number_json,
+        repo.create_tracking_number,
+        repo.get_tracking_number,
+        repo.list_tracking_numbers,
+        repo.update_tracking_number,
+        repo.delete_tracking_number,
+        generated_keys=False,
+    ),
+)
+
+
+def marketplace_routes() -> list[web.RouteDef]:
+    """Every marketplace route, relative to ``/api/v1``."""
+    return [route for resource in RESOURCES for route in resource.routes()]
