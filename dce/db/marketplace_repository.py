@@ -700,9 +700,22 @@ async def marketplace_version_of(engine: AsyncEngine) -> int:
         return await _version(connection)
 
 
-async def load_marketplace(engine: AsyncEngine) -> MarketplaceData:
-    """Everything, as :mod:`dce.routing.model` value objects, read consistently (one transaction; on PostgreSQL
-    REPEATABLE READ so every table is seen at the same point) with the version it reflects."""
+async def load_marketplace(engine: AsyncEngine, *, attempts: int = 5) -> MarketplaceData:
+    """Everything, as :mod:`dce.routing.model` value objects, with the version it reflects.
+
+    Consistent across tables: on PostgreSQL one REPEATABLE READ transaction; on every backend the version is read
+    before and after, and the read is retried (up to ``attempts`` times) when a write committed in between (SQLite's
+    driver does not open a transaction for reads).
+    """
+    for _ in range(attempts - 1):
+        data, version_after = await _load_once(engine)
+        if version_after == data.version:
+            return data
+    data, _version_after = await _load_once(engine)
+    return data
+
+
+async def _load_once(engine: AsyncEngine) -> tuple[MarketplaceData, int]:
     async with engine.connect() as connection:
         if connection.dialect.name == "postgresql":
             await connection.execution_options(isolation_level="REPEATABLE READ")
@@ -713,7 +726,9 @@ async def load_marketplace(engine: AsyncEngine) -> MarketplaceData:
             tgts = (await connection.execute(select(targets).order_by(targets.c.id))).all()
             nums = (await connection.execute(select(tracking_numbers).order_by(tracking_numbers.c.did))).all()
             camps = await _read_campaigns(connection, None)
-    return MarketplaceData(
+        # outside the snapshot: did anything commit while we read?
+        version_after = await _version(connection)
+    data = MarketplaceData(
         publishers=tuple(_publisher(row) for row in pubs),
         buyers=tuple(_buyer(row) for row in buys),
         campaigns=tuple(camps),
@@ -721,3 +736,4 @@ async def load_marketplace(engine: AsyncEngine) -> MarketplaceData:
         tracking_numbers=tuple(_number(row) for row in nums),
         version=version,
     )
+    return data, version_after
