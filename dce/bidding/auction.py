@@ -28,16 +28,20 @@ class AuctionResult:
     records: tuple[BidRecord, ...]
 
 
+_INF = math.inf
+
+
 def static_bid(target: Target, received_at: float) -> Bid:
     """A static target competing with its static revenue; it never expires during the auction."""
     return Bid(
-        bid_id=f"static:{target.id}",
-        target_id=target.id,
-        amount=target.revenue,
-        destination=target.destination,
-        expires_at=math.inf,
-        min_duration_s=target.conversion_duration_s,
-        received_at=received_at,
+        "static:" + target.id,
+        target.id,
+        target.revenue,
+        target.destination,
+        _INF,
+        target.conversion_duration_s,
+        received_at,
+        0.0,
     )
 
 
@@ -58,24 +62,21 @@ class Auction:
 
     def add(self, bid: Bid, now: float) -> RejectReason | None:
         """Take a bid; return why it was rejected, or None when it competes."""
-        reason = self._check(bid, now)
-        if reason is not None:
-            self._rejected.append(_rejected(bid, reason))
+        if bid.amount < self.reserve:
+            reason = RejectReason.BELOW_RESERVE
+        elif bid.expires_at <= now:
+            reason = RejectReason.EXPIRED
         else:
             self._bids.append(bid)
+            return None
+        self._rejected.append(_rejected(bid, reason))
         return reason
 
     def add_static(self, targets: Iterable[Target], now: float) -> None:
         """Add static targets as bids at their revenue, received at the auction start."""
+        started_at, add = self.started_at, self.add
         for target in targets:
-            self.add(static_bid(target, self.started_at), now)
-
-    def _check(self, bid: Bid, now: float) -> RejectReason | None:
-        if bid.amount < self.reserve:
-            return RejectReason.BELOW_RESERVE
-        if bid.expires_at <= now:
-            return RejectReason.EXPIRED
-        return None
+            add(static_bid(target, started_at), now)
 
     def close(self, now: float) -> AuctionResult:
         """Decide: bids that expired meanwhile are rejected; the rest ranked by amount desc, then received_at."""

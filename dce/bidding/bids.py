@@ -10,9 +10,8 @@ from __future__ import annotations
 import enum
 import math
 import re
-from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 from dce.routing.model import Micros
 
@@ -57,9 +56,10 @@ class MalformedBid(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class Bid:
-    """One buyer's offer for one call. ``destination`` is an E.164 number or a SIP URI (None: not known)."""
+class Bid(NamedTuple):
+    """One buyer's offer for one call. ``destination`` is an E.164 number or a SIP URI (None: not known).
+
+    A NamedTuple (immutable, and cheap to build: auctions make one per static target per call)."""
 
     bid_id: str
     target_id: str
@@ -71,8 +71,7 @@ class Bid:
     latency_ms: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class BidRecord:
+class BidRecord(NamedTuple):
     """The fate of one bid (every bid is recorded): won, lost, or rejected with a reason."""
 
     target_id: str

@@ -12,7 +12,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -186,7 +185,7 @@ class InboundPings:
         if expire_in < 1:
             return declined("no_bid")
         bid_id = uuid.uuid4().hex
-        reserved = replace(winner, bid_id=bid_id, expires_at=expires_at)
+        reserved = winner._replace(bid_id=bid_id, expires_at=expires_at)
         self.reservations.reserve(campaign.id, ctx.ani, reserved, expires_at, now=closed_at)
         answer: dict[str, Any] = {"bidId": bid_id, "bidAmount": format_amount(winner.amount)}
         if winner.destination.lower().startswith(("sip:", "sips:")):
