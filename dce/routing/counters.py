@@ -18,13 +18,8 @@ Window = Literal["hour", "day", "month"]
 _KEEP_S = 32 * 86_400  # longest window (a month) plus slack
 
 
-class Usage(NamedTuple):
-    """A target's current numbers: calls in progress and recorded events in the current hour/day/month."""
-
-    active: int
-    hour: int
-    day: int
-    month: int
+Usage = tuple[int, int, int, int]
+"""A target's current numbers: (calls in progress, events in the current hour, day, month)."""
 
 
 class UsageQuery(NamedTuple):
@@ -77,7 +72,7 @@ class InMemoryCounters:
 
     def __init__(self) -> None:
         self._active: dict[str, int] = {}
-        self._events: dict[tuple[str, CapCounts], list[float]] = {}
+        self._events: dict[str, dict[CapCounts, list[float]]] = {}
         self._starts_minute = -1
         self._starts: dict[ZoneInfo, tuple[float, float, float]] = {}
 
@@ -100,7 +95,7 @@ class InMemoryCounters:
 
     def record(self, target_id: str, kind: CapCounts, now: datetime) -> None:
         ts = now.timestamp()
-        events = self._events.setdefault((target_id, CapCounts(kind)), [])
+        events = self._events.setdefault(target_id, {}).setdefault(CapCounts(kind), [])
         if not events or events[-1] <= ts:
             events.append(ts)
         else:
@@ -119,7 +114,7 @@ class InMemoryCounters:
         return starts
 
     def _since(self, target_id: str, kind: CapCounts, start: float, ts: float) -> int:
-        events = self._events.get((target_id, kind))
+        events = self._events.get(target_id, {}).get(kind)
         if not events:
             return 0
         return bisect_right(events, ts) - bisect_left(events, start)
@@ -132,16 +127,19 @@ class InMemoryCounters:
     def usage_many(self, queries: Sequence[UsageQuery], now: datetime) -> list[Usage]:
         ts = now.timestamp()
         out: list[Usage] = []
+        active_of = self._active.get
+        events_of = self._events.get
         for target_id, kind, tz in queries:
-            active = self._active.get(target_id, 0)
-            events = self._events.get((target_id, kind))
+            active = active_of(target_id, 0)
+            by_kind = events_of(target_id)
+            events = by_kind.get(kind) if by_kind is not None else None
             if not events:
-                out.append(Usage(active, 0, 0, 0))
+                out.append((active, 0, 0, 0))
                 continue
             hour, day, month = self._window_starts(tz, now)
             end = bisect_right(events, ts)
             out.append(
-                Usage(
+                (
                     active,
                     end - bisect_left(events, hour),
                     end - bisect_left(events, day),

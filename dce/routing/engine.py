@@ -12,7 +12,6 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from dce.routing.counters import RoutingCounters, UsageQuery
-from dce.routing.criteria import matches_all
 from dce.routing.duplicates import DuplicateLedger
 from dce.routing.hours import DAY
 from dce.routing.model import (
@@ -44,7 +43,8 @@ class RoutingEngine:
         self._rng = rng
         self._rr: dict[str, int] = {}
         self._minute = -1
-        self._offsets: dict[ZoneInfo, int] = {}
+        self._offsets: dict[ZoneInfo, int] = {}  # zone -> UTC offset (s) during self._minute
+        self._open: dict[str, tuple[int, CompiledCampaign, tuple[tuple[CompiledTarget, ...], int, int]]] = {}
 
     @property
     def snapshot(self) -> MarketplaceSnapshot:
@@ -54,6 +54,7 @@ class RoutingEngine:
     def replace(self, snapshot: MarketplaceSnapshot) -> None:
         """Route against ``snapshot`` from the next call on (one reference swap)."""
         self._snapshot = snapshot
+        self._open = {}
 
     def plan(self, ctx: CallerContext, now: datetime) -> RoutingPlan:
         """Ordered targets for the call, or no targets and the reason (for the 480 and the no_route CDR)."""
@@ -105,28 +106,31 @@ class RoutingEngine:
             return None, f"duplicate caller ({rule.after} within {rule.days} days)"
         return cc, None
 
-    def _eligible(
-        self, cc: CompiledCampaign, ctx: CallerContext, now: datetime
-    ) -> tuple[list[CompiledTarget], list[int]]:
-        rejected = [0, 0, 0, 0, 0]  # in _REASONS order
-        out: list[CompiledTarget] = []
-        capped: list[CompiledTarget] = []
-        epoch = int(now.timestamp())
+    def _open_now(self, cc: CompiledCampaign, minute: int) -> tuple[tuple[CompiledTarget, ...], int, int]:
+        """(enabled targets open this minute, how many disabled, how many closed), cached per campaign per minute.
+
+        Hours are evaluated at minute resolution (the start of the current minute); zone offsets only change on
+        minute boundaries, so one UTC offset per zone per minute gives the local (weekday, second) exactly.
+        """
+        cached = self._open.get(cc.campaign.id)
+        if cached is not None and cached[0] == minute and cached[1] is cc:
+            return cached[2]
+        if minute != self._minute:
+            self._minute = minute
+            self._offsets.clear()
         offsets = self._offsets
-        if epoch // 60 != self._minute:  # zone offsets only change on minute boundaries
-            self._minute = epoch // 60
-            offsets.clear()
-        rule = cc.campaign.duplicate_rule
-        per_target = rule if rule is not None and rule.scope is DuplicateScope.TARGET and ctx.ani else None
+        epoch = minute * 60
+        opened: list[CompiledTarget] = []
+        disabled = closed = 0
         for ct in cc.targets:
             if not ct.active:
-                rejected[0] += 1
+                disabled += 1
                 continue
             hours = ct.hours
             if hours is not None:
                 offset = offsets.get(ct.zone)
                 if offset is None:
-                    utc = now.astimezone(ct.zone).utcoffset()
+                    utc = datetime.fromtimestamp(epoch, ct.zone).utcoffset()
                     offset = offsets[ct.zone] = int(utc.total_seconds()) if utc is not None else 0
                 local = epoch + offset
                 second = local % DAY
@@ -134,27 +138,48 @@ class RoutingEngine:
                     if start <= second < end:
                         break
                 else:
-                    rejected[1] += 1
+                    closed += 1
                     continue
-            if ct.criteria and not matches_all(ct.criteria, ctx):
-                rejected[2] += 1
+            opened.append(ct)
+        result = (tuple(opened), disabled, closed)
+        self._open[cc.campaign.id] = (minute, cc, result)
+        return result
+
+    def _eligible(
+        self, cc: CompiledCampaign, ctx: CallerContext, now: datetime
+    ) -> tuple[list[CompiledTarget], list[int]]:
+        opened, disabled, closed = self._open_now(cc, int(now.timestamp()) // 60)
+        failed_criteria = duplicate = 0
+        out: list[CompiledTarget] = []
+        queries: list[UsageQuery] = []
+        rule = cc.campaign.duplicate_rule
+        per_target = rule if rule is not None and rule.scope is DuplicateScope.TARGET and ctx.ani else None
+        for ct in opened:
+            predicate = ct.predicate
+            if predicate is not None and not predicate(ctx):
+                failed_criteria += 1
                 continue
             if per_target is not None and self._duplicates.is_duplicate(
                 per_target, ctx.ani, cc.campaign.id, ct.target.id, now
             ):
-                rejected[3] += 1
+                duplicate += 1
                 continue
             if ct.capped:
-                capped.append(ct)
+                queries.append(ct.usage_query)
             out.append(ct)
-        if capped:
-            usages = self._counters.usage_many(
-                [UsageQuery(ct.target.id, ct.caps.counts, ct.zone) for ct in capped], now
-            )
-            over = {id(ct) for ct, usage in zip(capped, usages, strict=True) if _over_cap(ct, usage)}
-            if over:
-                rejected[4] += len(over)
-                out = [ct for ct in out if id(ct) not in over]
+        rejected = [disabled, closed, failed_criteria, duplicate, 0]  # in _REASONS order
+        if queries:
+            usages = iter(self._counters.usage_many(queries, now))
+            kept: list[CompiledTarget] = []
+            for ct in out:
+                if ct.capped:
+                    active, hour, day, month = next(usages)
+                    conc, hourly, daily, monthly = ct.limits
+                    if active >= conc or hour >= hourly or day >= daily or month >= monthly:
+                        rejected[4] += 1
+                        continue
+                kept.append(ct)
+            out = kept
         return out, rejected
 
     def _order(self, cc: CompiledCampaign, targets: list[CompiledTarget], ctx: CallerContext) -> list[CompiledTarget]:
@@ -190,17 +215,6 @@ def _priority(ct: CompiledTarget) -> int:
 
 def _margin_then_priority(ct: CompiledTarget) -> tuple[int, int]:
     return -ct.margin, ct.target.priority
-
-
-def _over_cap(ct: CompiledTarget, usage: tuple[int, int, int, int]) -> bool:
-    caps = ct.caps
-    active, hour, day, month = usage
-    return (
-        (caps.concurrency is not None and active >= caps.concurrency)
-        or (caps.hourly is not None and hour >= caps.hourly)
-        or (caps.daily is not None and day >= caps.daily)
-        or (caps.monthly is not None and month >= caps.monthly)
-    )
 
 
 def _no_target_reason(cc: CompiledCampaign, rejected: list[int]) -> str:

@@ -14,7 +14,8 @@ from types import MappingProxyType
 from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dce.routing.criteria import CompiledCriterion, compile_criteria
+from dce.routing.counters import UsageQuery
+from dce.routing.criteria import CompiledCriterion, Predicate, compile_criteria, compile_predicate
 from dce.routing.hours import CompiledHours, compile_hours, zone
 from dce.routing.model import (
     Buyer,
@@ -36,6 +37,9 @@ class CompiledTarget:
     zone: ZoneInfo
     hours: CompiledHours | None  # None: always open
     criteria: tuple[CompiledCriterion, ...]
+    predicate: Predicate | None  # all criteria as one generated function; None: no criteria
+    limits: tuple[float, float, float, float]  # concurrency, hourly, daily, monthly (inf: unlimited)
+    usage_query: UsageQuery  # what the engine asks the counters for a capped target
     caps: Caps
     capped: bool  # any cap set
     counted: bool  # an hourly/daily/monthly cap set
@@ -56,6 +60,7 @@ class CompiledCampaign:
 
 
 T = TypeVar("T")
+_INF = float("inf")
 
 
 def _index(kind: str, items: Iterable[T], key: str) -> dict[str, T]:
@@ -82,6 +87,9 @@ def _compile_target(t: Target, buyer: Buyer) -> CompiledTarget:
         zone=zone(buyer.timezone),
         hours=hours,
         criteria=criteria,
+        predicate=compile_predicate(criteria),
+        limits=tuple(_INF if v is None else v for v in (caps.concurrency, caps.hourly, caps.daily, caps.monthly)),  # type: ignore[arg-type]
+        usage_query=UsageQuery(t.id, caps.counts, zone(buyer.timezone)),
         caps=caps,
         capped=counted or caps.concurrency is not None,
         counted=counted,
