@@ -45,6 +45,7 @@ from dce.db import marketplace_repository as repo
 from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, _int_param
 from dce.http_api.keys import ENGINE
 from dce.http_api.problems import ProblemError, invalid_parameter
+from dce.routing.criteria import compile_criterion
 from dce.routing.model import (
     Buyer,
     Campaign,
@@ -208,9 +209,18 @@ class CapsIn(_Input):
 
 
 class HoursIn(_Input):
+    """Local wall-clock times in the buyer's zone; ``end`` <= ``start`` wraps past midnight, equal means all day."""
+
     weekday: int = Field(ge=0, le=6)
     start: time
     end: time
+
+    @field_validator("start", "end")
+    @classmethod
+    def _naive(cls, value: time) -> time:
+        if value.tzinfo is not None:
+            raise PydanticCustomError("local_time", "a local time without an offset (the buyer's zone applies)")
+        return value
 
 
 class CriterionIn(_Input):
@@ -227,23 +237,14 @@ class CriterionIn(_Input):
         return value
 
     @model_validator(mode="after")
-    def _values_fit_op(self) -> CriterionIn:
-        if self.op is CriterionOp.EXISTS:
-            return self
-        if not self.values:
+    def _compiles(self) -> CriterionIn:
+        """Accept exactly what the routing snapshot accepts (it compiles criteria the same way)."""
+        if self.op is not CriterionOp.EXISTS and not self.values:
             raise PydanticCustomError("criterion_values", "{op} needs at least one value", {"op": str(self.op)})
-        if self.op is CriterionOp.EQUALS and len(self.values) != 1:
-            raise PydanticCustomError("criterion_values", "equals takes exactly one value")
-        if self.op is CriterionOp.REGEX:
-            for pattern in self.values:
-                try:
-                    re.compile(pattern)
-                except re.error as exc:
-                    raise PydanticCustomError(
-                        "criterion_values",
-                        "bad regular expression {pattern!r}: {error}",
-                        {"pattern": pattern, "error": str(exc)},
-                    ) from None
+        try:
+            compile_criterion(Criterion(field=self.field, op=self.op, values=tuple(self.values), negate=self.negate))
+        except ValueError as exc:
+            raise PydanticCustomError("criterion", "{error}", {"error": str(exc)}) from None
         return self
 
 

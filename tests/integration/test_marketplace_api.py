@@ -37,6 +37,7 @@ from dce.routing.model import (
     Target,
     TrackingNumber,
 )
+from dce.routing.snapshot import MarketplaceSnapshot
 
 pytestmark = pytest.mark.integration
 
@@ -182,6 +183,12 @@ async def test_load_marketplace_returns_model_objects(client: Client, engine: As
     assert data.campaigns == (EXPECTED_CAMPAIGN,)
     assert data.tracking_numbers == (TrackingNumber("+12125550100", "c1", "p1"),)
     assert data.version == 5
+    # exactly what the routing snapshot is built from
+    snapshot = MarketplaceSnapshot.build(
+        data.publishers, data.buyers, data.campaigns, data.targets, data.tracking_numbers
+    )
+    assert snapshot.numbers["+12125550100"].campaign_id == "c1"
+    assert snapshot.by_key["auto-1"].campaign == EXPECTED_CAMPAIGN
 
 
 async def test_target_round_trip(client: Client, changes: list[int]) -> None:
@@ -294,6 +301,16 @@ async def test_campaign_and_number_crud(client: Client) -> None:
         ("/api/v1/targets", {**TARGET, "criteria": [{"field": "colour", "op": "exists"}]}, "criteria[0].field"),
         ("/api/v1/targets", {k: v for k, v in TARGET.items() if k != "name"}, "name"),
         ("/api/v1/targets", {**TARGET, "surprise": 1}, "surprise"),
+        (
+            "/api/v1/targets",
+            {**TARGET, "criteria": [{"field": "zip", "op": "regex", "values": ["(?i)abc"]}]},  # routing refuses it
+            "criteria[0]",
+        ),
+        (
+            "/api/v1/targets",
+            {**TARGET, "hours": [{"weekday": 1, "start": "09:00+02:00", "end": "10:00"}]},
+            "hours[0].start",
+        ),
         ("/api/v1/campaigns", {**CAMPAIGN, "strategy": "lottery"}, "strategy"),
         ("/api/v1/campaigns", {**CAMPAIGN, "name": ""}, "name"),
         ("/api/v1/campaigns", {**CAMPAIGN, "payouts": [{"publisher_id": "p1", "fixed": "NaN"}]}, "payouts[0].fixed"),
