@@ -16,6 +16,7 @@ from dce.routing.model import CapCounts
 
 Window = Literal["hour", "day", "month"]
 _KEEP_S = 32 * 86_400  # longest window (a month) plus slack
+_IDLE = (0, 0, 0, 0)
 
 
 Usage = tuple[int, int, int, int]
@@ -134,7 +135,7 @@ class InMemoryCounters:
             by_kind = events_of(target_id)
             events = by_kind.get(kind) if by_kind is not None else None
             if not events:
-                out.append((active, 0, 0, 0))
+                out.append((active, 0, 0, 0) if active else _IDLE)
                 continue
             hour, day, month = self._window_starts(tz, now)
             end = bisect_right(events, ts)

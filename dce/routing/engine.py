@@ -11,7 +11,7 @@ import random
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from dce.routing.counters import RoutingCounters, UsageQuery
+from dce.routing.counters import RoutingCounters
 from dce.routing.duplicates import DuplicateLedger
 from dce.routing.hours import DAY
 from dce.routing.model import (
@@ -44,7 +44,7 @@ class RoutingEngine:
         self._rr: dict[str, int] = {}
         self._minute = -1
         self._offsets: dict[ZoneInfo, int] = {}  # zone -> UTC offset (s) during self._minute
-        self._open: dict[str, tuple[int, CompiledCampaign, tuple[tuple[CompiledTarget, ...], int, int]]] = {}
+        self._open: dict[str, tuple[int, CompiledCampaign, tuple[int, int, int, int]]] = {}
 
     @property
     def snapshot(self) -> MarketplaceSnapshot:
@@ -106,11 +106,12 @@ class RoutingEngine:
             return None, f"duplicate caller ({rule.after} within {rule.days} days)"
         return cc, None
 
-    def _open_now(self, cc: CompiledCampaign, minute: int) -> tuple[tuple[CompiledTarget, ...], int, int]:
-        """(enabled targets open this minute, how many disabled, how many closed), cached per campaign per minute.
+    def _open_now(self, cc: CompiledCampaign, minute: int) -> tuple[int, int, int, int]:
+        """(bitmask of enabled targets open this minute, how many, how many disabled, how many closed).
 
-        Hours are evaluated at minute resolution (the start of the current minute); zone offsets only change on
-        minute boundaries, so one UTC offset per zone per minute gives the local (weekday, second) exactly.
+        Cached per campaign per minute. Hours are evaluated at minute resolution (the start of the current
+        minute); zone offsets only change on minute boundaries, so one UTC offset per zone per minute gives the
+        local (weekday, second) exactly.
         """
         cached = self._open.get(cc.campaign.id)
         if cached is not None and cached[0] == minute and cached[1] is cc:
@@ -120,9 +121,8 @@ class RoutingEngine:
             self._offsets.clear()
         offsets = self._offsets
         epoch = minute * 60
-        opened: list[CompiledTarget] = []
-        disabled = closed = 0
-        for ct in cc.targets:
+        mask = opened = disabled = closed = 0
+        for i, ct in enumerate(cc.targets):
             if not ct.active:
                 disabled += 1
                 continue
@@ -140,46 +140,40 @@ class RoutingEngine:
                 else:
                     closed += 1
                     continue
-            opened.append(ct)
-        result = (tuple(opened), disabled, closed)
+            mask |= 1 << i
+            opened += 1
+        result = (mask, opened, disabled, closed)
         self._open[cc.campaign.id] = (minute, cc, result)
         return result
 
     def _eligible(
         self, cc: CompiledCampaign, ctx: CallerContext, now: datetime
     ) -> tuple[list[CompiledTarget], list[int]]:
-        opened, disabled, closed = self._open_now(cc, int(now.timestamp()) // 60)
-        failed_criteria = duplicate = 0
-        out: list[CompiledTarget] = []
-        queries: list[UsageQuery] = []
+        mask, opened, disabled, closed = self._open_now(cc, int(now.timestamp()) // 60)
+        out = cc.filter(ctx, mask) if mask else []
+        rejected = [disabled, closed, opened - len(out), 0, 0]  # in _REASONS order
+        if not out:
+            return out, rejected
         rule = cc.campaign.duplicate_rule
-        per_target = rule if rule is not None and rule.scope is DuplicateScope.TARGET and ctx.ani else None
-        for ct in opened:
-            predicate = ct.predicate
-            if predicate is not None and not predicate(ctx):
-                failed_criteria += 1
-                continue
-            if per_target is not None and self._duplicates.is_duplicate(
-                per_target, ctx.ani, cc.campaign.id, ct.target.id, now
-            ):
-                duplicate += 1
-                continue
-            if ct.capped:
-                queries.append(ct.usage_query)
-            out.append(ct)
-        rejected = [disabled, closed, failed_criteria, duplicate, 0]  # in _REASONS order
-        if queries:
-            usages = iter(self._counters.usage_many(queries, now))
-            kept: list[CompiledTarget] = []
-            for ct in out:
-                if ct.capped:
-                    active, hour, day, month = next(usages)
-                    conc, hourly, daily, monthly = ct.limits
-                    if active >= conc or hour >= hourly or day >= daily or month >= monthly:
-                        rejected[4] += 1
-                        continue
-                kept.append(ct)
-            out = kept
+        if rule is not None and rule.scope is DuplicateScope.TARGET and ctx.ani:
+            is_duplicate = self._duplicates.is_duplicate
+            fresh = [ct for ct in out if not is_duplicate(rule, ctx.ani, cc.campaign.id, ct.target.id, now)]
+            rejected[3] = len(out) - len(fresh)
+            out = fresh
+        if cc.any_capped:
+            queries = [ct.usage_query for ct in out if ct.capped]
+            if queries:
+                usages = iter(self._counters.usage_many(queries, now))
+                kept: list[CompiledTarget] = []
+                for ct in out:
+                    if ct.capped:
+                        active, hour, day, month = next(usages)
+                        conc, hourly, daily, monthly = ct.limits
+                        if active >= conc or hour >= hourly or day >= daily or month >= monthly:
+                            rejected[4] += 1
+                            continue
+                    kept.append(ct)
+                out = kept
         return out, rejected
 
     def _order(self, cc: CompiledCampaign, targets: list[CompiledTarget], ctx: CallerContext) -> list[CompiledTarget]:

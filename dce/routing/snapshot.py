@@ -8,17 +8,18 @@ targets in other campaigns. Rebuild and swap (``RoutingEngine.replace``) to appl
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dce.routing.counters import UsageQuery
-from dce.routing.criteria import CompiledCriterion, Predicate, compile_criteria, compile_predicate
+from dce.routing.criteria import CompiledCriterion, compile_criteria, compile_filter
 from dce.routing.hours import CompiledHours, compile_hours, zone
 from dce.routing.model import (
     Buyer,
+    CallerContext,
     Campaign,
     Caps,
     PlannedTarget,
@@ -37,7 +38,6 @@ class CompiledTarget:
     zone: ZoneInfo
     hours: CompiledHours | None  # None: always open
     criteria: tuple[CompiledCriterion, ...]
-    predicate: Predicate | None  # all criteria as one generated function; None: no criteria
     limits: tuple[float, float, float, float]  # concurrency, hourly, daily, monthly (inf: unlimited)
     usage_query: UsageQuery  # what the engine asks the counters for a capped target
     caps: Caps
@@ -57,6 +57,8 @@ class CompiledCampaign:
     campaign: Campaign
     publishers: frozenset[str] | None  # None: any publisher may send calls
     targets: tuple[CompiledTarget, ...]
+    filter: Callable[[CallerContext, int], list[CompiledTarget]]  # (ctx, bitmask of open targets) -> matching
+    any_capped: bool  # some target has a cap (the engine asks the counters)
 
 
 T = TypeVar("T")
@@ -87,7 +89,6 @@ def _compile_target(t: Target, buyer: Buyer) -> CompiledTarget:
         zone=zone(buyer.timezone),
         hours=hours,
         criteria=criteria,
-        predicate=compile_predicate(criteria),
         limits=tuple(_INF if v is None else v for v in (caps.concurrency, caps.hourly, caps.daily, caps.monthly)),  # type: ignore[arg-type]
         usage_query=UsageQuery(t.id, caps.counts, zone(buyer.timezone)),
         caps=caps,
@@ -148,10 +149,13 @@ class MarketplaceSnapshot:
             for pid, _rule in c.payouts:
                 if pid != "*" and pid not in pubs:
                     raise ValueError(f"campaign {c.id!r}: payout for unknown publisher {pid!r}")
+            members = tuple(compiled[tid] for tid in dict.fromkeys(c.target_ids))
             cc = CompiledCampaign(
                 campaign=c,
                 publishers=frozenset(c.publisher_ids) if c.publisher_ids else None,
-                targets=tuple(compiled[tid] for tid in dict.fromkeys(c.target_ids)),
+                targets=members,
+                filter=compile_filter([(ct, ct.criteria) for ct in members]),
+                any_capped=any(ct.capped for ct in members),
             )
             camps[c.id] = cc
             if c.key is not None:
