@@ -127,9 +127,14 @@ class InMemoryCounters:
 
     def usage_many(self, queries: Sequence[UsageQuery], now: datetime) -> list[Usage]:
         ts = now.timestamp()
-        out: list[Usage] = []
+        minute = int(ts // 60)
+        if minute != self._starts_minute:
+            self._starts_minute = minute
+            self._starts.clear()
+        starts_of = self._starts
         active_of = self._active.get
         events_of = self._events.get
+        out: list[Usage] = []
         for target_id, kind, tz in queries:
             active = active_of(target_id, 0)
             by_kind = events_of(target_id)
@@ -137,14 +142,16 @@ class InMemoryCounters:
             if not events:
                 out.append((active, 0, 0, 0) if active else _IDLE)
                 continue
-            hour, day, month = self._window_starts(tz, now)
+            starts = starts_of.get(tz)
+            if starts is None:
+                starts = starts_of[tz] = window_starts(tz, now)
             end = bisect_right(events, ts)
             out.append(
                 (
                     active,
-                    end - bisect_left(events, hour),
-                    end - bisect_left(events, day),
-                    end - bisect_left(events, month),
+                    end - bisect_left(events, starts[0]),
+                    end - bisect_left(events, starts[1]),
+                    end - bisect_left(events, starts[2]),
                 )
             )
         return out
