@@ -15,6 +15,7 @@ import gc
 import random
 import statistics
 import time
+import timeit
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
 
@@ -187,6 +188,8 @@ def main() -> None:
     p50 = latencies[len(latencies) // 2] / 1000
     p99 = latencies[int(len(latencies) * 0.99)] / 1000
     ctx_cached = sorted(ctx_ns[2500:])
+    loop = min(timeit.repeat("for i in r: i + 1", "r = range(10)", number=100_000, repeat=5)) / 100_000 * 1e9
+    print(f"machine calibration: a 10-iteration Python loop takes {loop:.0f} ns")
     print(f"build_context (cached numbers): p50_us={ctx_cached[len(ctx_cached) // 2] / 1000:.1f}")
     print(f"mean_us={statistics.fmean(latencies) / 1000:.1f} max_us={latencies[-1] / 1000:.1f} routed={routed}")
     print(

@@ -77,7 +77,10 @@ def _lowered(names: frozenset[str]) -> frozenset[str]:
 def _tags(
     headers: Iterable[tuple[str, str]], tag_headers: Collection[str], extra: Iterable[tuple[str, str]]
 ) -> tuple[tuple[str, str], ...]:
-    named = _lowered(tag_headers if isinstance(tag_headers, frozenset) else frozenset(tag_headers))
+    if not tag_headers:
+        named: frozenset[str] = frozenset()
+    else:
+        named = _lowered(tag_headers if isinstance(tag_headers, frozenset) else frozenset(tag_headers))
     tags: list[tuple[str, str]] = []
     for name, value in headers:
         lower = name.lower()
@@ -85,7 +88,8 @@ def _tags(
             tags.append((lower[len(TAG_PREFIX) :], value.strip()))
         elif lower in named:
             tags.append((lower, value.strip()))
-    tags.extend((k.lower(), v) for k, v in extra)
+    if extra:
+        tags.extend((k.lower(), v) for k, v in extra)
     return tuple(tags)
 
 
