@@ -17,6 +17,7 @@ from dce.routing.model import CapCounts
 Window = Literal["hour", "day", "month"]
 _KEEP_S = 32 * 86_400  # longest window (a month) plus slack
 _IDLE = (0, 0, 0, 0)
+_INF = float("inf")
 
 
 Usage = tuple[int, int, int, int]
@@ -29,6 +30,18 @@ class UsageQuery(NamedTuple):
     target_id: str
     kind: CapCounts
     tz: ZoneInfo
+
+
+class CapCheck(NamedTuple):
+    """A target's caps to check in one batch: limits are ``inf`` when unset."""
+
+    target_id: str
+    kind: CapCounts
+    tz: ZoneInfo
+    concurrency: float
+    hourly: float
+    daily: float
+    monthly: float
 
 
 class RoutingCounters(Protocol):
@@ -56,6 +69,10 @@ class RoutingCounters(Protocol):
 
     def usage_many(self, queries: Sequence[UsageQuery], now: datetime) -> list[Usage]:
         """``Usage`` for each query, in order (one round trip)."""
+        ...
+
+    def over_cap(self, checks: Sequence[CapCheck], now: datetime) -> set[str]:
+        """Ids of the targets at or over one of their limits (one round trip; the engine's hot-path call)."""
         ...
 
 
@@ -155,3 +172,36 @@ class InMemoryCounters:
                 )
             )
         return out
+
+    def over_cap(self, checks: Sequence[CapCheck], now: datetime) -> set[str]:
+        over: set[str] = set()
+        active_of = self._active.get
+        events_of = self._events.get
+        ts = 0.0
+        for target_id, kind, tz, concurrency, hourly, daily, monthly in checks:
+            if active_of(target_id, 0) >= concurrency:
+                over.add(target_id)
+                continue
+            by_kind = events_of(target_id)
+            if by_kind is None or hourly == daily == monthly == _INF:
+                continue
+            events = by_kind.get(kind)
+            if not events:
+                continue
+            if not ts:
+                ts = now.timestamp()
+                minute = int(ts // 60)
+                if minute != self._starts_minute:
+                    self._starts_minute = minute
+                    self._starts.clear()
+            starts = self._starts.get(tz)
+            if starts is None:
+                starts = self._starts[tz] = window_starts(tz, now)
+            end = bisect_right(events, ts)
+            if (
+                end - bisect_left(events, starts[0]) >= hourly
+                or end - bisect_left(events, starts[1]) >= daily
+                or end - bisect_left(events, starts[2]) >= monthly
+            ):
+                over.add(target_id)
+        return over

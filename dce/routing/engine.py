@@ -1,7 +1,7 @@
 """The decision engine: which targets a call may go to, in which order. Pure, synchronous, in memory.
 
 Per call the work is one dict lookup for the campaign plus a pass over that campaign's compiled targets; cap
-state comes from ``RoutingCounters.usage_many`` in one batch. Local time per buyer zone is derived from a UTC
+state comes from ``RoutingCounters.over_cap`` in one batch. Local time per buyer zone is derived from a UTC
 offset cached for the current minute, so hours checks are integer arithmetic.
 """
 
@@ -161,19 +161,12 @@ class RoutingEngine:
             rejected[3] = len(out) - len(fresh)
             out = fresh
         if cc.any_capped:
-            queries = [ct.usage_query for ct in out if ct.capped]
-            if queries:
-                usages = iter(self._counters.usage_many(queries, now))
-                kept: list[CompiledTarget] = []
-                for ct in out:
-                    if ct.capped:
-                        active, hour, day, month = next(usages)
-                        conc, hourly, daily, monthly = ct.limits
-                        if active >= conc or hour >= hourly or day >= daily or month >= monthly:
-                            rejected[4] += 1
-                            continue
-                    kept.append(ct)
-                out = kept
+            checks = [ct.cap_check for ct in out if ct.capped]
+            if checks:
+                over = self._counters.over_cap(checks, now)
+                if over:
+                    rejected[4] = len(over)
+                    out = [ct for ct in out if ct.target.id not in over]
         return out, rejected
 
     def _order(self, cc: CompiledCampaign, targets: list[CompiledTarget], ctx: CallerContext) -> list[CompiledTarget]:

@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dce.routing.counters import UsageQuery
+from dce.routing.counters import CapCheck, UsageQuery
 from dce.routing.criteria import CompiledCriterion, compile_criteria, compile_filter
 from dce.routing.hours import CompiledHours, compile_hours, zone
 from dce.routing.model import (
@@ -38,7 +38,7 @@ class CompiledTarget:
     zone: ZoneInfo
     hours: CompiledHours | None  # None: always open
     criteria: tuple[CompiledCriterion, ...]
-    limits: tuple[float, float, float, float]  # concurrency, hourly, daily, monthly (inf: unlimited)
+    cap_check: CapCheck  # what the engine asks the counters for a capped target
     usage_query: UsageQuery  # what the engine asks the counters for a capped target
     caps: Caps
     capped: bool  # any cap set
@@ -89,7 +89,12 @@ def _compile_target(t: Target, buyer: Buyer) -> CompiledTarget:
         zone=zone(buyer.timezone),
         hours=hours,
         criteria=criteria,
-        limits=tuple(_INF if v is None else v for v in (caps.concurrency, caps.hourly, caps.daily, caps.monthly)),  # type: ignore[arg-type]
+        cap_check=CapCheck(
+            t.id,
+            caps.counts,
+            zone(buyer.timezone),
+            *(_INF if v is None else v for v in (caps.concurrency, caps.hourly, caps.daily, caps.monthly)),
+        ),
         usage_query=UsageQuery(t.id, caps.counts, zone(buyer.timezone)),
         caps=caps,
         capped=counted or caps.concurrency is not None,

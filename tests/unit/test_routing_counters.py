@@ -146,3 +146,27 @@ def test_engine_duplicate_scopes() -> None:
         ctx, NOW
     )
     assert plan.reason == "no eligible target: 1 duplicate"
+
+
+@given(
+    st.integers(0, 4),
+    st.lists(st.integers(0, 60 * 24 * 40), max_size=30),
+    st.sampled_from([None, 1, 3]),
+    st.sampled_from([None, 2, 10]),
+    st.sampled_from([None, 5, 40]),
+)
+def test_over_cap_agrees_with_usage(
+    active: int, minutes_ago: list[int], hourly: int | None, daily: int | None, monthly: int | None
+) -> None:
+    from dce.routing.counters import CapCheck
+
+    c = InMemoryCounters()
+    for _ in range(active):
+        c.try_acquire("t", None)
+    for m in minutes_ago:
+        c.record("t", CapCounts.CONNECTS, NOW - timedelta(minutes=m))
+    inf = float("inf")
+    limits = [inf if v is None else v for v in (3, hourly, daily, monthly)]
+    (usage,) = c.usage_many([UsageQuery("t", CapCounts.CONNECTS, NY)], NOW)
+    expected = any(u >= lim for u, lim in zip(usage, limits, strict=True))
+    assert (c.over_cap([CapCheck("t", CapCounts.CONNECTS, NY, *limits)], NOW) == {"t"}) is expected
