@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from datetime import datetime
+from operator import attrgetter
 from zoneinfo import ZoneInfo
 
 from dce.routing.counters import RoutingCounters
@@ -24,6 +25,8 @@ from dce.routing.model import (
 from dce.routing.snapshot import CompiledCampaign, CompiledTarget, MarketplaceSnapshot
 
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
+_PRIORITY = attrgetter("priority")
+_COST_KEY = attrgetter("cost_key")
 _REASONS = ("disabled", "closed", "criteria", "duplicate", "capped")
 
 
@@ -174,7 +177,7 @@ class RoutingEngine:
         if strategy is RoutingStrategy.PRIORITY_WEIGHTED:
             rnd = self._rng.random
             keyed = [
-                (ct.target.priority, -(rnd() ** ct.inv_weight) if ct.inv_weight else 1.0, i, ct)
+                (ct.priority, -(rnd() ** ct.inv_weight) if ct.inv_weight else 1.0, i, ct)
                 for i, ct in enumerate(targets)
             ]
             keyed.sort()
@@ -188,20 +191,12 @@ class RoutingEngine:
             wanted = {part.lower() for tag in ctx.tags for part in tag}
             matched = [ct for ct in targets if ct.skills and not ct.skills.isdisjoint(wanted)]
             rest = [ct for ct in targets if not (ct.skills and not ct.skills.isdisjoint(wanted))]
-            matched.sort(key=_priority)
-            rest.sort(key=_priority)
+            matched.sort(key=_PRIORITY)
+            rest.sort(key=_PRIORITY)
             return matched + rest
         if strategy is RoutingStrategy.COST:
-            return sorted(targets, key=_margin_then_priority)
+            return sorted(targets, key=_COST_KEY)
         raise ValueError(f"campaign {cc.campaign.id!r}: unknown strategy {strategy!r}")
-
-
-def _priority(ct: CompiledTarget) -> int:
-    return ct.target.priority
-
-
-def _margin_then_priority(ct: CompiledTarget) -> tuple[int, int]:
-    return -ct.margin, ct.target.priority
 
 
 def _no_target_reason(cc: CompiledCampaign, rejected: list[int]) -> str:

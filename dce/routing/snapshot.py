@@ -46,6 +46,8 @@ class CompiledTarget:
     skills: frozenset[str]
     planned: PlannedTarget
     margin: int  # revenue - cost, for cost-based routing
+    priority: int
+    cost_key: tuple[int, int]  # (-margin, priority): cost-based order
     inv_weight: float  # 1/weight for weighted random order; 0.0 when weight <= 0 (always last in its tier)
     active: bool  # target and buyer enabled
 
@@ -102,6 +104,8 @@ def _compile_target(t: Target, buyer: Buyer) -> CompiledTarget:
         skills=frozenset(s.lower() for s in t.skills),
         planned=PlannedTarget(t.id, t.destination, t.revenue, t.ring_timeout_s),
         margin=t.revenue - t.cost,
+        priority=t.priority,
+        cost_key=(t.cost - t.revenue, t.priority),
         inv_weight=1.0 / t.weight if t.weight > 0 else 0.0,
         active=t.enabled and buyer.enabled,
     )

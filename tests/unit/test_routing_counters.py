@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dce.routing.counters import InMemoryCounters, UsageQuery
+from dce.routing.counters import CapCheck, InMemoryCounters, UsageQuery
 from dce.routing.duplicates import DuplicateLedger
 from dce.routing.engine import RoutingEngine
 from dce.routing.model import (
@@ -158,8 +158,6 @@ def test_engine_duplicate_scopes() -> None:
 def test_over_cap_agrees_with_usage(
     active: int, minutes_ago: list[int], hourly: int | None, daily: int | None, monthly: int | None
 ) -> None:
-    from dce.routing.counters import CapCheck
-
     c = InMemoryCounters()
     for _ in range(active):
         c.try_acquire("t", None)
