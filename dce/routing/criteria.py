@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from types import CodeType
 from typing import TypeVar
 
 from dce.routing.model import CallerContext, Criterion, CriterionOp
@@ -142,6 +144,12 @@ def _test(c: CompiledCriterion, name: str, namespace: dict[str, object]) -> str:
 _PROLOGUE = "    f_state = ctx.state\n    f_zip = ctx.zip\n    f_area_code = ctx.area_code\n    tags = ctx.tags\n"
 
 
+@lru_cache(maxsize=4096)
+def _compiled(source: str) -> CodeType:
+    """Compiled generated source; campaigns with the same criteria shapes share it (constants are in globals)."""
+    return compile(source, "<routing criteria>", "exec")
+
+
 def _namespace() -> dict[str, object]:
     return {"_tag_exists": _tag_exists, "_tag_in": _tag_in, "_tag_search": _tag_search}
 
@@ -153,7 +161,7 @@ def compile_predicate(criteria: tuple[CompiledCriterion, ...]) -> Predicate | No
     namespace = _namespace()
     tests = " and ".join(_test(c, str(i), namespace) for i, c in enumerate(criteria))
     source = f"def _predicate(ctx):\n{_PROLOGUE}    return {tests}\n"
-    exec(compile(source, "<criteria>", "exec"), namespace)
+    exec(_compiled(source), namespace)
     return namespace["_predicate"]  # type: ignore[return-value]
 
 
@@ -170,5 +178,5 @@ def compile_filter(items: Sequence[tuple[T, tuple[CompiledCriterion, ...]]]) -> 
         tests = "".join(f" and {_test(c, f'{i}_{j}', namespace)}" for j, c in enumerate(criteria))
         lines.append(f"    if mask & {1 << i}{tests}:\n        out.append(T{i})\n")
     lines.append("    return out\n")
-    exec(compile("".join(lines), "<campaign filter>", "exec"), namespace)
+    exec(_compiled("".join(lines)), namespace)
     return namespace["_filter"]  # type: ignore[return-value]

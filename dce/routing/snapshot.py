@@ -130,8 +130,15 @@ class MarketplaceSnapshot:
         campaigns: Iterable[Campaign],
         targets: Iterable[Target],
         numbers: Iterable[TrackingNumber],
+        previous: MarketplaceSnapshot | None = None,
     ) -> MarketplaceSnapshot:
-        """Validate and index the marketplace; ValueError naming the first object with a bad reference."""
+        """Validate and index the marketplace; ValueError naming the first object with a bad reference.
+
+        With ``previous``, unchanged targets and campaigns (equal value objects, same buyer) reuse its compiled
+        forms, so a refresh after a small API change costs equality checks instead of recompiling everything.
+        """
+        old_targets = previous.targets if previous is not None else {}
+        old_campaigns = previous.campaigns if previous is not None else {}
         pubs = _index("publisher", publishers, "id")
         buys = _index("buyer", buyers, "id")
         for b in buys.values():
@@ -145,7 +152,11 @@ class MarketplaceSnapshot:
             buyer = buys.get(t.buyer_id)
             if buyer is None:
                 raise ValueError(f"target {t.id!r}: unknown buyer {t.buyer_id!r}")
-            compiled[t.id] = _compile_target(t, buyer)
+            old = old_targets.get(t.id)
+            if old is not None and old.target == t and old.buyer == buyer:
+                compiled[t.id] = old
+            else:
+                compiled[t.id] = _compile_target(t, buyer)
         camps: dict[str, CompiledCampaign] = {}
         by_key: dict[str, CompiledCampaign] = {}
         for c in _index("campaign", campaigns, "id").values():
@@ -159,13 +170,20 @@ class MarketplaceSnapshot:
                 if pid != "*" and pid not in pubs:
                     raise ValueError(f"campaign {c.id!r}: payout for unknown publisher {pid!r}")
             members = tuple(compiled[tid] for tid in dict.fromkeys(c.target_ids))
-            cc = CompiledCampaign(
-                campaign=c,
-                publishers=frozenset(c.publisher_ids) if c.publisher_ids else None,
-                targets=members,
-                filter=compile_filter([(ct, ct.criteria) for ct in members]),
-                any_capped=any(ct.capped for ct in members),
-            )
+            cc = old_campaigns.get(c.id)
+            if (
+                cc is None
+                or cc.campaign != c
+                or len(cc.targets) != len(members)
+                or not all(a is b for a, b in zip(cc.targets, members, strict=True))
+            ):
+                cc = CompiledCampaign(
+                    campaign=c,
+                    publishers=frozenset(c.publisher_ids) if c.publisher_ids else None,
+                    targets=members,
+                    filter=compile_filter([(ct, ct.criteria) for ct in members]),
+                    any_capped=any(ct.capped for ct in members),
+                )
             camps[c.id] = cc
             if c.key is not None:
                 if c.key in by_key:

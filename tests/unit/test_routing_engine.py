@@ -193,3 +193,31 @@ def test_campaign_targets_index() -> None:
     assert [ct.target.id for ct in snap.campaign_targets("c")] == ["t", "u"]
     assert snap.campaign_targets("nope") == ()
     assert snap.numbers[DID].campaign_id == "c"
+
+
+def test_incremental_build_reuses_unchanged_and_recompiles_changed() -> None:
+    first = market(target("t"), target("u"))
+    t2, u2 = target("t"), target("u", revenue=5)
+    again = MarketplaceSnapshot.build(
+        first.publishers.values(),
+        first.buyers.values(),
+        [cc.campaign for cc in first.campaigns.values()],
+        [t2, u2],
+        first.numbers.values(),
+        previous=first,
+    )
+    assert again.targets["t"] is first.targets["t"]
+    assert again.targets["u"] is not first.targets["u"] and again.targets["u"].planned.revenue == 5
+    assert again.campaigns["c"] is not first.campaigns["c"]
+    same = MarketplaceSnapshot.build(
+        again.publishers.values(),
+        again.buyers.values(),
+        [cc.campaign for cc in again.campaigns.values()],
+        [t2, u2],
+        again.numbers.values(),
+        previous=again,
+    )
+    assert same.campaigns["c"] is again.campaigns["c"]
+    engine = engine_for(first)
+    engine.replace(same)
+    assert [p.revenue for p in engine.plan(CTX, NOW).targets if p.target_id == "u"] == [5]
