@@ -19,6 +19,7 @@ from dce.routing.model import CallerContext, Criterion, CriterionOp
 
 _PLAIN_FIELDS = ("state", "zip", "area_code")
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,18 +166,22 @@ def compile_predicate(criteria: tuple[CompiledCriterion, ...]) -> Predicate | No
     return namespace["_predicate"]  # type: ignore[return-value]
 
 
-def compile_filter(items: Sequence[tuple[T, tuple[CompiledCriterion, ...]]]) -> Callable[[CallerContext, int], list[T]]:
-    """One generated function for a whole campaign: ``f(ctx, mask)`` -> the items whose bit is set in ``mask``
-    (bit i = item i) and whose criteria ``ctx`` satisfies, in order.
+def compile_filter(
+    items: Sequence[tuple[T, tuple[CompiledCriterion, ...], S | None]],
+) -> Callable[[CallerContext, int], tuple[list[T], list[S]]]:
+    """One generated function for a whole campaign: ``f(ctx, mask)`` -> (items whose bit is set in ``mask`` (bit
+    i = item i) and whose criteria ``ctx`` satisfies, in order; the ``side`` values of those that have one).
 
     The hot path then pays one call per call, not one per target; every field is read from ``ctx`` once.
     """
     namespace = _namespace()
-    lines = ["def _filter(ctx, mask):\n", _PROLOGUE, "    out = []\n"]
-    for i, (item, criteria) in enumerate(items):
+    lines = ["def _filter(ctx, mask):\n", _PROLOGUE, "    out = []\n    side = []\n"]
+    for i, (item, criteria, extra) in enumerate(items):
         namespace[f"T{i}"] = item
+        namespace[f"X{i}"] = extra
         tests = "".join(f" and {_test(c, f'{i}_{j}', namespace)}" for j, c in enumerate(criteria))
-        lines.append(f"    if mask & {1 << i}{tests}:\n        out.append(T{i})\n")
-    lines.append("    return out\n")
+        also = f"\n        side.append(X{i})" if extra is not None else ""
+        lines.append(f"    if mask & {1 << i}{tests}:\n        out.append(T{i}){also}\n")
+    lines.append("    return out, side\n")
     exec(_compiled("".join(lines)), namespace)
     return namespace["_filter"]  # type: ignore[return-value]

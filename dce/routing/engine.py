@@ -153,7 +153,9 @@ class RoutingEngine:
         self, cc: CompiledCampaign, ctx: CallerContext, now: datetime
     ) -> tuple[list[CompiledTarget], list[int]]:
         mask, opened, disabled, closed = self._open_now(cc, int(now.timestamp()) // 60)
-        out = cc.filter(ctx, mask) if mask else []
+        if not mask:
+            return [], [disabled, closed, 0, 0, 0]
+        out, checks = cc.filter(ctx, mask)
         rejected = [disabled, closed, opened - len(out), 0, 0]  # in _REASONS order
         if not out:
             return out, rejected
@@ -163,13 +165,12 @@ class RoutingEngine:
             fresh = [ct for ct in out if not is_duplicate(rule, ctx.ani, cc.campaign.id, ct.target.id, now)]
             rejected[3] = len(out) - len(fresh)
             out = fresh
-        if cc.any_capped:
             checks = [ct.cap_check for ct in out if ct.capped]
-            if checks:
-                over = self._counters.over_cap(checks, now)
-                if over:
-                    rejected[4] = len(over)
-                    out = [ct for ct in out if ct.target.id not in over]
+        if checks:
+            over = self._counters.over_cap(checks, now)
+            if over:
+                rejected[4] = len(over)
+                out = [ct for ct in out if ct.target.id not in over]
         return out, rejected
 
     def _order(self, cc: CompiledCampaign, targets: list[CompiledTarget], ctx: CallerContext) -> list[CompiledTarget]:

@@ -59,7 +59,8 @@ class CompiledCampaign:
     campaign: Campaign
     publishers: frozenset[str] | None  # None: any publisher may send calls
     targets: tuple[CompiledTarget, ...]
-    filter: Callable[[CallerContext, int], list[CompiledTarget]]  # (ctx, bitmask of open targets) -> matching
+    # (ctx, bitmask of open targets) -> (matching targets, their CapChecks when capped)
+    filter: Callable[[CallerContext, int], tuple[list[CompiledTarget], list[CapCheck]]]
     any_capped: bool  # some target has a cap (the engine asks the counters)
 
 
@@ -181,7 +182,7 @@ class MarketplaceSnapshot:
                     campaign=c,
                     publishers=frozenset(c.publisher_ids) if c.publisher_ids else None,
                     targets=members,
-                    filter=compile_filter([(ct, ct.criteria) for ct in members]),
+                    filter=compile_filter([(ct, ct.criteria, ct.cap_check if ct.capped else None) for ct in members]),
                     any_capped=any(ct.capped for ct in members),
                 )
             camps[c.id] = cc
