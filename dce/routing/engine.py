@@ -98,8 +98,7 @@ class RoutingEngine:
                 return None, "publisher not allowed"
             if not publisher.enabled:
                 return None, "publisher disabled"
-        elif cc.publishers is not None:
-            return None, "publisher not allowed"
+        # publisher None: a context built for a keyed RTB ping (no DID); the campaign key stands for the publisher
         rule = campaign.duplicate_rule
         if (
             rule is not None

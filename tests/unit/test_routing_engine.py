@@ -221,3 +221,10 @@ def test_incremental_build_reuses_unchanged_and_recompiles_changed() -> None:
     engine = engine_for(first)
     engine.replace(same)
     assert [p.revenue for p in engine.plan(CTX, NOW).targets if p.target_id == "u"] == [5]
+
+
+def test_context_without_publisher_is_a_keyed_ping_and_skips_the_publisher_check() -> None:
+    engine = engine_for(market(target("t")))
+    ping = CallerContext(ani=None, did="", campaign_id="c")
+    assert ids(engine, ping) == ["t"]
+    assert engine.plan(CallerContext(ani=None, did="", campaign_id="nope"), NOW).reason == "unknown campaign"
