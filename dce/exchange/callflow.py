@@ -1,6 +1,7 @@
 """The CallFlow: one call walked through every room, start to finish.
 
-    INVITE in -> DID lookup -> plan (static routes for now) -> media -> dial in order -> bridge -> teardown -> CDR
+    INVITE in -> DID lookup -> plan (marketplace engine or static routes) -> auction when targets bid
+    -> media -> dial in order -> bridge -> teardown -> CDR
 
 The SIP details (transactions, relaying responses, CANCEL races, BYE) live in ``dce.sip.b2bua``; this module
 only decides. Each call runs as one task that reads the B2BUA's events for that call from a queue.
@@ -123,6 +124,8 @@ class CallFlow:
         try:
             request = CallRequest(did, call.caller_user, tuple(call.a.request.headers))
             routed = self.router.plan(request, times.invite_at)
+            if routed is not None and routed.plan.targets and self.router.needs_auction(routed):
+                routed = await self.router.auction(routed, call.id)
             if routed is None:
                 self.sip.reject(call, 404, reason_header='Q.850;cause=1;text="unallocated number"')
                 outcome = _Outcome(Disposition.REJECTED, 404, reason="no route for DID")
@@ -233,6 +236,8 @@ class CallFlow:
         )
         self.cdrs.submit(cdr)
         self.observer.call_finished(cdr)
+        if routed is not None and target is not None and cdr.disposition is Disposition.ANSWERED:
+            self.router.completed(routed, target, cdr.billable_s, cdr.end_at)
 
 
 def _routing_details(target: PlannedTarget | None, routed: Routed | None) -> dict[str, str]:

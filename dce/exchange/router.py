@@ -53,6 +53,18 @@ class Router(Protocol):
         """The target answered: count the connect (caps) and remember the caller (duplicates)."""
         ...
 
+    def completed(self, routed: Routed, target: PlannedTarget, billable_s: int, now: datetime) -> None:
+        """An answered call ended after ``billable_s``: count a conversion when it reached the target's duration."""
+        ...
+
+    def needs_auction(self, routed: Routed) -> bool:
+        """Whether the plan must be re-ranked by an auction before dialling."""
+        ...
+
+    async def auction(self, routed: Routed, call_id: str) -> Routed:
+        """The plan re-ranked by bids (bounded by the campaign's ping timeout)."""
+        ...
+
 
 class StaticRouter:
     """Static routes from configuration: every destination with the default ring timeout, no accounting."""
@@ -77,3 +89,12 @@ class StaticRouter:
 
     def connected(self, routed: Routed, target: PlannedTarget, now: datetime) -> None:
         return None
+
+    def completed(self, routed: Routed, target: PlannedTarget, billable_s: int, now: datetime) -> None:
+        return None
+
+    def needs_auction(self, routed: Routed) -> bool:
+        return False
+
+    async def auction(self, routed: Routed, call_id: str) -> Routed:
+        return routed

@@ -4,22 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 
+from dce.bidding.inbound import Reservations
+from dce.bidding.rtb import RtbPinger
 from dce.billing.cdr import CallDetailRecord
 from dce.db import cdr_spool
 from dce.db.cdr_writer import CdrWriter
 from dce.db.engine import create_engine
+from dce.db.marketplace_repository import MarketplaceData
+from dce.db.marketplace_watcher import MarketplaceWatcher
 from dce.exchange.callflow import CallFlow
 from dce.exchange.config import Settings
 from dce.exchange.gc_policy import GcPolicy
+from dce.exchange.marketplace_router import MarketplaceRouter
 from dce.exchange.router import StaticRouter
 from dce.http_api.app import build_app, run_http
 from dce.http_api.metrics import ExchangeMetrics
 from dce.media.relay import MediaPlane, MediaRelay, PassthroughMedia
+from dce.routing.counters import InMemoryCounters
+from dce.routing.duplicates import DuplicateLedger
+from dce.routing.engine import RoutingEngine
+from dce.routing.snapshot import MarketplaceSnapshot
 from dce.routing.static import StaticRoutes
 from dce.sip.b2bua import B2BUA, Call
 from dce.sip.endpoint import SipEndpoint
@@ -120,17 +131,37 @@ class Exchange:
         else:
             self.media = PassthroughMedia()
         self.routes = StaticRoutes(settings.static_routes)
-        self.router = StaticRouter(self.routes, settings.routing.ring_timeout_s)
+        await self._start_marketplace(StaticRouter(self.routes, settings.routing.ring_timeout_s))
         self.callflow = CallFlow(sip=SipService(self.b2bua, self.transport), router=self.router,
                                  media=self.media, cdrs=self.writer, observer=observer)
 
-        app = build_app(engine=self.engine, metrics=self.metrics, status=self._status)
+        app = build_app(engine=self.engine, metrics=self.metrics, status=self._status,
+                        on_marketplace_change=self.watcher.notify)
         self.runner: web.AppRunner = await run_http(app, settings.http.host, settings.http.port)
         self.http_address = self.runner.addresses[0][:2]
         self.gc_policy = GcPolicy()
         self.gc_policy.start()
         log.info("exchange up: SIP %s, HTTP %s, media %s", self.sip_addresses, self.http_address,
                  settings.media.mode)
+
+    async def _start_marketplace(self, fallback: StaticRouter) -> None:
+        """Load the marketplace into memory, keep it fresh (API writes, other nodes), and route with it."""
+        counters, duplicates = InMemoryCounters(), DuplicateLedger()  # shared by planning and leg accounting
+        self.routing_engine = RoutingEngine(MarketplaceSnapshot.empty(), counters, duplicates, random.Random())
+        self.http_client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1000, ttl_dns_cache=300),
+            headers={"User-Agent": self.settings.sip.user_agent})
+        self.router = MarketplaceRouter(self.routing_engine, counters, duplicates, fallback,
+                                        pinger=RtbPinger(self.http_client), reservations=Reservations())
+        self.watcher = MarketplaceWatcher(self.engine, self._load_snapshot, interval_s=0.5)
+        await self.watcher.start()
+
+    def _load_snapshot(self, data: MarketplaceData) -> None:
+        snapshot = MarketplaceSnapshot.build(data.publishers, data.buyers, data.campaigns, data.targets,
+                                             data.tracking_numbers, previous=self.routing_engine.snapshot)
+        self.routing_engine.replace(snapshot)
+        log.info("marketplace v%d: %d campaigns, %d targets, %d numbers", data.version, len(data.campaigns),
+                 len(data.targets), len(data.tracking_numbers))
 
     def _dispatch(self) -> None:
         b2bua = self.b2bua
@@ -153,6 +184,8 @@ class Exchange:
         except TimeoutError:
             log.warning("calls still running at shutdown")
         await self.runner.cleanup()
+        await self.watcher.stop()
+        await self.http_client.close()
         await self.transport.close()
         await self.media.close()
         left = await self.writer.close()

@@ -280,6 +280,15 @@ class PlannedRouter:
     def connected(self, routed, target, now):
         self.log.append(f"connected {target.target_id}")
 
+    def completed(self, routed, target, billable_s, now):
+        self.log.append(f"completed {target.target_id} {billable_s}s")
+
+    def needs_auction(self, routed):
+        return False
+
+    async def auction(self, routed, call_id):
+        return routed
+
 
 async def test_a_known_did_with_no_eligible_target_gets_480_and_a_no_route_cdr():
     h = Harness({})
@@ -315,7 +324,7 @@ async def test_a_target_at_capacity_is_skipped_and_slots_follow_the_legs():
     bye = request("BYE", "sip:10.0.0.1:5060", call_id="call-1@192.0.2.10", to_tag=ok.response.to_tag, cseq=2,
                   from_uri="sip:+13125550199@192.0.2.10", to_uri=f"sip:{DID}@10.0.0.1")
     await h.feed(bye)
-    assert router.log == ["acquire t2", "release t2", "acquire t3", "connected t3", "release t3"]
+    assert router.log == ["acquire t2", "release t2", "acquire t3", "connected t3", "release t3", "completed t3 0s"]
     [cdr] = h.cdrs
     assert cdr.extra["target_id"] == "t3" and cdr.extra["revenue_micros"] == "3000000"
 
