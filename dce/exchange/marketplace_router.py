@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from dce.bidding.auction import Auction
@@ -85,7 +85,7 @@ class MarketplaceRouter:
                 auction.add(bid, started)
         result = auction.close(max(time.time(), started))
         records.extend(result.records)
-        self._record_bids(records)
+        self.record_bids(records)
         ranked = list(result.ranked)
         if reserved is not None and reserved.target_id in by_id:
             ranked = [reserved, *(bid for bid in ranked if bid.target_id != reserved.target_id)]
@@ -132,7 +132,8 @@ class MarketplaceRouter:
         self.counters.record(target.target_id, CapCounts.CONVERSIONS, now)
         self.duplicates.record(ctx.ani, ctx.campaign_id, target.target_id, DuplicateAfter.CONVERTED, now)
 
-    def _record_bids(self, records: list[BidRecord]) -> None:
+    def record_bids(self, records: Sequence[BidRecord]) -> None:
+        """Count and keep every bid (calls' auctions and publishers' pings alike)."""
         for record in records:
             reason = f":{record.reject_reason}" if record.reject_reason is not None else ""
             self.bid_outcomes[f"{record.outcome}{reason}"] += 1

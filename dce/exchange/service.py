@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from dce.bidding.inbound import Reservations
+from dce.bidding.inbound import InboundPings, Reservations
 from dce.bidding.rtb import RtbPinger
 from dce.billing.cdr import CallDetailRecord
 from dce.db import cdr_spool
@@ -26,10 +26,12 @@ from dce.exchange.marketplace_router import MarketplaceRouter
 from dce.exchange.router import StaticRouter
 from dce.http_api.app import build_app, run_http
 from dce.http_api.metrics import ExchangeMetrics
+from dce.http_api.rtb import RtbPingService
 from dce.media.relay import MediaPlane, MediaRelay, PassthroughMedia
 from dce.routing.counters import InMemoryCounters
 from dce.routing.duplicates import DuplicateLedger
 from dce.routing.engine import RoutingEngine
+from dce.routing.model import Campaign
 from dce.routing.snapshot import MarketplaceSnapshot
 from dce.routing.static import StaticRoutes
 from dce.sip.b2bua import B2BUA, Call
@@ -136,7 +138,7 @@ class Exchange:
                                  media=self.media, cdrs=self.writer, observer=observer)
 
         app = build_app(engine=self.engine, metrics=self.metrics, status=self._status,
-                        on_marketplace_change=self.watcher.notify)
+                        on_marketplace_change=self.watcher.notify, rtb_pings=self._rtb_pings())
         self.runner: web.AppRunner = await run_http(app, settings.http.host, settings.http.port)
         self.http_address = self.runner.addresses[0][:2]
         self.gc_policy = GcPolicy()
@@ -155,6 +157,18 @@ class Exchange:
                                         pinger=RtbPinger(self.http_client), reservations=Reservations())
         self.watcher = MarketplaceWatcher(self.engine, self._load_snapshot, interval_s=0.5)
         await self.watcher.start()
+
+    def _rtb_pings(self) -> RtbPingService:
+        """Publishers' pings run the same auction as calls, and reserve the winner for the caller's CID."""
+        engine = self.routing_engine
+
+        def campaign_by_key(key: str) -> Campaign | None:
+            compiled = engine.snapshot.by_key.get(key)
+            return compiled.campaign if compiled is not None else None
+
+        pings = InboundPings(engine.eligible, self.router.pinger, self.router.reservations,
+                             on_records=self.router.record_bids)
+        return RtbPingService(pings, campaign_by_key)
 
     def _load_snapshot(self, data: MarketplaceData) -> None:
         snapshot = MarketplaceSnapshot.build(data.publishers, data.buyers, data.campaigns, data.targets,

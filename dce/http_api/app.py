@@ -17,6 +17,7 @@ from dce.http_api.keys import ENGINE, METRICS, STARTED_AT, STATUS
 from dce.http_api.marketplace import ON_MARKETPLACE_CHANGE, OnChange, marketplace_routes
 from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.problems import problem, problem_middleware
+from dce.http_api.rtb import RTB_PINGS, RtbPingService, rtb_routes
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ def build_app(
     metrics: ExchangeMetrics,
     status: Callable[[], dict[str, Any]] | None = None,
     on_marketplace_change: OnChange | None = None,
+    rtb_pings: RtbPingService | None = None,
 ) -> web.Application:
     """The side API. ``status()`` adds fields (e.g. active calls; a "checks" dict merges) to ``/health``.
 
@@ -100,9 +102,12 @@ def build_app(
         app[STATUS] = status
     if on_marketplace_change is not None:
         app[ON_MARKETPLACE_CHANGE] = on_marketplace_change
+    if rtb_pings is not None:
+        app[RTB_PINGS] = rtb_pings
     app.add_routes(routes)
     api = build_api_app()
     api.add_routes(marketplace_routes())
+    api.add_routes(rtb_routes())
     app.add_subapp("/api/v1", api)
     return app
 

@@ -10,6 +10,7 @@ import asyncio
 import json
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,14 +40,15 @@ def api(exchange: ExchangeProcess, method: str, path: str, body: dict[str, Any] 
     return json.loads(raw) if raw else None
 
 
-def configure(exchange: ExchangeProcess, targets: list[dict[str, Any]]) -> None:
+def configure(exchange: ExchangeProcess, targets: list[dict[str, Any]], **campaign: Any) -> None:
     """One publisher, one buyer, the given targets in one campaign on the test DID."""
     api(exchange, "POST", "/publishers", {"id": "p1", "name": "Publisher One"})
     api(exchange, "POST", "/buyers", {"id": "b1", "name": "Buyer One", "timezone": "America/New_York"})
     for target in targets:
         api(exchange, "POST", "/targets", {"buyer_id": "b1", **target})
     api(exchange, "POST", "/campaigns", {"id": "c1", "name": "Insurance", "publisher_ids": ["p1"],
-                                         "target_ids": [t["id"] for t in targets], "ping_timeout_ms": 1000})
+                                         "target_ids": [t["id"] for t in targets], "ping_timeout_ms": 1000,
+                                         **campaign})
     api(exchange, "POST", "/numbers", {"did": DID, "campaign_id": "c1", "publisher_id": "p1"})
     time.sleep(1.0)  # the issue's bound: API changes reach live routing within 1 s
 
@@ -61,13 +63,15 @@ class Buyers:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
 
-    def add(self, name: str, amount: str, sip_address: str) -> str:
+    def add(self, name: str, amount: str, sip_address: str, *, later: str | None = None) -> str:
+        """A buyer bidding ``amount`` on its first ping and ``later`` (default: the same) afterwards."""
         port = free_port("tcp")
         self.pings[name] = []
 
         async def bid(request: web.Request) -> web.Response:
             self.pings[name].append(await request.json())
-            return web.json_response({"bidAmount": amount, "sipAddress": sip_address, "expireInSeconds": 30})
+            price = amount if len(self.pings[name]) == 1 or later is None else later
+            return web.json_response({"bidAmount": price, "sipAddress": sip_address, "expireInSeconds": 30})
 
         async def serve() -> None:
             app = web.Application()
@@ -156,3 +160,32 @@ def test_known_did_with_every_target_closed_gets_480_and_a_no_route_cdr(
     cdr = only(fetch_cdrs(exchange.http_base, 1))
     assert (cdr["disposition"], cdr["final_code"]) == ("no_route", 480)
     assert "closed" in cdr["reason"]
+
+
+def test_a_publisher_ping_reserves_the_winner_for_the_call_that_follows(
+        tmp_path: Path, exchange_factory: Any, uas_factory: Any, buyers: Buyers) -> None:  # noqa: F811
+    static = uas_factory("uas_answer")
+    bidder = uas_factory("uas_answer", calls=1)
+    exchange = exchange_factory({})
+    configure(exchange, [
+        {"id": "static", "name": "Static", "destination": static.uri, "revenue": "12.50"},
+        # 15.00 to the publisher's ping, 1.00 when pinged again for the call: only the reservation sends it there
+        {"id": "rtb", "name": "Bidder", "destination": static.uri,
+         "bid_url": buyers.add("rtb", "15.00", bidder.uri, later="1.00")},
+    ], key="k1")
+
+    answer = api(exchange, "POST", "/rtb/k1/ping", {"CID": "+15551230000", "zipcode": "10001"})
+    assert answer["sipAddress"] == bidder.uri and answer["expireInSeconds"] > 0
+    assert answer["bidAmount"] in ("15.00", "15", 15, 15.0) and answer["bidId"]
+    unknown = urllib.request.Request(f"{exchange.http_base}/api/v1/rtb/nope/ping", method="POST", data=b"{}")
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(unknown, timeout=5)
+    assert error.value.code == 404
+
+    caller = run_sipp_uac("uac_basic", exchange.sip_target, tmp_path, hold_ms=500, timeout=30)
+
+    assert_ok(caller, exchange=exchange)
+    assert_ok(bidder.stop(), exchange=exchange)
+    assert static.stop().created == 0
+    cdr = only(fetch_cdrs(exchange.http_base, 1))
+    assert (cdr["destination"], cdr["extra"]["target_id"]) == (bidder.uri, "rtb")
