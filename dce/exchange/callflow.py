@@ -18,7 +18,7 @@ from typing import Protocol, TypeVar
 
 from dce.billing.cdr import CallDetailRecord, Disposition, HangupSide
 from dce.exchange.eager import start_eagerly
-from dce.exchange.router import STATIC_TARGET, CallRequest, Routed, Router
+from dce.exchange.router import STATIC_TARGET, CallRequest, OutboundTrunk, Routed, Router
 from dce.media.ports import PortsExhausted
 from dce.media.relay import MediaPlane, MediaSession, MediaStats
 from dce.routing.model import PlannedTarget
@@ -82,9 +82,11 @@ class CallFlow:
     """Decides what happens to each inbound call. One instance per exchange; one task per call."""
 
     def __init__(self, *, sip: SipCommands, router: Router, media: MediaPlane, cdrs: CdrSink,
-                 observer: CallObserver, wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 observer: CallObserver, trunk: OutboundTrunk | None = None,
+                 wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.sip = sip
         self.router = router
+        self.trunk = trunk or OutboundTrunk(None)
         self.media = media
         self.cdrs = cdrs
         self.observer = observer
@@ -162,11 +164,16 @@ class CallFlow:
         failure: DialFailed | None = None
         tried: PlannedTarget | None = None
         for target in routed.plan.targets:
+            uri = self.trunk.uri_for(target.destination)
+            if uri is None:
+                log.warning("call %s: no outbound trunk to dial %s (target %s)", call.id, target.destination,
+                            target.target_id)
+                continue
             if not self.router.acquire(routed, target):
                 continue  # its concurrency slot went to another call since the plan was made
             tried = target
             try:
-                self.sip.dial(call, target.destination, ring_timeout=target.ring_timeout_s)
+                self.sip.dial(call, uri, ring_timeout=target.ring_timeout_s)
             except ValueError as exc:  # the caller's SDP offer cannot be relayed
                 self.sip.reject(call, 488, reason_header='Q.850;cause=88;text="unreadable SDP offer"')
                 times.end(self.sip.monotonic())
@@ -194,10 +201,11 @@ class CallFlow:
                     failure = event
                     self.router.release(routed, target)
                     break
-        if failure is None:  # every target's slot was taken meanwhile
-            self.sip.reject(call, 480, reason_header='Q.850;cause=34;text="all targets at capacity"')
+        if failure is None:  # no target could be dialled: slots taken meanwhile, or numbers without a trunk
+            reason = "no target could be dialled (at capacity, or a number with no outbound trunk)"
+            self.sip.reject(call, 480, reason_header=f'Q.850;cause=34;text="{reason}"')
             times.end(self.sip.monotonic())
-            return _Outcome(Disposition.NO_ROUTE, 480, HangupSide.SYSTEM, "all targets at capacity"), None
+            return _Outcome(Disposition.NO_ROUTE, 480, HangupSide.SYSTEM, reason), None
         status, disposition, reason_header = FAILURE_RESPONSES[failure.reason]
         if failure.reason == "failed" and 400 <= failure.status < 500:
             status = failure.status  # a definite client error from the destination is passed on as is

@@ -174,6 +174,12 @@ class RoutingConfig(_Section):
     """Call routing knobs."""
 
     ring_timeout_s: float = Field(30, gt=0)
+    outbound_trunk: str | None = None  # sip: URI that E.164 destinations are dialled through
+
+    @field_validator("outbound_trunk")
+    @classmethod
+    def _check_trunk(cls, value: str | None) -> str | None:
+        return None if value is None else _check_sip_uri(value)
 
 
 def _normalise_did(value: str) -> str:

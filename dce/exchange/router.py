@@ -98,3 +98,20 @@ class StaticRouter:
 
     async def auction(self, routed: Routed, call_id: str) -> Routed:
         return routed
+
+
+class OutboundTrunk:
+    """Turns a target's destination into the URI to dial: SIP URIs as they are, E.164 numbers via the trunk."""
+
+    def __init__(self, trunk_uri: str | None) -> None:
+        self.trunk_uri = trunk_uri
+
+    def uri_for(self, destination: str) -> str | None:
+        """The dialable URI, or None for a number when no trunk is configured."""
+        if destination.startswith(("sip:", "sips:")):
+            return destination
+        if self.trunk_uri is None or not destination.startswith("+"):
+            return None
+        scheme, _, rest = self.trunk_uri.partition(":")
+        host = rest.split("@", 1)[-1]
+        return f"{scheme}:{destination}@{host}"

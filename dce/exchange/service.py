@@ -23,7 +23,7 @@ from dce.exchange.callflow import CallFlow
 from dce.exchange.config import Settings
 from dce.exchange.gc_policy import GcPolicy
 from dce.exchange.marketplace_router import MarketplaceRouter
-from dce.exchange.router import StaticRouter
+from dce.exchange.router import OutboundTrunk, StaticRouter
 from dce.http_api.app import build_app, run_http
 from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.rtb import RtbPingService
@@ -135,7 +135,8 @@ class Exchange:
         self.routes = StaticRoutes(settings.static_routes)
         await self._start_marketplace(StaticRouter(self.routes, settings.routing.ring_timeout_s))
         self.callflow = CallFlow(sip=SipService(self.b2bua, self.transport), router=self.router,
-                                 media=self.media, cdrs=self.writer, observer=observer)
+                                 media=self.media, cdrs=self.writer, observer=observer,
+                                 trunk=OutboundTrunk(settings.routing.outbound_trunk))
 
         app = build_app(engine=self.engine, metrics=self.metrics, status=self._status,
                         on_marketplace_change=self.watcher.notify, rtb_pings=self._rtb_pings())

@@ -9,7 +9,7 @@ import pytest
 
 from dce.billing.cdr import CallDetailRecord, Disposition, HangupSide
 from dce.exchange.callflow import CallFlow
-from dce.exchange.router import Routed, StaticRouter
+from dce.exchange.router import OutboundTrunk, Routed, StaticRouter
 from dce.media.relay import PassthroughMedia
 from dce.routing.model import CallerContext, PlannedTarget, RoutingPlan
 from dce.routing.static import StaticRoutes
@@ -339,3 +339,24 @@ async def test_an_unreachable_destination_fails_over_at_once():
     await h.pump()
     [second] = requests_of(h.out(), "INVITE")
     assert second.addr == ("127.0.0.1", 5081)
+
+
+async def test_number_destinations_are_dialled_through_the_outbound_trunk():
+    plan = RoutingPlan((PlannedTarget("t1", "+12125550123", 1_000_000, 20),))
+    h = Harness({})
+    h.flow.router = PlannedRouter(plan)
+    h.flow.trunk = OutboundTrunk("sip:203.0.113.5:5070")
+    sent = await h.feed(invite())
+    [leg] = requests_of(sent, "INVITE")
+    assert leg.addr == ("203.0.113.5", 5070)
+    assert leg.request.uri == "sip:+12125550123@203.0.113.5:5070"
+
+
+async def test_a_number_destination_without_a_trunk_is_skipped():
+    plan = RoutingPlan((PlannedTarget("t1", "+12125550123", 1_000_000, 20),
+                        PlannedTarget("t2", "sip:127.0.0.1:5081", 1_000_000, 20)))
+    h = Harness({})
+    h.flow.router = PlannedRouter(plan)
+    sent = await h.feed(invite())
+    [leg] = requests_of(sent, "INVITE")
+    assert leg.addr == ("127.0.0.1", 5081)
