@@ -1,4 +1,4 @@
-"""The batching CDR writer: takes records off the hot path and never loses one."""
+"""Batching writers: take records (CDRs, bids) off the hot path and never lose one."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from itertools import islice
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -16,16 +17,18 @@ from dce.db.cdr_repository import insert_cdrs
 
 log = logging.getLogger(__name__)
 
-InsertFn = Callable[[AsyncEngine, Sequence[CallDetailRecord]], Awaitable[None]]
+T = TypeVar("T")
+InsertFn = Callable[[AsyncEngine, Sequence[T]], Awaitable[None]]
 
 
-class CdrWriter:
-    """Queue CDRs with :meth:`submit` (sync, never blocks or raises); a task writes them in batches.
+class BatchWriter(Generic[T]):
+    """Queue records with :meth:`submit` (sync, never blocks or raises); a task writes them in batches.
 
     A batch goes out when ``batch_size`` records are queued or ``flush_interval_s`` after the first one
     arrived. When the write fails the batch stays at the head of the queue (order preserved) and is retried
     with exponential backoff capped at ``max_backoff_s``; writes are idempotent on call_id, so a retry after
-    a lost commit acknowledgement does not duplicate rows. ``on_depth`` is told the queue depth on change.
+    a lost commit acknowledgement does not duplicate rows (``insert`` must be idempotent). ``on_depth`` is told
+    the queue depth on change. ``kind`` names the records in logs and the task.
     """
 
     def __init__(
@@ -37,7 +40,8 @@ class CdrWriter:
         initial_backoff_s: float = 0.1,
         max_backoff_s: float = 10.0,
         on_depth: Callable[[int], None] | None = None,
-        insert: InsertFn = insert_cdrs,
+        insert: InsertFn[T],
+        kind: str = "record",
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -48,7 +52,8 @@ class CdrWriter:
         self._max_backoff_s = max_backoff_s
         self._on_depth = on_depth
         self._insert = insert
-        self._queue: deque[CallDetailRecord] = deque()
+        self._kind = kind
+        self._queue: deque[T] = deque()
         self._wake = asyncio.Event()  # something is queued
         self._hurry = asyncio.Event()  # a full batch, flush() or close(): stop waiting for more
         self._idle = asyncio.Event()  # the queue is empty
@@ -64,8 +69,8 @@ class CdrWriter:
         """Records queued and not yet written."""
         return len(self._queue)
 
-    def submit(self, cdr: CallDetailRecord) -> None:
-        """Queue ``cdr`` for writing. Never blocks, never raises."""
+    def submit(self, cdr: T) -> None:
+        """Queue a record for writing. Never blocks, never raises."""
         try:
             self._queue.append(cdr)
             self._idle.clear()
@@ -73,22 +78,22 @@ class CdrWriter:
             if len(self._queue) >= self._batch_size:
                 self._hurry.set()
             if self._closing:
-                log.error("CDR %s submitted after close(); it stays queued, unwritten", cdr.call_id)
+                log.error("%s %r submitted after close(); it stays queued, unwritten", self._kind, cdr)
             self._report_depth()
         except Exception:  # pragma: no cover - defensive: the hot path must not see our failures
-            log.exception("CdrWriter.submit failed for %r", cdr)
+            log.exception("%s writer: submit failed for %r", self._kind, cdr)
 
     async def start(self) -> None:
         """Start the writer task."""
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="dce-cdr-writer")
+            self._task = asyncio.create_task(self._run(), name=f"dce-{self._kind}-writer")
 
     async def flush(self) -> None:
         """Wait until everything queued so far (and since) is written. Unbounded while the DB is down."""
         if not self._queue:
             return
         if self._task is None:
-            raise RuntimeError("CdrWriter.flush() before start() (or after close())")
+            raise RuntimeError("BatchWriter.flush() before start() (or after close())")
         self._flushers += 1
         self._hurry.set()
         try:
@@ -96,7 +101,7 @@ class CdrWriter:
         finally:
             self._flushers -= 1
 
-    async def close(self, timeout_s: float = 10.0) -> list[CallDetailRecord]:
+    async def close(self, timeout_s: float = 10.0) -> list[T]:
         """Write what is queued, waiting at most ``timeout_s``, then stop.
 
         Returns the records that could not be written in time (empty on success) so the caller can keep them.
@@ -114,7 +119,7 @@ class CdrWriter:
                     await task
         leftover = list(self._queue)
         if leftover:
-            log.error("CdrWriter closed with %d unwritten CDRs", len(leftover))
+            log.error("%s writer closed with %d unwritten records", self._kind, len(leftover))
         return leftover
 
     def _report_depth(self) -> None:
@@ -122,7 +127,7 @@ class CdrWriter:
             try:
                 self._on_depth(len(self._queue))
             except Exception:
-                log.exception("CdrWriter on_depth callback failed")
+                log.exception("%s writer: on_depth callback failed", self._kind)
 
     async def _run(self) -> None:
         backoff = self._initial_backoff_s
@@ -145,7 +150,7 @@ class CdrWriter:
             except Exception as exc:
                 self.failures += 1
                 log.warning(
-                    "CDR write of %d records failed (%s: %s); %d queued, retrying in %.2fs",
+                    "%s write of %d records failed (%s: %s); %d queued, retrying in %.2fs", self._kind,
                     len(batch), type(exc).__name__, exc, len(self._queue), backoff,
                 )  # fmt: skip
                 await asyncio.sleep(backoff)  # backoff: there is no event to wait for
@@ -156,3 +161,11 @@ class CdrWriter:
                 self._queue.popleft()
             self.written += len(batch)
             self._report_depth()
+
+
+class CdrWriter(BatchWriter[CallDetailRecord]):
+    """The batching writer for call detail records (idempotent on call_id)."""
+
+    def __init__(self, engine: AsyncEngine, *, insert: InsertFn[CallDetailRecord] = insert_cdrs,
+                 **options: Any) -> None:
+        super().__init__(engine, insert=insert, kind="cdr", **options)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Collection, Sequence
-from datetime import datetime
+from collections.abc import Callable, Collection, Sequence
+from datetime import UTC, datetime
 
 from dce.bidding.auction import Auction
 from dce.bidding.bids import BidRecord
 from dce.bidding.inbound import Reservations
+from dce.bidding.log import BidLogEntry
 from dce.bidding.rtb import RtbPinger
 from dce.exchange.router import STATIC_TARGET, CallRequest, Routed, StaticRouter
 from dce.routing.context import build_context
@@ -41,6 +42,7 @@ class MarketplaceRouter:
         self.tag_headers = tag_headers
         self.bid_outcomes: Counter[str] = Counter()  # "won", "lost", "rejected:late", ... (metrics)
         self.recent_bids: deque[BidRecord] = deque(maxlen=10_000)  # every bid of the last calls, newest last
+        self.bid_log: Callable[[BidLogEntry], None] | None = None  # e.g. the bids table's batching writer
 
     # -- Router ----------------------------------------------------------------------------------------
     def plan(self, request: CallRequest, now: datetime) -> Routed | None:
@@ -85,7 +87,7 @@ class MarketplaceRouter:
                 auction.add(bid, started)
         result = auction.close(max(time.time(), started))
         records.extend(result.records)
-        self.record_bids(records)
+        self.record_bids(records, campaign_id=campaign.id, call_id=call_id)
         ranked = list(result.ranked)
         if reserved is not None and reserved.target_id in by_id:
             ranked = [reserved, *(bid for bid in ranked if bid.target_id != reserved.target_id)]
@@ -132,9 +134,13 @@ class MarketplaceRouter:
         self.counters.record(target.target_id, CapCounts.CONVERSIONS, now)
         self.duplicates.record(ctx.ani, ctx.campaign_id, target.target_id, DuplicateAfter.CONVERTED, now)
 
-    def record_bids(self, records: Sequence[BidRecord]) -> None:
-        """Count and keep every bid (calls' auctions and publishers' pings alike)."""
+    def record_bids(self, records: Sequence[BidRecord], *, campaign_id: str | None = None,
+                    call_id: str | None = None) -> None:
+        """Count and log every bid (calls' auctions and publishers' pings alike)."""
+        at = datetime.now(UTC)
         for record in records:
+            if self.bid_log is not None:
+                self.bid_log(BidLogEntry(at, record, campaign_id, call_id))
             reason = f":{record.reject_reason}" if record.reject_reason is not None else ""
             self.bid_outcomes[f"{record.outcome}{reason}"] += 1
             self.recent_bids.append(record)

@@ -12,10 +12,12 @@ import aiohttp
 from aiohttp import web
 
 from dce.bidding.inbound import InboundPings, Reservations
+from dce.bidding.log import BidLogEntry
 from dce.bidding.rtb import RtbPinger
 from dce.billing.cdr import CallDetailRecord
 from dce.db import cdr_spool
-from dce.db.cdr_writer import CdrWriter
+from dce.db.bid_repository import insert_bids
+from dce.db.cdr_writer import BatchWriter, CdrWriter
 from dce.db.engine import create_engine
 from dce.db.marketplace_repository import MarketplaceData
 from dce.db.marketplace_watcher import MarketplaceWatcher
@@ -156,6 +158,11 @@ class Exchange:
             headers={"User-Agent": self.settings.sip.user_agent})
         self.router = MarketplaceRouter(self.routing_engine, counters, duplicates, fallback,
                                         pinger=RtbPinger(self.http_client), reservations=Reservations())
+        self.bid_writer: BatchWriter[BidLogEntry] = BatchWriter(
+            self.engine, insert=insert_bids, kind="bid", batch_size=self.settings.database.batch_size,
+            flush_interval_s=self.settings.database.flush_interval_s)
+        await self.bid_writer.start()
+        self.router.bid_log = self.bid_writer.submit
         self.watcher = MarketplaceWatcher(self.engine, self._load_snapshot, interval_s=0.5)
         await self.watcher.start()
 
@@ -203,6 +210,9 @@ class Exchange:
         await self.http_client.close()
         await self.transport.close()
         await self.media.close()
+        unwritten_bids = await self.bid_writer.close()
+        if unwritten_bids:
+            log.error("%d bid log entries could not be written before shutdown", len(unwritten_bids))
         left = await self.writer.close()
         if left:
             log.error("%d CDRs could not be written before shutdown: spooled to %s", len(left),

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce import __version__
 from dce.db.engine import check
+from dce.http_api.bids import routes as bid_routes
 from dce.http_api.calls import build_api_app
 from dce.http_api.keys import ENGINE, METRICS, STARTED_AT, STATUS
 from dce.http_api.marketplace import ON_MARKETPLACE_CHANGE, OnChange, marketplace_routes
@@ -108,6 +109,7 @@ def build_app(
     api = build_api_app()
     api.add_routes(marketplace_routes())
     api.add_routes(rtb_routes())
+    api.add_routes(bid_routes)
     app.add_subapp("/api/v1", api)
     return app
 

@@ -19,7 +19,7 @@ DEFAULT_LIMIT = 50
 routes = web.RouteTableDef()
 
 
-def _int_param(request: web.Request, name: str, default: int, low: int, high: int | None = None) -> int:
+def int_param(request: web.Request, name: str, default: int, low: int, high: int | None = None) -> int:
     raw = request.query.get(name, "")
     if raw == "":
         return default
@@ -68,15 +68,15 @@ def _time_param(request: web.Request, name: str) -> datetime | None:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def _json_row(row: dict[str, Any]) -> dict[str, Any]:
+def json_row(row: dict[str, Any]) -> dict[str, Any]:
     return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in row.items()}
 
 
 @routes.get("/calls")
 async def list_calls(request: web.Request) -> web.Response:
     """A page of calls, newest first: ``?limit=50&offset=0&disposition=&did=&since=&until=``."""
-    limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    offset = _int_param(request, "offset", 0, 0)
+    limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    offset = int_param(request, "offset", 0, 0)
     rows, total = await list_cdrs(
         request.config_dict[ENGINE],
         limit,
@@ -87,7 +87,7 @@ async def list_calls(request: web.Request) -> web.Response:
         until=_time_param(request, "until"),
     )
     return web.json_response(
-        {"items": [_json_row(row) for row in rows], "total": total, "limit": limit, "offset": offset}
+        {"items": [json_row(row) for row in rows], "total": total, "limit": limit, "offset": offset}
     )
 
 

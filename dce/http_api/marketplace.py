@@ -42,7 +42,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import PydanticCustomError
 
 from dce.db import marketplace_repository as repo
-from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, _int_param
+from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param
 from dce.http_api.keys import ENGINE
 from dce.http_api.problems import ProblemError, invalid_parameter
 from dce.routing.criteria import compile_criterion
@@ -547,8 +547,8 @@ class Resource:
 
         @require(READ)
         async def list_items(request: web.Request) -> web.Response:
-            limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-            offset = _int_param(request, "offset", 0, 0)
+            limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+            offset = int_param(request, "offset", 0, 0)
             items, total = await self.list(request.config_dict[ENGINE], limit, offset)
             return web.json_response(
                 {"items": [self.to_json(i) for i in items], "total": total, "limit": limit, "offset": offset}

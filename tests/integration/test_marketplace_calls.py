@@ -124,6 +124,20 @@ def test_rtb_call_reaches_the_highest_bidder_and_not_the_other(
     assert (cdr["disposition"], cdr["destination"]) == ("answered", winner.uri)
     assert cdr["extra"]["target_id"] == "high" and cdr["extra"]["revenue_micros"] == "9000000"
     assert cdr["extra"]["campaign_id"] == "c1" and cdr["extra"]["publisher_id"] == "p1"
+    bids = poll_bids(exchange, cdr["call_id"], expected=2)
+    assert {(b["target_id"], b["outcome"], b["amount"]) for b in bids} == {
+        ("high", "won", 9_000_000), ("low", "lost", 5_000_000)}
+    assert all(b["campaign_id"] == "c1" and b["latency_ms"] >= 0 for b in bids)
+
+
+def poll_bids(exchange: ExchangeProcess, call_id: str, expected: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """The call's bids from the bid log (written by a batching writer: poll, bounded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        items = api(exchange, "GET", f"/bids?call_id={call_id}")["items"]
+        if len(items) >= expected or time.monotonic() > deadline:
+            return items
+        time.sleep(0.1)
 
 
 def test_busy_first_target_fails_over_to_the_second(
