@@ -10,12 +10,12 @@ does not exist; ``field`` names where, e.g. ``target_ids[1]``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import time
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import Column, Table, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -333,116 +333,178 @@ def _integrity(exc: IntegrityError, what: str) -> Conflict:
     return Conflict(f"{what}: {exc.orig}")
 
 
+# --------------------------------------------------------------------------------------------- the simple entities
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class _Entity(Generic[_T]):
+    """One single-table entity, for the generic create/get/list/update/delete below.
+
+    ``name`` is the word in the error messages (keys are shown quoted unless ``quote_key`` is false); ``check`` (run
+    after the existence check on create/update) raises :class:`UnknownReference`; ``uses`` are the
+    ``(table, column, user)`` references that make a delete a :class:`Conflict`.
+    """
+
+    table: Table
+    name: str
+    to_row: Callable[[_T], dict[str, Any]]
+    from_row: Callable[[Any], _T]
+    check: Callable[[AsyncConnection, _T], Awaitable[None]] | None = None
+    uses: tuple[tuple[Table, str, str], ...] = ()
+    quote_key: bool = True
+
+    @property
+    def key(self) -> Column[Any]:
+        return next(iter(self.table.primary_key.columns))
+
+    def label(self, key: str) -> str:
+        return f"{self.name} {key!r}" if self.quote_key else f"{self.name} {key}"
+
+
+async def _create(engine: AsyncEngine, entity: _Entity[_T], obj: _T) -> _T:
+    row = entity.to_row(obj)
+    key = row[entity.key.name]
+    try:
+        async with engine.begin() as connection:
+            if await _exists(connection, entity.table, key):
+                raise Conflict(f"{entity.label(key)} already exists")
+            if entity.check is not None:
+                await entity.check(connection, obj)
+            await connection.execute(insert(entity.table).values(row))
+            await _bump(connection)
+    except IntegrityError as exc:
+        raise _integrity(exc, entity.label(key)) from exc
+    return obj
+
+
+async def _get(engine: AsyncEngine, entity: _Entity[_T], key: str) -> _T:
+    async with engine.connect() as connection:
+        row = (await connection.execute(select(entity.table).where(entity.key == key))).first()
+    if row is None:
+        raise NotFound(entity.name, key)
+    return entity.from_row(row)
+
+
+async def _list(engine: AsyncEngine, entity: _Entity[_T], limit: int, offset: int) -> tuple[list[_T], int]:
+    async with engine.connect() as connection:
+        rows, total = await _page(connection, entity.table, limit, offset)
+    return [entity.from_row(row) for row in rows], total
+
+
+async def _all(connection: AsyncConnection, entity: _Entity[_T]) -> tuple[_T, ...]:
+    rows = (await connection.execute(select(entity.table).order_by(entity.key))).all()
+    return tuple(entity.from_row(row) for row in rows)
+
+
+async def _update(engine: AsyncEngine, entity: _Entity[_T], obj: _T) -> _T:
+    row = entity.to_row(obj)
+    key = row[entity.key.name]
+    try:
+        async with engine.begin() as connection:
+            if entity.check is not None:
+                # NotFound comes before UnknownReference
+                if not await _exists(connection, entity.table, key):
+                    raise NotFound(entity.name, key)
+                await entity.check(connection, obj)
+            result = await connection.execute(update(entity.table).where(entity.key == key).values(row))
+            if result.rowcount == 0:
+                raise NotFound(entity.name, key)
+            await _bump(connection)
+    except IntegrityError as exc:
+        raise _integrity(exc, entity.label(key)) from exc
+    return obj
+
+
+async def _delete(engine: AsyncEngine, entity: _Entity[Any], key: str) -> None:
+    try:
+        async with engine.begin() as connection:
+            if entity.uses:
+                # NotFound comes before Conflict
+                if not await _exists(connection, entity.table, key):
+                    raise NotFound(entity.name, key)
+                await _refuse_if_used(connection, entity.name, key, entity.uses)
+            result = await connection.execute(delete(entity.table).where(entity.key == key))
+            if result.rowcount == 0:
+                raise NotFound(entity.name, key)
+            await _bump(connection)
+    except IntegrityError as exc:
+        raise _integrity(exc, f"{entity.label(key)} is in use") from exc
+
+
+async def _check_target(connection: AsyncConnection, target: Target) -> None:
+    await _require(connection, "buyer_id", buyers, "buyer", target.buyer_id)
+
+
+async def _check_number(connection: AsyncConnection, number: TrackingNumber) -> None:
+    await _require(connection, "campaign_id", campaigns, "campaign", number.campaign_id)
+    await _require(connection, "publisher_id", publishers, "publisher", number.publisher_id)
+
+
+_PUBLISHER = _Entity(
+    publishers,
+    "publisher",
+    _publisher_row,
+    _publisher,
+    uses=((campaign_publishers, "publisher_id", "campaign"), (tracking_numbers, "publisher_id", "number")),
+)
+_BUYER = _Entity(buyers, "buyer", _buyer_row, _buyer, uses=((targets, "buyer_id", "target"),))
+_TARGET = _Entity(
+    targets, "target", _target_row, _target, _check_target, uses=((campaign_targets, "target_id", "campaign"),)
+)
+_NUMBER = _Entity(tracking_numbers, "number", _number_row, _number, _check_number, quote_key=False)
+
+
 # ------------------------------------------------------------------------------------------------------ publishers
 
 
 async def create_publisher(engine: AsyncEngine, publisher: Publisher) -> Publisher:
     """Store a new publisher; :class:`Conflict` when the id is taken."""
-    try:
-        async with engine.begin() as connection:
-            if await _exists(connection, publishers, publisher.id):
-                raise Conflict(f"publisher {publisher.id!r} already exists")
-            await connection.execute(insert(publishers).values(_publisher_row(publisher)))
-            await _bump(connection)
-    except IntegrityError as exc:
-        raise _integrity(exc, f"publisher {publisher.id!r}") from exc
-    return publisher
+    return await _create(engine, _PUBLISHER, publisher)
 
 
 async def get_publisher(engine: AsyncEngine, publisher_id: str) -> Publisher:
-    async with engine.connect() as connection:
-        row = (await connection.execute(select(publishers).where(publishers.c.id == publisher_id))).first()
-    if row is None:
-        raise NotFound("publisher", publisher_id)
-    return _publisher(row)
+    return await _get(engine, _PUBLISHER, publisher_id)
 
 
 async def list_publishers(engine: AsyncEngine, limit: int = 50, offset: int = 0) -> tuple[list[Publisher], int]:
     """A page of publishers ordered by id, and the total count."""
-    async with engine.connect() as connection:
-        rows, total = await _page(connection, publishers, limit, offset)
-    return [_publisher(row) for row in rows], total
+    return await _list(engine, _PUBLISHER, limit, offset)
 
 
 async def update_publisher(engine: AsyncEngine, publisher: Publisher) -> Publisher:
     """Replace the stored publisher ``publisher.id``; :class:`NotFound` if there is none."""
-    async with engine.begin() as connection:
-        result = await connection.execute(
-            update(publishers).where(publishers.c.id == publisher.id).values(_publisher_row(publisher))
-        )
-        if result.rowcount == 0:
-            raise NotFound("publisher", publisher.id)
-        await _bump(connection)
-    return publisher
+    return await _update(engine, _PUBLISHER, publisher)
 
 
 async def delete_publisher(engine: AsyncEngine, publisher_id: str) -> None:
     """:class:`Conflict` while a campaign or tracking number refers to it."""
-    try:
-        async with engine.begin() as connection:
-            if not await _exists(connection, publishers, publisher_id):
-                raise NotFound("publisher", publisher_id)
-            await _refuse_if_used(
-                connection,
-                "publisher",
-                publisher_id,
-                [(campaign_publishers, "publisher_id", "campaign"), (tracking_numbers, "publisher_id", "number")],
-            )
-            await connection.execute(delete(publishers).where(publishers.c.id == publisher_id))
-            await _bump(connection)
-    except IntegrityError as exc:
-        raise _integrity(exc, f"publisher {publisher_id!r} is in use") from exc
+    await _delete(engine, _PUBLISHER, publisher_id)
 
 
 # ---------------------------------------------------------------------------------------------------------- buyers
 
 
 async def create_buyer(engine: AsyncEngine, buyer: Buyer) -> Buyer:
-    try:
-        async with engine.begin() as connection:
-            if await _exists(connection, buyers, buyer.id):
-                raise Conflict(f"buyer {buyer.id!r} already exists")
-            await connection.execute(insert(buyers).values(_buyer_row(buyer)))
-            await _bump(connection)
-    except IntegrityError as exc:
-        raise _integrity(exc, f"buyer {buyer.id!r}") from exc
-    return buyer
+    return await _create(engine, _BUYER, buyer)
 
 
 async def get_buyer(engine: AsyncEngine, buyer_id: str) -> Buyer:
-    async with engine.connect() as connection:
-        row = (await connection.execute(select(buyers).where(buyers.c.id == buyer_id))).first()
-    if row is None:
-        raise NotFound("buyer", buyer_id)
-    return _buyer(row)
+    return await _get(engine, _BUYER, buyer_id)
 
 
 async def list_buyers(engine: AsyncEngine, limit: int = 50, offset: int = 0) -> tuple[list[Buyer], int]:
-    async with engine.connect() as connection:
-        rows, total = await _page(connection, buyers, limit, offset)
-    return [_buyer(row) for row in rows], total
+    return await _list(engine, _BUYER, limit, offset)
 
 
 async def update_buyer(engine: AsyncEngine, buyer: Buyer) -> Buyer:
-    async with engine.begin() as connection:
-        result = await connection.execute(update(buyers).where(buyers.c.id == buyer.id).values(_buyer_row(buyer)))
-        if result.rowcount == 0:
-            raise NotFound("buyer", buyer.id)
-        await _bump(connection)
-    return buyer
+    return await _update(engine, _BUYER, buyer)
 
 
 async def delete_buyer(engine: AsyncEngine, buyer_id: str) -> None:
     """:class:`Conflict` while it owns targets."""
-    try:
-        async with engine.begin() as connection:
-            if not await _exists(connection, buyers, buyer_id):
-                raise NotFound("buyer", buyer_id)
-            await _refuse_if_used(connection, "buyer", buyer_id, [(targets, "buyer_id", "target")])
-            await connection.execute(delete(buyers).where(buyers.c.id == buyer_id))
-            await _bump(connection)
-    except IntegrityError as exc:
-        raise _integrity(exc, f"buyer {buyer_id!r} is in use") from exc
+    await _delete(engine, _BUYER, buyer_id)
 
 
 # --------------------------------------------------------------------------------------------------------- targets
@@ -450,56 +512,24 @@ async def delete_buyer(engine: AsyncEngine, buyer_id: str) -> None:
 
 async def create_target(engine: AsyncEngine, target: Target) -> Target:
     """:class:`UnknownReference` (``buyer_id``) for an unknown buyer."""
-    try:
-        async with engine.begin() as connection:
-            if await _exists(connection, targets, target.id):
-                raise Conflict(f"target {target.id!r} already exists")
-            await _require(connection, "buyer_id", buyers, "buyer", target.buyer_id)
-            await connection.execute(insert(targets).values(_target_row(target)))
-            await _bump(connection)
-    except IntegrityError as exc:
-        raise _integrity(exc, f"target {target.id!r}") from exc
-    return target
+    return await _create(engine, _TARGET, target)
 
 
 async def get_target(engine: AsyncEngine, target_id: str) -> Target:
-    async with engine.connect() as connection:
-        row = (await connection.execute(select(targets).where(targets.c.id == target_id))).first()
-    if row is None:
-        raise NotFound("target", target_id)
-    return _target(row)
+    return await _get(engine, _TARGET, target_id)
 
 
 async def list_targets(engine: AsyncEngine, limit: int = 50, offset: int = 0) -> tuple[list[Target], int]:
-    async with engine.connect() as connection:
-        rows, total = await _page(connection, targets, limit, offset)
-    return [_target(row) for row in rows], total
+    return await _list(engine, _TARGET, limit, offset)
 
 
 async def update_target(engine: AsyncEngine, target: Target) -> Target:
-    try:
-        async with engine.begin() as connection:
-            if not await _exists(connection, targets, target.id):
-                raise NotFound("target", target.id)
-            await _require(connection, "buyer_id", buyers, "buyer", target.buyer_id)
-            await connection.execute(update(targets).where(targets.c.id == target.id).values(_target_row(target)))
-            await _bump(connection)
-    except IntegrityError as exc:
-        raise _integrity(exc, f"target {target.id!r}") from exc
-    return target
+    return await _update(engine, _TARGET, target)
 
 
 async def delete_target(engine: AsyncEngine, target_id: str) -> None:
     """:class:`Conflict` while a campaign lists it (remove it from the campaign first)."""
-    try:
-        async with engine.begin() as connection:
-            if not await _exists(connection, targets, target_id):
-                raise NotFound("target", target_id)
-            await _refuse_if_used(connection, "target", target_id, [(campaign_targets, "target_id", "campaign")])
-            await connection.execute(delete(targets).where(targets.c.id == target_id))
-            await _bump(connection)
-    except IntegrityError as exc:
-        raise _integrity(exc, f"target {target_id!r} is in use") from exc
+    await _delete(engine, _TARGET, target_id)
 
 
 # ------------------------------------------------------------------------------------------------------- campaigns
@@ -626,62 +656,27 @@ async def delete_campaign(engine: AsyncEngine, campaign_id: str) -> None:
 # ------------------------------------------------------------------------------------------------ tracking numbers
 
 
-async def _check_number(connection: AsyncConnection, number: TrackingNumber) -> None:
-    await _require(connection, "campaign_id", campaigns, "campaign", number.campaign_id)
-    await _require(connection, "publisher_id", publishers, "publisher", number.publisher_id)
-
-
 async def create_tracking_number(engine: AsyncEngine, number: TrackingNumber) -> TrackingNumber:
     """``number.did`` must already be E.164; :class:`Conflict` when the DID is taken."""
-    try:
-        async with engine.begin() as connection:
-            if await _exists(connection, tracking_numbers, number.did):
-                raise Conflict(f"number {number.did} already exists")
-            await _check_number(connection, number)
-            await connection.execute(insert(tracking_numbers).values(_number_row(number)))
-            await _bump(connection)
-    except IntegrityError as exc:
-        raise _integrity(exc, f"number {number.did}") from exc
-    return number
+    return await _create(engine, _NUMBER, number)
 
 
 async def get_tracking_number(engine: AsyncEngine, did: str) -> TrackingNumber:
-    async with engine.connect() as connection:
-        row = (await connection.execute(select(tracking_numbers).where(tracking_numbers.c.did == did))).first()
-    if row is None:
-        raise NotFound("number", did)
-    return _number(row)
+    return await _get(engine, _NUMBER, did)
 
 
 async def list_tracking_numbers(
     engine: AsyncEngine, limit: int = 50, offset: int = 0
 ) -> tuple[list[TrackingNumber], int]:
-    async with engine.connect() as connection:
-        rows, total = await _page(connection, tracking_numbers, limit, offset)
-    return [_number(row) for row in rows], total
+    return await _list(engine, _NUMBER, limit, offset)
 
 
 async def update_tracking_number(engine: AsyncEngine, number: TrackingNumber) -> TrackingNumber:
-    try:
-        async with engine.begin() as connection:
-            if not await _exists(connection, tracking_numbers, number.did):
-                raise NotFound("number", number.did)
-            await _check_number(connection, number)
-            await connection.execute(
-                update(tracking_numbers).where(tracking_numbers.c.did == number.did).values(_number_row(number))
-            )
-            await _bump(connection)
-    except IntegrityError as exc:
-        raise _integrity(exc, f"number {number.did}") from exc
-    return number
+    return await _update(engine, _NUMBER, number)
 
 
 async def delete_tracking_number(engine: AsyncEngine, did: str) -> None:
-    async with engine.begin() as connection:
-        result = await connection.execute(delete(tracking_numbers).where(tracking_numbers.c.did == did))
-        if result.rowcount == 0:
-            raise NotFound("number", did)
-        await _bump(connection)
+    await _delete(engine, _NUMBER, did)
 
 
 # ---------------------------------------------------------------------------------------------------- whole reads
@@ -721,19 +716,19 @@ async def _load_once(engine: AsyncEngine) -> tuple[MarketplaceData, int]:
             await connection.execution_options(isolation_level="REPEATABLE READ")
         async with connection.begin():
             version = await _version(connection)
-            pubs = (await connection.execute(select(publishers).order_by(publishers.c.id))).all()
-            buys = (await connection.execute(select(buyers).order_by(buyers.c.id))).all()
-            tgts = (await connection.execute(select(targets).order_by(targets.c.id))).all()
-            nums = (await connection.execute(select(tracking_numbers).order_by(tracking_numbers.c.did))).all()
+            pubs = await _all(connection, _PUBLISHER)
+            buys = await _all(connection, _BUYER)
+            tgts = await _all(connection, _TARGET)
+            nums = await _all(connection, _NUMBER)
             camps = await _read_campaigns(connection, None)
         # outside the snapshot: did anything commit while we read?
         version_after = await _version(connection)
     data = MarketplaceData(
-        publishers=tuple(_publisher(row) for row in pubs),
-        buyers=tuple(_buyer(row) for row in buys),
+        publishers=pubs,
+        buyers=buys,
         campaigns=tuple(camps),
-        targets=tuple(_target(row) for row in tgts),
-        tracking_numbers=tuple(_number(row) for row in nums),
+        targets=tgts,
+        tracking_numbers=nums,
         version=version,
     )
     return data, version_after
