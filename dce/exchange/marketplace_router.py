@@ -75,16 +75,22 @@ class MarketplaceRouter:
         reserved = None
         if self.reservations is not None and ctx.ani is not None:
             reserved = self.reservations.claim(campaign.id, ctx.ani, started)
+        bidders = [t for t in targets if t.bid_url]
+        if not bidders or self.pinger is None:
+            if reserved is None or reserved.target_id not in by_id:
+                return routed  # nothing bids on this call: the campaign's own order stands
+            first = PlannedTarget(reserved.target_id, reserved.destination or by_id[reserved.target_id].destination,
+                                  reserved.amount, by_id[reserved.target_id].ring_timeout_s, bid_id=reserved.bid_id)
+            rest = tuple(p for p in routed.plan.targets if p.target_id != reserved.target_id)
+            return Routed(RoutingPlan((first, *rest)), ctx, routed.held)
         auction = Auction(reserve=campaign.reserve, started_at=started)
         auction.add_static((t for t in targets if not t.bid_url), started)
         records: list[BidRecord] = []
-        bidders = [t for t in targets if t.bid_url]
-        if bidders and self.pinger is not None:
-            rejected, bids = await self.pinger.ping_all(bidders, ctx, timeout_s=campaign.ping_timeout_ms / 1000,
-                                                        allow_caller_id=campaign.allow_caller_id, call_id=call_id)
-            records.extend(rejected)
-            for bid in bids:
-                auction.add(bid, started)
+        rejected, bids = await self.pinger.ping_all(bidders, ctx, timeout_s=campaign.ping_timeout_ms / 1000,
+                                                    allow_caller_id=campaign.allow_caller_id, call_id=call_id)
+        records.extend(rejected)
+        for bid in bids:
+            auction.add(bid, started)
         result = auction.close(max(time.time(), started))
         records.extend(result.records)
         self.record_bids(records, campaign_id=campaign.id, call_id=call_id)
