@@ -13,11 +13,11 @@ import re
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
-from dce.routing.model import Micros
+from dce.routing.model import MICROS_PER_UNIT, Micros, format_money
 
-MICROS_PER_UNIT = 1_000_000
 MAX_BID_MICROS: Micros = 10_000 * MICROS_PER_UNIT  # anything above 10,000 currency units per call is absurd
 DEFAULT_EXPIRY_S = 30.0
+format_amount = format_money  # bids answer amounts as decimal strings of currency units
 MAX_EXPIRY_S = 3600.0
 MAX_MIN_DURATION_S = 86_400
 _MAX_AMOUNT_CHARS = 32
@@ -26,7 +26,6 @@ _MAX_DESTINATION_CHARS = 256
 _E164 = re.compile(r"\+?[1-9][0-9]{6,14}")
 # A SIP URI that is safe to put in a Request-URI: no whitespace, control characters, quotes or angle brackets.
 _SIP_URI = re.compile(r"sips?:[^\s<>\"\x00-\x1f\x7f]+", re.IGNORECASE)
-_MICRO = Decimal("0.000001")
 
 
 class Outcome(enum.StrEnum):
@@ -112,14 +111,6 @@ def parse_amount(value: Any) -> Micros:
     if dec > MAX_BID_MICROS // MICROS_PER_UNIT:
         raise MalformedBid("bidAmount: absurd")
     return int((dec * MICROS_PER_UNIT).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
-
-
-def format_amount(amount: Micros) -> str:
-    """Micros -> a decimal string of currency units with no float in between (``12_500_000`` -> ``"12.50"``)."""
-    dec = (Decimal(amount) * _MICRO).normalize()
-    text = f"{dec:f}"
-    whole, _, frac = text.partition(".")
-    return f"{whole}.{frac.ljust(2, '0')}"
 
 
 def validate_destination(value: Any) -> str:

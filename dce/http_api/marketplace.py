@@ -47,6 +47,7 @@ from dce.http_api.keys import ENGINE
 from dce.http_api.problems import ProblemError, invalid_parameter
 from dce.routing.criteria import compile_criterion
 from dce.routing.model import (
+    MICROS_PER_UNIT,
     Buyer,
     Campaign,
     CapCounts,
@@ -64,6 +65,7 @@ from dce.routing.model import (
     Target,
     TrackingNumber,
 )
+from dce.routing.model import format_money as money_text  # the API's money out
 from dce.routing.numbers import to_e164
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,6 @@ ON_MARKETPLACE_CHANGE = web.AppKey("on_marketplace_change", OnChange)
 READ = "marketplace:read"
 WRITE = "marketplace:write"
 
-MICROS_PER_UNIT = 1_000_000
 MAX_MONEY = Decimal(10) ** 12  # currency units; keeps micros well inside BigInteger
 
 H = TypeVar("H", bound=Handler)
@@ -120,13 +121,6 @@ def _money(value: Any) -> int:
     if micros != micros.to_integral_value():
         raise PydanticCustomError("money", "at most 6 decimal places")
     return int(micros)
-
-
-def money_text(micros: Micros) -> str:
-    """Micro-units as a decimal string in currency units: 12_500_000 -> "12.50", 1_234_567 -> "1.234567"."""
-    amount = Decimal(micros).scaleb(-6)
-    cents = amount.quantize(Decimal("0.01"))
-    return str(cents) if cents == amount else str(amount.normalize())
 
 
 def _optional_money(micros: Micros | None) -> str | None:

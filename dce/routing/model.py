@@ -10,8 +10,17 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import time
+from decimal import Decimal
 
 Micros = int  # money: millionths of the currency unit
+MICROS_PER_UNIT = 1_000_000
+
+
+def format_money(amount: Micros) -> str:
+    """Micros as a decimal string of currency units, no float in between: 12_500_000 -> "12.50", 1 -> "0.000001"."""
+    units = Decimal(amount).scaleb(-6)
+    cents = units.quantize(Decimal("0.01"))
+    return str(cents) if cents == units else f"{units.normalize():f}"
 
 
 class CriterionOp(enum.StrEnum):
