@@ -15,10 +15,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## make run: venv + install, demo config, SQLite migrated, SIP on 5060 (udp+tcp) and HTTP on 8080
+## make run: venv + install, demo config, SQLite migrated, demo marketplace seeded (idempotent),
+## SIP on 5060 (udp+tcp) and HTTP on 8080
 run: $(STAMP)
-	$(BIN)/dce demo --write $(CONFIG)
-	$(BIN)/dce migrate --config $(CONFIG)
+	$(BIN)/dce demo --write $(CONFIG) --seed
 	$(BIN)/dce serve --config $(CONFIG)
 
 ## make test: the whole suite (unit + integration; externals skip locally, fail under DCE_REQUIRE_EXTERNAL=1)

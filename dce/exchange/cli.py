@@ -12,30 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from dce.exchange.config import ConfigError, Settings, load_settings
+from dce.exchange.demo import DEMO_CONFIG, DEMO_HOWTO, seed_demo_url
 
 log = logging.getLogger("dce")
-
-DEMO_DID = "+18005550100"
-DEMO_CONFIG = f"""\
-# Demo exchange: one tracking number routed to a callee on 127.0.0.1:5080 (then a second on :5081).
-sip:   {{listen: ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"], public_address: null}}
-http:  {{listen: "127.0.0.1:8080"}}
-media: {{mode: relay, ports: "30000-40000", rtp_timeout_s: 60}}
-database: {{url: "sqlite+aiosqlite:///./dce.db"}}
-routing: {{ring_timeout_s: 30}}
-static_routes:
-  "{DEMO_DID}": ["sip:127.0.0.1:5080", "sip:127.0.0.1:5081"]
-"""
-
-DEMO_HOWTO = f"""\
-Demo marketplace: calls to {DEMO_DID} ring sip:127.0.0.1:5080, then sip:127.0.0.1:5081 on busy/no answer.
-
-  1. start a callee:        sipp -sn uas -i 127.0.0.1 -p 5080
-  2. place a call:          sipp -sf sip-test-scenarios/uac_basic.xml -s {DEMO_DID} 127.0.0.1:5060 -m 1
-  3. see the CDR:           curl -s http://127.0.0.1:8080/api/v1/calls
-     health and metrics:    curl -s http://127.0.0.1:8080/health ; curl -s http://127.0.0.1:8080/metrics
-"""
-
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """CLI flags as a nested settings dict (they beat the file and the environment)."""
@@ -99,7 +78,12 @@ def _demo(args: argparse.Namespace) -> int:
     if not path.exists() or args.force:
         path.write_text(DEMO_CONFIG)
         print(f"wrote {path}")
-    load_settings(path)  # validate it
+    settings = load_settings(path, _overrides(args))  # validate it
+    if args.seed:
+        from dce.db.migrate import upgrade
+
+        upgrade(settings.database.url)  # a no-op when `dce migrate` already ran
+        print(asyncio.run(seed_demo_url(settings.database.url)).summary())
     print(DEMO_HOWTO)
     return 0
 
@@ -122,9 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     migrate.set_defaults(func=_migrate)
 
-    demo = sub.add_parser("demo", help="write the demo configuration and print how to call it")
-    demo.add_argument("--write", default="dce-demo.yaml", help="where to write the demo config")
+    demo = sub.add_parser("demo", help="write the demo configuration, seed the demo marketplace, print how to call it")
+    demo.add_argument("--write", "--config", dest="write", default="dce-demo.yaml", metavar="FILE",
+                      help="the demo config: written when missing (or with --force), then used as is")
     demo.add_argument("--force", action="store_true", help="overwrite an existing file")
+    demo.add_argument("--seed", action="store_true",
+                      help="migrate the config's database and store the demo marketplace (idempotent)")
+    demo.add_argument("--database-url", help="overrides database.url")
     demo.set_defaults(func=_demo)
     return parser
 
