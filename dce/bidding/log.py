@@ -17,4 +17,5 @@ class BidLogEntry:
     record: BidRecord
     campaign_id: str | None = None
     call_id: str | None = None
+    buyer_id: str | None = None  # the buyer behind the bid (the target's owner, or the live bidder)
     id: str = field(default_factory=lambda: os.urandom(12).hex())  # makes re-inserting after a retry a no-op

@@ -18,6 +18,7 @@ class BidRow(Base):
     call_id: Mapped[str | None] = mapped_column(String(64))
     campaign_id: Mapped[str | None] = mapped_column(String(64))
     target_id: Mapped[str] = mapped_column(String(64))
+    buyer_id: Mapped[str | None] = mapped_column(String(64))
     bid_id: Mapped[str | None] = mapped_column(String(128))
     amount: Mapped[int] = mapped_column(BigInteger)  # micro-units
     outcome: Mapped[str] = mapped_column(String(16))
@@ -28,4 +29,5 @@ class BidRow(Base):
         Index("ix_bids_at", "at"),
         Index("ix_bids_call_id", "call_id"),
         Index("ix_bids_target_id", "target_id"),
+        Index("ix_bids_buyer_id", "buyer_id"),
     )

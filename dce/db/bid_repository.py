@@ -23,6 +23,7 @@ def _row(entry: BidLogEntry) -> dict[str, Any]:
         "call_id": entry.call_id,
         "campaign_id": entry.campaign_id,
         "target_id": record.target_id,
+        "buyer_id": entry.buyer_id,
         "bid_id": record.bid_id,
         "amount": record.amount,
         "outcome": str(record.outcome),
@@ -43,13 +44,15 @@ async def insert_bids(engine: AsyncEngine, entries: Sequence[BidLogEntry]) -> No
 
 
 async def list_bids(engine: AsyncEngine, *, limit: int = 50, offset: int = 0, call_id: str | None = None,
-                    target_id: str | None = None) -> tuple[list[dict[str, Any]], int]:
-    """Bids newest first, optionally for one call or one target, and the total matching."""
+                    target_id: str | None = None, buyer_id: str | None = None) -> tuple[list[dict[str, Any]], int]:
+    """Bids newest first, optionally for one call, target or buyer, and the total matching."""
     query = select(bids)
     if call_id is not None:
         query = query.where(bids.c.call_id == call_id)
     if target_id is not None:
         query = query.where(bids.c.target_id == target_id)
+    if buyer_id is not None:
+        query = query.where(bids.c.buyer_id == buyer_id)
     async with engine.connect() as connection:
         total = (await connection.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
         rows = await connection.execute(query.order_by(bids.c.at.desc(), bids.c.id).limit(limit).offset(offset))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from dce.db.models import Base
@@ -50,6 +50,9 @@ class CampaignRow(Base):
     reserve: Mapped[int] = mapped_column(BigInteger)
     allow_caller_id: Mapped[bool] = mapped_column(Boolean)
     key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    unmatched_caller: Mapped[str] = mapped_column(String(16), server_default="route")
+    live_auction: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    auction_window_ms: Mapped[int] = mapped_column(Integer, server_default="1000")
     enabled: Mapped[bool] = mapped_column(Boolean)
 
 

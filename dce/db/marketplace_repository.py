@@ -45,6 +45,7 @@ from dce.routing.model import (
     RoutingStrategy,
     Target,
     TrackingNumber,
+    UnmatchedCaller,
 )
 
 publishers = cast(Table, PublisherRow.__table__)
@@ -206,6 +207,9 @@ def _campaign_rows(c: Campaign) -> tuple[dict[str, Any], list[dict[str, Any]], l
         "reserve": c.reserve,
         "allow_caller_id": c.allow_caller_id,
         "key": c.key,
+        "unmatched_caller": str(c.unmatched_caller),
+        "live_auction": c.live_auction,
+        "auction_window_ms": c.auction_window_ms,
         "enabled": c.enabled,
     }
     publisher_rows = []
@@ -263,6 +267,9 @@ def _campaign(row: Any, publisher_rows: Sequence[Any], target_rows: Sequence[Any
         reserve=int(row.reserve),
         allow_caller_id=bool(row.allow_caller_id),
         key=row.key,
+        unmatched_caller=UnmatchedCaller(row.unmatched_caller),
+        live_auction=bool(row.live_auction),
+        auction_window_ms=int(row.auction_window_ms),
         enabled=bool(row.enabled),
     )
 

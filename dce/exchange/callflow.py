@@ -131,6 +131,10 @@ class CallFlow:
             if routed is None:
                 self.sip.reject(call, 404, reason_header='Q.850;cause=1;text="unallocated number"')
                 outcome = _Outcome(Disposition.REJECTED, 404, reason="no route for DID")
+            elif routed.refusal is not None:
+                refusal = routed.refusal
+                self.sip.reject(call, refusal.status, reason_header=f'Q.850;cause=21;text="{_quoted(refusal.reason)}"')
+                outcome = _Outcome(Disposition.REJECTED, refusal.status, HangupSide.SYSTEM, refusal.reason)
             elif not routed.plan.targets:
                 reason = routed.plan.reason or "no eligible target"
                 self.sip.reject(call, 480, reason_header=f'Q.850;cause=3;text="{_quoted(reason)}"')

@@ -6,6 +6,7 @@ the only network work is the RTB ping round, bounded by the campaign's ping time
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter, deque
@@ -13,18 +14,29 @@ from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 
 from dce.bidding.auction import Auction
-from dce.bidding.bids import BidRecord
+from dce.bidding.bids import Bid, BidRecord, Outcome
 from dce.bidding.inbound import Reservations
+from dce.bidding.live import LiveBidding
 from dce.bidding.log import BidLogEntry
 from dce.bidding.rtb import RtbPinger
-from dce.exchange.router import STATIC_TARGET, CallRequest, Routed, StaticRouter
+from dce.exchange.router import STATIC_TARGET, CallRequest, Refusal, Routed, StaticRouter
 from dce.routing.context import build_context
 from dce.routing.counters import RoutingCounters
 from dce.routing.duplicates import DuplicateLedger
 from dce.routing.engine import RoutingEngine
-from dce.routing.model import CapCounts, DuplicateAfter, PlannedTarget, RoutingPlan
+from dce.routing.model import (
+    CallerContext,
+    Campaign,
+    CapCounts,
+    DuplicateAfter,
+    PlannedTarget,
+    RoutingPlan,
+    UnmatchedCaller,
+)
 
 log = logging.getLogger(__name__)
+
+LIVE_BIDDER = "@"  # prefixes a live bidder's buyer id inside an auction (ids cannot contain "@")
 
 
 class MarketplaceRouter:
@@ -32,13 +44,15 @@ class MarketplaceRouter:
 
     def __init__(self, engine: RoutingEngine, counters: RoutingCounters, duplicates: DuplicateLedger,
                  fallback: StaticRouter, *, pinger: RtbPinger | None = None,
-                 reservations: Reservations | None = None, tag_headers: Collection[str] = ()) -> None:
+                 reservations: Reservations | None = None, live: LiveBidding | None = None,
+                 tag_headers: Collection[str] = ()) -> None:
         self.engine = engine
         self.counters = counters
         self.duplicates = duplicates
         self.fallback = fallback
         self.pinger = pinger
         self.reservations = reservations
+        self.live = live
         self.tag_headers = tag_headers
         self.bid_outcomes: Counter[str] = Counter()  # "won", "lost", "rejected:late", ... (metrics)
         self.recent_bids: deque[BidRecord] = deque(maxlen=10_000)  # every bid of the last calls, newest last
@@ -54,15 +68,24 @@ class MarketplaceRouter:
         return Routed(self.engine.plan(ctx, now), ctx)
 
     def needs_auction(self, routed: Routed) -> bool:
-        """Whether some planned target bids in real time (or a reserved winner may be waiting)."""
-        targets = self.engine.snapshot.targets
+        """Whether the plan must go through ``auction``: some planned target bids in real time, the campaign
+        runs live auctions or only takes pinged callers, or a reserved winner may be waiting."""
+        ctx = routed.context
+        snapshot = self.engine.snapshot
+        if ctx is not None and ctx.campaign_id is not None:
+            compiled = snapshot.campaigns.get(ctx.campaign_id)
+            if compiled is not None and (compiled.campaign.live_auction
+                                         or compiled.campaign.unmatched_caller is UnmatchedCaller.REJECT):
+                return True
+        targets = snapshot.targets
         return any((compiled := targets.get(p.target_id)) is not None and compiled.target.bid_url
                    for p in routed.plan.targets) or bool(self.reservations)
 
     async def auction(self, routed: Routed, call_id: str) -> Routed:
-        """Re-rank the plan by an auction: static targets at their revenue against live RTB bids.
+        """Re-rank the plan by an auction: static targets at their revenue against RTB bids and live bids.
 
-        A winner reserved by an earlier inbound ping from the same caller goes first. Every bid is recorded.
+        A winner reserved by an earlier inbound ping from the same caller goes first; a campaign that only takes
+        pinged callers refuses the others. Every bid is recorded.
         """
         ctx = routed.context
         snapshot = self.engine.snapshot
@@ -75,8 +98,12 @@ class MarketplaceRouter:
         reserved = None
         if self.reservations is not None and ctx.ani is not None:
             reserved = self.reservations.claim(campaign.id, ctx.ani, started)
-        bidders = [t for t in targets if t.bid_url]
-        if not bidders or self.pinger is None:
+        if reserved is None and campaign.unmatched_caller is UnmatchedCaller.REJECT:
+            return Routed(RoutingPlan((), "caller ID matches no RTB ping"), ctx, routed.held,
+                          Refusal(403, "caller ID matches no RTB ping"))
+        bidders = [t for t in targets if t.bid_url] if self.pinger is not None else []
+        live = self.live if campaign.live_auction else None
+        if not bidders and live is None:
             if reserved is None or reserved.target_id not in by_id:
                 return routed  # nothing bids on this call: the campaign's own order stands
             first = PlannedTarget(reserved.target_id, reserved.destination or by_id[reserved.target_id].destination,
@@ -86,27 +113,56 @@ class MarketplaceRouter:
         auction = Auction(reserve=campaign.reserve, started_at=started)
         auction.add_static((t for t in targets if not t.bid_url), started)
         records: list[BidRecord] = []
-        rejected, bids = await self.pinger.ping_all(bidders, ctx, timeout_s=campaign.ping_timeout_ms / 1000,
-                                                    allow_caller_id=campaign.allow_caller_id, call_id=call_id)
-        records.extend(rejected)
-        for bid in bids:
-            auction.add(bid, started)
+        buyers = {t.buyer_id: t.buyer_id for t in targets}  # eligible buyers, in plan order
+        rounds = []
+        if bidders:
+            assert self.pinger is not None
+            rounds.append(self.pinger.ping_all(bidders, ctx, timeout_s=campaign.ping_timeout_ms / 1000,
+                                               allow_caller_id=campaign.allow_caller_id, call_id=call_id))
+        if live is not None:
+            rounds.append(self._live_round(live, call_id, campaign, ctx, list(buyers)))
+        for rejected, bids in await asyncio.gather(*rounds):
+            records.extend(rejected)
+            for bid in bids:
+                auction.add(bid, started)
         result = auction.close(max(time.time(), started))
         records.extend(result.records)
         self.record_bids(records, campaign_id=campaign.id, call_id=call_id)
         ranked = list(result.ranked)
         if reserved is not None and reserved.target_id in by_id:
             ranked = [reserved, *(bid for bid in ranked if bid.target_id != reserved.target_id)]
-        planned = []
+        planned: list[PlannedTarget] = []
+        placed: set[str] = set()
         for bid in ranked:
-            base = by_id.get(bid.target_id)
-            if base is None:
-                continue
+            if bid.target_id.startswith(LIVE_BIDDER):  # a buyer's live bid: that buyer's targets, in plan order
+                buyer_id = bid.target_id[len(LIVE_BIDDER):]
+                steps = [p for p, t in zip(routed.plan.targets, targets, strict=True) if t.buyer_id == buyer_id]
+            else:
+                steps = [by_id[bid.target_id]] if bid.target_id in by_id else []
             is_static = bid.bid_id.startswith("static:")
-            planned.append(PlannedTarget(base.target_id, bid.destination or base.destination, bid.amount,
-                                         base.ring_timeout_s, bid_id=None if is_static else bid.bid_id))
+            for base in steps:
+                if base.target_id in placed:
+                    continue
+                placed.add(base.target_id)
+                planned.append(PlannedTarget(base.target_id, bid.destination or base.destination, bid.amount,
+                                             base.ring_timeout_s, bid_id=None if is_static else bid.bid_id))
         reason = None if planned else "no bid at or above the reserve"
         return Routed(RoutingPlan(tuple(planned), reason), ctx, routed.held)
+
+    async def _live_round(self, live: LiveBidding, call_id: str, campaign: Campaign, ctx: CallerContext,
+                          buyer_ids: list[str]) -> tuple[list[BidRecord], list[Bid]]:
+        """Offer the call to the buyers, wait out the window, close: (rejected records, surviving bids).
+
+        Surviving bids name their bidder ``LIVE_BIDDER + buyer id`` so they cannot be taken for a target id.
+        """
+        ends_at = live.offer(call_id, campaign, ctx, buyer_ids, time.time())
+        try:
+            await asyncio.sleep(max(0.0, ends_at - time.time()))
+        finally:  # closed even when the call task is cancelled, so the book never keeps a dead auction
+            result = live.close(call_id, max(time.time(), ends_at))
+        rejected = [r._replace(target_id=LIVE_BIDDER + r.target_id) for r in result.records
+                    if r.outcome is Outcome.REJECTED]
+        return rejected, [bid._replace(target_id=LIVE_BIDDER + bid.target_id) for bid in result.ranked]
 
     def acquire(self, routed: Routed, target: PlannedTarget) -> bool:
         if target.target_id == STATIC_TARGET:
@@ -144,9 +200,16 @@ class MarketplaceRouter:
                     call_id: str | None = None) -> None:
         """Count and log every bid (calls' auctions and publishers' pings alike)."""
         at = datetime.now(UTC)
+        targets = self.engine.snapshot.targets
         for record in records:
+            if record.target_id.startswith(LIVE_BIDDER):
+                buyer_id: str | None = record.target_id[len(LIVE_BIDDER):]
+                record = record._replace(target_id=buyer_id)
+            else:
+                compiled = targets.get(record.target_id)
+                buyer_id = compiled.target.buyer_id if compiled is not None else None
             if self.bid_log is not None:
-                self.bid_log(BidLogEntry(at, record, campaign_id, call_id))
+                self.bid_log(BidLogEntry(at, record, campaign_id, call_id, buyer_id))
             reason = f":{record.reject_reason}" if record.reject_reason is not None else ""
             self.bid_outcomes[f"{record.outcome}{reason}"] += 1
             self.recent_bids.append(record)

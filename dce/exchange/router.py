@@ -25,6 +25,14 @@ class CallRequest:
     headers: tuple[tuple[str, str], ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The call is refused outright (not "no route"): the SIP status and the reason for the caller and the CDR."""
+
+    status: int
+    reason: str
+
+
 @dataclass(slots=True)
 class Routed:
     """A plan, with what the router needs to account for the legs it leads to."""
@@ -32,6 +40,7 @@ class Routed:
     plan: RoutingPlan
     context: CallerContext | None = None
     held: set[str] = field(default_factory=set)  # targets whose concurrency slot this call holds
+    refusal: Refusal | None = None  # set when a campaign rule refuses the call (the plan is then empty)
 
 
 class Router(Protocol):
@@ -62,7 +71,7 @@ class Router(Protocol):
         ...
 
     async def auction(self, routed: Routed, call_id: str) -> Routed:
-        """The plan re-ranked by bids (bounded by the campaign's ping timeout)."""
+        """The plan re-ranked by bids (bounded by the campaign's ping timeout or live auction window)."""
         ...
 
 

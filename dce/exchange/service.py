@@ -12,6 +12,7 @@ import aiohttp
 from aiohttp import web
 
 from dce.bidding.inbound import InboundPings, Reservations
+from dce.bidding.live import LiveBidding
 from dce.bidding.log import BidLogEntry
 from dce.bidding.rtb import RtbPinger
 from dce.billing.cdr import CallDetailRecord
@@ -141,7 +142,8 @@ class Exchange:
                                  trunk=OutboundTrunk(settings.routing.outbound_trunk))
 
         app = build_app(engine=self.engine, metrics=self.metrics, status=self._status,
-                        on_marketplace_change=self.watcher.notify, rtb_pings=self._rtb_pings())
+                        on_marketplace_change=self.watcher.notify, rtb_pings=self._rtb_pings(),
+                        live_bidding=self.router.live)
         self.runner: web.AppRunner = await run_http(app, settings.http.host, settings.http.port)
         self.http_address = self.runner.addresses[0][:2]
         self.gc_policy = GcPolicy()
@@ -157,7 +159,8 @@ class Exchange:
             connector=aiohttp.TCPConnector(limit=1000, ttl_dns_cache=300),
             headers={"User-Agent": self.settings.sip.user_agent})
         self.router = MarketplaceRouter(self.routing_engine, counters, duplicates, fallback,
-                                        pinger=RtbPinger(self.http_client), reservations=Reservations())
+                                        pinger=RtbPinger(self.http_client), reservations=Reservations(),
+                                        live=LiveBidding())
         self.bid_writer: BatchWriter[BidLogEntry] = BatchWriter(
             self.engine, insert=insert_bids, kind="bid", batch_size=self.settings.database.batch_size,
             flush_interval_s=self.settings.database.flush_interval_s)

@@ -11,10 +11,12 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce import __version__
+from dce.bidding.live import LiveBidding
 from dce.db.engine import check
 from dce.http_api.bids import routes as bid_routes
 from dce.http_api.calls import build_api_app
 from dce.http_api.keys import ENGINE, METRICS, STARTED_AT, STATUS
+from dce.http_api.live_bidding import LIVE_BIDDING, live_bidding_api_routes, live_bidding_ws_routes
 from dce.http_api.marketplace import ON_MARKETPLACE_CHANGE, OnChange, marketplace_routes
 from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.problems import problem, problem_middleware
@@ -87,11 +89,14 @@ def build_app(
     status: Callable[[], dict[str, Any]] | None = None,
     on_marketplace_change: OnChange | None = None,
     rtb_pings: RtbPingService | None = None,
+    live_bidding: LiveBidding | None = None,
 ) -> web.Application:
     """The side API. ``status()`` adds fields (e.g. active calls; a "checks" dict merges) to ``/health``.
 
     ``on_marketplace_change()`` (sync or async) is called after every successful marketplace write through the
     API, e.g. ``MarketplaceWatcher.notify`` so live routing reloads at once.
+
+    ``live_bidding`` enables ``/ws/v1/bidding`` and ``POST /api/v1/bids`` (live auctions).
 
     The caller owns ``engine`` (disposes it) and keeps ``metrics`` fed.
     """
@@ -105,11 +110,15 @@ def build_app(
         app[ON_MARKETPLACE_CHANGE] = on_marketplace_change
     if rtb_pings is not None:
         app[RTB_PINGS] = rtb_pings
+    if live_bidding is not None:
+        app[LIVE_BIDDING] = live_bidding
     app.add_routes(routes)
+    app.add_routes(live_bidding_ws_routes())
     api = build_api_app()
     api.add_routes(marketplace_routes())
     api.add_routes(rtb_routes())
     api.add_routes(bid_routes)
+    api.add_routes(live_bidding_api_routes())
     app.add_subapp("/api/v1", api)
     return app
 

@@ -13,11 +13,12 @@ routes = web.RouteTableDef()
 
 @routes.get("/bids")
 async def list_bid_log(request: web.Request) -> web.Response:
-    """A page of bids, newest first: ``?limit=50&offset=0&call_id=&target_id=``."""
+    """A page of bids, newest first: ``?limit=50&offset=0&call_id=&target_id=&buyer_id=``."""
     limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     offset = int_param(request, "offset", 0, 0)
     rows, total = await list_bids(request.config_dict[ENGINE], limit=limit, offset=offset,
                                   call_id=request.query.get("call_id") or None,
-                                  target_id=request.query.get("target_id") or None)
+                                  target_id=request.query.get("target_id") or None,
+                                  buyer_id=request.query.get("buyer_id") or None)
     return web.json_response({"items": [json_row(row) for row in rows], "total": total, "limit": limit,
                               "offset": offset})

@@ -64,6 +64,7 @@ from dce.routing.model import (
     RoutingStrategy,
     Target,
     TrackingNumber,
+    UnmatchedCaller,
 )
 from dce.routing.model import format_money as money_text  # the API's money out
 from dce.routing.numbers import to_e164
@@ -325,6 +326,9 @@ class CampaignIn(_Input):
     reserve: Money = 0
     allow_caller_id: bool = False
     key: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,128}$")] | None = None
+    unmatched_caller: UnmatchedCaller = UnmatchedCaller.ROUTE
+    live_auction: bool = False
+    auction_window_ms: int = Field(default=1000, ge=50, le=10_000)
     enabled: bool = True
 
     @field_validator("publisher_ids", "target_ids")
@@ -355,6 +359,9 @@ class CampaignIn(_Input):
             reserve=self.reserve,
             allow_caller_id=self.allow_caller_id,
             key=self.key,
+            unmatched_caller=self.unmatched_caller,
+            live_auction=self.live_auction,
+            auction_window_ms=self.auction_window_ms,
             enabled=self.enabled,
         )
 
@@ -428,6 +435,9 @@ def campaign_json(c: Campaign) -> dict[str, Any]:
         "reserve": money_text(c.reserve),
         "allow_caller_id": c.allow_caller_id,
         "key": c.key,
+        "unmatched_caller": str(c.unmatched_caller),
+        "live_auction": c.live_auction,
+        "auction_window_ms": c.auction_window_ms,
         "enabled": c.enabled,
     }
 

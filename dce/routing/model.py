@@ -154,6 +154,13 @@ class PayoutRule:
     revenue_share_bp: int | None = None  # 5000 = 50 %
 
 
+class UnmatchedCaller(enum.StrEnum):
+    """What a call gets when its caller ID holds no winner reserved by a publisher's RTB ping."""
+
+    ROUTE = "route"  # routed like any other call
+    REJECT = "reject"  # refused (403): the campaign only takes calls it bid on
+
+
 @dataclass(frozen=True, slots=True)
 class Campaign:
     """An offer: tracking numbers, who may send calls, how they are routed and paid."""
@@ -170,6 +177,9 @@ class Campaign:
     reserve: Micros = 0  # RTB/auction: the lowest acceptable bid
     allow_caller_id: bool = False  # RTB: send the caller's number to bidders unmasked
     key: str | None = None  # public key for inbound RTB pings (POST /api/v1/rtb/{key}/ping)
+    unmatched_caller: UnmatchedCaller = UnmatchedCaller.ROUTE
+    live_auction: bool = False  # offer each call on /ws/v1/bidding and let buyers bid during the window
+    auction_window_ms: int = 1000  # live auction: how long bids are taken (50..10000)
     enabled: bool = True
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from dce.billing.cdr import CallDetailRecord, Disposition, HangupSide
 from dce.exchange.callflow import CallFlow
-from dce.exchange.router import OutboundTrunk, Routed, StaticRouter
+from dce.exchange.router import OutboundTrunk, Refusal, Routed, StaticRouter
 from dce.media.relay import PassthroughMedia
 from dce.routing.model import CallerContext, PlannedTarget, RoutingPlan
 from dce.routing.static import StaticRoutes
@@ -299,6 +299,18 @@ async def test_a_known_did_with_no_eligible_target_gets_480_and_a_no_route_cdr()
     [cdr] = h.cdrs
     assert (cdr.disposition, cdr.reason) == (Disposition.NO_ROUTE, "no eligible target: 2 closed, 1 capped")
     assert cdr.extra == {"campaign_id": "c1", "publisher_id": "p1"}
+
+
+async def test_a_refused_call_gets_the_refusal_status_with_a_reason_and_a_rejected_cdr():
+    h = Harness({})
+    router = PlannedRouter(RoutingPlan(()))
+    router.routed.refusal = Refusal(403, "caller ID matches no RTB ping")
+    h.flow.router = router
+    sent = await h.feed(invite())
+    assert statuses(sent) == [100, 403]
+    assert 'text="caller ID matches no RTB ping"' in (sent[-1].response.get("Reason") or "")
+    [cdr] = h.cdrs
+    assert (cdr.disposition, cdr.final_code, cdr.reason) == (Disposition.REJECTED, 403, "caller ID matches no RTB ping")
 
 
 async def test_a_target_at_capacity_is_skipped_and_slots_follow_the_legs():
