@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -32,7 +33,7 @@ from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.rtb import RtbPingService
 from dce.media.relay import MediaPlane, MediaRelay, PassthroughMedia
 from dce.routing.counters import InMemoryCounters
-from dce.routing.duplicates import DuplicateLedger
+from dce.routing.duplicates import DuplicateLedger, longest_rule_days
 from dce.routing.engine import RoutingEngine
 from dce.routing.model import Campaign
 from dce.routing.snapshot import MarketplaceSnapshot
@@ -43,6 +44,8 @@ from dce.sip.transaction import TimerConfig
 from dce.sip.transport import SipTransport
 
 log = logging.getLogger(__name__)
+
+DUPLICATE_HISTORY_DAYS = 30  # kept at least this long, so a rule added or lengthened later still finds history
 
 
 class SipService:
@@ -168,6 +171,18 @@ class Exchange:
         self.router.bid_log = self.bid_writer.submit
         self.watcher = MarketplaceWatcher(self.engine, self._load_snapshot, interval_s=0.5)
         await self.watcher.start()
+        self.duplicates = duplicates
+        self._housekeeping = asyncio.create_task(self._keep_house())
+
+    async def _keep_house(self, every_s: float = 5.0) -> None:
+        """Forget duplicate-caller history no campaign's window can still see (bounded memory)."""
+        while True:
+            await asyncio.sleep(every_s)
+            campaigns = (c.campaign for c in self.routing_engine.snapshot.campaigns.values())
+            horizon = longest_rule_days(campaigns, minimum=DUPLICATE_HISTORY_DAYS)
+            dropped = self.duplicates.expire(datetime.now(UTC), horizon)
+            if dropped:
+                log.debug("forgot %d duplicate-caller records older than %d days", dropped, horizon)
 
     def _rtb_pings(self) -> RtbPingService:
         """Publishers' pings run the same auction as calls, and reserve the winner for the caller's CID."""
@@ -209,6 +224,7 @@ class Exchange:
         except TimeoutError:
             log.warning("calls still running at shutdown")
         await self.runner.cleanup()
+        self._housekeeping.cancel()
         await self.watcher.stop()
         await self.http_client.close()
         await self.transport.close()

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -203,3 +204,100 @@ def test_a_publisher_ping_reserves_the_winner_for_the_call_that_follows(
     assert static.stop().created == 0
     cdr = only(fetch_cdrs(exchange.http_base, 1))
     assert (cdr["destination"], cdr["extra"]["target_id"]) == (bidder.uri, "rtb")
+
+
+def test_a_pinged_only_campaign_refuses_an_unpinged_caller_with_403_and_takes_the_pinged_one(
+        tmp_path: Path, exchange_factory: Any, uas_factory: Any) -> None:  # noqa: F811
+    callee = uas_factory("uas_answer", calls=1)
+    exchange = exchange_factory({})
+    configure(exchange, [{"id": "t1", "name": "Static", "destination": callee.uri, "revenue": "4.00"}],
+              key="k1", unmatched_caller="reject")
+
+    refused = run_sipp_uac("uac_expect_403", exchange.sip_target, tmp_path, timeout=30)
+    assert_ok(refused, exchange=exchange)
+    cdr = only(fetch_cdrs(exchange.http_base, 1))
+    assert (cdr["disposition"], cdr["final_code"], cdr["reason"]) == ("rejected", 403, "caller ID matches no RTB ping")
+
+    answer = api(exchange, "POST", "/rtb/k1/ping", {"CID": "+15551230000"})  # SIPp's caller ID
+    assert answer["sipAddress"] == callee.uri
+    caller = run_sipp_uac("uac_basic", exchange.sip_target, tmp_path, hold_ms=300, timeout=30)
+    assert_ok(caller, exchange=exchange)
+    assert_ok(callee.stop(), exchange=exchange)
+    answered = [c for c in fetch_cdrs(exchange.http_base, 2) if c["disposition"] == "answered"]
+    assert len(answered) == 1 and answered[0]["extra"]["target_id"] == "t1"
+
+
+class LiveBuyers:
+    """Two buyers in a live auction, in a thread of their own: b2 bids over the WebSocket, b1 by POST."""
+
+    def __init__(self, http_base: str, bids: dict[str, str]) -> None:
+        self.http_base = http_base
+        self.bids = bids
+        self.heard: dict[str, list[dict[str, Any]]] = {name: [] for name in bids}
+        self.answers: list[int] = []
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self.thread.start()
+        assert self.ready.wait(10), "bidders did not connect"
+
+    async def _run(self) -> None:
+        ws_base = self.http_base.replace("http://", "ws://")
+        async with aiohttp.ClientSession() as session:
+            sockets = {name: await session.ws_connect(f"{ws_base}/ws/v1/bidding?buyer_id={name}")
+                       for name in self.bids}
+            for ws in sockets.values():
+                assert (await ws.receive_json())["type"] == "subscribed"
+            self.ready.set()
+            await asyncio.gather(*(self._bidder(session, name, ws) for name, ws in sockets.items()))
+            for ws in sockets.values():
+                await ws.close()
+
+    async def _bidder(self, session: aiohttp.ClientSession, name: str, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            message = await asyncio.wait_for(ws.receive_json(), 30)
+            self.heard[name].append(message)
+            if message["type"] == "call.offered":
+                bid = {"call_id": message["call_id"], "amount": self.bids[name]}
+                if name == "b2":
+                    await ws.send_json({"type": "bid", **bid})
+                else:
+                    async with session.post(f"{self.http_base}/api/v1/bids", json={**bid, "buyer_id": name}) as r:
+                        self.answers.append(r.status)
+            elif message["type"] == "auction.closed":
+                return
+
+
+def test_a_live_auction_call_reaches_the_highest_live_bidder(
+        tmp_path: Path, exchange_factory: Any, uas_factory: Any) -> None:  # noqa: F811
+    winner = uas_factory("uas_answer", calls=1)
+    loser = uas_factory("uas_answer")
+    exchange = exchange_factory({})
+    api(exchange, "POST", "/publishers", {"id": "p1", "name": "Publisher One"})
+    for buyer, callee in (("b1", loser), ("b2", winner)):
+        api(exchange, "POST", "/buyers", {"id": buyer, "name": buyer})
+        api(exchange, "POST", "/targets", {"id": f"t-{buyer}", "buyer_id": buyer, "name": buyer,
+                                           "destination": callee.uri, "revenue": "0"})
+    api(exchange, "POST", "/campaigns", {"id": "c1", "name": "Live", "publisher_ids": ["p1"],
+                                         "target_ids": ["t-b1", "t-b2"], "live_auction": True,
+                                         "auction_window_ms": 1500, "reserve": "1.00"})
+    api(exchange, "POST", "/numbers", {"did": DID, "campaign_id": "c1", "publisher_id": "p1"})
+    time.sleep(1.0)
+    bidders = LiveBuyers(exchange.http_base, {"b1": "5.00", "b2": "9.00"})
+
+    caller = run_sipp_uac("uac_basic", exchange.sip_target, tmp_path, hold_ms=500, timeout=30)
+
+    assert_ok(caller, exchange=exchange)
+    assert_ok(winner.stop(), exchange=exchange)
+    assert loser.stop().created == 0, "the outbid buyer's callee must not be called"
+    bidders.thread.join(10)
+    assert bidders.answers == [202]
+    offer = bidders.heard["b2"][0]
+    assert (offer["type"], offer["reserve"], offer["window_ms"]) == ("call.offered", "1.00", 1500)
+    assert offer["caller"]["CID"].endswith("****")
+    assert bidders.heard["b1"][-1]["winner"] == "b2" and bidders.heard["b1"][-1]["amount"] == "9.00"
+    cdr = only(fetch_cdrs(exchange.http_base, 1))
+    assert (cdr["disposition"], cdr["destination"]) == ("answered", winner.uri)
+    assert cdr["extra"]["target_id"] == "t-b2" and cdr["extra"]["revenue_micros"] == "9000000"
+    bids = poll_bids(exchange, cdr["call_id"], expected=4)
+    live = {(b["buyer_id"], b["outcome"], b["amount"]) for b in bids if b["target_id"] in ("b1", "b2")}
+    assert live == {("b2", "won", 9_000_000), ("b1", "lost", 5_000_000)}
