@@ -9,19 +9,22 @@ from __future__ import annotations
 import math
 import re
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import lru_cache
+from os import urandom
 from typing import Any
 
-from dce.bidding.auction import Auction
-from dce.bidding.bids import Bid, BidRecord, format_amount
+from dce.bidding.auction import Auction, static_bid
+from dce.bidding.bids import Bid, BidRecord, Outcome, RejectReason, format_amount
 from dce.bidding.rtb import RtbPinger
 from dce.routing.model import CallerContext, Campaign, Target
 
 DEFAULT_RESERVATION_S = 60.0  # the longest an answer promises, whatever the winning bid says
 _CID = re.compile(r"\+?[0-9]{7,15}")
+_CID_MATCH = _CID.fullmatch
+_NESTED = (dict, list)
 _MAX_TAGS = 32
 _MAX_TAG_CHARS = 256
 
@@ -92,28 +95,30 @@ def context_from_ping(campaign: Campaign, payload: dict[str, Any]) -> CallerCont
     code is taken from the CID; the routing room may supply a richer builder (state, time zone).
     """
     cid = payload.get("CID")
-    if isinstance(cid, int) and not isinstance(cid, bool):
-        cid = str(cid)
-    if not isinstance(cid, str) or not _CID.fullmatch(cid.strip()):
+    if type(cid) is not str:  # the usual case first: one type check
+        if isinstance(cid, int) and not isinstance(cid, bool):
+            cid = str(cid)
+        elif not isinstance(cid, str):
+            return None
+    cid = cid.strip()
+    if _CID_MATCH(cid) is None:
         return None
-    digits = cid.strip().lstrip("+")
+    digits = cid.lstrip("+")
     if len(digits) == 10:
         digits = "1" + digits  # a bare NANP number
-    ani = "+" + digits
     zipcode = payload.get("zipcode")
     zip_text = str(zipcode).strip()[:10] if isinstance(zipcode, str | int) and not isinstance(zipcode, bool) else None
     tags: list[tuple[str, str]] = []
     for name, value in payload.items():
-        if name in ("CID", "zipcode") or isinstance(value, dict | list) or value is None:
+        if value is None or name == "CID" or name == "zipcode" or isinstance(value, _NESTED):
             continue
         if len(tags) >= _MAX_TAGS:
             break
         tags.append((str(name)[:64], str(value)[:_MAX_TAG_CHARS]))
-    area_code = digits[1:4] if digits.startswith("1") and len(digits) == 11 else None
     return CallerContext(
-        ani=ani,
+        ani="+" + digits,
         did="",
-        area_code=area_code,
+        area_code=digits[1:4] if len(digits) == 11 and digits[0] == "1" else None,
         zip=zip_text or None,
         campaign_id=campaign.id,
         tags=tuple(tags),
@@ -158,39 +163,101 @@ class InboundPings:
         if not eligible:
             return declined("no_eligible_target")
         started = now.timestamp()
-        auction = Auction(reserve=campaign.reserve, started_at=started)
-        auction.add_static((t for t in eligible if not t.bid_url), started)
-        records: list[BidRecord] = []
-        if any(t.bid_url for t in eligible):
-            rejected, bids = await self.pinger.ping_all(
-                eligible,
-                ctx,
-                timeout_s=campaign.ping_timeout_ms / 1000.0,
-                allow_caller_id=campaign.allow_caller_id,
-                now_fn=self.now_fn,
-            )
-            records.extend(rejected)
-            for bid in bids:
-                auction.add(bid, started)
-        closed_at = max(self.now_fn(), started)
-        result = auction.close(closed_at)
-        records.extend(result.records)
+        for target in eligible:
+            if target.bid_url:
+                winner, records, closed_at = await self._auction(campaign, ctx, eligible, started)
+                break
+        else:  # static targets only (no buyer to ping): the same auction, without the per-bid objects
+            closed_at = self.now_fn()
+            if closed_at < started:
+                closed_at = started
+            winner, records = static_auction(eligible, campaign.reserve, started)
         if self.on_records is not None:
             self.on_records(records)
-        winner = result.winner
         if winner is None or winner.destination is None:
             return declined("no_bid")
         expires_at = min(winner.expires_at, closed_at + self.max_expiry_s)
         expire_in = math.floor(expires_at - closed_at)
         if expire_in < 1:
             return declined("no_bid")
-        bid_id = uuid.uuid4().hex
-        reserved = winner._replace(bid_id=bid_id, expires_at=expires_at)
+        bid_id = urandom(16).hex()  # 128 random bits, as uuid4().hex without building a UUID
+        reserved = Bid(
+            bid_id,
+            winner.target_id,
+            winner.amount,
+            winner.destination,
+            expires_at,
+            winner.min_duration_s,
+            winner.received_at,
+            winner.latency_ms,
+        )
         self.reservations.reserve(campaign.id, ctx.ani, reserved, expires_at, now=closed_at)
-        answer: dict[str, Any] = {"bidId": bid_id, "bidAmount": format_amount(winner.amount)}
+        answer: dict[str, Any] = {"bidId": bid_id, "bidAmount": _format_amount(winner.amount)}
         if winner.destination.lower().startswith(("sip:", "sips:")):
             answer["sipAddress"] = winner.destination
         else:
             answer["phoneNumber"] = winner.destination
         answer["expireInSeconds"] = expire_in
         return answer
+
+    async def _auction(
+        self, campaign: Campaign, ctx: CallerContext, eligible: list[Target], started: float
+    ) -> tuple[Bid | None, list[BidRecord], float]:
+        """Ping the RTB targets and run the auction with them and the static ones: (winner, records, closed at)."""
+        auction = Auction(reserve=campaign.reserve, started_at=started)
+        auction.add_static([t for t in eligible if not t.bid_url], started)
+        rejected, bids = await self.pinger.ping_all(
+            eligible,
+            ctx,
+            timeout_s=campaign.ping_timeout_ms / 1000.0,
+            allow_caller_id=campaign.allow_caller_id,
+            now_fn=self.now_fn,
+        )
+        records: list[BidRecord] = list(rejected)
+        for bid in bids:
+            auction.add(bid, started)
+        closed_at = max(self.now_fn(), started)
+        result = auction.close(closed_at)
+        records.extend(result.records)
+        return result.winner, records, closed_at
+
+
+_REJECTED = Outcome.REJECTED
+_BELOW_RESERVE = RejectReason.BELOW_RESERVE
+_WON = Outcome.WON
+_LOST = Outcome.LOST
+_new_record = tuple.__new__  # BidRecord(...) with every field given, minus the NamedTuple __new__ call
+
+
+def _minus_revenue(target: Target) -> int:
+    return -target.revenue
+
+
+def static_auction(targets: Sequence[Target], reserve: int, started: float) -> tuple[Bid | None, list[BidRecord]]:
+    """What ``Auction`` decides for static targets only (each bids its revenue at ``started``, never expiring).
+
+    Same records in the same order: below-reserve rejections in target order, then the winner and the losers,
+    ranked by amount (equal amounts keep target order). The winner is the ``static_bid`` of its target.
+    """
+    records: list[BidRecord] = []
+    alive: list[Target] = []
+    for t in targets:
+        if t.revenue < reserve:
+            records.append(_new_record(BidRecord, (t.id, t.revenue, _REJECTED, _BELOW_RESERVE, 0.0, "static:" + t.id)))
+        else:
+            alive.append(t)
+    if not alive:
+        return None, records
+    if len(alive) > 1:
+        alive.sort(key=_minus_revenue)  # stable: equal amounts (all received at ``started``) keep their order
+    outcome = _WON
+    for t in alive:
+        records.append(_new_record(BidRecord, (t.id, t.revenue, outcome, None, 0.0, "static:" + t.id)))
+        outcome = _LOST
+    return static_bid(alive[0], started), records
+
+
+@lru_cache(maxsize=4096)
+def _format_amount(amount: int) -> str:
+    """``format_amount`` cached: answers repeat the same few amounts, and Decimal formatting costs microseconds."""
+    return format_amount(amount)

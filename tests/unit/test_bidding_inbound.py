@@ -6,8 +6,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dce.bidding.auction import Auction
 from dce.bidding.bids import Bid, BidRecord, Outcome, RejectReason
-from dce.bidding.inbound import InboundPings, Reservations, context_from_ping
+from dce.bidding.inbound import InboundPings, Reservations, context_from_ping, static_auction
 from dce.routing.model import CallerContext, Campaign, Target
 
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
@@ -120,3 +124,42 @@ def test_expired_reservations_are_evicted() -> None:
     assert len(r) <= 11  # only the unexpired ones stay
     r.evict(2000.0)
     assert len(r) == 0 and len(r._fifo) == 0
+
+
+@given(
+    revenues=st.lists(st.integers(0, 6).map(lambda n: n * 1_000_000), max_size=8),
+    reserve=st.integers(0, 5).map(lambda n: n * 1_000_000),
+)
+def test_static_auction_decides_as_the_auction(revenues: list[int], reserve: int) -> None:
+    """The static-only fast path gives the same winner and the same records, in order, as ``Auction``."""
+    targets = [Target(f"t{n}", "b", f"t{n}", f"+1800555{n:04d}", revenue=r) for n, r in enumerate(revenues)]
+    targets += targets[:1]  # the same target twice: only the first of equals wins
+    auction = Auction(reserve=reserve, started_at=T0)
+    auction.add_static(targets, T0)
+    expected = auction.close(T0 + 0.1)
+    winner, records = static_auction(targets, reserve, T0)
+    assert winner == expected.winner
+    assert records == list(expected.records)
+    assert all(type(r) is BidRecord for r in records)
+
+
+async def test_static_only_ping_answer_and_records() -> None:
+    targets = [
+        Target("low", "b", "low", "+18005550100", revenue=1_000_000),  # below the reserve
+        Target("a", "b", "a", "sip:a@buyer.example", revenue=4_000_000),
+        Target("b", "b", "b", "+18005550101", revenue=4_000_000),  # equal amount, added later: loses
+    ]
+    got: list[BidRecord] = []
+    reservations = Reservations()
+    h = make(targets, StubPinger([]), reservations)
+    h.on_records = got.extend
+    answer = await h.handle(CAMPAIGN, {"CID": "+12125551234"}, NOW)
+    assert answer["bidAmount"] == "4.00" and answer["sipAddress"] == "sip:a@buyer.example"
+    assert answer["expireInSeconds"] == 60 and len(answer["bidId"]) == 32
+    assert [(r.target_id, r.outcome, r.reject_reason, r.bid_id) for r in got] == [
+        ("low", Outcome.REJECTED, RejectReason.BELOW_RESERVE, "static:low"),
+        ("a", Outcome.WON, None, "static:a"),
+        ("b", Outcome.LOST, None, "static:b"),
+    ]
+    claimed = reservations.claim("camp", "+12125551234", T0 + 1)
+    assert claimed is not None and claimed.bid_id == answer["bidId"] and claimed.expires_at == T0 + 0.1 + 60
