@@ -17,6 +17,7 @@ class Disposition(enum.StrEnum):
     CANCELLED = "cancelled"
     REJECTED = "rejected"
     NO_ROUTE = "no_route"  # the DID is known but no target was eligible (closed, capped, criteria, ...)
+    BLOCKED = "blocked"  # refused by the compliance and fraud gate (reason codes in ``reason``)
 
 
 class HangupSide(enum.StrEnum):
@@ -49,6 +50,7 @@ class CallDetailRecord:
     packets_relayed: int = 0
     bytes_relayed: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+    verstat: str | None = None  # STIR/SHAKEN verification status of the inbound call, when verified
 
     @property
     def duration_s(self) -> int:

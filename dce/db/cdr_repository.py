@@ -42,6 +42,7 @@ def cdr_to_row(cdr: CallDetailRecord) -> dict[str, Any]:
         "packets_relayed": cdr.packets_relayed,
         "bytes_relayed": cdr.bytes_relayed,
         "extra": dict(cdr.extra),
+        "verstat": cdr.verstat,
     }
 
 
@@ -66,6 +67,7 @@ def row_to_cdr(row: dict[str, Any]) -> CallDetailRecord:
         packets_relayed=row["packets_relayed"],
         bytes_relayed=row["bytes_relayed"],
         extra=dict(row["extra"] or {}),
+        verstat=row.get("verstat"),
     )
 
 

@@ -53,6 +53,9 @@ class CampaignRow(Base):
     unmatched_caller: Mapped[str] = mapped_column(String(16), server_default="route")
     live_auction: Mapped[bool] = mapped_column(Boolean, server_default=false())
     auction_window_ms: Mapped[int] = mapped_column(Integer, server_default="1000")
+    stir_min_attestation: Mapped[str | None] = mapped_column(String(1))
+    stir_action: Mapped[str] = mapped_column(String(16), server_default="reject")
+    stir_unsigned: Mapped[str] = mapped_column(String(16), server_default="allow")
     enabled: Mapped[bool] = mapped_column(Boolean)
 
 

@@ -43,6 +43,7 @@ from dce.routing.model import (
     PayoutRule,
     Publisher,
     RoutingStrategy,
+    StirAction,
     Target,
     TrackingNumber,
     UnmatchedCaller,
@@ -210,6 +211,9 @@ def _campaign_rows(c: Campaign) -> tuple[dict[str, Any], list[dict[str, Any]], l
         "unmatched_caller": str(c.unmatched_caller),
         "live_auction": c.live_auction,
         "auction_window_ms": c.auction_window_ms,
+        "stir_min_attestation": c.stir_min_attestation,
+        "stir_action": str(c.stir_action),
+        "stir_unsigned": str(c.stir_unsigned),
         "enabled": c.enabled,
     }
     publisher_rows = []
@@ -270,6 +274,9 @@ def _campaign(row: Any, publisher_rows: Sequence[Any], target_rows: Sequence[Any
         unmatched_caller=UnmatchedCaller(row.unmatched_caller),
         live_auction=bool(row.live_auction),
         auction_window_ms=int(row.auction_window_ms),
+        stir_min_attestation=row.stir_min_attestation,
+        stir_action=StirAction(row.stir_action),
+        stir_unsigned=StirAction(row.stir_unsigned),
         enabled=bool(row.enabled),
     )
 

@@ -74,6 +74,7 @@ class CallRecordRow(Base):
     packets_relayed: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_relayed: Mapped[int] = mapped_column(BigInteger, default=0)
     extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    verstat: Mapped[str | None] = mapped_column(String(32))
 
     __table_args__ = (
         Index("ix_calls_invite_at", "invite_at"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from contextvars import ContextVar
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -182,6 +183,59 @@ class RoutingConfig(_Section):
         return None if value is None else _check_sip_uri(value)
 
 
+class CallingHoursConfig(_Section):
+    """TCPA calling hours for outbound legs and callbacks, in the callee's local time."""
+
+    start: dt_time = dt_time(8, 0)
+    end: dt_time = dt_time(21, 0)
+    # two-letter state -> {"start": "08:00", "end": "20:00"} (stricter state rules)
+    state_overrides: dict[str, dict[str, dt_time]] = Field(default_factory=dict)
+
+
+class FraudConfig(_Section):
+    """Fraud scoring: thresholds on the 0..1 risk score and the signals' windows."""
+
+    enabled: bool = True
+    low: float = Field(0.3, ge=0, le=1)  # below: allow silently
+    medium: float = Field(0.6, ge=0, le=1)  # at or above: flag
+    high: float = Field(0.8, ge=0, le=1)  # at or above: reject
+    ani_calls_per_minute: int = Field(5, gt=0)  # velocity of one caller
+    ani_calls_per_hour: int = Field(20, gt=0)
+    publisher_calls_per_minute: int = Field(600, gt=0)  # velocity of one publisher
+    duplicate_window_s: float = Field(3600, gt=0)  # same caller, same campaign, within this window
+    cluster_margin_s: int = Field(10, ge=0)  # "just past the conversion duration": within this many seconds
+    cluster_share: float = Field(0.5, gt=0, le=1)  # share of a publisher's recent answered calls that cluster
+    cluster_min_calls: int = Field(20, gt=0)  # recent answered calls needed before the cluster signal counts
+
+
+class StirConfig(_Section):
+    """STIR/SHAKEN verification (RFC 8224/8225/8588) against local certificates; no network fetches."""
+
+    enabled: bool = True
+    trust_store: str | None = None  # directory of PEM CA certificates (trust anchors)
+    certificates: str | None = None  # directory of PEM signing certificates, matched to the PASSporT's x5u
+    max_age_s: float = Field(60, gt=0)  # iat must be within this many seconds of now
+
+
+class GdprConfig(_Section):
+    """Personal data handling."""
+
+    retention_days: int | None = Field(None, gt=0)  # pseudonymise caller numbers in CDRs older than this
+    retention_interval_s: float = Field(3600, gt=0)  # how often the retention job runs
+
+
+class ComplianceConfig(_Section):
+    """The compliance and fraud gate in the call path."""
+
+    enabled: bool = True
+    reject_status: Literal[403, 603] = 603  # the SIP status a rejected call gets
+    refresh_interval_s: float = Field(0.5, gt=0)  # how often lists and consents are re-read after API changes
+    calling_hours: CallingHoursConfig = Field(default_factory=CallingHoursConfig)
+    fraud: FraudConfig = Field(default_factory=FraudConfig)
+    stir: StirConfig = Field(default_factory=StirConfig)
+    gdpr: GdprConfig = Field(default_factory=GdprConfig)
+
+
 def _normalise_did(value: str) -> str:
     try:
         number = phonenumbers.parse(value, _DEFAULT_REGION)
@@ -216,6 +270,7 @@ class Settings(BaseSettings):
     media: MediaConfig = Field(default_factory=MediaConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    compliance: ComplianceConfig = Field(default_factory=ComplianceConfig)
     static_routes: dict[str, list[str]] = Field(default_factory=dict)
 
     @field_validator("static_routes")

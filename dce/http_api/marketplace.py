@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import time
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -62,6 +62,7 @@ from dce.routing.model import (
     PayoutRule,
     Publisher,
     RoutingStrategy,
+    StirAction,
     Target,
     TrackingNumber,
     UnmatchedCaller,
@@ -329,6 +330,9 @@ class CampaignIn(_Input):
     unmatched_caller: UnmatchedCaller = UnmatchedCaller.ROUTE
     live_auction: bool = False
     auction_window_ms: int = Field(default=1000, ge=50, le=10_000)
+    stir_min_attestation: Literal["A", "B", "C"] | None = None
+    stir_action: StirAction = StirAction.REJECT
+    stir_unsigned: StirAction = StirAction.ALLOW
     enabled: bool = True
 
     @field_validator("publisher_ids", "target_ids")
@@ -362,6 +366,9 @@ class CampaignIn(_Input):
             unmatched_caller=self.unmatched_caller,
             live_auction=self.live_auction,
             auction_window_ms=self.auction_window_ms,
+            stir_min_attestation=self.stir_min_attestation,
+            stir_action=self.stir_action,
+            stir_unsigned=self.stir_unsigned,
             enabled=self.enabled,
         )
 
@@ -438,6 +445,9 @@ def campaign_json(c: Campaign) -> dict[str, Any]:
         "unmatched_caller": str(c.unmatched_caller),
         "live_auction": c.live_auction,
         "auction_window_ms": c.auction_window_ms,
+        "stir_min_attestation": c.stir_min_attestation,
+        "stir_action": str(c.stir_action),
+        "stir_unsigned": str(c.stir_unsigned),
         "enabled": c.enabled,
     }
 

@@ -161,6 +161,14 @@ class UnmatchedCaller(enum.StrEnum):
     REJECT = "reject"  # refused (403): the campaign only takes calls it bid on
 
 
+class StirAction(enum.StrEnum):
+    """What a call failing the campaign's STIR/SHAKEN policy (or arriving unsigned) gets."""
+
+    ALLOW = "allow"
+    FLAG = "flag"
+    REJECT = "reject"
+
+
 @dataclass(frozen=True, slots=True)
 class Campaign:
     """An offer: tracking numbers, who may send calls, how they are routed and paid."""
@@ -180,6 +188,9 @@ class Campaign:
     unmatched_caller: UnmatchedCaller = UnmatchedCaller.ROUTE
     live_auction: bool = False  # offer each call on /ws/v1/bidding and let buyers bid during the window
     auction_window_ms: int = 1000  # live auction: how long bids are taken (50..10000)
+    stir_min_attestation: str | None = None  # "A", "B" or "C": the weakest attestation accepted (None: any)
+    stir_action: StirAction = StirAction.REJECT  # for a failed verification or a weaker attestation
+    stir_unsigned: StirAction = StirAction.ALLOW  # for a call without an Identity header
     enabled: bool = True
 
 

@@ -145,6 +145,7 @@ async def test_list_calls(client: TestClient[Any, Any], engine: AsyncEngine) -> 
         "packets_relayed": cdr.packets_relayed,
         "bytes_relayed": cdr.bytes_relayed,
         "extra": {"campaign": "c1"},
+        "verstat": None,
     }
     assert item["invite_at"].endswith("+00:00")
 
