@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dce.exchange import gdpr_cli, lists_cli
 from dce.exchange.config import ConfigError, Settings, load_settings
 from dce.exchange.demo import DEMO_CONFIG, DEMO_HOWTO, seed_demo_url
 
@@ -114,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="migrate the config's database and store the demo marketplace (idempotent)")
     demo.add_argument("--database-url", help="overrides database.url")
     demo.set_defaults(func=_demo)
+    lists_cli.register(sub)
+    gdpr_cli.register(sub)
     return parser
 
 
