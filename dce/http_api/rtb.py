@@ -29,7 +29,7 @@ RTB_PINGS = web.AppKey("rtb_pings", RtbPingService)
 
 async def rtb_ping(request: web.Request) -> web.Response:
     """Run the auction for a would-be call and answer the winning bid, reserved for the caller's CID."""
-    service = request.config_dict.get(RTB_PINGS)
+    service = _service(request)
     if service is None:
         return problem(404, "real-time bidding is not enabled on this node")
     campaign = service.campaign_by_key(request.match_info["key"])
@@ -41,6 +41,15 @@ async def rtb_ping(request: web.Request) -> web.Response:
         payload = None  # answered as a malformed ping (bidAmount 0 with a reason), as buyers' platforms expect
     answer = await service.pings.handle(campaign, payload, datetime.now(UTC))
     return web.json_response(answer)
+
+
+def _service(request: web.Request) -> RtbPingService | None:
+    """``request.config_dict.get(RTB_PINGS)`` without building a ChainMapProxy and raising KeyError per app."""
+    for app in reversed(request.match_info.apps):  # the route's app first, then its parents, as config_dict
+        service = app.get(RTB_PINGS)
+        if service is not None:
+            return service
+    return None
 
 
 def rtb_routes() -> list[web.RouteDef]:

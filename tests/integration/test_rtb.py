@@ -12,11 +12,16 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from dce.bidding.auction import Auction
 from dce.bidding.bids import BidRecord, Outcome, RejectReason
 from dce.bidding.inbound import InboundPings, Reservations
 from dce.bidding.rtb import RtbPinger
+from dce.http_api.app import build_app
+from dce.http_api.metrics import ExchangeMetrics
+from dce.http_api.rtb import RtbPingService
 from dce.routing.model import CallerContext, Campaign, Target
 
 pytestmark = pytest.mark.integration
@@ -168,3 +173,26 @@ async def test_inbound_ping_runs_the_auction_and_reserves_the_winner(
     claimed = reservations.claim("camp", "+12125551234", time.time())
     assert claimed is not None and claimed.target_id == "high" and claimed.bid_id == answer["bidId"]
     assert json.dumps(answer)  # JSON-serialisable as is
+
+
+async def test_ping_route_in_the_side_api() -> None:
+    """The real route through ``build_app``: the service comes from the parent app's state; none -> 404."""
+    static = Target("static", "b", "s", "+18005550122", revenue=5_000_000)
+    campaign = Campaign("camp", "Auto", reserve=1_000_000, key="k1")
+    pings = InboundPings(lambda ctx, now: [static], RtbPinger(None), Reservations())  # type: ignore[arg-type]
+    service = RtbPingService(pings, lambda key: campaign if key == "k1" else None)
+    db = create_async_engine("sqlite+aiosqlite://")
+    try:
+        for rtb_pings, expected in ((service, 200), (None, 404)):
+            app = build_app(engine=db, metrics=ExchangeMetrics(), rtb_pings=rtb_pings)
+            async with TestClient(TestServer(app)) as client:
+                resp = await client.post("/api/v1/rtb/k1/ping", json={"CID": "2125551234"})
+                assert resp.status == expected
+                if expected == 200:
+                    answer = await resp.json()
+                    assert answer["bidAmount"] == "5.00" and answer["phoneNumber"] == "+18005550122"
+                    assert (await client.post("/api/v1/rtb/nope/ping", json={})).status == 404
+                    malformed = await client.post("/api/v1/rtb/k1/ping", data=b"{not json")
+                    assert (await malformed.json())["rejectReason"] == "malformed_ping"
+    finally:
+        await db.dispose()
