@@ -1,7 +1,7 @@
 """The CallFlow: one call walked through every room, start to finish.
 
-    INVITE in -> DID lookup -> plan (marketplace engine or static routes) -> auction when targets bid
-    -> media -> dial in order -> bridge -> teardown -> CDR
+    INVITE in -> DID lookup -> plan (marketplace engine or static routes) -> compliance and fraud gate
+    -> auction when targets bid -> media -> dial in order -> bridge -> teardown -> CDR
 
 The SIP details (transactions, relaying responses, CANCEL races, BYE) live in ``dce.sip.b2bua``; this module
 only decides. Each call runs as one task that reads the B2BUA's events for that call from a queue.
@@ -17,8 +17,11 @@ from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
 from dce.billing.cdr import CallDetailRecord, Disposition, HangupSide
+from dce.compliance.screen import rejected
+from dce.compliance.verdict import ALLOW, Verdict
 from dce.exchange.eager import start_eagerly
 from dce.exchange.router import STATIC_TARGET, CallRequest, OutboundTrunk, Routed, Router
+from dce.exchange.screening import CallGate
 from dce.media.ports import PortsExhausted
 from dce.media.relay import MediaPlane, MediaSession, MediaStats
 from dce.routing.model import PlannedTarget
@@ -59,6 +62,7 @@ class CallObserver(Protocol):
     def call_started(self) -> None: ...
     def call_finished(self, cdr: CallDetailRecord) -> None: ...
     def dialled(self, delay_s: float) -> None: ...
+    def screened(self, verdict: Verdict) -> None: ...
 
 
 # Final responses to the caller when every destination failed, by the last failure's kind.
@@ -82,7 +86,7 @@ class CallFlow:
     """Decides what happens to each inbound call. One instance per exchange; one task per call."""
 
     def __init__(self, *, sip: SipCommands, router: Router, media: MediaPlane, cdrs: CdrSink,
-                 observer: CallObserver, trunk: OutboundTrunk | None = None,
+                 observer: CallObserver, trunk: OutboundTrunk | None = None, gate: CallGate | None = None,
                  wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.sip = sip
         self.router = router
@@ -90,6 +94,7 @@ class CallFlow:
         self.media = media
         self.cdrs = cdrs
         self.observer = observer
+        self.gate = gate
         self.wall_clock = wall_clock
         self._queues: dict[str, asyncio.Queue[CallEvent]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -122,15 +127,26 @@ class CallFlow:
         media: MediaSession | None = None
         target: PlannedTarget | None = None
         routed: Routed | None = None
+        verdict = ALLOW
         did = to_e164(call.called_user) or call.called_user
         try:
             request = CallRequest(did, call.caller_user, tuple(call.a.request.headers))
             routed = self.router.plan(request, times.invite_at)
-            if routed is not None and routed.plan.targets and self.router.needs_auction(routed):
+            if routed is not None and self.gate is not None:
+                verdict = self.gate.screen(request, routed, times.invite_at.timestamp())
+                self.observer.screened(verdict)
+                if verdict.suppressed_buyers and not rejected(verdict):
+                    routed = self.router.without_buyers(routed, verdict.suppressed_buyers)
+            if routed is not None and not rejected(verdict) and routed.plan.targets \
+                    and self.router.needs_auction(routed):
                 routed = await self.router.auction(routed, call.id)
             if routed is None:
                 self.sip.reject(call, 404, reason_header='Q.850;cause=1;text="unallocated number"')
                 outcome = _Outcome(Disposition.REJECTED, 404, reason="no route for DID")
+            elif rejected(verdict):
+                status = self.gate.reject_status if self.gate is not None else 603
+                self.sip.reject(call, status, reason_header=f'Q.850;cause=21;text="{_quoted(verdict.reason)}"')
+                outcome = _Outcome(Disposition.BLOCKED, status, HangupSide.SYSTEM, verdict.reason)
             elif routed.refusal is not None:
                 refusal = routed.refusal
                 self.sip.reject(call, refusal.status, reason_header=f'Q.850;cause=21;text="{_quoted(refusal.reason)}"')
@@ -159,7 +175,7 @@ class CallFlow:
                 media.close()
             if routed is not None and target is not None and target.target_id in routed.held:
                 self.router.release(routed, target)
-        self._record(call, did, target, routed, outcome, times, stats)
+        self._record(call, did, target, routed, outcome, times, stats, verdict)
         self.sip.release(call)
 
     async def _dial_in_order(self, call: Call, routed: Routed, events: asyncio.Queue[CallEvent],
@@ -219,7 +235,7 @@ class CallFlow:
                         f"last destination: {failure.status} {failure.reason}"), tried
 
     def _record(self, call: Call, did: str, target: PlannedTarget | None, routed: Routed | None,
-                outcome: _Outcome, times: _Times, stats: MediaStats | None) -> None:
+                outcome: _Outcome, times: _Times, stats: MediaStats | None, verdict: Verdict) -> None:
         end = times.end_at or self.wall_clock()
         packets = bytes_ = 0
         if stats is not None:
@@ -244,12 +260,15 @@ class CallFlow:
             reason=outcome.reason,
             packets_relayed=packets,
             bytes_relayed=bytes_,
-            extra=_routing_details(target, routed),
+            extra={**_routing_details(target, routed), **_screening_details(verdict)},
+            verstat=verdict.verstat,
         )
         self.cdrs.submit(cdr)
         self.observer.call_finished(cdr)
         if routed is not None and target is not None and cdr.disposition is Disposition.ANSWERED:
             self.router.completed(routed, target, cdr.billable_s, cdr.end_at)
+            if self.gate is not None:
+                self.gate.completed(routed, target.target_id, cdr.billable_s, cdr.end_at.timestamp())
 
 
 def _routing_details(target: PlannedTarget | None, routed: Routed | None) -> dict[str, str]:
@@ -266,6 +285,17 @@ def _routing_details(target: PlannedTarget | None, routed: Routed | None) -> dic
         details["revenue_micros"] = str(target.revenue)
         if target.bid_id:
             details["bid_id"] = target.bid_id
+    return details
+
+
+def _screening_details(verdict: Verdict) -> dict[str, str]:
+    """The gate's verdict on the CDR: action and reason codes when not plainly allowed, and the fraud risk."""
+    details: dict[str, str] = {}
+    if verdict.findings:
+        details["compliance"] = str(verdict.action)
+        details["compliance_codes"] = ",".join(verdict.codes)
+    if verdict.risk is not None:
+        details["fraud_risk"] = f"{verdict.risk:.3f}"
     return details
 
 

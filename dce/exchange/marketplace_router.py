@@ -164,6 +164,16 @@ class MarketplaceRouter:
                     if r.outcome is Outcome.REJECTED]
         return rejected, [bid._replace(target_id=LIVE_BIDDER + bid.target_id) for bid in result.ranked]
 
+    def without_buyers(self, routed: Routed, buyer_ids: frozenset[str]) -> Routed:
+        """The plan without the targets owned by ``buyer_ids`` (their suppression lists hold the caller)."""
+        targets = self.engine.snapshot.targets
+        kept = tuple(p for p in routed.plan.targets
+                     if (compiled := targets.get(p.target_id)) is None or compiled.target.buyer_id not in buyer_ids)
+        if len(kept) == len(routed.plan.targets):
+            return routed
+        reason = routed.plan.reason or (None if kept else "every eligible buyer suppresses this caller")
+        return Routed(RoutingPlan(kept, reason), routed.context, routed.held, routed.refusal)
+
     def acquire(self, routed: Routed, target: PlannedTarget) -> bool:
         if target.target_id == STATIC_TARGET:
             return True

@@ -74,6 +74,10 @@ class Router(Protocol):
         """The plan re-ranked by bids (bounded by the campaign's ping timeout or live auction window)."""
         ...
 
+    def without_buyers(self, routed: Routed, buyer_ids: frozenset[str]) -> Routed:
+        """The plan without the targets of ``buyer_ids`` (buyers whose suppression list holds the caller)."""
+        ...
+
 
 class StaticRouter:
     """Static routes from configuration: every destination with the default ring timeout, no accounting."""
@@ -107,6 +111,9 @@ class StaticRouter:
 
     async def auction(self, routed: Routed, call_id: str) -> Routed:
         return routed
+
+    def without_buyers(self, routed: Routed, buyer_ids: frozenset[str]) -> Routed:
+        return routed  # static routes belong to no buyer
 
 
 class OutboundTrunk:

@@ -17,6 +17,7 @@ from dce.bidding.live import LiveBidding
 from dce.bidding.log import BidLogEntry
 from dce.bidding.rtb import RtbPinger
 from dce.billing.cdr import CallDetailRecord
+from dce.compliance.verdict import Verdict
 from dce.db import cdr_spool
 from dce.db.bid_repository import insert_bids
 from dce.db.cdr_writer import BatchWriter, CdrWriter
@@ -97,6 +98,9 @@ class _Observer:
 
     def dialled(self, delay_s: float) -> None:
         self.metrics.added_delay.observe(delay_s)
+
+    def screened(self, verdict: Verdict) -> None:
+        self.metrics.screened(verdict.codes, verdict.risk)
 
 
 @dataclass

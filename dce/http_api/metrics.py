@@ -41,6 +41,15 @@ class ExchangeMetrics:
             registry=self.registry,
         )
         self.cdr_queue = Gauge("dce_cdr_queue_depth", "CDRs waiting to be written", registry=self.registry)
+        self.compliance_violations = Counter(
+            "dce_compliance_violations_total", "Calls flagged or rejected by the compliance and fraud gate, by reason",
+            ("type",), registry=self.registry,
+        )
+        self.fraud_score = Histogram(
+            "dce_fraud_score", "Fraud risk score of screened calls (0..1)",
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0), registry=self.registry,
+        )
+        self._violation_children: dict[str, Counter] = {}
         self._sip_children: dict[tuple[str, str], Counter] = {}
         self._call_children: dict[str, Counter] = {}
         self._drop_children: dict[str, Counter] = {}
@@ -66,6 +75,16 @@ class ExchangeMetrics:
         if child is None:
             child = self._call_children[status] = self.calls_total.labels(str(status))
         child.inc()
+
+    def screened(self, codes: tuple[str, ...], risk: float | None) -> None:
+        """Count a screened call's reason codes and observe its fraud score."""
+        for code in codes:
+            child = self._violation_children.get(code)
+            if child is None:
+                child = self._violation_children[code] = self.compliance_violations.labels(code)
+            child.inc()
+        if risk is not None:
+            self.fraud_score.observe(risk)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

@@ -8,8 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from dce.billing.cdr import CallDetailRecord, Disposition, HangupSide
+from dce.compliance.screen import ScreenedCall, Screener, Screening
+from dce.compliance.verdict import Action, Finding, ReasonCode, Verdict
 from dce.exchange.callflow import CallFlow
 from dce.exchange.router import OutboundTrunk, Refusal, Routed, StaticRouter
+from dce.exchange.screening import CallGate
 from dce.media.relay import PassthroughMedia
 from dce.routing.model import CallerContext, PlannedTarget, RoutingPlan
 from dce.routing.static import StaticRoutes
@@ -372,3 +375,67 @@ async def test_a_number_destination_without_a_trunk_is_skipped():
     sent = await h.feed(invite())
     [leg] = requests_of(sent, "INVITE")
     assert leg.addr == ("127.0.0.1", 5081)
+
+
+class Screened(Harness):
+    """A harness whose calls pass a gate of given checks; records what the gate saw and the verdicts."""
+
+    def __init__(self, routes: dict[str, list[str]], *checks, reject_status: int = 603) -> None:
+        super().__init__(routes)
+        self.seen: list[ScreenedCall] = []
+        self.verdicts: list[Verdict] = []
+
+        def spy(call: ScreenedCall, now: float, out: Screening) -> None:
+            self.seen.append(call)
+
+        self.flow.gate = CallGate(Screener([spy, *checks]), reject_status=reject_status)
+
+    def screened(self, verdict: Verdict) -> None:
+        self.verdicts.append(verdict)
+
+
+def finding(action: Action, code: ReasonCode, detail: str = ""):
+    def check(call: ScreenedCall, now: float, out: Screening) -> None:
+        out.add(Finding(action, code, detail))
+        out.verstat = "TN-Validation-Passed-A"
+        out.risk = 0.25
+
+    return check
+
+
+@pytest.mark.parametrize("status", [603, 403])
+async def test_a_rejected_caller_gets_the_configured_status_a_q850_reason_and_a_blocked_cdr(status):
+    h = Screened({DID: ["sip:127.0.0.1:5080"]}, finding(Action.REJECT, ReasonCode.DNC_NATIONAL, "national DNC"),
+                 reject_status=status)
+    sent = await h.feed(invite())
+    assert statuses(sent) == [100, status]
+    assert not requests_of(sent, "INVITE"), "a blocked call must not be dialled"
+    assert sent[-1].response.get("Reason") == 'Q.850;cause=21;text="dnc_national: national DNC"'
+    [cdr] = h.cdrs
+    assert (cdr.disposition, cdr.final_code, cdr.reason) == (Disposition.BLOCKED, status, "dnc_national: national DNC")
+    assert cdr.extra["compliance"] == "reject" and cdr.extra["compliance_codes"] == "dnc_national"
+    assert cdr.verstat == "TN-Validation-Passed-A" and cdr.extra["fraud_risk"] == "0.250"
+    [seen] = h.seen
+    assert (seen.ani, seen.did, seen.identity) == ("+13125550199", DID, None)
+    assert h.verdicts[0].action is Action.REJECT
+
+
+async def test_a_flagged_call_is_routed_and_carries_the_flag_into_its_cdr():
+    h = Screened({DID: ["sip:127.0.0.1:5080"]}, finding(Action.FLAG, ReasonCode.VELOCITY_ANI))
+    sent = await h.feed(invite())
+    [out] = requests_of(sent, "INVITE")
+    await h.feed(response_to(out.request, 486, to_tag="b1"), addr=out.addr)
+    [cdr] = h.cdrs
+    assert cdr.disposition is Disposition.BUSY
+    assert (cdr.extra["compliance"], cdr.extra["compliance_codes"]) == ("flag", "velocity_ani")
+
+
+async def test_the_gate_reads_the_identity_and_asserted_identity_headers():
+    h = Screened({DID: ["sip:127.0.0.1:5080"]})
+    data = request("INVITE", f"sip:{DID}@10.0.0.1", body=SDP_A, from_uri="sip:+13125550199@192.0.2.10",
+                   extra=[("Identity", "eyJ.a.b;info=<https://cert.example/sp.pem>;alg=ES256;ppt=shaken"),
+                                  ("P-Asserted-Identity", "<sip:+13125550100@192.0.2.10>")])
+    await h.feed(data)
+    [seen] = h.seen
+    assert seen.identity is not None and seen.identity.startswith("eyJ.a.b;info=")
+    assert seen.asserted == "+13125550100"

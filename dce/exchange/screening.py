@@ -1,0 +1,83 @@
+"""The compliance gate as the CallFlow uses it: SIP and routing facts in, a ``Verdict`` out.
+
+``CallGate`` turns an inbound call (its request headers and the routing context) into the plain
+``ScreenedCall`` the compliance room reads, runs the ``Screener``, and feeds finished calls back to the checks
+that learn from them (fraud's conversion-duration clusters). The checks themselves are built from
+configuration in ``dce.exchange.compliance_setup``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from dce.compliance.screen import ScreenedCall, Screener
+from dce.compliance.verdict import ALLOW, Verdict
+from dce.exchange.router import CallRequest, Routed
+from dce.routing.model import Campaign
+from dce.routing.numbers import to_e164
+from dce.sip.message import header_uri, uri_user
+
+
+class CompletionListener(Protocol):
+    """A check that learns from answered calls (fraud clusters)."""
+
+    def completed(self, publisher_id: str | None, billable_s: int, conversion_s: int | None, now: float) -> None: ...
+
+
+def _header(headers: tuple[tuple[str, str], ...], name: str) -> str | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def _asserted_number(headers: tuple[tuple[str, str], ...]) -> str | None:
+    value = _header(headers, "P-Asserted-Identity")
+    if not value:
+        return None
+    user = uri_user(header_uri(value.split(",", 1)[0]))
+    return to_e164(user) if user else None
+
+
+class CallGate:
+    """Screens each call before routing goes on; ``reject_status`` is what a rejected caller gets (603/403)."""
+
+    def __init__(self, screener: Screener, *, reject_status: int = 603,
+                 campaign: Callable[[str], Campaign | None] = lambda _id: None,
+                 conversion_s: Callable[[str], int | None] = lambda _id: None,
+                 listeners: tuple[CompletionListener, ...] = ()) -> None:
+        self.screener = screener
+        self.reject_status = reject_status
+        self.campaign = campaign
+        self.conversion_s = conversion_s
+        self.listeners = listeners
+
+    def screen(self, request: CallRequest, routed: Routed, now: float) -> Verdict:
+        """The verdict on this call at ``now`` (epoch seconds)."""
+        if not self.screener.checks:
+            return ALLOW
+        ctx = routed.context
+        campaign = self.campaign(ctx.campaign_id) if ctx is not None and ctx.campaign_id else None
+        call = ScreenedCall(
+            ani=ctx.ani if ctx is not None else to_e164(request.caller_user),
+            did=request.did,
+            state=ctx.state if ctx is not None else None,
+            campaign_id=ctx.campaign_id if ctx is not None else None,
+            publisher_id=ctx.publisher_id if ctx is not None else None,
+            identity=_header(request.headers, "Identity"),
+            asserted=_asserted_number(request.headers),
+            stir_min_attestation=campaign.stir_min_attestation if campaign is not None else None,
+            stir_on_failure=str(campaign.stir_action) if campaign is not None else "reject",
+            stir_on_unsigned=str(campaign.stir_unsigned) if campaign is not None else "allow",
+        )
+        return self.screener.screen(call, now)
+
+    def completed(self, routed: Routed, target_id: str | None, billable_s: int, now: float) -> None:
+        """An answered call ended: tell the checks that learn from call durations."""
+        ctx = routed.context
+        if ctx is None or not self.listeners:
+            return
+        conversion = self.conversion_s(target_id) if target_id else None
+        for listener in self.listeners:
+            listener.completed(ctx.publisher_id, billable_s, conversion, now)
