@@ -1,0 +1,95 @@
+"""Keep an in-memory copy of database state fresh: reload when told, or when its change counter moved.
+
+Each kind of state (marketplace, number lists, consents) has a cheap ``version`` query that changes with every
+write, and a ``load`` that reads the whole state. Polling the version every ``interval_s`` also catches writes
+made by other nodes sharing the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Generic, Self, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Watcher(Generic[T]):
+    """Calls ``on_load(state)`` with freshly loaded state at start and after every change.
+
+    ``await start()`` loads once (errors propagate: the exchange should not start without it) and begins polling;
+    ``notify()`` (sync, cheap: pass it as an API's on-change hook) wakes the poller to reload now; ``await stop()``
+    ends it. Reload errors are logged and retried on the next tick; the last good state stays in use.
+    ``on_load`` runs on the event loop and should only swap a reference.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, name: str, version: Callable[[AsyncEngine], Awaitable[int]],
+                 load: Callable[[AsyncEngine], Awaitable[T]], on_load: Callable[[T], None],
+                 interval_s: float = 0.5) -> None:
+        self._engine = engine
+        self.name = name
+        self._version = version
+        self._load = load
+        self._on_load = on_load
+        self._interval_s = interval_s
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.version: int | None = None  # version of the last state delivered
+        self.reloads = 0
+
+    async def start(self) -> T:
+        """Load and deliver the first state, then watch in the background."""
+        state = await self.refresh(force=True)
+        assert state is not None
+        self._task = asyncio.create_task(self._run(), name=f"{self.name}-watcher")
+        return state
+
+    def notify(self) -> None:
+        """Reload as soon as possible (the version check still skips a reload when nothing changed)."""
+        self._wake.set()
+
+    async def refresh(self, *, force: bool = False) -> T | None:
+        """Reload if the version moved (or ``force``); return the new state, or None when nothing changed."""
+        version = await self._version(self._engine)
+        if not force and version == self.version:
+            return None
+        state = await self._load(self._engine)
+        self.version = version
+        self.reloads += 1
+        self._on_load(state)
+        return state
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval_s)
+            self._wake.clear()
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s reload failed; keeping the previous state", self.name)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
