@@ -65,7 +65,7 @@ class RoutingEngine:
         if cc is None:
             return RoutingPlan((), reason)
         targets, rejected = self._eligible(cc, ctx, now)
-        if not targets:
+        if rejected is not None:
             return RoutingPlan((), _no_target_reason(cc, rejected))
         if len(targets) > 1:
             targets = self._order(cc, targets, ctx)
@@ -150,27 +150,38 @@ class RoutingEngine:
 
     def _eligible(
         self, cc: CompiledCampaign, ctx: CallerContext, now: datetime
-    ) -> tuple[list[CompiledTarget], list[int]]:
-        mask, opened, disabled, closed = self._open_now(cc, int(now.timestamp()) // 60)
+    ) -> tuple[list[CompiledTarget], tuple[int, int, int, int, int] | None]:
+        """(eligible targets in campaign order, None) or ([], how many were rejected per ``_REASONS``)."""
+        minute = int(now.timestamp()) // 60
+        cached = self._open.get(cc.campaign.id)
+        if cached is not None and cached[0] == minute and cached[1] is cc:
+            mask, opened, disabled, closed = cached[2]
+        else:
+            mask, opened, disabled, closed = self._open_now(cc, minute)
         if not mask:
-            return [], [disabled, closed, 0, 0, 0]
+            return [], (disabled, closed, 0, 0, 0)
         out, checks = cc.filter(ctx, mask)
-        rejected = [disabled, closed, opened - len(out), 0, 0]  # in _REASONS order
         if not out:
-            return out, rejected
+            return out, (disabled, closed, opened, 0, 0)
+        matched = len(out)
+        duplicates = 0
         rule = cc.campaign.duplicate_rule
         if rule is not None and rule.scope is DuplicateScope.TARGET and ctx.ani:
-            is_duplicate = self._duplicates.is_duplicate
-            fresh = [ct for ct in out if not is_duplicate(rule, ctx.ani, cc.campaign.id, ct.target.id, now)]
-            rejected[3] = len(out) - len(fresh)
-            out = fresh
-            checks = [ct.cap_check for ct in out if ct.capped]
+            is_duplicate, ani, campaign_id = self._duplicates.is_duplicate, ctx.ani, cc.campaign.id
+            fresh = [ct for ct in out if not is_duplicate(rule, ani, campaign_id, ct.target.id, now)]
+            duplicates = matched - len(fresh)
+            if duplicates:
+                out = fresh
+                if not out:
+                    return out, (disabled, closed, opened - matched, duplicates, 0)
+                checks = [ct.cap_check for ct in out if ct.capped]
         if checks:
             over = self._counters.over_cap(checks, now)
             if over:
-                rejected[4] = len(over)
                 out = [ct for ct in out if ct.target.id not in over]
-        return out, rejected
+                if not out:
+                    return out, (disabled, closed, opened - matched, duplicates, len(over))
+        return out, None
 
     def _order(self, cc: CompiledCampaign, targets: list[CompiledTarget], ctx: CallerContext) -> list[CompiledTarget]:
         strategy = cc.campaign.strategy
@@ -199,7 +210,7 @@ class RoutingEngine:
         raise ValueError(f"campaign {cc.campaign.id!r}: unknown strategy {strategy!r}")
 
 
-def _no_target_reason(cc: CompiledCampaign, rejected: list[int]) -> str:
+def _no_target_reason(cc: CompiledCampaign, rejected: tuple[int, ...]) -> str:
     if not cc.targets:
         return "no eligible target: campaign has no targets"
     parts = [f"{n} {name}" for n, name in zip(rejected, _REASONS, strict=True) if n]
