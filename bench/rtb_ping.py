@@ -7,7 +7,8 @@ real ``RoutingEngine`` over an in-memory marketplace, loaded by aiohttp clients 
 The load comes from ``--clients`` processes (aiohttp + uvloop, ``concurrency / clients`` keep-alive connections
 each), so the load generator is not the bottleneck of a single Python client process. They share the machine's
 cores with the server. This measures the exchange's own cost per ping (no buyer is pinged: outbound RTB latency
-is the buyers'); the bid records go to an in-memory sink standing in for the bid log writer.
+is the buyers'). Bid records go through ``MarketplaceRouter.record_bids`` as in the exchange; its bid log is a
+bounded in-memory queue standing in for the batching writer (database writes are not measured).
 Last line: ``rps=... p50_ms=... p99_ms=... errors=...``.
 """
 
@@ -64,16 +65,19 @@ def serve(port: int, ready: multiprocessing.synchronize.Event) -> None:  # type:
 
     from dce.bidding.inbound import InboundPings, Reservations
     from dce.bidding.rtb import RtbPinger
+    from dce.exchange.marketplace_router import MarketplaceRouter
+    from dce.exchange.router import StaticRouter
     from dce.http_api.app import build_app
     from dce.http_api.metrics import ExchangeMetrics
     from dce.http_api.rtb import RtbPingService
     from dce.routing.counters import InMemoryCounters
     from dce.routing.duplicates import DuplicateLedger
     from dce.routing.engine import RoutingEngine
+    from dce.routing.static import StaticRoutes
 
     async def main() -> None:
-        engine = RoutingEngine(marketplace(), InMemoryCounters(), DuplicateLedger(), random.Random(1))
-        sink: deque[object] = deque(maxlen=10_000)  # stands in for MarketplaceRouter.record_bids -> bid writer
+        counters, duplicates = InMemoryCounters(), DuplicateLedger()
+        engine = RoutingEngine(marketplace(), counters, duplicates, random.Random(1))
 
         def campaign_by_key(key: str):  # type: ignore[no-untyped-def]  # as ExchangeService._rtb_pings does
             compiled = engine.snapshot.by_key.get(key)
@@ -81,7 +85,14 @@ def serve(port: int, ready: multiprocessing.synchronize.Event) -> None:  # type:
 
         db = create_async_engine("sqlite+aiosqlite://")  # only /health uses it
         async with aiohttp.ClientSession() as session:
-            pings = InboundPings(engine.eligible, RtbPinger(session), Reservations(), on_records=sink.extend)
+            # as ExchangeService wires it: bid records go through MarketplaceRouter.record_bids to the bid log,
+            # here a bounded queue standing in for the batching writer's (the database side is not measured)
+            router = MarketplaceRouter(
+                engine, counters, duplicates, StaticRouter(StaticRoutes({}), 30.0),
+                pinger=RtbPinger(session), reservations=Reservations(),
+            )  # fmt: skip
+            router.bid_log = deque(maxlen=10_000).append
+            pings = InboundPings(engine.eligible, router.pinger, router.reservations, on_records=router.record_bids)
             app = build_app(engine=db, metrics=ExchangeMetrics(), rtb_pings=RtbPingService(pings, campaign_by_key))
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
