@@ -25,6 +25,7 @@ from dce.db.engine import create_engine
 from dce.db.marketplace_repository import MarketplaceData
 from dce.db.marketplace_watcher import MarketplaceWatcher
 from dce.exchange.callflow import CallFlow
+from dce.exchange.compliance_setup import build_compliance
 from dce.exchange.config import Settings
 from dce.exchange.gc_policy import GcPolicy
 from dce.exchange.marketplace_router import MarketplaceRouter
@@ -144,9 +145,12 @@ class Exchange:
             self.media = PassthroughMedia()
         self.routes = StaticRoutes(settings.static_routes)
         await self._start_marketplace(StaticRouter(self.routes, settings.routing.ring_timeout_s))
+        self.compliance = build_compliance(settings.compliance, self.engine, campaign=self._campaign,
+                                           conversion_s=self._conversion_s)
+        await self.compliance.start()
         self.callflow = CallFlow(sip=SipService(self.b2bua, self.transport), router=self.router,
                                  media=self.media, cdrs=self.writer, observer=observer,
-                                 trunk=OutboundTrunk(settings.routing.outbound_trunk))
+                                 trunk=OutboundTrunk(settings.routing.outbound_trunk), gate=self.compliance.gate)
 
         app = build_app(engine=self.engine, metrics=self.metrics, status=self._status,
                         on_marketplace_change=self.watcher.notify, rtb_pings=self._rtb_pings(),
@@ -187,6 +191,14 @@ class Exchange:
             dropped = self.duplicates.expire(datetime.now(UTC), horizon)
             if dropped:
                 log.debug("forgot %d duplicate-caller records older than %d days", dropped, horizon)
+
+    def _campaign(self, campaign_id: str) -> Campaign | None:
+        compiled = self.routing_engine.snapshot.campaigns.get(campaign_id)
+        return compiled.campaign if compiled is not None else None
+
+    def _conversion_s(self, target_id: str) -> int | None:
+        compiled = self.routing_engine.snapshot.targets.get(target_id)
+        return compiled.target.conversion_duration_s if compiled is not None else None
 
     def _rtb_pings(self) -> RtbPingService:
         """Publishers' pings run the same auction as calls, and reserve the winner for the caller's CID."""
@@ -230,6 +242,7 @@ class Exchange:
         await self.runner.cleanup()
         self._housekeeping.cancel()
         await self.watcher.stop()
+        await self.compliance.stop()
         await self.http_client.close()
         await self.transport.close()
         await self.media.close()

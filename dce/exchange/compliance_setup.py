@@ -1,0 +1,63 @@
+"""Builds the compliance gate from configuration and keeps its in-memory state fresh.
+
+Checks, in the order they run on each call:
+  1. number lists (DNC national/state/internal, litigators, blocked ANI/DID; buyers' suppression lists),
+  2. STIR/SHAKEN verification against the local trust store, with the campaign's policy,
+  3. fraud scoring (velocity, anonymous/invalid ANI, duplicates, conversion clusters, blacklisted ANI).
+Lists and consents are reloaded by version-polling watchers, so API changes apply within a second.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from dce.compliance.screen import Check, Screener
+from dce.compliance.stir_shaken import CertificateStore, StirCheck
+from dce.db.watcher import Watcher
+from dce.exchange.config import ComplianceConfig
+from dce.exchange.screening import CallGate, CompletionListener
+from dce.routing.model import Campaign
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Compliance:
+    """The gate the CallFlow uses, and the watchers that keep its lists fresh."""
+
+    gate: CallGate | None
+    watchers: list[Watcher] = field(default_factory=list)  # type: ignore[type-arg]
+
+    async def start(self) -> None:
+        for watcher in self.watchers:
+            await watcher.start()
+
+    async def stop(self) -> None:
+        for watcher in self.watchers:
+            await watcher.stop()
+
+    def notify(self) -> None:
+        """Reload lists and consents now (an API write happened)."""
+        for watcher in self.watchers:
+            watcher.notify()
+
+
+def build_compliance(config: ComplianceConfig, engine: AsyncEngine, *,
+                     campaign: Callable[[str], Campaign | None],
+                     conversion_s: Callable[[str], int | None]) -> Compliance:
+    """The gate for ``config`` (None when compliance is disabled)."""
+    if not config.enabled:
+        return Compliance(None)
+    checks: list[Check] = []
+    listeners: list[CompletionListener] = []
+    watchers: list[Watcher] = []  # type: ignore[type-arg]
+    if config.stir.enabled:
+        store = CertificateStore.load(config.stir.trust_store, config.stir.certificates)
+        checks.append(StirCheck(store, max_age_s=config.stir.max_age_s))
+    gate = CallGate(Screener(checks), reject_status=config.reject_status, campaign=campaign,
+                    conversion_s=conversion_s, listeners=tuple(listeners))
+    return Compliance(gate, watchers)
