@@ -1,9 +1,265 @@
-"""``dce gdpr ...`` subcommands (registered by ``dce.exchange.cli``)."""
+"""``dce audit verify`` and ``dce gdpr erase|export|retention`` (registered by ``dce.exchange.cli``).
+
+Exit codes: 0 done; 1 the audit chain is broken (``audit verify``) or the erasure was declined at the prompt;
+2 bad input, configuration or a database error (e.g. an unmigrated schema).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import getpass
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from dce.exchange.config import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+# Erasers/exporters of the other tables holding numbers, as "module:function"; resolved when first used, and a
+# module or function that does not exist (yet) is skipped with a warning rather than failing the command.
+ERASER_SPECS: dict[str, str] = {
+    "lists": "dce.db.list_repository:erase_number",
+    "consents": "dce.db.consent_repository:erase_number",
+}
+EXPORTER_SPECS: dict[str, str] = {
+    "lists": "dce.db.list_repository:export_number",
+    "consents": "dce.db.consent_repository:export_number",
+}
+
+
+def resolve_registry(specs: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """``(functions by name, reasons by name for those not available)`` for ``"module:function"`` specs."""
+    found: dict[str, Any] = {}
+    missing: dict[str, str] = {}
+    for name, spec in specs.items():
+        module_name, _, attribute = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise  # the module exists but is broken: say so loudly
+            missing[name] = f"module {module_name} not found"
+            continue
+        function = getattr(module, attribute, None)
+        if function is None:
+            missing[name] = f"{spec} not found"
+            continue
+        found[name] = function
+    return found, missing
+
+
+def default_erasers() -> tuple[dict[str, Any], dict[str, str]]:
+    """The erasers of :data:`ERASER_SPECS` that exist, and why the others are skipped."""
+    return resolve_registry(ERASER_SPECS)
+
+
+def default_exporters() -> tuple[dict[str, Any], dict[str, str]]:
+    """The exporters of :data:`EXPORTER_SPECS` that exist, and why the others are skipped."""
+    return resolve_registry(EXPORTER_SPECS)
+
+
+def pseudonym_key(settings: Settings, key_file: str | None = None) -> bytes | None:
+    """The pseudonymisation key: ``key_file``'s bytes (stripped), else ``compliance.gdpr.pseudonym_key`` when the
+    configuration has that field and it is set, else None."""
+    if key_file:
+        return Path(key_file).read_bytes().strip() or None
+    value = getattr(settings.compliance.gdpr, "pseudonym_key", None)
+    if value is None:
+        return None
+    if hasattr(value, "get_secret_value"):
+        value = value.get_secret_value()
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    return bytes(value) or None
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if args.database_url:
+        overrides["database"] = {"url": args.database_url}
+    return load_settings(args.config, overrides)
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no login name (containers without a passwd entry)
+        return "cli"
+
+
+def _warn_missing(missing: Mapping[str, str]) -> None:
+    for name, reason in missing.items():
+        print(f"warning: {name} not covered: {reason}", file=sys.stderr)
+
+
+class _DatabaseFailed(Exception):
+    pass
+
+
+async def _with_engine(url: str, work: Any) -> Any:
+    from sqlalchemy.exc import DBAPIError
+
+    from dce.db.engine import create_engine
+
+    engine = create_engine(url)
+    try:
+        return await work(engine)
+    except DBAPIError as exc:
+        print(f"dce: database error (is the schema migrated? `dce migrate`): {exc.orig}", file=sys.stderr)
+        raise _DatabaseFailed from exc
+    finally:
+        await engine.dispose()
+
+
+def _run(url: str, work: Any) -> Any:
+    """``work(engine)`` on a fresh engine for ``url``; raises :class:`_DatabaseFailed` after saying why."""
+    return asyncio.run(_with_engine(url, work))
+
+
+def _number(raw: str) -> str | None:
+    from dce.db.gdpr import normalise_number
+
+    try:
+        return normalise_number(raw)
+    except ValueError as exc:
+        print(f"dce: {exc}", file=sys.stderr)
+        return None
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from dce.db.audit_repository import verify
+
+    result = _run(_settings(args).database.url, verify)
+    if result.ok:
+        print(f"ok: {result.checked} entries")
+        return 0
+    print(f"broken: entry seq {result.first_bad_seq}: {result.detail} ({result.checked} entries before it verify)")
+    return 1
+
+
+def _gdpr_erase(args: argparse.Namespace) -> int:
+    from dce.db.gdpr import erase_number
+
+    settings = _settings(args)
+    number = _number(args.number)
+    if number is None:
+        return 2
+    erasers, missing = default_erasers()
+    _warn_missing(missing)
+    if not args.yes:
+        tables = ", ".join(["calls", *erasers])
+        answer = input(f"erase {number} from {tables}? This cannot be undone. [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("not erased")
+            return 1
+    key = pseudonym_key(settings, args.key_file)
+
+    async def work(engine: Any) -> Any:
+        return await erase_number(engine, number, erasers, actor=_actor(), key=key)
+
+    report = _run(settings.database.url, work)
+    counts = ", ".join(f"{name}={count}" for name, count in report.counts.items())
+    print(f"erased {number}: {counts} (audit seq {report.audit_seq})")
+    return 0
+
+
+def _gdpr_export(args: argparse.Namespace) -> int:
+    from dce.db.gdpr import export_number
+
+    settings = _settings(args)
+    number = _number(args.number)
+    if number is None:
+        return 2
+    exporters, missing = default_exporters()
+    _warn_missing(missing)
+    key = pseudonym_key(settings, args.key_file)
+
+    async def work(engine: Any) -> Any:
+        return await export_number(engine, number, exporters, actor=_actor(), key=key)
+
+    document = _run(settings.database.url, work)
+    body = json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n"
+    if args.out:
+        Path(args.out).write_text(body, encoding="utf-8")
+        counts = ", ".join(f"{name}={len(rows)}" for name, rows in document["data"].items())
+        print(f"wrote {args.out}: {counts}")
+    else:
+        sys.stdout.write(body)
+    return 0
+
+
+def _gdpr_retention(args: argparse.Namespace) -> int:
+    from dce.db.gdpr import pseudonymise_old_calls, retention_cutoff
+
+    settings = _settings(args)
+    days = args.days if args.days is not None else settings.compliance.gdpr.retention_days
+    if days is None or days <= 0:
+        print("dce: give --days N (N > 0) or set compliance.gdpr.retention_days", file=sys.stderr)
+        return 2
+    key = pseudonym_key(settings, args.key_file)
+    if key is None:
+        print("dce: no pseudonymisation key: give --key-file or set compliance.gdpr.pseudonym_key", file=sys.stderr)
+        return 2
+    cutoff = retention_cutoff(days)
+
+    async def work(engine: Any) -> int:
+        return await pseudonymise_old_calls(engine, cutoff, key, batch_size=args.batch_size, actor=_actor())
+
+    count = _run(settings.database.url, work)
+    print(f"pseudonymised {count} callers of calls before {cutoff.isoformat()}")
+    return 0
+
+
+def _exit_2_on_database_failure(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except _DatabaseFailed:
+            return 2
+
+    return run
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML configuration file")
+    parser.add_argument("--database-url", help="overrides database.url")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add this module's subcommands to the ``dce`` parser."""
+    """Add ``audit`` and ``gdpr`` to the ``dce`` parser."""
+    audit = sub.add_parser("audit", help="the hash-chained audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="check every entry's hash chain; exit 1 naming the first bad seq")
+    _common(verify)
+    verify.set_defaults(func=_exit_2_on_database_failure(_audit_verify))
+
+    gdpr = sub.add_parser("gdpr", help="personal data: erasure, export, retention")
+    gdpr_sub = gdpr.add_subparsers(dest="gdpr_command", required=True)
+    key_help = "file holding the pseudonymisation key (default: compliance.gdpr.pseudonym_key)"
+
+    erase = gdpr_sub.add_parser("erase", help="erase a phone number from every table holding it")
+    erase.add_argument("number", help="the phone number (E.164, or national with the US as default region)")
+    erase.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    erase.add_argument("--key-file", help=key_help)
+    _common(erase)
+    erase.set_defaults(func=_exit_2_on_database_failure(_gdpr_erase))
+
+    export = gdpr_sub.add_parser("export", help="everything held about a phone number, as JSON")
+    export.add_argument("number", help="the phone number (E.164, or national with the US as default region)")
+    export.add_argument("--out", metavar="FILE", help="write the JSON here (default: stdout)")
+    export.add_argument("--key-file", help=key_help)
+    _common(export)
+    export.set_defaults(func=_exit_2_on_database_failure(_gdpr_export))
+
+    retention = gdpr_sub.add_parser("retention", help="pseudonymise callers of calls older than the retention period")
+    retention.add_argument("--days", type=int, help="retention period (default: compliance.gdpr.retention_days)")
+    retention.add_argument("--batch-size", type=int, default=1000, help="rows per transaction")
+    retention.add_argument("--key-file", help=key_help)
+    _common(retention)
+    retention.set_defaults(func=_exit_2_on_database_failure(_gdpr_retention))

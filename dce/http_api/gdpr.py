@@ -1,0 +1,100 @@
+"""``/api/v1`` GDPR and audit endpoints: erasure, export, the audit log and its verification.
+
+- ``POST /gdpr/erasures`` ``{"number": "+13125550199"}`` -> 200 the :class:`~dce.db.gdpr.ErasureReport`
+- ``GET /gdpr/export/{number}`` -> 200 everything held about the number
+- ``GET /audit?limit=50&offset=0`` -> a page of audit entries, newest first
+- ``GET /audit/verify`` -> 200 ``{"ok", "checked", "first_bad_seq", "detail"}`` (ok false when the chain breaks)
+
+The erasers/exporters of tables other than ``calls`` come from the :data:`ERASERS`/:data:`EXPORTERS` app keys,
+the key hashing audit subjects from :data:`PSEUDONYM_KEY` (all optional).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from dce.db.audit_repository import list_entries, verify
+from dce.db.gdpr import Eraser, Exporter, erase_number, export_number, normalise_number
+from dce.http_api.calls import int_param
+from dce.http_api.keys import ENGINE
+from dce.http_api.problems import ProblemError, invalid_parameter
+
+ERASERS = web.AppKey("gdpr_erasers", Mapping[str, Eraser])
+EXPORTERS = web.AppKey("gdpr_exporters", Mapping[str, Exporter])
+PSEUDONYM_KEY = web.AppKey("gdpr_pseudonym_key", bytes)
+
+MAX_LIMIT = 1000
+DEFAULT_LIMIT = 50
+ACTOR = "api"
+
+
+def _number(raw: Any, name: str = "number") -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise invalid_parameter(name, "expected a phone number string")
+    # an unencoded '+' in a query string arrives as a space
+    text = "+" + raw.lstrip() if raw.startswith(" ") else raw
+    try:
+        return normalise_number(text)
+    except ValueError as exc:
+        raise invalid_parameter(name, str(exc)) from None
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ProblemError(400, "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ProblemError(400, "the body must be a JSON object")
+    return body
+
+
+async def post_erasure(request: web.Request) -> web.Response:
+    """Erase a number from every table holding it; 200 with rows changed per table and the audit entry's seq."""
+    body = await _json_object(request)
+    number = _number(body.get("number"))
+    app = request.config_dict
+    report = await erase_number(
+        app[ENGINE], number, app.get(ERASERS) or {}, actor=ACTOR, key=app.get(PSEUDONYM_KEY)
+    )
+    return web.json_response(report.to_json())
+
+
+async def get_export(request: web.Request) -> web.Response:
+    """Everything held about the number (audited)."""
+    number = _number(request.match_info["number"])
+    app = request.config_dict
+    document = await export_number(
+        app[ENGINE], number, app.get(EXPORTERS) or {}, actor=ACTOR, key=app.get(PSEUDONYM_KEY)
+    )
+    return web.json_response(document, dumps=lambda value: json.dumps(value, ensure_ascii=False, default=str))
+
+
+async def get_audit(request: web.Request) -> web.Response:
+    """A page of the audit log, newest first."""
+    limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    offset = int_param(request, "offset", 0, 0)
+    entries, total = await list_entries(request.config_dict[ENGINE], limit, offset)
+    return web.json_response(
+        {"items": [entry.to_json() for entry in entries], "total": total, "limit": limit, "offset": offset}
+    )
+
+
+async def get_audit_verify(request: web.Request) -> web.Response:
+    """Verify the whole chain."""
+    result = await verify(request.config_dict[ENGINE])
+    return web.json_response(result.to_json())
+
+
+def gdpr_routes() -> list[web.RouteDef]:
+    """The routes, relative to ``/api/v1``."""
+    return [
+        web.post("/gdpr/erasures", post_erasure),
+        web.get("/gdpr/export/{number}", get_export),
+        web.get("/audit", get_audit),
+        web.get("/audit/verify", get_audit_verify),
+    ]
