@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dce.compliance.screen import Check, Screener
+from dce.compliance.fraud import FraudScorer, FraudSettings
+from dce.compliance.screen import Check, ScreenedCall, Screener, Screening
 from dce.compliance.stir_shaken import CertificateStore, StirCheck
+from dce.compliance.verdict import ReasonCode
 from dce.db.watcher import Watcher
 from dce.exchange.config import ComplianceConfig
 from dce.exchange.screening import CallGate, CompletionListener
@@ -25,16 +27,39 @@ from dce.routing.model import Campaign
 log = logging.getLogger(__name__)
 
 
+class FraudCheck:
+    """Fraud scoring as a screening check; learns conversion clusters from answered calls."""
+
+    def __init__(self, scorer: FraudScorer) -> None:
+        self.scorer = scorer
+
+    def __call__(self, call: ScreenedCall, now: float, out: Screening) -> None:
+        assessment = self.scorer.assess(call.ani, publisher_id=call.publisher_id, campaign_id=call.campaign_id,
+                                        now=now, blacklisted=out.has(ReasonCode.BLOCKED_ANI))
+        out.risk = assessment.risk
+        out.extend(assessment.findings)
+
+    def completed(self, publisher_id: str | None, billable_s: int, conversion_s: int | None, now: float) -> None:
+        if publisher_id is not None:
+            self.scorer.record_completed(publisher_id, billable_s, conversion_s, now)
+
+
 @dataclass
 class Compliance:
     """The gate the CallFlow uses, and the watchers that keep its lists fresh."""
 
     gate: CallGate | None
     watchers: list[Watcher] = field(default_factory=list)  # type: ignore[type-arg]
+    fraud: FraudScorer | None = None
 
     async def start(self) -> None:
         for watcher in self.watchers:
             await watcher.start()
+
+    def expire(self, now: float) -> None:
+        """Forget fraud history older than every window (bounded memory); call every few seconds."""
+        if self.fraud is not None:
+            self.fraud.expire(now)
 
     async def stop(self) -> None:
         for watcher in self.watchers:
@@ -58,6 +83,12 @@ def build_compliance(config: ComplianceConfig, engine: AsyncEngine, *,
     if config.stir.enabled:
         store = CertificateStore.load(config.stir.trust_store, config.stir.certificates)
         checks.append(StirCheck(store, max_age_s=config.stir.max_age_s))
+    fraud = None
+    if config.fraud.enabled:
+        fraud = FraudScorer(FraudSettings.from_mapping(config.fraud.model_dump()))
+        fraud_check = FraudCheck(fraud)
+        checks.append(fraud_check)
+        listeners.append(fraud_check)
     gate = CallGate(Screener(checks), reject_status=config.reject_status, campaign=campaign,
                     conversion_s=conversion_s, listeners=tuple(listeners))
-    return Compliance(gate, watchers)
+    return Compliance(gate, watchers, fraud)

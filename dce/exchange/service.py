@@ -183,12 +183,14 @@ class Exchange:
         self._housekeeping = asyncio.create_task(self._keep_house())
 
     async def _keep_house(self, every_s: float = 5.0) -> None:
-        """Forget duplicate-caller history no campaign's window can still see (bounded memory)."""
+        """Forget duplicate-caller and fraud history no window can still see (bounded memory)."""
         while True:
             await asyncio.sleep(every_s)
             campaigns = (c.campaign for c in self.routing_engine.snapshot.campaigns.values())
             horizon = longest_rule_days(campaigns, minimum=DUPLICATE_HISTORY_DAYS)
-            dropped = self.duplicates.expire(datetime.now(UTC), horizon)
+            now = datetime.now(UTC)
+            dropped = self.duplicates.expire(now, horizon)
+            self.compliance.expire(now.timestamp())
             if dropped:
                 log.debug("forgot %d duplicate-caller records older than %d days", dropped, horizon)
 
