@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 import phonenumbers
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -222,6 +222,8 @@ class GdprConfig(_Section):
 
     retention_days: int | None = Field(None, gt=0)  # pseudonymise caller numbers in CDRs older than this
     retention_interval_s: float = Field(3600, gt=0)  # how often the retention job runs
+    # key for pseudonyms and the audit log's number hashes (HMAC-SHA256); retention needs it
+    pseudonym_key: SecretStr | None = None
 
 
 class ComplianceConfig(_Section):
