@@ -92,7 +92,10 @@ def serve(port: int, ready: multiprocessing.synchronize.Event) -> None:  # type:
                 pinger=RtbPinger(session), reservations=Reservations(),
             )  # fmt: skip
             router.bid_log = deque(maxlen=10_000).append
-            pings = InboundPings(engine.eligible, router.pinger, router.reservations, on_records=router.record_bids)
+            def on_records(records: list, campaign_id: str) -> None:
+                router.record_bids(records, campaign_id=campaign_id)
+
+            pings = InboundPings(engine.eligible, router.pinger, router.reservations, on_records=on_records)
             app = build_app(engine=db, metrics=ExchangeMetrics(), rtb_pings=RtbPingService(pings, campaign_by_key))
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()

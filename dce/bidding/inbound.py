@@ -139,7 +139,7 @@ class InboundPings:
         pinger: RtbPinger,
         reservations: Reservations,
         *,
-        on_records: Callable[[Sequence[BidRecord]], None] | None = None,
+        on_records: Callable[[Sequence[BidRecord], str], None] | None = None,  # (records, campaign id)
         build_context: Callable[[Campaign, dict[str, Any]], CallerContext | None] = context_from_ping,
         max_expiry_s: float = DEFAULT_RESERVATION_S,
         now_fn: Callable[[], float] = time.time,
@@ -173,7 +173,7 @@ class InboundPings:
                 closed_at = started
             winner, records = static_auction(eligible, campaign.reserve, started)
         if self.on_records is not None:
-            self.on_records(records)
+            self.on_records(records, campaign.id)
         if winner is None or winner.destination is None:
             return declined("no_bid")
         expires_at = min(winner.expires_at, closed_at + self.max_expiry_s)

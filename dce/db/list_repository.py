@@ -451,20 +451,27 @@ async def _holding(connection: AsyncConnection, value: int) -> list[str]:
     return sorted(found)
 
 
-async def lists_holding(engine: AsyncEngine, number: str | int) -> list[ListInfo]:
+async def lists_holding(target: AsyncEngine | AsyncConnection, number: str | int) -> list[ListInfo]:
     """The lists holding a number (E.164 string or digits), read from the database; ordered by kind, scope, id."""
+    if isinstance(target, AsyncEngine):
+        async with target.connect() as connection:
+            return await lists_holding(connection, number)
     value = number if isinstance(number, int) else e164_to_int(number)
     if value is None:
         raise ValueError(f"not an E.164 number: {number!r}")
-    async with engine.connect() as connection:
-        ids = await _holding(connection, value)
-        if not ids:
-            return []
-        rows = await connection.execute(
-            select(lists_table).where(lists_table.c.id.in_(ids))
-            .order_by(lists_table.c.kind, lists_table.c.scope, lists_table.c.id)
-        )
-        return [_info(row) for row in rows]
+    ids = await _holding(target, value)
+    if not ids:
+        return []
+    rows = await target.execute(
+        select(lists_table).where(lists_table.c.id.in_(ids))
+        .order_by(lists_table.c.kind, lists_table.c.scope, lists_table.c.id)
+    )
+    return [_info(row) for row in rows]
+
+
+async def export_number(target: AsyncEngine | AsyncConnection, number: str) -> list[dict[str, Any]]:
+    """GDPR export: the lists holding ``number`` (E.164), as JSON-able dicts."""
+    return [info.to_json() for info in await lists_holding(target, number)]
 
 
 async def _erase(connection: AsyncConnection, value: int) -> int:

@@ -16,15 +16,38 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce.compliance.fraud import FraudScorer, FraudSettings
+from dce.compliance.lists import ListBook
 from dce.compliance.screen import Check, ScreenedCall, Screener, Screening
 from dce.compliance.stir_shaken import CertificateStore, StirCheck
-from dce.compliance.verdict import ReasonCode
+from dce.compliance.verdict import Finding, ReasonCode
+from dce.db.list_repository import lists_version, load_book
 from dce.db.watcher import Watcher
 from dce.exchange.config import ComplianceConfig
 from dce.exchange.screening import CallGate, CompletionListener
 from dce.routing.model import Campaign
 
 log = logging.getLogger(__name__)
+
+
+class ListsCheck:
+    """The number lists as a screening check, over the book the lists watcher keeps fresh."""
+
+    def __init__(self, book: ListBook | None = None) -> None:
+        self.book = book or ListBook()
+
+    def replace(self, book: ListBook) -> None:
+        self.book = book
+
+    def __call__(self, call: ScreenedCall, now: float, out: Screening) -> None:
+        findings, suppressed = self.book.screen(call.ani, call.did, call.state)
+        if findings:
+            out.extend(findings)
+        if suppressed:
+            out.suppressed_buyers = suppressed
+
+    def outbound(self, number: str) -> list[Finding]:
+        """List findings for calling ``number`` (DNC, litigators, blocked): the outbound check's list step."""
+        return self.book.screen(number, "", None)[0]
 
 
 class FraudCheck:
@@ -51,6 +74,7 @@ class Compliance:
     gate: CallGate | None
     watchers: list[Watcher] = field(default_factory=list)  # type: ignore[type-arg]
     fraud: FraudScorer | None = None
+    lists: ListsCheck | None = None
 
     async def start(self) -> None:
         for watcher in self.watchers:
@@ -80,6 +104,10 @@ def build_compliance(config: ComplianceConfig, engine: AsyncEngine, *,
     checks: list[Check] = []
     listeners: list[CompletionListener] = []
     watchers: list[Watcher] = []  # type: ignore[type-arg]
+    lists = ListsCheck()
+    checks.append(lists)
+    watchers.append(Watcher(engine, name="lists", version=lists_version, load=load_book, on_load=lists.replace,
+                            interval_s=config.refresh_interval_s))
     if config.stir.enabled:
         store = CertificateStore.load(config.stir.trust_store, config.stir.certificates)
         checks.append(StirCheck(store, max_age_s=config.stir.max_age_s))
@@ -91,4 +119,4 @@ def build_compliance(config: ComplianceConfig, engine: AsyncEngine, *,
         listeners.append(fraud_check)
     gate = CallGate(Screener(checks), reject_status=config.reject_status, campaign=campaign,
                     conversion_s=conversion_s, listeners=tuple(listeners))
-    return Compliance(gate, watchers, fraud)
+    return Compliance(gate, watchers, fraud, lists)

@@ -9,60 +9,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import importlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dce.exchange.config import Settings, load_settings
+from dce.exchange.personal_data import ERASERS, EXPORTERS
 
 log = logging.getLogger(__name__)
-
-# Erasers/exporters of the other tables holding numbers, as "module:function"; resolved when first used, and a
-# module or function that does not exist (yet) is skipped with a warning rather than failing the command.
-ERASER_SPECS: dict[str, str] = {
-    "lists": "dce.db.list_repository:erase_number",
-    "consents": "dce.db.consent_repository:erase_number",
-}
-EXPORTER_SPECS: dict[str, str] = {
-    "lists": "dce.db.list_repository:export_number",
-    "consents": "dce.db.consent_repository:export_number",
-}
-
-
-def resolve_registry(specs: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """``(functions by name, reasons by name for those not available)`` for ``"module:function"`` specs."""
-    found: dict[str, Any] = {}
-    missing: dict[str, str] = {}
-    for name, spec in specs.items():
-        module_name, _, attribute = spec.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise  # the module exists but is broken: say so loudly
-            missing[name] = f"module {module_name} not found"
-            continue
-        function = getattr(module, attribute, None)
-        if function is None:
-            missing[name] = f"{spec} not found"
-            continue
-        found[name] = function
-    return found, missing
-
-
-def default_erasers() -> tuple[dict[str, Any], dict[str, str]]:
-    """The erasers of :data:`ERASER_SPECS` that exist, and why the others are skipped."""
-    return resolve_registry(ERASER_SPECS)
-
-
-def default_exporters() -> tuple[dict[str, Any], dict[str, str]]:
-    """The exporters of :data:`EXPORTER_SPECS` that exist, and why the others are skipped."""
-    return resolve_registry(EXPORTER_SPECS)
-
 
 def pseudonym_key(settings: Settings, key_file: str | None = None) -> bytes | None:
     """The pseudonymisation key: ``key_file``'s bytes (stripped), else ``compliance.gdpr.pseudonym_key`` when the
@@ -91,11 +48,6 @@ def _actor() -> str:
         return f"cli:{getpass.getuser()}"
     except Exception:  # no login name (containers without a passwd entry)
         return "cli"
-
-
-def _warn_missing(missing: Mapping[str, str]) -> None:
-    for name, reason in missing.items():
-        print(f"warning: {name} not covered: {reason}", file=sys.stderr)
 
 
 class _DatabaseFailed(Exception):
@@ -150,8 +102,7 @@ def _gdpr_erase(args: argparse.Namespace) -> int:
     number = _number(args.number)
     if number is None:
         return 2
-    erasers, missing = default_erasers()
-    _warn_missing(missing)
+    erasers = ERASERS
     if not args.yes:
         tables = ", ".join(["calls", *erasers])
         answer = input(f"erase {number} from {tables}? This cannot be undone. [y/N] ")
@@ -176,8 +127,7 @@ def _gdpr_export(args: argparse.Namespace) -> int:
     number = _number(args.number)
     if number is None:
         return 2
-    exporters, missing = default_exporters()
-    _warn_missing(missing)
+    exporters = EXPORTERS
     key = pseudonym_key(settings, args.key_file)
 
     async def work(engine: Any) -> Any:

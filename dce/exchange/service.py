@@ -8,6 +8,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -17,11 +18,13 @@ from dce.bidding.live import LiveBidding
 from dce.bidding.log import BidLogEntry
 from dce.bidding.rtb import RtbPinger
 from dce.billing.cdr import CallDetailRecord
+from dce.compliance.tcpa import CallingHours
 from dce.compliance.verdict import Verdict
 from dce.db import cdr_spool
 from dce.db.bid_repository import insert_bids
 from dce.db.cdr_writer import BatchWriter, CdrWriter
 from dce.db.engine import create_engine
+from dce.db.gdpr import pseudonymise_old_calls, retention_cutoff
 from dce.db.marketplace_repository import MarketplaceData
 from dce.db.marketplace_watcher import MarketplaceWatcher
 from dce.exchange.callflow import CallFlow
@@ -29,8 +32,14 @@ from dce.exchange.compliance_setup import build_compliance
 from dce.exchange.config import Settings
 from dce.exchange.gc_policy import GcPolicy
 from dce.exchange.marketplace_router import MarketplaceRouter
+from dce.exchange.personal_data import ERASERS, EXPORTERS
 from dce.exchange.router import OutboundTrunk, StaticRouter
 from dce.http_api.app import build_app, run_http
+from dce.http_api.consents import CALLING_HOURS, ON_CONSENTS_CHANGE, OUTBOUND_LISTS
+from dce.http_api.gdpr import ERASERS as ERASERS_KEY
+from dce.http_api.gdpr import EXPORTERS as EXPORTERS_KEY
+from dce.http_api.gdpr import PSEUDONYM_KEY
+from dce.http_api.lists import ON_LISTS_CHANGE
 from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.rtb import RtbPingService
 from dce.media.relay import MediaPlane, MediaRelay, PassthroughMedia
@@ -148,13 +157,14 @@ class Exchange:
         self.compliance = build_compliance(settings.compliance, self.engine, campaign=self._campaign,
                                            conversion_s=self._conversion_s)
         await self.compliance.start()
+        self._retention = asyncio.create_task(self._retain())
         self.callflow = CallFlow(sip=SipService(self.b2bua, self.transport), router=self.router,
                                  media=self.media, cdrs=self.writer, observer=observer,
                                  trunk=OutboundTrunk(settings.routing.outbound_trunk), gate=self.compliance.gate)
 
         app = build_app(engine=self.engine, metrics=self.metrics, status=self._status,
                         on_marketplace_change=self.watcher.notify, rtb_pings=self._rtb_pings(),
-                        live_bidding=self.router.live)
+                        live_bidding=self.router.live, state=self._api_state())
         self.runner: web.AppRunner = await run_http(app, settings.http.host, settings.http.port)
         self.http_address = self.runner.addresses[0][:2]
         self.gc_policy = GcPolicy()
@@ -194,6 +204,41 @@ class Exchange:
             if dropped:
                 log.debug("forgot %d duplicate-caller records older than %d days", dropped, horizon)
 
+    def _api_state(self) -> dict[web.AppKey[Any], Any]:
+        """What the compliance routes read: reload hooks, calling hours, the list check, GDPR registries."""
+        compliance = self.settings.compliance
+        state: dict[web.AppKey[Any], Any] = {
+            ON_LISTS_CHANGE: self.compliance.notify,
+            ON_CONSENTS_CHANGE: self.compliance.notify,
+            CALLING_HOURS: CallingHours.from_config(compliance.calling_hours),
+            ERASERS_KEY: ERASERS,
+            EXPORTERS_KEY: EXPORTERS,
+        }
+        if self.compliance.lists is not None:
+            state[OUTBOUND_LISTS] = self.compliance.lists.outbound
+        key = compliance.gdpr.pseudonym_key
+        if key is not None:
+            state[PSEUDONYM_KEY] = key.get_secret_value().encode()
+        return state
+
+    async def _retain(self) -> None:
+        """Pseudonymise callers in CDRs older than the retention period, every ``retention_interval_s``."""
+        gdpr = self.settings.compliance.gdpr
+        if gdpr.retention_days is None:
+            return
+        if gdpr.pseudonym_key is None:
+            log.error("compliance.gdpr.retention_days is set but pseudonym_key is not: retention is off")
+            return
+        key = gdpr.pseudonym_key.get_secret_value().encode()
+        while True:
+            try:
+                changed = await pseudonymise_old_calls(self.engine, retention_cutoff(gdpr.retention_days), key)
+                if changed:
+                    log.info("retention: pseudonymised %d CDRs older than %d days", changed, gdpr.retention_days)
+            except Exception:
+                log.exception("retention job failed; retrying at the next interval")
+            await asyncio.sleep(gdpr.retention_interval_s)
+
     def _campaign(self, campaign_id: str) -> Campaign | None:
         compiled = self.routing_engine.snapshot.campaigns.get(campaign_id)
         return compiled.campaign if compiled is not None else None
@@ -211,7 +256,8 @@ class Exchange:
             return compiled.campaign if compiled is not None else None
 
         pings = InboundPings(engine.eligible, self.router.pinger, self.router.reservations,
-                             on_records=self.router.record_bids)
+                             on_records=lambda records, campaign_id: self.router.record_bids(
+                                 records, campaign_id=campaign_id))
         return RtbPingService(pings, campaign_by_key)
 
     def _load_snapshot(self, data: MarketplaceData) -> None:
@@ -245,6 +291,7 @@ class Exchange:
         self._housekeeping.cancel()
         await self.watcher.stop()
         await self.compliance.stop()
+        self._retention.cancel()
         await self.http_client.close()
         await self.transport.close()
         await self.media.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -15,7 +15,10 @@ from dce.bidding.live import LiveBidding
 from dce.db.engine import check
 from dce.http_api.bids import routes as bid_routes
 from dce.http_api.calls import build_api_app
+from dce.http_api.consents import consent_routes
+from dce.http_api.gdpr import gdpr_routes
 from dce.http_api.keys import ENGINE, METRICS, STARTED_AT, STATUS
+from dce.http_api.lists import list_routes
 from dce.http_api.live_bidding import LIVE_BIDDING, live_bidding_api_routes, live_bidding_ws_routes
 from dce.http_api.marketplace import ON_MARKETPLACE_CHANGE, OnChange, marketplace_routes
 from dce.http_api.metrics import ExchangeMetrics
@@ -90,13 +93,15 @@ def build_app(
     on_marketplace_change: OnChange | None = None,
     rtb_pings: RtbPingService | None = None,
     live_bidding: LiveBidding | None = None,
+    state: Mapping[web.AppKey[Any], Any] | None = None,
 ) -> web.Application:
     """The side API. ``status()`` adds fields (e.g. active calls; a "checks" dict merges) to ``/health``.
 
     ``on_marketplace_change()`` (sync or async) is called after every successful marketplace write through the
     API, e.g. ``MarketplaceWatcher.notify`` so live routing reloads at once.
 
-    ``live_bidding`` enables ``/ws/v1/bidding`` and ``POST /api/v1/bids`` (live auctions).
+    ``live_bidding`` enables ``/ws/v1/bidding`` and ``POST /api/v1/bids`` (live auctions). ``state`` sets further
+    app keys the route modules read (e.g. ``lists.ON_LISTS_CHANGE``, ``consents.CALLING_HOURS``, ``gdpr.ERASERS``).
 
     The caller owns ``engine`` (disposes it) and keeps ``metrics`` fed.
     """
@@ -112,6 +117,8 @@ def build_app(
         app[RTB_PINGS] = rtb_pings
     if live_bidding is not None:
         app[LIVE_BIDDING] = live_bidding
+    for key, value in (state or {}).items():
+        app[key] = value
     app.add_routes(routes)
     app.add_routes(live_bidding_ws_routes())
     api = build_api_app()
@@ -119,6 +126,9 @@ def build_app(
     api.add_routes(rtb_routes())
     api.add_routes(bid_routes)
     api.add_routes(live_bidding_api_routes())
+    api.add_routes(list_routes())
+    api.add_routes(consent_routes())
+    api.add_routes(gdpr_routes())
     app.add_subapp("/api/v1", api)
     return app
 

@@ -155,7 +155,8 @@ async def test_inbound_ping_runs_the_auction_and_reserves_the_winner(
     eligible = [static, buyers.target("high"), buyers.target("slow"), buyers.target("malformed")]
     recorded: list[BidRecord] = []
     reservations = Reservations()
-    pings = InboundPings(lambda ctx, now: eligible, RtbPinger(session), reservations, on_records=recorded.extend)
+    pings = InboundPings(lambda ctx, now: eligible, RtbPinger(session), reservations,
+                         on_records=lambda records, _campaign_id: recorded.extend(records))
     campaign = Campaign("camp", "Auto", ping_timeout_ms=300, reserve=1_000_000, key="k1")
     answer = await pings.handle(campaign, {"CID": "2125551234", "zipcode": "10001", "source": "web"}, datetime.now(UTC))
     assert answer["bidAmount"] == "9.75" and answer["sipAddress"] == "sip:high@127.0.0.1:5099"

@@ -87,7 +87,7 @@ async def test_records_reach_the_sink() -> None:
     late = BidRecord("slow", 0, Outcome.REJECTED, RejectReason.LATE, 2000.0)
     got: list[BidRecord] = []
     h = make([rtb], StubPinger([rtb_bid("r", 5_000_000, "sip:r@x")], [late]))
-    h.on_records = got.extend
+    h.on_records = lambda records, _campaign_id: got.extend(records)
     await h.handle(CAMPAIGN, {"CID": "+12125551234"}, NOW)
     assert [(r.target_id, r.outcome) for r in got] == [("slow", Outcome.REJECTED), ("r", Outcome.WON)]
 
@@ -152,7 +152,7 @@ async def test_static_only_ping_answer_and_records() -> None:
     got: list[BidRecord] = []
     reservations = Reservations()
     h = make(targets, StubPinger([]), reservations)
-    h.on_records = got.extend
+    h.on_records = lambda records, _campaign_id: got.extend(records)
     answer = await h.handle(CAMPAIGN, {"CID": "+12125551234"}, NOW)
     assert answer["bidAmount"] == "4.00" and answer["sipAddress"] == "sip:a@buyer.example"
     assert answer["expireInSeconds"] == 60 and len(answer["bidId"]) == 32
