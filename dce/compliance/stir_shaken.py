@@ -221,6 +221,10 @@ def _split_params(value: str) -> tuple[str, dict[str, str]]:
         tail = tail[1:]
     else:
         digest, _, tail = value.partition(";")
+    bracket = tail.find("<")
+    if '"' not in tail and (bracket < 0 or ";" not in tail[bracket:tail.find(">", bracket)]) \
+            and tail.count("<") <= 1 and tail.count(">") == tail.count("<"):
+        return digest.strip(), _params(tail.split(";"))  # the usual form: no quotes, no ';' inside <...>
     parts: list[str] = []
     start = 0
     depth = 0
@@ -240,7 +244,11 @@ def _split_params(value: str) -> tuple[str, dict[str, str]]:
     if quoted or depth:
         raise MalformedIdentity("Identity header has an unclosed quote or angle bracket")
     parts.append(tail[start:])
-    digest = digest.strip()
+    return digest.strip(), _params(parts)
+
+
+def _params(parts: list[str]) -> dict[str, str]:
+    """``name=value`` pieces -> {name: value} (names lower-cased, surrounding quotes dropped)."""
     params: dict[str, str] = {}
     for raw in parts:
         name, sep, param = raw.partition("=")
@@ -253,7 +261,7 @@ def _split_params(value: str) -> tuple[str, dict[str, str]]:
         if len(param) >= 2 and param[0] == param[-1] == '"':
             param = param[1:-1]
         params[name] = param if sep else ""
-    return digest, params
+    return params
 
 
 def parse_identity(header_value: str) -> Identity:
