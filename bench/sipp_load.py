@@ -6,7 +6,8 @@
     .venv/bin/python bench/sipp_load.py --peer direct         # no B2BUA: SIPp to SIPp, the measurement floor
 
 Per run it starts the exchange (a temporary migrated SQLite database, the chosen media mode), a SIPp uas
-(uas_answer) and drives SIPp uac (uac_basic: INVITE, 1 s hold, BYE) with -r/-m/-l, then prints the achieved CPS,
+(uas_answer) and drives SIPp uac (uac_basic_callers: a distinct caller number per call, INVITE, 1 s hold, BYE)
+with -r/-m/-l, then prints the achieved CPS,
 failed calls (created but not successful), SIPp's INVITE->200 response time p50/p99 (-trace_rtt), the exchange's
 CPU (utime+stime from /proc/<pid>/stat over the run, 100% = one core) and the exchange-added delay p99 estimated
 from the dce_exchange_added_delay_seconds histogram at /metrics (difference before/after the run).
@@ -176,8 +177,14 @@ def drive(args: argparse.Namespace, label: str, target: str, workdir: Path, pid:
     calls = int(args.cps * args.duration)
     limit = int(args.cps * (args.hold_ms / 1000 + 2) * 2) + 50
     cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
+    scenario, inject = "uac_basic", []
+    if args.callers == "distinct":  # one caller per call, as real traffic (one number at 300 CPS is fraud)
+        numbers = workdir / f"callers_{label}.csv"
+        numbers.write_text("SEQUENTIAL\n" + "".join(f"+1212{200 + n // 10_000 % 800}{n % 10_000:04d}\n"
+                                                       for n in range(calls)))
+        scenario, inject = "uac_basic_callers", ["-inf", str(numbers)]
     result = run_sipp_uac(
-        "uac_basic",
+        scenario,
         target,
         workdir,
         calls=calls,
@@ -187,7 +194,7 @@ def drive(args: argparse.Namespace, label: str, target: str, workdir: Path, pid:
         timeout=args.duration * 2 + 60,
         trace_msg=False,
         name=f"uac_{label}",
-        extra=["-trace_rtt", "-rtt_freq", "1", "-max_recv_loops", "10000", "-max_sched_loops", "10000"],
+        extra=["-trace_rtt", "-rtt_freq", "1", "-max_recv_loops", "10000", "-max_sched_loops", "10000", *inject],
     )
     cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - wall_before) * 100
     return result, cpu
@@ -334,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         help="the B2BUA under test (direct: no B2BUA, SIPp to SIPp, for the floor)",
     )
     parser.add_argument("--cps", type=float, default=300.0)
+    parser.add_argument("--callers", choices=["distinct", "same"], default="distinct",
+                        help="a different caller number per call (default), or SIPp's one number for every call")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of call generation")
     parser.add_argument("--hold-ms", type=int, default=1000, help="call hold time (SIPp -d)")
     parser.add_argument(

@@ -12,12 +12,13 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from dce.bidding.auction import Auction
-from dce.bidding.bids import Bid, BidRecord, Outcome
+from dce.bidding.bids import Bid, BidRecord, Outcome, RejectReason
 from dce.bidding.inbound import Reservations
 from dce.bidding.live import LiveBidding
-from dce.bidding.log import BidLogEntry
+from dce.bidding.log import BidLogEntry, bid_log_entry
 from dce.bidding.rtb import RtbPinger
 from dce.exchange.router import STATIC_TARGET, CallRequest, Refusal, Routed, StaticRouter
 from dce.routing.context import build_context
@@ -219,7 +220,12 @@ class MarketplaceRouter:
                 compiled = targets.get(record.target_id)
                 buyer_id = compiled.target.buyer_id if compiled is not None else None
             if self.bid_log is not None:
-                self.bid_log(BidLogEntry(at, record, campaign_id, call_id, buyer_id))
-            reason = f":{record.reject_reason}" if record.reject_reason is not None else ""
-            self.bid_outcomes[f"{record.outcome}{reason}"] += 1
+                self.bid_log(bid_log_entry(at, record, campaign_id, call_id, buyer_id))
+            self.bid_outcomes[_outcome_label(record.outcome, record.reject_reason)] += 1
             self.recent_bids.append(record)
+
+
+@lru_cache(maxsize=64)
+def _outcome_label(outcome: Outcome, reason: RejectReason | None) -> str:
+    """``won``, ``lost``, ``rejected:late``, ... (the bid outcome counter's key)."""
+    return f"{outcome}:{reason}" if reason is not None else str(outcome)
