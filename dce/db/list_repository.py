@@ -246,6 +246,7 @@ async def _read_chunks(connection: AsyncConnection, list_id: str) -> np.ndarray:
     at = 0
     result = await connection.stream(
         select(chunks_table.c.data).where(chunks_table.c.list_id == list_id).order_by(chunks_table.c.seq)
+        .execution_options(yield_per=4)  # a few 512 KB chunks in flight, not the driver's default prefetch
     )
     async for (data,) in result:
         piece = np.frombuffer(data, dtype="<i8")
