@@ -28,6 +28,37 @@ class HangupSide(enum.StrEnum):
     SYSTEM = "system"
 
 
+class ConversionFrom(enum.StrEnum):
+    """Where a call's conversion duration is timed from."""
+
+    ANSWER = "answer"  # the buyer answered (default)
+    DIAL = "dial"  # the first outbound INVITE
+    INCOMING = "incoming"  # the caller's INVITE
+
+
+@dataclass(frozen=True, slots=True)
+class SaleTerms:
+    """What a marketplace call was sold on, fixed at call time; settlement decides the money from these.
+
+    Money in integer micro-units. ``revenue`` is the target's static revenue or the winning bid; the payout rule
+    is the publisher's (fixed, or a share of revenue in basis points). ``duplicate_days``/``duplicate_after``
+    carry the campaign's duplicate-caller rule: a repeat caller within the window is not paid.
+    """
+
+    campaign_id: str
+    publisher_id: str | None = None
+    buyer_id: str | None = None
+    target_id: str | None = None
+    revenue: int = 0
+    conversion_s: int | None = None  # None: the call never converts by duration (only by webhook)
+    conversion_from: ConversionFrom = ConversionFrom.ANSWER
+    payout_fixed: int | None = None
+    payout_share_bp: int | None = None
+    duplicate_days: int | None = None
+    duplicate_after: str = "connected"  # "connected" or "converted"
+    bid_id: str | None = None
+
+
 @dataclass(slots=True)
 class CallDetailRecord:
     """One finished call. Times are timezone-aware UTC; durations are whole seconds."""
@@ -51,6 +82,8 @@ class CallDetailRecord:
     bytes_relayed: int = 0
     extra: dict[str, str] = field(default_factory=dict)
     verstat: str | None = None  # STIR/SHAKEN verification status of the inbound call, when verified
+    dial_at: datetime | None = None  # the first outbound INVITE
+    terms: SaleTerms | None = None  # marketplace calls: who sold and bought it, at what price
 
     @property
     def duration_s(self) -> int:

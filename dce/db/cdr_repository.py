@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -10,7 +10,7 @@ from sqlalchemy import Select, Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from dce.billing.cdr import CallDetailRecord, Disposition, HangupSide
+from dce.billing.cdr import CallDetailRecord, ConversionFrom, Disposition, HangupSide, SaleTerms
 from dce.db.models import CallRecordRow
 
 calls = cast(Table, CallRecordRow.__table__)
@@ -43,7 +43,52 @@ def cdr_to_row(cdr: CallDetailRecord) -> dict[str, Any]:
         "bytes_relayed": cdr.bytes_relayed,
         "extra": dict(cdr.extra),
         "verstat": cdr.verstat,
+        "dial_at": cdr.dial_at,
+        **_terms_row(cdr.terms),
     }
+
+
+_TERM_COLUMNS = ("campaign_id", "publisher_id", "buyer_id", "target_id", "revenue", "conversion_s",
+                 "conversion_from", "payout_fixed", "payout_share_bp", "duplicate_days", "duplicate_after", "bid_id")
+
+
+def _terms_row(terms: SaleTerms | None) -> dict[str, Any]:
+    if terms is None:
+        return dict.fromkeys(_TERM_COLUMNS)
+    return {
+        "campaign_id": terms.campaign_id,
+        "publisher_id": terms.publisher_id,
+        "buyer_id": terms.buyer_id,
+        "target_id": terms.target_id,
+        "revenue": terms.revenue,
+        "conversion_s": terms.conversion_s,
+        "conversion_from": str(terms.conversion_from),
+        "payout_fixed": terms.payout_fixed,
+        "payout_share_bp": terms.payout_share_bp,
+        "duplicate_days": terms.duplicate_days,
+        "duplicate_after": terms.duplicate_after,
+        "bid_id": terms.bid_id,
+    }
+
+
+def row_terms(row: Mapping[str, Any]) -> SaleTerms | None:
+    """The sale terms stored on a calls row, None for a call that was not a marketplace sale."""
+    if row.get("campaign_id") is None:
+        return None
+    return SaleTerms(
+        campaign_id=row["campaign_id"],
+        publisher_id=row.get("publisher_id"),
+        buyer_id=row.get("buyer_id"),
+        target_id=row.get("target_id"),
+        revenue=int(row.get("revenue") or 0),
+        conversion_s=row.get("conversion_s"),
+        conversion_from=ConversionFrom(row.get("conversion_from") or ConversionFrom.ANSWER),
+        payout_fixed=row.get("payout_fixed"),
+        payout_share_bp=row.get("payout_share_bp"),
+        duplicate_days=row.get("duplicate_days"),
+        duplicate_after=row.get("duplicate_after") or "connected",
+        bid_id=row.get("bid_id"),
+    )
 
 
 def row_to_cdr(row: dict[str, Any]) -> CallDetailRecord:
@@ -68,6 +113,8 @@ def row_to_cdr(row: dict[str, Any]) -> CallDetailRecord:
         bytes_relayed=row["bytes_relayed"],
         extra=dict(row["extra"] or {}),
         verstat=row.get("verstat"),
+        dial_at=row.get("dial_at"),
+        terms=row_terms(row),
     )
 
 

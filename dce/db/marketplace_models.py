@@ -32,6 +32,7 @@ class BuyerRow(Base):
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
     timezone: Mapped[str] = mapped_column(String(64))
+    credit_limit: Mapped[int] = mapped_column(BigInteger, server_default="0")  # micros it may owe beyond its funds
     enabled: Mapped[bool] = mapped_column(Boolean)
 
 
@@ -56,6 +57,7 @@ class CampaignRow(Base):
     stir_min_attestation: Mapped[str | None] = mapped_column(String(1))
     stir_action: Mapped[str] = mapped_column(String(16), server_default="reject")
     stir_unsigned: Mapped[str] = mapped_column(String(16), server_default="allow")
+    conversion_from: Mapped[str] = mapped_column(String(16), server_default="answer")
     enabled: Mapped[bool] = mapped_column(Boolean)
 
 

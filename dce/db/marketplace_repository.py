@@ -30,6 +30,7 @@ from dce.db.marketplace_models import (
     TrackingNumberRow,
 )
 from dce.routing.model import (
+    ANY_PUBLISHER,
     Buyer,
     Campaign,
     CapCounts,
@@ -58,7 +59,6 @@ targets = cast(Table, TargetRow.__table__)
 tracking_numbers = cast(Table, TrackingNumberRow.__table__)
 marketplace_version = cast(Table, MarketplaceVersionRow.__table__)
 
-ANY_PUBLISHER = "*"
 
 
 class MarketplaceError(Exception):
@@ -112,11 +112,12 @@ def _publisher(row: Any) -> Publisher:
 
 
 def _buyer_row(b: Buyer) -> dict[str, Any]:
-    return {"id": b.id, "name": b.name, "timezone": b.timezone, "enabled": b.enabled}
+    return {"id": b.id, "name": b.name, "timezone": b.timezone, "credit_limit": b.credit_limit, "enabled": b.enabled}
 
 
 def _buyer(row: Any) -> Buyer:
-    return Buyer(id=row.id, name=row.name, timezone=row.timezone, enabled=bool(row.enabled))
+    return Buyer(id=row.id, name=row.name, timezone=row.timezone, credit_limit=int(row.credit_limit),
+                 enabled=bool(row.enabled))
 
 
 def _target_row(t: Target) -> dict[str, Any]:
@@ -214,6 +215,7 @@ def _campaign_rows(c: Campaign) -> tuple[dict[str, Any], list[dict[str, Any]], l
         "stir_min_attestation": c.stir_min_attestation,
         "stir_action": str(c.stir_action),
         "stir_unsigned": str(c.stir_unsigned),
+        "conversion_from": c.conversion_from,
         "enabled": c.enabled,
     }
     publisher_rows = []
@@ -277,6 +279,7 @@ def _campaign(row: Any, publisher_rows: Sequence[Any], target_rows: Sequence[Any
         stir_min_attestation=row.stir_min_attestation,
         stir_action=StirAction(row.stir_action),
         stir_unsigned=StirAction(row.stir_unsigned),
+        conversion_from=row.conversion_from,
         enabled=bool(row.enabled),
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Index, Integer, MetaData, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Dialect, Index, Integer, MetaData, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -75,11 +75,37 @@ class CallRecordRow(Base):
     bytes_relayed: Mapped[int] = mapped_column(BigInteger, default=0)
     extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
     verstat: Mapped[str | None] = mapped_column(String(32))
+    dial_at: Mapped[datetime | None]
+    # the sale terms (marketplace calls), fixed at call time
+    campaign_id: Mapped[str | None] = mapped_column(String(64))
+    publisher_id: Mapped[str | None] = mapped_column(String(64))
+    buyer_id: Mapped[str | None] = mapped_column(String(64))
+    target_id: Mapped[str | None] = mapped_column(String(64))
+    revenue: Mapped[int | None] = mapped_column(BigInteger)  # micros offered: static revenue or winning bid
+    conversion_s: Mapped[int | None] = mapped_column(Integer)
+    conversion_from: Mapped[str | None] = mapped_column(String(16))
+    payout_fixed: Mapped[int | None] = mapped_column(BigInteger)
+    payout_share_bp: Mapped[int | None] = mapped_column(Integer)
+    duplicate_days: Mapped[int | None] = mapped_column(Integer)
+    duplicate_after: Mapped[str | None] = mapped_column(String(16))
+    bid_id: Mapped[str | None] = mapped_column(String(128))
+    # written by settlement (billing), never by the call path
+    converted: Mapped[bool | None] = mapped_column(Boolean)
+    duplicate: Mapped[bool | None] = mapped_column(Boolean)
+    settled_revenue: Mapped[int | None] = mapped_column(BigInteger)
+    settled_payout: Mapped[int | None] = mapped_column(BigInteger)
+    settled_at: Mapped[datetime | None]
 
     __table_args__ = (
         Index("ix_calls_invite_at", "invite_at"),
         Index("ix_calls_did", "did"),
         Index("ix_calls_disposition", "disposition"),
+        Index("ix_calls_campaign_id_invite_at", "campaign_id", "invite_at"),
+        Index("ix_calls_publisher_id_invite_at", "publisher_id", "invite_at"),
+        Index("ix_calls_buyer_id_invite_at", "buyer_id", "invite_at"),
+        Index("ix_calls_target_id_invite_at", "target_id", "invite_at"),
+        Index("ix_calls_caller_campaign_id", "caller", "campaign_id"),
+        Index("ix_calls_settled_at", "settled_at"),
     )
 
 

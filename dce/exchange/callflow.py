@@ -199,6 +199,7 @@ class CallFlow:
                 times.end(self.sip.monotonic())
                 return _Outcome(Disposition.REJECTED, 488, HangupSide.SYSTEM, f"bad SDP offer: {exc}"), target
             if call.attempts == 1:
+                times.dial(self.sip.monotonic())
                 self.observer.dialled(self.sip.monotonic() - call.invite_at)
             while True:
                 event = await events.get()
@@ -262,6 +263,8 @@ class CallFlow:
             bytes_relayed=bytes_,
             extra={**_routing_details(target, routed), **_screening_details(verdict)},
             verstat=verdict.verstat,
+            dial_at=times.dial_at,
+            terms=self.router.terms(routed, target) if routed is not None and target is not None else None,
         )
         self.cdrs.submit(cdr)
         self.observer.call_finished(cdr)
@@ -309,6 +312,7 @@ class _Times:
     def __init__(self, flow: CallFlow, offered_at: float) -> None:
         self._flow = flow
         self.invite_at = self._wall(offered_at)
+        self.dial_at: datetime | None = None
         self.ring_at: datetime | None = None
         self.answer_at: datetime | None = None
         self.end_at: datetime | None = None
@@ -317,6 +321,10 @@ class _Times:
         delta = self._flow.sip.monotonic() - at
         now = self._flow.wall_clock()
         return now if delta <= 0 else datetime.fromtimestamp(now.timestamp() - delta, UTC)
+
+    def dial(self, at: float) -> None:
+        if self.dial_at is None:
+            self.dial_at = self._wall(at)
 
     def ring(self, at: float) -> None:
         if self.ring_at is None:

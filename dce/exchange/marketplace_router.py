@@ -20,12 +20,14 @@ from dce.bidding.inbound import Reservations
 from dce.bidding.live import LiveBidding
 from dce.bidding.log import BidLogEntry, bid_log_entry
 from dce.bidding.rtb import RtbPinger
+from dce.billing.cdr import ConversionFrom, SaleTerms
 from dce.exchange.router import STATIC_TARGET, CallRequest, Refusal, Routed, StaticRouter
 from dce.routing.context import build_context
 from dce.routing.counters import RoutingCounters
 from dce.routing.duplicates import DuplicateLedger
 from dce.routing.engine import RoutingEngine
 from dce.routing.model import (
+    ANY_PUBLISHER,
     CallerContext,
     Campaign,
     CapCounts,
@@ -174,6 +176,32 @@ class MarketplaceRouter:
             return routed
         reason = routed.plan.reason or (None if kept else "every eligible buyer suppresses this caller")
         return Routed(RoutingPlan(kept, reason), routed.context, routed.held, routed.refusal)
+
+    def terms(self, routed: Routed, target: PlannedTarget) -> SaleTerms | None:
+        """The sale as the snapshot has it now: buyer, price (static revenue or the winning bid), conversion
+        duration and timing, the publisher's payout rule (its own, else the campaign's "*"), the duplicate rule."""
+        ctx = routed.context
+        if target.target_id == STATIC_TARGET or ctx is None or ctx.campaign_id is None:
+            return None
+        snapshot = self.engine.snapshot
+        compiled_campaign = snapshot.campaigns.get(ctx.campaign_id)
+        compiled_target = snapshot.targets.get(target.target_id)
+        if compiled_campaign is None or compiled_target is None:
+            return None
+        campaign, owner = compiled_campaign.campaign, compiled_target.target
+        payouts = dict(campaign.payouts)
+        rule = payouts.get(ctx.publisher_id or "") or payouts.get(ANY_PUBLISHER)
+        duplicate = campaign.duplicate_rule
+        return SaleTerms(
+            campaign_id=campaign.id, publisher_id=ctx.publisher_id, buyer_id=owner.buyer_id,
+            target_id=owner.id, revenue=target.revenue, conversion_s=owner.conversion_duration_s,
+            conversion_from=ConversionFrom(campaign.conversion_from),
+            payout_fixed=rule.fixed if rule is not None else None,
+            payout_share_bp=rule.revenue_share_bp if rule is not None else None,
+            duplicate_days=duplicate.days if duplicate is not None else None,
+            duplicate_after=str(duplicate.after) if duplicate is not None else "connected",
+            bid_id=target.bid_id,
+        )
 
     def acquire(self, routed: Routed, target: PlannedTarget) -> bool:
         if target.target_id == STATIC_TARGET:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from dce.billing.cdr import SaleTerms
 from dce.routing.model import CallerContext, PlannedTarget, RoutingPlan
 from dce.routing.static import StaticRoutes
 
@@ -78,6 +79,10 @@ class Router(Protocol):
         """The plan without the targets of ``buyer_ids`` (buyers whose suppression list holds the caller)."""
         ...
 
+    def terms(self, routed: Routed, target: PlannedTarget) -> SaleTerms | None:
+        """What the call is sold on when ``target`` takes it (None for calls outside the marketplace)."""
+        ...
+
 
 class StaticRouter:
     """Static routes from configuration: every destination with the default ring timeout, no accounting."""
@@ -114,6 +119,9 @@ class StaticRouter:
 
     def without_buyers(self, routed: Routed, buyer_ids: frozenset[str]) -> Routed:
         return routed  # static routes belong to no buyer
+
+    def terms(self, routed: Routed, target: PlannedTarget) -> SaleTerms | None:
+        return None  # static routes are not sold
 
 
 class OutboundTrunk:

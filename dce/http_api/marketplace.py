@@ -181,6 +181,7 @@ class BuyerIn(_Input):
     id: Id | None = None
     name: Name
     timezone: str = "America/New_York"
+    credit_limit: Money = 0
     enabled: bool = True
 
     @field_validator("timezone")
@@ -193,7 +194,8 @@ class BuyerIn(_Input):
         return value
 
     def to_model(self, key: str) -> Buyer:
-        return Buyer(id=key, name=self.name, timezone=self.timezone, enabled=self.enabled)
+        return Buyer(id=key, name=self.name, timezone=self.timezone, credit_limit=self.credit_limit,
+                     enabled=self.enabled)
 
 
 class CapsIn(_Input):
@@ -333,6 +335,7 @@ class CampaignIn(_Input):
     stir_min_attestation: Literal["A", "B", "C"] | None = None
     stir_action: StirAction = StirAction.REJECT
     stir_unsigned: StirAction = StirAction.ALLOW
+    conversion_from: Literal["answer", "dial", "incoming"] = "answer"
     enabled: bool = True
 
     @field_validator("publisher_ids", "target_ids")
@@ -369,6 +372,7 @@ class CampaignIn(_Input):
             stir_min_attestation=self.stir_min_attestation,
             stir_action=self.stir_action,
             stir_unsigned=self.stir_unsigned,
+            conversion_from=self.conversion_from,
             enabled=self.enabled,
         )
 
@@ -390,7 +394,8 @@ def publisher_json(p: Publisher) -> dict[str, Any]:
 
 
 def buyer_json(b: Buyer) -> dict[str, Any]:
-    return {"id": b.id, "name": b.name, "timezone": b.timezone, "enabled": b.enabled}
+    return {"id": b.id, "name": b.name, "timezone": b.timezone, "credit_limit": money_text(b.credit_limit),
+            "enabled": b.enabled}
 
 
 def target_json(t: Target) -> dict[str, Any]:
@@ -448,6 +453,7 @@ def campaign_json(c: Campaign) -> dict[str, Any]:
         "stir_min_attestation": c.stir_min_attestation,
         "stir_action": str(c.stir_action),
         "stir_unsigned": str(c.stir_unsigned),
+        "conversion_from": c.conversion_from,
         "enabled": c.enabled,
     }
 

@@ -14,6 +14,7 @@ from decimal import Decimal
 
 Micros = int  # money: millionths of the currency unit
 MICROS_PER_UNIT = 1_000_000
+ANY_PUBLISHER = "*"  # the publisher id of a campaign's payout rule for publishers without their own
 
 
 def format_money(amount: Micros) -> str:
@@ -85,6 +86,7 @@ class Buyer:
     id: str
     name: str
     timezone: str = "America/New_York"
+    credit_limit: Micros = 0  # how far below zero its balance may go (0: prepaid only)
     enabled: bool = True
 
 
@@ -191,6 +193,7 @@ class Campaign:
     stir_min_attestation: str | None = None  # "A", "B" or "C": the weakest attestation accepted (None: any)
     stir_action: StirAction = StirAction.REJECT  # for a failed verification or a weaker attestation
     stir_unsigned: StirAction = StirAction.ALLOW  # for a call without an Identity header
+    conversion_from: str = "answer"  # the conversion duration is timed from "answer", "dial" or "incoming"
     enabled: bool = True
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dce.billing.cdr import CallDetailRecord, Disposition, HangupSide
+from dce.billing.cdr import CallDetailRecord, Disposition, HangupSide, SaleTerms
 from dce.compliance.screen import ScreenedCall, Screener, Screening
 from dce.compliance.verdict import Action, Finding, ReasonCode, Verdict
 from dce.exchange.callflow import CallFlow
@@ -292,6 +292,12 @@ class PlannedRouter:
     async def auction(self, routed, call_id):
         return routed
 
+    def without_buyers(self, routed, buyer_ids):
+        return routed
+
+    def terms(self, routed, target):
+        return SaleTerms("c1", "p1", "b1", target.target_id, target.revenue, 60, payout_fixed=2_000_000)
+
 
 async def test_a_known_did_with_no_eligible_target_gets_480_and_a_no_route_cdr():
     h = Harness({})
@@ -342,6 +348,8 @@ async def test_a_target_at_capacity_is_skipped_and_slots_follow_the_legs():
     assert router.log == ["acquire t2", "release t2", "acquire t3", "connected t3", "release t3", "completed t3 0s"]
     [cdr] = h.cdrs
     assert cdr.extra["target_id"] == "t3" and cdr.extra["revenue_micros"] == "3000000"
+    assert cdr.terms == SaleTerms("c1", "p1", "b1", "t3", 3_000_000, 60, payout_fixed=2_000_000)
+    assert cdr.dial_at == cdr.invite_at  # the first INVITE out left at once (virtual clock)
 
 
 async def test_an_unreachable_destination_fails_over_at_once():
