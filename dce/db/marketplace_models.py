@@ -32,7 +32,7 @@ class BuyerRow(Base):
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
     timezone: Mapped[str] = mapped_column(String(64))
-    credit_limit: Mapped[int] = mapped_column(BigInteger, server_default="0")  # micros it may owe beyond its funds
+    credit_limit: Mapped[int | None] = mapped_column(BigInteger)  # micros it may owe; NULL: not funds-checked
     enabled: Mapped[bool] = mapped_column(Boolean)
 
 

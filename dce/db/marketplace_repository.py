@@ -116,7 +116,8 @@ def _buyer_row(b: Buyer) -> dict[str, Any]:
 
 
 def _buyer(row: Any) -> Buyer:
-    return Buyer(id=row.id, name=row.name, timezone=row.timezone, credit_limit=int(row.credit_limit),
+    return Buyer(id=row.id, name=row.name, timezone=row.timezone,
+                 credit_limit=int(row.credit_limit) if row.credit_limit is not None else None,
                  enabled=bool(row.enabled))
 
 

@@ -146,6 +146,8 @@ class MarketplaceRouter:
             for base in steps:
                 if base.target_id in placed:
                     continue
+                if not self.engine.can_pay(snapshot.targets[base.target_id].buyer, bid.amount):
+                    continue  # its buyer's balance and credit cannot cover this price
                 placed.add(base.target_id)
                 planned.append(PlannedTarget(base.target_id, bid.destination or base.destination, bid.amount,
                                              base.ring_timeout_s, bid_id=None if is_static else bid.bid_id))

@@ -181,7 +181,7 @@ class BuyerIn(_Input):
     id: Id | None = None
     name: Name
     timezone: str = "America/New_York"
-    credit_limit: Money = 0
+    credit_limit: Money | None = None  # None: not funds-checked
     enabled: bool = True
 
     @field_validator("timezone")
@@ -394,7 +394,7 @@ def publisher_json(p: Publisher) -> dict[str, Any]:
 
 
 def buyer_json(b: Buyer) -> dict[str, Any]:
-    return {"id": b.id, "name": b.name, "timezone": b.timezone, "credit_limit": money_text(b.credit_limit),
+    return {"id": b.id, "name": b.name, "timezone": b.timezone, "credit_limit": _optional_money(b.credit_limit),
             "enabled": b.enabled}
 
 

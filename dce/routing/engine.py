@@ -16,6 +16,7 @@ from dce.routing.counters import RoutingCounters
 from dce.routing.duplicates import DuplicateLedger
 from dce.routing.hours import DAY
 from dce.routing.model import (
+    Buyer,
     CallerContext,
     DuplicateScope,
     RoutingPlan,
@@ -27,7 +28,7 @@ from dce.routing.snapshot import CompiledCampaign, CompiledTarget, MarketplaceSn
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
 _PRIORITY = attrgetter("priority")
 _COST_KEY = attrgetter("cost_key")
-_REASONS = ("disabled", "closed", "criteria", "duplicate", "capped")
+_REASONS = ("disabled", "closed", "criteria", "duplicate", "capped", "unfunded")
 
 
 class RoutingEngine:
@@ -48,6 +49,7 @@ class RoutingEngine:
         self._minute = -1
         self._offsets: dict[ZoneInfo, int] = {}  # zone -> UTC offset (s) during self._minute
         self._open: dict[str, tuple[int, CompiledCampaign, tuple[int, int, int, int]]] = {}
+        self._balances: dict[str, int] = {}  # buyer id -> ledger balance (micros; negative: it owes)
 
     @property
     def snapshot(self) -> MarketplaceSnapshot:
@@ -58,6 +60,16 @@ class RoutingEngine:
         """Route against ``snapshot`` from the next call on (one reference swap)."""
         self._snapshot = snapshot
         self._open = {}
+
+    def set_balances(self, balances: dict[str, int]) -> None:
+        """Buyers' ledger balances (micros) from the next call on; a buyer missing from it has 0."""
+        self._balances = balances
+
+    def can_pay(self, buyer: Buyer, amount: int) -> bool:
+        """Whether ``buyer`` may be charged ``amount``: its balance plus its credit limit covers it (a buyer
+        without a credit limit is not funds-checked)."""
+        limit = buyer.credit_limit
+        return limit is None or self._balances.get(buyer.id, 0) + limit >= amount
 
     def plan(self, ctx: CallerContext, now: datetime) -> RoutingPlan:
         """Ordered targets for the call, or no targets and the reason (for the 480 and the no_route CDR)."""
@@ -150,7 +162,7 @@ class RoutingEngine:
 
     def _eligible(
         self, cc: CompiledCampaign, ctx: CallerContext, now: datetime
-    ) -> tuple[list[CompiledTarget], tuple[int, int, int, int, int] | None]:
+    ) -> tuple[list[CompiledTarget], tuple[int, int, int, int, int, int] | None]:
         """(eligible targets in campaign order, None) or ([], how many were rejected per ``_REASONS``)."""
         minute = int(now.timestamp()) // 60
         cached = self._open.get(cc.campaign.id)
@@ -159,10 +171,10 @@ class RoutingEngine:
         else:
             mask, opened, disabled, closed = self._open_now(cc, minute)
         if not mask:
-            return [], (disabled, closed, 0, 0, 0)
+            return [], (disabled, closed, 0, 0, 0, 0)
         out, checks = cc.filter(ctx, mask)
         if not out:
-            return out, (disabled, closed, opened, 0, 0)
+            return out, (disabled, closed, opened, 0, 0, 0)
         matched = len(out)
         duplicates = 0
         rule = cc.campaign.duplicate_rule
@@ -173,14 +185,23 @@ class RoutingEngine:
             if duplicates:
                 out = fresh
                 if not out:
-                    return out, (disabled, closed, opened - matched, duplicates, 0)
+                    return out, (disabled, closed, opened - matched, duplicates, 0, 0)
                 checks = [ct.cap_check for ct in out if ct.capped]
+        capped = 0
         if checks:
             over = self._counters.over_cap(checks, now)
             if over:
                 out = [ct for ct in out if ct.target.id not in over]
+                capped = len(over)
                 if not out:
-                    return out, (disabled, closed, opened - matched, duplicates, len(over))
+                    return out, (disabled, closed, opened - matched, duplicates, capped, 0)
+        if cc.funds_checked:
+            can_pay = self.can_pay
+            funded = [ct for ct in out if can_pay(ct.buyer, ct.target.revenue)]
+            if len(funded) < len(out):
+                if not funded:
+                    return funded, (disabled, closed, opened - matched, duplicates, capped, len(out))
+                out = funded
         return out, None
 
     def _order(self, cc: CompiledCampaign, targets: list[CompiledTarget], ctx: CallerContext) -> list[CompiledTarget]:

@@ -86,7 +86,7 @@ class Buyer:
     id: str
     name: str
     timezone: str = "America/New_York"
-    credit_limit: Micros = 0  # how far below zero its balance may go (0: prepaid only)
+    credit_limit: Micros | None = None  # how far below zero its balance may go; None: not funds-checked
     enabled: bool = True
 
 

@@ -18,6 +18,7 @@ from dce.routing.counters import CapCheck, UsageQuery
 from dce.routing.criteria import CompiledCriterion, compile_criteria, compile_filter
 from dce.routing.hours import CompiledHours, compile_hours, zone
 from dce.routing.model import (
+    ANY_PUBLISHER,
     Buyer,
     CallerContext,
     Campaign,
@@ -62,6 +63,7 @@ class CompiledCampaign:
     # (ctx, bitmask of open targets) -> (matching targets, their CapChecks when capped)
     filter: Callable[[CallerContext, int], tuple[list[CompiledTarget], list[CapCheck]]]
     any_capped: bool  # some target has a cap (the engine asks the counters)
+    funds_checked: bool = False  # some target's buyer has a credit limit (the engine checks its balance)
 
 
 T = TypeVar("T")
@@ -168,7 +170,7 @@ class MarketplaceSnapshot:
                 if tid not in compiled:
                     raise ValueError(f"campaign {c.id!r}: unknown target {tid!r}")
             for pid, _rule in c.payouts:
-                if pid != "*" and pid not in pubs:
+                if pid != ANY_PUBLISHER and pid not in pubs:
                     raise ValueError(f"campaign {c.id!r}: payout for unknown publisher {pid!r}")
             members = tuple(compiled[tid] for tid in dict.fromkeys(c.target_ids))
             cc = old_campaigns.get(c.id)
@@ -184,6 +186,7 @@ class MarketplaceSnapshot:
                     targets=members,
                     filter=compile_filter([(ct, ct.criteria, ct.cap_check if ct.capped else None) for ct in members]),
                     any_capped=any(ct.capped for ct in members),
+                    funds_checked=any(ct.buyer.credit_limit is not None for ct in members),
                 )
             camps[c.id] = cc
             if c.key is not None:

@@ -107,3 +107,30 @@ async def test_a_live_auction_without_bids_at_the_reserve_leaves_no_route():
     r = router(Reservations(), LiveBidding(), live_auction=True, auction_window_ms=50, reserve=50_000_000)
     ranked = await r.auction(r.plan(CallRequest(DID, "+12125550123"), NOW), "call-1")
     assert ranked.plan.targets == () and ranked.plan.reason == "no bid at or above the reserve"
+
+
+async def test_a_buyer_that_cannot_pay_is_skipped_by_the_plan_and_by_the_auction():
+    live = LiveBidding()
+
+    def bidder(message: dict[str, Any]) -> None:
+        if message["type"] == "call.offered":
+            live.bid(message["call_id"], "b2", 20_000_000, time.time())
+
+    live.subscribe(bidder)
+    r = router(Reservations(), live, live_auction=True, auction_window_ms=50)
+    snapshot = r.engine.snapshot
+    funded = MarketplaceSnapshot.build(
+        snapshot.publishers.values(), [Buyer("b1", "B", credit_limit=0), Buyer("b2", "B2", credit_limit=5_000_000)],
+        [c.campaign for c in snapshot.campaigns.values()], [t.target for t in snapshot.targets.values()],
+        snapshot.numbers.values())
+    r.engine.replace(funded)
+    r.engine.set_balances({"b1": 1_500_000})  # b1 can pay "cheap" (1.00) but not "rich" (9.00)
+    routed = r.plan(CallRequest(DID, "+12125550123"), NOW)
+    assert [p.target_id for p in routed.plan.targets] == ["cheap", "other"]
+    ranked = await r.auction(routed, "call-1")
+    # b2's live 20.00 is more than its 0 + 5.00 of credit: skipped at that price; its static 0.00 is payable
+    assert [(p.target_id, p.revenue) for p in ranked.plan.targets] == [("cheap", 1_000_000), ("other", 0)]
+    r.engine.set_balances({"b1": 0})
+    assert [p.target_id for p in r.plan(CallRequest(DID, "+12125550124"), NOW).plan.targets] == ["other"]
+    r.engine.set_balances({"b1": 0, "b2": -5_000_001})  # b2 is past its credit limit even for 0.00
+    assert r.plan(CallRequest(DID, "+12125550125"), NOW).plan.reason == "no eligible target: 3 unfunded"

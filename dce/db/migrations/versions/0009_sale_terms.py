@@ -54,7 +54,7 @@ def upgrade() -> None:
     for name, columns in _INDEXES:
         op.create_index(name, "calls", columns)
     with op.batch_alter_table("buyers") as batch:
-        batch.add_column(sa.Column("credit_limit", sa.BigInteger(), nullable=False, server_default="0"))
+        batch.add_column(sa.Column("credit_limit", sa.BigInteger(), nullable=True))
     with op.batch_alter_table("campaigns") as batch:
         batch.add_column(sa.Column("conversion_from", sa.String(16), nullable=False, server_default="answer"))
 
