@@ -1,0 +1,260 @@
+"""``/api/v1/reports``: the summary report (JSON and CSV) and the call detail list with the sale-term filters.
+
+``GET /reports/summary?from=&to=&group_by=campaign|publisher|buyer|target|hour|day[&campaign_id=&publisher_id=
+&buyer_id=&target_id=]``: ``from``/``to`` are ISO 8601 times with a zone or dates (``YYYY-MM-DD`` = UTC midnight),
+``to`` exclusive, ``from < to``, at most 366 days apart. ``GET /reports/summary.csv``: the same rows as CSV.
+``GET /reports/calls?since=&until=&campaign_id=&publisher_id=&buyer_id=&target_id=&caller=&converted=&limit=
+&offset=``: a page of calls, newest first. Money is a decimal string of currency units everywhere.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import phonenumbers
+from aiohttp import web
+
+from dce.billing.cdr import Disposition
+from dce.db import report_repository as repo
+from dce.db.report_repository import SummaryRow
+from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param
+from dce.http_api.keys import ENGINE
+from dce.http_api.marketplace import require
+from dce.http_api.problems import invalid_parameter
+from dce.routing.model import format_money
+
+READ = "analytics:read"
+MAX_SPAN = timedelta(days=366)
+MAX_ID_LENGTH = 64
+MONEY_COLUMNS = ("revenue", "payout_fixed", "settled_revenue", "settled_payout")
+KEY_NAMES = {"campaign": "campaign_id", "publisher": "publisher_id", "buyer": "buyer_id", "target": "target_id",
+             "hour": "hour", "day": "day"}
+SUMMARY_FIELDS = ("incoming", "connected", "converted", "blocked", "duplicates", "revenue", "payout", "profit",
+                  "average_duration_s", "conversion_rate")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+# ------------------------------------------------------------------------------------------------ parameters
+
+
+def time_param(request: web.Request, name: str, *, required: bool) -> datetime | None:
+    """An ISO 8601 time with a zone, or a date (UTC midnight); 422 naming ``name`` otherwise."""
+    raw = request.query.get(name, "").strip()
+    if raw == "":
+        if required:
+            raise invalid_parameter(name, "required (an ISO 8601 time with a zone, or a date YYYY-MM-DD)")
+        return None
+    if _DATE.fullmatch(raw):
+        try:
+            day = date.fromisoformat(raw)
+        except ValueError:
+            raise invalid_parameter(name, f"not a valid date: {raw!r}") from None
+        return datetime(day.year, day.month, day.day, tzinfo=UTC)
+    # an unencoded '+' of a zone offset arrives as a space: "...T00:00:00 02:00"
+    text = raw[:-6] + "+" + raw[-5:] if re.search(r" \d{2}:\d{2}$", raw) else raw
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise invalid_parameter(name, f"expected an ISO 8601 time with a zone or a date, got {raw!r}") from None
+    if value.tzinfo is None:
+        raise invalid_parameter(name, f"needs a time zone (like Z or +02:00), got {raw!r}")
+    return value.astimezone(UTC)
+
+
+def _range(request: web.Request, low: str, high: str, *, required: bool) -> tuple[datetime | None, datetime | None]:
+    since = time_param(request, low, required=required)
+    until = time_param(request, high, required=required)
+    if since is not None and until is not None:
+        if since >= until:
+            raise invalid_parameter(high, f"must be after {low!r} ({high!r} is exclusive)")
+        if until - since > MAX_SPAN:
+            raise invalid_parameter(high, f"the range may span at most {MAX_SPAN.days} days")
+    return since, until
+
+
+def _id_param(request: web.Request, name: str) -> str | None:
+    raw = request.query.get(name, "")
+    if raw == "":
+        return None
+    if len(raw) > MAX_ID_LENGTH or raw.strip() != raw:
+        raise invalid_parameter(name, f"expected an id of at most {MAX_ID_LENGTH} characters, got {raw!r}")
+    return raw
+
+
+def _term_filters(request: web.Request) -> dict[str, str | None]:
+    return {name: _id_param(request, name) for name in repo.FILTERS}
+
+
+def _group_by(request: web.Request) -> str:
+    raw = request.query.get("group_by", "")
+    if raw not in repo.GROUP_BYS:
+        allowed = "|".join(repo.GROUP_BYS)
+        reason = f"expected one of {allowed}, got {raw!r}" if raw else f"required: one of {allowed}"
+        raise invalid_parameter("group_by", reason)
+    return raw
+
+
+def _caller_param(request: web.Request) -> str | None:
+    """E.164 when it parses as a number (as CDRs store callers), else the raw value."""
+    raw = request.query.get("caller", "")
+    if raw.strip() == "":
+        return None
+    text = "+" + raw.lstrip() if raw.startswith(" ") else raw  # an unencoded '+' arrives as a space
+    if len(text) > 255:
+        raise invalid_parameter("caller", "too long")
+    try:
+        number = phonenumbers.parse(text, "US")
+    except phonenumbers.NumberParseException:
+        return text
+    if not phonenumbers.is_possible_number(number):
+        return text
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _bool_param(request: web.Request, name: str) -> bool | None:
+    raw = request.query.get(name, "").lower()
+    if raw == "":
+        return None
+    if raw in ("true", "1"):
+        return True
+    if raw in ("false", "0"):
+        return False
+    raise invalid_parameter(name, f"expected true or false, got {raw!r}")
+
+
+def _disposition_param(request: web.Request) -> str | None:
+    raw = request.query.get("disposition", "")
+    if raw == "":
+        return None
+    try:
+        return Disposition(raw).value
+    except ValueError:
+        allowed = ", ".join(d.value for d in Disposition)
+        raise invalid_parameter("disposition", f"expected one of {allowed}, got {raw!r}") from None
+
+
+# --------------------------------------------------------------------------------------------------- summary
+
+
+def _key_json(key: str | datetime | None) -> str | None:
+    return key.isoformat() if isinstance(key, datetime) else key
+
+
+def summary_json(row: SummaryRow) -> dict[str, Any]:
+    """One group (or the totals) as JSON: counts, money as decimal strings, duration and rate (None if unknown)."""
+    average = row.average_duration_s
+    rate = row.conversion_rate
+    return {
+        "incoming": row.incoming,
+        "connected": row.connected,
+        "converted": row.converted,
+        "blocked": row.blocked,
+        "duplicates": row.duplicates,
+        "revenue": format_money(row.revenue),
+        "payout": format_money(row.payout),
+        "profit": format_money(row.profit),
+        "average_duration_s": round(average, 2) if average is not None else None,
+        "conversion_rate": round(rate, 4) if rate is not None else None,
+    }
+
+
+async def _summary(request: web.Request) -> tuple[datetime, datetime, str, dict[str, str | None], list[SummaryRow]]:
+    since, until = _range(request, "from", "to", required=True)
+    assert since is not None and until is not None
+    group_by = _group_by(request)
+    filters = _term_filters(request)
+    rows = await repo.summary(request.config_dict[ENGINE], since=since, until=until, group_by=group_by,
+                              filters=filters)
+    return since, until, group_by, filters, rows
+
+
+@require(READ)
+async def get_summary(request: web.Request) -> web.Response:
+    """``{"from", "to", "group_by", "filters", "groups": [{"key", ...}], "totals": {...}}``."""
+    since, until, group_by, filters, rows = await _summary(request)
+    return web.json_response({
+        "from": since.isoformat(),
+        "to": until.isoformat(),
+        "group_by": group_by,
+        "filters": {name: value for name, value in filters.items() if value is not None},
+        "groups": [{"key": _key_json(row.key), **summary_json(row)} for row in rows[:-1]],
+        "totals": summary_json(rows[-1]),
+    })
+
+
+def _csv_cell(value: Any) -> Any:
+    return "" if value is None else value
+
+
+@require(READ)
+async def get_summary_csv(request: web.Request) -> web.Response:
+    """The summary as RFC 4180 CSV: a header row, one row per group (``row`` = group), then ``row`` = total."""
+    since, until, group_by, _filters, rows = await _summary(request)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")  # minimal quoting, CRLF: RFC 4180
+    writer.writerow(["row", KEY_NAMES[group_by], *SUMMARY_FIELDS])
+    for row in rows:
+        values = summary_json(row)
+        writer.writerow([
+            "total" if row.is_total else "group",
+            "" if row.is_total else _csv_cell(_key_json(row.key)),
+            *(_csv_cell(values[name]) for name in SUMMARY_FIELDS),
+        ])
+    stamp = f"{since:%Y%m%dT%H%M%SZ}-{until:%Y%m%dT%H%M%SZ}"
+    return web.Response(
+        text=out.getvalue(),
+        content_type="text/csv",
+        charset="utf-8",
+        headers={"Content-Disposition": f'attachment; filename="summary-{group_by}-{stamp}.csv"'},
+    )
+
+
+# ------------------------------------------------------------------------------------------ call detail list
+
+
+def call_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A calls row as JSON: times ISO 8601, money columns as decimal strings."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, datetime):
+            out[key] = value.isoformat()
+        elif key in MONEY_COLUMNS and value is not None:
+            out[key] = format_money(value)
+        else:
+            out[key] = value
+    return out
+
+
+@require(READ)
+async def get_calls(request: web.Request) -> web.Response:
+    """A page of calls, newest first, with the sale-term filters: ``{"items", "total", "limit", "offset"}``."""
+    limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    offset = int_param(request, "offset", 0, 0)
+    since, until = _range(request, "since", "until", required=False)
+    filters = {**_term_filters(request), "caller": _caller_param(request),
+               "disposition": _disposition_param(request)}
+    rows, total = await repo.list_calls(
+        request.config_dict[ENGINE],
+        limit=limit,
+        offset=offset,
+        since=since,
+        until=until,
+        converted=_bool_param(request, "converted"),
+        filters=filters,
+    )
+    return web.json_response(
+        {"items": [call_json(row) for row in rows], "total": total, "limit": limit, "offset": offset}
+    )
+
+
+def report_routes() -> list[web.RouteDef]:
+    """The report routes for the ``/api/v1`` sub-app."""
+    return [
+        web.get("/reports/summary", get_summary),
+        web.get("/reports/summary.csv", get_summary_csv),
+        web.get("/reports/calls", get_calls),
+    ]
