@@ -19,6 +19,7 @@ from typing import Protocol, TypeVar
 from dce.billing.cdr import CallDetailRecord, Disposition, HangupSide
 from dce.compliance.screen import rejected
 from dce.compliance.verdict import ALLOW, Verdict
+from dce.exchange.call_events import CallEvents
 from dce.exchange.eager import start_eagerly
 from dce.exchange.router import STATIC_TARGET, CallRequest, OutboundTrunk, Routed, Router
 from dce.exchange.screening import CallGate
@@ -87,6 +88,7 @@ class CallFlow:
 
     def __init__(self, *, sip: SipCommands, router: Router, media: MediaPlane, cdrs: CdrSink,
                  observer: CallObserver, trunk: OutboundTrunk | None = None, gate: CallGate | None = None,
+                 events: CallEvents | None = None,
                  wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.sip = sip
         self.router = router
@@ -95,6 +97,7 @@ class CallFlow:
         self.cdrs = cdrs
         self.observer = observer
         self.gate = gate
+        self.events = events
         self.wall_clock = wall_clock
         self._queues: dict[str, asyncio.Queue[CallEvent]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -137,6 +140,9 @@ class CallFlow:
                 self.observer.screened(verdict)
                 if verdict.suppressed_buyers and not rejected(verdict):
                     routed = self.router.without_buyers(routed, verdict.suppressed_buyers)
+            if self.events is not None and routed is not None and not rejected(verdict):
+                self.events.incoming(call.id, times.invite_at, to_e164(call.caller_user) or call.caller_user, did,
+                                     self.router.terms(routed, None))
             if routed is not None and not rejected(verdict) and routed.plan.targets \
                     and self.router.needs_auction(routed):
                 routed = await self.router.auction(routed, call.id)
@@ -208,6 +214,11 @@ class CallFlow:
                 elif isinstance(event, DialAnswered):
                     times.answer(event.at)
                     self.router.connected(routed, target, times.answer_at or self.wall_clock())
+                    if self.events is not None:
+                        self.events.connected(call.id, times.answer_at or self.wall_clock(),
+                                              to_e164(call.caller_user) or call.caller_user,
+                                              to_e164(call.called_user) or call.called_user,
+                                              self.router.terms(routed, target))
                     ended = await _next_of(events, CallEnded)
                     times.end(ended.at)
                     side = HangupSide(ended.side)
@@ -264,10 +275,12 @@ class CallFlow:
             extra={**_routing_details(target, routed), **_screening_details(verdict)},
             verstat=verdict.verstat,
             dial_at=times.dial_at,
-            terms=self.router.terms(routed, target) if routed is not None and target is not None else None,
+            terms=self.router.terms(routed, target) if routed is not None else None,
         )
         self.cdrs.submit(cdr)
         self.observer.call_finished(cdr)
+        if self.events is not None:
+            self.events.finished(cdr)
         if routed is not None and target is not None and cdr.disposition is Disposition.ANSWERED:
             self.router.completed(routed, target, cdr.billable_s, cdr.end_at)
             if self.gate is not None:

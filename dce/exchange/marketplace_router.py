@@ -179,17 +179,20 @@ class MarketplaceRouter:
         reason = routed.plan.reason or (None if kept else "every eligible buyer suppresses this caller")
         return Routed(RoutingPlan(kept, reason), routed.context, routed.held, routed.refusal)
 
-    def terms(self, routed: Routed, target: PlannedTarget) -> SaleTerms | None:
+    def terms(self, routed: Routed, target: PlannedTarget | None) -> SaleTerms | None:
         """The sale as the snapshot has it now: buyer, price (static revenue or the winning bid), conversion
-        duration and timing, the publisher's payout rule (its own, else the campaign's "*"), the duplicate rule."""
+        duration and timing, the publisher's payout rule (its own, else the campaign's "*"), the duplicate rule.
+        A campaign's call that reached no target keeps its campaign and publisher (reports count it)."""
         ctx = routed.context
-        if target.target_id == STATIC_TARGET or ctx is None or ctx.campaign_id is None:
+        if ctx is None or ctx.campaign_id is None or (target is not None and target.target_id == STATIC_TARGET):
             return None
         snapshot = self.engine.snapshot
         compiled_campaign = snapshot.campaigns.get(ctx.campaign_id)
-        compiled_target = snapshot.targets.get(target.target_id)
-        if compiled_campaign is None or compiled_target is None:
+        compiled_target = snapshot.targets.get(target.target_id) if target is not None else None
+        if compiled_campaign is None:
             return None
+        if compiled_target is None or target is None:
+            return SaleTerms(campaign_id=ctx.campaign_id, publisher_id=ctx.publisher_id)
         campaign, owner = compiled_campaign.campaign, compiled_target.target
         payouts = dict(campaign.payouts)
         rule = payouts.get(ctx.publisher_id or "") or payouts.get(ANY_PUBLISHER)

@@ -79,8 +79,9 @@ class Router(Protocol):
         """The plan without the targets of ``buyer_ids`` (buyers whose suppression list holds the caller)."""
         ...
 
-    def terms(self, routed: Routed, target: PlannedTarget) -> SaleTerms | None:
-        """What the call is sold on when ``target`` takes it (None for calls outside the marketplace)."""
+    def terms(self, routed: Routed, target: PlannedTarget | None) -> SaleTerms | None:
+        """What the call is sold on when ``target`` takes it; with no target, only its campaign and publisher
+        (for reports and postbacks). None for calls outside the marketplace."""
         ...
 
 
@@ -120,7 +121,7 @@ class StaticRouter:
     def without_buyers(self, routed: Routed, buyer_ids: frozenset[str]) -> Routed:
         return routed  # static routes belong to no buyer
 
-    def terms(self, routed: Routed, target: PlannedTarget) -> SaleTerms | None:
+    def terms(self, routed: Routed, target: PlannedTarget | None) -> SaleTerms | None:
         return None  # static routes are not sold
 
 

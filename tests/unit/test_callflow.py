@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from dce.billing.cdr import CallDetailRecord, Disposition, HangupSide, SaleTerms
+from dce.billing.postback import PostbackEvent
 from dce.compliance.screen import ScreenedCall, Screener, Screening
 from dce.compliance.verdict import Action, Finding, ReasonCode, Verdict
+from dce.exchange.call_events import CallEvents
 from dce.exchange.callflow import CallFlow
 from dce.exchange.router import OutboundTrunk, Refusal, Routed, StaticRouter
 from dce.exchange.screening import CallGate
@@ -258,6 +260,17 @@ async def test_finished_calls_leave_no_cyclic_garbage():
     assert cyclic == []
 
 
+class Emitted:
+    """A postback dispatcher stand-in that keeps what it is given."""
+
+    def __init__(self, into: list) -> None:
+        self.into = into
+
+    def emit(self, event) -> int:
+        self.into.append(event)
+        return 1
+
+
 class PlannedRouter:
     """A router with a fixed plan whose first target's concurrency slot is already taken."""
 
@@ -296,6 +309,8 @@ class PlannedRouter:
         return routed
 
     def terms(self, routed, target):
+        if target is None:
+            return SaleTerms("c1", "p1")
         return SaleTerms("c1", "p1", "b1", target.target_id, target.revenue, 60, payout_fixed=2_000_000)
 
 
@@ -307,6 +322,7 @@ async def test_a_known_did_with_no_eligible_target_gets_480_and_a_no_route_cdr()
     assert "2 closed" in (sent[-1].response.get("Reason") or "")
     [cdr] = h.cdrs
     assert (cdr.disposition, cdr.reason) == (Disposition.NO_ROUTE, "no eligible target: 2 closed, 1 capped")
+    assert cdr.terms == SaleTerms("c1", "p1")  # reports count the campaign's call even though nobody bought it
     assert cdr.extra == {"campaign_id": "c1", "publisher_id": "p1"}
 
 
@@ -329,6 +345,8 @@ async def test_a_target_at_capacity_is_skipped_and_slots_follow_the_legs():
     router = PlannedRouter(plan, full={"t1"})
     h = Harness({})
     h.flow.router = router
+    emitted: list[PostbackEvent] = []
+    h.flow.events = CallEvents(Emitted(emitted))
     sent = await h.feed(invite())
     [leg] = requests_of(sent, "INVITE")
     assert leg.addr == ("127.0.0.1", 5081)
@@ -349,6 +367,9 @@ async def test_a_target_at_capacity_is_skipped_and_slots_follow_the_legs():
     [cdr] = h.cdrs
     assert cdr.extra["target_id"] == "t3" and cdr.extra["revenue_micros"] == "3000000"
     assert cdr.terms == SaleTerms("c1", "p1", "b1", "t3", 3_000_000, 60, payout_fixed=2_000_000)
+    assert [(e.name, e.campaign_id, e.target_id) for e in emitted] == [
+        ("incoming", "c1", None), ("connected", "c1", "t3"), ("completed", "c1", "t3")]
+    assert emitted[1].revenue == 3_000_000 and emitted[2].disposition == "answered"
     assert cdr.dial_at == cdr.invite_at  # the first INVITE out left at once (virtual clock)
 
 
