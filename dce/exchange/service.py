@@ -27,6 +27,8 @@ from dce.db.engine import create_engine
 from dce.db.gdpr import pseudonymise_old_calls, retention_cutoff
 from dce.db.marketplace_repository import MarketplaceData
 from dce.db.marketplace_watcher import MarketplaceWatcher
+from dce.db.postback_dispatcher import PostbackDispatcher
+from dce.exchange.call_events import CallEvents
 from dce.exchange.callflow import CallFlow
 from dce.exchange.compliance_setup import build_compliance
 from dce.exchange.config import Settings
@@ -41,6 +43,7 @@ from dce.http_api.gdpr import EXPORTERS as EXPORTERS_KEY
 from dce.http_api.gdpr import PSEUDONYM_KEY
 from dce.http_api.lists import ON_LISTS_CHANGE
 from dce.http_api.metrics import ExchangeMetrics
+from dce.http_api.postbacks import ON_POSTBACKS_CHANGE
 from dce.http_api.rtb import RtbPingService
 from dce.media.relay import MediaPlane, MediaRelay, PassthroughMedia
 from dce.routing.counters import InMemoryCounters
@@ -158,9 +161,14 @@ class Exchange:
                                            conversion_s=self._conversion_s)
         await self.compliance.start()
         self._retention = asyncio.create_task(self._retain())
+        self.postback_client = aiohttp.ClientSession(headers={"User-Agent": settings.sip.user_agent})
+        self.postbacks = PostbackDispatcher(self.engine, self.postback_client)
+        await self.postbacks.start()  # before the first call: events emitted before its configs load would be lost
+        self.call_events = CallEvents(self.postbacks)
         self.callflow = CallFlow(sip=SipService(self.b2bua, self.transport), router=self.router,
                                  media=self.media, cdrs=self.writer, observer=observer,
-                                 trunk=OutboundTrunk(settings.routing.outbound_trunk), gate=self.compliance.gate)
+                                 trunk=OutboundTrunk(settings.routing.outbound_trunk), gate=self.compliance.gate,
+                                 events=self.call_events)
 
         app = build_app(engine=self.engine, metrics=self.metrics, status=self._status,
                         on_marketplace_change=self.watcher.notify, rtb_pings=self._rtb_pings(),
@@ -209,6 +217,7 @@ class Exchange:
         compliance = self.settings.compliance
         state: dict[web.AppKey[Any], Any] = {
             ON_LISTS_CHANGE: self.compliance.notify,
+            ON_POSTBACKS_CHANGE: self.postbacks.notify_configs_changed,
             ON_CONSENTS_CHANGE: self.compliance.notify,
             CALLING_HOURS: CallingHours.from_config(compliance.calling_hours),
             ERASERS_KEY: ERASERS,
@@ -292,6 +301,8 @@ class Exchange:
         await self.watcher.stop()
         await self.compliance.stop()
         self._retention.cancel()
+        await self.postbacks.stop()
+        await self.postback_client.close()
         await self.http_client.close()
         await self.transport.close()
         await self.media.close()

@@ -22,6 +22,7 @@ from dce.http_api.lists import list_routes
 from dce.http_api.live_bidding import LIVE_BIDDING, live_bidding_api_routes, live_bidding_ws_routes
 from dce.http_api.marketplace import ON_MARKETPLACE_CHANGE, OnChange, marketplace_routes
 from dce.http_api.metrics import ExchangeMetrics
+from dce.http_api.postbacks import postback_routes
 from dce.http_api.problems import problem, problem_middleware
 from dce.http_api.rtb import RTB_PINGS, RtbPingService, rtb_routes
 
@@ -129,6 +130,7 @@ def build_app(
     api.add_routes(list_routes())
     api.add_routes(consent_routes())
     api.add_routes(gdpr_routes())
+    api.add_routes(postback_routes())
     app.add_subapp("/api/v1", api)
     return app
 
