@@ -24,6 +24,7 @@ from dce.http_api.marketplace import ON_MARKETPLACE_CHANGE, OnChange, marketplac
 from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.postbacks import postback_routes
 from dce.http_api.problems import problem, problem_middleware
+from dce.http_api.reports import report_routes
 from dce.http_api.rtb import RTB_PINGS, RtbPingService, rtb_routes
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,7 @@ def build_app(
     api.add_routes(consent_routes())
     api.add_routes(gdpr_routes())
     api.add_routes(postback_routes())
+    api.add_routes(report_routes())
     app.add_subapp("/api/v1", api)
     return app
 
