@@ -1,0 +1,344 @@
+"""``/api/v1`` conversions webhook and the ledger.
+
+::
+
+    POST /conversions          {call_id, revenue?}            -> 201 {call_id, source, revenue, at, state, settlement}
+                               404 unknown call; 409 a second conversion; 422 a call that was not sold
+    POST /ledger/deposits      {buyer_id, amount, key?, actor?, memo?}       -> 201 the entry (200: key already posted)
+    POST /ledger/adjustments   {account, amount, reason, actor, key?}        -> 201 the entry
+                               amount signed: > 0 credits the account (adds to a buyer's funds or a publisher's
+                               payable), < 0 debits it; exchange:adjustments takes the other side
+    POST /ledger/refunds       {call_id, reason, actor}       -> 201 the reversal of the call's sale
+                               404 unknown call; 409 nothing to refund, or refunded already
+    POST /ledger/payments      {publisher_id, amount, key?, actor?, memo?}   -> 201 the entry
+    GET  /ledger/balances?account=      -> 200 {"items": [{account, balance, raw, [credit_limit, available]}]}
+    GET  /ledger/entries?account=&limit=&offset=  -> 200 {"items": [entry...], total, limit, offset} newest first
+    GET  /ledger/verify                 -> 200 {ok, entries, lines, total, unbalanced_entries, mismatches}
+
+Money in and out as decimal strings of currency units (``"12.50"``; JSON numbers are read as Decimal, never
+float; at most 6 decimal places). Line amounts are signed, debit positive; ``balance`` is on the account's normal
+side (a buyer's funds, a publisher's payable, the exchange's revenue; exchange:cash debit-normal), ``raw`` the sum
+of its lines. Bad input -> 422 problem+json naming the field in ``invalid_params``.
+
+App keys: ``ON_LEDGER_CHANGE`` (called after every post, sync or async, so the routing balance snapshot can reload).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import select
+
+from dce.billing import ledger
+from dce.db import ledger_repository as repo
+from dce.db import settlement
+from dce.db.marketplace_models import BuyerRow, PublisherRow
+from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param
+from dce.http_api.keys import ENGINE
+from dce.http_api.marketplace import OnChange, require
+from dce.http_api.problems import ProblemError, invalid_parameter
+from dce.routing.model import format_money
+
+log = logging.getLogger(__name__)
+
+ON_LEDGER_CHANGE = web.AppKey("on_ledger_change", OnChange)
+
+READ = "ledger:read"
+WRITE = "ledger:write"
+CONVERT = "conversions:write"
+
+MICROS = Decimal(1_000_000)
+MAX_MONEY = Decimal(10) ** 12  # currency units
+
+
+# ----------------------------------------------------------------------------------------------------- input
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.text(), parse_float=Decimal, parse_constant=Decimal)
+    except ValueError as exc:
+        raise ProblemError(400, f"body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ProblemError(
+            422, "body must be a JSON object", invalid_params=[{"name": "body", "reason": "not an object"}]
+        )
+    return body
+
+
+def _money(body: dict[str, Any], name: str, *, required: bool = True, signed: bool = False,
+           positive: bool = False) -> int | None:
+    """A decimal string or number of currency units -> micros."""
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise invalid_parameter(name, "required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
+        raise invalid_parameter(name, 'expected a decimal string, like "12.50"')
+    try:
+        amount = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
+    except InvalidOperation:
+        raise invalid_parameter(name, f"not a decimal number: {value!r}") from None
+    if not amount.is_finite():
+        raise invalid_parameter(name, "must be a finite number")
+    if abs(amount) >= MAX_MONEY:
+        raise invalid_parameter(name, "too large")
+    micros = amount * MICROS
+    if micros != micros.to_integral_value():
+        raise invalid_parameter(name, "at most 6 decimal places")
+    if amount < 0 and not signed:
+        raise invalid_parameter(name, "must not be negative")
+    if positive and amount <= 0:
+        raise invalid_parameter(name, "must be greater than zero")
+    if signed and amount == 0:
+        raise invalid_parameter(name, "must not be zero")
+    return int(micros)
+
+
+def _text(body: dict[str, Any], name: str, *, required: bool = True, max_length: int = 128) -> str | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise invalid_parameter(name, "required")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise invalid_parameter(name, "expected a non-empty string")
+    value = value.strip()
+    if len(value) > max_length:
+        raise invalid_parameter(name, f"at most {max_length} characters")
+    return value
+
+
+def _no_extra(body: dict[str, Any], allowed: set[str]) -> None:
+    for name in body:
+        if name not in allowed:
+            raise invalid_parameter(name, "unknown field")
+
+
+def _key(body: dict[str, Any], kind: str) -> str:
+    given = _text(body, "key", required=False, max_length=160)
+    return f"{kind}:{given}" if given is not None else f"{kind}:{uuid.uuid4().hex}"
+
+
+async def _exists(request: web.Request, row: Any, key: str) -> bool:
+    async with request.config_dict[ENGINE].connect() as connection:
+        return (await connection.execute(select(row.id).where(row.id == key))).first() is not None
+
+
+# ---------------------------------------------------------------------------------------------------- output
+
+
+def _time(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def entry_json(stored: repo.StoredEntry) -> dict[str, Any]:
+    entry = stored.entry
+    return {
+        "id": stored.id, "key": entry.key, "kind": entry.kind, "at": _time(entry.at), "actor": entry.actor,
+        "memo": entry.memo,
+        "lines": [{"account": line.account, "amount": format_money(line.amount)} for line in entry.lines],
+    }
+
+
+async def _changed(request: web.Request) -> None:
+    hook = request.config_dict.get(ON_LEDGER_CHANGE)
+    if hook is None:
+        return
+    try:
+        result = hook()
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        log.exception("on_ledger_change hook failed")
+
+
+async def _posted(request: web.Request, entry: ledger.JournalEntry) -> web.Response:
+    stored = await repo.post(request.config_dict[ENGINE], entry)
+    if stored.created:
+        await _changed(request)
+    return web.json_response(entry_json(stored), status=201 if stored.created else 200)
+
+
+# -------------------------------------------------------------------------------------------------- handlers
+
+
+@require(CONVERT)
+async def post_conversion(request: web.Request) -> web.Response:
+    body = await _body(request)
+    _no_extra(body, {"call_id", "revenue"})
+    call_id = _text(body, "call_id")
+    assert call_id is not None
+    revenue = _money(body, "revenue", required=False)
+    try:
+        outcome = await settlement.record_conversion(request.config_dict[ENGINE], call_id, revenue=revenue)
+    except settlement.CallNotFound:
+        raise ProblemError(404, f"no call {call_id!r}") from None
+    except settlement.AlreadyConverted:
+        raise ProblemError(409, f"call {call_id!r} already has a conversion") from None
+    except settlement.NotASale:
+        raise invalid_parameter("call_id", f"call {call_id!r} was not sold to a buyer") from None
+    settled = outcome.settled_now
+    if settled is not None and settled.entry_id is not None:
+        await _changed(request)
+    return web.json_response({
+        "call_id": call_id, "source": outcome.conversion.source,
+        "revenue": None if revenue is None else format_money(revenue), "at": _time(outcome.conversion.at),
+        "state": outcome.state,
+        "settlement": None if settled is None else {
+            "converted": settled.settlement.converted, "revenue": format_money(settled.settlement.revenue),
+            "payout": format_money(settled.settlement.payout), "entry_id": settled.entry_id,
+        },
+    }, status=201)
+
+
+@require(WRITE)
+async def post_deposit(request: web.Request) -> web.Response:
+    body = await _body(request)
+    _no_extra(body, {"buyer_id", "amount", "key", "actor", "memo"})
+    buyer_id = _text(body, "buyer_id", max_length=64)
+    amount = _money(body, "amount", positive=True)
+    assert buyer_id is not None and amount is not None
+    if not await _exists(request, BuyerRow, buyer_id):
+        raise invalid_parameter("buyer_id", f"no buyer {buyer_id!r}")
+    entry = ledger.deposit_entry(
+        buyer_id, amount, datetime.now(UTC), key=_key(body, ledger.DEPOSIT), actor=_text(body, "actor", required=False),
+        memo=_text(body, "memo", required=False, max_length=2000),
+    )
+    return await _posted(request, entry)
+
+
+@require(WRITE)
+async def post_payment(request: web.Request) -> web.Response:
+    body = await _body(request)
+    _no_extra(body, {"publisher_id", "amount", "key", "actor", "memo"})
+    publisher_id = _text(body, "publisher_id", max_length=64)
+    amount = _money(body, "amount", positive=True)
+    assert publisher_id is not None and amount is not None
+    if not await _exists(request, PublisherRow, publisher_id):
+        raise invalid_parameter("publisher_id", f"no publisher {publisher_id!r}")
+    entry = ledger.publisher_payment_entry(
+        publisher_id, amount, datetime.now(UTC), key=_key(body, ledger.PAYMENT),
+        actor=_text(body, "actor", required=False), memo=_text(body, "memo", required=False, max_length=2000),
+    )
+    return await _posted(request, entry)
+
+
+@require(WRITE)
+async def post_adjustment(request: web.Request) -> web.Response:
+    body = await _body(request)
+    _no_extra(body, {"account", "amount", "reason", "actor", "key"})
+    account = _text(body, "account")
+    assert account is not None
+    if not ledger.is_valid_account(account) or account == ledger.EXCHANGE_ADJUSTMENTS:
+        raise invalid_parameter("account", "expected buyer:<id>, publisher:<id>, exchange:revenue or exchange:cash")
+    if account.startswith(ledger.BUYER_PREFIX):
+        if not await _exists(request, BuyerRow, account.removeprefix(ledger.BUYER_PREFIX)):
+            raise invalid_parameter("account", f"no buyer {account.removeprefix(ledger.BUYER_PREFIX)!r}")
+    elif account.startswith(ledger.PUBLISHER_PREFIX) and not await _exists(
+        request, PublisherRow, account.removeprefix(ledger.PUBLISHER_PREFIX)
+    ):
+        raise invalid_parameter("account", f"no publisher {account.removeprefix(ledger.PUBLISHER_PREFIX)!r}")
+    amount = _money(body, "amount", signed=True)
+    reason = _text(body, "reason", max_length=2000)
+    actor = _text(body, "actor")
+    assert amount is not None and reason is not None and actor is not None
+    entry = ledger.adjustment_entry(
+        account, amount, actor=actor, reason=reason, at=datetime.now(UTC), key=_key(body, ledger.ADJUSTMENT)
+    )
+    return await _posted(request, entry)
+
+
+@require(WRITE)
+async def post_refund(request: web.Request) -> web.Response:
+    body = await _body(request)
+    _no_extra(body, {"call_id", "reason", "actor"})
+    call_id = _text(body, "call_id")
+    reason = _text(body, "reason", max_length=2000)
+    actor = _text(body, "actor")
+    assert call_id is not None and reason is not None and actor is not None
+    try:
+        stored = await settlement.refund_call(request.config_dict[ENGINE], call_id, actor=actor, reason=reason)
+    except settlement.CallNotFound:
+        raise ProblemError(404, f"no call {call_id!r}") from None
+    except settlement.NothingToRefund:
+        raise ProblemError(409, f"call {call_id!r} has no sale to refund") from None
+    except settlement.AlreadyRefunded:
+        raise ProblemError(409, f"call {call_id!r} was refunded already") from None
+    await _changed(request)
+    return web.json_response(entry_json(stored), status=201)
+
+
+@require(READ)
+async def get_balances(request: web.Request) -> web.Response:
+    account = request.query.get("account", "").strip() or None
+    if account is not None and not ledger.is_valid_account(account):
+        raise invalid_parameter("account", f"not an account: {account!r}")
+    engine = request.config_dict[ENGINE]
+    raw = await repo.balances(engine, None if account is None else [account])
+    buyers = [a.removeprefix(ledger.BUYER_PREFIX) for a in raw if a.startswith(ledger.BUYER_PREFIX)]
+    limits: dict[str, int | None] = {}
+    if buyers:
+        async with engine.connect() as connection:
+            query = select(BuyerRow.id, BuyerRow.credit_limit).where(BuyerRow.id.in_(buyers))
+            limits = {row.id: row.credit_limit for row in await connection.execute(query)}
+    items = []
+    for name, value in raw.items():
+        item: dict[str, Any] = {
+            "account": name, "balance": format_money(ledger.natural_balance(name, value)), "raw": format_money(value),
+        }
+        if name.startswith(ledger.BUYER_PREFIX):
+            limit = limits.get(name.removeprefix(ledger.BUYER_PREFIX))
+            item["credit_limit"] = None if limit is None else format_money(limit)
+            item["available"] = format_money(ledger.available(value, limit))
+        items.append(item)
+    return web.json_response({"items": items})
+
+
+@require(READ)
+async def get_entries(request: web.Request) -> web.Response:
+    account = request.query.get("account", "").strip() or None
+    if account is not None and not ledger.is_valid_account(account):
+        raise invalid_parameter("account", f"not an account: {account!r}")
+    limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    offset = int_param(request, "offset", 0, 0)
+    items, total = await repo.entries(request.config_dict[ENGINE], account, limit, offset)
+    return web.json_response(
+        {"items": [entry_json(s) for s in items], "total": total, "limit": limit, "offset": offset}
+    )
+
+
+@require(READ)
+async def get_verify(request: web.Request) -> web.Response:
+    result = await repo.verify_balances(request.config_dict[ENGINE])
+    return web.json_response({
+        "ok": result.ok, "entries": result.entries, "lines": result.lines, "total": format_money(result.total),
+        "unbalanced_entries": result.unbalanced_entries,
+        "mismatches": [
+            {"account": account, "cached": None if cached is None else format_money(cached),
+             "computed": format_money(computed)}
+            for account, (cached, computed) in result.mismatches.items()
+        ],
+    })
+
+
+def ledger_routes() -> list[web.RouteDef]:
+    """The routes, for the ``/api/v1`` sub-app."""
+    return [
+        web.post("/conversions", post_conversion),
+        web.post("/ledger/deposits", post_deposit),
+        web.post("/ledger/adjustments", post_adjustment),
+        web.post("/ledger/refunds", post_refund),
+        web.post("/ledger/payments", post_payment),
+        web.get("/ledger/balances", get_balances),
+        web.get("/ledger/entries", get_entries),
+        web.get("/ledger/verify", get_verify),
+    ]
