@@ -20,7 +20,7 @@ seen, nor (for ``converted``) an earlier call not settled yet — settling oldes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -267,9 +267,11 @@ async def settle_calls(engine: AsyncEngine, call_ids: Sequence[str], *, now: dat
         return await _settle_rows(connection, rows, now)
 
 
-async def settle_pending(engine: AsyncEngine, *, now: datetime, grace_s: float = 2.0, batch: int = 1000) -> int:
+async def settle_pending(engine: AsyncEngine, *, now: datetime, grace_s: float = 2.0, batch: int = 1000,
+                         on_settled: Callable[[list[Settled]], Awaitable[None]] | None = None) -> int:
     """Settle every unsettled call that ended at or before ``now - grace_s``, oldest INVITE first, ``batch`` calls
-    per transaction. Returns how many calls it settled (0 when there was nothing to do)."""
+    per transaction. Returns how many calls it settled (0 when there was nothing to do). ``on_settled`` hears each
+    committed batch (e.g. to post back the conversions)."""
     if batch < 1:
         raise ValueError("batch must be >= 1")
     cutoff = now - timedelta(seconds=grace_s)
@@ -284,7 +286,10 @@ async def settle_pending(engine: AsyncEngine, *, now: datetime, grace_s: float =
         async with engine.connect() as connection:
             ids = list((await connection.execute(pending)).scalars())
         for start in range(0, len(ids), batch):
-            total += len(await settle_calls(engine, ids[start:start + batch], now=now))
+            settled = await settle_calls(engine, ids[start:start + batch], now=now)
+            total += len(settled)
+            if on_settled is not None and settled:
+                await on_settled(settled)
         if len(ids) < batch * IDS_PER_ROUND:
             return total
 

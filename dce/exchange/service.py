@@ -25,9 +25,11 @@ from dce.db.bid_repository import insert_bids
 from dce.db.cdr_writer import BatchWriter, CdrWriter
 from dce.db.engine import create_engine
 from dce.db.gdpr import pseudonymise_old_calls, retention_cutoff
+from dce.db.ledger_repository import buyer_balances, ledger_version
 from dce.db.marketplace_repository import MarketplaceData
 from dce.db.marketplace_watcher import MarketplaceWatcher
 from dce.db.postback_dispatcher import PostbackDispatcher
+from dce.db.watcher import Watcher
 from dce.exchange.call_events import CallEvents
 from dce.exchange.callflow import CallFlow
 from dce.exchange.compliance_setup import build_compliance
@@ -36,11 +38,13 @@ from dce.exchange.gc_policy import GcPolicy
 from dce.exchange.marketplace_router import MarketplaceRouter
 from dce.exchange.personal_data import ERASERS, EXPORTERS
 from dce.exchange.router import OutboundTrunk, StaticRouter
+from dce.exchange.settler import Settler
 from dce.http_api.app import build_app, run_http
 from dce.http_api.consents import CALLING_HOURS, ON_CONSENTS_CHANGE, OUTBOUND_LISTS
 from dce.http_api.gdpr import ERASERS as ERASERS_KEY
 from dce.http_api.gdpr import EXPORTERS as EXPORTERS_KEY
 from dce.http_api.gdpr import PSEUDONYM_KEY
+from dce.http_api.ledger import ON_CONVERTED, ON_LEDGER_CHANGE
 from dce.http_api.lists import ON_LISTS_CHANGE
 from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.postbacks import ON_POSTBACKS_CHANGE
@@ -165,6 +169,11 @@ class Exchange:
         self.postbacks = PostbackDispatcher(self.engine, self.postback_client)
         await self.postbacks.start()  # before the first call: events emitted before its configs load would be lost
         self.call_events = CallEvents(self.postbacks)
+        self.balances = Watcher(self.engine, name="ledger", version=ledger_version, load=buyer_balances,
+                                on_load=self.routing_engine.set_balances, interval_s=0.5)
+        await self.balances.start()
+        self.settler = Settler(self.engine, self.call_events, on_posted=self.balances.notify)
+        self.settler.start()
         self.callflow = CallFlow(sip=SipService(self.b2bua, self.transport), router=self.router,
                                  media=self.media, cdrs=self.writer, observer=observer,
                                  trunk=OutboundTrunk(settings.routing.outbound_trunk), gate=self.compliance.gate,
@@ -218,6 +227,8 @@ class Exchange:
         state: dict[web.AppKey[Any], Any] = {
             ON_LISTS_CHANGE: self.compliance.notify,
             ON_POSTBACKS_CHANGE: self.postbacks.notify_configs_changed,
+            ON_LEDGER_CHANGE: self.balances.notify,
+            ON_CONVERTED: self.settler.announce_one,
             ON_CONSENTS_CHANGE: self.compliance.notify,
             CALLING_HOURS: CallingHours.from_config(compliance.calling_hours),
             ERASERS_KEY: ERASERS,
@@ -301,6 +312,8 @@ class Exchange:
         await self.watcher.stop()
         await self.compliance.stop()
         self._retention.cancel()
+        await self.settler.stop()
+        await self.balances.stop()
         await self.postbacks.stop()
         await self.postback_client.close()
         await self.http_client.close()

@@ -18,6 +18,7 @@ from dce.http_api.calls import build_api_app
 from dce.http_api.consents import consent_routes
 from dce.http_api.gdpr import gdpr_routes
 from dce.http_api.keys import ENGINE, METRICS, STARTED_AT, STATUS
+from dce.http_api.ledger import ledger_routes
 from dce.http_api.lists import list_routes
 from dce.http_api.live_bidding import LIVE_BIDDING, live_bidding_api_routes, live_bidding_ws_routes
 from dce.http_api.marketplace import ON_MARKETPLACE_CHANGE, OnChange, marketplace_routes
@@ -133,6 +134,7 @@ def build_app(
     api.add_routes(gdpr_routes())
     api.add_routes(postback_routes())
     api.add_routes(report_routes())
+    api.add_routes(ledger_routes())
     app.add_subapp("/api/v1", api)
     return app
 

@@ -29,6 +29,7 @@ import inspect
 import json
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -49,6 +50,8 @@ from dce.routing.model import format_money
 log = logging.getLogger(__name__)
 
 ON_LEDGER_CHANGE = web.AppKey("on_ledger_change", OnChange)
+# called with a call the buyer's webhook converted at once (it had settled unconverted): post it back
+ON_CONVERTED = web.AppKey("on_converted", Callable[[settlement.Settled], Awaitable[None]])
 
 READ = "ledger:read"
 WRITE = "ledger:write"
@@ -189,6 +192,9 @@ async def post_conversion(request: web.Request) -> web.Response:
     settled = outcome.settled_now
     if settled is not None and settled.entry_id is not None:
         await _changed(request)
+    announce = request.config_dict.get(ON_CONVERTED)
+    if settled is not None and settled.settlement.converted and announce is not None:
+        await announce(settled)
     return web.json_response({
         "call_id": call_id, "source": outcome.conversion.source,
         "revenue": None if revenue is None else format_money(revenue), "at": _time(outcome.conversion.at),
