@@ -41,6 +41,7 @@ from dce.exchange.router import OutboundTrunk, StaticRouter
 from dce.exchange.settler import Settler
 from dce.http_api.app import build_app, run_http
 from dce.http_api.consents import CALLING_HOURS, ON_CONSENTS_CHANGE, OUTBOUND_LISTS
+from dce.http_api.events import EVENT_HUB, EventHub
 from dce.http_api.gdpr import ERASERS as ERASERS_KEY
 from dce.http_api.gdpr import EXPORTERS as EXPORTERS_KEY
 from dce.http_api.gdpr import PSEUDONYM_KEY
@@ -53,7 +54,7 @@ from dce.media.relay import MediaPlane, MediaRelay, PassthroughMedia
 from dce.routing.counters import InMemoryCounters
 from dce.routing.duplicates import DuplicateLedger, longest_rule_days
 from dce.routing.engine import RoutingEngine
-from dce.routing.model import Campaign
+from dce.routing.model import Campaign, format_money
 from dce.routing.snapshot import MarketplaceSnapshot
 from dce.routing.static import StaticRoutes
 from dce.sip.b2bua import B2BUA, Call
@@ -168,7 +169,7 @@ class Exchange:
         self.postback_client = aiohttp.ClientSession(headers={"User-Agent": settings.sip.user_agent})
         self.postbacks = PostbackDispatcher(self.engine, self.postback_client)
         await self.postbacks.start()  # before the first call: events emitted before its configs load would be lost
-        self.call_events = CallEvents(self.postbacks)
+        self.call_events = CallEvents(self.postbacks, self.events_hub)
         self.balances = Watcher(self.engine, name="ledger", version=ledger_version, load=buyer_balances,
                                 on_load=self.routing_engine.set_balances, interval_s=0.5)
         await self.balances.start()
@@ -203,7 +204,8 @@ class Exchange:
             self.engine, insert=insert_bids, kind="bid", batch_size=self.settings.database.batch_size,
             flush_interval_s=self.settings.database.flush_interval_s)
         await self.bid_writer.start()
-        self.router.bid_log = self.bid_writer.submit
+        self.events_hub = EventHub()
+        self.router.bid_log = self._log_bid
         self.watcher = MarketplaceWatcher(self.engine, self._load_snapshot, interval_s=0.5)
         await self.watcher.start()
         self.duplicates = duplicates
@@ -225,6 +227,7 @@ class Exchange:
         """What the compliance routes read: reload hooks, calling hours, the list check, GDPR registries."""
         compliance = self.settings.compliance
         state: dict[web.AppKey[Any], Any] = {
+            EVENT_HUB: self.events_hub,
             ON_LISTS_CHANGE: self.compliance.notify,
             ON_POSTBACKS_CHANGE: self.postbacks.notify_configs_changed,
             ON_LEDGER_CHANGE: self.balances.notify,
@@ -258,6 +261,17 @@ class Exchange:
             except Exception:
                 log.exception("retention job failed; retrying at the next interval")
             await asyncio.sleep(gdpr.retention_interval_s)
+
+    def _log_bid(self, entry: BidLogEntry) -> None:
+        """Every bid goes to the bids table (batched) and to the live ``bids`` topic."""
+        self.bid_writer.submit(entry)
+        record = entry.record
+        self.events_hub.publish("bids", {
+            "type": "bid", "call_id": entry.call_id, "campaign_id": entry.campaign_id, "buyer_id": entry.buyer_id,
+            "target_id": record.target_id, "amount": format_money(record.amount), "outcome": str(record.outcome),
+            "reject_reason": str(record.reject_reason) if record.reject_reason is not None else None,
+            "latency_ms": record.latency_ms, "at": entry.at.isoformat(),
+        })
 
     def _campaign(self, campaign_id: str) -> Campaign | None:
         compiled = self.routing_engine.snapshot.campaigns.get(campaign_id)

@@ -16,6 +16,7 @@ from dce.db.engine import check
 from dce.http_api.bids import routes as bid_routes
 from dce.http_api.calls import build_api_app
 from dce.http_api.consents import consent_routes
+from dce.http_api.events import events_routes
 from dce.http_api.gdpr import gdpr_routes
 from dce.http_api.keys import ENGINE, METRICS, STARTED_AT, STATUS
 from dce.http_api.ledger import ledger_routes
@@ -124,6 +125,7 @@ def build_app(
         app[key] = value
     app.add_routes(routes)
     app.add_routes(live_bidding_ws_routes())
+    app.add_routes(events_routes())
     api = build_api_app()
     api.add_routes(marketplace_routes())
     api.add_routes(rtb_routes())

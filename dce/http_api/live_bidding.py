@@ -18,8 +18,6 @@ below the reserve, or a buyer with no eligible target. (The buyer comes from the
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -31,6 +29,7 @@ from aiohttp import WSMsgType, web
 from dce.bidding.bids import MalformedBid, parse_amount
 from dce.bidding.live import BidAnswer, BidStatus, LiveBidding, Message
 from dce.http_api.problems import ProblemError, invalid_parameter
+from dce.http_api.ws_outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +109,13 @@ async def post_bid(request: web.Request) -> web.Response:
 
 
 class _Connection:
-    """One bidder's WebSocket: a bounded outbox filled by the auction room and drained by one writer task."""
+    """One bidder's WebSocket: what it may hear of the auction room goes to its bounded outbox."""
 
     def __init__(self, ws: web.WebSocketResponse, buyer_id: str | None) -> None:
-        self.ws = ws
+        self.outbox = Outbox(ws, QUEUE_LIMIT)
+        self.send = self.outbox.send
         self.buyer_id = buyer_id
-        self.outbox: asyncio.Queue[Message] = asyncio.Queue(QUEUE_LIMIT)
         self.offered: set[str] = set()  # calls this connection was offered (it hears how they close)
-        self.dropped = 0
 
     def hear(self, message: Message) -> None:
         kind = message["type"]
@@ -132,17 +130,6 @@ class _Connection:
                 self.offered.discard(message["call_id"])
         self.send(message)
 
-    def send(self, message: Message) -> None:
-        try:
-            self.outbox.put_nowait(message)
-        except asyncio.QueueFull:
-            self.dropped += 1
-
-    async def write(self) -> None:
-        while True:
-            message = await self.outbox.get()
-            await self.ws.send_str(json.dumps(message))
-
 
 async def bidding_socket(request: web.Request) -> web.WebSocketResponse:
     """``/ws/v1/bidding``: hear offers, place bids, hear who won."""
@@ -154,20 +141,16 @@ async def bidding_socket(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     connection = _Connection(ws, buyer_id)
     unsubscribe = live.subscribe(connection.hear)
-    writer = asyncio.create_task(connection.write())
-    connection.send({"type": "subscribed", "buyer_id": buyer_id})
     try:
-        async for frame in ws:
-            if frame.type is not WSMsgType.TEXT:
-                continue
-            connection.send(_answer(live, frame.data, buyer_id, _now(request)))
+        async with connection.outbox.running():
+            connection.send({"type": "subscribed", "buyer_id": buyer_id})
+            async for frame in ws:
+                if frame.type is WSMsgType.TEXT:
+                    connection.send(_answer(live, frame.data, buyer_id, _now(request)))
     finally:
         unsubscribe()
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
-        if connection.dropped:
-            log.warning("bidding socket for %s dropped %d messages (slow reader)", buyer_id, connection.dropped)
+        if connection.outbox.dropped:
+            log.warning("bidding socket for %s dropped %d messages (slow reader)", buyer_id, connection.outbox.dropped)
     return ws
 
 
