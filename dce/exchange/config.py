@@ -115,6 +115,15 @@ class HttpConfig(_Section):
     """The side API listener."""
 
     listen: str = "127.0.0.1:8080"
+    cors_origins: list[str] = Field(default_factory=list)  # browser origins allowed to call the API (CORS)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(f"CORS origin {origin!r} is not scheme://host[:port] (or *)")
+        return value
 
     @field_validator("listen")
     @classmethod
@@ -226,6 +235,12 @@ class GdprConfig(_Section):
     pseudonym_key: SecretStr | None = None
 
 
+class LogConfig(_Section):
+    """Logging."""
+
+    json_lines: bool = False  # JSON log lines carrying call_id and trace_id (plain text otherwise)
+
+
 class ComplianceConfig(_Section):
     """The compliance and fraud gate in the call path."""
 
@@ -273,6 +288,7 @@ class Settings(BaseSettings):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     compliance: ComplianceConfig = Field(default_factory=ComplianceConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
     static_routes: dict[str, list[str]] = Field(default_factory=dict)
 
     @field_validator("static_routes")
