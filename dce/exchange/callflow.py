@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from dce.compliance.screen import rejected
 from dce.compliance.verdict import ALLOW, Verdict
 from dce.exchange.call_events import CallEvents
 from dce.exchange.eager import start_eagerly
+from dce.exchange.log_context import set_call_id
 from dce.exchange.router import STATIC_TARGET, CallRequest, OutboundTrunk, Routed, Router
 from dce.exchange.screening import CallGate
 from dce.media.ports import PortsExhausted
@@ -64,6 +66,7 @@ class CallObserver(Protocol):
     def call_finished(self, cdr: CallDetailRecord) -> None: ...
     def dialled(self, delay_s: float) -> None: ...
     def screened(self, verdict: Verdict) -> None: ...
+    def routed(self, seconds: float) -> None: ...
 
 
 # Final responses to the caller when every destination failed, by the last failure's kind.
@@ -125,6 +128,7 @@ class CallFlow:
 
     # -- one call --------------------------------------------------------------------------------------
     async def _run(self, call: Call, events: asyncio.Queue[CallEvent], offered_at: float) -> None:
+        set_call_id(call.id)  # log lines of this call's task carry its id
         self.observer.call_started()
         times = _Times(self, offered_at)
         media: MediaSession | None = None
@@ -134,7 +138,9 @@ class CallFlow:
         did = to_e164(call.called_user) or call.called_user
         try:
             request = CallRequest(did, call.caller_user, tuple(call.a.request.headers))
+            started = time.perf_counter()
             routed = self.router.plan(request, times.invite_at)
+            self.observer.routed(time.perf_counter() - started)
             if routed is not None and self.gate is not None:
                 verdict = self.gate.screen(request, routed, times.invite_at.timestamp())
                 self.observer.screened(verdict)

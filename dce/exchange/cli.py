@@ -14,6 +14,7 @@ from typing import Any
 from dce.exchange import gdpr_cli, lists_cli
 from dce.exchange.config import ConfigError, Settings, load_settings
 from dce.exchange.demo import DEMO_CONFIG, DEMO_HOWTO, seed_demo_url
+from dce.exchange.logging_setup import configure_logging
 
 log = logging.getLogger("dce")
 
@@ -37,6 +38,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    if settings.log.json_lines:
+        configure_logging(args.log_level, json=True)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
@@ -93,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="dce", description="Dependable Call Exchange")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-format", choices=["text", "json"], default="text",
+                        help="json: one JSON object per line with call_id (log.json_lines in the config does the same)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the exchange (SIP + HTTP)")
@@ -123,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dce`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, json=args.log_format == "json")
     try:
         return args.func(args)
     except ConfigError as exc:

@@ -60,6 +60,7 @@ class MarketplaceRouter:
         self.bid_outcomes: Counter[str] = Counter()  # "won", "lost", "rejected:late", ... (metrics)
         self.recent_bids: deque[BidRecord] = deque(maxlen=10_000)  # every bid of the last calls, newest last
         self.bid_log: Callable[[BidLogEntry], None] | None = None  # e.g. the bids table's batching writer
+        self.on_bid: Callable[[str], None] | None = None  # each bid's outcome label (metrics)
 
     # -- Router ----------------------------------------------------------------------------------------
     def plan(self, request: CallRequest, now: datetime) -> Routed | None:
@@ -254,7 +255,10 @@ class MarketplaceRouter:
                 buyer_id = compiled.target.buyer_id if compiled is not None else None
             if self.bid_log is not None:
                 self.bid_log(bid_log_entry(at, record, campaign_id, call_id, buyer_id))
-            self.bid_outcomes[_outcome_label(record.outcome, record.reject_reason)] += 1
+            label = _outcome_label(record.outcome, record.reject_reason)
+            self.bid_outcomes[label] += 1
+            if self.on_bid is not None:
+                self.on_bid(label)
             self.recent_bids.append(record)
 
 

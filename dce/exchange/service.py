@@ -41,6 +41,7 @@ from dce.exchange.router import OutboundTrunk, StaticRouter
 from dce.exchange.settler import Settler
 from dce.http_api.app import build_app, run_http
 from dce.http_api.consents import CALLING_HOURS, ON_CONSENTS_CHANGE, OUTBOUND_LISTS
+from dce.http_api.debug import SETTINGS_DUMP
 from dce.http_api.events import EVENT_HUB, EventHub
 from dce.http_api.gdpr import ERASERS as ERASERS_KEY
 from dce.http_api.gdpr import EXPORTERS as EXPORTERS_KEY
@@ -112,7 +113,12 @@ class _Observer:
 
     def call_finished(self, cdr: CallDetailRecord) -> None:
         self.metrics.active_calls.dec()
-        self.metrics.call_finished(cdr.disposition.value)
+        talk_s = (cdr.end_at - cdr.answer_at).total_seconds() if cdr.answer_at is not None else None
+        buyer = cdr.terms.buyer_id if cdr.terms is not None and cdr.terms.buyer_id else ""
+        self.metrics.call_finished(cdr.disposition.value, buyer, talk_s=talk_s)
+
+    def routed(self, seconds: float) -> None:
+        self.metrics.routing_observed(seconds)
 
     def dialled(self, delay_s: float) -> None:
         self.metrics.added_delay.observe(delay_s)
@@ -160,6 +166,7 @@ class Exchange:
                                     rtp_timeout_s=settings.media.rtp_timeout_s)
         else:
             self.media = PassthroughMedia()
+        self.metrics.media_sessions_from(lambda: self.media.active_sessions)
         self.routes = StaticRoutes(settings.static_routes)
         await self._start_marketplace(StaticRouter(self.routes, settings.routing.ring_timeout_s))
         self.compliance = build_compliance(settings.compliance, self.engine, campaign=self._campaign,
@@ -206,6 +213,7 @@ class Exchange:
         await self.bid_writer.start()
         self.events_hub = EventHub()
         self.router.bid_log = self._log_bid
+        self.router.on_bid = self.metrics.bid
         self.watcher = MarketplaceWatcher(self.engine, self._load_snapshot, interval_s=0.5)
         await self.watcher.start()
         self.duplicates = duplicates
@@ -228,6 +236,7 @@ class Exchange:
         compliance = self.settings.compliance
         state: dict[web.AppKey[Any], Any] = {
             EVENT_HUB: self.events_hub,
+            SETTINGS_DUMP: lambda: self.settings.model_dump(mode="json"),
             ON_LISTS_CHANGE: self.compliance.notify,
             ON_POSTBACKS_CHANGE: self.postbacks.notify_configs_changed,
             ON_LEDGER_CHANGE: self.balances.notify,

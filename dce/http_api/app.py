@@ -16,8 +16,10 @@ from dce.db.engine import check
 from dce.http_api.bids import routes as bid_routes
 from dce.http_api.calls import build_api_app
 from dce.http_api.consents import consent_routes
+from dce.http_api.debug import debug_api_routes, debug_routes
 from dce.http_api.events import events_routes
 from dce.http_api.gdpr import gdpr_routes
+from dce.http_api.http_metrics import http_metrics_middleware
 from dce.http_api.keys import ENGINE, METRICS, STARTED_AT, STATUS
 from dce.http_api.ledger import ledger_routes
 from dce.http_api.lists import list_routes
@@ -109,7 +111,7 @@ def build_app(
 
     The caller owns ``engine`` (disposes it) and keeps ``metrics`` fed.
     """
-    app = web.Application(middlewares=[problem_middleware])
+    app = web.Application(middlewares=[http_metrics_middleware(metrics), problem_middleware])
     app[ENGINE] = engine
     app[METRICS] = metrics
     app[STARTED_AT] = time.monotonic()
@@ -126,6 +128,7 @@ def build_app(
     app.add_routes(routes)
     app.add_routes(live_bidding_ws_routes())
     app.add_routes(events_routes())
+    app.add_routes(debug_routes())
     api = build_api_app()
     api.add_routes(marketplace_routes())
     api.add_routes(rtb_routes())
@@ -137,6 +140,7 @@ def build_app(
     api.add_routes(postback_routes())
     api.add_routes(report_routes())
     api.add_routes(ledger_routes())
+    api.add_routes(debug_api_routes())
     app.add_subapp("/api/v1", api)
     return app
 

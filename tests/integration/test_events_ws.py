@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -102,3 +103,9 @@ def test_a_marketplace_call_shows_up_on_every_topic_it_touches(
     assert decision["campaign_id"] == "c1" and decision["targets"] == [
         {"target_id": "t1", "revenue": "7.00", "bid_id": None}]
     assert heard[-1]["buyer_id"] == "b1" and heard[-1]["disposition"] == "answered"
+
+    with urllib.request.urlopen(f"{exchange.http_base}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    assert 'dce_calls_total{buyer="b1",status="answered"} 1.0' in metrics
+    assert "dce_routing_duration_seconds_count 1.0" in metrics and "dce_calls_duration_seconds_count 1.0" in metrics
+    assert 'http_requests_total{method="POST",route="/api/v1/campaigns",status="201"} 1.0' in metrics

@@ -60,6 +60,7 @@ class Harness:
                              media=PassthroughMedia(), cdrs=self, observer=self,
                              wall_clock=lambda: T0 + timedelta(seconds=self.sip.now))
         self.delays: list[float] = []
+        self.routing_times: list[float] = []
 
     # CdrSink / CallObserver
     def submit(self, cdr: CallDetailRecord) -> None:
@@ -70,6 +71,9 @@ class Harness:
 
     def call_finished(self, cdr: CallDetailRecord) -> None:
         pass
+
+    def routed(self, seconds: float) -> None:
+        self.routing_times.append(seconds)
 
     def dialled(self, delay_s: float) -> None:
         self.delays.append(delay_s)
