@@ -189,7 +189,8 @@ class Exchange:
 
         app = build_app(engine=self.engine, metrics=self.metrics, status=self._status,
                         on_marketplace_change=self.watcher.notify, rtb_pings=self._rtb_pings(),
-                        live_bidding=self.router.live, state=self._api_state())
+                        live_bidding=self.router.live, state=self._api_state(),
+                        cors_origins=settings.http.cors_origins)
         self.runner: web.AppRunner = await run_http(app, settings.http.host, settings.http.port)
         self.http_address = self.runner.addresses[0][:2]
         self.gc_policy = GcPolicy()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -26,10 +26,12 @@ from dce.http_api.lists import list_routes
 from dce.http_api.live_bidding import LIVE_BIDDING, live_bidding_api_routes, live_bidding_ws_routes
 from dce.http_api.marketplace import ON_MARKETPLACE_CHANGE, OnChange, marketplace_routes
 from dce.http_api.metrics import ExchangeMetrics
+from dce.http_api.openapi import setup_docs
 from dce.http_api.postbacks import postback_routes
 from dce.http_api.problems import problem, problem_middleware
 from dce.http_api.reports import report_routes
 from dce.http_api.rtb import RTB_PINGS, RtbPingService, rtb_routes
+from dce.http_api.security import security_middlewares
 
 log = logging.getLogger(__name__)
 
@@ -100,18 +102,21 @@ def build_app(
     rtb_pings: RtbPingService | None = None,
     live_bidding: LiveBidding | None = None,
     state: Mapping[web.AppKey[Any], Any] | None = None,
+    cors_origins: Sequence[str] = (),
 ) -> web.Application:
     """The side API. ``status()`` adds fields (e.g. active calls; a "checks" dict merges) to ``/health``.
 
     ``on_marketplace_change()`` (sync or async) is called after every successful marketplace write through the
     API, e.g. ``MarketplaceWatcher.notify`` so live routing reloads at once.
 
-    ``live_bidding`` enables ``/ws/v1/bidding`` and ``POST /api/v1/bids`` (live auctions). ``state`` sets further
+    ``cors_origins``: browser origins allowed to call the API. ``live_bidding`` enables ``/ws/v1/bidding`` and
+    ``POST /api/v1/bids`` (live auctions). ``state`` sets further
     app keys the route modules read (e.g. ``lists.ON_LISTS_CHANGE``, ``consents.CALLING_HOURS``, ``gdpr.ERASERS``).
 
     The caller owns ``engine`` (disposes it) and keeps ``metrics`` fed.
     """
-    app = web.Application(middlewares=[http_metrics_middleware(metrics), problem_middleware])
+    app = web.Application(middlewares=[http_metrics_middleware(metrics), *security_middlewares(cors_origins),
+                                       problem_middleware])
     app[ENGINE] = engine
     app[METRICS] = metrics
     app[STARTED_AT] = time.monotonic()
@@ -142,6 +147,7 @@ def build_app(
     api.add_routes(ledger_routes())
     api.add_routes(debug_api_routes())
     app.add_subapp("/api/v1", api)
+    setup_docs(app)  # /api/openapi.json and /swagger, built from the route table above
     return app
 
 

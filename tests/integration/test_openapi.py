@@ -18,8 +18,7 @@ from dce.db.engine import create_engine
 from dce.http_api.app import build_app
 from dce.http_api.marketplace import required_permission
 from dce.http_api.metrics import ExchangeMetrics
-from dce.http_api.openapi import OPENAPI_PATH, PUBLIC_PATHS, SWAGGER_PATH, setup_docs
-from dce.http_api.security import cors_middleware, security_headers_middleware
+from dce.http_api.openapi import OPENAPI_PATH, PUBLIC_PATHS, SWAGGER_PATH
 
 pytestmark = pytest.mark.integration
 
@@ -28,20 +27,11 @@ OTHER = "https://evil.example.net"
 PROBLEM = "application/problem+json"
 
 
-def wire(app: web.Application, cors_origins: list[str]) -> web.Application:
-    """What build_app does once the docs and middlewares are wired (and only what it does not do yet)."""
-    if not any(r.resource is not None and r.resource.canonical == OPENAPI_PATH for r in app.router.routes()):
-        setup_docs(app)
-    app.middlewares.insert(0, cors_middleware(cors_origins))  # outermost: the configured origins of this test
-    if security_headers_middleware not in app.middlewares:
-        app.middlewares.insert(0, security_headers_middleware)
-    return app
-
-
 def make_app(engine: AsyncEngine | None = None, **kwargs: Any) -> web.Application:
-    app = build_app(engine=engine if engine is not None else create_engine("sqlite+aiosqlite://"),
-                    metrics=ExchangeMetrics(), **kwargs)  # fmt: skip
-    return wire(app, [ALLOWED])
+    """The real side API as the exchange builds it, with this test's CORS origin."""
+    kwargs.setdefault("cors_origins", [ALLOWED])
+    return build_app(engine=engine if engine is not None else create_engine("sqlite+aiosqlite://"),
+                     metrics=ExchangeMetrics(), **kwargs)  # fmt: skip
 
 
 def route_table(app: web.Application) -> Iterator[tuple[str, str, Any]]:
@@ -272,7 +262,7 @@ async def test_cors_preflight(client: TestClient[Any, Any]) -> None:
 
 
 async def test_no_origins_configured_allows_none(engine: AsyncEngine) -> None:
-    app = wire(build_app(engine=engine, metrics=ExchangeMetrics()), [])
+    app = build_app(engine=engine, metrics=ExchangeMetrics())
     async with TestClient(TestServer(app)) as client:
         response = await client.get("/health", headers={"Origin": ALLOWED})
         assert "Access-Control-Allow-Origin" not in response.headers
