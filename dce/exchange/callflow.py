@@ -212,7 +212,7 @@ class CallFlow:
                 log.warning("call %s: no outbound trunk to dial %s (target %s)", call.id, target.destination,
                             target.target_id)
                 continue
-            if not self.router.acquire(routed, target):
+            if not await self.router.acquire(routed, target):
                 continue  # its concurrency slot went to another call since the plan was made
             tried = target
             try:

@@ -235,6 +235,20 @@ class GdprConfig(_Section):
     pseudonym_key: SecretStr | None = None
 
 
+class RedisConfig(_Section):
+    """Shared state between exchange nodes (optional): concurrency slots and change notifications."""
+
+    url: str | None = None  # redis://host:6379/0; None: each node counts alone, changes spread by DB polling
+    timeout_ms: int = Field(50, ge=1, le=5000)  # a slower answer on the call path falls back to local counts
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"{value!r} is not a redis:// URL")
+        return value
+
+
 class LogConfig(_Section):
     """Logging."""
 
@@ -289,6 +303,7 @@ class Settings(BaseSettings):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     compliance: ComplianceConfig = Field(default_factory=ComplianceConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    redis: RedisConfig = Field(default_factory=RedisConfig)
     static_routes: dict[str, list[str]] = Field(default_factory=dict)
 
     @field_validator("static_routes")

@@ -21,6 +21,7 @@ from dce.bidding.live import LiveBidding
 from dce.bidding.log import BidLogEntry, bid_log_entry
 from dce.bidding.rtb import RtbPinger
 from dce.billing.cdr import ConversionFrom, SaleTerms
+from dce.db.redis_slots import RedisSlots
 from dce.exchange.router import STATIC_TARGET, CallRequest, Refusal, Routed, StaticRouter
 from dce.routing.context import build_context
 from dce.routing.counters import RoutingCounters
@@ -56,6 +57,8 @@ class MarketplaceRouter:
         self.pinger = pinger
         self.reservations = reservations
         self.live = live
+        self.slots: RedisSlots | None = None  # concurrency slots shared by every node (Redis), when configured
+        self._releases: set[asyncio.Future[None]] = set()
         self.tag_headers = tag_headers
         self.bid_outcomes: Counter[str] = Counter()  # "won", "lost", "rejected:late", ... (metrics)
         self.recent_bids: deque[BidRecord] = deque(maxlen=10_000)  # every bid of the last calls, newest last
@@ -209,20 +212,36 @@ class MarketplaceRouter:
             bid_id=target.bid_id,
         )
 
-    def acquire(self, routed: Routed, target: PlannedTarget) -> bool:
-        if target.target_id == STATIC_TARGET:
+    async def acquire(self, routed: Routed, target: PlannedTarget) -> bool:
+        """This node's slot first (no round trip when it is already full), then the slot shared by every node
+        when Redis is configured; if Redis cannot answer in time, this node's count decides alone."""
+        target_id = target.target_id
+        if target_id == STATIC_TARGET:
             return True
-        compiled = self.engine.snapshot.targets.get(target.target_id)
+        compiled = self.engine.snapshot.targets.get(target_id)
         limit = compiled.target.caps.concurrency if compiled is not None else None
-        if not self.counters.try_acquire(target.target_id, limit):
+        if not self.counters.try_acquire(target_id, limit):
             return False
-        routed.held.add(target.target_id)
+        if self.slots is not None and limit is not None:
+            shared = await self.slots.acquire(target_id, limit)
+            if shared is False:
+                self.counters.release(target_id)
+                return False
+            if shared:
+                routed.shared.add(target_id)
+        routed.held.add(target_id)
         return True
 
     def release(self, routed: Routed, target: PlannedTarget) -> None:
-        if target.target_id in routed.held:
-            routed.held.discard(target.target_id)
-            self.counters.release(target.target_id)
+        target_id = target.target_id
+        if target_id in routed.held:
+            routed.held.discard(target_id)
+            self.counters.release(target_id)
+        if target_id in routed.shared and self.slots is not None:
+            routed.shared.discard(target_id)
+            task = asyncio.ensure_future(self.slots.release(target_id))  # never waits on the call path
+            self._releases.add(task)
+            task.add_done_callback(self._releases.discard)
 
     def connected(self, routed: Routed, target: PlannedTarget, now: datetime) -> None:
         ctx = routed.context

@@ -42,6 +42,7 @@ class Routed:
     context: CallerContext | None = None
     held: set[str] = field(default_factory=set)  # targets whose concurrency slot this call holds
     refusal: Refusal | None = None  # set when a campaign rule refuses the call (the plan is then empty)
+    shared: set[str] = field(default_factory=set)  # held targets whose slot shared by every node (Redis) is held
 
 
 class Router(Protocol):
@@ -51,8 +52,8 @@ class Router(Protocol):
         """The plan for a call; None when the DID is unknown to every source."""
         ...
 
-    def acquire(self, routed: Routed, target: PlannedTarget) -> bool:
-        """Take the target's concurrency slot before dialling it; False to skip the target."""
+    async def acquire(self, routed: Routed, target: PlannedTarget) -> bool:
+        """Take the target's concurrency slot before dialling it (on every node); False to skip the target."""
         ...
 
     def release(self, routed: Routed, target: PlannedTarget) -> None:
@@ -100,7 +101,7 @@ class StaticRouter:
                         for destination in destinations)
         return Routed(RoutingPlan(targets))
 
-    def acquire(self, routed: Routed, target: PlannedTarget) -> bool:
+    async def acquire(self, routed: Routed, target: PlannedTarget) -> bool:
         return True
 
     def release(self, routed: Routed, target: PlannedTarget) -> None:

@@ -32,6 +32,7 @@ from dce.db.postback_dispatcher import PostbackDispatcher
 from dce.db.watcher import Watcher
 from dce.exchange.call_events import CallEvents
 from dce.exchange.callflow import CallFlow
+from dce.exchange.cluster import Cluster
 from dce.exchange.compliance_setup import build_compliance
 from dce.exchange.config import Settings
 from dce.exchange.gc_policy import GcPolicy
@@ -188,7 +189,7 @@ class Exchange:
                                  events=self.call_events)
 
         app = build_app(engine=self.engine, metrics=self.metrics, status=self._status,
-                        on_marketplace_change=self.watcher.notify, rtb_pings=self._rtb_pings(),
+                        on_marketplace_change=self._marketplace_changed, rtb_pings=self._rtb_pings(),
                         live_bidding=self.router.live, state=self._api_state(),
                         cors_origins=settings.http.cors_origins)
         self.runner: web.AppRunner = await run_http(app, settings.http.host, settings.http.port)
@@ -217,6 +218,12 @@ class Exchange:
         self.router.on_bid = self.metrics.bid
         self.watcher = MarketplaceWatcher(self.engine, self._load_snapshot, interval_s=0.5)
         await self.watcher.start()
+        self.cluster: Cluster | None = None
+        if self.settings.redis.url is not None:
+            self.cluster = Cluster(self.settings.redis.url, timeout_s=self.settings.redis.timeout_ms / 1000)
+            self.router.slots = self.cluster.slots
+            self.cluster.on_change("marketplace", self.watcher.notify)
+            self.cluster.start()
         self.duplicates = duplicates
         self._housekeeping = asyncio.create_task(self._keep_house())
 
@@ -271,6 +278,12 @@ class Exchange:
             except Exception:
                 log.exception("retention job failed; retrying at the next interval")
             await asyncio.sleep(gdpr.retention_interval_s)
+
+    def _marketplace_changed(self) -> None:
+        """An API write: reload here now, and on every other node through Redis when configured."""
+        self.watcher.notify()
+        if self.cluster is not None:
+            self.cluster.announce("marketplace")
 
     def _log_bid(self, entry: BidLogEntry) -> None:
         """Every bid goes to the bids table (batched) and to the live ``bids`` topic."""
@@ -334,6 +347,8 @@ class Exchange:
         await self.runner.cleanup()
         self._housekeeping.cancel()
         await self.watcher.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
         await self.compliance.stop()
         self._retention.cancel()
         await self.settler.stop()

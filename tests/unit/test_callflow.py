@@ -286,7 +286,7 @@ class PlannedRouter:
     def plan(self, request, now):
         return self.routed
 
-    def acquire(self, routed, target):
+    async def acquire(self, routed, target):
         if target.target_id in self.full:
             return False
         routed.held.add(target.target_id)
