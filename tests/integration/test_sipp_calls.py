@@ -47,7 +47,8 @@ def exchange_factory(tmp_path: Path, migrated_database_url: str) -> Iterator[Any
     started: list[ExchangeProcess] = []
 
     def start(routes: dict[str, list[str]], **kwargs: Any) -> ExchangeProcess:
-        exchange = ExchangeProcess(tmp_path / f"dce{len(started)}", migrated_database_url, routes, **kwargs)
+        database_url = kwargs.pop("database_url", migrated_database_url)  # e.g. the same database via a proxy
+        exchange = ExchangeProcess(tmp_path / f"dce{len(started)}", database_url, routes, **kwargs)
         exchange.start()  # raises with the exchange's log when it does not come up
         started.append(exchange)
         return exchange
