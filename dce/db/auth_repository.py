@@ -1,0 +1,180 @@
+"""Reading and writing the side API's users and API keys (:mod:`dce.db.auth_models`).
+
+Plain records in, plain records out; hashing and key generation live in :mod:`dce.http_api.auth`. Creating a
+user or key whose tenant is not a known buyer/publisher raises :class:`UnknownTenant`; a taken username
+:class:`Taken`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from dce.db.auth_models import AuthApiKeyRow, AuthUserRow
+from dce.db.marketplace_models import BuyerRow, PublisherRow
+
+users = cast(Table, AuthUserRow.__table__)
+api_keys = cast(Table, AuthApiKeyRow.__table__)
+_buyers = cast(Table, BuyerRow.__table__)
+_publishers = cast(Table, PublisherRow.__table__)
+
+
+class AuthStoreError(Exception):
+    """Base of the errors below."""
+
+
+class Taken(AuthStoreError):
+    """The username (or key id) exists already."""
+
+
+class UnknownTenant(AuthStoreError):
+    """``buyer_id`` / ``publisher_id`` names no buyer / publisher."""
+
+    def __init__(self, field: str, value: str) -> None:
+        super().__init__(f"unknown {field.removesuffix('_id')}: {value!r}")
+        self.field = field
+        self.value = value
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    username: str
+    password_hash: str
+    role: str
+    buyer_id: str | None
+    publisher_id: str | None
+    enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything but the hash."""
+        return {
+            "username": self.username,
+            "role": self.role,
+            "buyer_id": self.buyer_id,
+            "publisher_id": self.publisher_id,
+            "enabled": self.enabled,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    id: str
+    prefix: str
+    secret_hash: str
+    name: str | None
+    role: str
+    buyer_id: str | None
+    publisher_id: str | None
+    created_by: str | None
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything but the secret's hash."""
+        return {
+            "id": self.id,
+            "prefix": self.prefix,
+            "name": self.name,
+            "role": self.role,
+            "buyer_id": self.buyer_id,
+            "publisher_id": self.publisher_id,
+            "created_by": self.created_by,
+            "created_at": self.created_at.isoformat(),
+            "last_used_at": self.last_used_at.isoformat() if self.last_used_at else None,
+            "revoked": self.revoked,
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+        }
+
+
+def _user(row: Any) -> UserRecord:
+    return UserRecord(**{name: row._mapping[name] for name in UserRecord.__slots__})  # type: ignore[attr-defined]
+
+
+def _key(row: Any) -> ApiKeyRecord:
+    return ApiKeyRecord(**{name: row._mapping[name] for name in ApiKeyRecord.__slots__})  # type: ignore[attr-defined]
+
+
+async def _check_tenant(connection: AsyncConnection, buyer_id: str | None, publisher_id: str | None) -> None:
+    for field, value, table in (("buyer_id", buyer_id, _buyers), ("publisher_id", publisher_id, _publishers)):
+        if value is None:
+            continue
+        found = await connection.scalar(select(table.c.id).where(table.c.id == value))
+        if found is None:
+            raise UnknownTenant(field, value)
+
+
+async def create_user(engine: AsyncEngine, user: UserRecord) -> UserRecord:
+    """Store a new user; :class:`Taken` when the username exists, :class:`UnknownTenant` for a bad tenant."""
+    async with engine.begin() as connection:
+        await _check_tenant(connection, user.buyer_id, user.publisher_id)
+        taken = await connection.scalar(select(users.c.username).where(users.c.username == user.username))
+        if taken is not None:
+            raise Taken(f"username {user.username!r} is taken")
+        try:
+            await connection.execute(insert(users).values(**{n: getattr(user, n) for n in UserRecord.__slots__}))
+        except IntegrityError:  # a concurrent create of the same name
+            raise Taken(f"username {user.username!r} is taken") from None
+    return user
+
+
+async def get_user(engine: AsyncEngine, username: str) -> UserRecord | None:
+    async with engine.connect() as connection:
+        row = (await connection.execute(select(users).where(users.c.username == username))).first()
+    return None if row is None else _user(row)
+
+
+async def set_password_hash(engine: AsyncEngine, username: str, password_hash: str, at: datetime) -> None:
+    """Replace a user's hash (rehash on login after the hasher's parameters changed)."""
+    async with engine.begin() as connection:
+        await connection.execute(
+            update(users).where(users.c.username == username).values(password_hash=password_hash, updated_at=at)
+        )
+
+
+async def create_api_key(engine: AsyncEngine, key: ApiKeyRecord) -> ApiKeyRecord:
+    """Store a new key; :class:`UnknownTenant` for a bad tenant."""
+    async with engine.begin() as connection:
+        await _check_tenant(connection, key.buyer_id, key.publisher_id)
+        try:
+            await connection.execute(insert(api_keys).values(**{n: getattr(key, n) for n in ApiKeyRecord.__slots__}))
+        except IntegrityError:
+            raise Taken(f"api key id {key.id!r} exists") from None
+    return key
+
+
+async def get_api_key(engine: AsyncEngine, key_id: str) -> ApiKeyRecord | None:
+    async with engine.connect() as connection:
+        row = (await connection.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
+    return None if row is None else _key(row)
+
+
+async def revoke_api_key(engine: AsyncEngine, key_id: str, at: datetime) -> bool:
+    """Mark the key revoked (a revoked key stays revoked at its first time); False when there is no such key."""
+    async with engine.begin() as connection:
+        exists = await connection.scalar(select(api_keys.c.id).where(api_keys.c.id == key_id))
+        if exists is None:
+            return False
+        await connection.execute(
+            update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)).values(revoked_at=at)
+        )
+    return True
+
+
+async def touch_api_key(engine: AsyncEngine, key_id: str, at: datetime) -> None:
+    """Record a use of the key."""
+    async with engine.begin() as connection:
+        await connection.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=at))
