@@ -156,7 +156,10 @@ def _filtered(
     did: str | None,
     since: datetime | None,
     until: datetime | None,
+    tenant: Mapping[str, str] | None = None,
 ) -> Select[Any]:
+    for column, value in (tenant or {}).items():  # a buyer's or seller's own calls only
+        query = query.where(calls.c[column] == value)
     if disposition is not None:
         query = query.where(calls.c.disposition == str(disposition))
     if did is not None:
@@ -177,12 +180,13 @@ async def list_cdrs(
     did: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    tenant: Mapping[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """A page of stored calls, newest INVITE first, and the total matching the filters.
 
     Each row is a dict with every CDR field (times as aware UTC datetimes) plus ``duration_s``/``billable_s``.
     """
-    filters = {"disposition": disposition, "did": did, "since": since, "until": until}
+    filters = {"disposition": disposition, "did": did, "since": since, "until": until, "tenant": tenant}
     page = (
         _filtered(select(calls), **filters)
         .order_by(calls.c.invite_at.desc(), calls.c.call_id.desc())

@@ -249,6 +249,27 @@ class RedisConfig(_Section):
         return value
 
 
+class AuthSettings(_Section):
+    """Who may use the side API: JWT bearer tokens (users log in) and API keys (machines)."""
+
+    enabled: bool = False  # off: every route is open (a closed network); on: see README "Auth"
+    algorithm: Literal["HS256", "RS256"] = "HS256"
+    secret: SecretStr | None = None  # HS256: at least 32 bytes
+    private_key_path: str | None = None  # RS256 (PEM)
+    public_key_path: str | None = None
+    access_ttl_s: float = Field(900, gt=0)
+    refresh_ttl_s: float = Field(7 * 24 * 3600, gt=0)
+    issuer: str = "dce"
+    bootstrap_admin_key: SecretStr | None = None  # an X-API-Key accepted as admin, for first setup
+
+
+class RateLimitSettings(_Section):
+    """Token buckets per caller and endpoint class (the seed's defaults: bids 1000/s burst 2000, calls 500/s
+    burst 1000, webhooks 100/s burst 200)."""
+
+    enabled: bool = False
+
+
 class LogConfig(_Section):
     """Logging."""
 
@@ -304,6 +325,8 @@ class Settings(BaseSettings):
     compliance: ComplianceConfig = Field(default_factory=ComplianceConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     static_routes: dict[str, list[str]] = Field(default_factory=dict)
 
     @field_validator("static_routes")

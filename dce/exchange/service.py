@@ -41,6 +41,7 @@ from dce.exchange.personal_data import ERASERS, EXPORTERS
 from dce.exchange.router import OutboundTrunk, StaticRouter
 from dce.exchange.settler import Settler
 from dce.http_api.app import build_app, run_http
+from dce.http_api.auth import AuthConfig, Authenticator
 from dce.http_api.consents import CALLING_HOURS, ON_CONSENTS_CHANGE, OUTBOUND_LISTS
 from dce.http_api.debug import SETTINGS_DUMP
 from dce.http_api.events import EVENT_HUB, EventHub
@@ -51,6 +52,7 @@ from dce.http_api.ledger import ON_CONVERTED, ON_LEDGER_CHANGE
 from dce.http_api.lists import ON_LISTS_CHANGE
 from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.postbacks import ON_POSTBACKS_CHANGE
+from dce.http_api.rate_limit import InProcessRateLimiter
 from dce.http_api.rtb import RtbPingService
 from dce.media.relay import MediaPlane, MediaRelay, PassthroughMedia
 from dce.routing.counters import InMemoryCounters
@@ -191,7 +193,8 @@ class Exchange:
         app = build_app(engine=self.engine, metrics=self.metrics, status=self._status,
                         on_marketplace_change=self._marketplace_changed, rtb_pings=self._rtb_pings(),
                         live_bidding=self.router.live, state=self._api_state(),
-                        cors_origins=settings.http.cors_origins)
+                        cors_origins=settings.http.cors_origins, auth=self._authenticator(),
+                        rate_limiter=InProcessRateLimiter() if settings.rate_limits.enabled else None)
         self.runner: web.AppRunner = await run_http(app, settings.http.host, settings.http.port)
         self.http_address = self.runner.addresses[0][:2]
         self.gc_policy = GcPolicy()
@@ -238,6 +241,18 @@ class Exchange:
             self.compliance.expire(now.timestamp())
             if dropped:
                 log.debug("forgot %d duplicate-caller records older than %d days", dropped, horizon)
+
+    def _authenticator(self) -> Authenticator | None:
+        """The side API's auth when enabled (a bad key or secret fails the start, not the first request)."""
+        auth = self.settings.auth
+        if not auth.enabled:
+            return None
+        return Authenticator(AuthConfig(
+            algorithm=auth.algorithm, secret=auth.secret.get_secret_value() if auth.secret else None,
+            private_key_path=auth.private_key_path, public_key_path=auth.public_key_path,
+            access_ttl_s=auth.access_ttl_s, refresh_ttl_s=auth.refresh_ttl_s, issuer=auth.issuer,
+            bootstrap_admin_key=auth.bootstrap_admin_key.get_secret_value() if auth.bootstrap_admin_key else None,
+        ), engine=self.engine)
 
     def _api_state(self) -> dict[web.AppKey[Any], Any]:
         """What the compliance routes read: reload hooks, calling hours, the list check, GDPR registries."""

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dce import __version__
 from dce.bidding.live import LiveBidding
 from dce.db.engine import check
+from dce.http_api.auth import AUTHENTICATOR, Authenticator, auth_middleware, auth_routes
 from dce.http_api.bids import routes as bid_routes
 from dce.http_api.calls import build_api_app
 from dce.http_api.consents import consent_routes
@@ -29,6 +30,7 @@ from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.openapi import setup_docs
 from dce.http_api.postbacks import postback_routes
 from dce.http_api.problems import problem, problem_middleware
+from dce.http_api.rate_limit import RateLimiter, rate_limit_middleware
 from dce.http_api.reports import report_routes
 from dce.http_api.rtb import RTB_PINGS, RtbPingService, rtb_routes
 from dce.http_api.security import security_middlewares
@@ -103,20 +105,29 @@ def build_app(
     live_bidding: LiveBidding | None = None,
     state: Mapping[web.AppKey[Any], Any] | None = None,
     cors_origins: Sequence[str] = (),
+    auth: Authenticator | None = None,
+    rate_limiter: RateLimiter | None = None,
 ) -> web.Application:
     """The side API. ``status()`` adds fields (e.g. active calls; a "checks" dict merges) to ``/health``.
 
     ``on_marketplace_change()`` (sync or async) is called after every successful marketplace write through the
     API, e.g. ``MarketplaceWatcher.notify`` so live routing reloads at once.
 
-    ``cors_origins``: browser origins allowed to call the API. ``live_bidding`` enables ``/ws/v1/bidding`` and
-    ``POST /api/v1/bids`` (live auctions). ``state`` sets further
-    app keys the route modules read (e.g. ``lists.ON_LISTS_CHANGE``, ``consents.CALLING_HOURS``, ``gdpr.ERASERS``).
+    ``cors_origins``: browser origins allowed to call the API. ``auth`` checks every non-public route's
+    permission (401/403); ``rate_limiter`` answers 429 past the token buckets. ``live_bidding`` enables
+    ``/ws/v1/bidding`` and ``POST /api/v1/bids`` (live auctions). ``state`` sets further app keys the route modules
+    read (e.g. ``lists.ON_LISTS_CHANGE``, ``consents.CALLING_HOURS``, ``gdpr.ERASERS``).
 
     The caller owns ``engine`` (disposes it) and keeps ``metrics`` fed.
     """
-    app = web.Application(middlewares=[http_metrics_middleware(metrics), *security_middlewares(cors_origins),
-                                       problem_middleware])
+    middlewares = [http_metrics_middleware(metrics), *security_middlewares(cors_origins)]
+    if auth is not None:  # after CORS (preflights pass), before rate limits (which key on the caller)
+        middlewares.append(auth_middleware(auth))
+    if rate_limiter is not None:
+        middlewares.append(rate_limit_middleware(rate_limiter))
+    app = web.Application(middlewares=[*middlewares, problem_middleware])
+    if auth is not None:
+        app[AUTHENTICATOR] = auth
     app[ENGINE] = engine
     app[METRICS] = metrics
     app[STARTED_AT] = time.monotonic()
@@ -146,6 +157,7 @@ def build_app(
     api.add_routes(report_routes())
     api.add_routes(ledger_routes())
     api.add_routes(debug_api_routes())
+    api.add_routes(auth_routes())
     app.add_subapp("/api/v1", api)
     setup_docs(app)  # /api/openapi.json and /swagger, built from the route table above
     return app

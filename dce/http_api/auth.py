@@ -52,7 +52,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,9 +68,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce.db import auth_repository as repo
-from dce.http_api.marketplace import require, required_permission
 from dce.http_api.openapi import OPENAPI_PATH, SWAGGER_INITIALIZER, SWAGGER_PATH, SWAGGER_STATIC, describe
 from dce.http_api.openapi import PUBLIC_PATHS as DOCUMENTED_PUBLIC_PATHS
+from dce.http_api.permissions import (
+    PRINCIPAL_KEY,
+    Principal,
+    principal,
+    require,
+    required_permission,
+)
 from dce.http_api.problems import ProblemError, problem
 
 log = logging.getLogger(__name__)
@@ -91,72 +97,6 @@ TENANT_FIELD: Mapping[str, str] = {BUYER: "buyer_id", SELLER: "publisher_id"}  #
 AUTH_WRITE = "auth:write"  # users and API keys (admin-only: no other role grants it)
 
 
-def permission_matches(granted: str, needed: str) -> bool:
-    """``*`` matches everything, ``resource:*`` every ``resource:<action>``, anything else only itself."""
-    if granted == "*" or granted == needed:
-        return True
-    if granted.endswith(":*"):
-        return needed.startswith(granted[:-1]) and len(needed) > len(granted) - 1
-    return False
-
-
-def allows(granted: Iterable[str], needed: str) -> bool:
-    """Whether any of ``granted`` matches ``needed``."""
-    return any(permission_matches(g, needed) for g in granted)
-
-
-# ------------------------------------------------------------------------------------------------ principals
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling: ``subject`` (username, ``key:<id>`` or ``bootstrap``), role, its permissions, tenant."""
-
-    subject: str
-    role: str
-    permissions: frozenset[str]
-    buyer_id: str | None = None
-    publisher_id: str | None = None
-    via: Literal["jwt", "api_key", "bootstrap"] = "jwt"
-
-    def can(self, permission: str) -> bool:
-        return allows(self.permissions, permission)
-
-    @property
-    def is_admin(self) -> bool:
-        return "*" in self.permissions
-
-    @property
-    def tenant(self) -> dict[str, str]:
-        if self.buyer_id is not None:
-            return {"buyer_id": self.buyer_id}
-        if self.publisher_id is not None:
-            return {"publisher_id": self.publisher_id}
-        return {}
-
-
-PRINCIPAL_KEY = web.RequestKey("principal", Principal)  # request[PRINCIPAL_KEY]; or principal(request)
-
-
-def principal(request: web.Request) -> Principal | None:
-    """The authenticated principal, or None (auth off, or a public route)."""
-    return request.get(PRINCIPAL_KEY)
-
-
-def tenant_filter(request: web.Request) -> dict[str, str]:
-    """The columns a handler must filter on so a tenant sees only its own rows.
-
-    ``{}`` for admins and when auth is off (no principal); ``{"buyer_id": id}`` for a buyer's principal,
-    ``{"publisher_id": id}`` for a seller's. A non-admin principal without a tenant sees nothing: 403. Use it as
-    ``select(...).where(*(table.c[name] == value for name, value in tenant_filter(request).items()))``, and on a
-    single entity compare its fields (answer 404 for another tenant's entity).
-    """
-    who = principal(request)
-    if who is None or who.is_admin:
-        return {}
-    tenant = who.tenant
-    if not tenant:
-        raise ProblemError(403, "this principal belongs to no tenant")
-    return tenant
 
 
 # ------------------------------------------------------------------------------------------------ configuration

@@ -11,6 +11,7 @@ from aiohttp import web
 from dce.billing.cdr import Disposition
 from dce.db.cdr_repository import list_cdrs
 from dce.http_api.keys import ENGINE
+from dce.http_api.permissions import require, tenant_filter
 from dce.http_api.problems import invalid_parameter
 
 MAX_LIMIT = 1000
@@ -73,8 +74,10 @@ def json_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 @routes.get("/calls")
+@require("calls:read")
 async def list_calls(request: web.Request) -> web.Response:
-    """A page of calls, newest first: ``?limit=50&offset=0&disposition=&did=&since=&until=``."""
+    """A page of calls, newest first: ``?limit=50&offset=0&disposition=&did=&since=&until=`` (a buyer or seller
+    sees only its own calls)."""
     limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     offset = int_param(request, "offset", 0, 0)
     rows, total = await list_cdrs(
@@ -85,6 +88,7 @@ async def list_calls(request: web.Request) -> web.Response:
         did=_did_param(request),
         since=_time_param(request, "since"),
         until=_time_param(request, "until"),
+        tenant=tenant_filter(request),
     )
     return web.json_response(
         {"items": [json_row(row) for row in rows], "total": total, "limit": limit, "offset": offset}

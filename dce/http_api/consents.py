@@ -45,7 +45,8 @@ from dce.compliance.outbound import ListCheck, check_outbound
 from dce.compliance.tcpa import CallingHours, local_times, number_place
 from dce.db import consent_repository as repo
 from dce.http_api.keys import ENGINE
-from dce.http_api.marketplace import OnChange, require
+from dce.http_api.marketplace import OnChange
+from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
 from dce.routing.numbers import to_e164
 

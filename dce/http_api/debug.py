@@ -28,7 +28,7 @@ from pydantic import SecretBytes, SecretStr
 
 from dce.compliance.tcpa import CallingHours, number_place
 from dce.http_api.consents import CALLING_HOURS
-from dce.http_api.marketplace import require
+from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
 
 SettingsDump = Callable[[], Mapping[str, Any]]

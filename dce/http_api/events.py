@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from dce.http_api.permissions import require, tenant_filter
 from dce.http_api.problems import ProblemError, invalid_parameter
 from dce.http_api.ws_outbox import Message, Outbox
 
@@ -103,8 +104,9 @@ def _tenant(request: web.Request, name: str) -> str | None:
     return value
 
 
+@require("calls:read")
 async def events_socket(request: web.Request) -> web.WebSocketResponse:
-    """``/ws/v1/events``: a live feed of the chosen topics."""
+    """``/ws/v1/events``: a live feed of the chosen topics (a buyer's or seller's token narrows it to its own)."""
     hub = request.config_dict.get(EVENT_HUB)
     if hub is None:
         raise ProblemError(404, "live events are not enabled on this node")
@@ -112,7 +114,11 @@ async def events_socket(request: web.Request) -> web.WebSocketResponse:
         topics = parse_topics(request.query["topics"]) if "topics" in request.query else set(TOPICS)
     except ValueError as exc:
         raise invalid_parameter("topics", str(exc)) from None
-    buyer_id, publisher_id = _tenant(request, "buyer_id"), _tenant(request, "publisher_id")
+    tenant = tenant_filter(request)
+    if tenant:
+        buyer_id, publisher_id = tenant.get("buyer_id"), tenant.get("publisher_id")
+    else:
+        buyer_id, publisher_id = _tenant(request, "buyer_id"), _tenant(request, "publisher_id")
     ws = web.WebSocketResponse(heartbeat=30.0)
     await ws.prepare(request)
     outbox = Outbox(ws)

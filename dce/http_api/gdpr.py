@@ -21,6 +21,7 @@ from dce.db.audit_repository import list_entries, verify
 from dce.db.gdpr import Eraser, Exporter, erase_number, export_number, normalise_number
 from dce.http_api.calls import int_param
 from dce.http_api.keys import ENGINE
+from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
 
 ERASERS = web.AppKey("gdpr_erasers", Mapping[str, Eraser])
@@ -53,6 +54,7 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
     return body
 
 
+@require("gdpr:write")
 async def post_erasure(request: web.Request) -> web.Response:
     """Erase a number from every table holding it; 200 with rows changed per table and the audit entry's seq."""
     body = await _json_object(request)
@@ -64,6 +66,7 @@ async def post_erasure(request: web.Request) -> web.Response:
     return web.json_response(report.to_json())
 
 
+@require("gdpr:read")
 async def get_export(request: web.Request) -> web.Response:
     """Everything held about the number (audited)."""
     number = _number(request.match_info["number"])
@@ -74,6 +77,7 @@ async def get_export(request: web.Request) -> web.Response:
     return web.json_response(document, dumps=lambda value: json.dumps(value, ensure_ascii=False, default=str))
 
 
+@require("audit:read")
 async def get_audit(request: web.Request) -> web.Response:
     """A page of the audit log, newest first."""
     limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
@@ -84,6 +88,7 @@ async def get_audit(request: web.Request) -> web.Response:
     )
 
 
+@require("audit:read")
 async def get_audit_verify(request: web.Request) -> web.Response:
     """Verify the whole chain."""
     result = await verify(request.config_dict[ENGINE])

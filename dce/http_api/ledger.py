@@ -43,7 +43,8 @@ from dce.db import settlement
 from dce.db.marketplace_models import BuyerRow, PublisherRow
 from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param
 from dce.http_api.keys import ENGINE
-from dce.http_api.marketplace import OnChange, require
+from dce.http_api.marketplace import OnChange
+from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
 from dce.routing.model import format_money
 

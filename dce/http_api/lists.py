@@ -38,7 +38,7 @@ from dce.compliance.importer import Format, ParseResult, normalise, parse_stream
 from dce.compliance.lists import ListKind, check_scope
 from dce.db import list_repository as repo
 from dce.http_api.keys import ENGINE
-from dce.http_api.marketplace import require
+from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
 
 OnChange = Callable[[], Awaitable[None] | None]

@@ -28,6 +28,7 @@ from aiohttp import WSMsgType, web
 
 from dce.bidding.bids import MalformedBid, parse_amount
 from dce.bidding.live import BidAnswer, BidStatus, LiveBidding, Message
+from dce.http_api.permissions import require, tenant_filter
 from dce.http_api.problems import ProblemError, invalid_parameter
 from dce.http_api.ws_outbox import Outbox
 
@@ -89,15 +90,19 @@ _REFUSALS = {
 }
 
 
+@require("bids:create")
 async def post_bid(request: web.Request) -> web.Response:
-    """Place a bid on a call in a live auction."""
+    """Place a bid on a call in a live auction (a buyer's token names the bidder)."""
     live = _live(request)
     try:
         payload = await request.json()
     except ValueError:
         raise invalid_parameter("body", "not JSON") from None
     try:
-        answer = place(live, payload, None, _now(request))
+        bidder = tenant_filter(request).get("buyer_id")
+        if bidder is not None and isinstance(payload, dict):
+            payload = {**payload, "buyer_id": bidder}
+        answer = place(live, payload, bidder, _now(request))
     except BadBid as exc:
         raise invalid_parameter(exc.field, exc.detail) from None
     if answer.status is BidStatus.ACCEPTED:
@@ -131,10 +136,11 @@ class _Connection:
         self.send(message)
 
 
+@require("bids:create")
 async def bidding_socket(request: web.Request) -> web.WebSocketResponse:
-    """``/ws/v1/bidding``: hear offers, place bids, hear who won."""
+    """``/ws/v1/bidding``: hear offers, place bids, hear who won (a buyer's token names the bidder)."""
     live = _live(request)
-    buyer_id = request.query.get("buyer_id") or None
+    buyer_id = tenant_filter(request).get("buyer_id") or request.query.get("buyer_id") or None
     if buyer_id is not None and len(buyer_id) > _MAX_ID:
         raise invalid_parameter("buyer_id", f"at most {_MAX_ID} characters")
     ws = web.WebSocketResponse(heartbeat=30.0)

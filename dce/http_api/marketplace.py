@@ -44,6 +44,7 @@ from pydantic_core import PydanticCustomError
 from dce.db import marketplace_repository as repo
 from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param
 from dce.http_api.keys import ENGINE
+from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
 from dce.routing.criteria import compile_criterion
 from dce.routing.model import (
@@ -81,22 +82,6 @@ WRITE = "marketplace:write"
 MAX_MONEY = Decimal(10) ** 12  # currency units; keeps micros well inside BigInteger
 
 H = TypeVar("H", bound=Handler)
-
-
-def require(permission: str) -> Callable[[H], H]:
-    """Mark a handler with the permission it needs. No check yet: the auth issue adds a middleware reading
-    :func:`required_permission` of the matched handler."""
-
-    def mark(handler: H) -> H:
-        handler.required_permission = permission  # type: ignore[attr-defined]
-        return handler
-
-    return mark
-
-
-def required_permission(handler: Any) -> str | None:
-    """The permission :func:`require` put on ``handler`` (``request.match_info.handler``), if any."""
-    return getattr(handler, "required_permission", None)
 
 
 # ----------------------------------------------------------------------------------------------- field types

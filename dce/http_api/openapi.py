@@ -37,7 +37,8 @@ from dce.db.postback_repository import STATUSES as DELIVERY_STATUSES
 from dce.http_api import marketplace
 from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT
 from dce.http_api.consents import ConsentIn, OutboundCheckIn, RevokeIn
-from dce.http_api.marketplace import RESOURCES, required_permission
+from dce.http_api.marketplace import RESOURCES
+from dce.http_api.permissions import required_permission
 from dce.http_api.postbacks import PostbackIn
 from dce.http_api.problems import PROBLEM_CONTENT_TYPE
 

@@ -39,7 +39,8 @@ from dce.db import marketplace_repository as marketplace
 from dce.db import postback_repository as repo
 from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param
 from dce.http_api.keys import ENGINE
-from dce.http_api.marketplace import OnChange, require
+from dce.http_api.marketplace import OnChange
+from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
 
 log = logging.getLogger(__name__)

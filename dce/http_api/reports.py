@@ -23,7 +23,7 @@ from dce.db import report_repository as repo
 from dce.db.report_repository import SummaryRow
 from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param
 from dce.http_api.keys import ENGINE
-from dce.http_api.marketplace import require
+from dce.http_api.permissions import require
 from dce.http_api.problems import invalid_parameter
 from dce.routing.model import format_money
 

@@ -19,8 +19,8 @@ from dce.http_api.app import build_app
 from dce.http_api.consents import CALLING_HOURS
 from dce.http_api.debug import SETTINGS_DUMP, debug_api_routes, debug_routes, redact
 from dce.http_api.http_metrics import http_metrics_middleware
-from dce.http_api.marketplace import required_permission
 from dce.http_api.metrics import ExchangeMetrics
+from dce.http_api.permissions import required_permission
 from dce.http_api.problems import problem_middleware
 
 pytestmark = pytest.mark.integration

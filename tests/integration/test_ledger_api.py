@@ -20,7 +20,7 @@ from dce.db.marketplace_models import BuyerRow, PublisherRow
 from dce.db.settlement import settle_pending
 from dce.http_api.keys import ENGINE
 from dce.http_api.ledger import ON_LEDGER_CHANGE, ledger_routes
-from dce.http_api.marketplace import required_permission
+from dce.http_api.permissions import required_permission
 from dce.http_api.problems import problem_middleware
 
 pytestmark = pytest.mark.integration

@@ -18,8 +18,9 @@ from dce.db.engine import create_engine
 from dce.db.marketplace_repository import MarketplaceData, load_marketplace
 from dce.db.marketplace_watcher import MarketplaceWatcher
 from dce.http_api.app import build_app
-from dce.http_api.marketplace import WRITE, money_text, required_permission
+from dce.http_api.marketplace import WRITE, money_text
 from dce.http_api.metrics import ExchangeMetrics
+from dce.http_api.permissions import required_permission
 from dce.routing.model import (
     Buyer,
     Campaign,

@@ -16,9 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dce.bidding.live import LiveBidding
 from dce.db.engine import create_engine
 from dce.http_api.app import build_app
-from dce.http_api.marketplace import required_permission
 from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.openapi import OPENAPI_PATH, PUBLIC_PATHS, SWAGGER_PATH
+from dce.http_api.permissions import required_permission
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ from dce.db.cdr_repository import insert_cdrs
 from dce.db.engine import create_engine
 from dce.db.report_repository import calls
 from dce.http_api.keys import ENGINE
-from dce.http_api.marketplace import required_permission
+from dce.http_api.permissions import required_permission
 from dce.http_api.problems import problem_middleware
 from dce.http_api.reports import report_routes
 from tests.cdr_factory import T0, make_cdr

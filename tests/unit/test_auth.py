@@ -19,14 +19,12 @@ from dce.http_api.auth import (
     AuthConfigError,
     Authenticator,
     AuthError,
-    Principal,
-    allows,
     hash_secret,
     is_public,
     new_api_key,
     parse_api_key,
-    permission_matches,
 )
+from dce.http_api.permissions import Principal, allows, permission_matches
 
 SECRET = "s" * 32
 
