@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
-from dce.billing.cdr import CallDetailRecord, Disposition, HangupSide
+from dce.billing.cdr import CallDetailRecord, Disposition, HangupSide, SaleTerms
 from dce.compliance.screen import rejected
 from dce.compliance.verdict import ALLOW, Verdict
 from dce.exchange.call_events import CallEvents
@@ -146,15 +146,16 @@ class CallFlow:
                 self.observer.screened(verdict)
                 if verdict.suppressed_buyers and not rejected(verdict):
                     routed = self.router.without_buyers(routed, verdict.suppressed_buyers)
+            campaign_terms = None  # the campaign and publisher, for the events (the same after any auction)
             if self.events is not None and routed is not None:
-                self._announce_screening(call, did, routed, verdict, times.invite_at)
+                campaign_terms = self.router.terms(routed, None)
+                self._announce_screening(call, did, campaign_terms, verdict, times.invite_at)
             if routed is not None and not rejected(verdict) and routed.plan.targets \
                     and self.router.needs_auction(routed):
                 routed = await self.router.auction(routed, call.id)
             if self.events is not None and routed is not None and not rejected(verdict):
                 reason = routed.refusal.reason if routed.refusal is not None else routed.plan.reason
-                self.events.decided(call.id, self.wall_clock(), self.router.terms(routed, None),
-                                    routed.plan.targets, reason)
+                self.events.decided(call.id, self.wall_clock(), campaign_terms, routed.plan.targets, reason)
             if routed is None:
                 self.sip.reject(call, 404, reason_header='Q.850;cause=1;text="unallocated number"')
                 outcome = _Outcome(Disposition.REJECTED, 404, reason="no route for DID")
@@ -193,10 +194,10 @@ class CallFlow:
         self._record(call, did, target, routed, outcome, times, stats, verdict)
         self.sip.release(call)
 
-    def _announce_screening(self, call: Call, did: str, routed: Routed, verdict: Verdict, at: datetime) -> None:
+    def _announce_screening(self, call: Call, did: str, terms: SaleTerms | None, verdict: Verdict,
+                            at: datetime) -> None:
         """Tell the listeners what the gate found and, when it let the call in, that the call is incoming."""
         assert self.events is not None
-        terms = self.router.terms(routed, None)
         self.events.screened(call.id, at, terms, verdict)
         if not rejected(verdict):
             self.events.incoming(call.id, at, to_e164(call.caller_user) or call.caller_user, did, terms)

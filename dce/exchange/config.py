@@ -234,6 +234,13 @@ class GdprConfig(_Section):
     # key for pseudonyms and the audit log's number hashes (HMAC-SHA256); retention needs it
     pseudonym_key: SecretStr | None = None
 
+    @property
+    def key_bytes(self) -> bytes | None:
+        """``pseudonym_key`` as the bytes HMAC takes, None when unset or empty."""
+        if self.pseudonym_key is None:
+            return None
+        return self.pseudonym_key.get_secret_value().encode() or None
+
 
 class RedisConfig(_Section):
     """Shared state between exchange nodes (optional): concurrency slots and change notifications."""

@@ -22,18 +22,11 @@ from dce.exchange.personal_data import ERASERS, EXPORTERS
 log = logging.getLogger(__name__)
 
 def pseudonym_key(settings: Settings, key_file: str | None = None) -> bytes | None:
-    """The pseudonymisation key: ``key_file``'s bytes (stripped), else ``compliance.gdpr.pseudonym_key`` when the
-    configuration has that field and it is set, else None."""
+    """The pseudonymisation key: ``key_file``'s bytes (stripped), else ``compliance.gdpr.pseudonym_key``, else
+    None."""
     if key_file:
         return Path(key_file).read_bytes().strip() or None
-    value = getattr(settings.compliance.gdpr, "pseudonym_key", None)
-    if value is None:
-        return None
-    if hasattr(value, "get_secret_value"):
-        value = value.get_secret_value()
-    if isinstance(value, str):
-        value = value.encode("utf-8")
-    return bytes(value) or None
+    return settings.compliance.gdpr.key_bytes
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -271,9 +271,9 @@ class Exchange:
         }
         if self.compliance.lists is not None:
             state[OUTBOUND_LISTS] = self.compliance.lists.outbound
-        key = compliance.gdpr.pseudonym_key
+        key = compliance.gdpr.key_bytes
         if key is not None:
-            state[PSEUDONYM_KEY] = key.get_secret_value().encode()
+            state[PSEUDONYM_KEY] = key
         return state
 
     async def _retain(self) -> None:
@@ -281,10 +281,10 @@ class Exchange:
         gdpr = self.settings.compliance.gdpr
         if gdpr.retention_days is None:
             return
-        if gdpr.pseudonym_key is None:
+        key = gdpr.key_bytes
+        if key is None:
             log.error("compliance.gdpr.retention_days is set but pseudonym_key is not: retention is off")
             return
-        key = gdpr.pseudonym_key.get_secret_value().encode()
         while True:
             try:
                 changed = await pseudonymise_old_calls(self.engine, retention_cutoff(gdpr.retention_days), key)

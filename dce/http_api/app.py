@@ -20,12 +20,13 @@ from dce.http_api.consents import consent_routes
 from dce.http_api.debug import debug_api_routes, debug_routes
 from dce.http_api.events import events_routes
 from dce.http_api.gdpr import gdpr_routes
+from dce.http_api.hooks import OnChange
 from dce.http_api.http_metrics import http_metrics_middleware
 from dce.http_api.keys import ENGINE, METRICS, STARTED_AT, STATUS
 from dce.http_api.ledger import ledger_routes
 from dce.http_api.lists import list_routes
 from dce.http_api.live_bidding import LIVE_BIDDING, live_bidding_api_routes, live_bidding_ws_routes
-from dce.http_api.marketplace import ON_MARKETPLACE_CHANGE, OnChange, marketplace_routes
+from dce.http_api.marketplace import ON_MARKETPLACE_CHANGE, marketplace_routes
 from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.openapi import setup_docs
 from dce.http_api.postbacks import postback_routes

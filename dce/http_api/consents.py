@@ -23,7 +23,6 @@ sync or async, so the in-memory consent book can reload).
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 from datetime import UTC, datetime
@@ -44,8 +43,9 @@ from dce.compliance.consent import (
 from dce.compliance.outbound import ListCheck, check_outbound
 from dce.compliance.tcpa import CallingHours, local_times, number_place
 from dce.db import consent_repository as repo
+from dce.http_api.hooks import OnChange, notify_change
 from dce.http_api.keys import ENGINE
-from dce.http_api.marketplace import OnChange
+from dce.http_api.marketplace import E164
 from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
 from dce.routing.numbers import to_e164
@@ -65,22 +65,13 @@ WRITE = "compliance:write"
 # ----------------------------------------------------------------------------------------------------- input
 
 
-def _e164(value: Any) -> str:
-    if not isinstance(value, str):
-        raise PydanticCustomError("phone_number", "expected a phone number string")
-    number = to_e164(value)
-    if number is None:
-        raise PydanticCustomError("phone_number", "not a phone number: {value!r}", {"value": value})
-    return number
-
-
 def _sha256(value: Any) -> str:
     if not isinstance(value, str) or not SHA256_HEX.fullmatch(value.strip().lower()):
         raise PydanticCustomError("sha256", "expected a sha256 digest as 64 hex digits")
     return value.strip().lower()
 
 
-Number = Annotated[str, BeforeValidator(_e164)]
+Number = E164
 Sha256 = Annotated[str, BeforeValidator(_sha256)]
 Business = Annotated[str, Field(min_length=1, max_length=128)]
 Reason = Annotated[str, Field(max_length=2000)]
@@ -168,16 +159,6 @@ def consent_json(record: ConsentRecord, now: datetime | None = None) -> dict[str
     }
 
 
-async def _changed(request: web.Request) -> None:
-    hook = request.config_dict.get(ON_CONSENTS_CHANGE)
-    if hook is None:
-        return
-    try:
-        result = hook()
-        if inspect.isawaitable(result):
-            await result
-    except Exception:
-        log.exception("on_consents_change hook failed")
 
 
 # -------------------------------------------------------------------------------------------------- handlers
@@ -200,7 +181,7 @@ async def record_consent(request: web.Request) -> web.Response:
         channel=data.channel, source=data.source, proof_hash=proof_hash, granted_at=granted_at,
         expires_at=data.expires_at, recorded_at=now, reason=data.reason,
     )
-    await _changed(request)
+    await notify_change(request, ON_CONSENTS_CHANGE)
     return web.json_response(consent_json(record, now), status=201)
 
 
@@ -227,7 +208,7 @@ async def revoke_consent(request: web.Request) -> web.Response:
     )
     if record is None:
         raise ProblemError(404, f"no {data.consent_type} consent of {data.number} for {data.business!r}")
-    await _changed(request)
+    await notify_change(request, ON_CONSENTS_CHANGE)
     return web.json_response(consent_json(record, now), status=201)
 
 

@@ -25,7 +25,6 @@ App keys: ``ON_LEDGER_CHANGE`` (called after every post, sync or async, so the r
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import uuid
@@ -42,8 +41,8 @@ from dce.db import ledger_repository as repo
 from dce.db import settlement
 from dce.db.marketplace_models import BuyerRow, PublisherRow
 from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param
+from dce.http_api.hooks import OnChange, notify_change
 from dce.http_api.keys import ENGINE
-from dce.http_api.marketplace import OnChange
 from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
 from dce.routing.model import format_money
@@ -153,22 +152,12 @@ def entry_json(stored: repo.StoredEntry) -> dict[str, Any]:
     }
 
 
-async def _changed(request: web.Request) -> None:
-    hook = request.config_dict.get(ON_LEDGER_CHANGE)
-    if hook is None:
-        return
-    try:
-        result = hook()
-        if inspect.isawaitable(result):
-            await result
-    except Exception:
-        log.exception("on_ledger_change hook failed")
 
 
 async def _posted(request: web.Request, entry: ledger.JournalEntry) -> web.Response:
     stored = await repo.post(request.config_dict[ENGINE], entry)
     if stored.created:
-        await _changed(request)
+        await notify_change(request, ON_LEDGER_CHANGE)
     return web.json_response(entry_json(stored), status=201 if stored.created else 200)
 
 
@@ -192,7 +181,7 @@ async def post_conversion(request: web.Request) -> web.Response:
         raise invalid_parameter("call_id", f"call {call_id!r} was not sold to a buyer") from None
     settled = outcome.settled_now
     if settled is not None and settled.entry_id is not None:
-        await _changed(request)
+        await notify_change(request, ON_LEDGER_CHANGE)
     announce = request.config_dict.get(ON_CONVERTED)
     if settled is not None and settled.settlement.converted and announce is not None:
         await announce(settled)
@@ -280,7 +269,7 @@ async def post_refund(request: web.Request) -> web.Response:
         raise ProblemError(409, f"call {call_id!r} has no sale to refund") from None
     except settlement.AlreadyRefunded:
         raise ProblemError(409, f"call {call_id!r} was refunded already") from None
-    await _changed(request)
+    await notify_change(request, ON_LEDGER_CHANGE)
     return web.json_response(entry_json(stored), status=201)
 
 

@@ -26,10 +26,8 @@ Handlers carry the permission they need (``lists:read`` / ``lists:write``) for t
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import tempfile
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -37,11 +35,11 @@ from aiohttp import web
 from dce.compliance.importer import Format, ParseResult, normalise, parse_stream
 from dce.compliance.lists import ListKind, check_scope
 from dce.db import list_repository as repo
+from dce.http_api.hooks import OnChange, notify_change
 from dce.http_api.keys import ENGINE
 from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
 
-OnChange = Callable[[], Awaitable[None] | None]
 ON_LISTS_CHANGE = web.AppKey("on_lists_change", OnChange)
 
 READ = "lists:read"
@@ -56,12 +54,6 @@ def _engine(request: web.Request) -> Any:
     return request.config_dict[ENGINE]
 
 
-async def _changed(request: web.Request) -> None:
-    hook = request.config_dict.get(ON_LISTS_CHANGE)
-    if hook is not None:
-        result = hook()
-        if inspect.isawaitable(result):
-            await result
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
@@ -137,7 +129,7 @@ async def create_list(request: web.Request) -> web.Response:
         info = await repo.create_list(_engine(request), kind, scope, name, list_id)
     except repo.ListConflict as exc:
         raise ProblemError(409, str(exc)) from None
-    await _changed(request)
+    await notify_change(request, ON_LISTS_CHANGE)
     return web.json_response(info.to_json(), status=201, headers={"Location": f"{request.path}/{info.id}"})
 
 
@@ -152,7 +144,7 @@ async def delete_list(request: web.Request) -> web.Response:
         await repo.delete_list(_engine(request), request.match_info["id"])
     except repo.ListNotFound as exc:
         raise ProblemError(404, str(exc)) from None
-    await _changed(request)
+    await notify_change(request, ON_LISTS_CHANGE)
     return web.Response(status=204)
 
 
@@ -181,7 +173,7 @@ async def add_numbers(request: web.Request) -> web.Response:
     except repo.ListNotFound as exc:
         raise ProblemError(404, str(exc)) from None
     if summary.added:
-        await _changed(request)
+        await notify_change(request, ON_LISTS_CHANGE)
     return web.json_response({
         "added": summary.added,
         "duplicates": summary.duplicates,
@@ -199,7 +191,7 @@ async def remove_number(request: web.Request) -> web.Response:
         raise ProblemError(404, str(exc)) from None
     if not removed:
         raise ProblemError(404, f"+{value} is not on list {request.match_info['id']!r}")
-    await _changed(request)
+    await notify_change(request, ON_LISTS_CHANGE)
     return web.Response(status=204)
 
 
@@ -262,7 +254,7 @@ async def import_numbers(request: web.Request) -> web.Response:
         summary = await repo.import_numbers(_engine(request), info.id, parsed.numbers, replace=replace)
     except repo.ListNotFound as exc:
         raise ProblemError(404, str(exc)) from None
-    await _changed(request)
+    await notify_change(request, ON_LISTS_CHANGE)
     return web.json_response(import_json(parsed, summary))
 
 

@@ -24,13 +24,12 @@ Handlers carry the permission they need (:func:`require`, :func:`required_permis
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import re
 import uuid
 import zoneinfo
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import time
 from decimal import Decimal, InvalidOperation
@@ -43,6 +42,7 @@ from pydantic_core import PydanticCustomError
 
 from dce.db import marketplace_repository as repo
 from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param
+from dce.http_api.hooks import OnChange, notify_change
 from dce.http_api.keys import ENGINE
 from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
@@ -73,7 +73,6 @@ from dce.routing.numbers import to_e164
 
 log = logging.getLogger(__name__)
 
-OnChange = Callable[[], Awaitable[None] | None]
 ON_MARKETPLACE_CHANGE = web.AppKey("on_marketplace_change", OnChange)
 
 READ = "marketplace:read"
@@ -494,16 +493,6 @@ async def _repo_call(call: Coroutine[Any, Any, T]) -> T:
         raise invalid_parameter(exc.field, f"no {exc.entity} {exc.key!r}") from None
 
 
-async def _changed(request: web.Request) -> None:
-    hook = request.config_dict.get(ON_MARKETPLACE_CHANGE)
-    if hook is None:
-        return
-    try:
-        result = hook()
-        if inspect.isawaitable(result):
-            await result
-    except Exception:
-        log.exception("marketplace on_change hook failed")
 
 
 def _merge(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -573,7 +562,7 @@ class Resource:
                     raise invalid_parameter(self.key_field, "required")
                 key = uuid.uuid4().hex
             created = await _repo_call(self.create(request.config_dict[ENGINE], data.to_model(key)))
-            await _changed(request)
+            await notify_change(request, ON_MARKETPLACE_CHANGE)
             return web.json_response(self.to_json(created), status=201, headers={"Location": f"{request.path}/{key}"})
 
         async def _replace(request: web.Request, body: dict[str, Any]) -> web.Response:
@@ -582,7 +571,7 @@ class Resource:
             if getattr(data, self.key_field) not in (None, key):
                 raise invalid_parameter(self.key_field, f"does not match the path ({key!r}); keys cannot change")
             updated = await _repo_call(self.update(request.config_dict[ENGINE], data.to_model(key)))
-            await _changed(request)
+            await notify_change(request, ON_MARKETPLACE_CHANGE)
             return web.json_response(self.to_json(updated))
 
         @require(WRITE)
@@ -598,7 +587,7 @@ class Resource:
         @require(WRITE)
         async def delete_item(request: web.Request) -> web.Response:
             await _repo_call(self.delete(request.config_dict[ENGINE], self.path_key(request)))
-            await _changed(request)
+            await notify_change(request, ON_MARKETPLACE_CHANGE)
             return web.Response(status=204)
 
         return [

@@ -24,7 +24,6 @@ reload its configs (:meth:`~dce.db.postback_dispatcher.PostbackDispatcher.notify
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import uuid
@@ -38,8 +37,8 @@ from dce.billing.postback import DEFAULT_MAX_ATTEMPTS, EventName, Method, OwnerK
 from dce.db import marketplace_repository as marketplace
 from dce.db import postback_repository as repo
 from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param
+from dce.http_api.hooks import OnChange, notify_change
 from dce.http_api.keys import ENGINE
-from dce.http_api.marketplace import OnChange
 from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
 
@@ -162,16 +161,6 @@ async def _check_owner(request: web.Request, config: PostbackConfig) -> None:
         raise invalid_parameter("owner_id", f"no {config.owner_kind} {config.owner_id!r}") from None
 
 
-async def _changed(request: web.Request) -> None:
-    hook = request.config_dict.get(ON_POSTBACKS_CHANGE)
-    if hook is None:
-        return
-    try:
-        result = hook()
-        if inspect.isawaitable(result):
-            await result
-    except Exception:
-        log.exception("on_postbacks_change hook failed")
 
 
 async def _stored(request: web.Request) -> PostbackConfig:
@@ -208,7 +197,7 @@ async def create_postback(request: web.Request) -> web.Response:
         await repo.create_config(request.config_dict[ENGINE], config)
     except repo.Conflict as exc:
         raise ProblemError(409, str(exc)) from None
-    await _changed(request)
+    await notify_change(request, ON_POSTBACKS_CHANGE)
     return web.json_response(postback_json(config), status=201, headers={"Location": f"{request.path}/{key}"})
 
 
@@ -231,7 +220,7 @@ async def _replace(request: web.Request, body: dict[str, Any], current: Postback
         await repo.update_config(request.config_dict[ENGINE], config)
     except repo.NotFound as exc:
         raise ProblemError(404, str(exc)) from None
-    await _changed(request)
+    await notify_change(request, ON_POSTBACKS_CHANGE)
     return web.json_response(postback_json(config))
 
 
@@ -266,7 +255,7 @@ async def delete_postback(request: web.Request) -> web.Response:
         await repo.delete_config(request.config_dict[ENGINE], request.match_info["key"])
     except repo.NotFound as exc:
         raise ProblemError(404, str(exc)) from None
-    await _changed(request)
+    await notify_change(request, ON_POSTBACKS_CHANGE)
     return web.Response(status=204)
 
 
