@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dce.exchange import gdpr_cli, lists_cli
+from dce.exchange import auth_cli, gdpr_cli, lists_cli
 from dce.exchange.config import ConfigError, Settings, load_settings
-from dce.exchange.demo import DEMO_CONFIG, DEMO_HOWTO, seed_demo_url
+from dce.exchange.demo import demo_config, demo_howto, seed_demo_url
 from dce.exchange.logging_setup import configure_logging
 
 log = logging.getLogger("dce")
@@ -80,7 +80,7 @@ def _migrate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     path = Path(args.write)
     if not path.exists() or args.force:
-        path.write_text(DEMO_CONFIG)
+        path.write_text(demo_config())
         print(f"wrote {path}")
     settings = load_settings(path, _overrides(args))  # validate it
     if args.seed:
@@ -88,7 +88,8 @@ def _demo(args: argparse.Namespace) -> int:
 
         upgrade(settings.database.url)  # a no-op when `dce migrate` already ran
         print(asyncio.run(seed_demo_url(settings.database.url)).summary())
-    print(DEMO_HOWTO)
+    admin_key = settings.auth.bootstrap_admin_key
+    print(demo_howto(admin_key.get_secret_value() if admin_key else None))
     return 0
 
 
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--database-url", help="overrides database.url")
     demo.set_defaults(func=_demo)
     lists_cli.register(sub)
+    auth_cli.register(sub)
     gdpr_cli.register(sub)
     return parser
 

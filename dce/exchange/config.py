@@ -259,9 +259,9 @@ class RedisConfig(_Section):
 class AuthSettings(_Section):
     """Who may use the side API: JWT bearer tokens (users log in) and API keys (machines)."""
 
-    enabled: bool = False  # off: every route is open (a closed network); on: see README "Auth"
+    enabled: bool = True  # on by default; false opens every route (only on a closed network). See README "Auth"
     algorithm: Literal["HS256", "RS256"] = "HS256"
-    secret: SecretStr | None = None  # HS256: at least 32 bytes
+    secret: SecretStr | None = None  # HS256: at least 32 bytes; unset: a random one per process (tokens die with it)
     private_key_path: str | None = None  # RS256 (PEM)
     public_key_path: str | None = None
     access_ttl_s: float = Field(900, gt=0)
@@ -274,7 +274,7 @@ class RateLimitSettings(_Section):
     """Token buckets per caller and endpoint class (the seed's defaults: bids 1000/s burst 2000, calls 500/s
     burst 1000, webhooks 100/s burst 200)."""
 
-    enabled: bool = False
+    enabled: bool = True
 
 
 class LogConfig(_Section):

@@ -1,6 +1,6 @@
 """The demo exchange: its configuration, a small marketplace to seed, and how to call it.
 
-``dce demo --seed`` (what ``make run`` does) writes :data:`DEMO_CONFIG`, brings the database to the latest schema
+``dce demo --seed`` (what ``make run`` does) writes :func:`demo_config`, brings the database to the latest schema
 and stores :data:`DEMO_MARKETPLACE` through :mod:`dce.db.marketplace_repository`, the same path the API writes
 through. Seeding is idempotent: an entity whose id (or DID) is already stored is left as it is, so edits made
 through the API survive a second ``make run``.
@@ -9,6 +9,7 @@ through the API survive a second ``make run``.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +36,7 @@ DEMO_RTB_DID = "+18005550101"  # "Home warranty": publishers may ping first with
 DEMO_RTB_KEY = "demo-key"
 DEMO_CALLER = "+15551230000"  # the caller ID of sip-test-scenarios/uac_basic.xml
 
-DEMO_CONFIG = f"""\
+_DEMO_CONFIG = f"""\
 # Demo exchange. The marketplace (campaigns, targets, numbers) lives in the database: `dce demo --seed` stores the
 # demo one, and marketplace DIDs take precedence over static_routes. The static route below only answers while
 # {DEMO_DID} is not a marketplace number (e.g. a database that was never seeded).
@@ -46,23 +47,41 @@ database: {{url: "sqlite+aiosqlite:///./dce.db"}}
 routing: {{ring_timeout_s: 30}}
 static_routes:
   "{DEMO_DID}": ["sip:127.0.0.1:5080", "sip:127.0.0.1:5081"]
+# The side API wants credentials on every route but health, metrics, docs, login and RTB pings. Both secrets were
+# generated for this file: send the admin key as `X-API-Key`, create users and keys with it (README "Auth").
+auth:
+  secret: "{{secret}}"
+  bootstrap_admin_key: "{{admin_key}}"
 """
 
-DEMO_HOWTO = f"""\
+_DEMO_HOWTO = f"""\
 Demo marketplace (2 publishers, 2 buyers, 3 targets, 2 campaigns):
   {DEMO_DID}  "Auto insurance": rings sip:127.0.0.1:5080 (priority 1, 12.00), then sip:127.0.0.1:5081
                 (priority 2, 8.00) on busy/no answer; a call converts after 60 s; at most 5 calls per target.
   {DEMO_RTB_DID}  "Home warranty": publishers ping first with the key {DEMO_RTB_KEY!r}; the winning bid is
                 held for that caller's next call.
 
+  The side API's admin key (from the config):  KEY={{admin_key}}
   1. start the callees:  sipp -sn uas -i 127.0.0.1 -p 5080 &  sipp -sn uas -i 127.0.0.1 -p 5081 &
   2. place a call:       sipp -sf sip-test-scenarios/uac_basic.xml -s {DEMO_DID} 127.0.0.1:5060 -m 1
-  3. see the CDR:        curl -s localhost:8080/api/v1/calls
-  4. the marketplace:    curl -s localhost:8080/api/v1/campaigns ; curl -s localhost:8080/api/v1/targets
+  3. see the CDR:        curl -s -H "X-API-Key: $KEY" localhost:8080/api/v1/calls
+  4. the marketplace:    curl -s -H "X-API-Key: $KEY" localhost:8080/api/v1/campaigns
   5. a publisher ping:   curl -s -XPOST localhost:8080/api/v1/rtb/{DEMO_RTB_KEY}/ping -d '{{"CID":"{DEMO_CALLER}"}}'
      then its call:      sipp -sf sip-test-scenarios/uac_basic.xml -s {DEMO_RTB_DID} 127.0.0.1:5060 -m 1
+  API docs:              http://localhost:8080/swagger (Authorize with the key)
   health and metrics:    curl -s localhost:8080/health ; curl -s localhost:8080/metrics
 """
+
+
+def demo_config() -> str:
+    """The demo configuration, with a fresh token secret and admin key (written once; kept across runs)."""
+    admin_key = f"demo-admin-{secrets.token_urlsafe(32)}"
+    return _DEMO_CONFIG.replace("{secret}", secrets.token_urlsafe(48)).replace("{admin_key}", admin_key)
+
+
+def demo_howto(admin_key: str | None) -> str:
+    """How to call the demo exchange, quoting the config's admin key."""
+    return _DEMO_HOWTO.replace("{admin_key}", admin_key or "(auth.bootstrap_admin_key is unset in the config)")
 
 
 def _money(units: str) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -246,9 +247,15 @@ class Exchange:
         """The side API's auth when enabled (a bad key or secret fails the start, not the first request)."""
         auth = self.settings.auth
         if not auth.enabled:
+            log.warning("auth.enabled is false: every side API route is open to anyone who can reach it")
             return None
+        secret = auth.secret.get_secret_value() if auth.secret else None
+        if auth.algorithm == "HS256" and secret is None:
+            secret = secrets.token_urlsafe(48)
+            log.warning("auth.secret is unset: tokens are signed with a random per-process secret, so they stop "
+                        "working at restart and on other nodes (API keys are unaffected); set auth.secret")
         return Authenticator(AuthConfig(
-            algorithm=auth.algorithm, secret=auth.secret.get_secret_value() if auth.secret else None,
+            algorithm=auth.algorithm, secret=secret,
             private_key_path=auth.private_key_path, public_key_path=auth.public_key_path,
             access_ttl_s=auth.access_ttl_s, refresh_ttl_s=auth.refresh_ttl_s, issuer=auth.issuer,
             bootstrap_admin_key=auth.bootstrap_admin_key.get_secret_value() if auth.bootstrap_admin_key else None,

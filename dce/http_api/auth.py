@@ -4,8 +4,11 @@ middleware and the ``/auth`` routes.
 Roles (:data:`ROLES`, from the seed)::
 
     admin   *
-    buyer   calls:read bids:create bids:read
-    seller  calls:create calls:read analytics:read
+    buyer   calls:read bids:create bids:read + ledger:read analytics:read
+    seller  calls:create calls:read analytics:read + ledger:read
+
+The seed's roles, plus reading one's own ledger lines and reports (tenant-scoped: a buyer or seller sees only its
+own calls, bids, reports and ledger lines).
 
 A granted permission matches a needed one when it is ``*``, equal to it, or ``resource:*`` and the needed one is
 ``resource:<anything>``. Every permission a handler needs (``marketplace.require``) that no non-admin role grants
@@ -89,8 +92,8 @@ SELLER = "seller"
 
 ROLES: Mapping[str, frozenset[str]] = {
     ADMIN: frozenset({"*"}),
-    BUYER: frozenset({"calls:read", "bids:create", "bids:read"}),
-    SELLER: frozenset({"calls:create", "calls:read", "analytics:read"}),
+    BUYER: frozenset({"calls:read", "bids:create", "bids:read", "ledger:read", "analytics:read"}),
+    SELLER: frozenset({"calls:create", "calls:read", "analytics:read", "ledger:read"}),
 }
 TENANT_FIELD: Mapping[str, str] = {BUYER: "buyer_id", SELLER: "publisher_id"}  # the tenant each role must have
 
@@ -549,9 +552,12 @@ class _Tenanted(_In):
         return self
 
 
+MIN_PASSWORD = 12
+
+
 class UserIn(_Tenanted):
     username: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@+-]+$")
-    password: str = Field(min_length=12, max_length=1024)
+    password: str = Field(min_length=MIN_PASSWORD, max_length=1024)
     enabled: bool = True
 
 

@@ -15,6 +15,10 @@
     GET  /ledger/entries?account=&limit=&offset=  -> 200 {"items": [entry...], total, limit, offset} newest first
     GET  /ledger/verify                 -> 200 {ok, entries, lines, total, unbalanced_entries, mismatches}
 
+Tenants: a buyer's or seller's principal reads only its own account (``buyer:<id>`` / ``publisher:<id>``): the
+balances list holds that one account, entries are those touching it with only its own lines shown (never the
+other side's price), and asking for another account answers 404. ``/ledger/verify`` is admin-only.
+
 Money in and out as decimal strings of currency units (``"12.50"``; JSON numbers are read as Decimal, never
 float; at most 6 decimal places). Line amounts are signed, debit positive; ``balance`` is on the account's normal
 side (a buyer's funds, a publisher's payable, the exchange's revenue; exchange:cash debit-normal), ``raw`` the sum
@@ -43,7 +47,7 @@ from dce.db.marketplace_models import BuyerRow, PublisherRow
 from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param
 from dce.http_api.hooks import OnChange, notify_change
 from dce.http_api.keys import ENGINE
-from dce.http_api.permissions import require
+from dce.http_api.permissions import require, tenant_filter
 from dce.http_api.problems import ProblemError, invalid_parameter
 from dce.routing.model import format_money
 
@@ -54,6 +58,7 @@ ON_LEDGER_CHANGE = web.AppKey("on_ledger_change", OnChange)
 ON_CONVERTED = web.AppKey("on_converted", Callable[[settlement.Settled], Awaitable[None]])
 
 READ = "ledger:read"
+VERIFY = "ledger:verify"
 WRITE = "ledger:write"
 CONVERT = "conversions:write"
 
@@ -143,12 +148,14 @@ def _time(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def entry_json(stored: repo.StoredEntry) -> dict[str, Any]:
+def entry_json(stored: repo.StoredEntry, *, only: str | None = None) -> dict[str, Any]:
+    """An entry as JSON; ``only``: show just that account's lines (what a tenant may see)."""
     entry = stored.entry
+    lines = entry.lines if only is None else [line for line in entry.lines if line.account == only]
     return {
         "id": stored.id, "key": entry.key, "kind": entry.kind, "at": _time(entry.at), "actor": entry.actor,
         "memo": entry.memo,
-        "lines": [{"account": line.account, "amount": format_money(line.amount)} for line in entry.lines],
+        "lines": [{"account": line.account, "amount": format_money(line.amount)} for line in lines],
     }
 
 
@@ -273,11 +280,30 @@ async def post_refund(request: web.Request) -> web.Response:
     return web.json_response(entry_json(stored), status=201)
 
 
-@require(READ)
-async def get_balances(request: web.Request) -> web.Response:
+def _own_account(request: web.Request) -> str | None:
+    """The one account a tenant's principal may read; None for admins (and with auth off)."""
+    tenant = tenant_filter(request)
+    if "buyer_id" in tenant:
+        return ledger.buyer_account(tenant["buyer_id"])
+    if "publisher_id" in tenant:
+        return ledger.publisher_account(tenant["publisher_id"])
+    return None
+
+
+def _account_param(request: web.Request) -> tuple[str | None, str | None]:
+    """(the account asked for, or the tenant's own; the tenant's own account or None for admins)."""
     account = request.query.get("account", "").strip() or None
     if account is not None and not ledger.is_valid_account(account):
         raise invalid_parameter("account", f"not an account: {account!r}")
+    own = _own_account(request)
+    if own is not None and account not in (None, own):
+        raise ProblemError(404, f"no account {account!r} for this principal")
+    return account or own, own
+
+
+@require(READ)
+async def get_balances(request: web.Request) -> web.Response:
+    account, _own = _account_param(request)
     engine = request.config_dict[ENGINE]
     raw = await repo.balances(engine, None if account is None else [account])
     buyers = [a.removeprefix(ledger.BUYER_PREFIX) for a in raw if a.startswith(ledger.BUYER_PREFIX)]
@@ -301,18 +327,16 @@ async def get_balances(request: web.Request) -> web.Response:
 
 @require(READ)
 async def get_entries(request: web.Request) -> web.Response:
-    account = request.query.get("account", "").strip() or None
-    if account is not None and not ledger.is_valid_account(account):
-        raise invalid_parameter("account", f"not an account: {account!r}")
+    account, own = _account_param(request)
     limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     offset = int_param(request, "offset", 0, 0)
     items, total = await repo.entries(request.config_dict[ENGINE], account, limit, offset)
     return web.json_response(
-        {"items": [entry_json(s) for s in items], "total": total, "limit": limit, "offset": offset}
+        {"items": [entry_json(s, only=own) for s in items], "total": total, "limit": limit, "offset": offset}
     )
 
 
-@require(READ)
+@require(VERIFY)
 async def get_verify(request: web.Request) -> web.Response:
     result = await repo.verify_balances(request.config_dict[ENGINE])
     return web.json_response({

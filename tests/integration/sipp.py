@@ -18,6 +18,7 @@ import csv
 import json
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -126,10 +127,22 @@ def dce_command() -> list[str]:
     return [sys.executable, "-m", "dce.exchange.cli"]
 
 
+_admin_keys: dict[str, str] = {}  # http_base -> the admin API key of the ExchangeProcess serving there
+
+
+def admin_headers(url: str) -> dict[str, str]:
+    """``X-API-Key`` of the ExchangeProcess whose side API ``url`` is on (auth is on by default), else nothing."""
+    for base, key in _admin_keys.items():
+        if url.startswith(base):
+            return {"X-API-Key": key}
+    return {}
+
+
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    """GET ``url``: ``(status, body)``; status 0 when nothing answered."""
+    """GET ``url`` as the admin of the exchange serving it: ``(status, body)``; status 0 when nothing answered."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        request = urllib.request.Request(url, headers=admin_headers(url))
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -163,6 +176,8 @@ class ExchangeProcess:
         self.log_path = self.workdir / "dce.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
+        self.admin_key = f"test-admin-{secrets.token_urlsafe(32)}"  # auth.bootstrap_admin_key
+        _admin_keys[self.http_base] = self.admin_key
 
     # addresses
     @property
@@ -190,12 +205,16 @@ class ExchangeProcess:
             "database": {"url": self.database_url},
             "routing": {"ring_timeout_s": self.ring_timeout_s},
             "static_routes": self.static_routes,
+            "auth": {"secret": secrets.token_urlsafe(48), "bootstrap_admin_key": self.admin_key},
         }
         for section, values in self.extra_config.items():
             if isinstance(values, dict):
                 config.setdefault(section, {}).update(values)
             else:
                 config[section] = values
+        key = (config.get("auth") or {}).get("bootstrap_admin_key")
+        if key:  # a test's own auth section may name another key
+            self.admin_key = _admin_keys[self.http_base] = key
         return config
 
     def _env(self) -> dict[str, str]:

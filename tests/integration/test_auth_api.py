@@ -313,7 +313,9 @@ async def test_api_keys(client: TestClient[Any, Any], engine: AsyncEngine) -> No
     assert (await ok(await client.get(PROBE, headers=headers)))["filter"] == {"publisher_id": "p1"}
     response = await client.get("/api/v1/reports/summary", headers=headers)  # analytics:read: a seller's
     assert response.status not in (401, 403)
-    await problem(await client.get("/api/v1/ledger/balances", headers=headers), 403)
+    balances = await ok(await client.get("/api/v1/ledger/balances", headers=headers))  # its own account only
+    assert [item["account"] for item in balances["items"]] == ["publisher:p1"]
+    await problem(await client.get("/api/v1/ledger/verify", headers=headers), 403)
     await problem(await client.get(PROBE, headers={"X-API-Key": key[:-1] + ("A" if key[-1] != "A" else "B")}), 401)
     async with engine.connect() as connection:
         used = await connection.scalar(select(api_keys.c.last_used_at).where(api_keys.c.id == created["id"]))

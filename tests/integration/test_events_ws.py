@@ -81,7 +81,8 @@ def test_a_marketplace_call_shows_up_on_every_topic_it_touches(
 
     async def listen() -> None:
         url = exchange.http_base.replace("http://", "ws://") + "/ws/v1/events"
-        async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        async with aiohttp.ClientSession(headers={"X-API-Key": exchange.admin_key}) as session, \
+                session.ws_connect(url) as ws:
             await ws.receive_json()
             ready.set()
             while True:

@@ -18,6 +18,7 @@ from dce.db.cdr_repository import get_cdr, insert_cdrs
 from dce.db.engine import create_engine
 from dce.db.marketplace_models import BuyerRow, PublisherRow
 from dce.db.settlement import settle_pending
+from dce.http_api.auth import AuthConfig, Authenticator, auth_middleware
 from dce.http_api.keys import ENGINE
 from dce.http_api.ledger import ON_LEDGER_CHANGE, ledger_routes
 from dce.http_api.permissions import required_permission
@@ -211,3 +212,44 @@ async def test_bad_input_names_the_field(client: tuple[Client, list[int]]) -> No
     assert response.status == 201
     items = await balances(http)
     assert items["buyer:b1"]["balance"] == "-2.25" and items["buyer:b1"]["available"] == "2.75"
+
+
+async def test_tenants_read_only_their_own_account_and_lines(engine: AsyncEngine) -> None:
+    auth = Authenticator(AuthConfig(secret="k" * 40), engine=engine)
+    app = web.Application(middlewares=[auth_middleware(auth), problem_middleware])
+    app[ENGINE] = engine
+    api = web.Application(middlewares=[problem_middleware])
+    api.add_routes(ledger_routes())
+    app.add_subapp("/api/v1", api)
+    admin = {"Authorization": f"Bearer {auth.issue('root', 'admin').access_token}"}
+    buyer = {"Authorization": f"Bearer {auth.issue('ann', 'buyer', {'buyer_id': 'b1'}).access_token}"}
+    seller = {"Authorization": f"Bearer {auth.issue('sam', 'seller', {'publisher_id': 'p1'}).access_token}"}
+    async with TestClient(TestServer(app)) as http:
+        response = await http.post("/api/v1/ledger/deposits", json={"buyer_id": "b1", "amount": "100.00"},
+                                   headers=admin)
+        assert response.status == 201
+        assert (await http.post("/api/v1/ledger/deposits", json={"buyer_id": "b1", "amount": "1.00"},
+                                headers=buyer)).status == 403  # reading is not writing
+        await insert_cdrs(engine, [cdr(1, 90)])
+        assert await settle_pending(engine, now=T0 + timedelta(hours=1)) == 1
+
+        response = await http.get("/api/v1/ledger/balances", headers=buyer)
+        assert [item["account"] for item in (await response.json())["items"]] == ["buyer:b1"]
+        response = await http.get("/api/v1/ledger/balances", headers=seller)
+        items = (await response.json())["items"]
+        assert [(item["account"], item["balance"]) for item in items] == [("publisher:p1", "10.00")]
+        for who, other in ((buyer, "publisher:p1"), (seller, "buyer:b1"), (buyer, "exchange:revenue")):
+            for path in ("/api/v1/ledger/balances", "/api/v1/ledger/entries"):
+                response = await http.get(path, params={"account": other}, headers=who)
+                assert response.status == 404 and response.content_type == PROBLEM
+
+        page = await (await http.get("/api/v1/ledger/entries", headers=buyer)).json()
+        assert [e["kind"] for e in page["items"]] == ["sale", "deposit"] and page["total"] == 2
+        for entry in page["items"]:  # only its own lines: never the publisher's payout or the exchange's margin
+            assert {line["account"] for line in entry["lines"]} == {"buyer:b1"}
+        page = await (await http.get("/api/v1/ledger/entries", headers=seller)).json()
+        assert page["total"] == 1 and page["items"][0]["lines"] == [{"account": "publisher:p1", "amount": "-10.00"}]
+        assert (await http.get("/api/v1/ledger/verify", headers=seller)).status == 403
+        assert (await http.get("/api/v1/ledger/verify", headers=admin)).status == 200
+        page = await (await http.get("/api/v1/ledger/entries", headers=admin)).json()
+        assert len(page["items"][0]["lines"]) > 1  # the admin sees whole entries

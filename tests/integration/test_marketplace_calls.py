@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.integration.sipp import DID, HOST, ExchangeProcess, fetch_cdrs, free_port, run_sipp_uac
+from tests.integration.sipp import DID, HOST, ExchangeProcess, admin_headers, fetch_cdrs, free_port, run_sipp_uac
 from tests.integration.test_sipp_calls import (  # noqa: F401 (pytest fixtures)
     _sipp,
     assert_ok,
@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 def api(exchange: ExchangeProcess, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     request = urllib.request.Request(f"{exchange.http_base}/api/v1{path}", method=method,
                                      data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", "X-API-Key": exchange.admin_key})
     with urllib.request.urlopen(request, timeout=5) as response:
         raw = response.read()
     return json.loads(raw) if raw else None
@@ -242,7 +242,7 @@ class LiveBuyers:
 
     async def _run(self) -> None:
         ws_base = self.http_base.replace("http://", "ws://")
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=admin_headers(self.http_base)) as session:
             sockets = {name: await session.ws_connect(f"{ws_base}/ws/v1/bidding?buyer_id={name}")
                        for name in self.bids}
             for ws in sockets.values():

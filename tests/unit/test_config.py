@@ -37,6 +37,7 @@ def test_defaults() -> None:
     assert settings.database.url.startswith("sqlite+aiosqlite://")
     assert settings.routing.ring_timeout_s == 30
     assert settings.static_routes == {}
+    assert settings.auth.enabled and settings.rate_limits.enabled  # the side API is closed unless opened
 
 
 def test_precedence_yaml_env_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,137 @@
+"""``dce auth ...`` subcommands (registered by ``dce.exchange.cli``): ``create-key`` and ``create-user``.
+
+The way in for a fresh installation whose config has no ``auth.bootstrap_admin_key``, and for scripted setup:
+
+    dce auth create-key --config dce.yaml --role admin --name ops        # prints the key once
+    dce auth create-key --config dce.yaml --role buyer --buyer-id b1     # a buyer's machine key
+    echo "$PASSWORD" | dce auth create-user --config dce.yaml --username ann --role seller --publisher-id p1
+
+Both write to the configured database (migrated first with ``dce migrate``), the same store the API uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import secrets
+import sys
+from typing import Any
+
+from dce.db.auth_repository import AuthStoreError
+from dce.db.engine import create_engine
+from dce.http_api.auth import MIN_PASSWORD, ROLES, AuthConfig, Authenticator
+
+
+def _database_url(args: argparse.Namespace) -> str:
+    from dce.exchange.config import load_settings
+
+    overrides: dict[str, Any] = {}
+    if args.database_url:
+        overrides["database"] = {"url": args.database_url}
+    return load_settings(args.config, overrides).database.url
+
+
+def _tenant_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML configuration file")
+    parser.add_argument("--database-url", help="overrides database.url")
+    parser.add_argument("--role", required=True, choices=sorted(ROLES), help="what the holder may do")
+    parser.add_argument("--buyer-id", help="the buyer a buyer-role holder acts for")
+    parser.add_argument("--publisher-id", help="the publisher a seller-role holder acts for")
+
+
+def _tenant_error(args: argparse.Namespace) -> str | None:
+    if args.role == "buyer" and not args.buyer_id:
+        return "--role buyer needs --buyer-id"
+    if args.role == "seller" and not args.publisher_id:
+        return "--role seller needs --publisher-id"
+    if args.buyer_id and args.publisher_id:
+        return "give --buyer-id or --publisher-id, not both"
+    return None
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add this module's subcommands to the ``dce`` parser."""
+    auth = sub.add_parser("auth", help="side API credentials: API keys and users")
+    auth_sub = auth.add_subparsers(dest="auth_command", required=True)
+
+    key = auth_sub.add_parser("create-key", help="store a new API key and print it (shown once)")
+    _tenant_args(key)
+    key.add_argument("--name", help="what the key is for (shown in listings)")
+    key.set_defaults(func=_create_key)
+
+    user = auth_sub.add_parser("create-user", help="store a user who logs in with a password")
+    _tenant_args(user)
+    user.add_argument("--username", required=True)
+    user.add_argument("--password-stdin", action="store_true",
+                      help="read the password from standard input (else it is asked for)")
+    user.set_defaults(func=_create_user)
+
+
+def _authenticator(url: str) -> tuple[Authenticator, Any]:
+    engine = create_engine(url)
+    # Only the store is used: nothing is signed, so a throwaway secret is enough.
+    return Authenticator(AuthConfig(secret=secrets.token_urlsafe(48)), engine=engine), engine
+
+
+def _create_key(args: argparse.Namespace) -> int:
+    if error := _tenant_error(args):
+        print(f"dce auth: {error}", file=sys.stderr)
+        return 2
+
+    async def create() -> tuple[str, str]:
+        auth, engine = _authenticator(_database_url(args))
+        try:
+            record, key = await auth.create_api_key(
+                args.role, buyer_id=args.buyer_id, publisher_id=args.publisher_id, name=args.name, created_by="cli")
+        finally:
+            await engine.dispose()
+        return record.id, key
+
+    try:
+        key_id, key = asyncio.run(create())
+    except AuthStoreError as exc:  # an unknown buyer/publisher
+        print(f"dce auth: {exc}", file=sys.stderr)
+        return 1
+    print(f"API key {key_id} (role {args.role}); send it as X-API-Key. It is not shown again:", file=sys.stderr)
+    print(key)
+    return 0
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise ValueError("the passwords differ")
+    return first
+
+
+def _create_user(args: argparse.Namespace) -> int:
+    if error := _tenant_error(args):
+        print(f"dce auth: {error}", file=sys.stderr)
+        return 2
+    try:
+        password = _read_password(args)
+    except ValueError as exc:
+        print(f"dce auth: {exc}", file=sys.stderr)
+        return 2
+    if len(password) < MIN_PASSWORD:
+        print(f"dce auth: the password needs at least {MIN_PASSWORD} characters", file=sys.stderr)
+        return 2
+
+    async def create() -> None:
+        auth, engine = _authenticator(_database_url(args))
+        try:
+            await auth.create_user(args.username, password, args.role, buyer_id=args.buyer_id,
+                                   publisher_id=args.publisher_id)
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(create())
+    except AuthStoreError as exc:  # a taken username, an unknown buyer/publisher
+        print(f"dce auth: {exc}", file=sys.stderr)
+        return 1
+    print(f"user {args.username} (role {args.role}) created")
+    return 0
