@@ -187,9 +187,10 @@ async def test_outbound_check(client: Client) -> None:
 
     await ok(await client.post("/api/v1/consents/revoke", json={
         "number": NUMBER, "business": "buyer-1", "consent_type": "express_written"}), 201)
-    answer = await ok(await client.post("/api/v1/compliance/outbound-check", json={**check, "at": None}))
-    assert [f["code"] for f in answer["findings"]] == ["no_consent"]
-    assert "revoked" in answer["findings"][0]["detail"]
+    answer = await ok(await client.post("/api/v1/compliance/outbound-check", json={**check, "at": None}))  # now
+    findings = {f["code"]: f["detail"] for f in answer["findings"]}
+    assert set(findings) <= {"no_consent", "outside_calling_hours"}  # the hour depends on when the test runs
+    assert "revoked" in findings["no_consent"]
 
 
 async def test_outbound_check_with_configured_hours_and_lists(engine: AsyncEngine, changes: list[int]) -> None:
