@@ -50,8 +50,7 @@ def tracing_middleware(tracer: Tracer) -> Middleware:
                 raise
             except Exception as exc:
                 span.record_exception(exc)
-                span.set_attribute("error.type", type(exc).__qualname__)
-                _finish(span, 500)
+                _finish(span, 500, type(exc).__qualname__)
                 raise
             _finish(span, response.status)
             return response
@@ -81,8 +80,8 @@ def _request_attributes(request: web.Request, method: str, route: str) -> dict[s
     return attributes
 
 
-def _finish(span: Span, status: int) -> None:
+def _finish(span: Span, status: int, error_type: str | None = None) -> None:
     span.set_attribute("http.response.status_code", status)
     if status >= 500:
-        span.set_attribute("error.type", str(status))
+        span.set_attribute("error.type", error_type or str(status))
         span.set_status(Status(StatusCode.ERROR))
