@@ -49,6 +49,7 @@ from dce.exchange.tracing import (
     SIP_STATUS,
     TARGET_ID,
     TARGETS,
+    open_span,
     sip_parent,
 )
 from dce.exchange.tracing import CALL_ID as CALL_ID_ATTR
@@ -160,8 +161,8 @@ class CallFlow:
     async def _run(self, call: Call, events: asyncio.Queue[CallEvent], offered_at: float) -> None:
         set_call_id(call.id)  # log lines of this call's task carry its id
         headers = tuple(call.a.request.headers)
-        with self.tracer.start_as_current_span(
-                CALL_SPAN, context=sip_parent(headers), kind=SpanKind.SERVER,
+        with open_span(
+                self.tracer, CALL_SPAN, context=sip_parent(headers), kind=SpanKind.SERVER,
                 attributes={CALL_ID_ATTR: call.id, SIP_CALL_ID: call.a.call_id, SIP_METHOD: "INVITE"}) as span:
             await self._handle(call, events, offered_at, headers, span)
 
@@ -177,7 +178,7 @@ class CallFlow:
         try:
             span.set_attribute(DID_ATTR, did)
             request = CallRequest(did, call.caller_user, headers)
-            with self.tracer.start_as_current_span(PLAN_SPAN) as step:
+            with open_span(self.tracer, PLAN_SPAN) as step:
                 started = time.perf_counter()
                 routed = self.router.plan(request, times.invite_at)
                 self.observer.routed(time.perf_counter() - started)
@@ -185,7 +186,7 @@ class CallFlow:
             if routed is not None and routed.context is not None:
                 _traced_campaign(span, routed)
             if routed is not None and self.gate is not None:
-                with self.tracer.start_as_current_span(SCREEN_SPAN) as step:
+                with open_span(self.tracer, SCREEN_SPAN) as step:
                     verdict = self.gate.screen(request, routed, times.invite_at.timestamp())
                     _traced_verdict(step, verdict)
                 self.observer.screened(verdict)
@@ -197,7 +198,7 @@ class CallFlow:
                 self._announce_screening(call, did, campaign_terms, verdict, times.invite_at)
             if routed is not None and not rejected(verdict) and routed.plan.targets \
                     and self.router.needs_auction(routed):
-                with self.tracer.start_as_current_span(AUCTION_SPAN) as step:
+                with open_span(self.tracer, AUCTION_SPAN) as step:
                     routed = await self.router.auction(routed, call.id)
                     _traced_plan(step, routed)
             if self.events is not None and routed is not None and not rejected(verdict):
@@ -219,7 +220,7 @@ class CallFlow:
                 self.sip.reject(call, 480, reason_header=f'Q.850;cause=3;text="{_quoted(reason)}"')
                 outcome = _Outcome(Disposition.NO_ROUTE, 480, HangupSide.SYSTEM, reason)
             else:
-                with self.tracer.start_as_current_span(MEDIA_SPAN):
+                with open_span(self.tracer, MEDIA_SPAN):
                     media = await self.media.allocate(call.id, on_timeout=lambda: self.sip.hangup(
                         call, reason="media timeout"))
                 call.media = media
@@ -266,8 +267,8 @@ class CallFlow:
             if not await self.router.acquire(routed, target):
                 continue  # its concurrency slot went to another call since the plan was made
             tried = target
-            with self.tracer.start_as_current_span(
-                    DIAL_SPAN, kind=SpanKind.CLIENT,
+            with open_span(
+                    self.tracer, DIAL_SPAN, kind=SpanKind.CLIENT,
                     attributes={TARGET_ID: target.target_id, DESTINATION: uri, ATTEMPT: call.attempts + 1}) as leg:
                 try:
                     self.sip.dial(call, uri, ring_timeout=target.ring_timeout_s)

@@ -20,7 +20,7 @@ from dce.billing.cdr import Disposition
 from dce.compliance.verdict import Action, ReasonCode
 from dce.exchange.config import ConfigError, TracingConfig, load_settings
 from dce.exchange.logging_setup import configure_logging
-from dce.exchange.tracing import Tracing, setup_tracing, sip_parent
+from dce.exchange.tracing import Tracing, open_span, setup_tracing, sip_parent
 from dce.routing.model import PlannedTarget, RoutingPlan
 from tests.unit.sipfactory import SDP_A, ack_for, new_branch, request, response_to
 from tests.unit.test_callflow import (
@@ -211,6 +211,16 @@ async def test_without_a_tracer_the_flow_uses_the_no_op_tracer_and_records_nothi
     assert isinstance(h.flow.tracer, NoOpTracer)
     await answered_after_busy(h)
     assert h.cdrs[0].disposition is Disposition.ANSWERED
+
+
+def test_with_tracing_off_a_span_point_attaches_nothing():
+    from opentelemetry.trace import INVALID_SPAN, get_current_span
+
+    first = open_span(NoOpTracer(), "sip.call", context=sip_parent([("traceparent", TRACEPARENT)]))
+    assert first is open_span(NoOpTracer(), "routing.plan")  # one shared do-nothing context
+    with first as span:
+        assert span is INVALID_SPAN and get_current_span() is INVALID_SPAN
+        span.set_attribute("dce.did", DID)
 
 
 def test_sip_parent_reads_traceparent_case_insensitively_and_is_empty_without_it():
