@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
+from opentelemetry.trace import NoOpTracer, Span, SpanKind, Status, StatusCode, Tracer
+
 from dce.billing.cdr import CallDetailRecord, Disposition, HangupSide, SaleTerms
 from dce.compliance.screen import rejected
 from dce.compliance.verdict import ALLOW, Verdict
@@ -25,6 +27,33 @@ from dce.exchange.eager import start_eagerly
 from dce.exchange.log_context import set_call_id
 from dce.exchange.router import STATIC_TARGET, CallRequest, OutboundTrunk, Routed, Router
 from dce.exchange.screening import CallGate
+from dce.exchange.tracing import (
+    ATTEMPT,
+    AUCTION_SPAN,
+    CALL_SPAN,
+    CAMPAIGN_ID,
+    COMPLIANCE_ACTION,
+    COMPLIANCE_CODES,
+    DESTINATION,
+    DIAL_OUTCOME,
+    DIAL_SPAN,
+    DISPOSITION,
+    FRAUD_RISK,
+    MEDIA_SPAN,
+    PLAN_SPAN,
+    PUBLISHER_ID,
+    REASON,
+    SCREEN_SPAN,
+    SIP_CALL_ID,
+    SIP_METHOD,
+    SIP_STATUS,
+    TARGET_ID,
+    TARGETS,
+    open_span,
+    sip_parent,
+)
+from dce.exchange.tracing import CALL_ID as CALL_ID_ATTR
+from dce.exchange.tracing import DID as DID_ATTR
 from dce.media.ports import PortsExhausted
 from dce.media.relay import MediaPlane, MediaSession, MediaStats
 from dce.routing.model import PlannedTarget
@@ -92,7 +121,8 @@ class CallFlow:
     def __init__(self, *, sip: SipCommands, router: Router, media: MediaPlane, cdrs: CdrSink,
                  observer: CallObserver, trunk: OutboundTrunk | None = None, gate: CallGate | None = None,
                  events: CallEvents | None = None,
-                 wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 tracer: Tracer | None = None) -> None:
         self.sip = sip
         self.router = router
         self.trunk = trunk or OutboundTrunk(None)
@@ -102,6 +132,7 @@ class CallFlow:
         self.gate = gate
         self.events = events
         self.wall_clock = wall_clock
+        self.tracer = tracer or NoOpTracer()  # spans are observability only: no decision reads them
         self._queues: dict[str, asyncio.Queue[CallEvent]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -129,6 +160,14 @@ class CallFlow:
     # -- one call --------------------------------------------------------------------------------------
     async def _run(self, call: Call, events: asyncio.Queue[CallEvent], offered_at: float) -> None:
         set_call_id(call.id)  # log lines of this call's task carry its id
+        headers = tuple(call.a.request.headers)
+        with open_span(
+                self.tracer, CALL_SPAN, context=sip_parent(headers), kind=SpanKind.SERVER,
+                attributes={CALL_ID_ATTR: call.id, SIP_CALL_ID: call.a.call_id, SIP_METHOD: "INVITE"}) as span:
+            await self._handle(call, events, offered_at, headers, span)
+
+    async def _handle(self, call: Call, events: asyncio.Queue[CallEvent], offered_at: float,
+                      headers: tuple[tuple[str, str], ...], span: Span) -> None:
         self.observer.call_started()
         times = _Times(self, offered_at)
         media: MediaSession | None = None
@@ -137,12 +176,19 @@ class CallFlow:
         verdict = ALLOW
         did = to_e164(call.called_user) or call.called_user
         try:
-            request = CallRequest(did, call.caller_user, tuple(call.a.request.headers))
-            started = time.perf_counter()
-            routed = self.router.plan(request, times.invite_at)
-            self.observer.routed(time.perf_counter() - started)
+            span.set_attribute(DID_ATTR, did)
+            request = CallRequest(did, call.caller_user, headers)
+            with open_span(self.tracer, PLAN_SPAN) as step:
+                started = time.perf_counter()
+                routed = self.router.plan(request, times.invite_at)
+                self.observer.routed(time.perf_counter() - started)
+                _traced_plan(step, routed)
+            if routed is not None and routed.context is not None:
+                _traced_campaign(span, routed)
             if routed is not None and self.gate is not None:
-                verdict = self.gate.screen(request, routed, times.invite_at.timestamp())
+                with open_span(self.tracer, SCREEN_SPAN) as step:
+                    verdict = self.gate.screen(request, routed, times.invite_at.timestamp())
+                    _traced_verdict(step, verdict)
                 self.observer.screened(verdict)
                 if verdict.suppressed_buyers and not rejected(verdict):
                     routed = self.router.without_buyers(routed, verdict.suppressed_buyers)
@@ -152,7 +198,9 @@ class CallFlow:
                 self._announce_screening(call, did, campaign_terms, verdict, times.invite_at)
             if routed is not None and not rejected(verdict) and routed.plan.targets \
                     and self.router.needs_auction(routed):
-                routed = await self.router.auction(routed, call.id)
+                with open_span(self.tracer, AUCTION_SPAN) as step:
+                    routed = await self.router.auction(routed, call.id)
+                    _traced_plan(step, routed)
             if self.events is not None and routed is not None and not rejected(verdict):
                 reason = routed.refusal.reason if routed.refusal is not None else routed.plan.reason
                 self.events.decided(call.id, self.wall_clock(), campaign_terms, routed.plan.targets, reason)
@@ -172,8 +220,9 @@ class CallFlow:
                 self.sip.reject(call, 480, reason_header=f'Q.850;cause=3;text="{_quoted(reason)}"')
                 outcome = _Outcome(Disposition.NO_ROUTE, 480, HangupSide.SYSTEM, reason)
             else:
-                media = await self.media.allocate(call.id, on_timeout=lambda: self.sip.hangup(
-                    call, reason="media timeout"))
+                with open_span(self.tracer, MEDIA_SPAN):
+                    media = await self.media.allocate(call.id, on_timeout=lambda: self.sip.hangup(
+                        call, reason="media timeout"))
                 call.media = media
                 outcome, target = await self._dial_in_order(call, routed, events, times)
         except PortsExhausted:
@@ -181,6 +230,7 @@ class CallFlow:
             outcome = _Outcome(Disposition.FAILED, 503, reason="no media ports left")
         except Exception as exc:  # never leave either party hanging on a bug: 500 before answer, BYE after
             log.exception("call %s failed", call.id)
+            span.record_exception(exc)
             self.sip.reject(call, 500, reason_header='Q.850;cause=41;text="exchange error"')
             self.sip.hangup(call, reason="exchange error")
             outcome = _Outcome(Disposition.FAILED, 500, HangupSide.SYSTEM, f"exchange error: {exc}")
@@ -193,6 +243,7 @@ class CallFlow:
                 self.router.release(routed, target)
         self._record(call, did, target, routed, outcome, times, stats, verdict)
         self.sip.release(call)
+        _traced_outcome(span, outcome, target)
 
     def _announce_screening(self, call: Call, did: str, terms: SaleTerms | None, verdict: Verdict,
                             at: datetime) -> None:
@@ -216,41 +267,49 @@ class CallFlow:
             if not await self.router.acquire(routed, target):
                 continue  # its concurrency slot went to another call since the plan was made
             tried = target
-            try:
-                self.sip.dial(call, uri, ring_timeout=target.ring_timeout_s)
-            except ValueError as exc:  # the caller's SDP offer cannot be relayed
-                self.sip.reject(call, 488, reason_header='Q.850;cause=88;text="unreadable SDP offer"')
-                times.end(self.sip.monotonic())
-                return _Outcome(Disposition.REJECTED, 488, HangupSide.SYSTEM, f"bad SDP offer: {exc}"), target
-            if call.attempts == 1:
-                times.dial(self.sip.monotonic())
-                self.observer.dialled(self.sip.monotonic() - call.invite_at)
-            while True:
-                event = await events.get()
-                if isinstance(event, DialProgress):
-                    times.ring(event.at)
-                elif isinstance(event, DialAnswered):
-                    times.answer(event.at)
-                    self.router.connected(routed, target, times.answer_at or self.wall_clock())
-                    if self.events is not None:
-                        self.events.connected(call.id, times.answer_at or self.wall_clock(),
-                                              to_e164(call.caller_user) or call.caller_user,
-                                              to_e164(call.called_user) or call.called_user,
-                                              self.router.terms(routed, target))
-                    ended = await _next_of(events, CallEnded)
-                    times.end(ended.at)
-                    side = HangupSide(ended.side)
-                    return _Outcome(Disposition.ANSWERED, 200, side, ended.reason), target
-                elif isinstance(event, CallCancelled):
-                    times.end(event.at)
-                    return _Outcome(Disposition.CANCELLED, 487, HangupSide.CALLER, "caller cancelled"), target
-                elif isinstance(event, CallEnded):  # the exchange hung up before answer (media timeout)
-                    times.end(event.at)
-                    return _Outcome(Disposition.FAILED, 480, HangupSide.SYSTEM, event.reason), target
-                elif isinstance(event, DialFailed):
-                    failure = event
-                    self.router.release(routed, target)
-                    break
+            with open_span(
+                    self.tracer, DIAL_SPAN, kind=SpanKind.CLIENT,
+                    attributes={TARGET_ID: target.target_id, DESTINATION: uri, ATTEMPT: call.attempts + 1}) as leg:
+                try:
+                    self.sip.dial(call, uri, ring_timeout=target.ring_timeout_s)
+                except ValueError as exc:  # the caller's SDP offer cannot be relayed
+                    self.sip.reject(call, 488, reason_header='Q.850;cause=88;text="unreadable SDP offer"')
+                    times.end(self.sip.monotonic())
+                    _traced_leg(leg, 488, "bad_offer")
+                    return _Outcome(Disposition.REJECTED, 488, HangupSide.SYSTEM, f"bad SDP offer: {exc}"), target
+                if call.attempts == 1:
+                    times.dial(self.sip.monotonic())
+                    self.observer.dialled(self.sip.monotonic() - call.invite_at)
+                while True:
+                    event = await events.get()
+                    if isinstance(event, DialProgress):
+                        times.ring(event.at)
+                    elif isinstance(event, DialAnswered):
+                        times.answer(event.at)
+                        _traced_leg(leg, 200, "answered")
+                        self.router.connected(routed, target, times.answer_at or self.wall_clock())
+                        if self.events is not None:
+                            self.events.connected(call.id, times.answer_at or self.wall_clock(),
+                                                  to_e164(call.caller_user) or call.caller_user,
+                                                  to_e164(call.called_user) or call.called_user,
+                                                  self.router.terms(routed, target))
+                        ended = await _next_of(events, CallEnded)
+                        times.end(ended.at)
+                        side = HangupSide(ended.side)
+                        return _Outcome(Disposition.ANSWERED, 200, side, ended.reason), target
+                    elif isinstance(event, CallCancelled):
+                        times.end(event.at)
+                        _traced_leg(leg, 487, "cancelled")
+                        return _Outcome(Disposition.CANCELLED, 487, HangupSide.CALLER, "caller cancelled"), target
+                    elif isinstance(event, CallEnded):  # the exchange hung up before answer (media timeout)
+                        times.end(event.at)
+                        _traced_leg(leg, None, "ended")
+                        return _Outcome(Disposition.FAILED, 480, HangupSide.SYSTEM, event.reason), target
+                    elif isinstance(event, DialFailed):
+                        failure = event
+                        _traced_leg(leg, event.status, event.reason)
+                        self.router.release(routed, target)
+                        break
         if failure is None:  # no target could be dialled: slots taken meanwhile, or numbers without a trunk
             reason = "no target could be dialled (at capacity, or a number with no outbound trunk)"
             self.sip.reject(call, 480, reason_header=f'Q.850;cause=34;text="{reason}"')
@@ -303,6 +362,49 @@ class CallFlow:
             self.router.completed(routed, target, cdr.billable_s, cdr.end_at)
             if self.gate is not None:
                 self.gate.completed(routed, target.target_id, cdr.billable_s, cdr.end_at.timestamp())
+
+
+def _traced_plan(span: Span, routed: Routed | None) -> None:
+    if routed is not None:
+        span.set_attribute(TARGETS, len(routed.plan.targets))
+        if not routed.plan.targets and routed.plan.reason:
+            span.set_attribute(REASON, routed.plan.reason)
+
+
+def _traced_campaign(span: Span, routed: Routed) -> None:
+    context = routed.context
+    if context is not None and context.campaign_id:
+        span.set_attribute(CAMPAIGN_ID, context.campaign_id)
+    if context is not None and context.publisher_id:
+        span.set_attribute(PUBLISHER_ID, context.publisher_id)
+
+
+def _traced_verdict(span: Span, verdict: Verdict) -> None:
+    span.set_attribute(COMPLIANCE_ACTION, str(verdict.action))
+    if verdict.codes:
+        span.set_attribute(COMPLIANCE_CODES, [str(code) for code in verdict.codes])
+    if verdict.risk is not None:
+        span.set_attribute(FRAUD_RISK, verdict.risk)
+
+
+def _traced_leg(span: Span, status: int | None, outcome: str) -> None:
+    if status is not None:
+        span.set_attribute(SIP_STATUS, status)
+    span.set_attribute(DIAL_OUTCOME, outcome)
+    if status is not None and status >= 500:
+        span.set_status(Status(StatusCode.ERROR, f"{status} {outcome}"))
+
+
+def _traced_outcome(span: Span, outcome: _Outcome, target: PlannedTarget | None) -> None:
+    """The call's result on its root span; a 5xx to the caller is an error (as for an HTTP server span)."""
+    span.set_attribute(SIP_STATUS, outcome.final_code)
+    span.set_attribute(DISPOSITION, outcome.disposition.value)
+    if outcome.reason:
+        span.set_attribute(REASON, outcome.reason)
+    if target is not None and target.target_id != STATIC_TARGET:
+        span.set_attribute(TARGET_ID, target.target_id)
+    if outcome.final_code >= 500:
+        span.set_status(Status(StatusCode.ERROR, outcome.reason))
 
 
 def _routing_details(target: PlannedTarget | None, routed: Routed | None) -> dict[str, str]:

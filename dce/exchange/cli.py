@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dce", description="Dependable Call Exchange")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--log-format", choices=["text", "json"], default="text",
-                        help="json: one JSON object per line with call_id (log.json_lines in the config does the same)")
+                        help="json: one JSON object per line with call_id, and trace_id/span_id when a span is "
+                             "active (log.json_lines in the config does the same)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the exchange (SIP + HTTP)")

@@ -283,6 +283,23 @@ class LogConfig(_Section):
     json_lines: bool = False  # JSON log lines carrying call_id and trace_id (plain text otherwise)
 
 
+class TracingConfig(_Section):
+    """OpenTelemetry traces of calls and HTTP requests. Off: no SDK is set up (the API's no-op tracer)."""
+
+    enabled: bool = False
+    exporter: Literal["otlp", "console"] = "otlp"  # otlp: OTLP/HTTP protobuf to ``endpoint``; console: stdout
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"  # the collector's OTLP/HTTP traces URL
+    service_name: str = "dce"
+    sample_ratio: float = Field(1.0, ge=0, le=1)  # share of new traces kept; an incoming traceparent's flag wins
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value
+
+
 class ComplianceConfig(_Section):
     """The compliance and fraud gate in the call path."""
 
@@ -334,6 +351,7 @@ class Settings(BaseSettings):
     redis: RedisConfig = Field(default_factory=RedisConfig)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
     static_routes: dict[str, list[str]] = Field(default_factory=dict)
 
     @field_validator("static_routes")

@@ -9,6 +9,7 @@ exchange-added delay at 300 CPS). Only the rest of the coroutine becomes a task.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Coroutine, Generator
 from typing import Any
 
@@ -17,12 +18,15 @@ def start_eagerly(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
     """Run ``coro`` until it first waits; return the task that finishes it (None when it already finished).
 
     Exceptions raised before the first wait propagate to the caller, as they would from a plain call.
+    Like a task, the coroutine runs in its own copy of the caller's context, the same one before and after the
+    first wait: context variables it sets (a call id, the current span) stay its own and can be reset later.
     """
+    context = contextvars.copy_context()
     try:
-        awaited = coro.send(None)
+        awaited = context.run(coro.send, None)
     except StopIteration:
         return None
-    return asyncio.get_running_loop().create_task(_finish(coro, awaited))
+    return asyncio.get_running_loop().create_task(_finish(coro, awaited), context=context)
 
 
 async def _finish(coro: Coroutine[Any, Any, None], awaited: Any) -> None:

@@ -2,6 +2,9 @@
 
 Context variables follow asyncio tasks: set the call id at the top of a call's task (``set_call_id``) and every
 log line that task (and tasks it creates) writes carries it; ``bind_call`` scopes it to a ``with`` block.
+
+The trace is the current OpenTelemetry span's (a call's ``sip.call`` span, an HTTP request's span) unless one is
+bound explicitly with ``set_trace_id``/``bind_call``; with tracing off there is no span and no trace id.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
+
+from opentelemetry.trace import get_current_span
 
 CALL_ID: ContextVar[str | None] = ContextVar("dce_call_id", default=None)
 TRACE_ID: ContextVar[str | None] = ContextVar("dce_trace_id", default=None)
@@ -42,4 +47,16 @@ def current_call_id() -> str | None:
 
 
 def current_trace_id() -> str | None:
-    return TRACE_ID.get()
+    """The bound trace id, else the current span's (32 hex digits), else None."""
+    return current_trace()[0]
+
+
+def current_trace() -> tuple[str | None, str | None]:
+    """``(trace_id, span_id)``: a bound trace id (no span id), else the current span's ids, else ``(None, None)``."""
+    bound = TRACE_ID.get()
+    if bound is not None:
+        return bound, None
+    context = get_current_span().get_span_context()
+    if not context.is_valid:
+        return None, None
+    return f"{context.trace_id:032x}", f"{context.span_id:016x}"

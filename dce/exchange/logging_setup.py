@@ -1,14 +1,16 @@
 """Logging for the ``dce`` process: plain text (the default, for ``make run``) or JSON lines.
 
 JSON lines carry ``timestamp`` (ISO 8601 UTC, milliseconds, ``Z``), ``level``, ``logger``, ``message``,
-``exc_info`` (the formatted traceback) when present, ``call_id``/``trace_id`` from
-:mod:`dce.exchange.log_context` when bound, and any ``extra={...}`` fields the call passed::
+``exc_info`` (the formatted traceback) when present, ``call_id``/``trace_id``/``span_id`` from
+:mod:`dce.exchange.log_context` when bound or when an OpenTelemetry span is current, and any ``extra={...}``
+fields the call passed::
 
     {"timestamp": "2025-01-15T10:30:45.123Z", "level": "INFO", "logger": "dce.exchange.callflow",
-     "message": "call answered", "call_id": "c1"}
+     "message": "call answered", "call_id": "c1", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+     "span_id": "00f067aa0ba902b7"}
 
-A filter on the handler stamps ``record.call_id``/``record.trace_id`` from the context at emit time (an explicit
-``extra={"call_id": ...}`` wins), so plain-text formats may use ``%(call_id)s`` too.
+A filter on the handler stamps ``record.call_id``/``record.trace_id``/``record.span_id`` from the context at emit
+time (an explicit ``extra={"call_id": ...}`` wins), so plain-text formats may use ``%(call_id)s`` too.
 """
 
 from __future__ import annotations
@@ -19,24 +21,24 @@ import sys
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from dce.exchange.log_context import CALL_ID, TRACE_ID
+from dce.exchange.log_context import CALL_ID, current_trace
 
 PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # Attributes every LogRecord has: anything else on a record came from ``extra=`` and goes into the JSON.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message", "asctime", "call_id", "trace_id", "taskName",
+    "message", "asctime", "call_id", "trace_id", "span_id", "taskName",
 }  # fmt: skip
 
 
 class ContextFilter(logging.Filter):
-    """Stamps ``call_id`` and ``trace_id`` from the context variables onto each record (None when unbound)."""
+    """Stamps ``call_id``, ``trace_id`` and ``span_id`` from the context onto each record (None when unbound)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "call_id", None) is None:
             record.call_id = CALL_ID.get()
         if getattr(record, "trace_id", None) is None:
-            record.trace_id = TRACE_ID.get()
+            record.trace_id, record.span_id = current_trace()
         return True
 
 
@@ -53,9 +55,13 @@ class JsonFormatter(logging.Formatter):
         call_id = getattr(record, "call_id", None) or CALL_ID.get()
         if call_id is not None:
             body["call_id"] = call_id
-        trace_id = getattr(record, "trace_id", None) or TRACE_ID.get()
+        trace_id, span_id = getattr(record, "trace_id", None), getattr(record, "span_id", None)
+        if trace_id is None:
+            trace_id, span_id = current_trace()
         if trace_id is not None:
             body["trace_id"] = trace_id
+        if trace_id is not None and span_id is not None:
+            body["span_id"] = span_id
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_") and key not in body:
                 body[key] = value

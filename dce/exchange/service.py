@@ -41,6 +41,7 @@ from dce.exchange.marketplace_router import MarketplaceRouter
 from dce.exchange.personal_data import ERASERS, EXPORTERS
 from dce.exchange.router import OutboundTrunk, StaticRouter
 from dce.exchange.settler import Settler
+from dce.exchange.tracing import setup_tracing
 from dce.http_api.app import build_app, run_http
 from dce.http_api.auth import AuthConfig, Authenticator
 from dce.http_api.consents import CALLING_HOURS, ON_CONSENTS_CHANGE, OUTBOUND_LISTS
@@ -144,6 +145,7 @@ class Exchange:
         """Open the database, bind SIP and HTTP, and start taking calls."""
         settings = self.settings
         observer = _Observer(self.metrics)
+        self.tracing = setup_tracing(settings.tracing)  # off: the API's no-op tracer, no HTTP middleware
         self.engine = create_engine(settings.database.url)
         self.writer = CdrWriter(self.engine, batch_size=settings.database.batch_size,
                                 flush_interval_s=settings.database.flush_interval_s,
@@ -189,13 +191,14 @@ class Exchange:
         self.callflow = CallFlow(sip=SipService(self.b2bua, self.transport), router=self.router,
                                  media=self.media, cdrs=self.writer, observer=observer,
                                  trunk=OutboundTrunk(settings.routing.outbound_trunk), gate=self.compliance.gate,
-                                 events=self.call_events)
+                                 events=self.call_events, tracer=self.tracing.tracer("dce.exchange.callflow"))
 
         app = build_app(engine=self.engine, metrics=self.metrics, status=self._status,
                         on_marketplace_change=self._marketplace_changed, rtb_pings=self._rtb_pings(),
                         live_bidding=self.router.live, state=self._api_state(),
                         cors_origins=settings.http.cors_origins, auth=self._authenticator(),
-                        rate_limiter=InProcessRateLimiter() if settings.rate_limits.enabled else None)
+                        rate_limiter=InProcessRateLimiter() if settings.rate_limits.enabled else None,
+                        tracer=self.tracing.tracer("dce.http_api") if self.tracing.enabled else None)
         self.runner: web.AppRunner = await run_http(app, settings.http.host, settings.http.port)
         self.http_address = self.runner.addresses[0][:2]
         self.gc_policy = GcPolicy()
@@ -389,4 +392,5 @@ class Exchange:
                       self.settings.database.spool_path)
             cdr_spool.spool(Path(self.settings.database.spool_path), left)
         await self.engine.dispose()
+        await self.tracing.shutdown()  # the last calls' and requests' spans are exported before exit
         self.gc_policy.stop()

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
+from opentelemetry.trace import Tracer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce import __version__
@@ -35,6 +36,7 @@ from dce.http_api.rate_limit import RateLimiter, rate_limit_middleware
 from dce.http_api.reports import report_routes
 from dce.http_api.rtb import RTB_PINGS, RtbPingService, rtb_routes
 from dce.http_api.security import security_middlewares
+from dce.http_api.tracing import tracing_middleware
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,7 @@ def build_app(
     cors_origins: Sequence[str] = (),
     auth: Authenticator | None = None,
     rate_limiter: RateLimiter | None = None,
+    tracer: Tracer | None = None,
 ) -> web.Application:
     """The side API. ``status()`` adds fields (e.g. active calls; a "checks" dict merges) to ``/health``.
 
@@ -115,13 +118,16 @@ def build_app(
     API, e.g. ``MarketplaceWatcher.notify`` so live routing reloads at once.
 
     ``cors_origins``: browser origins allowed to call the API. ``auth`` checks every non-public route's
-    permission (401/403); ``rate_limiter`` answers 429 past the token buckets. ``live_bidding`` enables
+    permission (401/403); ``rate_limiter`` answers 429 past the token buckets; ``tracer`` (tracing on) opens a
+    server span per request, outermost. ``live_bidding`` enables
     ``/ws/v1/bidding`` and ``POST /api/v1/bids`` (live auctions). ``state`` sets further app keys the route modules
     read (e.g. ``lists.ON_LISTS_CHANGE``, ``consents.CALLING_HOURS``, ``gdpr.ERASERS``).
 
     The caller owns ``engine`` (disposes it) and keeps ``metrics`` fed.
     """
     middlewares = [http_metrics_middleware(metrics), *security_middlewares(cors_origins)]
+    if tracer is not None:
+        middlewares.insert(0, tracing_middleware(tracer))
     if auth is not None:  # after CORS (preflights pass), before rate limits (which key on the caller)
         middlewares.append(auth_middleware(auth))
     if rate_limiter is not None:

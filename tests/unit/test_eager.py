@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
 import pytest
 
@@ -74,3 +75,23 @@ async def test_cancelling_the_task_cancels_the_coroutine_where_it_waits():
     assert cleaned == [True]
     queue.put_nowait("late")  # the cancelled getter is gone: the item stays for the next reader
     assert queue.get_nowait() == "late"
+
+
+async def test_the_coroutine_keeps_one_context_of_its_own_across_the_first_wait():
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="outer")
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    seen = []
+
+    async def flow() -> None:
+        token = var.set("inner")  # before the first wait: in the caller's callback
+        await queue.get()
+        seen.append(var.get())
+        var.reset(token)  # after it, in the task: the same context, so the token is still valid
+        seen.append(var.get())
+
+    task = start_eagerly(flow())
+    assert task is not None
+    assert var.get() == "outer", "the eager part must not leak into the caller's context"
+    queue.put_nowait("go")
+    await asyncio.wait_for(task, 1)
+    assert seen == ["inner", "outer"]
