@@ -30,7 +30,7 @@ from dce.db.engine import create_engine
 from dce.http_api.app import build_app
 from dce.http_api.metrics import ExchangeMetrics
 from tests.externals import require_binary
-from tests.integration.sipp import DID, HOST, ExchangeProcess, SippUas, free_port, run_sipp_uac
+from tests.integration.sipp import DID, HOST, ExchangeProcess, SippUas, admin_headers, free_port, run_sipp_uac
 
 pytestmark = pytest.mark.integration
 
@@ -130,7 +130,8 @@ async def collector() -> AsyncIterator[Collector]:
 
 
 def _get(url: str, headers: dict[str, str]) -> int:
-    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as response:
+    request = urllib.request.Request(url, headers={**admin_headers(url), **headers})  # as the exchange's admin
+    with urllib.request.urlopen(request, timeout=5) as response:
         return response.status
 
 

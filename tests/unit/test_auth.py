@@ -69,13 +69,14 @@ def test_permission_matcher(granted: str, needed: str, expected: bool) -> None:
 
 def test_seed_roles() -> None:
     assert ROLES["admin"] == {"*"}
-    assert ROLES["buyer"] == {"calls:read", "bids:create", "bids:read"}
-    assert ROLES["seller"] == {"calls:create", "calls:read", "analytics:read"}
+    # the seed's roles plus reading one's own (tenant-scoped) ledger account and reports
+    assert ROLES["buyer"] == {"calls:read", "bids:create", "bids:read", "ledger:read", "analytics:read"}
+    assert ROLES["seller"] == {"calls:create", "calls:read", "analytics:read", "ledger:read"}
     assert allows(ROLES["buyer"], "bids:create")
-    assert not allows(ROLES["buyer"], "analytics:read")
+    assert not allows(ROLES["seller"], "bids:create")
     assert allows(ROLES["seller"], "analytics:read")
     # permissions no non-admin role grants are admin-only
-    for admin_only in ("marketplace:write", "ledger:write", "ledger:read", "auth:write", "lists:write"):
+    for admin_only in ("marketplace:write", "ledger:write", "ledger:verify", "auth:write", "lists:write"):
         assert not any(allows(perms, admin_only) for role, perms in ROLES.items() if role != "admin")
         assert allows(ROLES["admin"], admin_only)
 
