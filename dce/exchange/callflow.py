@@ -142,7 +142,7 @@ class CallFlow:
             routed = self.router.plan(request, times.invite_at)
             self.observer.routed(time.perf_counter() - started)
             if routed is not None and self.gate is not None:
-                verdict = self.gate.screen(request, routed, times.invite_at.timestamp())
+                verdict = await self.gate.screen_shared(request, routed, times.invite_at.timestamp())
                 self.observer.screened(verdict)
                 if verdict.suppressed_buyers and not rejected(verdict):
                     routed = self.router.without_buyers(routed, verdict.suppressed_buyers)

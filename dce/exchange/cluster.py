@@ -1,6 +1,7 @@
-"""What exchange nodes sharing one database share through Redis, when ``redis.url`` is set: concurrency slots
-(``db.redis_slots``) and change notifications (a write on one node reloads every node at once, instead of at
-the next poll of the version rows)."""
+"""What exchange nodes sharing one database share through Redis, when ``redis.url`` is set: targets' caps
+(concurrency slots and hour/day/month counts, ``db.redis_slots``), fraud velocity (``db.redis_velocity``), the
+side API's rate limits (``http_api.redis_rate_limit``) and change notifications (a write on one node reloads
+every node at once, instead of at the next poll of the version rows)."""
 
 from __future__ import annotations
 
@@ -13,18 +14,34 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from dce.db.redis_slots import RedisSlots
+from dce.db.redis_velocity import RedisVelocity
+from dce.http_api.redis_rate_limit import RedisRateLimiter
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "dce:changes"
 
 
+def connect(url: str, *, max_connections: int = 256) -> aioredis.Redis:
+    """A client whose pool makes a command wait for a free connection past ``max_connections`` (bounded by the
+    callers' timeouts) rather than fail at once, as redis-py's default pool does past 100."""
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=1.0,
+                                                    socket_connect_timeout=1.0, socket_timeout=1.0)
+    return aioredis.Redis.from_pool(pool)
+
+
 class Cluster:
-    """The Redis link of one node: its slots, and a listener that reloads on other nodes' changes."""
+    """The Redis link of one node: its shared counters, and a listener that reloads on other nodes' changes."""
 
     def __init__(self, url: str, *, timeout_s: float) -> None:
-        self.client = aioredis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
+        self.client = connect(url)
         self.slots = RedisSlots(self.client, timeout_s=timeout_s)
+        self.velocity = RedisVelocity(self.client, timeout_s=timeout_s)
+        self.timeout_s = timeout_s
+
+    def rate_limiter(self) -> RedisRateLimiter:
+        """Rate-limit buckets every node shares."""
+        return RedisRateLimiter(self.client, timeout_s=self.timeout_s)
         self._listeners: dict[str, Callable[[], None]] = {}
         self._task: asyncio.Task[None] | None = None
 

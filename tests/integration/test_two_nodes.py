@@ -3,18 +3,14 @@ through node A routes on node B within a second, and a node whose Redis is away 
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pytest
 
-from tests.externals import require
 from tests.integration.sipp import DID, fetch_cdrs, free_port, run_sipp_uac
 from tests.integration.test_marketplace_calls import api
 from tests.integration.test_sipp_calls import (  # noqa: F401 (pytest fixtures)
@@ -23,21 +19,14 @@ from tests.integration.test_sipp_calls import (  # noqa: F401 (pytest fixtures)
     exchange_factory,
     uas_factory,
 )
+from tests.redis_server import redis_test_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 
 @pytest.fixture
 def redis_url() -> str:
-    url = os.environ.get("DCE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    parsed = urlparse(url)
-    try:
-        socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379), timeout=1).close()
-        reachable = True
-    except OSError:
-        reachable = False
-    require(reachable, f"Redis at {url} (DCE_TEST_REDIS_URL)")
-    return url
+    return redis_test_url()
 
 
 def setup_capped(node: Any, callee_uri: str, target_id: str) -> None:
