@@ -19,7 +19,7 @@ from dce.http_api.redis_rate_limit import RedisRateLimiter
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "dce:changes"
+CHANNEL = "changes"  # after the key prefix
 
 
 def connect(url: str, *, max_connections: int = 256) -> aioredis.Redis:
@@ -33,17 +33,19 @@ def connect(url: str, *, max_connections: int = 256) -> aioredis.Redis:
 class Cluster:
     """The Redis link of one node: its shared counters, and a listener that reloads on other nodes' changes."""
 
-    def __init__(self, url: str, *, timeout_s: float) -> None:
+    def __init__(self, url: str, *, timeout_s: float, prefix: str = "dce:") -> None:
         self.client = connect(url)
-        self.slots = RedisSlots(self.client, timeout_s=timeout_s)
-        self.velocity = RedisVelocity(self.client, timeout_s=timeout_s)
+        self.prefix = prefix
+        self.channel = prefix + CHANNEL
+        self.slots = RedisSlots(self.client, prefix=prefix, timeout_s=timeout_s)
+        self.velocity = RedisVelocity(self.client, prefix=prefix + "vel:", timeout_s=timeout_s)
         self.timeout_s = timeout_s
+        self._listeners: dict[str, Callable[[], None]] = {}
+        self._task: asyncio.Task[None] | None = None
 
     def rate_limiter(self) -> RedisRateLimiter:
         """Rate-limit buckets every node shares."""
-        return RedisRateLimiter(self.client, timeout_s=self.timeout_s)
-        self._listeners: dict[str, Callable[[], None]] = {}
-        self._task: asyncio.Task[None] | None = None
+        return RedisRateLimiter(self.client, prefix=self.prefix + "rl:", timeout_s=self.timeout_s)
 
     def on_change(self, kind: str, reload: Callable[[], None]) -> None:
         """Call ``reload`` when any node announces a change of ``kind`` (e.g. "marketplace")."""
@@ -56,7 +58,7 @@ class Cluster:
 
     async def _publish(self, kind: str) -> None:
         try:
-            await self.client.publish(CHANNEL, kind)
+            await self.client.publish(self.channel, kind)
         except (RedisError, OSError) as exc:
             log.warning("could not announce a %s change (%s); other nodes will see it at their next poll", kind, exc)
 
@@ -67,7 +69,7 @@ class Cluster:
         while True:
             try:
                 pubsub = self.client.pubsub()
-                await pubsub.subscribe(CHANNEL)
+                await pubsub.subscribe(self.channel)
                 async for message in pubsub.listen():
                     if message.get("type") != "message":
                         continue

@@ -224,7 +224,8 @@ class Exchange:
         await self.watcher.start()
         self.cluster: Cluster | None = None
         if self.settings.redis.url is not None:
-            self.cluster = Cluster(self.settings.redis.url, timeout_s=self.settings.redis.timeout_ms / 1000)
+            redis = self.settings.redis
+            self.cluster = Cluster(redis.url, timeout_s=redis.timeout_ms / 1000, prefix=redis.key_prefix)
             self.router.slots = self.cluster.slots
             self.cluster.on_change("marketplace", self.watcher.notify)
             self.cluster.start()
