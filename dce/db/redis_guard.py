@@ -45,7 +45,8 @@ class RedisGuard:
         if self._failing and not always and self._clock() < self._retry_at:
             return None
         try:
-            result = await asyncio.wait_for(call(), self.timeout_s if timeout_s is None else timeout_s)
+            async with asyncio.timeout(self.timeout_s if timeout_s is None else timeout_s):  # no extra task
+                result = await call()
         except (RedisError, OSError, TimeoutError) as exc:
             self.failed(exc)
             return None
