@@ -135,6 +135,26 @@ async def test_caps_fall_back_when_redis_is_away_and_warn_once(caplog: pytest.Lo
     await client.aclose()
 
 
+async def test_a_redis_that_does_not_answer_costs_a_call_the_timeout_once_then_nothing() -> None:
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accepts and reads, never answers
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = aioredis.from_url(f"redis://127.0.0.1:{port}/0")
+    slots = RedisSlots(client, timeout_s=0.05, retry_s=60.0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await slots.acquire("t1", 5) is None
+    first = loop.time() - started
+    assert 0.04 < first < 0.5
+    started = loop.time()
+    assert await slots.acquire("t1", 5) is None
+    assert loop.time() - started < 0.01  # backing off
+    await client.aclose()
+    server.close()
+
+
 def two_routers(client_a: aioredis.Redis, client_b: aioredis.Redis, prefix: str,
                 target_id: str) -> list[MarketplaceRouter]:
     """Two nodes' routers over one marketplace whose only target takes 2 connects a day."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -139,3 +141,25 @@ def test_calls_keep_routing_when_redis_goes_away_mid_test_and_share_again_when_i
         assert len(fetch_cdrs(node.http_base, 4)) == 4
     finally:
         proxy.close()
+
+
+def status_of(url: str) -> int:
+    request = urllib.request.Request(url, method="POST", data=b"{}", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_two_nodes_share_one_rate_limit_bucket_per_caller(
+        exchange_factory: Any, redis: dict[str, str]) -> None:  # noqa: F811
+    config = {"redis": redis, "rate_limits": {"enabled": True}}
+    nodes = [exchange_factory({}, extra_config=config), exchange_factory({}, extra_config=config)]
+    started = time.monotonic()
+    statuses = [status_of(f"{nodes[i % 2].http_base}/api/v1/auth/login") for i in range(40)]
+    elapsed = time.monotonic() - started
+    allowed = sum(status != 429 for status in statuses)
+    # The seed's auth rule, 10/s burst 20, for this caller on both nodes together (alone, each node would allow 20).
+    assert 20 <= allowed <= 20 + int(10 * elapsed) + 1, (allowed, elapsed)
+    assert 429 not in statuses[:20]  # the burst first, whichever node answers
