@@ -45,8 +45,12 @@ class RedisGuard:
         if self._failing and not always and self._clock() < self._retry_at:
             return None
         try:
-            async with asyncio.timeout(self.timeout_s if timeout_s is None else timeout_s):  # no extra task
-                result = await call()
+            limit = self.timeout_s if timeout_s is None else timeout_s
+            if asyncio.current_task() is None:  # a call's first step runs outside any task (exchange.eager)
+                result = await asyncio.wait_for(call(), limit)
+            else:
+                async with asyncio.timeout(limit):  # no extra task
+                    result = await call()
         except (RedisError, OSError, TimeoutError) as exc:
             self.failed(exc)
             return None

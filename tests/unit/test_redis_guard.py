@@ -9,6 +9,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from dce.db.redis_guard import RedisGuard
+from dce.exchange.eager import start_eagerly
 
 
 class Clock:
@@ -61,3 +62,30 @@ async def test_a_slow_answer_is_a_failure_after_the_timeout() -> None:
     started = loop.time()
     assert await guard.run(slow) is None
     assert loop.time() - started < 0.5 and guard.failing
+
+
+async def test_it_runs_in_a_calls_eager_first_step_outside_any_task() -> None:
+    guard = RedisGuard("velocity", timeout_s=1.0)
+    answers: list[int | None] = []
+
+    async def answer() -> int:
+        await asyncio.sleep(0)
+        return 5
+
+    async def first_step() -> None:
+        answers.append(await guard.run(answer))
+
+    loop = asyncio.get_running_loop()
+    started: asyncio.Future[asyncio.Task[None] | None] = loop.create_future()
+
+    def datagram_callback() -> None:  # where the exchange starts a call's coroutine
+        try:
+            started.set_result(start_eagerly(first_step()))
+        except Exception as exc:
+            started.set_exception(exc)
+
+    loop.call_soon(datagram_callback)
+    task = await started
+    if task is not None:
+        await task
+    assert answers == [5] and not guard.failing
