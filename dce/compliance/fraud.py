@@ -2,6 +2,8 @@
 
 One call is one ``FraudScorer.assess``: it reads the signals for that call *and* records the call for the
 velocity and duplicate counters. Finished answered calls feed ``record_completed`` (conversion clusters).
+Several nodes: ``assess`` may also be given the velocity counts every node shares (``SharedVelocity``, e.g. from
+Redis); a velocity signal then fires when either those or this node's own exact counts are over the limit.
 
 Signals and their weights (``WEIGHTS``)::
 
@@ -56,6 +58,7 @@ __all__ = [
     "FraudAssessment",
     "FraudScorer",
     "FraudSettings",
+    "SharedVelocity",
     "classify_ani",
     "combine",
 ]
@@ -176,6 +179,15 @@ class FraudAssessment(NamedTuple):
 
 CLEAN: Final = FraudAssessment(0.0)
 
+
+class SharedVelocity(NamedTuple):
+    """Calls counted by every node (e.g. in Redis) in the windows ending now, this call included; None where
+    not counted. ``assess`` fires a velocity signal when these or this node's own counts are over a limit."""
+
+    ani_minute: float | None = None
+    ani_hour: float | None = None
+    publisher_minute: float | None = None
+
 # The signals as bits, in the order ``assess`` checks them (and reports them); every subset's answer is precomputed.
 _SIGNAL_ORDER: Final = (
     ReasonCode.BLOCKED_ANI,
@@ -263,12 +275,17 @@ class FraudScorer:
     # -- the hot path -------------------------------------------------------------------------------------
 
     def assess(self, ani: str | None, *, publisher_id: str | None, campaign_id: str | None, now: float,
-               blacklisted: bool = False) -> FraudAssessment:
-        """Score one call and record it for the velocity and duplicate signals (one call, one assess)."""
+               blacklisted: bool = False, shared: SharedVelocity | None = None) -> FraudAssessment:
+        """Score one call and record it for the velocity and duplicate signals (one call, one assess).
+
+        ``shared``: the velocity counts of every node for this call (see ``SharedVelocity``), when known.
+        """
         s = self.settings
         if not s.enabled:
             return CLEAN
         mask = _BLOCKED if blacklisted else 0
+        if shared is not None:
+            mask |= self._shared_mask(shared)
 
         kind, key = classify_ani(ani, s.region)
         if kind == AniClass.ANONYMOUS:
@@ -337,6 +354,17 @@ class FraudScorer:
                 mask |= _CLUSTER
 
         return self._answers[mask]
+
+    def _shared_mask(self, shared: SharedVelocity) -> int:
+        """The velocity signals the counts of every node fire (counts include this call: over means > limit)."""
+        s = self.settings
+        mask = 0
+        if (shared.ani_minute is not None and shared.ani_minute > s.ani_calls_per_minute) or (
+                shared.ani_hour is not None and shared.ani_hour > s.ani_calls_per_hour):
+            mask |= _VELOCITY_ANI
+        if shared.publisher_minute is not None and shared.publisher_minute > s.publisher_calls_per_minute:
+            mask |= _VELOCITY_PUBLISHER
+        return mask
 
     def _answer(self, signals: tuple[ReasonCode, ...]) -> FraudAssessment:
         """The assessment for a set of signals (risk and findings depend on nothing else)."""

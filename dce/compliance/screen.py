@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from dce.compliance.fraud import SharedVelocity
 from dce.compliance.verdict import Action, Finding, ReasonCode, Verdict
 
 
@@ -29,6 +30,7 @@ class ScreenedCall:
     stir_min_attestation: str | None = None  # the campaign's STIR/SHAKEN policy
     stir_on_failure: str = "reject"
     stir_on_unsigned: str = "allow"
+    velocity: SharedVelocity | None = None  # velocity counted by every node (Redis), when known
 
 
 class Screening:

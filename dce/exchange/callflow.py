@@ -187,7 +187,7 @@ class CallFlow:
                 _traced_campaign(span, routed)
             if routed is not None and self.gate is not None:
                 with open_span(self.tracer, SCREEN_SPAN) as step:
-                    verdict = self.gate.screen(request, routed, times.invite_at.timestamp())
+                    verdict = await self.gate.screen_shared(request, routed, times.invite_at.timestamp())
                     _traced_verdict(step, verdict)
                 self.observer.screened(verdict)
                 if verdict.suppressed_buyers and not rejected(verdict):

@@ -1,6 +1,7 @@
-"""What exchange nodes sharing one database share through Redis, when ``redis.url`` is set: concurrency slots
-(``db.redis_slots``) and change notifications (a write on one node reloads every node at once, instead of at
-the next poll of the version rows)."""
+"""What exchange nodes sharing one database share through Redis, when ``redis.url`` is set: targets' caps
+(concurrency slots and hour/day/month counts, ``db.redis_slots``), fraud velocity (``db.redis_velocity``), the
+side API's rate limits (``http_api.redis_rate_limit``) and change notifications (a write on one node reloads
+every node at once, instead of at the next poll of the version rows)."""
 
 from __future__ import annotations
 
@@ -13,20 +14,38 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from dce.db.redis_slots import RedisSlots
+from dce.db.redis_velocity import RedisVelocity
+from dce.http_api.redis_rate_limit import RedisRateLimiter
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "dce:changes"
+CHANNEL = "changes"  # after the key prefix
+
+
+def connect(url: str, *, max_connections: int = 256) -> aioredis.Redis:
+    """A client whose pool makes a command wait for a free connection past ``max_connections`` (bounded by the
+    callers' timeouts) rather than fail at once, as redis-py's default pool does past 100."""
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=1.0,
+                                                    socket_connect_timeout=1.0, socket_timeout=1.0)
+    return aioredis.Redis.from_pool(pool)
 
 
 class Cluster:
-    """The Redis link of one node: its slots, and a listener that reloads on other nodes' changes."""
+    """The Redis link of one node: its shared counters, and a listener that reloads on other nodes' changes."""
 
-    def __init__(self, url: str, *, timeout_s: float) -> None:
-        self.client = aioredis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
-        self.slots = RedisSlots(self.client, timeout_s=timeout_s)
+    def __init__(self, url: str, *, timeout_s: float, prefix: str = "dce:") -> None:
+        self.client = connect(url)
+        self.prefix = prefix
+        self.channel = prefix + CHANNEL
+        self.slots = RedisSlots(self.client, prefix=prefix, timeout_s=timeout_s)
+        self.velocity = RedisVelocity(self.client, prefix=prefix + "vel:", timeout_s=timeout_s)
+        self.timeout_s = timeout_s
         self._listeners: dict[str, Callable[[], None]] = {}
         self._task: asyncio.Task[None] | None = None
+
+    def rate_limiter(self) -> RedisRateLimiter:
+        """Rate-limit buckets every node shares."""
+        return RedisRateLimiter(self.client, prefix=self.prefix + "rl:", timeout_s=self.timeout_s)
 
     def on_change(self, kind: str, reload: Callable[[], None]) -> None:
         """Call ``reload`` when any node announces a change of ``kind`` (e.g. "marketplace")."""
@@ -39,7 +58,7 @@ class Cluster:
 
     async def _publish(self, kind: str) -> None:
         try:
-            await self.client.publish(CHANNEL, kind)
+            await self.client.publish(self.channel, kind)
         except (RedisError, OSError) as exc:
             log.warning("could not announce a %s change (%s); other nodes will see it at their next poll", kind, exc)
 
@@ -50,7 +69,7 @@ class Cluster:
         while True:
             try:
                 pubsub = self.client.pubsub()
-                await pubsub.subscribe(CHANNEL)
+                await pubsub.subscribe(self.channel)
                 async for message in pubsub.listen():
                     if message.get("type") != "message":
                         continue

@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dce.compliance.fraud import FraudScorer, FraudSettings
+from dce.compliance.fraud import FraudScorer, FraudSettings, SharedVelocity, classify_ani
 from dce.compliance.lists import ListBook
 from dce.compliance.screen import Check, ScreenedCall, Screener, Screening
 from dce.compliance.stir_shaken import CertificateStore, StirCheck
@@ -50,15 +51,30 @@ class ListsCheck:
         return self.book.screen(number, "", None)[0]
 
 
-class FraudCheck:
-    """Fraud scoring as a screening check; learns conversion clusters from answered calls."""
+class SharedCounter(Protocol):
+    """Velocity counted by every node (``db.redis_velocity.RedisVelocity``)."""
 
-    def __init__(self, scorer: FraudScorer) -> None:
+    async def count(self, ani_key: str | None, publisher_id: str | None, now: float) -> SharedVelocity | None: ...
+
+
+class FraudCheck:
+    """Fraud scoring as a screening check; learns conversion clusters from answered calls. With ``shared``,
+    the velocity signals also read every node's counts (``velocity``, awaited before the screening)."""
+
+    def __init__(self, scorer: FraudScorer, shared: SharedCounter | None = None) -> None:
         self.scorer = scorer
+        self.shared = shared
+
+    async def velocity(self, call: ScreenedCall, now: float) -> SharedVelocity | None:
+        """Count this call in the shared velocity counters; their counts, or None when unknown."""
+        if self.shared is None:
+            return None
+        _kind, key = classify_ani(call.ani, self.scorer.settings.region)
+        return await self.shared.count(key or None, call.publisher_id, now)
 
     def __call__(self, call: ScreenedCall, now: float, out: Screening) -> None:
         assessment = self.scorer.assess(call.ani, publisher_id=call.publisher_id, campaign_id=call.campaign_id,
-                                        now=now, blacklisted=out.has(ReasonCode.BLOCKED_ANI))
+                                        now=now, blacklisted=out.has(ReasonCode.BLOCKED_ANI), shared=call.velocity)
         out.risk = assessment.risk
         out.extend(assessment.findings)
 
@@ -97,8 +113,10 @@ class Compliance:
 
 def build_compliance(config: ComplianceConfig, engine: AsyncEngine, *,
                      campaign: Callable[[str], Campaign | None],
-                     conversion_s: Callable[[str], int | None]) -> Compliance:
-    """The gate for ``config`` (None when compliance is disabled)."""
+                     conversion_s: Callable[[str], int | None],
+                     shared_velocity: SharedCounter | None = None) -> Compliance:
+    """The gate for ``config`` (None when compliance is disabled); fraud velocity across nodes with
+    ``shared_velocity``."""
     if not config.enabled:
         return Compliance(None)
     checks: list[Check] = []
@@ -112,11 +130,14 @@ def build_compliance(config: ComplianceConfig, engine: AsyncEngine, *,
         store = CertificateStore.load(config.stir.trust_store, config.stir.certificates)
         checks.append(StirCheck(store, max_age_s=config.stir.max_age_s))
     fraud = None
+    velocity = None
     if config.fraud.enabled:
         fraud = FraudScorer(FraudSettings.from_mapping(config.fraud.model_dump()))
-        fraud_check = FraudCheck(fraud)
+        fraud_check = FraudCheck(fraud, shared_velocity)
         checks.append(fraud_check)
         listeners.append(fraud_check)
+        if shared_velocity is not None:
+            velocity = fraud_check.velocity
     gate = CallGate(Screener(checks), reject_status=config.reject_status, campaign=campaign,
-                    conversion_s=conversion_s, listeners=tuple(listeners))
+                    conversion_s=conversion_s, listeners=tuple(listeners), velocity=velocity)
     return Compliance(gate, watchers, fraud, lists)

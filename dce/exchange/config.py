@@ -243,10 +243,12 @@ class GdprConfig(_Section):
 
 
 class RedisConfig(_Section):
-    """Shared state between exchange nodes (optional): concurrency slots and change notifications."""
+    """Shared state between exchange nodes (optional): caps (concurrency, hour/day/month), fraud velocity, rate
+    limits (when enabled) and change notifications."""
 
     url: str | None = None  # redis://host:6379/0; None: each node counts alone, changes spread by DB polling
     timeout_ms: int = Field(50, ge=1, le=5000)  # a slower answer on the call path falls back to local counts
+    key_prefix: str = "dce:"  # every key and channel of this exchange (several exchanges can share one Redis)
 
     @field_validator("url")
     @classmethod

@@ -10,9 +10,11 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from dce.bidding.auction import Auction
 from dce.bidding.bids import Bid, BidRecord, Outcome, RejectReason
@@ -21,10 +23,10 @@ from dce.bidding.live import LiveBidding
 from dce.bidding.log import BidLogEntry, bid_log_entry
 from dce.bidding.rtb import RtbPinger
 from dce.billing.cdr import ConversionFrom, SaleTerms
-from dce.db.redis_slots import RedisSlots
+from dce.db.redis_slots import RedisSlots, Windows
 from dce.exchange.router import STATIC_TARGET, CallRequest, Refusal, Routed, StaticRouter
 from dce.routing.context import build_context
-from dce.routing.counters import RoutingCounters
+from dce.routing.counters import RoutingCounters, window_starts
 from dce.routing.duplicates import DuplicateLedger
 from dce.routing.engine import RoutingEngine
 from dce.routing.model import (
@@ -57,8 +59,10 @@ class MarketplaceRouter:
         self.pinger = pinger
         self.reservations = reservations
         self.live = live
-        self.slots: RedisSlots | None = None  # concurrency slots shared by every node (Redis), when configured
-        self._releases: set[asyncio.Future[None]] = set()
+        self.slots: RedisSlots | None = None  # caps shared by every node (Redis), when configured
+        self._releases: set[asyncio.Future[None]] = set()  # slot releases and shared counts in flight
+        self._starts_minute = -1
+        self._starts_cache: dict[ZoneInfo, tuple[float, float, float]] = {}
         self.tag_headers = tag_headers
         self.bid_outcomes: Counter[str] = Counter()  # "won", "lost", "rejected:late", ... (metrics)
         self.recent_bids: deque[BidRecord] = deque(maxlen=10_000)  # every bid of the last calls, newest last
@@ -212,9 +216,10 @@ class MarketplaceRouter:
             bid_id=target.bid_id,
         )
 
-    async def acquire(self, routed: Routed, target: PlannedTarget) -> bool:
-        """This node's slot first (no round trip when it is already full), then the slot shared by every node
-        when Redis is configured; if Redis cannot answer in time, this node's count decides alone."""
+    async def acquire(self, routed: Routed, target: PlannedTarget, now: datetime | None = None) -> bool:
+        """This node's slot first (no round trip when it is already full), then, when Redis is configured, the
+        caps shared by every node in one round trip: the slot and the hour/day/month counts at ``now`` (planning
+        checked them on this node's counts only). If Redis cannot answer in time, this node's counts decide."""
         target_id = target.target_id
         if target_id == STATIC_TARGET:
             return True
@@ -222,15 +227,45 @@ class MarketplaceRouter:
         limit = compiled.target.caps.concurrency if compiled is not None else None
         if not self.counters.try_acquire(target_id, limit):
             return False
-        if self.slots is not None and limit is not None:
-            shared = await self.slots.acquire(target_id, limit)
+        if self.slots is not None and compiled is not None and compiled.capped:
+            windows = None
+            if compiled.counted:
+                caps = compiled.caps
+                starts = self._starts(compiled.zone, now or datetime.now(UTC))
+                windows = Windows(caps.counts, starts, caps.hourly, caps.daily, caps.monthly)
+            shared = await self.slots.acquire(target_id, limit, windows)
             if shared is False:
                 self.counters.release(target_id)
                 return False
-            if shared:
+            if shared and limit is not None:
                 routed.shared.add(target_id)
         routed.held.add(target_id)
         return True
+
+    def _starts(self, zone: ZoneInfo, now: datetime) -> tuple[float, float, float]:
+        """When the hour, day and month containing ``now`` began in ``zone`` (cached per zone and minute)."""
+        minute = int(now.timestamp() // 60)  # zone offsets change on minute boundaries
+        if minute != self._starts_minute:
+            self._starts_minute = minute
+            self._starts_cache.clear()
+        starts = self._starts_cache.get(zone)
+        if starts is None:
+            starts = self._starts_cache[zone] = window_starts(zone, now)
+        return starts
+
+    def _record_shared(self, target_id: str, kind: CapCounts, now: datetime) -> None:
+        """Count a connect or conversion in the windows every node reads (never waits on the call path)."""
+        if self.slots is None:
+            return
+        compiled = self.engine.snapshot.targets.get(target_id)
+        if compiled is None:
+            return
+        self._background(self.slots.record(target_id, kind, self._starts(compiled.zone, now), now.timestamp()))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
 
     def release(self, routed: Routed, target: PlannedTarget) -> None:
         target_id = target.target_id
@@ -239,15 +274,14 @@ class MarketplaceRouter:
             self.counters.release(target_id)
         if target_id in routed.shared and self.slots is not None:
             routed.shared.discard(target_id)
-            task = asyncio.ensure_future(self.slots.release(target_id))  # never waits on the call path
-            self._releases.add(task)
-            task.add_done_callback(self._releases.discard)
+            self._background(self.slots.release(target_id))  # never waits on the call path
 
     def connected(self, routed: Routed, target: PlannedTarget, now: datetime) -> None:
         ctx = routed.context
         if target.target_id == STATIC_TARGET or ctx is None or ctx.campaign_id is None:
             return
         self.counters.record(target.target_id, CapCounts.CONNECTS, now)
+        self._record_shared(target.target_id, CapCounts.CONNECTS, now)
         self.duplicates.record(ctx.ani, ctx.campaign_id, target.target_id, DuplicateAfter.CONNECTED, now)
 
     def completed(self, routed: Routed, target: PlannedTarget, billable_s: int, now: datetime) -> None:
@@ -258,6 +292,7 @@ class MarketplaceRouter:
         if compiled is None or billable_s < compiled.target.conversion_duration_s:
             return
         self.counters.record(target.target_id, CapCounts.CONVERSIONS, now)
+        self._record_shared(target.target_id, CapCounts.CONVERSIONS, now)
         self.duplicates.record(ctx.ani, ctx.campaign_id, target.target_id, DuplicateAfter.CONVERTED, now)
 
     def record_bids(self, records: Sequence[BidRecord], *, campaign_id: str | None = None,

@@ -8,9 +8,11 @@ configuration in ``dce.exchange.compliance_setup``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from dce.compliance.fraud import SharedVelocity
 from dce.compliance.screen import ScreenedCall, Screener
 from dce.compliance.verdict import ALLOW, Verdict
 from dce.exchange.router import CallRequest, Routed
@@ -40,26 +42,47 @@ def _asserted_number(headers: tuple[tuple[str, str], ...]) -> str | None:
     return to_e164(user) if user else None
 
 
+Velocity = Callable[[ScreenedCall, float], Awaitable[SharedVelocity | None]]
+"""Counts a call in the velocity counters every node shares; their counts, or None when unknown."""
+
+
 class CallGate:
-    """Screens each call before routing goes on; ``reject_status`` is what a rejected caller gets (603/403)."""
+    """Screens each call before routing goes on; ``reject_status`` is what a rejected caller gets (603/403).
+
+    ``velocity``: the shared fraud velocity lookup (one bounded round trip), awaited by ``screen_shared``."""
 
     def __init__(self, screener: Screener, *, reject_status: int = 603,
                  campaign: Callable[[str], Campaign | None] = lambda _id: None,
                  conversion_s: Callable[[str], int | None] = lambda _id: None,
-                 listeners: tuple[CompletionListener, ...] = ()) -> None:
+                 listeners: tuple[CompletionListener, ...] = (), velocity: Velocity | None = None) -> None:
         self.screener = screener
         self.reject_status = reject_status
         self.campaign = campaign
         self.conversion_s = conversion_s
         self.listeners = listeners
+        self.velocity = velocity
 
     def screen(self, request: CallRequest, routed: Routed, now: float) -> Verdict:
-        """The verdict on this call at ``now`` (epoch seconds)."""
+        """The verdict on this call at ``now`` (epoch seconds), from this node's state alone."""
         if not self.screener.checks:
             return ALLOW
+        return self.screener.screen(self._call(request, routed), now)
+
+    async def screen_shared(self, request: CallRequest, routed: Routed, now: float) -> Verdict:
+        """The verdict at ``now`` (epoch seconds, the same clock on every node), the velocity signals reading
+        the counts every node shares when configured (falling back to this node's own when they are unknown)."""
+        if not self.screener.checks:
+            return ALLOW
+        call = self._call(request, routed)
+        if self.velocity is not None:
+            call = dataclasses.replace(call, velocity=await self.velocity(call, now))
+        return self.screener.screen(call, now)
+
+    def _call(self, request: CallRequest, routed: Routed) -> ScreenedCall:
+        """What the checks read about this call."""
         ctx = routed.context
         campaign = self.campaign(ctx.campaign_id) if ctx is not None and ctx.campaign_id else None
-        call = ScreenedCall(
+        return ScreenedCall(
             ani=ctx.ani if ctx is not None else to_e164(request.caller_user),
             did=request.did,
             state=ctx.state if ctx is not None else None,
@@ -71,7 +94,6 @@ class CallGate:
             stir_on_failure=str(campaign.stir_action) if campaign is not None else "reject",
             stir_on_unsigned=str(campaign.stir_unsigned) if campaign is not None else "allow",
         )
-        return self.screener.screen(call, now)
 
     def completed(self, routed: Routed, target_id: str | None, billable_s: int, now: float) -> None:
         """An answered call ended: tell the checks that learn from call durations."""

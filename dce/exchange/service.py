@@ -54,7 +54,7 @@ from dce.http_api.ledger import ON_CONVERTED, ON_LEDGER_CHANGE
 from dce.http_api.lists import ON_LISTS_CHANGE
 from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.postbacks import ON_POSTBACKS_CHANGE
-from dce.http_api.rate_limit import InProcessRateLimiter
+from dce.http_api.rate_limit import InProcessRateLimiter, RateLimiter
 from dce.http_api.rtb import RtbPingService
 from dce.media.relay import MediaPlane, MediaRelay, PassthroughMedia
 from dce.routing.counters import InMemoryCounters
@@ -176,7 +176,8 @@ class Exchange:
         self.routes = StaticRoutes(settings.static_routes)
         await self._start_marketplace(StaticRouter(self.routes, settings.routing.ring_timeout_s))
         self.compliance = build_compliance(settings.compliance, self.engine, campaign=self._campaign,
-                                           conversion_s=self._conversion_s)
+                                           conversion_s=self._conversion_s,
+                                           shared_velocity=self.cluster.velocity if self.cluster else None)
         await self.compliance.start()
         self._retention = asyncio.create_task(self._retain())
         self.postback_client = aiohttp.ClientSession(headers={"User-Agent": settings.sip.user_agent})
@@ -197,7 +198,7 @@ class Exchange:
                         on_marketplace_change=self._marketplace_changed, rtb_pings=self._rtb_pings(),
                         live_bidding=self.router.live, state=self._api_state(),
                         cors_origins=settings.http.cors_origins, auth=self._authenticator(),
-                        rate_limiter=InProcessRateLimiter() if settings.rate_limits.enabled else None,
+                        rate_limiter=self._rate_limiter(),
                         tracer=self.tracing.tracer("dce.http_api") if self.tracing.enabled else None)
         self.runner: web.AppRunner = await run_http(app, settings.http.host, settings.http.port)
         self.http_address = self.runner.addresses[0][:2]
@@ -227,7 +228,8 @@ class Exchange:
         await self.watcher.start()
         self.cluster: Cluster | None = None
         if self.settings.redis.url is not None:
-            self.cluster = Cluster(self.settings.redis.url, timeout_s=self.settings.redis.timeout_ms / 1000)
+            redis = self.settings.redis
+            self.cluster = Cluster(redis.url, timeout_s=redis.timeout_ms / 1000, prefix=redis.key_prefix)
             self.router.slots = self.cluster.slots
             self.cluster.on_change("marketplace", self.watcher.notify)
             self.cluster.start()
@@ -245,6 +247,12 @@ class Exchange:
             self.compliance.expire(now.timestamp())
             if dropped:
                 log.debug("forgot %d duplicate-caller records older than %d days", dropped, horizon)
+
+    def _rate_limiter(self) -> RateLimiter | None:
+        """The side API's rate limits when enabled: shared by every node through Redis when configured."""
+        if not self.settings.rate_limits.enabled:
+            return None
+        return self.cluster.rate_limiter() if self.cluster is not None else InProcessRateLimiter()
 
     def _authenticator(self) -> Authenticator | None:
         """The side API's auth when enabled (a bad key or secret fails the start, not the first request)."""

@@ -16,8 +16,8 @@ middleware (so it keys on the principal) and before ``problem_middleware``::
     rate_limit_middleware(InProcessRateLimiter())
 
 :class:`RateLimiter` is the interface: :class:`InProcessRateLimiter` keeps buckets in this process (LRU-bounded,
-idle buckets evicted, injectable clock); a Redis implementation (one Lua script per hit: refill, take, store with a
-TTL of the bucket's refill time) can replace it to share limits across nodes.
+idle buckets evicted, injectable clock); :class:`dce.http_api.redis_rate_limit.RedisRateLimiter` (one Lua script
+per hit: refill, take, store with a TTL of the bucket's refill time) shares them across nodes.
 """
 
 from __future__ import annotations

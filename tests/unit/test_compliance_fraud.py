@@ -13,6 +13,7 @@ from dce.compliance.fraud import (
     FraudAssessment,
     FraudScorer,
     FraudSettings,
+    SharedVelocity,
     classify_ani,
     combine,
 )
@@ -337,3 +338,31 @@ def test_assess_risk_always_in_unit_interval(calls: list[Call]) -> None:
         expected = (Action.REJECT if result.risk >= 0.8 else Action.FLAG if result.risk >= 0.6 else Action.ALLOW)
         assert result.action is expected
         assert (result.findings == ()) == (expected is Action.ALLOW)
+
+
+# -- velocity counted by every node (passed in) ------------------------------------------------------------------
+
+
+def test_shared_counts_fire_velocity_this_node_has_not_seen() -> None:
+    scorer = FraudScorer()  # 5/min, 20/h per caller, 600/min per publisher
+    assert call(scorer, now=T0).signals == ()
+    at_limit = SharedVelocity(ani_minute=5, ani_hour=5, publisher_minute=600)  # this call is the 5th: not over
+    assert scorer.assess(ANI, publisher_id="p1", campaign_id=None, now=T0 + 1, shared=at_limit).signals == ()
+    minute = SharedVelocity(ani_minute=5.5, ani_hour=6)
+    assert scorer.assess(ANI, publisher_id=None, campaign_id=None, now=T0 + 2,
+                         shared=minute).signals == (ReasonCode.VELOCITY_ANI,)
+    hour = SharedVelocity(ani_minute=1, ani_hour=21)
+    assert scorer.assess(ANI, publisher_id=None, campaign_id=None, now=T0 + 3,
+                         shared=hour).signals == (ReasonCode.VELOCITY_ANI,)
+    publisher = SharedVelocity(publisher_minute=601)
+    assert scorer.assess(OTHER, publisher_id="p1", campaign_id=None, now=T0 + 4,
+                         shared=publisher).signals == (ReasonCode.VELOCITY_PUBLISHER,)
+
+
+def test_unknown_shared_counts_leave_this_nodes_own_velocity() -> None:
+    scorer = FraudScorer()
+    for i in range(5):
+        assert scorer.assess(ANI, publisher_id=None, campaign_id=None, now=T0 + i,
+                             shared=SharedVelocity()).signals == ()
+    assert scorer.assess(ANI, publisher_id=None, campaign_id=None, now=T0 + 5,
+                         shared=SharedVelocity(ani_minute=1, ani_hour=1)).signals == (ReasonCode.VELOCITY_ANI,)
