@@ -2,7 +2,8 @@
 send time (so a stall counts against every request it delays, no coordinated omission).
 
 The exchange runs as its own process on a migrated database (SQLite by default, ``--database-url`` for
-PostgreSQL) holding the demo marketplace and ``--cdrs`` call records spread over the last day. Client processes
+PostgreSQL) holding the demo marketplace and ``--cdrs`` call records spread over the last day, settled by the
+exchange before the load starts (steady state: no settlement backlog competing with the API). Client processes
 (``--clients``) share the rate and cycle through: campaigns, targets, one campaign, numbers, calls (page of 50),
 the day's summary report by campaign, bids, health.
 
@@ -73,6 +74,28 @@ async def seed(database_url: str, cdrs: int) -> None:
         batch = [replace(make_cdr(n, start=start), call_id=f"bench-{n:07d}", terms=terms) for n in range(cdrs)]
         for i in range(0, len(batch), 5000):
             await insert_cdrs(engine, batch[i:i + 5000])
+    finally:
+        await engine.dispose()
+
+
+async def wait_settled(database_url: str, timeout: float = 300.0) -> None:
+    """Wait until the exchange has settled the seeded calls (its settler would otherwise compete with the load)."""
+    from sqlalchemy import func, select
+
+    from dce.db.engine import create_engine
+    from dce.db.report_repository import calls
+
+    engine = create_engine(database_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            async with engine.connect() as connection:
+                pending = (await connection.execute(
+                    select(func.count()).select_from(calls).where(calls.c.settled_at.is_(None)))).scalar_one()
+            if pending == 0:
+                return
+            await asyncio.sleep(0.5)
+        raise TimeoutError(f"{pending} seeded calls still unsettled after {timeout:.0f} s")
     finally:
         await engine.dispose()
 
@@ -272,6 +295,7 @@ def main() -> int:
                                    extra_config={"compliance": {"fraud": {"enabled": False}}})
         exchange.start()
         try:
+            asyncio.run(wait_settled(url))
             context = multiprocessing.get_context("spawn")
             go, out = context.Barrier(args.clients + 1), context.Queue()
             procs = [context.Process(target=client, args=(exchange.http_base, [r / args.clients for r in rates],
