@@ -55,13 +55,15 @@ class Cached:
 
 
 class ResponseCache:
-    """Encoded 200 answers by key for ``ttl_s`` seconds (at most ``max_entries``), shared computations,
-    :meth:`invalidate`. ``cache_control``: add ``Cache-Control: private, max-age=<ttl>`` to the answers."""
+    """Encoded 200 answers by key for ``ttl_s`` seconds (at most ``max_entries`` of at most ``max_bytes`` of
+    bodies in all; the oldest go first), shared computations, :meth:`invalidate`. ``cache_control``: add
+    ``Cache-Control: private, max-age=<ttl>`` to the answers."""
 
-    def __init__(self, ttl_s: float, *, max_entries: int = 1024, cache_control: bool = False,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, ttl_s: float, *, max_entries: int = 1024, max_bytes: int = 32 * 1024 * 1024,
+                 cache_control: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self.clock = clock
         self.extra_headers: dict[str, str] = (
             {"Cache-Control": f"private, max-age={int(ttl_s)}"} if cache_control and ttl_s > 0 else {}
@@ -69,6 +71,7 @@ class ResponseCache:
         self.generation = 0
         self.hits = 0
         self.misses = 0
+        self.bytes = 0  # bodies held
         self._entries: dict[Hashable, tuple[float, Cached]] = {}  # key -> (expires at, answer)
         self._flights: dict[tuple[int, Hashable], asyncio.Future[Cached | web.Response]] = {}
 
@@ -79,6 +82,7 @@ class ResponseCache:
         """Forget every entry; computations under way are neither stored nor shared with later requests."""
         self.generation += 1
         self._entries.clear()
+        self.bytes = 0
 
     async def get(self, key: Hashable, compute: Compute) -> web.Response:
         """The answer for ``key``: a fresh copy of the stored one, or ``compute()``'s (stored when it is a 200)."""
@@ -90,7 +94,7 @@ class ResponseCache:
             if entry[0] > now:
                 self.hits += 1
                 return entry[1].response()
-            del self._entries[key]
+            self._drop(key)
         self.misses += 1
         flight_key = (self.generation, key)
         flight = self._flights.get(flight_key)
@@ -115,18 +119,24 @@ class ResponseCache:
         if response.status != 200 or not isinstance(body, bytes):
             return response  # not stored: the first caller sends it, the others compute their own
         cached = Cached(body, {**response.headers, **self.extra_headers})
-        if generation == self.generation:
-            if len(self._entries) >= self.max_entries:
-                self._evict(self.clock())
+        if generation == self.generation and len(body) <= self.max_bytes:
+            self._drop(key)
+            if len(self._entries) >= self.max_entries or self.bytes + len(body) > self.max_bytes:
+                self._evict(self.clock(), len(body))
             self._entries[key] = (started + self.ttl_s, cached)
+            self.bytes += len(body)
         return cached
 
-    def _evict(self, now: float) -> None:
-        expired = [k for k, (expires, _) in self._entries.items() if expires <= now]
-        for k in expired:
-            del self._entries[k]
-        while len(self._entries) >= self.max_entries:
-            del self._entries[next(iter(self._entries))]  # the oldest insertion
+    def _drop(self, key: Hashable) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= len(entry[1].body)
+
+    def _evict(self, now: float, room: int) -> None:
+        for key in [k for k, (expires, _) in self._entries.items() if expires <= now]:
+            self._drop(key)
+        while self._entries and (len(self._entries) >= self.max_entries or self.bytes + room > self.max_bytes):
+            self._drop(next(iter(self._entries)))  # the oldest insertion
 
 
 MARKETPLACE_CACHE = web.AppKey("marketplace_cache", ResponseCache)

@@ -150,3 +150,18 @@ async def test_entries_are_bounded() -> None:
         await cache.get(key, source)
     assert len(cache) == 3
     assert body(await cache.get("g", source)) == b'{"n": 7}'  # the newest stays
+
+
+async def test_bodies_are_bounded_in_bytes() -> None:
+    source = Source()
+    cache = ResponseCache(10.0, max_bytes=20)  # each body is 8 bytes: {"n": 1}
+    for key in "abc":
+        await cache.get(key, source)
+    assert len(cache) == 2 and cache.bytes == 16
+    assert body(await cache.get("c", source)) == b'{"n": 3}'  # kept, "a" went
+    assert body(await cache.get("a", source)) == b'{"n": 4}'
+    cache.invalidate()
+    assert (len(cache), cache.bytes) == (0, 0)
+    tiny = ResponseCache(10.0, max_bytes=4)
+    await tiny.get("k", source)
+    assert len(tiny) == 0  # larger than the whole budget: not stored
