@@ -28,7 +28,8 @@ class BatchWriter(Generic[T]):
     arrived. When the write fails the batch stays at the head of the queue (order preserved) and is retried
     with exponential backoff capped at ``max_backoff_s``; writes are idempotent on call_id, so a retry after
     a lost commit acknowledgement does not duplicate rows (``insert`` must be idempotent). ``on_depth`` is told
-    the queue depth on change. ``kind`` names the records in logs and the task.
+    the queue depth on change; ``on_written`` the size of each batch once it is stored (e.g. to drop read caches).
+    ``kind`` names the records in logs and the task.
     """
 
     def __init__(
@@ -40,6 +41,7 @@ class BatchWriter(Generic[T]):
         initial_backoff_s: float = 0.1,
         max_backoff_s: float = 10.0,
         on_depth: Callable[[int], None] | None = None,
+        on_written: Callable[[int], None] | None = None,
         insert: InsertFn[T],
         kind: str = "record",
     ) -> None:
@@ -51,6 +53,7 @@ class BatchWriter(Generic[T]):
         self._initial_backoff_s = initial_backoff_s
         self._max_backoff_s = max_backoff_s
         self._on_depth = on_depth
+        self.on_written = on_written
         self._insert = insert
         self._kind = kind
         self._queue: deque[T] = deque()
@@ -161,6 +164,11 @@ class BatchWriter(Generic[T]):
                 self._queue.popleft()
             self.written += len(batch)
             self._report_depth()
+            if self.on_written is not None:
+                try:
+                    self.on_written(len(batch))
+                except Exception:
+                    log.exception("%s writer: on_written callback failed", self._kind)
 
 
 class CdrWriter(BatchWriter[CallDetailRecord]):

@@ -4,6 +4,10 @@ The summary counts and sums per group (campaign, publisher, buyer, target, UTC h
 ``[since, until)`` range on ``invite_at``; the range and the optional term filters hit the ``(x_id, invite_at)``
 and ``invite_at`` indexes. The totals row is added up from the group rows (every figure is a count or a sum, so
 no second scan is needed). Money stays integer micros here; the HTTP layer formats it.
+
+``tenant`` (``{"buyer_id": ...}`` or ``{"publisher_id": ...}``, from ``http_api.permissions.tenant_filter``) scopes
+every query to one buyer's or seller's calls, on top of (AND) the caller's own filters: a seller asking for another
+publisher's figures gets empty groups, never that publisher's calls.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ GroupBy = Literal["campaign", "publisher", "buyer", "target", "hour", "day"]
 GROUP_BYS: tuple[str, ...] = get_args(GroupBy)
 TERM_GROUPS: dict[str, str] = {"campaign": "campaign_id", "publisher": "publisher_id", "buyer": "buyer_id",
                                "target": "target_id"}
+TENANT_COLUMNS: frozenset[str] = frozenset({"buyer_id", "publisher_id"})
 FILTERS: tuple[str, ...] = ("campaign_id", "publisher_id", "buyer_id", "target_id")
 
 
@@ -79,8 +84,17 @@ def _bucket_value(value: Any) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _scoped(query: Select[Any], tenant: Mapping[str, str] | None) -> Select[Any]:
+    for name, value in (tenant or {}).items():
+        if name not in TENANT_COLUMNS:
+            raise ValueError(f"unknown tenant column {name!r}; expected one of {', '.join(sorted(TENANT_COLUMNS))}")
+        query = query.where(calls.c[name] == value)
+    return query
+
+
 def summary_query(
-    dialect: str, *, since: datetime, until: datetime, group_by: str, filters: Mapping[str, str | None] | None = None
+    dialect: str, *, since: datetime, until: datetime, group_by: str, filters: Mapping[str, str | None] | None = None,
+    tenant: Mapping[str, str] | None = None,
 ) -> Select[Any]:
     """The one aggregate statement behind :func:`summary` (exposed for EXPLAIN in the bench)."""
     if group_by not in GROUP_BYS:
@@ -104,7 +118,7 @@ def summary_query(
             raise ValueError(f"unknown filter {name!r}; expected one of {', '.join(FILTERS)}")
         if value is not None:
             query = query.where(calls.c[name] == value)
-    return query.group_by(key)
+    return _scoped(query, tenant).group_by(key)
 
 
 async def _execute(connection: AsyncConnection, query: Select[Any]) -> list[Any]:
@@ -124,16 +138,19 @@ async def summary(
     until: datetime,
     group_by: str,
     filters: Mapping[str, str | None] | None = None,
+    tenant: Mapping[str, str] | None = None,
 ) -> list[SummaryRow]:
     """Per-group counts and sums of the calls whose INVITE is in ``[since, until)``, then the totals row.
 
     ``group_by``: campaign|publisher|buyer|target (the id; calls without one form the group None) or hour|day
-    (UTC bucket starts, aware datetimes). ``filters``: any of campaign_id/publisher_id/buyer_id/target_id.
+    (UTC bucket starts, aware datetimes). ``filters``: any of campaign_id/publisher_id/buyer_id/target_id;
+    ``tenant``: only that buyer's or publisher's calls count.
     Groups come ordered by key (None last); the last row is the totals (``is_total``), present even when empty.
     """
     if since.tzinfo is None or until.tzinfo is None:
         raise ValueError("since and until must be timezone-aware")
-    query = summary_query(engine.dialect.name, since=since, until=until, group_by=group_by, filters=filters)
+    query = summary_query(engine.dialect.name, since=since, until=until, group_by=group_by, filters=filters,
+                          tenant=tenant)
     if isinstance(engine, AsyncConnection):
         rows = await _execute(engine, query)
     else:
@@ -181,6 +198,7 @@ def _calls_filtered(
     until: datetime | None,
     converted: bool | None,
     filters: Mapping[str, str | None],
+    tenant: Mapping[str, str] | None,
 ) -> Select[Any]:
     if since is not None:
         query = query.where(calls.c.invite_at >= since)
@@ -195,7 +213,7 @@ def _calls_filtered(
             raise ValueError(f"unknown filter {name!r}; expected one of {', '.join(CALL_FILTERS)}")
         if value is not None:
             query = query.where(calls.c[name] == value)
-    return query
+    return _scoped(query, tenant)
 
 
 async def list_calls(
@@ -207,13 +225,16 @@ async def list_calls(
     until: datetime | None = None,
     converted: bool | None = None,
     filters: Mapping[str, str | None] | None = None,
+    tenant: Mapping[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """A page of calls, newest INVITE first, and the total matching: the call detail list of the reports.
 
     ``filters``: any of campaign_id/publisher_id/buyer_id/target_id/caller/disposition/did (exact match);
-    ``converted`` True/False (False includes calls not settled yet). Rows are dicts of every calls column.
+    ``converted`` True/False (False includes calls not settled yet); ``tenant``: only that buyer's or publisher's
+    calls. Rows are dicts of every calls column.
     """
-    options = {"since": since, "until": until, "converted": converted, "filters": dict(filters or {})}
+    options = {"since": since, "until": until, "converted": converted, "filters": dict(filters or {}),
+               "tenant": tenant}
     page = (
         _calls_filtered(select(calls), **options)
         .order_by(calls.c.invite_at.desc(), calls.c.call_id.desc())

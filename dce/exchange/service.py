@@ -55,6 +55,7 @@ from dce.http_api.lists import ON_LISTS_CHANGE
 from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.postbacks import ON_POSTBACKS_CHANGE
 from dce.http_api.rate_limit import InProcessRateLimiter, RateLimiter
+from dce.http_api.read_cache import CALLS_CACHE
 from dce.http_api.rtb import RtbPingService
 from dce.media.relay import MediaPlane, MediaRelay, PassthroughMedia
 from dce.routing.counters import InMemoryCounters
@@ -200,6 +201,8 @@ class Exchange:
                         cors_origins=settings.http.cors_origins, auth=self._authenticator(),
                         rate_limiter=self._rate_limiter(),
                         tracer=self.tracing.tracer("dce.http_api") if self.tracing.enabled else None)
+        calls_cache = app[CALLS_CACHE]
+        self.writer.on_written = lambda _count: calls_cache.invalidate()  # a stored CDR shows on the next page
         self.runner: web.AppRunner = await run_http(app, settings.http.host, settings.http.port)
         self.http_address = self.runner.addresses[0][:2]
         self.gc_policy = GcPolicy()

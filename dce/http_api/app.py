@@ -33,6 +33,8 @@ from dce.http_api.openapi import setup_docs
 from dce.http_api.postbacks import postback_routes
 from dce.http_api.problems import problem, problem_middleware
 from dce.http_api.rate_limit import RateLimiter, rate_limit_middleware
+from dce.http_api.read_cache import CacheTtls
+from dce.http_api.read_cache import install as install_read_caches
 from dce.http_api.reports import report_routes
 from dce.http_api.rtb import RTB_PINGS, RtbPingService, rtb_routes
 from dce.http_api.security import security_middlewares
@@ -111,6 +113,7 @@ def build_app(
     auth: Authenticator | None = None,
     rate_limiter: RateLimiter | None = None,
     tracer: Tracer | None = None,
+    cache_ttls: CacheTtls = CacheTtls(),
 ) -> web.Application:
     """The side API. ``status()`` adds fields (e.g. active calls; a "checks" dict merges) to ``/health``.
 
@@ -121,7 +124,8 @@ def build_app(
     permission (401/403); ``rate_limiter`` answers 429 past the token buckets; ``tracer`` (tracing on) opens a
     server span per request, outermost. ``live_bidding`` enables
     ``/ws/v1/bidding`` and ``POST /api/v1/bids`` (live auctions). ``state`` sets further app keys the route modules
-    read (e.g. ``lists.ON_LISTS_CHANGE``, ``consents.CALLING_HOURS``, ``gdpr.ERASERS``).
+    read (e.g. ``lists.ON_LISTS_CHANGE``, ``consents.CALLING_HOURS``, ``gdpr.ERASERS``). ``cache_ttls``: how long
+    marketplace, calls/bids and report answers may be served from memory (:mod:`dce.http_api.read_cache`).
 
     The caller owns ``engine`` (disposes it) and keeps ``metrics`` fed.
     """
@@ -138,6 +142,7 @@ def build_app(
     app[ENGINE] = engine
     app[METRICS] = metrics
     app[STARTED_AT] = time.monotonic()
+    install_read_caches(app, cache_ttls)
     if status is not None:
         app[STATUS] = status
     if on_marketplace_change is not None:

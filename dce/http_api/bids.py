@@ -8,6 +8,7 @@ from dce.db.bid_repository import list_bids
 from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param, json_row
 from dce.http_api.keys import ENGINE
 from dce.http_api.permissions import require, tenant_filter
+from dce.http_api.read_cache import CALLS_CACHE, cached, request_key
 
 routes = web.RouteTableDef()
 
@@ -15,13 +16,18 @@ routes = web.RouteTableDef()
 @routes.get("/bids")
 @require("bids:read")
 async def list_bid_log(request: web.Request) -> web.Response:
-    """A page of bids, newest first: ``?limit=50&offset=0&call_id=&target_id=&buyer_id=`` (a buyer sees its own)."""
+    """A page of bids, newest first: ``?limit=50&offset=0&call_id=&target_id=&buyer_id=`` (a buyer sees its own);
+    served from the app's ``CALLS_CACHE`` (a page may be up to its ttl, 1 s, old)."""
     tenant = tenant_filter(request)
     limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     offset = int_param(request, "offset", 0, 0)
-    rows, total = await list_bids(request.config_dict[ENGINE], limit=limit, offset=offset,
-                                  call_id=request.query.get("call_id") or None,
-                                  target_id=request.query.get("target_id") or None,
-                                  buyer_id=tenant.get("buyer_id") or request.query.get("buyer_id") or None)
-    return web.json_response({"items": [json_row(row) for row in rows], "total": total, "limit": limit,
-                              "offset": offset})
+
+    async def compute() -> web.Response:
+        rows, total = await list_bids(request.config_dict[ENGINE], limit=limit, offset=offset,
+                                      call_id=request.query.get("call_id") or None,
+                                      target_id=request.query.get("target_id") or None,
+                                      buyer_id=tenant.get("buyer_id") or request.query.get("buyer_id") or None)
+        return web.json_response({"items": [json_row(row) for row in rows], "total": total, "limit": limit,
+                                  "offset": offset})
+
+    return await cached(request, CALLS_CACHE, request_key(request, tenant), compute)

@@ -19,6 +19,10 @@ Unknown key -> 404; taken id/DID/campaign key, or deleting something still refer
 the body (``buyer_id``, ``target_ids[2]``...) -> 422 naming it. After every successful write the
 ``ON_MARKETPLACE_CHANGE`` hook of the app (if any) is called, so live routing can reload.
 
+Reads are served from the app's ``MARKETPLACE_CACHE`` (:mod:`dce.http_api.read_cache`), encoded once per
+marketplace state: every write through the API drops it first (read-your-writes on this node), writes made
+elsewhere (another node) show within the cache's ``ttl_s`` (1 s by default).
+
 Handlers carry the permission they need (:func:`require`, :func:`required_permission`) for the auth layer to come.
 """
 
@@ -46,6 +50,7 @@ from dce.http_api.hooks import OnChange, notify_change
 from dce.http_api.keys import ENGINE
 from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
+from dce.http_api.read_cache import MARKETPLACE_CACHE, cached, invalidate
 from dce.routing.criteria import compile_criterion
 from dce.routing.model import (
     MICROS_PER_UNIT,
@@ -493,6 +498,10 @@ async def _repo_call(call: Coroutine[Any, Any, T]) -> T:
         raise invalid_parameter(exc.field, f"no {exc.entity} {exc.key!r}") from None
 
 
+async def _changed(request: web.Request) -> None:
+    """After a successful write: drop the cached reads (read-your-writes on this node), then the app's hook."""
+    invalidate(request, MARKETPLACE_CACHE)
+    await notify_change(request, ON_MARKETPLACE_CHANGE)
 
 
 def _merge(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -543,15 +552,24 @@ class Resource:
         async def list_items(request: web.Request) -> web.Response:
             limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
             offset = int_param(request, "offset", 0, 0)
-            items, total = await self.list(request.config_dict[ENGINE], limit, offset)
-            return web.json_response(
-                {"items": [self.to_json(i) for i in items], "total": total, "limit": limit, "offset": offset}
-            )
+
+            async def compute() -> web.Response:
+                items, total = await self.list(request.config_dict[ENGINE], limit, offset)
+                return web.json_response(
+                    {"items": [self.to_json(i) for i in items], "total": total, "limit": limit, "offset": offset}
+                )
+
+            return await cached(request, MARKETPLACE_CACHE, (self.collection, limit, offset), compute)
 
         @require(READ)
         async def get_item(request: web.Request) -> web.Response:
-            found = await _repo_call(self.get(request.config_dict[ENGINE], self.path_key(request)))
-            return web.json_response(self.to_json(found))
+            key = self.path_key(request)
+
+            async def compute() -> web.Response:
+                found = await _repo_call(self.get(request.config_dict[ENGINE], key))
+                return web.json_response(self.to_json(found))
+
+            return await cached(request, MARKETPLACE_CACHE, (self.collection, "item", key), compute)
 
         @require(WRITE)
         async def create_item(request: web.Request) -> web.Response:
@@ -562,7 +580,7 @@ class Resource:
                     raise invalid_parameter(self.key_field, "required")
                 key = uuid.uuid4().hex
             created = await _repo_call(self.create(request.config_dict[ENGINE], data.to_model(key)))
-            await notify_change(request, ON_MARKETPLACE_CHANGE)
+            await _changed(request)
             return web.json_response(self.to_json(created), status=201, headers={"Location": f"{request.path}/{key}"})
 
         async def _replace(request: web.Request, body: dict[str, Any]) -> web.Response:
@@ -571,7 +589,7 @@ class Resource:
             if getattr(data, self.key_field) not in (None, key):
                 raise invalid_parameter(self.key_field, f"does not match the path ({key!r}); keys cannot change")
             updated = await _repo_call(self.update(request.config_dict[ENGINE], data.to_model(key)))
-            await notify_change(request, ON_MARKETPLACE_CHANGE)
+            await _changed(request)
             return web.json_response(self.to_json(updated))
 
         @require(WRITE)
@@ -587,7 +605,7 @@ class Resource:
         @require(WRITE)
         async def delete_item(request: web.Request) -> web.Response:
             await _repo_call(self.delete(request.config_dict[ENGINE], self.path_key(request)))
-            await notify_change(request, ON_MARKETPLACE_CHANGE)
+            await _changed(request)
             return web.Response(status=204)
 
         return [

@@ -5,6 +5,12 @@
 ``to`` exclusive, ``from < to``, at most 366 days apart. ``GET /reports/summary.csv``: the same rows as CSV.
 ``GET /reports/calls?since=&until=&campaign_id=&publisher_id=&buyer_id=&target_id=&caller=&converted=&limit=
 &offset=``: a page of calls, newest first. Money is a decimal string of currency units everywhere.
+
+A buyer or seller (a principal with a tenant, see ``permissions.tenant_filter``) sees only its own calls in every
+report: its figures count only calls of its buyer id or publisher id, whatever filters it sends; an admin (or
+anyone when auth is off) sees all. Answers come from the app's ``REPORTS_CACHE`` (summary, 5 s by default) and
+``CALLS_CACHE`` (call list, 1 s), keyed by the whole query and the caller's tenant: a report may be that many
+seconds old, and says so with ``Cache-Control: private, max-age=<ttl>``.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -23,8 +30,9 @@ from dce.db import report_repository as repo
 from dce.db.report_repository import SummaryRow
 from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param
 from dce.http_api.keys import ENGINE
-from dce.http_api.permissions import require
+from dce.http_api.permissions import require, tenant_filter
 from dce.http_api.problems import invalid_parameter
+from dce.http_api.read_cache import CALLS_CACHE, REPORTS_CACHE, cached, request_key
 from dce.routing.model import format_money
 
 READ = "analytics:read"
@@ -162,28 +170,42 @@ def summary_json(row: SummaryRow) -> dict[str, Any]:
     }
 
 
-async def _summary(request: web.Request) -> tuple[datetime, datetime, str, dict[str, str | None], list[SummaryRow]]:
+@dataclass(frozen=True, slots=True)
+class _SummaryQuery:
+    since: datetime
+    until: datetime
+    group_by: str
+    filters: dict[str, str | None]
+    tenant: dict[str, str]
+
+    async def rows(self, request: web.Request) -> list[SummaryRow]:
+        return await repo.summary(request.config_dict[ENGINE], since=self.since, until=self.until,
+                                  group_by=self.group_by, filters=self.filters, tenant=self.tenant)
+
+
+def _summary_query(request: web.Request) -> _SummaryQuery:
     since, until = _range(request, "from", "to", required=True)
     assert since is not None and until is not None
-    group_by = _group_by(request)
-    filters = _term_filters(request)
-    rows = await repo.summary(request.config_dict[ENGINE], since=since, until=until, group_by=group_by,
-                              filters=filters)
-    return since, until, group_by, filters, rows
+    return _SummaryQuery(since, until, _group_by(request), _term_filters(request), tenant_filter(request))
 
 
 @require(READ)
 async def get_summary(request: web.Request) -> web.Response:
     """``{"from", "to", "group_by", "filters", "groups": [{"key", ...}], "totals": {...}}``."""
-    since, until, group_by, filters, rows = await _summary(request)
-    return web.json_response({
-        "from": since.isoformat(),
-        "to": until.isoformat(),
-        "group_by": group_by,
-        "filters": {name: value for name, value in filters.items() if value is not None},
-        "groups": [{"key": _key_json(row.key), **summary_json(row)} for row in rows[:-1]],
-        "totals": summary_json(rows[-1]),
-    })
+    query = _summary_query(request)
+
+    async def compute() -> web.Response:
+        rows = await query.rows(request)
+        return web.json_response({
+            "from": query.since.isoformat(),
+            "to": query.until.isoformat(),
+            "group_by": query.group_by,
+            "filters": {name: value for name, value in query.filters.items() if value is not None},
+            "groups": [{"key": _key_json(row.key), **summary_json(row)} for row in rows[:-1]],
+            "totals": summary_json(rows[-1]),
+        })
+
+    return await cached(request, REPORTS_CACHE, request_key(request, query.tenant), compute)
 
 
 def _csv_cell(value: Any) -> Any:
@@ -193,7 +215,14 @@ def _csv_cell(value: Any) -> Any:
 @require(READ)
 async def get_summary_csv(request: web.Request) -> web.Response:
     """The summary as RFC 4180 CSV: a header row, one row per group (``row`` = group), then ``row`` = total."""
-    since, until, group_by, _filters, rows = await _summary(request)
+    query = _summary_query(request)
+    return await cached(request, REPORTS_CACHE, request_key(request, query.tenant),
+                        lambda: _summary_csv(request, query))
+
+
+async def _summary_csv(request: web.Request, query: _SummaryQuery) -> web.Response:
+    rows = await query.rows(request)
+    since, until, group_by = query.since, query.until, query.group_by
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")  # minimal quoting, CRLF: RFC 4180
     writer.writerow(["row", KEY_NAMES[group_by], *SUMMARY_FIELDS])
@@ -237,18 +266,17 @@ async def get_calls(request: web.Request) -> web.Response:
     since, until = _range(request, "since", "until", required=False)
     filters = {**_term_filters(request), "caller": _caller_param(request),
                "disposition": _disposition_param(request)}
-    rows, total = await repo.list_calls(
-        request.config_dict[ENGINE],
-        limit=limit,
-        offset=offset,
-        since=since,
-        until=until,
-        converted=_bool_param(request, "converted"),
-        filters=filters,
-    )
-    return web.json_response(
-        {"items": [call_json(row) for row in rows], "total": total, "limit": limit, "offset": offset}
-    )
+    converted = _bool_param(request, "converted")
+    tenant = tenant_filter(request)
+
+    async def compute() -> web.Response:
+        rows, total = await repo.list_calls(request.config_dict[ENGINE], limit=limit, offset=offset, since=since,
+                                            until=until, converted=converted, filters=filters, tenant=tenant)
+        return web.json_response(
+            {"items": [call_json(row) for row in rows], "total": total, "limit": limit, "offset": offset}
+        )
+
+    return await cached(request, CALLS_CACHE, request_key(request, tenant), compute)
 
 
 def report_routes() -> list[web.RouteDef]:

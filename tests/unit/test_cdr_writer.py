@@ -63,13 +63,15 @@ async def test_batches_by_size_without_waiting_for_the_interval(
     engine: AsyncEngine, migrated_database_url: str
 ) -> None:
     insert = RecordingInsert()
-    writer = CdrWriter(engine, batch_size=10, flush_interval_s=3600, insert=insert)
+    stored: list[int] = []
+    writer = CdrWriter(engine, batch_size=10, flush_interval_s=3600, insert=insert, on_written=stored.append)
     await writer.start()
     for n in range(25):
         writer.submit(make_cdr(n))
     async with asyncio.timeout(10):
         await writer.flush()
     assert [len(ids) for ids, _ in insert.attempts] == [10, 10, 5]
+    assert stored == [10, 10, 5]  # told after each stored batch
     assert writer.pending == 0 and writer.written == 25
     assert await stored_ids(engine) == [make_cdr(n).call_id for n in range(25)]
     assert await writer.close() == []
