@@ -7,6 +7,10 @@ exchange before the load starts (steady state: no settlement backlog competing w
 (``--clients``) share the rate and cycle through: campaigns, targets, one campaign, numbers, calls (page of 50),
 the day's summary report by campaign, bids, health.
 
+Auth and rate limits are on, as by default: the load comes from ``--callers`` API keys (admin role, stored in the
+database like any machine's key, created through ``POST /api/v1/auth/api-keys`` before the run), each request
+carrying one of them in ``X-API-Key``; every caller stays under the seed's per-caller token buckets at 2k/s.
+
 The client is deliberately cheap, so the 2 cores go to the server: raw asyncio protocols on keep-alive HTTP/1.1
 connections, requests encoded once, one request in flight per connection (no pipelining). A request due while
 every connection is busy opens another one (up to ``--connections``), else waits for the first free one; its
@@ -34,6 +38,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -232,12 +238,13 @@ class Pool:
                 conn.transport.close()
 
 
-async def drive(base: str, rate: float, seconds: float, offset: int, connections: int, timeout: float) -> Results:
+async def drive(base: str, rate: float, seconds: float, offset: int, connections: int, timeout: float,
+                keys: Sequence[str]) -> Results:
     """Send ``rate`` requests/s for ``seconds`` on a fixed schedule; latency from each scheduled time."""
     url = urlsplit(base)
     host, port = url.hostname or "127.0.0.1", url.port or 80
-    requests = [f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: */*\r\n\r\n".encode("ascii")
-                for path in paths()]
+    requests = [f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: */*\r\nX-API-Key: {key}\r\n\r\n"
+                .encode("ascii") for key in keys for path in paths()]
     results = Results()
     pool = Pool(host, port, connections, results)
     total = int(rate * seconds)
@@ -258,14 +265,25 @@ async def drive(base: str, rate: float, seconds: float, offset: int, connections
     return results
 
 
+async def api_keys(base: str, admin_key: str, count: int) -> list[str]:
+    """``count`` new admin API keys, created through the API with the bootstrap key."""
+    keys = []
+    async with aiohttp.ClientSession(headers={"X-API-Key": admin_key}) as session:
+        for n in range(count):
+            async with session.post(f"{base}/api/v1/auth/api-keys", json={"role": "admin", "name": f"load-{n}"}) as r:
+                assert r.status == 201, await r.text()
+                keys.append((await r.json())["key"])
+    return keys
+
+
 def client(base: str, rates: Sequence[float], seconds: float, offset: int, connections: int, timeout: float,
-           go: object, out: object) -> None:
+           keys: Sequence[str], go: object, out: object) -> None:
     runner = uvloop.run if uvloop is not None else asyncio.run
-    runner(drive(base, min(rates), 1.0, offset, connections, timeout))  # warm up connections and caches
+    runner(drive(base, min(rates), 1.0, offset, connections, timeout, keys))  # warm up connections and caches
     for rate in rates:
         go.wait()  # type: ignore[attr-defined]
         began = time.perf_counter()
-        results = runner(drive(base, rate, seconds, offset, connections, timeout))
+        results = runner(drive(base, rate, seconds, offset, connections, timeout, keys))
         out.put((results.latencies, results.errors, time.perf_counter() - began))  # type: ignore[attr-defined]
 
 
@@ -278,6 +296,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=256, help="per client")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the last answers")
     parser.add_argument("--cdrs", type=int, default=20_000)
+    parser.add_argument("--callers", type=int, default=16, help="API keys the load is spread over")
     parser.add_argument("--database-url")
     parser.add_argument("--profile", metavar="FILE", help="run the server under cProfile, stats to FILE")
     args = parser.parse_args()
@@ -296,10 +315,12 @@ def main() -> int:
         exchange.start()
         try:
             asyncio.run(wait_settled(url))
+            keys = asyncio.run(api_keys(exchange.http_base, exchange.admin_key, args.callers))
             context = multiprocessing.get_context("spawn")
             go, out = context.Barrier(args.clients + 1), context.Queue()
             procs = [context.Process(target=client, args=(exchange.http_base, [r / args.clients for r in rates],
-                                                          args.seconds, n, args.connections, args.timeout, go, out))
+                                                          args.seconds, n, args.connections, args.timeout, keys,
+                                                          go, out))
                      for n in range(args.clients)]
             for proc in procs:
                 proc.start()

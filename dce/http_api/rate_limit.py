@@ -62,6 +62,11 @@ DEFAULT_RULES: Mapping[str, Rule] = {
 }
 
 
+UNLIMITED_PATHS: frozenset[str] = frozenset({"/health", "/health/live", "/health/ready", "/metrics"})
+"""Probes and scrapes: load balancers and Prometheus call these from one address; a 429 there would take a healthy
+node out of service."""
+
+
 def endpoint_class(path: str) -> str:
     """The rule name for a route's path template (or a raw path)."""
     if path.startswith(("/api/v1/bids", "/api/v1/rtb/", "/ws/v1/bidding")):
@@ -164,7 +169,10 @@ def rate_limit_middleware(
     async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = request.match_info.route
         resource = route.resource if request.match_info.http_exception is None else None
-        name = classify(resource.canonical if resource is not None else request.path)
+        path = resource.canonical if resource is not None else request.path
+        if path in UNLIMITED_PATHS:
+            return await handler(request)
+        name = classify(path)
         decision = await limiter.hit(f"{key(request)}|{name}", rules.get(name, default))
         if not decision.allowed:
             retry = max(1, math.ceil(decision.retry_after_s))
