@@ -47,7 +47,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 import secrets
 import time
@@ -68,6 +67,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce.db import auth_repository as repo
+from dce.http_api.inputs import read_json_object
 from dce.http_api.openapi import OPENAPI_PATH, SWAGGER_INITIALIZER, SWAGGER_PATH, SWAGGER_STATIC, describe
 from dce.http_api.openapi import PUBLIC_PATHS as DOCUMENTED_PUBLIC_PATHS
 from dce.http_api.permissions import (
@@ -567,14 +567,7 @@ def _field_name(loc: tuple[Any, ...]) -> str:
 
 
 async def _parse(request: web.Request, model: type[_M]) -> _M:
-    try:
-        body = json.loads(await request.text())
-    except ValueError as exc:
-        raise ProblemError(400, f"body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ProblemError(
-            422, "body must be a JSON object", invalid_params=[{"name": "body", "reason": "not an object"}]
-        )
+    body = await read_json_object(request)
     try:
         return model.model_validate(body)
     except ValidationError as exc:  # messages only: never echo the input (passwords)

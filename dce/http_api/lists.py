@@ -26,7 +26,6 @@ Handlers carry the permission they need (``lists:read`` / ``lists:write``) for t
 from __future__ import annotations
 
 import asyncio
-import json
 import tempfile
 from typing import Any
 
@@ -36,6 +35,7 @@ from dce.compliance.importer import Format, ParseResult, normalise, parse_stream
 from dce.compliance.lists import ListKind, check_scope
 from dce.db import list_repository as repo
 from dce.http_api.hooks import OnChange, notify_change
+from dce.http_api.inputs import read_json_object
 from dce.http_api.keys import ENGINE
 from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
@@ -57,13 +57,7 @@ def _engine(request: web.Request) -> Any:
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ProblemError(400, "the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise ProblemError(400, "the body must be a JSON object")
-    return body
+    return await read_json_object(request)
 
 
 async def _list(request: web.Request) -> repo.ListInfo:

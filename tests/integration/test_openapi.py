@@ -99,7 +99,7 @@ async def test_every_route_is_documented(document: dict[str, Any], method: str, 
     if path in PUBLIC_PATHS:
         assert operation["security"] == []
     else:
-        assert operation["security"] == [{"bearerAuth": []}]
+        assert operation["security"] == [{"bearerAuth": []}, {"apiKeyAuth": []}]
         assert {"401", "403"} <= operation["responses"].keys()
 
 
