@@ -96,6 +96,7 @@ class Doc:
     body_content: Mapping[str, Any] | None = None  # a raw requestBody "content" (non-JSON or free-form bodies)
     query: Sequence[Param] = ()
     status: int = 200  # the success status
+    also: Mapping[int, str] = field(default_factory=dict)  # further success statuses (same body): their meaning
     content_type: str | None = "application/json"  # of the success answer; None: no body (e.g. 204)
     response_schema: Mapping[str, Any] | None = None
     problems: Sequence[int] = ()  # further problem statuses the operation answers
@@ -215,6 +216,7 @@ def _enum(values: Any) -> dict[str, Any]:
 _TIME = {"type": "string", "description": "ISO 8601 time with a zone, or a date YYYY-MM-DD (UTC midnight)"}
 _PAGE = {"$ref": "#/components/schemas/Page"}
 _FREE = {"application/json": {"schema": {"type": "object"}}}
+_REPLAYED = {200: "OK: an entry with this idempotency key was posted already (that entry)"}
 _TERM_FILTERS = _ids("campaign_id", "publisher_id", "buyer_id", "target_id")
 API = "/api/v1"
 
@@ -314,10 +316,11 @@ DOCS: dict[tuple[str, str], Doc] = {
     ("POST", f"{API}/conversions"): Doc("Record a conversion (buyer webhook)", body=ConversionIn, status=201,
                                         problems=(404, 409)),
     ("POST", f"{API}/ledger/deposits"): Doc("Post a buyer deposit (200 when the key was posted already)",
-                                            body=DepositIn, status=201),
-    ("POST", f"{API}/ledger/adjustments"): Doc("Post an adjustment", body=AdjustmentIn, status=201),
+                                            body=DepositIn, status=201, also=_REPLAYED),
+    ("POST", f"{API}/ledger/adjustments"): Doc("Post an adjustment", body=AdjustmentIn, status=201, also=_REPLAYED),
     ("POST", f"{API}/ledger/refunds"): Doc("Refund a call's sale", body=RefundIn, status=201, problems=(404, 409)),
-    ("POST", f"{API}/ledger/payments"): Doc("Post a payment to a publisher", body=PaymentIn, status=201),
+    ("POST", f"{API}/ledger/payments"): Doc("Post a payment to a publisher", body=PaymentIn, status=201,
+                                            also=_REPLAYED),
     ("GET", f"{API}/ledger/balances"): Doc("Account balances", query=(Param("account", "one account"),)),
     ("GET", f"{API}/ledger/entries"): Doc("Journal entries, newest first",
                                           query=_page_params(Param("account", "only lines of this account")),
@@ -477,6 +480,8 @@ def _operation(route: RouteInfo, doc: Doc, body_refs: Mapping[type[BaseModel], A
         )
         success["content"] = {doc.content_type: {"schema": schema}}
     responses: dict[str, Any] = {str(doc.status): success}
+    for status, meaning in doc.also.items():
+        responses[str(status)] = {**success, "description": meaning}
     problems = {500, *doc.problems}
     if not public:
         problems |= {401, 403}
