@@ -595,7 +595,7 @@ def _authenticator(request: web.Request) -> Authenticator:
     return auth
 
 
-@describe(summary="Log in with a username and password", body=LoginIn, problems=(401, 422))
+@describe(summary="Log in with a username and password", body=LoginIn, problems=(401, 422, 503))
 async def login(request: web.Request) -> web.Response:
     """Trade a username and password for an access and a refresh token."""
     auth = _authenticator(request)
@@ -607,7 +607,7 @@ async def login(request: web.Request) -> web.Response:
     return web.json_response(tokens.to_json(), headers={"Cache-Control": "no-store"})
 
 
-@describe(summary="Trade a refresh token for new tokens", body=RefreshIn, problems=(401, 422))
+@describe(summary="Trade a refresh token for new tokens", body=RefreshIn, problems=(401, 422, 503))
 async def refresh(request: web.Request) -> web.Response:
     """Trade a valid refresh token for a new access and refresh token."""
     auth = _authenticator(request)
@@ -620,7 +620,7 @@ async def refresh(request: web.Request) -> web.Response:
 
 
 @require(AUTH_WRITE)
-@describe(summary="Create a user", body=UserIn, status=201, problems=(409, 422))
+@describe(summary="Create a user", body=UserIn, status=201, problems=(409, 422, 503))
 async def create_user(request: web.Request) -> web.Response:
     """Create a user who logs in with a password (admin)."""
     auth = _authenticator(request)
@@ -637,7 +637,7 @@ async def create_user(request: web.Request) -> web.Response:
 
 
 @require(AUTH_WRITE)
-@describe(summary="Create an API key (its secret is returned once)", body=ApiKeyIn, status=201, problems=(422,))
+@describe(summary="Create an API key (its secret is returned once)", body=ApiKeyIn, status=201, problems=(422, 503))
 async def create_api_key(request: web.Request) -> web.Response:
     """Create an API key for a machine (admin); the response's ``key`` is shown this once."""
     auth = _authenticator(request)
@@ -654,7 +654,7 @@ async def create_api_key(request: web.Request) -> web.Response:
 
 
 @require(AUTH_WRITE)
-@describe(summary="Revoke an API key", status=204, content_type=None, problems=(404,))
+@describe(summary="Revoke an API key", status=204, content_type=None, problems=(404, 503))
 async def revoke_api_key(request: web.Request) -> web.Response:
     """Revoke an API key (admin); it stops working on this node at once, on others within the key cache time."""
     auth = _authenticator(request)

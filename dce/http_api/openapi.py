@@ -67,6 +67,7 @@ PROBLEM_STATUSES = {
     409: "Conflict",
     415: "Unsupported Media Type: the body's charset is unknown (send UTF-8)",
     422: "Unprocessable Content: a field is invalid; invalid_params names it",
+    429: "Too Many Requests: the caller's rate limit is spent (rate_limits.enabled); see Retry-After",
     500: "Internal Server Error",
 }
 _METHODS = ("GET", "PUT", "POST", "DELETE", "OPTIONS", "PATCH", "TRACE")  # HEAD mirrors GET: left out
@@ -427,7 +428,8 @@ def _problem_components() -> tuple[dict[str, Any], dict[str, Any]]:
             "description": text,
             "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
-        for status, text in {**PROBLEM_STATUSES, 413: "Content Too Large", 503: "Service Unavailable"}.items()
+        for status, text in {**PROBLEM_STATUSES, 413: "Content Too Large: the body is over the size limit",
+                             503: "Service Unavailable"}.items()
     }
     return schema, responses
 
@@ -482,13 +484,13 @@ def _operation(route: RouteInfo, doc: Doc, body_refs: Mapping[type[BaseModel], A
     responses: dict[str, Any] = {str(doc.status): success}
     for status, meaning in doc.also.items():
         responses[str(status)] = {**success, "description": meaning}
-    problems = {500, *doc.problems}
+    problems = {429, 500, *doc.problems}
     if not public:
         problems |= {401, 403}
     if has_body or doc.query or path_names:
         problems |= {400, 422}
     if has_body:
-        problems.add(415)
+        problems |= {413, 415}
     if path_names:
         problems.add(404)
     for status in sorted(problems):
