@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -124,7 +125,8 @@ async def create_list(request: web.Request) -> web.Response:
     except repo.ListConflict as exc:
         raise ProblemError(409, str(exc)) from None
     await notify_change(request, ON_LISTS_CHANGE)
-    return web.json_response(info.to_json(), status=201, headers={"Location": f"{request.path}/{info.id}"})
+    location = f"{request.path}/{quote(info.id, safe='')}"  # an id may hold any character but '/'
+    return web.json_response(info.to_json(), status=201, headers={"Location": location})
 
 
 @require(READ)

@@ -35,7 +35,7 @@ JSON_BODIES = [
     ("POST", "/api/v1/compliance/outbound-check", {"number": "+13125550199"}),
     ("POST", "/api/v1/ledger/deposits", {"buyer_id": "b1", "amount": "1.00"}),
     ("POST", "/api/v1/postbacks", {"owner_kind": "buyer", "owner_id": "b1", "url": "http://127.0.0.1/"}),
-    ("POST", "/api/v1/lists", {"kind": "internal_dnc"}),
+    ("POST", "/api/v1/lists", {"kind": "dnc_internal"}),
     ("POST", "/api/v1/gdpr/erasures", {"number": "+13125550199"}),
     ("POST", "/api/v1/bids", {"call_id": "c1", "amount": "1", "buyer_id": "b1"}),
     ("POST", "/api/v1/auth/login", {"username": "u", "password": "p"}),
@@ -136,3 +136,14 @@ async def test_largest_offset_is_an_empty_page(client: TestClient[Any, Any]) -> 
     assert response.status == 200
     assert (await response.json())["items"] == []
 
+
+
+@pytest.mark.parametrize("list_id", ["a\x01b", "new\nline", "sp ace", "ünï%"])
+async def test_location_of_a_list_with_any_id_is_a_valid_header(client: TestClient[Any, Any], list_id: str) -> None:
+    """A control character in the id reached the Location header raw: aiohttp refused to write it (a 500)."""
+    response = await client.post("/api/v1/lists", json={"kind": "dnc_internal", "id": list_id})
+    assert response.status == 201, await response.text()
+    location = response.headers["Location"]
+    assert location.isascii() and location.isprintable()
+    again = await client.get(location)
+    assert again.status == 200 and (await again.json())["id"] == list_id
