@@ -17,6 +17,7 @@ from contextlib import ExitStack
 from typing import Any
 
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import Case, CheckContext, Response
@@ -121,3 +122,17 @@ def test_api_conforms(case: Case, exchange: ExchangeProcess) -> None:
     response = case.call(base_url=exchange.http_base, timeout=30)
     case.validate_response(response, checks=CHECKS)
 
+
+
+def _response(status: int, content_type: str, body: bytes) -> Response:
+    request = requests.Request("GET", "http://127.0.0.1/").prepare()
+    return Response(status, {"content-type": [content_type]}, body, request, elapsed=0.0, verify=True)
+
+
+def test_problem_json_check_can_fail() -> None:
+    problem = json.dumps({"type": "about:blank", "title": "Not Found", "status": 404}).encode()
+    assert problem_json_errors(None, _response(404, PROBLEM_CONTENT_TYPE, problem), None)  # type: ignore[arg-type]
+    assert problem_json_errors(None, _response(200, "text/plain", b"ok"), None) is None  # type: ignore[arg-type]
+    for bad in (_response(404, "text/plain", b"404: Not Found"), _response(409, PROBLEM_CONTENT_TYPE, problem)):
+        with pytest.raises(AssertionError):
+            problem_json_errors(None, bad, None)  # type: ignore[arg-type]
