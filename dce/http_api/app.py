@@ -23,6 +23,7 @@ from dce.http_api.events import events_routes
 from dce.http_api.gdpr import gdpr_routes
 from dce.http_api.hooks import OnChange
 from dce.http_api.http_metrics import http_metrics_middleware
+from dce.http_api.inputs import input_guard_middleware
 from dce.http_api.keys import ENGINE, METRICS, STARTED_AT, STATUS
 from dce.http_api.ledger import ledger_routes
 from dce.http_api.lists import list_routes
@@ -136,7 +137,8 @@ def build_app(
         middlewares.append(auth_middleware(auth))
     if rate_limiter is not None:
         middlewares.append(rate_limit_middleware(rate_limiter))
-    app = web.Application(middlewares=[*middlewares, problem_middleware])
+    # problem+json outermost of the last two: the input guard's 422 (NUL in a query or path) is one of its problems
+    app = web.Application(middlewares=[*middlewares, problem_middleware, input_guard_middleware])
     if auth is not None:
         app[AUTHENTICATOR] = auth
     app[ENGINE] = engine

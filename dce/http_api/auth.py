@@ -50,7 +50,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 import secrets
 import time
@@ -71,6 +70,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce.db import auth_repository as repo
+from dce.http_api.inputs import read_json_object
 from dce.http_api.openapi import OPENAPI_PATH, SWAGGER_INITIALIZER, SWAGGER_PATH, SWAGGER_STATIC, describe
 from dce.http_api.openapi import PUBLIC_PATHS as DOCUMENTED_PUBLIC_PATHS
 from dce.http_api.permissions import (
@@ -573,14 +573,7 @@ def _field_name(loc: tuple[Any, ...]) -> str:
 
 
 async def _parse(request: web.Request, model: type[_M]) -> _M:
-    try:
-        body = json.loads(await request.text())
-    except ValueError as exc:
-        raise ProblemError(400, f"body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ProblemError(
-            422, "body must be a JSON object", invalid_params=[{"name": "body", "reason": "not an object"}]
-        )
+    body = await read_json_object(request)
     try:
         return model.model_validate(body)
     except ValidationError as exc:  # messages only: never echo the input (passwords)
@@ -608,7 +601,7 @@ def _authenticator(request: web.Request) -> Authenticator:
     return auth
 
 
-@describe(summary="Log in with a username and password", body=LoginIn, problems=(401, 422))
+@describe(summary="Log in with a username and password", body=LoginIn, problems=(401, 422, 503))
 async def login(request: web.Request) -> web.Response:
     """Trade a username and password for an access and a refresh token."""
     auth = _authenticator(request)
@@ -620,7 +613,7 @@ async def login(request: web.Request) -> web.Response:
     return web.json_response(tokens.to_json(), headers={"Cache-Control": "no-store"})
 
 
-@describe(summary="Trade a refresh token for new tokens", body=RefreshIn, problems=(401, 422))
+@describe(summary="Trade a refresh token for new tokens", body=RefreshIn, problems=(401, 422, 503))
 async def refresh(request: web.Request) -> web.Response:
     """Trade a valid refresh token for a new access and refresh token."""
     auth = _authenticator(request)
@@ -633,7 +626,7 @@ async def refresh(request: web.Request) -> web.Response:
 
 
 @require(AUTH_WRITE)
-@describe(summary="Create a user", body=UserIn, status=201, problems=(409, 422))
+@describe(summary="Create a user", body=UserIn, status=201, problems=(409, 422, 503))
 async def create_user(request: web.Request) -> web.Response:
     """Create a user who logs in with a password (admin)."""
     auth = _authenticator(request)
@@ -650,7 +643,7 @@ async def create_user(request: web.Request) -> web.Response:
 
 
 @require(AUTH_WRITE)
-@describe(summary="Create an API key (its secret is returned once)", body=ApiKeyIn, status=201, problems=(422,))
+@describe(summary="Create an API key (its secret is returned once)", body=ApiKeyIn, status=201, problems=(422, 503))
 async def create_api_key(request: web.Request) -> web.Response:
     """Create an API key for a machine (admin); the response's ``key`` is shown this once."""
     auth = _authenticator(request)
@@ -667,7 +660,7 @@ async def create_api_key(request: web.Request) -> web.Response:
 
 
 @require(AUTH_WRITE)
-@describe(summary="Revoke an API key", status=204, content_type=None, problems=(404,))
+@describe(summary="Revoke an API key", status=204, content_type=None, problems=(404, 503))
 async def revoke_api_key(request: web.Request) -> web.Response:
     """Revoke an API key (admin); it stops working on this node at once, on others within the key cache time."""
     auth = _authenticator(request)

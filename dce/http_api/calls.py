@@ -17,11 +17,12 @@ from dce.http_api.read_cache import CALLS_CACHE, cached, request_key
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50
+MAX_INT = 2**63 - 1  # a SQL BIGINT: the ceiling of an integer parameter that has no bound of its own
 
 routes = web.RouteTableDef()
 
 
-def int_param(request: web.Request, name: str, default: int, low: int, high: int | None = None) -> int:
+def int_param(request: web.Request, name: str, default: int, low: int, high: int = MAX_INT) -> int:
     raw = request.query.get(name, "")
     if raw == "":
         return default
@@ -29,9 +30,8 @@ def int_param(request: web.Request, name: str, default: int, low: int, high: int
         value = int(raw)
     except ValueError:
         raise invalid_parameter(name, f"expected an integer, got {raw!r}") from None
-    if value < low or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise invalid_parameter(name, f"must be {bounds}, got {value}")
+    if not low <= value <= high:
+        raise invalid_parameter(name, f"must be between {low} and {high}, got {value}")
     return value
 
 

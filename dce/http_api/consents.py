@@ -23,7 +23,6 @@ sync or async, so the in-memory consent book can reload).
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
@@ -44,6 +43,7 @@ from dce.compliance.outbound import ListCheck, check_outbound
 from dce.compliance.tcpa import CallingHours, local_times, number_place
 from dce.db import consent_repository as repo
 from dce.http_api.hooks import OnChange, notify_change
+from dce.http_api.inputs import read_json_object
 from dce.http_api.keys import ENGINE
 from dce.http_api.marketplace import E164
 from dce.http_api.permissions import require
@@ -117,15 +117,7 @@ def _field_name(loc: tuple[int | str, ...]) -> str:
 
 
 async def _validated(request: web.Request, schema: type[M]) -> M:
-    text = await request.text()
-    try:
-        body = json.loads(text)
-    except ValueError as exc:
-        raise ProblemError(400, f"body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ProblemError(
-            422, "body must be a JSON object", invalid_params=[{"name": "body", "reason": "not an object"}]
-        )
+    body = await read_json_object(request)
     try:
         return schema.model_validate(body)
     except ValidationError as exc:

@@ -20,9 +20,10 @@ from aiohttp import web
 from dce.db.audit_repository import list_entries, verify
 from dce.db.gdpr import Eraser, Exporter, erase_number, export_number, normalise_number
 from dce.http_api.calls import int_param
+from dce.http_api.inputs import read_json_object
 from dce.http_api.keys import ENGINE
 from dce.http_api.permissions import require
-from dce.http_api.problems import ProblemError, invalid_parameter
+from dce.http_api.problems import invalid_parameter
 
 ERASERS = web.AppKey("gdpr_erasers", Mapping[str, Eraser])
 EXPORTERS = web.AppKey("gdpr_exporters", Mapping[str, Exporter])
@@ -45,13 +46,7 @@ def _number(raw: Any, name: str = "number") -> str:
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ProblemError(400, "the body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise ProblemError(400, "the body must be a JSON object")
-    return body
+    return await read_json_object(request)
 
 
 @require("gdpr:write")

@@ -29,7 +29,6 @@ App keys: ``ON_LEDGER_CHANGE`` (called after every post, sync or async, so the r
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -46,6 +45,7 @@ from dce.db import settlement
 from dce.db.marketplace_models import BuyerRow, PublisherRow
 from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param
 from dce.http_api.hooks import OnChange, notify_change
+from dce.http_api.inputs import read_json_object
 from dce.http_api.keys import ENGINE
 from dce.http_api.permissions import require, tenant_filter
 from dce.http_api.problems import ProblemError, invalid_parameter
@@ -70,15 +70,7 @@ MAX_MONEY = Decimal(10) ** 12  # currency units
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.text(), parse_float=Decimal, parse_constant=Decimal)
-    except ValueError as exc:
-        raise ProblemError(400, f"body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ProblemError(
-            422, "body must be a JSON object", invalid_params=[{"name": "body", "reason": "not an object"}]
-        )
-    return body
+    return await read_json_object(request, decimals=True)
 
 
 def _money(body: dict[str, Any], name: str, *, required: bool = True, signed: bool = False,

@@ -26,9 +26,9 @@ Handlers carry the permission they need (``lists:read`` / ``lists:write``) for t
 from __future__ import annotations
 
 import asyncio
-import json
 import tempfile
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -36,6 +36,7 @@ from dce.compliance.importer import Format, ParseResult, normalise, parse_stream
 from dce.compliance.lists import ListKind, check_scope
 from dce.db import list_repository as repo
 from dce.http_api.hooks import OnChange, notify_change
+from dce.http_api.inputs import read_json_object
 from dce.http_api.keys import ENGINE
 from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
@@ -57,13 +58,7 @@ def _engine(request: web.Request) -> Any:
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ProblemError(400, "the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise ProblemError(400, "the body must be a JSON object")
-    return body
+    return await read_json_object(request)
 
 
 async def _list(request: web.Request) -> repo.ListInfo:
@@ -130,7 +125,8 @@ async def create_list(request: web.Request) -> web.Response:
     except repo.ListConflict as exc:
         raise ProblemError(409, str(exc)) from None
     await notify_change(request, ON_LISTS_CHANGE)
-    return web.json_response(info.to_json(), status=201, headers={"Location": f"{request.path}/{info.id}"})
+    location = f"{request.path}/{quote(info.id, safe='')}"  # an id may hold any character but '/'
+    return web.json_response(info.to_json(), status=201, headers={"Location": location})
 
 
 @require(READ)

@@ -28,6 +28,7 @@ from aiohttp import WSMsgType, web
 
 from dce.bidding.bids import MalformedBid, parse_amount
 from dce.bidding.live import BidAnswer, BidStatus, LiveBidding, Message
+from dce.http_api.inputs import read_json
 from dce.http_api.permissions import require, tenant_filter
 from dce.http_api.problems import ProblemError, invalid_parameter
 from dce.http_api.ws_outbox import Outbox
@@ -94,10 +95,7 @@ _REFUSALS = {
 async def post_bid(request: web.Request) -> web.Response:
     """Place a bid on a call in a live auction (a buyer's token names the bidder)."""
     live = _live(request)
-    try:
-        payload = await request.json()
-    except ValueError:
-        raise invalid_parameter("body", "not JSON") from None
+    payload = await read_json(request)
     try:
         bidder = tenant_filter(request).get("buyer_id")
         if bidder is not None and isinstance(payload, dict):

@@ -28,7 +28,6 @@ Handlers carry the permission they need (:func:`require`, :func:`required_permis
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import uuid
@@ -47,6 +46,7 @@ from pydantic_core import PydanticCustomError
 from dce.db import marketplace_repository as repo
 from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param
 from dce.http_api.hooks import OnChange, notify_change
+from dce.http_api.inputs import read_json_object
 from dce.http_api.keys import ENGINE
 from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
@@ -471,17 +471,8 @@ def _invalid(exc: ValidationError) -> ProblemError:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    text = await request.text()
-    try:
-        # numbers as Decimal (money is never a float); NaN/Infinity reach the validators and are refused there
-        body = json.loads(text, parse_float=Decimal, parse_constant=Decimal)
-    except ValueError as exc:
-        raise ProblemError(400, f"body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ProblemError(
-            422, "body must be a JSON object", invalid_params=[{"name": "body", "reason": "not an object"}]
-        )
-    return body
+    # numbers as Decimal (money is never a float); NaN/Infinity reach the validators and are refused there
+    return await read_json_object(request, decimals=True)
 
 
 T = TypeVar("T")

@@ -35,7 +35,7 @@ from dce.compliance.lists import ListKind
 from dce.db.list_repository import MAX_ADD
 from dce.db.postback_repository import STATUSES as DELIVERY_STATUSES
 from dce.http_api import marketplace
-from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT
+from dce.http_api.calls import DEFAULT_LIMIT, MAX_INT, MAX_LIMIT
 from dce.http_api.consents import ConsentIn, OutboundCheckIn, RevokeIn
 from dce.http_api.marketplace import RESOURCES
 from dce.http_api.permissions import required_permission
@@ -49,11 +49,15 @@ SWAGGER_PATH = "/swagger"
 SWAGGER_STATIC = "/swagger/static"
 SWAGGER_INITIALIZER = "/swagger/initializer.js"
 
-# Paths answered without a token (the auth layer may import this). Everything else carries a bearer requirement.
+# Paths answered without credentials (the auth layer imports this): health, metrics, the docs, login and refresh,
+# and the RTB ping (its campaign key is in the path). Everything else takes a bearer token or an API key.
 PUBLIC_PATHS: frozenset[str] = frozenset({
     "/health", "/health/live", "/health/ready", "/metrics", OPENAPI_PATH, SWAGGER_PATH, SWAGGER_INITIALIZER,
+    "/api/v1/rtb/{key}/ping", "/api/v1/auth/login", "/api/v1/auth/refresh",
 })
 SECURITY_SCHEME = "bearerAuth"
+API_KEY_SCHEME = "apiKeyAuth"
+SECURITY: list[dict[str, list[str]]] = [{SECURITY_SCHEME: []}, {API_KEY_SCHEME: []}]  # either one
 
 PROBLEM_STATUSES = {
     400: "Bad Request: the body or a parameter could not be read",
@@ -61,7 +65,9 @@ PROBLEM_STATUSES = {
     403: "Forbidden: the token lacks the permission (x-permission)",
     404: "Not Found",
     409: "Conflict",
+    415: "Unsupported Media Type: the body's charset is unknown (send UTF-8)",
     422: "Unprocessable Content: a field is invalid; invalid_params names it",
+    429: "Too Many Requests: the caller's rate limit is spent (rate_limits.enabled); see Retry-After",
     500: "Internal Server Error",
 }
 _METHODS = ("GET", "PUT", "POST", "DELETE", "OPTIONS", "PATCH", "TRACE")  # HEAD mirrors GET: left out
@@ -91,6 +97,7 @@ class Doc:
     body_content: Mapping[str, Any] | None = None  # a raw requestBody "content" (non-JSON or free-form bodies)
     query: Sequence[Param] = ()
     status: int = 200  # the success status
+    also: Mapping[int, str] = field(default_factory=dict)  # further success statuses (same body): their meaning
     content_type: str | None = "application/json"  # of the success answer; None: no body (e.g. 204)
     response_schema: Mapping[str, Any] | None = None
     problems: Sequence[int] = ()  # further problem statuses the operation answers
@@ -194,7 +201,7 @@ class ErasureIn(BaseModel):
 def _page_params(*extra: Param) -> tuple[Param, ...]:
     return (
         Param("limit", "page size", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}),
-        Param("offset", "items to skip", {"type": "integer", "minimum": 0, "default": 0}),
+        Param("offset", "items to skip", {"type": "integer", "minimum": 0, "maximum": MAX_INT, "default": 0}),
         *extra,
     )
 
@@ -210,6 +217,7 @@ def _enum(values: Any) -> dict[str, Any]:
 _TIME = {"type": "string", "description": "ISO 8601 time with a zone, or a date YYYY-MM-DD (UTC midnight)"}
 _PAGE = {"$ref": "#/components/schemas/Page"}
 _FREE = {"application/json": {"schema": {"type": "object"}}}
+_REPLAYED = {200: "OK: an entry with this idempotency key was posted already (that entry)"}
 _TERM_FILTERS = _ids("campaign_id", "publisher_id", "buyer_id", "target_id")
 API = "/api/v1"
 
@@ -309,15 +317,20 @@ DOCS: dict[tuple[str, str], Doc] = {
     ("POST", f"{API}/conversions"): Doc("Record a conversion (buyer webhook)", body=ConversionIn, status=201,
                                         problems=(404, 409)),
     ("POST", f"{API}/ledger/deposits"): Doc("Post a buyer deposit (200 when the key was posted already)",
-                                            body=DepositIn, status=201),
-    ("POST", f"{API}/ledger/adjustments"): Doc("Post an adjustment", body=AdjustmentIn, status=201),
+                                            body=DepositIn, status=201, also=_REPLAYED),
+    ("POST", f"{API}/ledger/adjustments"): Doc("Post an adjustment", body=AdjustmentIn, status=201, also=_REPLAYED),
     ("POST", f"{API}/ledger/refunds"): Doc("Refund a call's sale", body=RefundIn, status=201, problems=(404, 409)),
-    ("POST", f"{API}/ledger/payments"): Doc("Post a payment to a publisher", body=PaymentIn, status=201),
+    ("POST", f"{API}/ledger/payments"): Doc("Post a payment to a publisher", body=PaymentIn, status=201,
+                                            also=_REPLAYED),
     ("GET", f"{API}/ledger/balances"): Doc("Account balances", query=(Param("account", "one account"),)),
     ("GET", f"{API}/ledger/entries"): Doc("Journal entries, newest first",
                                           query=_page_params(Param("account", "only lines of this account")),
                                           response_schema=_PAGE),
     ("GET", f"{API}/ledger/verify"): Doc("Check the cached balances against the journal"),
+    ("GET", f"{API}/debug/compliance/tcpa"): Doc("May this number be called at this time (TCPA calling hours)?", query=(
+        Param("number", "phone number", required=True),
+        Param("at", "ISO 8601 time with a UTC offset (default: now)", {"type": "string", "format": "date-time"}),
+    )),
     ("GET", OPENAPI_PATH): Doc(query=(Param("compat", "3.0: the document labelled OpenAPI 3.0.3 (for Swagger UI)",
                                             _enum(("3.0",))),)),
     ("GET", SWAGGER_PATH): Doc(content_type="text/html"),
@@ -415,7 +428,8 @@ def _problem_components() -> tuple[dict[str, Any], dict[str, Any]]:
             "description": text,
             "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
-        for status, text in {**PROBLEM_STATUSES, 413: "Content Too Large", 503: "Service Unavailable"}.items()
+        for status, text in {**PROBLEM_STATUSES, 413: "Content Too Large: the body is over the size limit",
+                             503: "Service Unavailable"}.items()
     }
     return schema, responses
 
@@ -433,7 +447,7 @@ def _operation(route: RouteInfo, doc: Doc, body_refs: Mapping[type[BaseModel], A
     permission = required_permission(route.handler)
     if permission is not None:
         operation["x-permission"] = permission
-    operation["security"] = [] if public else [{SECURITY_SCHEME: []}]
+    operation["security"] = [] if public else [dict(s) for s in SECURITY]
 
     path_names = _PARAM.findall(route.path)
     parameters = [
@@ -468,11 +482,15 @@ def _operation(route: RouteInfo, doc: Doc, body_refs: Mapping[type[BaseModel], A
         )
         success["content"] = {doc.content_type: {"schema": schema}}
     responses: dict[str, Any] = {str(doc.status): success}
-    problems = {500, *doc.problems}
+    for status, meaning in doc.also.items():
+        responses[str(status)] = {**success, "description": meaning}
+    problems = {429, 500, *doc.problems}
     if not public:
         problems |= {401, 403}
     if has_body or doc.query or path_names:
         problems |= {400, 422}
+    if has_body:
+        problems |= {413, 415}
     if path_names:
         problems.add(404)
     for status in sorted(problems):
@@ -520,9 +538,13 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
         "components": {
             "schemas": {**schemas, "Problem": problem_schema, "Page": page},
             "responses": problem_responses,
-            "securitySchemes": {SECURITY_SCHEME: {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "securitySchemes": {
+                SECURITY_SCHEME: {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                API_KEY_SCHEME: {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                                 "description": "dce_<id>_<secret> from POST /api/v1/auth/api-keys"},
+            },
         },
-        "security": [{SECURITY_SCHEME: []}],
+        "security": [dict(s) for s in SECURITY],
     }
 
 

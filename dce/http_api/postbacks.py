@@ -24,7 +24,6 @@ reload its configs (:meth:`~dce.db.postback_dispatcher.PostbackDispatcher.notify
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from datetime import UTC, datetime
@@ -38,6 +37,7 @@ from dce.db import marketplace_repository as marketplace
 from dce.db import postback_repository as repo
 from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param
 from dce.http_api.hooks import OnChange, notify_change
+from dce.http_api.inputs import read_json_object
 from dce.http_api.keys import ENGINE
 from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
@@ -127,15 +127,7 @@ def _field_name(loc: tuple[int | str, ...]) -> str:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.text())
-    except ValueError as exc:
-        raise ProblemError(400, f"body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ProblemError(
-            422, "body must be a JSON object", invalid_params=[{"name": "body", "reason": "not an object"}]
-        )
-    return body
+    return await read_json_object(request)
 
 
 def _validate(body: dict[str, Any]) -> PostbackIn:

@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from dce.bidding.inbound import InboundPings
-from dce.http_api.problems import problem
+from dce.http_api.inputs import read_json
+from dce.http_api.problems import ProblemError, problem
 from dce.routing.model import Campaign
 
 
@@ -36,8 +37,8 @@ async def rtb_ping(request: web.Request) -> web.Response:
     if campaign is None:
         return problem(404, "no campaign has this key")
     try:
-        payload = await request.json()
-    except ValueError:
+        payload = await read_json(request)
+    except ProblemError:
         payload = None  # answered as a malformed ping (bidAmount 0 with a reason), as buyers' platforms expect
     answer = await service.pings.handle(campaign, payload, datetime.now(UTC))
     return web.json_response(answer)

@@ -375,16 +375,16 @@ async def test_http_erase_export_and_audit(client: TestClient[Any, Any], engine:
 
 
 @pytest.mark.parametrize(
-    ("body", "status"),
-    [({"number": "banana"}, 422), ({"number": 3125550199}, 422), ({}, 422), ({"number": "12"}, 422), ([1], 400)],
+    ("body", "field"),
+    [({"number": "banana"}, "number"), ({"number": 3125550199}, "number"), ({}, "number"), ({"number": "12"}, "number"),
+     ([1], "body"), ({"number": "+1312555\u00000199"}, "number")],
 )
-async def test_http_erasure_refuses_bad_input(client: TestClient[Any, Any], body: Any, status: int) -> None:
+async def test_http_erasure_refuses_bad_input(client: TestClient[Any, Any], body: Any, field: str) -> None:
     response = await client.post("/api/v1/gdpr/erasures", json=body)
-    assert response.status == status
+    assert response.status == 422
     assert response.content_type == "application/problem+json"
     problem = await response.json(content_type=None)
-    if status == 422:
-        assert problem["invalid_params"][0]["name"] == "number"
+    assert problem["invalid_params"][0]["name"] == field
 
 
 async def test_http_bad_requests(client: TestClient[Any, Any]) -> None:

@@ -99,7 +99,7 @@ async def test_every_route_is_documented(document: dict[str, Any], method: str, 
     if path in PUBLIC_PATHS:
         assert operation["security"] == []
     else:
-        assert operation["security"] == [{"bearerAuth": []}]
+        assert operation["security"] == [{"bearerAuth": []}, {"apiKeyAuth": []}]
         assert {"401", "403"} <= operation["responses"].keys()
 
 
@@ -140,6 +140,28 @@ async def test_problem_responses_and_body_schemas(document: dict[str, Any]) -> N
     assert "204" in document["paths"]["/api/v1/campaigns/{key}"]["delete"]["responses"]
     limit = next(p for p in document["paths"]["/api/v1/calls"]["get"]["parameters"] if p["name"] == "limit")
     assert limit["in"] == "query" and limit["schema"]["type"] == "integer"
+
+
+async def test_document_matches_what_the_server_answers(document: dict[str, Any]) -> None:
+    """What schemathesis (test_schemathesis.py) found the document getting wrong."""
+    api_key = dict(document["components"]["securitySchemes"]["apiKeyAuth"])
+    assert api_key.pop("description")
+    assert api_key == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    for path in ("/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/rtb/{key}/ping"):  # answered without a key
+        assert document["paths"][path]["post"]["security"] == [], path
+    assert {"401", "503"} <= document["paths"]["/api/v1/auth/login"]["post"]["responses"].keys()
+    for kind in ("deposits", "payments", "adjustments"):  # 200: the idempotency key was posted already
+        assert {"200", "201"} <= document["paths"][f"/api/v1/ledger/{kind}"]["post"]["responses"].keys()
+    tcpa = document["paths"]["/api/v1/debug/compliance/tcpa"]["get"]
+    assert {p["name"]: p["required"] for p in tcpa["parameters"]} == {"number": True, "at": False}
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"].keys()
+            assert "429" in responses, (method, path)
+            if "requestBody" in operation:
+                assert {"400", "413", "415"} <= responses, (method, path)
+            offset = [p for p in operation.get("parameters", []) if p["name"] == "offset"]
+            assert all(p["schema"]["maximum"] == 2**63 - 1 for p in offset), (method, path)
 
 
 async def test_compat_view_for_swagger_ui(client: TestClient[Any, Any], document: dict[str, Any]) -> None:

@@ -1,0 +1,102 @@
+"""What a request carries is decodable and storable text, or the caller gets a problem (400/415/422), never a 500.
+
+- :func:`read_text`, :func:`read_json`, :func:`read_json_object`: the body in its charset, as JSON; every string
+  of it (keys too) free of NUL characters and lone surrogates, which no database column can store
+  (PostgreSQL refuses ``\\x00`` in text; a lone surrogate cannot be encoded to UTF-8).
+- :func:`input_guard_middleware`: the same rule for query parameters and path segments.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from decimal import Decimal
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from dce.http_api.problems import ProblemError, invalid_parameter
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored as text, or None when it can."""
+    if "\x00" in value:
+        return "must not contain a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode (a lone surrogate is not)"
+    return None
+
+
+def check_strings(value: Any) -> None:
+    """Raise 422 naming the first string of a parsed JSON value (or key) that :func:`text_problem` refuses."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:  # iterative: a JSON document nested as deep as the parser allows must not exhaust the stack
+        path, item = stack.pop()
+        if isinstance(item, str):
+            reason = text_problem(item)
+            if reason is not None:
+                raise invalid_parameter(path or "body", reason)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                name = f"{path}.{key}" if path else key
+                reason = text_problem(key)
+                if reason is not None:
+                    raise invalid_parameter(path or "body", f"a key {reason}")
+                stack.append((name, child))
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{i}]" if path else f"body[{i}]", child) for i, child in enumerate(item))
+
+
+async def read_text(request: web.Request) -> str:
+    """The body decoded with its ``charset`` (UTF-8 when none): 415 for an unknown charset, 400 for bad bytes."""
+    raw = await request.read()
+    charset = request.charset or "utf-8"
+    try:
+        codec = codecs.lookup(charset)
+    except LookupError:
+        raise ProblemError(415, f"unknown charset {charset!r}: send UTF-8") from None
+    try:
+        return raw.decode(codec.name)
+    except UnicodeDecodeError as exc:
+        raise ProblemError(400, f"body is not valid {codec.name}: {exc.reason} at byte {exc.start}") from None
+
+
+async def read_json(request: web.Request, *, decimals: bool = False) -> Any:
+    """The body as JSON (400 when it is not, 422 for a string :func:`text_problem` refuses); ``decimals``: numbers
+    with a fraction, NaN and Infinity as Decimal (money is never a float; validators refuse NaN and Infinity)."""
+    text = await read_text(request)
+    try:
+        body = json.loads(text, parse_float=Decimal, parse_constant=Decimal) if decimals else json.loads(text)
+    except RecursionError:
+        raise ProblemError(400, "body is not JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise ProblemError(400, f"body is not JSON: {exc}") from None
+    check_strings(body)
+    return body
+
+
+async def read_json_object(request: web.Request, *, decimals: bool = False) -> dict[str, Any]:
+    """:func:`read_json`, and 422 naming ``body`` unless it is a JSON object."""
+    body = await read_json(request, decimals=decimals)
+    if not isinstance(body, dict):
+        raise ProblemError(
+            422, "body must be a JSON object", invalid_params=[{"name": "body", "reason": "not an object"}]
+        )
+    return body
+
+
+@web.middleware
+async def input_guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """422 naming the query parameter or path segment that :func:`text_problem` refuses (before any handler)."""
+    for name, value in request.match_info.items():
+        reason = text_problem(value)
+        if reason is not None:
+            raise invalid_parameter(name, reason)
+    for name, value in request.query.items():
+        reason = text_problem(name) or text_problem(value)
+        if reason is not None:
+            raise invalid_parameter(name if text_problem(name) is None else "query", reason)
+    return await handler(request)
