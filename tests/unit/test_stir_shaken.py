@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -382,12 +384,16 @@ def test_stir_check_in_a_screener(pki: StirPki, signer: Signer) -> None:
 
 
 def test_repeated_verification_is_cheap(pki: StirPki, signer: Signer) -> None:
-    """A generous bound (CI machines vary): the cached path must stay far below one ES256 verification."""
-    store = store_of(pki)
+    """The cached path stays far below a first verification, measured in the same run (machines vary)."""
     header = signer.identity(CALLER, [DID], iat=NOW)
-    assert check(header, store).passed
-    rounds = 2000
-    start = time.perf_counter()
-    for _ in range(rounds):
-        check(header, store)
-    assert (time.perf_counter() - start) / rounds < 25e-6
+
+    def per_check(rounds: int, store_for: Callable[[], Any]) -> float:
+        start = time.perf_counter()
+        for _ in range(rounds):
+            assert check(header, store_for()).passed
+        return (time.perf_counter() - start) / rounds
+
+    store = store_of(pki)
+    cold = per_check(50, lambda: store_of(pki))  # a fresh store: chain check and ES256 verification each time
+    warm = per_check(2000, lambda: store)
+    assert warm < cold / 5, f"cached {warm * 1e6:.1f} µs vs first {cold * 1e6:.1f} µs"
