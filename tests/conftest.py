@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from dce.db.engine import create_engine
 from dce.db.migrate import upgrade
 from tests.databases import postgres_database, postgres_server_url, sqlite_url
 
@@ -28,3 +30,11 @@ def migrated_database_url(database_url: str) -> str:
     """:func:`database_url` with the Alembic migrations applied (head)."""
     upgrade(database_url)
     return database_url
+
+
+@pytest.fixture
+async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on :func:`migrated_database_url`, disposed afterwards."""
+    engine = create_engine(migrated_database_url)
+    yield engine
+    await engine.dispose()

@@ -5,7 +5,7 @@ API keys, tenant filters and rate limits end to end."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -35,6 +35,7 @@ from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.permissions import require, required_permission, tenant_filter
 from dce.http_api.problems import problem_middleware
 from dce.http_api.rate_limit import DEFAULT_RULES, InProcessRateLimiter, Rule, rate_limit_middleware
+from tests.route_table import route_table
 
 pytestmark = pytest.mark.integration
 
@@ -93,20 +94,8 @@ def make_auth(engine: AsyncEngine | None, clock: Clock | None = None) -> Authent
     )
 
 
-def route_table(app: web.Application) -> Iterator[tuple[str, str, Any]]:
-    """(METHOD, path template, handler) of every route of ``app`` and its sub-apps (HEAD too), static files aside."""
-    for resource in app.router.resources():
-        if isinstance(resource, web.StaticResource):
-            continue
-        if isinstance(resource, web.PrefixedSubAppResource):
-            yield from route_table(resource.get_info()["app"])
-            continue
-        for route in resource:
-            yield route.method, resource.canonical, route.handler
-
-
 _TABLE_APP = make_app(create_engine("sqlite+aiosqlite://"), make_auth(None))
-HANDLERS = {(method, path): handler for method, path, handler in route_table(_TABLE_APP)}
+HANDLERS = {(method, path): handler for method, path, handler in route_table(_TABLE_APP, head=True)}
 GUARDED = sorted(key for key in HANDLERS if not is_public(key[1]))
 PUBLIC = sorted(key for key in HANDLERS if is_public(key[1]))
 UNMARKED_ROUTES = sorted(k for k in GUARDED if required_permission(HANDLERS[k]) is None)
@@ -114,13 +103,6 @@ UNMARKED_ROUTES = sorted(k for k in GUARDED if required_permission(HANDLERS[k]) 
 
 def concrete(path: str) -> str:
     return re.sub(r"\{[^}]+\}", "x", path)
-
-
-@pytest.fixture
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(migrated_database_url)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from dce.compliance.consent import ConsentStatus, proof_hash_of
 from dce.compliance.tcpa import CallingHours
 from dce.compliance.verdict import Action, Finding, ReasonCode
 from dce.db import consent_repository as repo
-from dce.db.engine import create_engine
 from dce.http_api.consents import CALLING_HOURS, ON_CONSENTS_CHANGE, OUTBOUND_LISTS, consent_routes
 from dce.http_api.keys import ENGINE
 from dce.http_api.problems import problem_middleware
@@ -32,13 +31,6 @@ NUMBER = "+12125550100"
 PROOF = proof_hash_of("signed web form, lead 42")
 DAYTIME = "2026-07-01T14:00:00Z"  # 10:00 EDT
 NIGHT = "2026-07-02T03:00:00Z"  # 23:00 EDT
-
-
-@pytest.fixture
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(migrated_database_url)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

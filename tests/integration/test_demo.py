@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,13 +29,6 @@ from tests.databases import run_coroutine, sqlite_url
 pytestmark = pytest.mark.integration
 
 NOW = datetime(2026, 6, 1, 15, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(migrated_database_url)
-    yield engine
-    await engine.dispose()
 
 
 def assert_is_the_demo(data: MarketplaceData) -> None:

@@ -8,7 +8,6 @@ the digits, integers for the number's value, binary for its int64 encoding.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce.db import consent_repository, list_repository
 from dce.db.cdr_repository import insert_cdrs
-from dce.db.engine import create_engine
 from dce.db.models import Base
 from dce.exchange.personal_data import ERASERS, EXPORTERS
 from dce.http_api.app import build_app
@@ -35,13 +33,6 @@ pytestmark = pytest.mark.integration
 NUMBER = "+13125550199"  # make_cdr's caller
 VALUE = 13125550199
 NEIGHBOURS = [13125550100 + n for n in range(50)]  # other numbers sharing the list's chunk
-
-
-@pytest.fixture
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(migrated_database_url)
-    yield engine
-    await engine.dispose()
 
 
 async def holders(engine: AsyncEngine) -> list[str]:

@@ -47,13 +47,6 @@ OTHER = "+14155550123"
 KEY = b"test-pseudonym-key"
 
 
-@pytest.fixture
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(migrated_database_url)
-    yield engine
-    await engine.dispose()
-
-
 def cdr(n: int, **changes: Any) -> CallDetailRecord:
     return dataclasses.replace(make_cdr(n), **changes)
 

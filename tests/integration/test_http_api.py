@@ -24,13 +24,6 @@ PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(migrated_database_url)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
 def metrics() -> ExchangeMetrics:
     return ExchangeMetrics()
 

@@ -15,7 +15,6 @@ from argon2.profiles import CHEAPEST
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce.bidding.live import LiveBidding
-from dce.db.engine import create_engine
 from dce.http_api.app import build_app
 from dce.http_api.auth import AuthConfig, Authenticator
 from dce.http_api.metrics import ExchangeMetrics
@@ -41,13 +40,6 @@ JSON_BODIES = [
     ("POST", "/api/v1/auth/login", {"username": "u", "password": "p"}),
 ]
 IDS = [f"{method} {path}" for method, path, _ in JSON_BODIES]
-
-
-@pytest.fixture
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(migrated_database_url)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

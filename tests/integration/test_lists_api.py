@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dce.compliance.lists import ListKind
 from dce.compliance.verdict import ReasonCode
 from dce.db import list_repository as repo
-from dce.db.engine import create_engine
 from dce.exchange.cli import main as dce_main
 from dce.http_api.keys import ENGINE
 from dce.http_api.lists import ON_LISTS_CHANGE, list_routes
@@ -24,13 +23,6 @@ from dce.http_api.problems import problem_middleware
 pytestmark = pytest.mark.integration
 
 Client = TestClient[Any, Any]
-
-
-@pytest.fixture
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(migrated_database_url)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

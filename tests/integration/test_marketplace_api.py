@@ -47,13 +47,6 @@ Client = TestClient[Any, Any]
 
 
 @pytest.fixture
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(migrated_database_url)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
 def changes() -> list[int]:
     return []
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from dce.http_api.app import build_app
 from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.openapi import OPENAPI_PATH, PUBLIC_PATHS, SWAGGER_PATH
 from dce.http_api.permissions import required_permission
+from tests.route_table import route_table
 
 pytestmark = pytest.mark.integration
 
@@ -34,28 +35,8 @@ def make_app(engine: AsyncEngine | None = None, **kwargs: Any) -> web.Applicatio
                      metrics=ExchangeMetrics(), **kwargs)  # fmt: skip
 
 
-def route_table(app: web.Application) -> Iterator[tuple[str, str, Any]]:
-    """(METHOD, path, handler) of every route of ``app`` and its sub-apps, except static files and HEAD."""
-    for resource in app.router.resources():
-        if isinstance(resource, web.StaticResource):
-            continue
-        if isinstance(resource, web.PrefixedSubAppResource):
-            yield from route_table(resource.get_info()["app"])
-            continue
-        for route in resource:
-            if route.method != "HEAD":
-                yield route.method, resource.canonical, route.handler
-
-
 HANDLERS = {(method, path): handler for method, path, handler in route_table(make_app())}
 ROUTES = sorted(HANDLERS)
-
-
-@pytest.fixture
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(migrated_database_url)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

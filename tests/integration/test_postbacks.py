@@ -32,7 +32,6 @@ from dce.billing.postback import (
 )
 from dce.db import marketplace_repository as marketplace
 from dce.db import postback_repository as repo
-from dce.db.engine import create_engine
 from dce.db.postback_dispatcher import DispatcherSettings, PostbackDispatcher
 from dce.http_api.keys import ENGINE
 from dce.http_api.postbacks import ON_POSTBACKS_CHANGE, postback_routes
@@ -67,13 +66,6 @@ class Receiver:
         self.arrived.set()
         status = self.statuses.pop(0) if self.statuses else 200
         return web.Response(status=status, text="ok" if status < 300 else "nope")
-
-
-@pytest.fixture
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(migrated_database_url)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

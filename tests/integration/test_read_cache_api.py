@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce.db import marketplace_repository as repo
 from dce.db.cdr_repository import insert_cdrs
-from dce.db.engine import create_engine
 from dce.http_api.app import build_app
 from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.read_cache import MARKETPLACE_CACHE, CacheTtls
@@ -25,13 +24,6 @@ pytestmark = pytest.mark.integration
 
 Client = TestClient[Any, Any]
 TTLS = CacheTtls(marketplace_s=0.3, calls_s=0.3, reports_s=0.3)
-
-
-@pytest.fixture
-async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(migrated_database_url)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture
