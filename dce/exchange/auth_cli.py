@@ -20,21 +20,12 @@ from typing import Any
 
 from dce.db.auth_repository import AuthStoreError
 from dce.db.engine import create_engine
+from dce.exchange.cli_args import add_config_args, settings_from_args
 from dce.http_api.auth import MIN_PASSWORD, ROLES, AuthConfig, Authenticator
 
 
-def _database_url(args: argparse.Namespace) -> str:
-    from dce.exchange.config import load_settings
-
-    overrides: dict[str, Any] = {}
-    if args.database_url:
-        overrides["database"] = {"url": args.database_url}
-    return load_settings(args.config, overrides).database.url
-
-
 def _tenant_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML configuration file")
-    parser.add_argument("--database-url", help="overrides database.url")
+    add_config_args(parser)
     parser.add_argument("--role", required=True, choices=sorted(ROLES), help="what the holder may do")
     parser.add_argument("--buyer-id", help="the buyer a buyer-role holder acts for")
     parser.add_argument("--publisher-id", help="the publisher a seller-role holder acts for")
@@ -80,7 +71,7 @@ def _create_key(args: argparse.Namespace) -> int:
         return 2
 
     async def create() -> tuple[str, str]:
-        auth, engine = _authenticator(_database_url(args))
+        auth, engine = _authenticator(settings_from_args(args).database.url)
         try:
             record, key = await auth.create_api_key(
                 args.role, buyer_id=args.buyer_id, publisher_id=args.publisher_id, name=args.name, created_by="cli")
@@ -121,7 +112,7 @@ def _create_user(args: argparse.Namespace) -> int:
         return 2
 
     async def create() -> None:
-        auth, engine = _authenticator(_database_url(args))
+        auth, engine = _authenticator(settings_from_args(args).database.url)
         try:
             await auth.create_user(args.username, password, args.role, buyer_id=args.buyer_id,
                                    publisher_id=args.publisher_id)

@@ -9,35 +9,17 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 from dce.exchange import auth_cli, gdpr_cli, lists_cli
+from dce.exchange.cli_args import add_config_args, overrides, settings_from_args
 from dce.exchange.config import ConfigError, Settings, load_settings
 from dce.exchange.demo import demo_config, demo_howto, seed_demo_url
 from dce.exchange.logging_setup import configure_logging
 
 log = logging.getLogger("dce")
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """CLI flags as a nested settings dict (they beat the file and the environment)."""
-    out: dict[str, Any] = {}
-    if getattr(args, "sip_listen", None):
-        out.setdefault("sip", {})["listen"] = args.sip_listen
-    if getattr(args, "http_listen", None):
-        out.setdefault("http", {})["listen"] = args.http_listen
-    if getattr(args, "media_mode", None):
-        out.setdefault("media", {})["mode"] = args.media_mode
-    if getattr(args, "database_url", None):
-        out.setdefault("database", {})["url"] = args.database_url
-    return out
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config, _overrides(args))
-
-
 def _serve(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = settings_from_args(args)
     if settings.log.json_lines:
         configure_logging(args.log_level, json=True)
     try:
@@ -71,7 +53,7 @@ async def _serve_async(settings: Settings) -> None:
 def _migrate(args: argparse.Namespace) -> int:
     from dce.db.migrate import upgrade
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     upgrade(settings.database.url)
     print(f"database at {settings.database.url} is at the latest schema")
     return 0
@@ -82,7 +64,7 @@ def _demo(args: argparse.Namespace) -> int:
     if not path.exists() or args.force:
         path.write_text(demo_config())
         print(f"wrote {path}")
-    settings = load_settings(path, _overrides(args))  # validate it
+    settings = load_settings(path, overrides(args))  # validate it
     if args.seed:
         from dce.db.migrate import upgrade
 
@@ -105,8 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the exchange (SIP + HTTP)")
     migrate = sub.add_parser("migrate", help="bring the database schema up to date")
     for p in (serve, migrate):
-        p.add_argument("--config", help="YAML configuration file")
-        p.add_argument("--database-url", help="overrides database.url")
+        add_config_args(p)
     serve.add_argument("--sip-listen", action="append", metavar="TRANSPORT:HOST:PORT",
                        help="overrides sip.listen (repeatable), e.g. udp:127.0.0.1:5060")
     serve.add_argument("--http-listen", metavar="HOST:PORT", help="overrides http.listen")

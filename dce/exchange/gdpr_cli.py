@@ -16,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dce.exchange.config import Settings, load_settings
+from dce.exchange.cli_args import add_config_args, settings_from_args
+from dce.exchange.config import Settings
 from dce.exchange.personal_data import ERASERS, EXPORTERS
 
 log = logging.getLogger(__name__)
@@ -27,13 +28,6 @@ def pseudonym_key(settings: Settings, key_file: str | None = None) -> bytes | No
     if key_file:
         return Path(key_file).read_bytes().strip() or None
     return settings.compliance.gdpr.key_bytes
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    overrides: dict[str, Any] = {}
-    if args.database_url:
-        overrides["database"] = {"url": args.database_url}
-    return load_settings(args.config, overrides)
 
 
 def _actor() -> str:
@@ -80,7 +74,7 @@ def _number(raw: str) -> str | None:
 def _audit_verify(args: argparse.Namespace) -> int:
     from dce.db.audit_repository import verify
 
-    result = _run(_settings(args).database.url, verify)
+    result = _run(settings_from_args(args).database.url, verify)
     if result.ok:
         print(f"ok: {result.checked} entries")
         return 0
@@ -91,7 +85,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
 def _gdpr_erase(args: argparse.Namespace) -> int:
     from dce.db.gdpr import erase_number
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     number = _number(args.number)
     if number is None:
         return 2
@@ -116,7 +110,7 @@ def _gdpr_erase(args: argparse.Namespace) -> int:
 def _gdpr_export(args: argparse.Namespace) -> int:
     from dce.db.gdpr import export_number
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     number = _number(args.number)
     if number is None:
         return 2
@@ -140,7 +134,7 @@ def _gdpr_export(args: argparse.Namespace) -> int:
 def _gdpr_retention(args: argparse.Namespace) -> int:
     from dce.db.gdpr import pseudonymise_old_calls, retention_cutoff
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     days = args.days if args.days is not None else settings.compliance.gdpr.retention_days
     if days is None or days <= 0:
         print("dce: give --days N (N > 0) or set compliance.gdpr.retention_days", file=sys.stderr)
@@ -169,17 +163,12 @@ def _exit_2_on_database_failure(command: Callable[[argparse.Namespace], int]) ->
     return run
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML configuration file")
-    parser.add_argument("--database-url", help="overrides database.url")
-
-
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``audit`` and ``gdpr`` to the ``dce`` parser."""
     audit = sub.add_parser("audit", help="the hash-chained audit log")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="check every entry's hash chain; exit 1 naming the first bad seq")
-    _common(verify)
+    add_config_args(verify)
     verify.set_defaults(func=_exit_2_on_database_failure(_audit_verify))
 
     gdpr = sub.add_parser("gdpr", help="personal data: erasure, export, retention")
@@ -190,19 +179,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     erase.add_argument("number", help="the phone number (E.164, or national with the US as default region)")
     erase.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     erase.add_argument("--key-file", help=key_help)
-    _common(erase)
+    add_config_args(erase)
     erase.set_defaults(func=_exit_2_on_database_failure(_gdpr_erase))
 
     export = gdpr_sub.add_parser("export", help="everything held about a phone number, as JSON")
     export.add_argument("number", help="the phone number (E.164, or national with the US as default region)")
     export.add_argument("--out", metavar="FILE", help="write the JSON here (default: stdout)")
     export.add_argument("--key-file", help=key_help)
-    _common(export)
+    add_config_args(export)
     export.set_defaults(func=_exit_2_on_database_failure(_gdpr_export))
 
     retention = gdpr_sub.add_parser("retention", help="pseudonymise callers of calls older than the retention period")
     retention.add_argument("--days", type=int, help="retention period (default: compliance.gdpr.retention_days)")
     retention.add_argument("--batch-size", type=int, default=1000, help="rows per transaction")
     retention.add_argument("--key-file", help=key_help)
-    _common(retention)
+    add_config_args(retention)
     retention.set_defaults(func=_exit_2_on_database_failure(_gdpr_retention))

@@ -16,22 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from dce.compliance.lists import ListKind
+from dce.exchange.cli_args import add_config_args, settings_from_args
 
 SHOWN_INVALID = 20
-
-
-def _settings_url(args: argparse.Namespace) -> str:
-    from dce.exchange.config import load_settings
-
-    overrides: dict[str, Any] = {}
-    if args.database_url:
-        overrides["database"] = {"url": args.database_url}
-    return load_settings(args.config, overrides).database.url
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML configuration file")
-    parser.add_argument("--database-url", help="overrides database.url")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -52,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     imp.add_argument("--report", type=Path, help="where to write every invalid line (default: FILE.invalid.txt "
                                                  f"when more than {SHOWN_INVALID})")
     imp.add_argument("--no-progress", action="store_true", help="no progress bars")
-    _common(imp)
+    add_config_args(imp)
     imp.set_defaults(func=_import)
 
     create = lists_sub.add_parser("create", help="create an empty list")
@@ -60,12 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     create.add_argument("--scope")
     create.add_argument("--name", default="")
     create.add_argument("--list-id")
-    _common(create)
+    add_config_args(create)
     create.set_defaults(func=_create)
 
     ls = lists_sub.add_parser("ls", help="show the lists")
     ls.add_argument("--kind", choices=kinds)
-    _common(ls)
+    add_config_args(ls)
     ls.set_defaults(func=_ls)
 
 
@@ -79,7 +66,7 @@ def _create(args: argparse.Namespace) -> int:
     from dce.db.engine import create_engine
 
     async def run() -> repo.ListInfo:
-        engine = create_engine(_settings_url(args))
+        engine = create_engine(settings_from_args(args).database.url)
         try:
             return await repo.create_list(engine, args.kind, args.scope, args.name, args.list_id)
         finally:
@@ -98,7 +85,7 @@ def _ls(args: argparse.Namespace) -> int:
     from dce.db.engine import create_engine
 
     async def run() -> list[repo.ListInfo]:
-        engine = create_engine(_settings_url(args))
+        engine = create_engine(settings_from_args(args).database.url)
         try:
             return await repo.list_lists(engine, args.kind)
         finally:
@@ -153,7 +140,7 @@ def _import(args: argparse.Namespace) -> int:
     column: int | str | None = None
     if args.column:
         column = int(args.column) if args.column.isdigit() else args.column
-    url = _settings_url(args)
+    url = settings_from_args(args).database.url
 
     async def run() -> tuple[Any, Any, Any]:
         engine = create_engine(url)
