@@ -58,7 +58,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import jwt
 from aiohttp import web
@@ -66,11 +66,11 @@ from aiohttp.typedefs import Handler, Middleware
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from cryptography.hazmat.primitives import serialization
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce.db import auth_repository as repo
-from dce.http_api.inputs import read_json_object
+from dce.http_api.inputs import read_model
 from dce.http_api.openapi import OPENAPI_PATH, SWAGGER_INITIALIZER, SWAGGER_PATH, SWAGGER_STATIC, describe
 from dce.http_api.openapi import PUBLIC_PATHS as DOCUMENTED_PUBLIC_PATHS
 from dce.http_api.permissions import (
@@ -524,7 +524,6 @@ def auth_middleware(auth: Authenticator) -> Middleware:
 # ------------------------------------------------------------------------------------------------ /auth routes
 
 
-_M = TypeVar("_M", bound=BaseModel)
 
 
 class _In(BaseModel):
@@ -565,23 +564,6 @@ class ApiKeyIn(_Tenanted):
     name: str | None = Field(default=None, min_length=1, max_length=255)
 
 
-def _field_name(loc: tuple[Any, ...]) -> str:
-    name = ""
-    for part in loc:
-        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
-    return name or "body"
-
-
-async def _parse(request: web.Request, model: type[_M]) -> _M:
-    body = await read_json_object(request)
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:  # messages only: never echo the input (passwords)
-        params = [{"name": _field_name(tuple(e["loc"])), "reason": e["msg"]} for e in exc.errors()]
-        detail = "; ".join(f"{p['name']}: {p['reason']}" for p in params)
-        raise ProblemError(422, f"invalid body: {detail}", invalid_params=params) from None
-
-
 def _check_role(auth: Authenticator, body: _Tenanted) -> None:
     if body.role not in auth.roles:
         raise ProblemError(422, f"unknown role {body.role!r}", invalid_params=[{"name": "role", "reason": "unknown"}])
@@ -605,7 +587,7 @@ def _authenticator(request: web.Request) -> Authenticator:
 async def login(request: web.Request) -> web.Response:
     """Trade a username and password for an access and a refresh token."""
     auth = _authenticator(request)
-    body = await _parse(request, LoginIn)
+    body = await read_model(request, LoginIn)
     try:
         tokens = await auth.login(body.username, body.password)
     except AuthError as exc:
@@ -617,7 +599,7 @@ async def login(request: web.Request) -> web.Response:
 async def refresh(request: web.Request) -> web.Response:
     """Trade a valid refresh token for a new access and refresh token."""
     auth = _authenticator(request)
-    body = await _parse(request, RefreshIn)
+    body = await read_model(request, RefreshIn)
     try:
         tokens = await auth.refresh(body.refresh_token)
     except AuthError as exc:
@@ -630,7 +612,7 @@ async def refresh(request: web.Request) -> web.Response:
 async def create_user(request: web.Request) -> web.Response:
     """Create a user who logs in with a password (admin)."""
     auth = _authenticator(request)
-    body = await _parse(request, UserIn)
+    body = await read_model(request, UserIn)
     _check_role(auth, body)
     try:
         user = await auth.create_user(body.username, body.password, body.role, buyer_id=body.buyer_id,
@@ -647,7 +629,7 @@ async def create_user(request: web.Request) -> web.Response:
 async def create_api_key(request: web.Request) -> web.Response:
     """Create an API key for a machine (admin); the response's ``key`` is shown this once."""
     auth = _authenticator(request)
-    body = await _parse(request, ApiKeyIn)
+    body = await read_model(request, ApiKeyIn)
     _check_role(auth, body)
     who = principal(request)
     try:

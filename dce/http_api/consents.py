@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from dce.compliance.consent import (
@@ -43,7 +43,7 @@ from dce.compliance.outbound import ListCheck, check_outbound
 from dce.compliance.tcpa import CallingHours, local_times, number_place
 from dce.db import consent_repository as repo
 from dce.http_api.hooks import OnChange, notify_change
-from dce.http_api.inputs import read_json_object
+from dce.http_api.inputs import read_model
 from dce.http_api.keys import ENGINE
 from dce.http_api.marketplace import E164
 from dce.http_api.permissions import require
@@ -56,7 +56,6 @@ CALLING_HOURS = web.AppKey("calling_hours", CallingHours)
 OUTBOUND_LISTS = web.AppKey("outbound_lists", ListCheck)
 ON_CONSENTS_CHANGE = web.AppKey("on_consents_change", OnChange)
 
-M = TypeVar("M", bound=BaseModel)
 
 READ = "compliance:read"
 WRITE = "compliance:write"
@@ -109,23 +108,6 @@ class OutboundCheckIn(_Input):
     at: AwareDatetime | None = None
 
 
-def _field_name(loc: tuple[int | str, ...]) -> str:
-    name = ""
-    for part in loc:
-        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
-    return name or "body"
-
-
-async def _validated(request: web.Request, schema: type[M]) -> M:
-    body = await read_json_object(request)
-    try:
-        return schema.model_validate(body)
-    except ValidationError as exc:
-        params = [{"name": _field_name(tuple(e["loc"])), "reason": e["msg"]} for e in exc.errors()]
-        detail = "; ".join(f"{p['name']}: {p['reason']}" for p in params)
-        raise ProblemError(422, f"invalid body: {detail}", invalid_params=params) from None
-
-
 # ---------------------------------------------------------------------------------------------------- output
 
 
@@ -158,7 +140,7 @@ def consent_json(record: ConsentRecord, now: datetime | None = None) -> dict[str
 
 @require(WRITE)
 async def record_consent(request: web.Request) -> web.Response:
-    data = await _validated(request, ConsentIn)
+    data = await read_model(request, ConsentIn)
     now = datetime.now(UTC)
     if data.proof_hash is None and data.proof is None:
         raise invalid_parameter("proof_hash", "required (or give proof, which is hashed)")
@@ -192,7 +174,7 @@ async def consent_history(request: web.Request) -> web.Response:
 
 @require(WRITE)
 async def revoke_consent(request: web.Request) -> web.Response:
-    data = await _validated(request, RevokeIn)
+    data = await read_model(request, RevokeIn)
     now = datetime.now(UTC)
     record = await repo.revoke_consent(
         request.config_dict[ENGINE], number=data.number, business=data.business, consent_type=data.consent_type,
@@ -206,7 +188,7 @@ async def revoke_consent(request: web.Request) -> web.Response:
 
 @require(READ)
 async def outbound_check(request: web.Request) -> web.Response:
-    data = await _validated(request, OutboundCheckIn)
+    data = await read_model(request, OutboundCheckIn)
     at = data.at or datetime.now(UTC)
     latest = await repo.latest_consent(request.config_dict[ENGINE], data.number, data.business, data.consent_type)
     verdict = check_outbound(

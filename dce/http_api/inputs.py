@@ -3,6 +3,7 @@
 - :func:`read_text`, :func:`read_json`, :func:`read_json_object`: the body in its charset, as JSON; every string
   of it (keys too) free of NUL characters and lone surrogates, which no database column can store
   (PostgreSQL refuses ``\\x00`` in text; a lone surrogate cannot be encoded to UTF-8).
+- :func:`validated`, :func:`read_model`: a body checked by a pydantic model, 422 naming each bad field.
 - :func:`input_guard_middleware`: the same rule for query parameters and path segments.
 """
 
@@ -11,10 +12,11 @@ from __future__ import annotations
 import codecs
 import json
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from pydantic import BaseModel, ValidationError
 
 from dce.http_api.problems import ProblemError, invalid_parameter
 
@@ -86,6 +88,33 @@ async def read_json_object(request: web.Request, *, decimals: bool = False) -> d
             422, "body must be a JSON object", invalid_params=[{"name": "body", "reason": "not an object"}]
         )
     return body
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def field_name(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as a field path: ``targets[0].caps``; ``body`` for the whole body."""
+    name = ""
+    for part in loc:
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
+    return name or "body"
+
+
+def validated(model: type[M], body: Any) -> M:
+    """``body`` as ``model``, or 422 listing each bad field with pydantic's message (never the input itself, which
+    may be a password)."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        params = [{"name": field_name(tuple(e["loc"])), "reason": e["msg"]} for e in exc.errors()]
+        detail = "; ".join(f"{p['name']}: {p['reason']}" for p in params)
+        raise ProblemError(422, f"invalid body: {detail}", invalid_params=params) from None
+
+
+async def read_model(request: web.Request, model: type[M], *, decimals: bool = False) -> M:
+    """:func:`read_json_object` checked by :func:`validated`."""
+    return validated(model, await read_json_object(request, decimals=decimals))
 
 
 @web.middleware

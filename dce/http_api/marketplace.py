@@ -40,13 +40,13 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from dce.db import marketplace_repository as repo
 from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param
 from dce.http_api.hooks import OnChange, notify_change
-from dce.http_api.inputs import read_json_object
+from dce.http_api.inputs import read_json_object, validated
 from dce.http_api.keys import ENGINE
 from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
@@ -454,22 +454,6 @@ def number_json(n: TrackingNumber) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------------------- plumbing
 
 
-def _field_name(loc: tuple[int | str, ...]) -> str:
-    name = ""
-    for part in loc:
-        if isinstance(part, int):
-            name += f"[{part}]"
-        else:
-            name += f".{part}" if name else str(part)
-    return name or "body"
-
-
-def _invalid(exc: ValidationError) -> ProblemError:
-    params = [{"name": _field_name(tuple(error["loc"])), "reason": error["msg"]} for error in exc.errors()]
-    detail = "; ".join(f"{p['name']}: {p['reason']}" for p in params)
-    return ProblemError(422, f"invalid body: {detail}", invalid_params=params)
-
-
 async def _body(request: web.Request) -> dict[str, Any]:
     # numbers as Decimal (money is never a float); NaN/Infinity reach the validators and are refused there
     return await read_json_object(request, decimals=True)
@@ -530,10 +514,7 @@ class Resource:
         return number
 
     def validate(self, body: dict[str, Any]) -> Any:
-        try:
-            return self.schema.model_validate(body)
-        except ValidationError as exc:
-            raise _invalid(exc) from None
+        return validated(self.schema, body)
 
     def routes(self) -> list[web.RouteDef]:
         base = f"/{self.collection}"

@@ -30,14 +30,14 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dce.billing.postback import DEFAULT_MAX_ATTEMPTS, EventName, Method, OwnerKind, PostbackConfig
 from dce.db import marketplace_repository as marketplace
 from dce.db import postback_repository as repo
 from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param
 from dce.http_api.hooks import OnChange, notify_change
-from dce.http_api.inputs import read_json_object
+from dce.http_api.inputs import read_json_object, validated
 from dce.http_api.keys import ENGINE
 from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
@@ -119,26 +119,6 @@ def delivery_json(d: repo.Delivery) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------------------- plumbing
 
 
-def _field_name(loc: tuple[int | str, ...]) -> str:
-    name = ""
-    for part in loc:
-        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
-    return name or "body"
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    return await read_json_object(request)
-
-
-def _validate(body: dict[str, Any]) -> PostbackIn:
-    try:
-        return PostbackIn.model_validate(body)
-    except ValidationError as exc:
-        params = [{"name": _field_name(tuple(e["loc"])), "reason": e["msg"]} for e in exc.errors()]
-        detail = "; ".join(f"{p['name']}: {p['reason']}" for p in params)
-        raise ProblemError(422, f"invalid body: {detail}", invalid_params=params) from None
-
-
 _OWNER_LOOKUP = {
     OwnerKind.CAMPAIGN: marketplace.get_campaign,
     OwnerKind.PUBLISHER: marketplace.get_publisher,
@@ -181,7 +161,7 @@ async def list_postbacks(request: web.Request) -> web.Response:
 
 @require(WRITE)
 async def create_postback(request: web.Request) -> web.Response:
-    data = _validate(await _body(request))
+    data = validated(PostbackIn, await read_json_object(request))
     key = data.id or uuid.uuid4().hex
     config = data.to_config(key)
     await _check_owner(request, config)
@@ -203,7 +183,7 @@ async def _replace(request: web.Request, body: dict[str, Any], current: Postback
     if body.get("id") not in (None, key):
         raise invalid_parameter("id", f"does not match the path ({key!r}); ids cannot change")
     keep_secret = "secret" not in body
-    data = _validate({k: v for k, v in body.items() if k != "secret"} if keep_secret else body)
+    data = validated(PostbackIn, {k: v for k, v in body.items() if k != "secret"} if keep_secret else body)
     config = data.to_config(key)
     if keep_secret:
         config = PostbackConfig(**{**postback_fields(config), "secret": current.secret})
@@ -226,12 +206,12 @@ def postback_fields(c: PostbackConfig) -> dict[str, Any]:
 @require(WRITE)
 async def put_postback(request: web.Request) -> web.Response:
     current = await _stored(request)
-    return await _replace(request, await _body(request), current)
+    return await _replace(request, await read_json_object(request), current)
 
 
 @require(WRITE)
 async def patch_postback(request: web.Request) -> web.Response:
-    patch = await _body(request)
+    patch = await read_json_object(request)
     current = await _stored(request)
     merged = {k: v for k, v in postback_json(current).items() if k != "secret_set"}
     merged.update(patch)
