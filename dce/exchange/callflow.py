@@ -264,7 +264,7 @@ class CallFlow:
                 log.warning("call %s: no outbound trunk to dial %s (target %s)", call.id, target.destination,
                             target.target_id)
                 continue
-            if not await self.router.acquire(routed, target):
+            if not await self.router.acquire(routed, target, self.wall_clock()):
                 continue  # its concurrency slot went to another call since the plan was made
             tried = target
             with open_span(

@@ -216,7 +216,7 @@ class MarketplaceRouter:
             bid_id=target.bid_id,
         )
 
-    async def acquire(self, routed: Routed, target: PlannedTarget, now: datetime | None = None) -> bool:
+    async def acquire(self, routed: Routed, target: PlannedTarget, now: datetime) -> bool:
         """This node's slot first (no round trip when it is already full), then, when Redis is configured, the
         caps shared by every node in one round trip: the slot and the hour/day/month counts at ``now`` (planning
         checked them on this node's counts only). If Redis cannot answer in time, this node's counts decide."""
@@ -231,7 +231,7 @@ class MarketplaceRouter:
             windows = None
             if compiled.counted:
                 caps = compiled.caps
-                starts = self._starts(compiled.zone, now or datetime.now(UTC))
+                starts = self._starts(compiled.zone, now)
                 windows = Windows(caps.counts, starts, caps.hourly, caps.daily, caps.monthly)
             shared = await self.slots.acquire(target_id, limit, windows)
             if shared is False:

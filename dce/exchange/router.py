@@ -52,8 +52,8 @@ class Router(Protocol):
         """The plan for a call; None when the DID is unknown to every source."""
         ...
 
-    async def acquire(self, routed: Routed, target: PlannedTarget) -> bool:
-        """Take the target's concurrency slot before dialling it (on every node); False to skip the target."""
+    async def acquire(self, routed: Routed, target: PlannedTarget, now: datetime) -> bool:
+        """Take the target's concurrency slot before dialling it at ``now`` (on every node); False to skip it."""
         ...
 
     def release(self, routed: Routed, target: PlannedTarget) -> None:
@@ -101,7 +101,7 @@ class StaticRouter:
                         for destination in destinations)
         return Routed(RoutingPlan(targets))
 
-    async def acquire(self, routed: Routed, target: PlannedTarget) -> bool:
+    async def acquire(self, routed: Routed, target: PlannedTarget, now: datetime) -> bool:
         return True
 
     def release(self, routed: Routed, target: PlannedTarget) -> None:

@@ -286,7 +286,7 @@ class PlannedRouter:
     def plan(self, request, now):
         return self.routed
 
-    async def acquire(self, routed, target):
+    async def acquire(self, routed, target, now):
         if target.target_id in self.full:
             return False
         routed.held.add(target.target_id)
