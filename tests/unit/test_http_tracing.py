@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,7 +15,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from dce.exchange.logging_setup import configure_logging
 from dce.http_api.tracing import tracing_middleware
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -59,20 +57,6 @@ async def client(exporter: InMemorySpanExporter) -> AsyncIterator[TestClient[Any
     app.add_subapp("/api/v1", api)
     async with TestClient(TestServer(app)) as client:
         yield client
-
-
-@pytest.fixture
-def json_log() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    stream = io.StringIO()
-    configure_logging("INFO", json=True, stream=stream)
-    yield stream
-    for handler in root.handlers[:]:
-        root.removeHandler(handler)
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
 
 
 def only(exporter: InMemorySpanExporter) -> ReadableSpan:

@@ -6,24 +6,9 @@ import asyncio
 import io
 import json
 import logging
-from collections.abc import Iterator
-
-import pytest
 
 from dce.exchange.log_context import CALL_ID, TRACE_ID, bind_call, set_call_id
 from dce.exchange.logging_setup import PLAIN_FORMAT, configure_logging
-
-
-@pytest.fixture
-def restore_root() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers[:]:
-        root.removeHandler(handler)
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
 
 
 def _lines(stream: io.StringIO) -> list[dict[str, object]]:

@@ -5,7 +5,6 @@ Spans go to the SDK's InMemorySpanExporter through a real TracerProvider.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from collections.abc import Iterator
@@ -19,7 +18,6 @@ from opentelemetry.trace import NoOpTracer, SpanKind, StatusCode
 from dce.billing.cdr import Disposition
 from dce.compliance.verdict import Action, ReasonCode
 from dce.exchange.config import ConfigError, TracingConfig, load_settings
-from dce.exchange.logging_setup import configure_logging
 from dce.exchange.tracing import Tracing, open_span, setup_tracing, sip_parent
 from dce.routing.model import PlannedTarget, RoutingPlan
 from tests.unit.sipfactory import SDP_A, ack_for, new_branch, request, response_to
@@ -234,20 +232,6 @@ def test_sip_parent_reads_traceparent_case_insensitively_and_is_empty_without_it
 
 
 # ------------------------------------------------------------------------------------------- logs
-
-
-@pytest.fixture
-def json_log() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    stream = io.StringIO()
-    configure_logging("INFO", json=True, stream=stream)
-    yield stream
-    for handler in root.handlers[:]:
-        root.removeHandler(handler)
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
 
 
 async def test_a_call_s_log_lines_carry_its_call_id_and_its_span_s_trace_id(spans, json_log):
