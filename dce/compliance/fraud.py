@@ -78,9 +78,13 @@ WEIGHTS: Final[Mapping[ReasonCode, float]] = {
 
 
 def combine(signals: Iterable[ReasonCode], weights: Mapping[ReasonCode, float] = WEIGHTS) -> float:
-    """Noisy-OR of the signals' weights: ``1 - prod(1 - w)``; 0.0 for no signals."""
+    """Noisy-OR of the signals' weights: ``1 - prod(1 - w)``; 0.0 for no signals.
+
+    Each distinct signal counts once, multiplied in a fixed order, so the same signals give the same float
+    whatever order a set iterates in (and one more signal never lowers the risk by a rounding error).
+    """
     keep = 1.0
-    for code in signals:
+    for code in sorted(set(signals)):
         keep *= 1.0 - weights[code]
     return 1.0 - keep
 
