@@ -181,7 +181,8 @@ class Exchange:
                                            shared_velocity=self.cluster.velocity if self.cluster else None)
         await self.compliance.start()
         self._retention = asyncio.create_task(self._retain())
-        self.postback_client = aiohttp.ClientSession(headers={"User-Agent": settings.sip.user_agent})
+        self.postback_client = aiohttp.ClientSession(headers={"User-Agent": settings.sip.user_agent},
+                                                     trace_configs=self.tracing.client_trace_configs())
         self.postbacks = PostbackDispatcher(self.engine, self.postback_client)
         await self.postbacks.start()  # before the first call: events emitted before its configs load would be lost
         self.call_events = CallEvents(self.postbacks, self.events_hub)
@@ -216,7 +217,7 @@ class Exchange:
         self.routing_engine = RoutingEngine(MarketplaceSnapshot.empty(), counters, duplicates, random.Random())
         self.http_client = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=1000, ttl_dns_cache=300),
-            headers={"User-Agent": self.settings.sip.user_agent})
+            headers={"User-Agent": self.settings.sip.user_agent}, trace_configs=self.tracing.client_trace_configs())
         self.router = MarketplaceRouter(self.routing_engine, counters, duplicates, fallback,
                                         pinger=RtbPinger(self.http_client), reservations=Reservations(),
                                         live=LiveBidding())

@@ -7,16 +7,21 @@ console exporter; :meth:`Tracing.shutdown` flushes it when the service stops. Th
 the tracers are handed to the call flow and the HTTP app, so several exchanges (tests) can live in one process.
 
 :func:`sip_parent` reads the W3C ``traceparent``/``tracestate`` headers of an INVITE, so a call placed by a traced
-system continues that trace. Span names and attribute keys used across the exchange are defined here.
+system continues that trace. :meth:`Tracing.client_trace_configs` does the other direction for outgoing HTTP (RTB
+pings, postbacks): a CLIENT span per request, its ``traceparent`` sent along, so a buyer's bid endpoint sees the
+call's trace. Span names and attribute keys used across the exchange are defined here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
+import aiohttp
+import yarl
 from opentelemetry import propagate
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
@@ -77,11 +82,31 @@ class Tracing:
             return NoOpTracer()
         return self.provider.get_tracer(name, __version__)
 
+    @functools.cached_property
+    def _client_trace_config(self) -> aiohttp.TraceConfig:
+        from opentelemetry.instrumentation._semconv import _StabilityMode  # the library's own knob for its mode
+        from opentelemetry.instrumentation.aiohttp_client import create_trace_config
+
+        return create_trace_config(url_filter=_without_query, tracer_provider=self.provider,
+                                   sem_conv_opt_in_mode=_StabilityMode.HTTP)  # the server spans' attribute names
+
+    def client_trace_configs(self) -> list[aiohttp.TraceConfig]:
+        """``trace_configs`` for an outgoing ``aiohttp.ClientSession``: none when tracing is off.
+
+        On, each request is a CLIENT span (a child of the current span: the auction's, for RTB pings) and carries
+        the W3C ``traceparent`` of that span. URLs are recorded without their query (buyers put keys there).
+        """
+        return [] if self.provider is None else [self._client_trace_config]
+
     async def shutdown(self) -> None:
         """Export what is still queued and stop the exporter (in a thread: the export is blocking I/O)."""
         if self.provider is not None:
             provider, self.provider = self.provider, None
             await asyncio.to_thread(provider.shutdown)
+
+
+def _without_query(url: yarl.URL) -> str:
+    return str(url.with_query(None).with_fragment(None))
 
 
 def setup_tracing(config: TracingConfig, *, exporter: SpanExporter | None = None) -> Tracing:

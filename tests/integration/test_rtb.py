@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
@@ -13,12 +14,17 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from dce.bidding.auction import Auction
 from dce.bidding.bids import BidRecord, Outcome, RejectReason
 from dce.bidding.inbound import InboundPings, Reservations
 from dce.bidding.rtb import RtbPinger
+from dce.exchange.tracing import Tracing, open_span
 from dce.http_api.app import build_app
 from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.rtb import RtbPingService
@@ -43,11 +49,13 @@ class Buyers:
 
     def __init__(self) -> None:
         self.received: dict[str, list[dict[str, Any]]] = {}
+        self.traceparents: dict[str, list[str | None]] = {}
         self.base = ""
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         self.received.setdefault(name, []).append(await request.json())
+        self.traceparents.setdefault(name, []).append(request.headers.get("traceparent"))
         if name == "slow":
             await asyncio.sleep(1.0)
             return web.json_response({"bidAmount": "100.00", "bidId": "slow-1"})
@@ -129,6 +137,38 @@ async def test_slow_malformed_and_errors_are_dropped_and_the_highest_wins(
     assert body["CID"] == "+1212555****"
     assert body["zipcode"] == "10001" and body["state"] == "NY" and body["tags"] == {"vertical": "auto"}
     assert body["campaign"] == "camp"
+
+
+async def test_traced_pings_are_client_spans_of_the_auction_and_send_its_traceparent(buyers: Buyers) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = Tracing(provider)
+    targets = [buyers.target("high"), buyers.target("error"), buyers.target("slow")]
+    targets[0] = dataclasses.replace(targets[0], bid_url=targets[0].bid_url + "?key=secret")
+    async with aiohttp.ClientSession(trace_configs=tracing.client_trace_configs()) as session:
+        with open_span(provider.get_tracer("test"), "routing.auction") as auction:
+            _records, bids = await RtbPinger(session).ping_all(targets, CTX, timeout_s=0.2, allow_caller_id=False)
+    assert [bid.target_id for bid in bids] == ["high"]
+    spans = {span.attributes["url.full"].rsplit("/", 1)[1]: span for span in exporter.get_finished_spans()
+             if span.kind is SpanKind.CLIENT}
+    assert set(spans) == {"high", "error", "slow"}  # the late ping, cancelled, still ends its span
+    trace_id, auction_id = auction.get_span_context().trace_id, auction.get_span_context().span_id
+    for name, span in spans.items():
+        assert span.name == "POST" and span.parent is not None and span.parent.span_id == auction_id
+        [sent] = buyers.traceparents[name]
+        assert sent is not None and sent.startswith(f"00-{trace_id:032x}-{span.context.span_id:016x}-")
+    assert spans["high"].attributes["http.response.status_code"] == 200
+    assert spans["error"].attributes["http.response.status_code"] == 500
+    assert spans["slow"].status.status_code is StatusCode.ERROR
+    assert "secret" not in str(dict(spans["high"].attributes))  # buyers' keys in a query are not recorded
+
+
+async def test_untraced_sessions_send_no_traceparent(buyers: Buyers) -> None:
+    assert Tracing().client_trace_configs() == []
+    async with aiohttp.ClientSession(trace_configs=Tracing().client_trace_configs()) as session:
+        await RtbPinger(session).ping_all([buyers.target("high")], CTX, timeout_s=0.3, allow_caller_id=False)
+    assert buyers.traceparents["high"] == [None]
 
 
 async def test_caller_number_sent_when_allowed_and_minimum_timeout(
