@@ -13,6 +13,7 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from dce.db.redis_guard import RedisGuard
 from dce.db.redis_slots import RedisSlots
 from dce.db.redis_velocity import RedisVelocity
 from dce.http_api.redis_rate_limit import RedisRateLimiter
@@ -41,11 +42,18 @@ class Cluster:
         self.velocity = RedisVelocity(self.client, prefix=prefix + "vel:", timeout_s=timeout_s)
         self.timeout_s = timeout_s
         self._listeners: dict[str, Callable[[], None]] = {}
+        self._limiters: list[RedisRateLimiter] = []
         self._task: asyncio.Task[None] | None = None
 
     def rate_limiter(self) -> RedisRateLimiter:
         """Rate-limit buckets every node shares."""
-        return RedisRateLimiter(self.client, prefix=self.prefix + "rl:", timeout_s=self.timeout_s)
+        limiter = RedisRateLimiter(self.client, prefix=self.prefix + "rl:", timeout_s=self.timeout_s)
+        self._limiters.append(limiter)
+        return limiter
+
+    def guards(self) -> list[RedisGuard]:
+        """The guard of each component using Redis (their health is exposed as metrics)."""
+        return [self.slots.guard, self.velocity.guard, *(limiter.guard for limiter in self._limiters)]
 
     def on_change(self, kind: str, reload: Callable[[], None]) -> None:
         """Call ``reload`` when any node announces a change of ``kind`` (e.g. "marketplace")."""

@@ -236,6 +236,7 @@ class Exchange:
             self.cluster = Cluster(redis.url, timeout_s=redis.timeout_ms / 1000, prefix=redis.key_prefix)
             self.router.slots = self.cluster.slots
             self.cluster.on_change("marketplace", self.watcher.notify)
+            self.metrics.redis_links_from(self.cluster.guards)
             self.cluster.start()
         self.duplicates = duplicates
         self._housekeeping = asyncio.create_task(self._keep_house())

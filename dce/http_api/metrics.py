@@ -4,13 +4,15 @@ Names follow the seed brief: ``dce_calls_total{status,buyer}``, ``dce_calls_dura
 ``dce_bids_total{status}``, ``dce_routing_duration_seconds``, ``dce_compliance_violations_total{type}``,
 ``dce_fraud_score`` and ``http_requests_total{method,route,status}``; plus the SIP and media metrics
 (``dce_sip_*``, ``dce_active_calls``, ``dce_exchange_added_delay_seconds``, ``dce_media_sessions``,
-``dce_rtp_packets_total``). Label values with unbounded sets (raw paths, numbers, call ids) never become labels.
+``dce_rtp_packets_total``) and, with Redis configured, ``dce_redis_up{component}`` and
+``dce_redis_failures_total{component}``. Label values with unbounded sets (raw paths, numbers, call ids) never
+become labels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Literal
+from collections.abc import Callable, Iterable, Iterator
+from typing import Literal, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -71,6 +73,38 @@ class CallsCounter(Collector):
             labels = {"status": status, "buyer": buyer} if buyer else {"status": status}
             metric.add_sample("dce_calls_total", labels, value)
         yield metric
+
+
+class RedisLink(Protocol):
+    """What the Redis metrics read off a Redis-backed component (``db.redis_guard.RedisGuard``)."""
+
+    what: str
+    failures: int
+
+    @property
+    def failing(self) -> bool: ...
+
+
+class RedisHealth(Collector):
+    """``dce_redis_up{component}`` (0 while a component falls back to this node's own numbers) and
+    ``dce_redis_failures_total{component}`` (Redis calls that failed or timed out), read at scrape time."""
+
+    def __init__(self, links: Callable[[], Iterable[RedisLink]], registry: CollectorRegistry) -> None:
+        self._links = links
+        registry.register(self)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # samples depend on what is configured: collected only at scrape
+
+    def collect(self) -> Iterator[Metric]:
+        up = Metric("dce_redis_up", "1 while Redis answers this component, 0 while it uses its own node's numbers",
+                    "gauge")
+        failures = Metric("dce_redis_failures", "Redis calls that failed or timed out, by component", "counter")
+        for link in self._links():
+            up.add_sample("dce_redis_up", {"component": link.what}, 0.0 if link.failing else 1.0)
+            failures.add_sample("dce_redis_failures_total", {"component": link.what}, float(link.failures))
+        yield up
+        yield failures
 
 
 class ExchangeMetrics:
@@ -188,6 +222,10 @@ class ExchangeMetrics:
     def media_sessions_from(self, count: Callable[[], float]) -> None:
         """Read ``dce_media_sessions`` from ``count()`` at scrape time (e.g. the media plane's active_sessions)."""
         self.media_sessions.set_function(count)
+
+    def redis_links_from(self, links: Callable[[], Iterable[RedisLink]]) -> None:
+        """Expose the health of the Redis-backed components ``links()`` names at each scrape."""
+        RedisHealth(links, self.registry)
 
     def rtp_packets(self, direction: str, packets: int, dropped: int = 0) -> None:
         """Add a media session's relayed (and dropped) packets for one direction; call once per session close,

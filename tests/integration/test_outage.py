@@ -80,6 +80,14 @@ class CuttableProxy:
 
     def close(self) -> None:
         self.cut()
+
+        async def finish_pipes() -> None:  # connections still being piped end here, not at the loop's garbage
+            pipes = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in pipes:
+                task.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
+
+        self._call(finish_pipes())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
 

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.integration.sipp import DID, fetch_cdrs, free_port, run_sipp_uac
+from tests.integration.sipp import DID, fetch_cdrs, free_port, http_get, run_sipp_uac
 from tests.integration.test_marketplace_calls import api
 from tests.integration.test_outage import CuttableProxy
 from tests.integration.test_sipp_calls import (  # noqa: F401 (pytest fixtures)
@@ -132,15 +132,25 @@ def test_calls_keep_routing_when_redis_goes_away_mid_test_and_share_again_when_i
         assert_ok(during, calls=2, exchange=node)  # this node's own counts decide
         log = node.log()
         assert "redis slots unavailable" in log and "redis velocity unavailable" in log
+        metrics = scrape(node.http_base)
+        assert 'dce_redis_up{component="slots"} 0.0' in metrics
+        assert 'dce_redis_failures_total{component="slots"} 0.0' not in metrics
 
         proxy.restore()
         time.sleep(1.2)  # past the back-off
         after = run_sipp_uac("uac_basic", node.sip_target, tmp_path, hold_ms=200, timeout=30, name="after")
         assert_ok(after, exchange=node)
         assert "redis slots available again" in node.log()
+        assert 'dce_redis_up{component="slots"} 1.0' in scrape(node.http_base)
         assert len(fetch_cdrs(node.http_base, 4)) == 4
     finally:
         proxy.close()
+
+
+def scrape(http_base: str) -> str:
+    status, body = http_get(f"{http_base}/metrics")
+    assert status == 200, body
+    return body.decode()
 
 
 def status_of(url: str) -> int:

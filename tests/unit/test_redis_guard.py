@@ -10,6 +10,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from dce.db.redis_guard import RedisGuard
 from dce.exchange.eager import start_eagerly
+from dce.http_api.metrics import ExchangeMetrics
 
 
 class Clock:
@@ -89,3 +90,34 @@ async def test_it_runs_in_a_calls_eager_first_step_outside_any_task() -> None:
     if task is not None:
         await task
     assert answers == [5] and not guard.failing
+
+
+async def test_metrics_show_each_guards_health_and_failures_at_scrape_time() -> None:
+    clock = Clock()
+    slots, velocity = RedisGuard("slots", timeout_s=0.05, clock=clock), RedisGuard("velocity", timeout_s=0.05)
+    metrics = ExchangeMetrics()
+    metrics.redis_links_from(lambda: [slots, velocity])
+
+    async def down() -> int:
+        raise RedisConnectionError("refused")
+
+    async def up() -> int:
+        return 1
+
+    def scraped() -> str:
+        return metrics.render()[0].decode()
+
+    assert 'dce_redis_up{component="slots"} 1.0' in scraped()
+    assert 'dce_redis_failures_total{component="velocity"} 0.0' in scraped()
+    await slots.run(down)
+    text = scraped()
+    assert 'dce_redis_up{component="slots"} 0.0' in text and 'dce_redis_up{component="velocity"} 1.0' in text
+    assert 'dce_redis_failures_total{component="slots"} 1.0' in text
+    clock.now += 2.0
+    await slots.run(up)
+    assert 'dce_redis_up{component="slots"} 1.0' in scraped()
+    assert 'dce_redis_failures_total{component="slots"} 1.0' in scraped()  # a counter: the outage stays counted
+
+
+def test_no_redis_metrics_without_redis() -> None:
+    assert "dce_redis" not in ExchangeMetrics().render()[0].decode()
