@@ -293,6 +293,8 @@ class TracingConfig(_Section):
     endpoint: str = "http://127.0.0.1:4318/v1/traces"  # the collector's OTLP/HTTP traces URL
     service_name: str = "dce"
     sample_ratio: float = Field(1.0, ge=0, le=1)  # share of new traces kept; an incoming traceparent's flag wins
+    export_timeout_s: float = Field(2.0, gt=0, le=60)  # one export, retries included; bounds a dead collector's
+    # cost at shutdown (the last batch is given up after this) and on the exporter's thread
 
     @field_validator("endpoint")
     @classmethod

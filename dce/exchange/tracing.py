@@ -131,7 +131,7 @@ def _exporter(config: TracingConfig) -> SpanExporter:
         return ConsoleSpanExporter()
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    return OTLPSpanExporter(endpoint=config.endpoint)
+    return OTLPSpanExporter(endpoint=config.endpoint, timeout=config.export_timeout_s)
 
 
 class _Off(AbstractContextManager[Span]):

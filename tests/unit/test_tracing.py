@@ -307,3 +307,23 @@ def test_the_console_exporter_can_be_chosen():
     assert isinstance(processor, BatchSpanProcessor)
     assert isinstance(processor._batch_processor._exporter, ConsoleSpanExporter)
     tracing.provider.shutdown()
+
+
+
+async def test_a_dead_collector_costs_the_stop_the_export_timeout_not_the_sdks_ten_seconds():
+    import socket
+    import time
+
+    with socket.socket() as unused:  # bound, never listening: connections are refused
+        unused.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{unused.getsockname()[1]}/v1/traces"
+        tracing = setup_tracing(TracingConfig(enabled=True, endpoint=endpoint, export_timeout_s=0.3))
+        with tracing.tracer("t").start_as_current_span("lost"):
+            pass
+        started = time.monotonic()
+        await tracing.shutdown()
+        assert time.monotonic() - started < 5.0  # the SDK's default gives up after ~7 s of retries
+    assert load_settings().tracing.export_timeout_s == 2.0
+    with pytest.raises(ConfigError) as bad:
+        load_settings(overrides={"tracing": {"export_timeout_s": 0}})
+    assert bad.value.key == "tracing.export_timeout_s"
