@@ -111,11 +111,20 @@ class SipConfig(_Section):
         return [_parse_endpoint(item) for item in self.listen]
 
 
+class HttpCacheConfig(_Section):
+    """Lifetimes (seconds) of the side API's read caches (``http_api.read_cache``); 0 turns one off."""
+
+    marketplace_s: float = Field(1.0, ge=0, le=3600)  # marketplace reads: also dropped by every write on this node
+    calls_s: float = Field(1.0, ge=0, le=3600)  # /calls, /bids and /reports/calls pages: also dropped by CDR writes
+    reports_s: float = Field(5.0, ge=0, le=3600)  # report summaries
+
+
 class HttpConfig(_Section):
     """The side API listener."""
 
     listen: str = "127.0.0.1:8080"
     cors_origins: list[str] = Field(default_factory=list)  # browser origins allowed to call the API (CORS)
+    cache: HttpCacheConfig = Field(default_factory=HttpCacheConfig)
 
     @field_validator("cors_origins")
     @classmethod

@@ -55,7 +55,7 @@ from dce.http_api.lists import ON_LISTS_CHANGE
 from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.postbacks import ON_POSTBACKS_CHANGE
 from dce.http_api.rate_limit import InProcessRateLimiter, RateLimiter
-from dce.http_api.read_cache import CALLS_CACHE
+from dce.http_api.read_cache import CALLS_CACHE, CacheTtls
 from dce.http_api.rtb import RtbPingService
 from dce.media.relay import MediaPlane, MediaRelay, PassthroughMedia
 from dce.routing.counters import InMemoryCounters
@@ -200,7 +200,7 @@ class Exchange:
                         on_marketplace_change=self._marketplace_changed, rtb_pings=self._rtb_pings(),
                         live_bidding=self.router.live, state=self._api_state(),
                         cors_origins=settings.http.cors_origins, auth=self._authenticator(),
-                        rate_limiter=self._rate_limiter(),
+                        rate_limiter=self._rate_limiter(), cache_ttls=CacheTtls(**settings.http.cache.model_dump()),
                         tracer=self.tracing.tracer("dce.http_api") if self.tracing.enabled else None)
         calls_cache = app[CALLS_CACHE]
         self.writer.on_written = lambda _count: calls_cache.invalidate()  # a stored CDR shows on the next page

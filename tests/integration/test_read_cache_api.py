@@ -5,7 +5,9 @@ so in Cache-Control."""
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.read_cache import MARKETPLACE_CACHE, CacheTtls
 from dce.routing.model import Publisher
 from tests.cdr_factory import make_cdr
+from tests.integration.sipp import ExchangeProcess, admin_headers
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +96,17 @@ async def test_call_pages_and_reports_are_bounded_in_age_and_say_so(client: Clie
     assert response.status == 200 and "Cache-Control" in response.headers
     assert (await response.json())["totals"]["incoming"] == 3
     await _json(client, "GET", "/api/v1/reports/summary?from=2025-03-02&to=2025-03-01&group_by=day", 422)
+
+
+def test_dce_serve_takes_the_cache_lifetimes_from_http_cache(tmp_path: Path, migrated_database_url: str) -> None:
+    config = {"http": {"cache": {"calls_s": 0, "reports_s": 30}}}
+    with ExchangeProcess(tmp_path / "dce", migrated_database_url, extra_config=config) as exchange:
+        calls = urllib.request.Request(f"{exchange.http_base}/api/v1/calls",
+                                       headers=admin_headers(exchange.http_base))
+        with urllib.request.urlopen(calls, timeout=5) as response:
+            assert response.status == 200 and "Cache-Control" not in response.headers  # 0: no cache
+        summary = urllib.request.Request(
+            f"{exchange.http_base}/api/v1/reports/summary?from=2025-03-01&to=2025-03-02&group_by=day",
+            headers=admin_headers(exchange.http_base))
+        with urllib.request.urlopen(summary, timeout=5) as response:
+            assert response.headers["Cache-Control"] == "private, max-age=30"

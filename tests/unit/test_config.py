@@ -113,6 +113,8 @@ static_routes:
         ({"sip": {"listen": []}}, "sip.listen"),
         ({"sip": {"t1_ms": 0}}, "sip.t1_ms"),
         ({"http": {"listen": "localhost"}}, "http.listen"),
+        ({"http": {"cache": {"calls_s": -1}}}, "http.cache.calls_s"),
+        ({"http": {"cache": {"reports": 5}}}, "http.cache.reports"),
         ({"media": {"ports": "40000-30000"}}, "media.ports"),
         ({"media": {"ports": "80-2000"}}, "media.ports"),
         ({"media": {"ports": "abc"}}, "media.ports"),
