@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -178,3 +178,58 @@ async def touch_api_key(engine: AsyncEngine, key_id: str, at: datetime) -> None:
     """Record a use of the key."""
     async with engine.begin() as connection:
         await connection.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=at))
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """Which users or keys a listing holds: by role and tenant; keys also by revoked or not (None: all)."""
+
+    role: str | None = None
+    buyer_id: str | None = None
+    publisher_id: str | None = None
+    revoked: bool | None = None
+
+    def where(self, table: Table) -> list[Any]:
+        clauses = [table.c[name] == value for name in ("role", "buyer_id", "publisher_id")
+                   if (value := getattr(self, name)) is not None]
+        if self.revoked is not None and "revoked_at" in table.c:
+            clauses.append(table.c.revoked_at.is_not(None) if self.revoked else table.c.revoked_at.is_(None))
+        return clauses
+
+
+async def _page(engine: AsyncEngine, table: Table, where: list[Any], order: Any, limit: int,
+                offset: int) -> tuple[list[Any], int]:
+    async with engine.connect() as connection:
+        total = await connection.scalar(select(func.count()).select_from(table).where(*where))
+        rows = (await connection.execute(select(table).where(*where).order_by(*order).limit(limit).offset(offset)))
+        return list(rows), int(total or 0)
+
+
+async def list_users(engine: AsyncEngine, which: Filter, limit: int, offset: int) -> tuple[list[UserRecord], int]:
+    """A page of users by username, and how many match."""
+    rows, total = await _page(engine, users, which.where(users), (users.c.username,), limit, offset)
+    return [_user(row) for row in rows], total
+
+
+async def update_user(engine: AsyncEngine, username: str, at: datetime, *, enabled: bool | None = None,
+                      password_hash: str | None = None) -> UserRecord | None:
+    """Enable/disable a user or replace its password hash; the updated user, None when there is no such user."""
+    values: dict[str, Any] = {"updated_at": at}
+    if enabled is not None:
+        values["enabled"] = enabled
+    if password_hash is not None:
+        values["password_hash"] = password_hash
+    async with engine.begin() as connection:
+        changed = await connection.execute(update(users).where(users.c.username == username).values(**values))
+        if changed.rowcount == 0:
+            return None
+        row = (await connection.execute(select(users).where(users.c.username == username))).one()
+    return _user(row)
+
+
+async def list_api_keys(engine: AsyncEngine, which: Filter, limit: int,
+                        offset: int) -> tuple[list[ApiKeyRecord], int]:
+    """A page of API keys, newest first, and how many match."""
+    order = (api_keys.c.created_at.desc(), api_keys.c.id)
+    rows, total = await _page(engine, api_keys, which.where(api_keys), order, limit, offset)
+    return [_key(row) for row in rows], total

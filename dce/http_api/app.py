@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dce import __version__
 from dce.bidding.live import LiveBidding
 from dce.db.engine import check
-from dce.http_api.auth import AUTHENTICATOR, Authenticator, auth_middleware, auth_routes
+from dce.http_api.auth import AUTHENTICATOR, Authenticator, auth_middleware
+from dce.http_api.auth_api import auth_routes
 from dce.http_api.bids import routes as bid_routes
 from dce.http_api.calls import build_api_app
 from dce.http_api.consents import consent_routes

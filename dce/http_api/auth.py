@@ -42,7 +42,7 @@ Wiring (root app)::
     auth = Authenticator(AuthConfig(secret=..., bootstrap_admin_key=...), engine=engine)
     app = web.Application(middlewares=[..., *security_middlewares(...), auth_middleware(auth), ..., problem_middleware])
     app[AUTHENTICATOR] = auth
-    api.add_routes(auth_routes())   # the /api/v1 sub-app
+    api.add_routes(auth_routes())   # the /api/v1 sub-app (dce.http_api.auth_api)
 """
 
 from __future__ import annotations
@@ -66,18 +66,14 @@ from aiohttp.typedefs import Handler, Middleware
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from cryptography.hazmat.primitives import serialization
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce.db import auth_repository as repo
-from dce.http_api.inputs import read_model
-from dce.http_api.openapi import OPENAPI_PATH, SWAGGER_INITIALIZER, SWAGGER_PATH, SWAGGER_STATIC, describe
+from dce.http_api.openapi import OPENAPI_PATH, SWAGGER_INITIALIZER, SWAGGER_PATH, SWAGGER_STATIC
 from dce.http_api.openapi import PUBLIC_PATHS as DOCUMENTED_PUBLIC_PATHS
 from dce.http_api.permissions import (
     PRINCIPAL_KEY,
     Principal,
-    principal,
-    require,
     required_permission,
 )
 from dce.http_api.problems import ProblemError, problem
@@ -98,6 +94,8 @@ ROLES: Mapping[str, frozenset[str]] = {
 TENANT_FIELD: Mapping[str, str] = {BUYER: "buyer_id", SELLER: "publisher_id"}  # the tenant each role must have
 
 AUTH_WRITE = "auth:write"  # users and API keys (admin-only: no other role grants it)
+AUTH_READ = "auth:read"  # listing users and API keys (admin-only too)
+MIN_PASSWORD = 12  # characters of a user's password, at least
 
 
 
@@ -175,7 +173,8 @@ def parse_api_key(key: str) -> tuple[str, str] | None:
     return parts[1], parts[2]
 
 
-def _now(clock: Callable[[], float]) -> datetime:
+def utc_now(clock: Callable[[], float]) -> datetime:
+    """The time ``clock`` (epoch seconds) gives, as an aware UTC datetime."""
     return datetime.fromtimestamp(clock(), UTC)
 
 
@@ -302,26 +301,27 @@ class Authenticator:
             return False
         return await asyncio.to_thread(self.verify_password, password_hash, password)
 
-    def _store(self) -> AsyncEngine:
+    def store(self) -> AsyncEngine:
+        """The user/key store; 503 problem when this authenticator has none."""
         if self.engine is None:
             raise ProblemError(503, "no user store configured")
         return self.engine
 
     async def login(self, username: str, password: str) -> TokenPair:
         """Tokens for a user's right password; AuthError otherwise (also for a disabled user)."""
-        user = await repo.get_user(self._store(), username)
+        user = await repo.get_user(self.store(), username)
         ok = await self._verify_password(user.password_hash if user else None, password)
         if user is None or not ok or not user.enabled:
             raise AuthError("wrong username or password")
         if self.hasher.check_needs_rehash(user.password_hash):
             new_hash = await asyncio.to_thread(self.hasher.hash, password)
-            await repo.set_password_hash(self._store(), username, new_hash, _now(self.clock))
+            await repo.set_password_hash(self.store(), username, new_hash, utc_now(self.clock))
         return self.issue(user.username, user.role, _tenant_of(user))
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         """New tokens for a valid refresh token of a user still enabled (with the user's current role/tenant)."""
         claims = self.decode(refresh_token, "refresh")
-        user = await repo.get_user(self._store(), claims["sub"])
+        user = await repo.get_user(self.store(), claims["sub"])
         if user is None or not user.enabled:
             raise AuthError("user unknown or disabled")
         return self.issue(user.username, user.role, _tenant_of(user))
@@ -368,7 +368,7 @@ class Authenticator:
         self._touched[key_id] = now
         assert self.engine is not None
         try:
-            await repo.touch_api_key(self.engine, key_id, _now(self.clock))
+            await repo.touch_api_key(self.engine, key_id, utc_now(self.clock))
         except Exception:
             log.warning("could not record the use of API key %s", key_id, exc_info=True)
 
@@ -384,18 +384,28 @@ class Authenticator:
         key_id, secret, key = new_api_key()
         record = repo.ApiKeyRecord(
             id=key_id, prefix=f"{API_KEY_PREFIX}_{key_id}", secret_hash=hash_secret(secret), name=name, role=role,
-            buyer_id=buyer_id, publisher_id=publisher_id, created_by=created_by, created_at=_now(self.clock),
+            buyer_id=buyer_id, publisher_id=publisher_id, created_by=created_by, created_at=utc_now(self.clock),
         )
-        return await repo.create_api_key(self._store(), record), key
+        return await repo.create_api_key(self.store(), record), key
 
     async def create_user(
         self, username: str, password: str, role: str, *, buyer_id: str | None = None,
         publisher_id: str | None = None, enabled: bool = True,
     ) -> repo.UserRecord:
-        now = _now(self.clock)
+        now = utc_now(self.clock)
         password_hash = await asyncio.to_thread(self.hash_password, password)
         record = repo.UserRecord(username, password_hash, role, buyer_id, publisher_id, enabled, now, now)
-        return await repo.create_user(self._store(), record)
+        return await repo.create_user(self.store(), record)
+
+    async def update_user(self, username: str, *, enabled: bool | None = None,
+                          password: str | None = None) -> repo.UserRecord | None:
+        """Enable or disable a user, or set a new password; None when there is no such user.
+
+        A disabled user can neither log in nor refresh; access tokens already issued live out their (short) time.
+        """
+        password_hash = None if password is None else await asyncio.to_thread(self.hash_password, password)
+        return await repo.update_user(self.store(), username, utc_now(self.clock), enabled=enabled,
+                                      password_hash=password_hash)
 
     # ---- requests
 
@@ -475,7 +485,8 @@ def is_public(path_template: str) -> bool:
     )
 
 
-def _unauthorized(detail: str, *, invalid: bool) -> web.Response:
+def unauthorized(detail: str, *, invalid: bool) -> web.Response:
+    """A 401 problem with its Bearer challenge (``error="invalid_token"`` when credentials were given but bad)."""
     response = problem(401, detail)
     challenge = 'Bearer realm="dce"' + (', error="invalid_token"' if invalid else "")
     response.headers["WWW-Authenticate"] = challenge
@@ -507,9 +518,9 @@ def auth_middleware(auth: Authenticator) -> Middleware:
         try:
             who = await auth.authenticate(request)
         except AuthError as exc:
-            return _unauthorized(str(exc), invalid=True)
+            return unauthorized(str(exc), invalid=True)
         if who is None:
-            return _unauthorized("credentials required: Authorization: Bearer <token> or X-API-Key", invalid=False)
+            return unauthorized("credentials required: Authorization: Bearer <token> or X-API-Key", invalid=False)
         needed = required_permission(match_info.handler)
         if needed is None:
             return problem(403, "this route has no permission mark; denied by default")
@@ -519,146 +530,3 @@ def auth_middleware(auth: Authenticator) -> Middleware:
         return await handler(request)
 
     return authenticate
-
-
-# ------------------------------------------------------------------------------------------------ /auth routes
-
-
-
-
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class LoginIn(_In):
-    username: str = Field(min_length=1, max_length=128)
-    password: str = Field(min_length=1, max_length=1024)
-
-
-class RefreshIn(_In):
-    refresh_token: str = Field(min_length=1, max_length=8192)
-
-
-class _Tenanted(_In):
-    role: str = Field(min_length=1, max_length=32)
-    buyer_id: str | None = Field(default=None, min_length=1, max_length=64)
-    publisher_id: str | None = Field(default=None, min_length=1, max_length=64)
-
-    @model_validator(mode="after")
-    def _one_tenant(self) -> _Tenanted:
-        if self.buyer_id is not None and self.publisher_id is not None:
-            raise ValueError("give buyer_id or publisher_id, not both")
-        return self
-
-
-MIN_PASSWORD = 12
-
-
-class UserIn(_Tenanted):
-    username: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@+-]+$")
-    password: str = Field(min_length=MIN_PASSWORD, max_length=1024)
-    enabled: bool = True
-
-
-class ApiKeyIn(_Tenanted):
-    name: str | None = Field(default=None, min_length=1, max_length=255)
-
-
-def _check_role(auth: Authenticator, body: _Tenanted) -> None:
-    if body.role not in auth.roles:
-        raise ProblemError(422, f"unknown role {body.role!r}", invalid_params=[{"name": "role", "reason": "unknown"}])
-    needed = TENANT_FIELD.get(body.role)
-    for tenant_field in ("buyer_id", "publisher_id"):
-        given = getattr(body, tenant_field) is not None
-        if given != (tenant_field == needed):
-            reason = f"required for role {body.role}" if tenant_field == needed else f"not allowed for role {body.role}"
-            raise ProblemError(422, f"invalid parameter {tenant_field!r}: {reason}",
-                               invalid_params=[{"name": tenant_field, "reason": reason}])
-
-
-def _authenticator(request: web.Request) -> Authenticator:
-    auth = request.config_dict.get(AUTHENTICATOR)
-    if auth is None:
-        raise ProblemError(503, "authentication is not configured")
-    return auth
-
-
-@describe(summary="Log in with a username and password", body=LoginIn, problems=(401, 422, 503))
-async def login(request: web.Request) -> web.Response:
-    """Trade a username and password for an access and a refresh token."""
-    auth = _authenticator(request)
-    body = await read_model(request, LoginIn)
-    try:
-        tokens = await auth.login(body.username, body.password)
-    except AuthError as exc:
-        return _unauthorized(str(exc), invalid=False)
-    return web.json_response(tokens.to_json(), headers={"Cache-Control": "no-store"})
-
-
-@describe(summary="Trade a refresh token for new tokens", body=RefreshIn, problems=(401, 422, 503))
-async def refresh(request: web.Request) -> web.Response:
-    """Trade a valid refresh token for a new access and refresh token."""
-    auth = _authenticator(request)
-    body = await read_model(request, RefreshIn)
-    try:
-        tokens = await auth.refresh(body.refresh_token)
-    except AuthError as exc:
-        return _unauthorized(str(exc), invalid=True)
-    return web.json_response(tokens.to_json(), headers={"Cache-Control": "no-store"})
-
-
-@require(AUTH_WRITE)
-@describe(summary="Create a user", body=UserIn, status=201, problems=(409, 422, 503))
-async def create_user(request: web.Request) -> web.Response:
-    """Create a user who logs in with a password (admin)."""
-    auth = _authenticator(request)
-    body = await read_model(request, UserIn)
-    _check_role(auth, body)
-    try:
-        user = await auth.create_user(body.username, body.password, body.role, buyer_id=body.buyer_id,
-                                      publisher_id=body.publisher_id, enabled=body.enabled)
-    except repo.Taken as exc:
-        raise ProblemError(409, str(exc)) from None
-    except repo.UnknownTenant as exc:
-        raise ProblemError(422, str(exc), invalid_params=[{"name": exc.field, "reason": "unknown"}]) from None
-    return web.json_response(user.to_json(), status=201)
-
-
-@require(AUTH_WRITE)
-@describe(summary="Create an API key (its secret is returned once)", body=ApiKeyIn, status=201, problems=(422, 503))
-async def create_api_key(request: web.Request) -> web.Response:
-    """Create an API key for a machine (admin); the response's ``key`` is shown this once."""
-    auth = _authenticator(request)
-    body = await read_model(request, ApiKeyIn)
-    _check_role(auth, body)
-    who = principal(request)
-    try:
-        record, key = await auth.create_api_key(body.role, buyer_id=body.buyer_id, publisher_id=body.publisher_id,
-                                                name=body.name, created_by=who.subject if who else None)
-    except repo.UnknownTenant as exc:
-        raise ProblemError(422, str(exc), invalid_params=[{"name": exc.field, "reason": "unknown"}]) from None
-    return web.json_response({**record.to_json(), "key": key}, status=201,
-                             headers={"Cache-Control": "no-store", "Location": f"/api/v1/auth/api-keys/{record.id}"})
-
-
-@require(AUTH_WRITE)
-@describe(summary="Revoke an API key", status=204, content_type=None, problems=(404, 503))
-async def revoke_api_key(request: web.Request) -> web.Response:
-    """Revoke an API key (admin); it stops working on this node at once, on others within the key cache time."""
-    auth = _authenticator(request)
-    key_id = request.match_info["id"]
-    if not await repo.revoke_api_key(auth._store(), key_id, _now(auth.clock)):
-        raise ProblemError(404, f"no API key {key_id!r}")
-    auth.forget_api_key(key_id)
-    return web.Response(status=204)
-
-
-def auth_routes() -> list[web.RouteDef]:
-    """The ``/auth`` routes, for the ``/api/v1`` sub-app (they read :data:`AUTHENTICATOR` from the root app)."""
-    return [
-        web.post("/auth/login", login),
-        web.post("/auth/refresh", refresh),
-        web.post("/auth/users", create_user),
-        web.post("/auth/api-keys", create_api_key),
-        web.delete("/auth/api-keys/{id}", revoke_api_key),
-    ]

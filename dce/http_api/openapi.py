@@ -110,13 +110,15 @@ def describe(
     query: Sequence[Param] = (),
     status: int = 200,
     content_type: str | None = "application/json",
+    response_schema: Mapping[str, Any] | None = None,
     problems: Sequence[int] = (),
 ) -> Callable[[H], H]:
     """Put a :class:`Doc` on a handler (it wins over :data:`DOCS`)."""
 
     def mark(handler: H) -> H:
         handler.openapi_doc = Doc(  # type: ignore[attr-defined]
-            summary=summary, body=body, query=query, status=status, content_type=content_type, problems=problems
+            summary=summary, body=body, query=query, status=status, content_type=content_type,
+            response_schema=response_schema, problems=problems,
         )
         return handler
 
@@ -198,7 +200,8 @@ class ErasureIn(BaseModel):
     number: Annotated[str, Field(description="a phone number, E.164 preferred")]
 
 
-def _page_params(*extra: Param) -> tuple[Param, ...]:
+def page_params(*extra: Param) -> tuple[Param, ...]:
+    """``limit`` and ``offset`` of a paged listing, then ``extra``."""
     return (
         Param("limit", "page size", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}),
         Param("offset", "items to skip", {"type": "integer", "minimum": 0, "maximum": MAX_INT, "default": 0}),
@@ -215,7 +218,7 @@ def _enum(values: Any) -> dict[str, Any]:
 
 
 _TIME = {"type": "string", "description": "ISO 8601 time with a zone, or a date YYYY-MM-DD (UTC midnight)"}
-_PAGE = {"$ref": "#/components/schemas/Page"}
+PAGE_SCHEMA = {"$ref": "#/components/schemas/Page"}  # {items, total, limit, offset}
 _FREE = {"application/json": {"schema": {"type": "object"}}}
 _REPLAYED = {200: "OK: an entry with this idempotency key was posted already (that entry)"}
 _TERM_FILTERS = _ids("campaign_id", "publisher_id", "buyer_id", "target_id")
@@ -229,8 +232,8 @@ def _marketplace_docs() -> dict[tuple[str, str], Doc]:
         item = f"{base}/{{key}}"
         noun = resource.collection
         docs |= {
-            ("GET", base): Doc(f"List {noun} (ordered by {resource.key_field})", query=_page_params(),
-                               response_schema=_PAGE),
+            ("GET", base): Doc(f"List {noun} (ordered by {resource.key_field})", query=page_params(),
+                               response_schema=PAGE_SCHEMA),
             ("POST", base): Doc(f"Create one of the {noun}", body=resource.schema, status=201, problems=(409,)),
             ("GET", item): Doc(f"One of the {noun} by {resource.key_field}", problems=(404,)),
             ("PUT", item): Doc(f"Replace one of the {noun} (omitted fields take their defaults)", body=resource.schema,
@@ -251,12 +254,13 @@ DOCS: dict[tuple[str, str], Doc] = {
         "Live auctions over a WebSocket (JSON text frames)", query=(Param("buyer_id", "hear only this buyer's calls"),),
         status=101, content_type=None, problems=(404,),
     ),
-    ("GET", f"{API}/calls"): Doc("A page of calls, newest first", query=_page_params(
+    ("GET", f"{API}/calls"): Doc("A page of calls, newest first", query=page_params(
         Param("disposition", "", _enum(Disposition)), Param("did", "tracking number"),
         Param("since", "", _TIME), Param("until", "", _TIME),
-    ), response_schema=_PAGE),
+    ), response_schema=PAGE_SCHEMA),
     ("GET", f"{API}/bids"): Doc("A page of the bid log, newest first",
-                                query=_page_params(*_ids("call_id", "target_id", "buyer_id")), response_schema=_PAGE),
+                                query=page_params(*_ids("call_id", "target_id", "buyer_id")),
+                                response_schema=PAGE_SCHEMA),
     ("POST", f"{API}/bids"): Doc(body=BidIn, status=202, problems=(404, 409)),
     ("POST", f"{API}/rtb/{{key}}/ping"): Doc(body_content=_FREE, problems=(404,)),
     ("GET", f"{API}/lists"): Doc("Number lists", query=(Param("kind", "", _enum(ListKind)), Param("scope"))),
@@ -281,16 +285,16 @@ DOCS: dict[tuple[str, str], Doc] = {
     ("POST", f"{API}/consents/revoke"): Doc("Revoke a consent", body=RevokeIn, status=201, problems=(404,)),
     ("POST", f"{API}/compliance/outbound-check"): Doc("May this number be called now?", body=OutboundCheckIn),
     ("POST", f"{API}/gdpr/erasures"): Doc(body=ErasureIn),
-    ("GET", f"{API}/audit"): Doc(query=_page_params(), response_schema=_PAGE),
+    ("GET", f"{API}/audit"): Doc(query=page_params(), response_schema=PAGE_SCHEMA),
     ("GET", f"{API}/postbacks/deliveries"): Doc(
         "The postback delivery log",
-        query=_page_params(Param("call_id"), Param("status", "", _enum(DELIVERY_STATUSES)), Param("postback_id")),
-        response_schema=_PAGE,
+        query=page_params(Param("call_id"), Param("status", "", _enum(DELIVERY_STATUSES)), Param("postback_id")),
+        response_schema=PAGE_SCHEMA,
     ),
     ("GET", f"{API}/postbacks"): Doc(
         "Postback configs",
-        query=_page_params(Param("owner_kind", "", _enum(("campaign", "publisher", "buyer"))), Param("owner_id")),
-        response_schema=_PAGE,
+        query=page_params(Param("owner_kind", "", _enum(("campaign", "publisher", "buyer"))), Param("owner_id")),
+        response_schema=PAGE_SCHEMA,
     ),
     ("POST", f"{API}/postbacks"): Doc("Create a postback config", body=PostbackIn, status=201, problems=(409,)),
     ("GET", f"{API}/postbacks/{{key}}"): Doc("A postback config", problems=(404,)),
@@ -310,10 +314,10 @@ DOCS: dict[tuple[str, str], Doc] = {
         Param("group_by", "", _enum(("campaign", "publisher", "buyer", "target", "hour", "day")), required=True),
         *_TERM_FILTERS,
     ), content_type="text/csv"),
-    ("GET", f"{API}/reports/calls"): Doc("A page of calls with the sale-term filters", query=_page_params(
+    ("GET", f"{API}/reports/calls"): Doc("A page of calls with the sale-term filters", query=page_params(
         Param("since", "", _TIME), Param("until", "", _TIME), *_TERM_FILTERS, Param("caller"),
         Param("converted", "", {"type": "boolean"}), Param("disposition", "", _enum(Disposition)),
-    ), response_schema=_PAGE),
+    ), response_schema=PAGE_SCHEMA),
     ("POST", f"{API}/conversions"): Doc("Record a conversion (buyer webhook)", body=ConversionIn, status=201,
                                         problems=(404, 409)),
     ("POST", f"{API}/ledger/deposits"): Doc("Post a buyer deposit (200 when the key was posted already)",
@@ -324,8 +328,8 @@ DOCS: dict[tuple[str, str], Doc] = {
                                             also=_REPLAYED),
     ("GET", f"{API}/ledger/balances"): Doc("Account balances", query=(Param("account", "one account"),)),
     ("GET", f"{API}/ledger/entries"): Doc("Journal entries, newest first",
-                                          query=_page_params(Param("account", "only lines of this account")),
-                                          response_schema=_PAGE),
+                                          query=page_params(Param("account", "only lines of this account")),
+                                          response_schema=PAGE_SCHEMA),
     ("GET", f"{API}/ledger/verify"): Doc("Check the cached balances against the journal"),
     ("GET", f"{API}/debug/compliance/tcpa"): Doc("May this number be called at this time (TCPA calling hours)?", query=(
         Param("number", "phone number", required=True),

@@ -32,7 +32,7 @@ from typing import Protocol
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from dce.http_api.auth import principal
+from dce.http_api.permissions import principal
 from dce.http_api.problems import problem
 
 

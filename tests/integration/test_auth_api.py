@@ -27,10 +27,10 @@ from dce.http_api.auth import (
     AuthConfig,
     Authenticator,
     auth_middleware,
-    auth_routes,
     hash_secret,
     is_public,
 )
+from dce.http_api.auth_api import auth_routes
 from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.permissions import require, required_permission, tenant_filter
 from dce.http_api.problems import problem_middleware
@@ -150,6 +150,8 @@ def test_the_table_is_the_real_one() -> None:
     assert len(GUARDED) > 60
     assert ("POST", "/api/v1/campaigns") in GUARDED and ("GET", "/ws/v1/events") in GUARDED
     assert ("POST", "/api/v1/auth/users") in GUARDED and ("DELETE", "/api/v1/auth/api-keys/{id}") in GUARDED
+    assert ("GET", "/api/v1/auth/users") in GUARDED and ("PATCH", "/api/v1/auth/users/{username}") in GUARDED
+    assert ("GET", "/api/v1/auth/api-keys") in GUARDED and ("GET", "/api/v1/auth/api-keys/{id}") in GUARDED
     assert ("GET", "/health") in PUBLIC and ("POST", "/api/v1/rtb/{key}/ping") in PUBLIC
     assert ("POST", "/api/v1/auth/login") in PUBLIC
 
@@ -309,6 +311,74 @@ async def test_api_keys(client: TestClient[Any, Any], engine: AsyncEngine) -> No
     await ok(await client.delete(f"/api/v1/auth/api-keys/{created['id']}", headers=ADMIN), 204)
     await problem(await client.get(PROBE, headers=headers), 401)
     await problem(await client.delete("/api/v1/auth/api-keys/nope", headers=ADMIN), 404)
+
+
+async def test_admins_list_users_and_disable_or_reset_them(client: TestClient[Any, Any]) -> None:
+    await _tenants(client)
+    alice = {"username": "alice", "password": "correct horse battery", "role": "buyer", "buyer_id": "b1"}
+    sam = {"username": "sam", "password": "another good password", "role": "seller", "publisher_id": "p1"}
+    for user in (sam, alice):
+        await ok(await client.post("/api/v1/auth/users", json=user, headers=ADMIN), 201)
+
+    page = await ok(await client.get("/api/v1/auth/users", headers=ADMIN))
+    assert [u["username"] for u in page["items"]] == ["alice", "sam"] and page["total"] == 2
+    assert all("password_hash" not in u and "password" not in u for u in page["items"])
+    assert [u["username"] for u in (await ok(await client.get("/api/v1/auth/users?role=seller",
+                                                               headers=ADMIN)))["items"]] == ["sam"]
+    assert [u["username"] for u in (await ok(await client.get("/api/v1/auth/users?buyer_id=b1",
+                                                               headers=ADMIN)))["items"]] == ["alice"]
+    one = await ok(await client.get("/api/v1/auth/users?limit=1&offset=1", headers=ADMIN))
+    assert [u["username"] for u in one["items"]] == ["sam"] and one["total"] == 2
+    body = await problem(await client.get("/api/v1/auth/users?role=emperor", headers=ADMIN), 422)
+    assert body["invalid_params"][0]["name"] == "role"
+    assert (await ok(await client.get("/api/v1/auth/users/alice", headers=ADMIN)))["buyer_id"] == "b1"
+    await problem(await client.get("/api/v1/auth/users/nobody", headers=ADMIN), 404)
+
+    login = {"username": "alice", "password": alice["password"]}
+    tokens = await ok(await client.post("/api/v1/auth/login", json=login))
+    disabled = await ok(await client.patch("/api/v1/auth/users/alice", json={"enabled": False}, headers=ADMIN))
+    assert disabled["enabled"] is False
+    await problem(await client.post("/api/v1/auth/login", json=login), 401)
+    await problem(await client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}), 401)
+
+    reset = {"enabled": True, "password": "a brand new passphrase"}
+    assert (await ok(await client.patch("/api/v1/auth/users/alice", json=reset, headers=ADMIN)))["enabled"] is True
+    await problem(await client.post("/api/v1/auth/login", json=login), 401)  # the old password is gone
+    await ok(await client.post("/api/v1/auth/login", json={"username": "alice", "password": reset["password"]}))
+    for bad, field in (({}, "body"), ({"password": "short"}, "password"), ({"role": "admin"}, "role")):
+        body = await problem(await client.patch("/api/v1/auth/users/alice", json=bad, headers=ADMIN), 422)
+        assert field in {p["name"] for p in body["invalid_params"]}, body
+    await problem(await client.patch("/api/v1/auth/users/nobody", json={"enabled": False}, headers=ADMIN), 404)
+
+
+async def test_admins_list_api_keys_newest_first_and_by_revocation(
+        client: TestClient[Any, Any], clock: Clock) -> None:
+    await _tenants(client)
+    made = []
+    for body in ({"role": "seller", "publisher_id": "p1", "name": "pub"}, {"role": "buyer", "buyer_id": "b1"},
+                 {"role": "admin", "name": "ops"}):
+        made.append(await ok(await client.post("/api/v1/auth/api-keys", json=body, headers=ADMIN), 201))
+        clock.now += 60
+    await ok(await client.delete(f"/api/v1/auth/api-keys/{made[1]['id']}", headers=ADMIN), 204)
+
+    def ids(page: dict[str, Any]) -> list[str]:
+        return [item["id"] for item in page["items"]]
+
+    page = await ok(await client.get("/api/v1/auth/api-keys", headers=ADMIN))
+    assert ids(page) == [made[2]["id"], made[1]["id"], made[0]["id"]] and page["total"] == 3
+    assert all("key" not in item and "secret_hash" not in item for item in page["items"])
+    revoked = await ok(await client.get("/api/v1/auth/api-keys?revoked=true", headers=ADMIN))
+    assert ids(revoked) == [made[1]["id"]] and revoked["items"][0]["revoked_at"] is not None
+    assert ids(await ok(await client.get("/api/v1/auth/api-keys?revoked=false&role=seller", headers=ADMIN))) == [
+        made[0]["id"]]
+    assert ids(await ok(await client.get("/api/v1/auth/api-keys?publisher_id=p1", headers=ADMIN))) == [made[0]["id"]]
+    body = await problem(await client.get("/api/v1/auth/api-keys?revoked=maybe", headers=ADMIN), 422)
+    assert body["invalid_params"][0]["name"] == "revoked"
+    await problem(await client.get("/api/v1/auth/api-keys?limit=0", headers=ADMIN), 422)
+
+    one = await ok(await client.get(f"/api/v1/auth/api-keys/{made[0]['id']}", headers=ADMIN))
+    assert one == {k: v for k, v in made[0].items() if k != "key"} and made[0]["key"] not in str(one)
+    await problem(await client.get("/api/v1/auth/api-keys/nope", headers=ADMIN), 404)
 
 
 async def test_websocket_token_in_query(client: TestClient[Any, Any], auth: Authenticator) -> None:
