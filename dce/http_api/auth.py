@@ -1,5 +1,5 @@
-"""Authentication and authorization of the side API: roles, JWT bearer tokens, API keys, a deny-by-default
-middleware and the ``/auth`` routes.
+"""Authentication and authorization of the side API: roles, JWT bearer tokens, API keys and a deny-by-default
+middleware (the ``/auth`` routes that use them are in :mod:`dce.http_api.auth_api`).
 
 Roles (:data:`ROLES`, from the seed)::
 
