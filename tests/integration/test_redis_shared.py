@@ -150,7 +150,7 @@ async def test_a_redis_that_does_not_answer_costs_a_call_the_timeout_once_then_n
     assert 0.04 < first < 0.5
     started = loop.time()
     assert await slots.acquire("t1", 5) is None
-    assert loop.time() - started < 0.01  # backing off
+    assert loop.time() - started < 0.04  # backing off: no 0.05 s timeout waited out
     await client.aclose()
     server.close()
 
