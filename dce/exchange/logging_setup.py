@@ -9,6 +9,9 @@ fields the call passed::
      "message": "call answered", "call_id": "c1", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
      "span_id": "00f067aa0ba902b7"}
 
+Malformed HTTP that aiohttp answers with a 400 (a bad header byte, a broken request line: scanners, fuzzers) is one
+warning line, not aiohttp's ERROR with a traceback (:class:`MalformedHttpFilter`): it is the client's fault.
+
 A filter on the handler stamps ``record.call_id``/``record.trace_id``/``record.span_id`` from the context at emit
 time (an explicit ``extra={"call_id": ...}`` wins), so plain-text formats may use ``%(call_id)s`` too.
 """
@@ -20,6 +23,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 from typing import IO, Any
+
+from aiohttp.http_exceptions import HttpProcessingError
 
 from dce.exchange.log_context import CALL_ID, current_trace
 
@@ -39,6 +44,21 @@ class ContextFilter(logging.Filter):
             record.call_id = CALL_ID.get()
         if getattr(record, "trace_id", None) is None:
             record.trace_id, record.span_id = current_trace()
+        return True
+
+
+class MalformedHttpFilter(logging.Filter):
+    """On ``aiohttp.server``: a request aiohttp could not parse (and answered 400) becomes a WARNING line without a
+    traceback, naming the peer and what was wrong; every other record passes as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            detail = " ".join(str(exc.message).split()) or type(exc).__name__
+            record.msg, record.args = "malformed HTTP request from %s (answered 400): %s", (peer, detail)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
 
@@ -92,4 +112,7 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedHttpFilter) for f in server.filters):
+        server.addFilter(MalformedHttpFilter())
     return handler

@@ -4,7 +4,10 @@ class of bug schemathesis found (see test_schemathesis.py), on the real side API
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +18,7 @@ from argon2.profiles import CHEAPEST
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce.bidding.live import LiveBidding
+from dce.exchange.logging_setup import configure_logging
 from dce.http_api.app import build_app
 from dce.http_api.auth import AuthConfig, Authenticator
 from dce.http_api.metrics import ExchangeMetrics
@@ -139,3 +143,28 @@ async def test_location_of_a_list_with_any_id_is_a_valid_header(client: TestClie
     assert location.isascii() and location.isprintable()
     again = await client.get(location)
     assert again.status == 200 and (await again.json())["id"] == list_id
+
+
+async def test_an_unparsable_request_is_400_and_one_warning_line_not_a_traceback(
+        client: TestClient[Any, Any]) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream)
+    try:
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Probe: \x00\r\n\r\n")
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+        writer.close()
+        await asyncio.sleep(0.05)  # the server logs after answering
+    finally:
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+    assert status_line.split()[1] == b"400"
+    log = stream.getvalue()
+    assert "WARNING aiohttp.server: malformed HTTP request from 127.0.0.1 (answered 400): Invalid header" in log, log
+    assert "Traceback" not in log
