@@ -117,7 +117,7 @@ async def refresh(request: web.Request) -> web.Response:
 
 
 @require(AUTH_WRITE)
-@describe(summary="Create a user", body=UserIn, status=201, problems=(409, 422, 503))
+@describe(summary="Create a user", body=UserIn, status=201, problems=(409, 422, 503), created_key="username")
 async def create_user(request: web.Request) -> web.Response:
     """Create a user who logs in with a password (admin)."""
     auth = _authenticator(request)
@@ -134,7 +134,8 @@ async def create_user(request: web.Request) -> web.Response:
 
 
 @require(AUTH_WRITE)
-@describe(summary="Create an API key (its secret is returned once)", body=ApiKeyIn, status=201, problems=(422, 503))
+@describe(summary="Create an API key (its secret is returned once)", body=ApiKeyIn, status=201, problems=(422, 503),
+          created_key="id")
 async def create_api_key(request: web.Request) -> web.Response:
     """Create an API key for a machine (admin); the response's ``key`` is shown this once."""
     auth = _authenticator(request)

@@ -101,6 +101,7 @@ class Doc:
     content_type: str | None = "application/json"  # of the success answer; None: no body (e.g. 204)
     response_schema: Mapping[str, Any] | None = None
     problems: Sequence[int] = ()  # further problem statuses the operation answers
+    created_key: str | None = None  # a create: the answer's field naming the new item (links to the item's routes)
 
 
 def describe(
@@ -112,13 +113,14 @@ def describe(
     content_type: str | None = "application/json",
     response_schema: Mapping[str, Any] | None = None,
     problems: Sequence[int] = (),
+    created_key: str | None = None,
 ) -> Callable[[H], H]:
     """Put a :class:`Doc` on a handler (it wins over :data:`DOCS`)."""
 
     def mark(handler: H) -> H:
         handler.openapi_doc = Doc(  # type: ignore[attr-defined]
             summary=summary, body=body, query=query, status=status, content_type=content_type,
-            response_schema=response_schema, problems=problems,
+            response_schema=response_schema, problems=problems, created_key=created_key,
         )
         return handler
 
@@ -234,7 +236,8 @@ def _marketplace_docs() -> dict[tuple[str, str], Doc]:
         docs |= {
             ("GET", base): Doc(f"List {noun} (ordered by {resource.key_field})", query=page_params(),
                                response_schema=PAGE_SCHEMA),
-            ("POST", base): Doc(f"Create one of the {noun}", body=resource.schema, status=201, problems=(409,)),
+            ("POST", base): Doc(f"Create one of the {noun}", body=resource.schema, status=201, problems=(409,),
+                                created_key=resource.key_field),
             ("GET", item): Doc(f"One of the {noun} by {resource.key_field}", problems=(404,)),
             ("PUT", item): Doc(f"Replace one of the {noun} (omitted fields take their defaults)", body=resource.schema,
                                problems=(404, 409)),
@@ -264,7 +267,8 @@ DOCS: dict[tuple[str, str], Doc] = {
     ("POST", f"{API}/bids"): Doc(body=BidIn, status=202, problems=(404, 409)),
     ("POST", f"{API}/rtb/{{key}}/ping"): Doc(body_content=_FREE, problems=(404,)),
     ("GET", f"{API}/lists"): Doc("Number lists", query=(Param("kind", "", _enum(ListKind)), Param("scope"))),
-    ("POST", f"{API}/lists"): Doc("Create a number list", body=ListIn, status=201, problems=(409,)),
+    ("POST", f"{API}/lists"): Doc("Create a number list", body=ListIn, status=201, problems=(409,),
+                                  created_key="id"),
     ("GET", f"{API}/lists/check/{{number}}"): Doc("The lists holding a number"),
     ("GET", f"{API}/lists/{{id}}"): Doc("A number list", problems=(404,)),
     ("DELETE", f"{API}/lists/{{id}}"): Doc("Delete a number list", status=204, content_type=None, problems=(404,)),
@@ -296,7 +300,8 @@ DOCS: dict[tuple[str, str], Doc] = {
         query=page_params(Param("owner_kind", "", _enum(("campaign", "publisher", "buyer"))), Param("owner_id")),
         response_schema=PAGE_SCHEMA,
     ),
-    ("POST", f"{API}/postbacks"): Doc("Create a postback config", body=PostbackIn, status=201, problems=(409,)),
+    ("POST", f"{API}/postbacks"): Doc("Create a postback config", body=PostbackIn, status=201, problems=(409,),
+                                      created_key="id"),
     ("GET", f"{API}/postbacks/{{key}}"): Doc("A postback config", problems=(404,)),
     ("PUT", f"{API}/postbacks/{{key}}"): Doc("Replace a postback config (the secret is kept unless given)",
                                              body=PostbackIn, problems=(404,)),
@@ -519,6 +524,8 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
         op_id = name if names.count(name) == 1 else _slug(route.method, route.path)
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, doc, body_refs, op_id)
 
+    _link_creates_to_items(docs, paths)
+
     page = {
         "type": "object",
         "properties": {
@@ -550,6 +557,28 @@ def build_openapi(app: web.Application) -> dict[str, Any]:
         },
         "security": [dict(s) for s in SECURITY],
     }
+
+
+def _link_creates_to_items(docs: Sequence[tuple[RouteInfo, Doc]], paths: dict[str, dict[str, Any]]) -> None:
+    """OpenAPI links from each create's success answer to the operations on the item it made (``POST /lists`` ->
+    ``GET /lists/{id}``, ``POST /lists/{id}/numbers``...): clients, and schemathesis's stateful phase, follow them."""
+    for route, doc in docs:
+        if doc.created_key is None:
+            continue
+        prefix = route.path + "/{"
+        links: dict[str, Any] = {}
+        for path, operations in paths.items():
+            if not path.startswith(prefix):
+                continue
+            param = path[len(prefix):].split("}", 1)[0]
+            for method, operation in operations.items():
+                links[operation["operationId"]] = {
+                    "operationId": operation["operationId"],
+                    "parameters": {f"path.{param}": f"$response.body#/{doc.created_key}"},
+                    "description": f"{method.upper()} {path} of the item just created",
+                }
+        if links:
+            paths[route.path]["post"]["responses"][str(doc.status)]["links"] = links
 
 
 def _slug(method: str, path: str) -> str:
