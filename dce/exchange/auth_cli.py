@@ -1,12 +1,15 @@
-"""``dce auth ...`` subcommands (registered by ``dce.exchange.cli``): ``create-key`` and ``create-user``.
+"""``dce auth ...`` subcommands (registered by ``dce.exchange.cli``): ``create-key``, ``list-keys``, ``revoke-key``
+and ``create-user``.
 
 The way in for a fresh installation whose config has no ``auth.bootstrap_admin_key``, and for scripted setup:
 
     dce auth create-key --config dce.yaml --role admin --name ops        # prints the key once
     dce auth create-key --config dce.yaml --role buyer --buyer-id b1     # a buyer's machine key
     echo "$PASSWORD" | dce auth create-user --config dce.yaml --username ann --role seller --publisher-id p1
+    dce auth list-keys --config dce.yaml [--all]                          # live keys (--all: revoked too)
+    dce auth revoke-key --config dce.yaml KEY_ID                          # e.g. a leaked admin key
 
-Both write to the configured database (migrated first with ``dce migrate``), the same store the API uses.
+They work on the configured database (migrated first with ``dce migrate``), the same store the API uses.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import asyncio
 import getpass
 import secrets
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
+from dce.db import auth_repository as repo
 from dce.db.auth_repository import AuthStoreError
 from dce.db.engine import create_engine
 from dce.exchange.cli_args import add_config_args, settings_from_args
@@ -50,6 +55,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _tenant_args(key)
     key.add_argument("--name", help="what the key is for (shown in listings)")
     key.set_defaults(func=_create_key)
+
+    listing = auth_sub.add_parser("list-keys", help="list API keys, newest first (never their secrets)")
+    add_config_args(listing)
+    listing.add_argument("--all", action="store_true", help="revoked keys too")
+    listing.set_defaults(func=_list_keys)
+
+    revoke = auth_sub.add_parser("revoke-key", help="revoke an API key: nodes refuse it within their key cache time")
+    add_config_args(revoke)
+    revoke.add_argument("key_id", help="the key's id (the part after dce_ in its prefix)")
+    revoke.set_defaults(func=_revoke_key)
 
     user = auth_sub.add_parser("create-user", help="store a user who logs in with a password")
     _tenant_args(user)
@@ -86,6 +101,49 @@ def _create_key(args: argparse.Namespace) -> int:
         return 1
     print(f"API key {key_id} (role {args.role}); send it as X-API-Key. It is not shown again:", file=sys.stderr)
     print(key)
+    return 0
+
+
+_KEY_COLUMNS = ("id", "role", "tenant", "name", "created_at", "last_used_at", "revoked_at")
+
+
+def _list_keys(args: argparse.Namespace) -> int:
+    async def listing() -> list[repo.ApiKeyRecord]:
+        engine = create_engine(settings_from_args(args).database.url)
+        try:
+            which = repo.Filter(revoked=None if args.all else False)
+            keys: list[repo.ApiKeyRecord] = []
+            while len(page := (await repo.list_api_keys(engine, which, 1000, len(keys)))[0]) > 0:
+                keys += page
+            return keys
+        finally:
+            await engine.dispose()
+
+    rows = [_KEY_COLUMNS] + [
+        (key.id, key.role, key.buyer_id or key.publisher_id or "-", key.name or "-", _when(key.created_at),
+         _when(key.last_used_at), _when(key.revoked_at)) for key in asyncio.run(listing())]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_KEY_COLUMNS))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _when(moment: Any) -> str:
+    return moment.isoformat(timespec="seconds") if moment is not None else "-"
+
+
+def _revoke_key(args: argparse.Namespace) -> int:
+    async def revoke() -> bool:
+        engine = create_engine(settings_from_args(args).database.url)
+        try:
+            return await repo.revoke_api_key(engine, args.key_id, datetime.now(UTC))
+        finally:
+            await engine.dispose()
+
+    if not asyncio.run(revoke()):
+        print(f"dce auth: no API key {args.key_id!r}", file=sys.stderr)
+        return 1
+    print(f"API key {args.key_id} revoked")
     return 0
 
 

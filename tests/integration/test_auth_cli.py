@@ -12,7 +12,7 @@ from dce.db import marketplace_repository as market
 from dce.db.engine import create_engine
 from dce.exchange.cli import main
 from dce.exchange.config import load_settings
-from dce.http_api.auth import AuthConfig, Authenticator
+from dce.http_api.auth import AuthConfig, Authenticator, AuthError
 from dce.routing.model import Buyer
 from tests.databases import run_coroutine
 
@@ -99,3 +99,31 @@ def test_the_demo_config_turns_auth_on_with_its_own_secrets(tmp_path: Path, caps
     key = a.auth.bootstrap_admin_key
     assert key is not None and f"KEY={key.get_secret_value()}" in shown  # the how-to quotes it
     assert key != b.auth.bootstrap_admin_key and a.auth.secret != b.auth.secret  # fresh per file
+
+
+def test_list_and_revoke_keys(migrated_database_url: str, capsys: pytest.CaptureFixture[str]):
+    url = ["--database-url", migrated_database_url]
+    keys = {}
+    for name in ("ops", "leaked"):
+        assert main(["auth", "create-key", *url, "--role", "admin", "--name", name]) == 0
+        keys[name] = capsys.readouterr().out.strip()
+    leaked_id = keys["leaked"].split("_")[1]
+
+    assert main(["auth", "revoke-key", *url, leaked_id]) == 0
+    assert f"API key {leaked_id} revoked" in capsys.readouterr().out
+    with pytest.raises(AuthError):
+        verify_key(migrated_database_url, keys["leaked"])
+    assert verify_key(migrated_database_url, keys["ops"]).role == "admin"
+
+    assert main(["auth", "list-keys", *url]) == 0
+    header, *live = capsys.readouterr().out.splitlines()
+    assert header.split() == ["id", "role", "tenant", "name", "created_at", "last_used_at", "revoked_at"]
+    assert [line.split()[3] for line in live] == ["ops"]
+    assert keys["ops"].split("_")[2] not in "\n".join(live)  # never the secret
+    assert main(["auth", "list-keys", *url, "--all"]) == 0
+    _, *every = capsys.readouterr().out.splitlines()
+    assert sorted(line.split()[3] for line in every) == ["leaked", "ops"]
+    assert next(line for line in every if line.split()[0] == leaked_id).split()[-1] != "-"  # revoked_at
+
+    assert main(["auth", "revoke-key", *url, "nope"]) == 1
+    assert "no API key 'nope'" in capsys.readouterr().err
