@@ -23,11 +23,12 @@ log = logging.getLogger(__name__)
 CHANNEL = "changes"  # after the key prefix
 
 
-def connect(url: str, *, max_connections: int = 256) -> aioredis.Redis:
+def connect(url: str, *, max_connections: int = 256, timeout_s: float = 1.0) -> aioredis.Redis:
     """A client whose pool makes a command wait for a free connection past ``max_connections`` (bounded by the
-    callers' timeouts) rather than fail at once, as redis-py's default pool does past 100."""
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=1.0,
-                                                    socket_connect_timeout=1.0, socket_timeout=1.0)
+    callers' timeouts) rather than fail at once, as redis-py's default pool does past 100. ``timeout_s`` bounds
+    that wait, a connect and a socket read (the callers' own budgets are shorter on the call path)."""
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=timeout_s,
+                                                    socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
     return aioredis.Redis.from_pool(pool)
 
 

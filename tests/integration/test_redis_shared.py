@@ -48,10 +48,15 @@ def url() -> str:
     return redis_test_url()
 
 
+# What the sharing tests allow a Redis call: they prove atomic counting across nodes, and a loaded CI machine must not
+# push a call into the fallback (the outage tests below use short budgets on purpose).
+SHARED_S = 10.0
+
+
 @pytest.fixture
 async def nodes(url: str) -> AsyncIterator[tuple[aioredis.Redis, aioredis.Redis, str]]:
     """Two clients (two nodes) and a key prefix of this test's own, whose keys are deleted afterwards."""
-    a, b = connect(url), connect(url)
+    a, b = connect(url, timeout_s=SHARED_S), connect(url, timeout_s=SHARED_S)
     prefix = f"test:{uuid.uuid4().hex[:12]}:"
     yield a, b, prefix
     keys = [key async for key in a.scan_iter(match=prefix + "*")]
@@ -71,7 +76,7 @@ def nowhere() -> aioredis.Redis:
 
 async def test_fifty_concurrent_acquires_from_two_nodes_with_a_cap_of_five_take_exactly_five(nodes) -> None:
     a, b, prefix = nodes
-    node_a, node_b = RedisSlots(a, prefix=prefix, timeout_s=2.0), RedisSlots(b, prefix=prefix, timeout_s=2.0)
+    node_a, node_b = RedisSlots(a, prefix=prefix, timeout_s=SHARED_S), RedisSlots(b, prefix=prefix, timeout_s=SHARED_S)
     results = await asyncio.gather(*((node_a if i % 2 else node_b).acquire("t1", 5) for i in range(50)))
     assert results.count(True) == 5 and results.count(False) == 45
     assert await node_a.held("t1") == 5
@@ -82,7 +87,7 @@ async def test_fifty_concurrent_acquires_from_two_nodes_with_a_cap_of_five_take_
 
 async def test_a_daily_cap_holds_across_two_nodes_and_rolls_over_at_the_buyers_midnight(nodes) -> None:
     a, b, prefix = nodes
-    node_a, node_b = RedisSlots(a, prefix=prefix, timeout_s=2.0), RedisSlots(b, prefix=prefix, timeout_s=2.0)
+    node_a, node_b = RedisSlots(a, prefix=prefix, timeout_s=SHARED_S), RedisSlots(b, prefix=prefix, timeout_s=SHARED_S)
     starts = window_starts(NY, LATE)
     today = Windows(CapCounts.CONNECTS, starts, daily=2)
     for node in (node_a, node_b):
@@ -111,7 +116,7 @@ async def test_a_daily_cap_holds_across_two_nodes_and_rolls_over_at_the_buyers_m
 
 async def test_concurrency_and_an_hourly_cap_are_checked_in_one_script(nodes) -> None:
     a, _b, prefix = nodes
-    slots = RedisSlots(a, prefix=prefix, timeout_s=2.0)
+    slots = RedisSlots(a, prefix=prefix, timeout_s=SHARED_S)
     starts = window_starts(NY, LATE)
     hourly = Windows(CapCounts.CONNECTS, starts, hourly=1)
     assert await slots.acquire("t1", 1, hourly) is True
@@ -168,7 +173,7 @@ def two_routers(client_a: aioredis.Redis, client_b: aioredis.Redis, prefix: str,
         counters, duplicates = InMemoryCounters(), DuplicateLedger()
         engine = RoutingEngine(snapshot, counters, duplicates, random.Random(1))
         router = MarketplaceRouter(engine, counters, duplicates, StaticRouter(StaticRoutes({}), 30))
-        router.slots = RedisSlots(client, prefix=prefix, timeout_s=2.0)
+        router.slots = RedisSlots(client, prefix=prefix, timeout_s=SHARED_S)
         routers.append(router)
     return routers
 
@@ -194,7 +199,8 @@ async def test_a_daily_cap_of_two_holds_across_two_routers_though_each_plans_on_
 
 async def test_velocity_counts_calls_of_every_node_in_one_sliding_window(nodes) -> None:
     a, b, prefix = nodes
-    node_a, node_b = RedisVelocity(a, prefix=prefix, timeout_s=2.0), RedisVelocity(b, prefix=prefix, timeout_s=2.0)
+    node_a = RedisVelocity(a, prefix=prefix, timeout_s=SHARED_S)
+    node_b = RedisVelocity(b, prefix=prefix, timeout_s=SHARED_S)
     t0 = 1_800_000_000.0 - 1_800_000_000.0 % 3600 + 10  # 10 s into an hour (and a minute)
     for i in range(3):
         await node_a.count(ANI, "p1", t0 + i)
@@ -215,7 +221,7 @@ async def test_two_gates_flag_a_caller_that_is_fast_only_across_nodes(nodes) -> 
     a, b, prefix = nodes
     gates = []
     for client in (a, b):
-        check = FraudCheck(FraudScorer(), RedisVelocity(client, prefix=prefix, timeout_s=2.0))
+        check = FraudCheck(FraudScorer(), RedisVelocity(client, prefix=prefix, timeout_s=SHARED_S))
         gates.append(CallGate(Screener([check]), velocity=check.velocity))
     t0 = 1_800_000_000.0 - 1_800_000_000.0 % 60 + 5
     request, routed = CallRequest("+18005550100", ANI), Routed(plan=None)  # type: ignore[arg-type]
@@ -252,7 +258,7 @@ class Clock:
 async def test_two_limiters_sharing_a_bucket_give_the_seeds_burst_in_total_not_twice(nodes, name: str) -> None:
     a, b, prefix = nodes
     clock = Clock()
-    limiters = [RedisRateLimiter(c, prefix=prefix, timeout_s=2.0, clock=clock) for c in (a, b)]
+    limiters = [RedisRateLimiter(c, prefix=prefix, timeout_s=SHARED_S, clock=clock) for c in (a, b)]
     rule = DEFAULT_RULES[name]
     hits = int(2 * rule.burst + 10)
     decisions = await asyncio.gather(*(limiters[i % 2].hit("ip:10.0.0.1|" + name, rule) for i in range(hits)))
@@ -272,8 +278,8 @@ async def test_a_bucket_never_refills_backwards_when_a_node_clock_is_behind(node
     a, b, prefix = nodes
     ahead, behind = Clock(1000.0), Clock(990.0)
     rule = Rule(1, 2)
-    fast = RedisRateLimiter(a, prefix=prefix, timeout_s=2.0, clock=ahead)
-    slow = RedisRateLimiter(b, prefix=prefix, timeout_s=2.0, clock=behind)
+    fast = RedisRateLimiter(a, prefix=prefix, timeout_s=SHARED_S, clock=ahead)
+    slow = RedisRateLimiter(b, prefix=prefix, timeout_s=SHARED_S, clock=behind)
     assert (await fast.hit("k", rule)).allowed and (await slow.hit("k", rule)).allowed
     assert not (await slow.hit("k", rule)).allowed
     behind.now += 5  # still behind the bucket's last refill: nothing back
