@@ -30,6 +30,7 @@ from dce.db.ledger_repository import buyer_balances, ledger_version
 from dce.db.marketplace_repository import MarketplaceData
 from dce.db.marketplace_watcher import MarketplaceWatcher
 from dce.db.postback_dispatcher import PostbackDispatcher
+from dce.db.tracing import trace_statements
 from dce.db.watcher import Watcher
 from dce.exchange.call_events import CallEvents
 from dce.exchange.callflow import CallFlow
@@ -148,6 +149,8 @@ class Exchange:
         observer = _Observer(self.metrics)
         self.tracing = setup_tracing(settings.tracing)  # off: the API's no-op tracer, no HTTP middleware
         self.engine = create_engine(settings.database.url)
+        if self.tracing.enabled:  # SQL under a request's or a call's span shows as its children
+            trace_statements(self.engine, self.tracing.tracer("dce.db"))
         self.writer = CdrWriter(self.engine, batch_size=settings.database.batch_size,
                                 flush_interval_s=settings.database.flush_interval_s,
                                 on_depth=self.metrics.cdr_queue.set)

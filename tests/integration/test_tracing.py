@@ -25,8 +25,12 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from dce.db.engine import create_engine
+from dce.db.tracing import trace_statements
 from dce.http_api.app import build_app
 from dce.http_api.metrics import ExchangeMetrics
 from tests.externals import require_binary
@@ -64,6 +68,37 @@ async def test_the_real_api_traces_a_request_by_its_route_template(migrated_data
     assert campaign.attributes["http.response.status_code"] == 404
     assert f"{campaign.context.trace_id:032x}" == trace_id and f"{campaign.parent.span_id:016x}" == parent_id
     assert live.name == "GET /health/live" and live.parent is None
+
+
+async def test_sql_run_for_a_request_is_its_child_and_background_sql_makes_no_span(
+        migrated_database_url: str) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    engine = create_engine(migrated_database_url)
+    trace_statements(engine, provider.get_tracer("dce.db"))
+    app = build_app(engine=engine, metrics=ExchangeMetrics(), tracer=provider.get_tracer("test"))
+    try:
+        async with TestClient(TestServer(app)) as client:
+            response = await client.get("/api/v1/publishers?limit=5", headers={"traceparent": traceparent()[0]})
+            assert response.status == 200
+        async with engine.connect() as connection:  # no span current: background work
+            await connection.execute(text("SELECT 1"))
+        with provider.get_tracer("test").start_as_current_span("bad"), pytest.raises(DBAPIError):
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT * FROM no_such_table"))
+    finally:
+        await engine.dispose()
+    spans = exporter.get_finished_spans()
+    [request] = [span for span in spans if span.name == "GET /api/v1/publishers"]
+    statements = [span for span in spans if span.parent is not None and span.parent.span_id == request.context.span_id]
+    assert statements and {span.name for span in statements} == {"SELECT"}
+    system = "postgresql" if migrated_database_url.startswith("postgresql") else "sqlite"
+    assert all(span.kind is SpanKind.CLIENT and span.attributes["db.system.name"] == system for span in statements)
+    assert any("publishers" in span.attributes["db.query.text"] for span in statements)
+    assert not [span for span in spans if span.attributes and span.attributes.get("db.query.text") == "SELECT 1"]
+    [failed] = [span for span in spans if "no_such_table" in (span.attributes or {}).get("db.query.text", "")]
+    assert failed.status.status_code is StatusCode.ERROR and failed.events[0].name == "exception"
 
 
 async def test_without_a_tracer_the_app_has_no_tracing_middleware(migrated_database_url: str) -> None:
@@ -176,3 +211,5 @@ async def test_dce_serve_exports_call_and_request_spans_over_otlp_http(
     [request] = collector.named("GET /api/v1/campaigns")
     assert request.trace_id.hex() == http_trace
     assert attributes(request)["http.response.status_code"] == 200
+    assert any(span.name == "SELECT" and span.parent_span_id == request.span_id  # its SQL, as its children
+               for _resource, span in collector.spans)
