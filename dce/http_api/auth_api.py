@@ -16,6 +16,8 @@ The routes read the :class:`~dce.http_api.auth.Authenticator` from the root app 
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -191,6 +193,10 @@ def _filter(request: web.Request, auth: Authenticator, *, keys: bool = False) ->
     return repo.Filter(role, query.get("buyer_id") or None, query.get("publisher_id") or None, revoked)
 
 
+def _page_answer(items: list[dict[str, Any]], total: int, limit: int, offset: int) -> web.Response:
+    return web.json_response({"items": items, "total": total, "limit": limit, "offset": offset})
+
+
 def _page(request: web.Request) -> tuple[int, int]:
     return int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT), int_param(request, "offset", 0, 0)
 
@@ -203,8 +209,7 @@ async def list_users(request: web.Request) -> web.Response:
     auth = _authenticator(request)
     limit, offset = _page(request)
     users, total = await repo.list_users(auth.store(), _filter(request, auth), limit, offset)
-    return web.json_response({"items": [user.to_json() for user in users], "total": total, "limit": limit,
-                              "offset": offset})
+    return _page_answer([user.to_json() for user in users], total, limit, offset)
 
 
 @require(AUTH_READ)
@@ -242,8 +247,7 @@ async def list_api_keys(request: web.Request) -> web.Response:
     auth = _authenticator(request)
     limit, offset = _page(request)
     keys, total = await repo.list_api_keys(auth.store(), _filter(request, auth, keys=True), limit, offset)
-    return web.json_response({"items": [key.to_json() for key in keys], "total": total, "limit": limit,
-                              "offset": offset})
+    return _page_answer([key.to_json() for key in keys], total, limit, offset)
 
 
 @require(AUTH_READ)
