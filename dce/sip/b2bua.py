@@ -37,6 +37,7 @@ ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO"
 COPIED_HEADERS = ("P-Asserted-Identity", "Privacy", "Identity", "Subject")
 PASS_THROUGH_METHODS = ("UPDATE", "INFO")  # forwarded end to end inside a dialog, like re-INVITE
 SUPPORTED_OPTIONS: frozenset[str] = frozenset()  # no 100rel/timer yet: a Require for them is answered 420
+URI_SCHEMES = frozenset({"sip", "sips", "tel"})  # Request-URI schemes we serve; any other is answered 416
 
 
 class SdpRewriter(Protocol):
@@ -341,7 +342,9 @@ class B2BUA:
             self._in_dialog_request(txn, request, now)
             return
         method = request.method
-        if method == "INVITE":
+        if request.uri.partition(":")[0].lower() not in URI_SCHEMES:  # RFC 3261 §8.2.2.1, before any work
+            self.endpoint.respond(txn, make_response(request, 416, to_tag=new_token()), now)
+        elif method == "INVITE":
             self._new_call(txn, request, now)  # type: ignore[arg-type]
         elif method == "OPTIONS":
             self.endpoint.respond(txn, make_response(request, 200, to_tag=new_token(), extra=[
