@@ -13,6 +13,7 @@ import socket
 from collections.abc import Callable
 from typing import Protocol
 
+from dce.sip.endpoint import is_ip_literal
 from dce.sip.message import SipParseError, StreamFramer
 
 log = logging.getLogger(__name__)
@@ -99,14 +100,37 @@ class SipTransport:
         self._after()
 
     def flush(self) -> None:
-        """Send everything the core queued and re-arm the timer (call after any command to the core)."""
+        """Send everything the core queued and re-arm the timer (call after any command to the core).
+
+        Each datagram is sent on its own: one that cannot be sent is reported to the core as a transport error
+        for its destination (its answers and events follow in a moment) and never costs the others or the timer.
+        """
+        failed: set[tuple[str, Address]] = set()
         for data, transport, addr in self.core.datagrams_to_send():
-            if transport == "udp":
-                if self._udp is not None:
-                    self._udp.sendto(data, addr)
-            else:
-                self._send_stream(data, addr)
+            try:
+                if not is_ip_literal(addr[0]):  # sockets would resolve it, blocking the loop (or not at all)
+                    raise ValueError("not an IP address")
+                if transport == "udp":
+                    if self._udp is not None:
+                        self._udp.sendto(data, addr)
+                else:
+                    self._send_stream(data, addr)
+            except Exception as exc:  # e.g. an address the socket cannot take: that destination only
+                log.warning("cannot send to %s over %s: %s", addr, transport, exc)
+                self.on_error("send_failed")
+                failed.add((transport, addr))
         self._arm()
+        if failed:
+            self.loop.call_soon(self._report_failed, failed)
+
+    def _report_failed(self, failed: set[tuple[str, Address]]) -> None:
+        now = self.loop.time()
+        for transport, addr in failed:
+            try:
+                self.core.transport_error(transport, addr, now)
+            except Exception:
+                log.exception("SIP core failed handling a transport error")
+        self._after()
 
     def _after(self) -> None:
         if self.after_input is not None:
