@@ -605,33 +605,39 @@ def _validate_request_uri(request: Request) -> None:
 class StreamFramer:
     """Splits a TCP byte stream into SIP messages by Content-Length (RFC 3261 §18.3).
 
-    ``feed`` returns complete messages; CRLF keep-alives between messages are skipped. Garbage raises
-    SipParseError, after which the connection should be closed.
+    ``feed`` returns complete messages; CRLF keep-alives between messages are skipped. Garbage, or a message
+    (headers and body) longer than ``max_message_bytes``, raises SipParseError, after which the connection
+    should be closed: at most one message's worth is ever buffered.
     """
 
-    MAX_HEADER = 64 * 1024
-    MAX_BODY = 1024 * 1024
-
-    def __init__(self) -> None:
+    def __init__(self, max_message_bytes: int = 65535) -> None:
+        self.max_message_bytes = max_message_bytes
         self._buffer = bytearray()
+
+    @property
+    def partial(self) -> bool:
+        """Whether part of a message is buffered (a message has started and not finished)."""
+        return bool(self._buffer)
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return the complete messages they finish."""
         self._buffer += data
         messages: list[bytes] = []
+        limit = self.max_message_bytes
         while True:
             while self._buffer[:2] == b"\r\n":
                 del self._buffer[:2]
             if self._buffer[:1] == b"\n":
                 del self._buffer[:1]
-            end = self._buffer.find(b"\r\n\r\n")
+            end = self._buffer.find(b"\r\n\r\n", 0, limit + 4)
             if end < 0:
-                if len(self._buffer) > self.MAX_HEADER:
+                if len(self._buffer) > limit:
                     raise SipParseError("header block too large")
                 return messages
             head = bytes(self._buffer[:end])
-            length = _stream_content_length(head)
-            total = end + 4 + length
+            total = end + 4 + _stream_content_length(head)
+            if total > limit:
+                raise SipParseError(f"message of {total} bytes is over the limit of {limit}")
             if len(self._buffer) < total:
                 return messages
             messages.append(bytes(self._buffer[:total]))
@@ -646,8 +652,8 @@ def _stream_content_length(head: bytes) -> int:
     if match is None:
         raise SipParseError("Content-Length is required on a stream transport")
     text = match.group(1)
-    if not text.isdigit() or int(text) > StreamFramer.MAX_BODY:
-        raise SipParseError(f"bad Content-Length {text!r}")
+    if not text.isdigit() or len(text) > 9:
+        raise SipParseError(f"bad Content-Length {text[:20]!r}")
     return int(text)
 
 
