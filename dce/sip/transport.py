@@ -123,7 +123,7 @@ class SipTransport:
         if self._udp is not None:
             self._udp.close()
         for connection in list(self._streams):
-            connection.close()
+            connection.shut()
         for server in self._servers:
             server.close()
             await server.wait_closed()
@@ -350,6 +350,14 @@ class _TcpConnection(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+    def shut(self) -> None:
+        """Close for good: gracefully when everything written has been sent, else reset (a peer that does not
+        read must not hold the descriptor)."""
+        if self.transport is not None and self.transport.get_write_buffer_size():
+            self.abort()
+        else:
+            self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.admitted:

@@ -229,6 +229,24 @@ def test_oversized_messages_close_the_connection(loop_name: str, shape: str) -> 
     run(loop_name, scenario)
 
 
+@pytest.mark.parametrize("loop_name", list(LOOPS))
+def test_close_releases_every_connection(loop_name: str) -> None:
+    async def scenario() -> None:
+        transport, core, address = await serve()
+        before = open_fds()  # listening (uvloop's libuv also keeps one spare descriptor from then on)
+        socks = [await connect(address) for _ in range(5)]
+        await asyncio.get_running_loop().sock_sendall(socks[0], request("OPTIONS", transport="TCP"))
+        assert await settle(lambda: len(core.received) == 1 and transport.tcp_connections == 5)
+        await transport.close()
+        assert all([await closed_by_peer(sock, 1.0) for sock in socks])
+        for sock in socks:
+            sock.close()
+        assert await settle(lambda: open_fds() <= before)
+        assert transport.tcp_connections == 0
+
+    run(loop_name, scenario)
+
+
 def test_limits_are_validated() -> None:
     with pytest.raises(ValueError):
         TcpLimits(max_message_bytes=70000)
