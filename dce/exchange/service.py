@@ -161,7 +161,8 @@ class Exchange:
 
         sip = settings.sip
         timers = TimerConfig(t1=sip.t1_ms / 1000, t2=sip.t2_ms / 1000, t4=sip.t4_ms / 1000)
-        self.endpoint = SipEndpoint(local={}, timers=timers, user_agent=sip.user_agent, observer=observer)
+        self.endpoint = SipEndpoint(local={}, timers=timers, user_agent=sip.user_agent, observer=observer,
+                                    max_message_bytes=sip.max_message_bytes)
         self.b2bua = B2BUA(self.endpoint, max_calls_per_source=sip.max_calls_per_source,
                            retry_after_s=sip.source_retry_after_s)
         self.transport = SipTransport(self.b2bua, after_input=self._dispatch, on_error=self.metrics.sip_dropped,

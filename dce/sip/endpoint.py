@@ -39,7 +39,7 @@ from dce.sip.transaction import (
     Transaction,
 )
 
-MAX_DATAGRAM = 65535
+MAX_MESSAGE = 65535  # the default bound on one message, datagram or framed (what UDP can carry)
 BRANCH_MAGIC = "z9hG4bK"
 
 
@@ -128,12 +128,14 @@ class SipEndpoint:
     """Transaction layer plus stateless answers, driven by datagrams and time."""
 
     def __init__(self, *, local: dict[str, Address], timers: TimerConfig | None = None,
-                 user_agent: str = "dce", observer: Observer | None = None) -> None:
+                 user_agent: str = "dce", observer: Observer | None = None,
+                 max_message_bytes: int = MAX_MESSAGE) -> None:
         self.local = local  # transport -> sent-by (host, port) we put in our Via headers
         self.timers = timers or TimerConfig()
         self.user_agent = user_agent
         self.tu: TransactionUser | None = None
         self.observer: Observer = observer or _NullObserver()
+        self.max_message_bytes = max_message_bytes
         self.server_transactions: dict[tuple, ServerTransaction] = {}
         self.client_transactions: dict[tuple, ClientTransaction] = {}
         self._merge_index: dict[tuple, tuple] = {}  # (call-id, from-tag, cseq) -> server txn key, no To tag
@@ -149,7 +151,7 @@ class SipEndpoint:
     # -- adapter-facing API --------------------------------------------------------------------------
     def receive(self, data: bytes, transport: str, addr: Address, now: float, *, stream: bool = False) -> None:
         """Feed one datagram (or one framed stream message) received from ``addr``."""
-        if len(data) > MAX_DATAGRAM:
+        if len(data) > self.max_message_bytes:
             self.observer.dropped("too_large")
             return
         if not data.strip(b"\r\n"):
