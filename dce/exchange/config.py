@@ -92,7 +92,7 @@ class SipConfig(_Section):
     max_message_bytes: int = Field(65535, ge=1024, le=65535)  # one message, headers and body (TCP framing)
     tcp_idle_timeout_s: float = Field(600, gt=0)  # no byte either way for this long: the connection is closed
     tcp_header_timeout_s: float = Field(10, gt=0)  # a message must be complete this long after it starts
-    tcp_max_connections: int = Field(4096, ge=1)  # accepted TCP connections in all
+    tcp_max_connections: int = Field(2048, ge=1)  # accepted TCP connections in all
     tcp_max_connections_per_source: int = Field(128, ge=1)  # accepted TCP connections from one IP address
     max_calls_per_source: int = Field(0, ge=0)  # inbound calls up at once from one IP address; 0 = unlimited
     source_retry_after_s: int = Field(5, ge=1, le=3600)  # Retry-After of the 503 over max_calls_per_source

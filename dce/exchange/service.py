@@ -37,6 +37,7 @@ from dce.exchange.callflow import CallFlow
 from dce.exchange.cluster import Cluster
 from dce.exchange.compliance_setup import build_compliance
 from dce.exchange.config import Settings
+from dce.exchange.descriptors import descriptors_needed, ensure_descriptors
 from dce.exchange.gc_policy import GcPolicy
 from dce.exchange.marketplace_router import MarketplaceRouter
 from dce.exchange.personal_data import ERASERS, EXPORTERS
@@ -160,6 +161,13 @@ class Exchange:
             self.writer.submit(cdr)
 
         sip = settings.sip
+        low, high = settings.media.port_range
+        needed = descriptors_needed(tcp_max_connections=sip.tcp_max_connections,
+                                    media_ports=high - low + 1 if settings.media.mode == "relay" else 0)
+        if (available := ensure_descriptors(needed)) < needed:
+            log.warning("open-file limit %d is below the %d descriptors sip.tcp_max_connections and media.ports "
+                        "may use: calls will fail for want of descriptors first; raise it (LimitNOFILE=, "
+                        "ulimit -Hn) or lower those settings", available, needed)
         timers = TimerConfig(t1=sip.t1_ms / 1000, t2=sip.t2_ms / 1000, t4=sip.t4_ms / 1000)
         self.endpoint = SipEndpoint(local={}, timers=timers, user_agent=sip.user_agent, observer=observer,
                                     max_message_bytes=sip.max_message_bytes)

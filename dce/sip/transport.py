@@ -44,7 +44,7 @@ class TcpLimits:
     idle_timeout_s: float = 600.0  # no byte either way for this long: closed (clients keep flows up with CRLF)
     header_timeout_s: float = 10.0  # a message must be complete this long after its first byte (slowloris),
     # and an accepted connection must have sent its first message this long after it was accepted
-    max_connections: int = 4096  # accepted connections in all
+    max_connections: int = 2048  # accepted connections in all
     max_connections_per_source: int = 128  # accepted connections from one IP address
     max_message_bytes: int = 65535  # headers and body of one message (what a UDP datagram can carry)
 
