@@ -85,7 +85,8 @@ LENIENT = "dce-latin1"  # codec error handler: a byte that is not UTF-8 is read 
 def _latin1_fallback(error: UnicodeError) -> tuple[str, int]:
     """Decode the offending bytes as Latin-1: real carriers send Latin-1 display names, and the result is
     valid text (no lone surrogates), so it can be stored and re-encoded as UTF-8."""
-    assert isinstance(error, UnicodeDecodeError)
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
     return error.object[error.start : error.end].decode("latin-1"), error.end
 
 
