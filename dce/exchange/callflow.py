@@ -225,9 +225,9 @@ class CallFlow:
                         call, reason="media timeout"))
                 call.media = media
                 outcome, target = await self._dial_in_order(call, routed, events, times)
-        except PortsExhausted:
-            self.sip.reject(call, 503, reason_header='Q.850;cause=47;text="no media ports"')
-            outcome = _Outcome(Disposition.FAILED, 503, reason="no media ports left")
+        except PortsExhausted as exc:  # or DescriptorsExhausted: the reason says which
+            self.sip.reject(call, 503, reason_header=f'Q.850;cause=47;text="{exc.reason}"')
+            outcome = _Outcome(Disposition.FAILED, 503, reason=exc.reason)
         except Exception as exc:  # never leave either party hanging on a bug: 500 before answer, BYE after
             log.exception("call %s failed", call.id)
             span.record_exception(exc)

@@ -88,6 +88,14 @@ class SipConfig(_Section):
     t2_ms: int = Field(4000, gt=0)
     t4_ms: int = Field(5000, gt=0)
     user_agent: str = "dce/0.1"
+    # The edge's bounds (README "Edge limits"): what one peer, or all of them, may hold.
+    max_message_bytes: int = Field(65535, ge=1024, le=65535)  # one message, headers and body (TCP framing)
+    tcp_idle_timeout_s: float = Field(600, gt=0)  # no byte either way for this long: the connection is closed
+    tcp_header_timeout_s: float = Field(10, gt=0)  # a message must be complete this long after it starts
+    tcp_max_connections: int = Field(2048, ge=1)  # accepted TCP connections in all
+    tcp_max_connections_per_source: int = Field(128, ge=1)  # accepted TCP connections from one IP address
+    max_calls_per_source: int = Field(0, ge=0)  # inbound calls up at once from one IP address; 0 = unlimited
+    source_retry_after_s: int = Field(5, ge=1, le=3600)  # Retry-After of the 503 over max_calls_per_source
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -158,7 +166,9 @@ class MediaConfig(_Section):
     """Media plane: relay or passthrough, RTP port range and the address advertised in SDP."""
 
     mode: Literal["relay", "passthrough"] = "relay"
-    ports: str = "30000-40000"
+    # RTP on even ports, RTCP on the odd one above; below Linux's ephemeral range (32768-60999), where the
+    # kernel picks client ports (a relay port taken by an outgoing connection cannot be bound). Checked at start.
+    ports: str = "16384-32767"
     rtp_timeout_s: float = Field(60, gt=0)
     address: str | None = None  # IP advertised in SDP; None -> the SIP listen host
 

@@ -37,6 +37,7 @@ from dce.exchange.callflow import CallFlow
 from dce.exchange.cluster import Cluster
 from dce.exchange.compliance_setup import build_compliance
 from dce.exchange.config import Settings
+from dce.exchange.descriptors import descriptors_needed, ensure_descriptors
 from dce.exchange.gc_policy import GcPolicy
 from dce.exchange.marketplace_router import MarketplaceRouter
 from dce.exchange.personal_data import ERASERS, EXPORTERS
@@ -58,6 +59,7 @@ from dce.http_api.postbacks import ON_POSTBACKS_CHANGE
 from dce.http_api.rate_limit import InProcessRateLimiter, RateLimiter
 from dce.http_api.read_cache import CALLS_CACHE, CacheTtls
 from dce.http_api.rtb import RtbPingService
+from dce.media.ports import ephemeral_overlap
 from dce.media.relay import MediaPlane, MediaRelay, PassthroughMedia
 from dce.routing.counters import InMemoryCounters
 from dce.routing.duplicates import DuplicateLedger, longest_rule_days
@@ -68,7 +70,7 @@ from dce.routing.static import StaticRoutes
 from dce.sip.b2bua import B2BUA, Call
 from dce.sip.endpoint import SipEndpoint
 from dce.sip.transaction import TimerConfig
-from dce.sip.transport import SipTransport
+from dce.sip.transport import SipTransport, TcpLimits
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +161,24 @@ class Exchange:
             self.writer.submit(cdr)
 
         sip = settings.sip
+        low, high = settings.media.port_range
+        needed = descriptors_needed(tcp_max_connections=sip.tcp_max_connections,
+                                    media_ports=high - low + 1 if settings.media.mode == "relay" else 0)
+        if (available := ensure_descriptors(needed)) < needed:
+            log.warning("open-file limit %d is below the %d descriptors sip.tcp_max_connections and media.ports "
+                        "may use: calls will fail for want of descriptors first; raise it (LimitNOFILE=, "
+                        "ulimit -Hn) or lower those settings", available, needed)
         timers = TimerConfig(t1=sip.t1_ms / 1000, t2=sip.t2_ms / 1000, t4=sip.t4_ms / 1000)
-        self.endpoint = SipEndpoint(local={}, timers=timers, user_agent=sip.user_agent, observer=observer)
-        self.b2bua = B2BUA(self.endpoint)
-        self.transport = SipTransport(self.b2bua, after_input=self._dispatch, on_error=self.metrics.sip_dropped)
+        self.endpoint = SipEndpoint(local={}, timers=timers, user_agent=sip.user_agent, observer=observer,
+                                    max_message_bytes=sip.max_message_bytes)
+        self.b2bua = B2BUA(self.endpoint, max_calls_per_source=sip.max_calls_per_source,
+                           retry_after_s=sip.source_retry_after_s)
+        self.transport = SipTransport(self.b2bua, after_input=self._dispatch, on_error=self.metrics.sip_dropped,
+                                      tcp=TcpLimits(idle_timeout_s=sip.tcp_idle_timeout_s,
+                                                    header_timeout_s=sip.tcp_header_timeout_s,
+                                                    max_connections=sip.tcp_max_connections,
+                                                    max_connections_per_source=sip.tcp_max_connections_per_source,
+                                                    max_message_bytes=sip.max_message_bytes))
         for kind, host, port in sip.endpoints():
             bound = await (self.transport.listen_udp if kind == "udp" else self.transport.listen_tcp)(host, port)
             self.sip_addresses.setdefault(kind, bound)
@@ -172,6 +188,10 @@ class Exchange:
 
         self.media: MediaPlane
         if settings.media.mode == "relay":
+            if (clash := ephemeral_overlap(*settings.media.port_range)) is not None:
+                log.warning("media.ports %s overlaps the kernel's ephemeral port range at %d-%d: outgoing "
+                            "connections may take relay ports; move it (default 16384-32767) or narrow "
+                            "net.ipv4.ip_local_port_range", settings.media.ports, *clash)
             self.media = MediaRelay(address=settings.media_address, port_range=settings.media.port_range,
                                     rtp_timeout_s=settings.media.rtp_timeout_s)
         else:

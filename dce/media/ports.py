@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 from collections import deque
+from pathlib import Path
 
-__all__ = ["PortAllocator", "PortsExhausted"]
+__all__ = ["DescriptorsExhausted", "PortAllocator", "PortsExhausted", "ephemeral_overlap"]
+
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
 class PortsExhausted(RuntimeError):
     """No free RTP/RTCP port pair is left in the range."""
+
+    reason = "no media ports left"  # short, generic: for the caller's Reason header and the CDR
+
+
+class DescriptorsExhausted(PortsExhausted):
+    """The process is out of file descriptors (EMFILE/ENFILE): ports may be free, sockets cannot be opened."""
+
+    reason = "out of file descriptors"
+
+
+def ephemeral_overlap(low: int, high: int, path: Path = EPHEMERAL_RANGE) -> tuple[int, int] | None:
+    """The part of ``low..high`` inside the kernel's ephemeral port range, or None (also when unreadable)."""
+    try:
+        first, last = (int(word) for word in path.read_text().split())
+    except (OSError, ValueError):
+        return None
+    start, end = max(low, first), min(high, last)
+    return (start, end) if start <= end else None
 
 
 class PortAllocator:

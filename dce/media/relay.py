@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import random
@@ -38,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from dce.media.ports import PortAllocator, PortsExhausted
+from dce.media.ports import DescriptorsExhausted, PortAllocator, PortsExhausted
 from dce.media.sdp import NULL_ADDRESS, SdpError, SessionDescription, parse_sdp, rewrite_sdp
 
 __all__ = [
@@ -447,8 +448,10 @@ class MediaRelay:
                 except OSError as exc:
                     for sock in socks:
                         sock.close()
-                    log.debug("media: port pair %d/%d unavailable (%s), skipping", port, port + 1, exc)
                     busy.append(port)
+                    if exc.errno in (errno.EMFILE, errno.ENFILE):  # no port would do: say what is short
+                        raise DescriptorsExhausted(f"cannot open RTP sockets: {exc.strerror}") from exc
+                    log.debug("media: port pair %d/%d unavailable (%s), skipping", port, port + 1, exc)
                     continue
                 return port, socks
             raise PortsExhausted(

@@ -24,6 +24,7 @@ from dce.sip.message import (
     uri_hostport,
     uri_user,
 )
+from dce.sip.source_limit import SourceLimit
 from dce.sip.transaction import (
     Address,
     ClientInviteTransaction,
@@ -37,6 +38,10 @@ ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO"
 COPIED_HEADERS = ("P-Asserted-Identity", "Privacy", "Identity", "Subject")
 PASS_THROUGH_METHODS = ("UPDATE", "INFO")  # forwarded end to end inside a dialog, like re-INVITE
 SUPPORTED_OPTIONS: frozenset[str] = frozenset()  # no 100rel/timer yet: a Require for them is answered 420
+URI_SCHEMES = frozenset({"sip", "sips", "tel"})  # Request-URI schemes we serve; any other is answered 416
+# RFC 3398: Q.850 cause 34 maps to 503. Not 486: that says the callee is busy, and a carrier would not advance
+# its route; a 503 with Retry-After tells this source alone to back off or try another route.
+SOURCE_LIMIT_REASON = 'Q.850;cause=34;text="no circuit/channel available"'
 
 
 class SdpRewriter(Protocol):
@@ -183,6 +188,7 @@ class Call:
     media: SdpRewriter | None = None
     pending_reinvite: bool = False
     attempts: int = 0
+    source: str = ""  # the caller's IP address (what the per-source limit counts)
 
     @property
     def caller_user(self) -> str:
@@ -206,9 +212,11 @@ class _Relay:
 class B2BUA:
     """Transaction user that pairs legs into calls. Drive it through its endpoint; read ``next_event()``."""
 
-    def __init__(self, endpoint: SipEndpoint) -> None:
+    def __init__(self, endpoint: SipEndpoint, *, max_calls_per_source: int = 0, retry_after_s: int = 5) -> None:
         self.endpoint = endpoint
         endpoint.tu = self
+        self.source_limit = SourceLimit(max_calls_per_source)
+        self.retry_after_s = retry_after_s
         self.calls: dict[str, Call] = {}
         self._dialogs: dict[tuple[str, str, str], tuple[Call, Side]] = {}
         self._events: deque[CallEvent] = deque()
@@ -341,7 +349,9 @@ class B2BUA:
             self._in_dialog_request(txn, request, now)
             return
         method = request.method
-        if method == "INVITE":
+        if request.uri.partition(":")[0].lower() not in URI_SCHEMES:  # RFC 3261 §8.2.2.1, before any work
+            self.endpoint.respond(txn, make_response(request, 416, to_tag=new_token()), now)
+        elif method == "INVITE":
             self._new_call(txn, request, now)  # type: ignore[arg-type]
         elif method == "OPTIONS":
             self.endpoint.respond(txn, make_response(request, 200, to_tag=new_token(), extra=[
@@ -384,8 +394,14 @@ class B2BUA:
             self.endpoint.respond(txn, make_response(request, 420, to_tag=local_tag, extra=[
                 ("Unsupported", ", ".join(unsupported))]), now)
             return
+        source = txn.addr[0]
+        if not self.source_limit.acquire(source):  # before any work: the CallFlow never sees it
+            self.endpoint.observer.dropped("source_call_limit")
+            self.endpoint.respond(txn, make_response(request, 503, to_tag=local_tag, extra=[
+                ("Retry-After", str(self.retry_after_s)), ("Reason", SOURCE_LIMIT_REASON)]), now)
+            return
         call = Call(id=new_token() + new_token(), b2bua=self, a=InboundLeg(txn, request, local_tag),
-                    invite_at=now)
+                    invite_at=now, source=source)
         txn.user_data = call
         self.calls[call.id] = call
         self._events.append(CallOffered(call, now))
@@ -582,7 +598,8 @@ class B2BUA:
     # -- internals -------------------------------------------------------------------------------------
     def _end(self, call: Call) -> None:
         call.state = CallState.ENDED
-        self.calls.pop(call.id, None)
+        if self.calls.pop(call.id, None) is not None:
+            self.source_limit.release(call.source)
         for dialog in (call.a.dialog, call.b.dialog if call.b else None):
             if dialog is not None:
                 self._dialogs.pop(dialog.id, None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
+import socket
 import weakref
 from typing import Protocol
 
@@ -38,7 +39,7 @@ from dce.sip.transaction import (
     Transaction,
 )
 
-MAX_DATAGRAM = 65535
+MAX_MESSAGE = 65535  # the default bound on one message, datagram or framed (what UDP can carry)
 BRANCH_MAGIC = "z9hG4bK"
 
 
@@ -84,16 +85,57 @@ def new_token() -> str:
     return os.urandom(8).hex()
 
 
+def is_ip_literal(host: str) -> bool:
+    """Whether ``host`` is an IPv4 or IPv6 address (what a transport can send to without DNS)."""
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+class _Unreachable:
+    """Client transactions to destinations no transport can use (a hostname: no DNS yet).
+
+    They fail with a transport error through the timer heap, due at once: by then their TU has finished the
+    bookkeeping of the send that created them, and nothing else in that batch is affected.
+    """
+
+    __slots__ = ("__weakref__", "deadline", "endpoint", "heap_deadline", "pending")
+
+    def __init__(self, endpoint: SipEndpoint) -> None:
+        self.endpoint = endpoint
+        self.heap_deadline: float | None = None
+        self.deadline: float | None = None
+        self.pending: list[ClientTransaction] = []
+
+    def add(self, txn: ClientTransaction, now: float) -> None:
+        self.pending.append(txn)
+        if self.deadline is None:
+            self.deadline = now
+            self.endpoint.schedule(self)
+
+    def next_deadline(self) -> float | None:
+        return self.deadline
+
+    def handle_timer(self, now: float) -> None:
+        pending, self.pending, self.deadline = self.pending, [], None
+        for txn in pending:
+            self.endpoint.fail_transaction(txn, now)
+
+
 class SipEndpoint:
     """Transaction layer plus stateless answers, driven by datagrams and time."""
 
     def __init__(self, *, local: dict[str, Address], timers: TimerConfig | None = None,
-                 user_agent: str = "dce", observer: Observer | None = None) -> None:
+                 user_agent: str = "dce", observer: Observer | None = None,
+                 max_message_bytes: int = MAX_MESSAGE) -> None:
         self.local = local  # transport -> sent-by (host, port) we put in our Via headers
         self.timers = timers or TimerConfig()
         self.user_agent = user_agent
         self.tu: TransactionUser | None = None
         self.observer: Observer = observer or _NullObserver()
+        self.max_message_bytes = max_message_bytes
         self.server_transactions: dict[tuple, ServerTransaction] = {}
         self.client_transactions: dict[tuple, ClientTransaction] = {}
         self._merge_index: dict[tuple, tuple] = {}  # (call-id, from-tag, cseq) -> server txn key, no To tag
@@ -104,11 +146,12 @@ class SipEndpoint:
         self._seq = itertools.count()
         self._branches = itertools.count(1)
         self._branch_prefix = BRANCH_MAGIC + new_token()
+        self._unreachable = _Unreachable(self)
 
     # -- adapter-facing API --------------------------------------------------------------------------
     def receive(self, data: bytes, transport: str, addr: Address, now: float, *, stream: bool = False) -> None:
         """Feed one datagram (or one framed stream message) received from ``addr``."""
-        if len(data) > MAX_DATAGRAM:
+        if len(data) > self.max_message_bytes:
             self.observer.dropped("too_large")
             return
         if not data.strip(b"\r\n"):
@@ -156,10 +199,16 @@ class SipEndpoint:
         """Nothing can be sent to ``addr`` (e.g. a refused TCP connect): its client transactions fail now
         (§17.1.4) instead of waiting for timer B or F."""
         for txn in list(self.client_transactions.values()):
-            if txn.transport == transport and txn.addr == addr and txn.state is not State.TERMINATED:
-                if self.tu is not None:
-                    self.tu.on_transport_error(txn, now)
-                txn.transport_error(now)
+            if txn.transport == transport and txn.addr == addr:
+                self.fail_transaction(txn, now)
+
+    def fail_transaction(self, txn: ClientTransaction, now: float) -> None:
+        """Nothing can be sent for ``txn``: tell the TU, then end it (§17.1.4)."""
+        if txn.state is State.TERMINATED:
+            return
+        if self.tu is not None:
+            self.tu.on_transport_error(txn, now)
+        txn.transport_error(now)
 
     # -- transaction-owner API (called by transactions) ------------------------------------------------
     def send(self, data: bytes, transport: str, addr: Address) -> None:
@@ -221,7 +270,11 @@ class SipEndpoint:
         cls = ClientInviteTransaction if method == "INVITE" else ClientNonInviteTransaction
         txn = cls(self, key, request, transport, addr, self.timers)
         self.client_transactions[key] = txn
-        txn.start(now)
+        if is_ip_literal(addr[0]):
+            txn.start(now)
+        else:
+            self.observer.dropped("unresolvable_destination")
+            self._unreachable.add(txn, now)
         return txn
 
     def cancel(self, invite: ClientInviteTransaction, now: float, reason: str | None = None) -> ClientTransaction:
@@ -239,6 +292,9 @@ class SipEndpoint:
 
     def send_stateless(self, request: Request, transport: str, addr: Address) -> None:
         """Send a request outside any transaction (the ACK for a 2xx, §13.2.2.4)."""
+        if not is_ip_literal(addr[0]):
+            self.observer.dropped("unresolvable_destination")
+            return
         host, port = self.local[transport]
         request.prepend("Via", f"SIP/2.0/{transport.upper()} {host}:{port};branch={self.new_branch()};rport")
         if not request.has("Max-Forwards"):

@@ -8,6 +8,7 @@ message against ~15 µs here. `sipmessage` still validates Request-URIs and pars
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -76,7 +77,20 @@ REASON_PHRASES = {
 }
 
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+\-.]*$")  # RFC 3986 §3.1
 _SIP_VERSION = "SIP/2.0"
+LENIENT = "dce-latin1"  # codec error handler: a byte that is not UTF-8 is read as Latin-1 (one character)
+
+
+def _latin1_fallback(error: UnicodeError) -> tuple[str, int]:
+    """Decode the offending bytes as Latin-1: real carriers send Latin-1 display names, and the result is
+    valid text (no lone surrogates), so it can be stored and re-encoded as UTF-8."""
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    return error.object[error.start : error.end].decode("latin-1"), error.end
+
+
+codecs.register_error(LENIENT, _latin1_fallback)
 
 
 class SipParseError(ValueError):
@@ -423,10 +437,18 @@ def parse(data: bytes, *, stream: bool = False) -> Request | Response:
         sep = 2
     if split < 0:
         raise SipParseError("no end of headers")
+    raw_head = data[:split]
     try:
-        head = data[:split].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SipParseError("headers are not UTF-8") from exc
+        head = raw_head.decode("utf-8")
+    except UnicodeDecodeError:
+        head = raw_head.decode("utf-8", LENIENT)
+    problem = None  # a malformed line is remembered, not raised at once: with Via, Call-ID, CSeq read, a 400
+    if "\x00" in head:
+        # NUL is legal only as a quoted-pair (RFC 4475 intmeth); it means nothing there, and text we keep must
+        # be storable: drop the pair. Anywhere else it is an error.
+        head = head.replace("\\\x00", "")
+        if "\x00" in head:
+            problem = "NUL byte outside a quoted-pair"
     body = data[split + sep :]
     lines = _unfold(head.lstrip("\r\n"))
     if not lines:
@@ -436,13 +458,12 @@ def parse(data: bytes, *, stream: bool = False) -> Request | Response:
     found: dict[str, list[str]] = {}  # the values validation needs, gathered in this one pass
     for line in lines[1:]:
         name, colon, value = line.partition(":")
-        if not colon:
-            raise SipParseError(f"malformed header line: {line[:60]!r}")
-        known = _EXACT.get(name)  # the common case: a canonical name with no space before the colon
+        known = _EXACT.get(name) if colon else None  # the common case: a canonical name, no space before ':'
         if known is None:
             name = name.strip()
-            if not name or not _TOKEN_RE.match(name):
-                raise SipParseError(f"malformed header line: {line[:60]!r}")
+            if not colon or not name or not _TOKEN_RE.match(name):
+                problem = problem or f"malformed header line: {line[:60]!r}"
+                continue
             known = canonical_name(name)
         name = known
         value = value.strip()
@@ -452,6 +473,8 @@ def parse(data: bytes, *, stream: bool = False) -> Request | Response:
                 found[name].append(value)
             else:
                 found[name] = [value]
+    if start_line_error is None and problem is not None:
+        start_line_error = SipParseError(problem, request=_if_request(message))
     if start_line_error is not None:
         # Raised only now, so that a request whose Via, Call-ID and CSeq are readable can still be answered.
         if start_line_error.request is not None and not _answerable(start_line_error.request):
@@ -474,10 +497,11 @@ def _parse_start_line(line: str) -> tuple[Request | Response, SipParseError | No
         return Response(status=int(code), reason=reason.strip()), None
     parts = line.split(" ")
     if len(parts) != 3 or not all(parts):
-        # Extra or missing spaces (RFC 4475 lwsruri, lwsstart, trws): still a request we can answer 400.
+        # Extra or missing spaces or words (RFC 4475 lwsruri, lwsstart, trws; "... SIP/2.0 extra"): still a
+        # request we can answer 400 when its headers say where.
         words = line.split()
-        if len(words) >= 3 and _TOKEN_RE.match(words[0]) and words[-1].upper().startswith("SIP/"):
-            request = Request(method=words[0], uri=" ".join(words[1:-1]))
+        if len(words) >= 2 and _TOKEN_RE.match(words[0]):
+            request = Request(method=words[0], uri=words[1])
             return request, SipParseError(f"malformed request line: {line[:80]!r}", request=request)
         raise SipParseError(f"malformed request line: {line[:80]!r}")
     method, uri, version = parts
@@ -566,14 +590,15 @@ def _validate(message: Request | Response, found: dict[str, list[str]]) -> None:
 
 
 def _validate_request_uri(request: Request) -> None:
-    scheme = request.uri.partition(":")[0].lower()
+    scheme, colon, _ = request.uri.partition(":")
+    scheme = scheme.lower()
     if scheme in ("sip", "sips"):
         try:
             sipmessage.URI.parse(request.uri)
         except ValueError as exc:
             raise SipParseError(f"malformed Request-URI {request.uri[:80]!r}", request=request) from exc
-    elif scheme == "tel" or (scheme.isalpha() and scheme):
-        return  # other schemes are routed or answered 416 by the application
+    elif colon and _SCHEME_RE.match(scheme):
+        return  # tel: and other schemes are routed or answered 416 by the application
     else:
         raise SipParseError(f"malformed Request-URI {request.uri[:80]!r}", request=request)
 
@@ -581,33 +606,39 @@ def _validate_request_uri(request: Request) -> None:
 class StreamFramer:
     """Splits a TCP byte stream into SIP messages by Content-Length (RFC 3261 §18.3).
 
-    ``feed`` returns complete messages; CRLF keep-alives between messages are skipped. Garbage raises
-    SipParseError, after which the connection should be closed.
+    ``feed`` returns complete messages; CRLF keep-alives between messages are skipped. Garbage, or a message
+    (headers and body) longer than ``max_message_bytes``, raises SipParseError, after which the connection
+    should be closed: at most one message's worth is ever buffered.
     """
 
-    MAX_HEADER = 64 * 1024
-    MAX_BODY = 1024 * 1024
-
-    def __init__(self) -> None:
+    def __init__(self, max_message_bytes: int = 65535) -> None:
+        self.max_message_bytes = max_message_bytes
         self._buffer = bytearray()
+
+    @property
+    def partial(self) -> bool:
+        """Whether part of a message is buffered (a message has started and not finished)."""
+        return bool(self._buffer)
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return the complete messages they finish."""
         self._buffer += data
         messages: list[bytes] = []
+        limit = self.max_message_bytes
         while True:
             while self._buffer[:2] == b"\r\n":
                 del self._buffer[:2]
             if self._buffer[:1] == b"\n":
                 del self._buffer[:1]
-            end = self._buffer.find(b"\r\n\r\n")
+            end = self._buffer.find(b"\r\n\r\n", 0, limit + 4)
             if end < 0:
-                if len(self._buffer) > self.MAX_HEADER:
+                if len(self._buffer) > limit:
                     raise SipParseError("header block too large")
                 return messages
             head = bytes(self._buffer[:end])
-            length = _stream_content_length(head)
-            total = end + 4 + length
+            total = end + 4 + _stream_content_length(head)
+            if total > limit:
+                raise SipParseError(f"message of {total} bytes is over the limit of {limit}")
             if len(self._buffer) < total:
                 return messages
             messages.append(bytes(self._buffer[:total]))
@@ -622,8 +653,8 @@ def _stream_content_length(head: bytes) -> int:
     if match is None:
         raise SipParseError("Content-Length is required on a stream transport")
     text = match.group(1)
-    if not text.isdigit() or int(text) > StreamFramer.MAX_BODY:
-        raise SipParseError(f"bad Content-Length {text!r}")
+    if not text.isdigit() or len(text) > 9:
+        raise SipParseError(f"bad Content-Length {text[:20]!r}")
     return int(text)
 
 

@@ -32,7 +32,7 @@ def test_defaults() -> None:
     assert settings.sip.endpoints() == [("udp", "127.0.0.1", 5060), ("tcp", "127.0.0.1", 5060)]
     assert (settings.http.host, settings.http.port) == ("127.0.0.1", 8080)
     assert settings.media.mode == "relay"
-    assert settings.media.port_range == (30000, 40000)
+    assert settings.media.port_range == (16384, 32767)  # below the ephemeral range
     assert settings.media_address == "127.0.0.1"
     assert settings.database.url.startswith("sqlite+aiosqlite://")
     assert settings.routing.ring_timeout_s == 30

@@ -184,6 +184,13 @@ def test_oversized_datagram_dropped() -> None:
     assert out(endpoint) == [] and tu.requests == [] and observer.dropped_reasons == ["too_large"]
 
 
+def test_message_size_bound_is_configurable() -> None:
+    endpoint = SipEndpoint(local=LOCAL, max_message_bytes=2048)
+    endpoint.receive(request("INVITE", body=b"x" * 1000), "udp", ALICE, 0.0)
+    endpoint.receive(request("INVITE", body=b"x" * 3000, call_id="big"), "udp", ALICE, 0.0)
+    assert [s.message.call_id for s in out(endpoint)] == ["call-1@192.0.2.10"]  # only the small one: 100
+
+
 def test_via_received_and_rport_and_response_goes_to_source_port() -> None:
     endpoint, tu, _ = make()
     # behind NAT: Via says 192.0.2.10:5060, the packet came from 203.0.113.5:40000

@@ -215,7 +215,7 @@ def test_stream_framer_compact_content_length() -> None:
     b"GARBAGE\r\n\r\n",  # no Content-Length
     b"OPTIONS sip:x SIP/2.0\r\nContent-Length: lots\r\n\r\n",
     b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 99999999\r\n\r\n",
-    b"A" * (StreamFramer.MAX_HEADER + 1),
+    b"A" * (StreamFramer().max_message_bytes + 1),
 ])
 def test_stream_framer_garbage_raises(garbage: bytes) -> None:
     with pytest.raises(SipParseError):

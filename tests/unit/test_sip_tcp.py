@@ -1,0 +1,254 @@
+"""The TCP adapter under hostile peers, on real loopback sockets, with both event loops.
+
+Resets before the handler runs, connections that never finish a message (slowloris), idle connections, too
+many connections from one source or in all, oversized messages: each is closed cleanly and nothing leaks
+(open descriptors return to where they started).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+
+import pytest
+import uvloop
+
+from dce.sip.transport import SipTransport, TcpLimits
+from tests.unit.sipfactory import request
+
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+RESETS = 300
+
+
+class RecordingCore:
+    def __init__(self) -> None:
+        self.received: list[tuple[bytes, tuple[str, int]]] = []
+
+    def receive(self, data: bytes, transport: str, addr: tuple[str, int], now: float, *,
+                stream: bool = False) -> None:
+        self.received.append((data, addr))
+
+    def handle_timer(self, now: float) -> None:
+        pass
+
+    def transport_error(self, transport: str, addr: tuple[str, int], now: float) -> None:
+        pass
+
+    def next_timer(self) -> float | None:
+        return None
+
+    def datagrams_to_send(self) -> list[tuple[bytes, str, tuple[str, int]]]:
+        return []
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def run(loop_name: str, scenario: Callable[[], Awaitable[None]]) -> None:
+    with asyncio.Runner(loop_factory=LOOPS[loop_name]) as runner:
+        runner.run(scenario())  # type: ignore[arg-type]
+
+
+async def serve(limits: TcpLimits | None = None) -> tuple[SipTransport, RecordingCore, tuple[str, int]]:
+    core = RecordingCore()
+    transport = SipTransport(core, tcp=limits or TcpLimits())
+    address = await transport.listen_tcp("127.0.0.1", 0)
+    return transport, core, address
+
+
+async def closed_by_peer(sock: socket.socket, within: float) -> bool:
+    """Whether the server closes ``sock`` within ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    sock.setblocking(False)
+    try:
+        data = await asyncio.wait_for(loop.sock_recv(sock, 100), within)
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+    return data == b""
+
+
+async def connect(address: tuple[str, int]) -> socket.socket:
+    sock = socket.socket()
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, address)
+    return sock
+
+
+async def settle(condition: Callable[[], bool], timeout: float = 3.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+@pytest.mark.parametrize("loop_name", list(LOOPS))
+def test_resets_before_the_handler_runs_leak_nothing(loop_name: str, caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        transport, _, address = await serve()
+        try:
+            await asyncio.sleep(0.05)
+            before = open_fds()
+            for i in range(RESETS):
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.setblocking(False)
+                sock.connect_ex(address)  # non-blocking: EINPROGRESS
+                sock.close()  # RST, often before the server's accept has run its handler
+                if i % 50 == 49:
+                    await asyncio.sleep(0)
+            assert await settle(lambda: open_fds() <= before), f"{open_fds() - before} descriptors leaked"
+            assert transport.tcp_connections == 0
+        finally:
+            await transport.close()
+
+    with caplog.at_level(logging.WARNING):
+        run(loop_name, scenario)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors[0].getMessage()
+
+
+@pytest.mark.parametrize("loop_name", list(LOOPS))
+def test_a_message_trickling_in_is_cut_off(loop_name: str) -> None:
+    async def scenario() -> None:
+        transport, core, address = await serve(TcpLimits(header_timeout_s=0.4, idle_timeout_s=60))
+        try:
+            sock = await connect(address)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            closed = False
+            for byte in request("OPTIONS")[:40]:  # one byte every 50 ms: never idle, never complete
+                try:
+                    await loop.sock_sendall(sock, bytes([byte]))
+                except ConnectionError:
+                    closed = True
+                    break
+                if await closed_by_peer(sock, 0.05):
+                    closed = True
+                    break
+            assert closed, "a slowloris connection stayed open"
+            assert loop.time() - started < 1.5
+            assert core.received == []
+            sock.close()
+            assert await settle(lambda: transport.tcp_connections == 0)
+        finally:
+            await transport.close()
+
+    run(loop_name, scenario)
+
+
+@pytest.mark.parametrize("loop_name", list(LOOPS))
+def test_a_connection_that_never_speaks_is_closed(loop_name: str) -> None:
+    async def scenario() -> None:
+        transport, _, address = await serve(TcpLimits(header_timeout_s=0.3, idle_timeout_s=60))
+        try:
+            sock = await connect(address)
+            assert await closed_by_peer(sock, 1.5)
+            sock.close()
+        finally:
+            await transport.close()
+
+    run(loop_name, scenario)
+
+
+@pytest.mark.parametrize("loop_name", list(LOOPS))
+def test_idle_connection_is_closed_after_its_last_message(loop_name: str) -> None:
+    async def scenario() -> None:
+        transport, core, address = await serve(TcpLimits(header_timeout_s=5, idle_timeout_s=0.4))
+        try:
+            sock = await connect(address)
+            loop = asyncio.get_running_loop()
+            await loop.sock_sendall(sock, request("OPTIONS", transport="TCP"))
+            assert await settle(lambda: len(core.received) == 1)
+            assert not await closed_by_peer(sock, 0.2)  # not yet
+            assert await closed_by_peer(sock, 1.5)
+            sock.close()
+        finally:
+            await transport.close()
+
+    run(loop_name, scenario)
+
+
+@pytest.mark.parametrize("loop_name", list(LOOPS))
+def test_connections_per_source_and_in_all_are_capped(loop_name: str) -> None:
+    async def scenario() -> None:
+        transport, core, address = await serve(TcpLimits(max_connections_per_source=3, max_connections=100))
+        socks: list[socket.socket] = []
+        try:
+            socks = [await connect(address) for _ in range(5)]
+            closed = [await closed_by_peer(sock, 0.3) for sock in socks]
+            assert closed.count(True) == 2 and transport.tcp_connections == 3
+            open_socks = [s for s, c in zip(socks, closed, strict=True) if not c]
+            await asyncio.get_running_loop().sock_sendall(open_socks[0], request("OPTIONS", transport="TCP"))
+            assert await settle(lambda: len(core.received) == 1)  # the ones kept still work
+        finally:
+            for sock in socks:
+                sock.close()
+            await transport.close()
+
+        transport, _, address = await serve(TcpLimits(max_connections_per_source=10, max_connections=2))
+        try:
+            socks = [await connect(address) for _ in range(4)]
+            closed = [await closed_by_peer(sock, 0.3) for sock in socks]
+            assert closed.count(True) == 2 and transport.tcp_connections == 2
+        finally:
+            for sock in socks:
+                sock.close()
+            await transport.close()
+
+    run(loop_name, scenario)
+
+
+@pytest.mark.parametrize("loop_name", list(LOOPS))
+@pytest.mark.parametrize("shape", ["content_length", "header_block"])
+def test_oversized_messages_close_the_connection(loop_name: str, shape: str) -> None:
+    async def scenario() -> None:
+        transport, core, address = await serve(TcpLimits(max_message_bytes=4096))
+        try:
+            sock = await connect(address)
+            if shape == "content_length":
+                data = request("OPTIONS", transport="TCP", content_length=5000)
+            else:
+                data = request("OPTIONS", transport="TCP", extra=[("X-Pad", "a" * 5000)])
+            await asyncio.get_running_loop().sock_sendall(sock, data[:4500])
+            assert await closed_by_peer(sock, 1.0)
+            assert core.received == []
+            sock.close()
+        finally:
+            await transport.close()
+
+    run(loop_name, scenario)
+
+
+@pytest.mark.parametrize("loop_name", list(LOOPS))
+def test_close_releases_every_connection(loop_name: str) -> None:
+    async def scenario() -> None:
+        transport, core, address = await serve()
+        before = open_fds()  # listening (uvloop's libuv also keeps one spare descriptor from then on)
+        socks = [await connect(address) for _ in range(5)]
+        await asyncio.get_running_loop().sock_sendall(socks[0], request("OPTIONS", transport="TCP"))
+        assert await settle(lambda: len(core.received) == 1 and transport.tcp_connections == 5)
+        await transport.close()
+        assert all([await closed_by_peer(sock, 1.0) for sock in socks])
+        for sock in socks:
+            sock.close()
+        assert await settle(lambda: open_fds() <= before)
+        assert transport.tcp_connections == 0
+
+    run(loop_name, scenario)
+
+
+def test_limits_are_validated() -> None:
+    with pytest.raises(ValueError):
+        TcpLimits(max_message_bytes=70000)
+    with pytest.raises(ValueError):
+        TcpLimits(idle_timeout_s=0)
