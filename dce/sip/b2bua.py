@@ -344,16 +344,20 @@ class B2BUA:
     def release(self, call: Call) -> None:
         """Unlink an ended call from the transactions that outlive it (up to 64*T1, absorbing retransmissions).
 
-        Called once the CallFlow has recorded the call. Breaking these links makes the call's objects acyclic, so
+        Called once the CallFlow has recorded the call. A B leg still being cancelled stays with its INVITE
+        transaction until that ends, so a late 2xx is still ACKed and BYEd and a deferred CANCEL still sent.
+        Breaking these links makes the call's objects acyclic, so
         reference counting frees them at once instead of the cyclic collector finding them later (its full
         passes over ~10k lingering calls stalled the loop for 100+ ms at 300 CPS).
         """
         if call.state is not CallState.ENDED:
             return
         call.a.txn.user_data = None
-        if call.b is not None:
-            call.b.txn.user_data = None
-            call.b = None
+        leg, call.b = call.b, None
+        if leg is not None and leg.txn.state is State.TERMINATED:
+            leg.txn.user_data = None
+        # else B may still answer (a 2xx crossing our CANCEL) or still owe us a CANCEL: its transaction keeps the
+        # leg reachable, so the 2xx is ACKed and BYEd, and drops it when it terminates (SipEndpoint.on_terminated)
         call.media = None
 
     # -- TransactionUser: requests ---------------------------------------------------------------------

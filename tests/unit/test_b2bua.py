@@ -559,3 +559,33 @@ def test_max_call_duration_ends_both_legs_with_a_reason_naming_the_limit() -> No
     assert all(s.request.get("Reason") == 'SIP;cause=200;text="max call duration"' for s in byes)
     [ended] = h.events()
     assert isinstance(ended, CallEnded) and (ended.side, ended.reason) == ("system", "max call duration")
+
+
+@pytest.mark.parametrize("ending", ["caller CANCEL", "exchange hangup"])
+def test_a_callee_2xx_after_the_call_was_recorded_and_released_is_still_acked_and_byed(ending: str) -> None:
+    """The CallFlow records and releases a call as soon as it ended; B's 2xx crossing our CANCEL comes later."""
+    h = Harness()
+    call = h.offer()
+    h.dial(call)
+    h.b_says(180)
+    if ending == "caller CANCEL":
+        h.feed(request("CANCEL", branch=h.a_branch))
+    else:
+        h.b2bua.hangup(call, h.now)
+        h.take()
+    h.events()
+    h.b2bua.release(call)
+    sent = h.b_says(200, body=SDP_B)
+    assert describe(sent) == ["ACK", "BYE"] and all(s.addr == BOB for s in sent)
+    assert h.events() == []
+
+
+def test_a_deferred_cancel_is_still_sent_after_the_call_was_released() -> None:
+    h = Harness()
+    call = h.offer()
+    h.dial(call)
+    h.feed(request("CANCEL", branch=h.a_branch))  # before B's first provisional: our CANCEL waits (§9.1)
+    h.events()
+    h.b2bua.release(call)
+    sent = h.b_says(180)
+    assert describe(sent) == ["CANCEL"] and sent[0].addr == BOB
