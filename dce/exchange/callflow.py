@@ -56,7 +56,7 @@ from dce.exchange.tracing import (
 )
 from dce.exchange.tracing import CALL_ID as CALL_ID_ATTR
 from dce.exchange.tracing import DID as DID_ATTR
-from dce.exchange.watchdog import LifeBounds, Watchdog, Watched
+from dce.exchange.watchdog import REAPED, SHUTDOWN, LifeBounds, Watchdog, Watched
 from dce.media.ports import PortsExhausted
 from dce.media.relay import MediaPlane, MediaSession, MediaStats
 from dce.routing.model import PlannedTarget
@@ -159,10 +159,19 @@ class CallFlow:
         if queue is not None:
             queue.put_nowait(event)
 
-    async def drain(self) -> None:
-        """Wait for every running call task (shutdown)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def drain(self, grace_s: float) -> int:
+        """Shutdown: wait up to ``grace_s`` for every call task, then end the rest (each records its CDR).
+
+        Returns how many had to be ended.
+        """
+        if not self._tasks:
+            return 0
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+        for watched in self.watchdog.running(pending):
+            watched.end(SHUTDOWN)
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        return len(pending)
 
     # -- the watchdog ----------------------------------------------------------------------------------
     def reap(self, now: float) -> int:
@@ -177,8 +186,7 @@ class CallFlow:
                       "(%.0f s): the watchdog ends it", watched.call_id, now - watched.started_at,
                       watched.deadline - watched.started_at)
             self.observer.call_reaped()
-            if watched.task is not None:
-                watched.task.cancel()
+            watched.end(REAPED)
         return len(overdue)
 
     async def run_watchdog(self, every_s: float = 5.0) -> None:
@@ -267,9 +275,9 @@ class CallFlow:
             self.sip.reject(call, 500, reason_header='Q.850;cause=41;text="exchange error"')
             self.sip.hangup(call, reason="exchange error")
             outcome = _Outcome(Disposition.FAILED, 500, HangupSide.SYSTEM, f"exchange error: {exc}")
-        except asyncio.CancelledError:  # the watchdog (or shutdown) ends a task stuck waiting: end the call too
-            cancelled = not watched.reaped
-            reason = "ended by the call watchdog" if watched.reaped else "call task cancelled"
+        except asyncio.CancelledError:  # the watchdog or shutdown ends a task stuck waiting: end the call too
+            cancelled = watched.ended_by is None
+            reason = watched.ended_by or "call task cancelled"
             self.sip.hangup(call, reason=reason)  # BYE both legs when answered, else CANCEL B and 480 A
             times.end(self.sip.monotonic())
             outcome = _Outcome(Disposition.FAILED, 200 if times.answer_at else 480, HangupSide.SYSTEM, reason)
@@ -287,7 +295,7 @@ class CallFlow:
         self.sip.release(call)
         _traced_outcome(span, outcome, target)
         if cancelled:
-            raise asyncio.CancelledError  # cancelled from outside (not reaped): recorded, and still cancelled
+            raise asyncio.CancelledError  # cancelled by someone else: recorded, and still cancelled
 
     def _announce_screening(self, call: Call, did: str, terms: SaleTerms | None, verdict: Verdict,
                             at: datetime) -> None:

@@ -388,10 +388,9 @@ class Exchange:
             self.b2bua.hangup(call, loop.time(), reason="exchange shutting down")
         self.transport.flush()
         self._dispatch()
-        try:
-            await asyncio.wait_for(self.callflow.drain(), grace_s)
-        except TimeoutError:
-            log.warning("calls still running at shutdown")
+        ended = await self.callflow.drain(grace_s)
+        if ended:
+            log.warning("%d calls still running at shutdown were ended (their CDRs say so)", ended)
         await self.runner.cleanup()
         self._watchdog.cancel()
         self._housekeeping.cancel()

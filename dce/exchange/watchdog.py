@@ -16,6 +16,8 @@ from dce.exchange.router import CallLimits
 from dce.routing.model import PlannedTarget
 
 DEFAULT_MAX_CALL_DURATION_S = 4 * 3600.0
+REAPED = "ended by the call watchdog"
+SHUTDOWN = "exchange shutting down"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +46,13 @@ class Watched:
     started_at: float
     deadline: float
     task: asyncio.Task[None] | None = None
-    reaped: bool = False
+    ended_by: str | None = None  # set when we cancel its task: the reason its CDR gives
+
+    def end(self, reason: str) -> None:
+        """Cancel the call's task on purpose; the task ends the call and records ``reason``."""
+        self.ended_by = reason
+        if self.task is not None:
+            self.task.cancel()
 
 
 class Watchdog:
@@ -69,11 +77,12 @@ class Watchdog:
         self._watched.pop(call_id, None)
 
     def overdue(self, now: float) -> list[Watched]:
-        """Calls past their deadline and not reaped before (each is returned once, marked reaped)."""
-        due = [w for w in self._watched.values() if not w.reaped and now > w.deadline]
-        for watched in due:
-            watched.reaped = True
-        return due
+        """Calls past their deadline whose task was not ended yet."""
+        return [w for w in self._watched.values() if w.ended_by is None and now > w.deadline]
+
+    def running(self, tasks: set[asyncio.Task[None]]) -> list[Watched]:
+        """The watched calls whose task is one of ``tasks``."""
+        return [w for w in self._watched.values() if w.task in tasks]
 
     def __len__(self) -> int:
         return len(self._watched)

@@ -452,3 +452,28 @@ def test_a_passthrough_call_nobody_hangs_up_ends_at_the_max_call_duration(
     metrics = exchange.metrics()
     assert re.search(r"^dce_active_calls 0\.0$", metrics, re.M), metrics
     assert re.search(r"^dce_media_sessions 0\.0$", metrics, re.M), metrics
+
+
+def test_a_call_ringing_at_shutdown_is_ended_and_recorded(tmp_path: Path, exchange_factory: Any, uas_factory: Any) -> None:
+    """SIGTERM while a call rings: the caller gets its final response, the callee a CANCEL, the call its CDR."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    callee = uas_factory("uas_no_answer", calls=1)
+    exchange = exchange_factory({DID: [callee.uri]}, ring_timeout_s=60)
+    with ThreadPoolExecutor(1) as pool:
+        calling = pool.submit(run_sipp_uac, "uac_expect_noanswer", exchange.sip_target, tmp_path, timeout=30)
+        deadline = time.monotonic() + 10
+        while not re.search(r"^dce_active_calls 1\.0$", exchange.metrics(), re.M):
+            assert time.monotonic() < deadline, "the call never started"
+            time.sleep(0.1)
+        time.sleep(0.5)  # ringing
+        assert exchange.stop() == 0, exchange.log()
+        caller = calling.result(timeout=60)
+
+    assert_ok(caller, exchange=exchange)
+    assert_ok(callee.stop(), exchange=exchange)  # CANCELled
+    assert "calls still running" not in exchange.log(), exchange.log()
+    exchange.start()
+    cdr = only(fetch_cdrs(exchange.http_base, 1))
+    assert_cdr_common(cdr)
+    assert (cdr["disposition"], cdr["hangup_side"], cdr["reason"]) == ("failed", "system", "exchange shutting down")

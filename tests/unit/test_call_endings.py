@@ -202,6 +202,9 @@ ENDINGS: dict[str, Ending] = {
                                                  HangupSide.SYSTEM, "exchange shutting down", router=Slow),
     "the watchdog": Ending(_reap, Disposition.FAILED, 480, HangupSide.SYSTEM, "ended by the call watchdog",
                            router=Wedged),
+    "shutdown: a task still running after the grace": Ending(lambda p: _shutdown(p), Disposition.FAILED, 480,
+                                                             HangupSide.SYSTEM, "exchange shutting down",
+                                                             router=Wedged),
 }
 
 
@@ -213,6 +216,11 @@ async def _then(*steps: Awaitable[None]) -> None:
 async def _transport_error(p: Play) -> None:
     p.h.b2bua.transport_error("udp", B, p.h.sip.now)
     await p.h.pump()
+
+
+async def _shutdown(p: Play) -> None:
+    assert await p.h.flow.drain(grace_s=0.01) == 1  # Exchange.stop: the rest is ended, with its CDR
+    assert statuses(p.h.out()) == [480]
 
 
 async def _auction_hangup(p: Play) -> None:
