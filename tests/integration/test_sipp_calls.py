@@ -11,6 +11,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -454,10 +455,10 @@ def test_a_passthrough_call_nobody_hangs_up_ends_at_the_max_call_duration(
     assert re.search(r"^dce_media_sessions 0\.0$", metrics, re.M), metrics
 
 
-def test_a_call_ringing_at_shutdown_is_ended_and_recorded(tmp_path: Path, exchange_factory: Any, uas_factory: Any) -> None:
+def test_a_call_ringing_at_shutdown_is_ended_and_recorded(
+    tmp_path: Path, exchange_factory: Any, uas_factory: Any
+) -> None:
     """SIGTERM while a call rings: the caller gets its final response, the callee a CANCEL, the call its CDR."""
-    from concurrent.futures import ThreadPoolExecutor
-
     callee = uas_factory("uas_no_answer", calls=1)
     exchange = exchange_factory({DID: [callee.uri]}, ring_timeout_s=60)
     with ThreadPoolExecutor(1) as pool:
