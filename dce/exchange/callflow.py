@@ -245,7 +245,10 @@ class CallFlow:
             if self.events is not None and routed is not None and not rejected(verdict):
                 reason = routed.refusal.reason if routed.refusal is not None else routed.plan.reason
                 self.events.decided(call.id, self.wall_clock(), campaign_terms, routed.plan.targets, reason)
-            if routed is None:
+            if (ended := _ended_already(events)) is not None:  # the caller left (or we hung up) meanwhile
+                times.end(ended.at)
+                outcome = _ended(ended, answered=False)
+            elif routed is None:
                 self.sip.reject(call, 404, reason_header='Q.850;cause=1;text="unallocated number"')
                 outcome = _Outcome(Disposition.REJECTED, 404, reason="no route for DID")
             elif rejected(verdict):
@@ -538,6 +541,15 @@ class _Times:
 
     def end(self, at: float) -> None:
         self.end_at = self._wall(at)
+
+
+def _ended_already(events: asyncio.Queue[CallEvent]) -> CallEnded | CallCancelled | None:
+    """The call's terminal event if it is already queued (before any dial, nothing else can be)."""
+    while not events.empty():
+        event = events.get_nowait()
+        if isinstance(event, CallEnded | CallCancelled):
+            return event
+    return None
 
 
 async def _terminal(events: asyncio.Queue[CallEvent]) -> CallEnded | CallCancelled:

@@ -45,6 +45,13 @@ class Slow(PlannedRouter):
         return routed
 
 
+class NoBid(Slow):
+    """A slow auction that no bid wins."""
+
+    def __init__(self, plan: RoutingPlan) -> None:
+        super().__init__(plan, RoutingPlan((), "no bid at or above the reserve"))
+
+
 class Wedged(PlannedRouter):
     """A router whose slot acquisition never returns (a bug: e.g. a shared counter awaited without a timeout)."""
 
@@ -200,6 +207,8 @@ ENDINGS: dict[str, Ending] = {
                                                            HangupSide.SYSTEM, "media timeout"),
     "exchange hangup during the auction": Ending(lambda p: _auction_hangup(p), Disposition.FAILED, 480,
                                                  HangupSide.SYSTEM, "exchange shutting down", router=Slow),
+    "caller CANCEL during the auction, no bid": Ending(lambda p: _auction_cancel(p), Disposition.CANCELLED, 487,
+                                                      HangupSide.CALLER, router=NoBid),
     "the watchdog": Ending(_reap, Disposition.FAILED, 480, HangupSide.SYSTEM, "ended by the call watchdog",
                            router=Wedged),
     "shutdown: a task still running after the grace": Ending(lambda p: _shutdown(p), Disposition.FAILED, 480,
@@ -221,6 +230,14 @@ async def _transport_error(p: Play) -> None:
 async def _shutdown(p: Play) -> None:
     assert await p.h.flow.drain(grace_s=0.01) == 1  # Exchange.stop: the rest is ended, with its CDR
     assert statuses(p.h.out()) == [480]
+
+
+async def _auction_cancel(p: Play) -> None:
+    await p.caller_cancel()
+    router = p.h.flow.router
+    assert isinstance(router, Slow)
+    router.window.set()  # no bid at or above the reserve: the CallFlow would reject a call already gone
+    await p.h.pump()
 
 
 async def _auction_hangup(p: Play) -> None:
