@@ -27,7 +27,7 @@ from dce.compliance.verdict import ALLOW, Verdict
 from dce.exchange.call_events import CallEvents
 from dce.exchange.eager import start_eagerly
 from dce.exchange.log_context import set_call_id
-from dce.exchange.router import STATIC_TARGET, CallRequest, OutboundTrunk, Routed, Router
+from dce.exchange.router import STATIC_TARGET, CallLimits, CallRequest, OutboundTrunk, Routed, Router
 from dce.exchange.screening import CallGate
 from dce.exchange.tracing import (
     ATTEMPT,
@@ -193,7 +193,10 @@ class CallFlow:
         """Reap every ``every_s`` seconds, for as long as the exchange runs."""
         while True:
             await asyncio.sleep(every_s)
-            self.reap(self.sip.monotonic())
+            try:
+                self.reap(self.sip.monotonic())
+            except Exception:  # the net under the calls must outlive its own bugs
+                log.exception("call watchdog failed; checking again in %.0f s", every_s)
 
     # -- one call --------------------------------------------------------------------------------------
     async def _run(self, call: Call, events: asyncio.Queue[CallEvent], watched: Watched) -> None:
@@ -222,8 +225,9 @@ class CallFlow:
                 routed = self.router.plan(request, times.invite_at)
                 self.observer.routed(time.perf_counter() - started)
                 _traced_plan(step, routed)
+            limits = self.router.limits(routed) if routed is not None else CallLimits()  # read once per call
             if routed is not None:
-                self.watchdog.planned(watched, routed.plan.targets, self.router.limits(routed))
+                self.watchdog.planned(watched, routed.plan.targets, limits)
             if routed is not None and routed.context is not None:
                 _traced_campaign(span, routed)
             if routed is not None and self.gate is not None:
@@ -268,7 +272,8 @@ class CallFlow:
                     media = await self.media.allocate(call.id, on_timeout=lambda: self.sip.hangup(
                         call, reason="media timeout"))
                 call.media = media
-                outcome, target = await self._dial_in_order(call, routed, media, events, times)
+                max_duration = self.watchdog.bounds.max_duration(limits)
+                outcome, target = await self._dial_in_order(call, routed, media, max_duration, events, times)
         except PortsExhausted:
             self.sip.reject(call, 503, reason_header='Q.850;cause=47;text="no media ports"')
             outcome = _Outcome(Disposition.FAILED, 503, reason="no media ports left")
@@ -308,7 +313,7 @@ class CallFlow:
         if not rejected(verdict):
             self.events.incoming(call.id, at, to_e164(call.caller_user) or call.caller_user, did, terms)
 
-    async def _dial_in_order(self, call: Call, routed: Routed, media: MediaSession,
+    async def _dial_in_order(self, call: Call, routed: Routed, media: MediaSession, max_duration: float,
                              events: asyncio.Queue[CallEvent], times: _Times) -> tuple[_Outcome, PlannedTarget | None]:
         """Try each planned target until one answers; then wait for the call to end.
 
@@ -317,7 +322,6 @@ class CallFlow:
         """
         failure: DialFailed | None = None
         tried: PlannedTarget | None = None
-        max_duration = self.watchdog.bounds.max_duration(self.router.limits(routed))
         for target in routed.plan.targets:
             uri = self.trunk.uri_for(target.destination)
             if uri is None:
