@@ -58,6 +58,7 @@ class CampaignRow(Base):
     stir_action: Mapped[str] = mapped_column(String(16), server_default="reject")
     stir_unsigned: Mapped[str] = mapped_column(String(16), server_default="allow")
     conversion_from: Mapped[str] = mapped_column(String(16), server_default="answer")
+    max_call_duration_s: Mapped[int | None] = mapped_column(Integer)  # NULL: routing.max_call_duration_s
     enabled: Mapped[bool] = mapped_column(Boolean)
 
 

@@ -217,6 +217,7 @@ def _campaign_rows(c: Campaign) -> tuple[dict[str, Any], list[dict[str, Any]], l
         "stir_action": str(c.stir_action),
         "stir_unsigned": str(c.stir_unsigned),
         "conversion_from": c.conversion_from,
+        "max_call_duration_s": c.max_call_duration_s,
         "enabled": c.enabled,
     }
     publisher_rows = []
@@ -281,6 +282,7 @@ def _campaign(row: Any, publisher_rows: Sequence[Any], target_rows: Sequence[Any
         stir_action=StirAction(row.stir_action),
         stir_unsigned=StirAction(row.stir_unsigned),
         conversion_from=row.conversion_from,
+        max_call_duration_s=row.max_call_duration_s,
         enabled=bool(row.enabled),
     )
 

@@ -4,7 +4,9 @@
     -> auction when targets bid -> media -> dial in order -> bridge -> teardown -> CDR
 
 The SIP details (transactions, relaying responses, CANCEL races, BYE) live in ``dce.sip.b2bua``; this module
-only decides. Each call runs as one task that reads the B2BUA's events for that call from a queue.
+only decides. Each call runs as one task that reads the B2BUA's events for that call from a queue; every wait
+accepts the call's terminal event (``CallEnded``/``CallCancelled``, one per call whoever ends it), and the
+watchdog (``reap``) ends any task that outlives its call's longest possible life. Either way: one CDR per call.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from opentelemetry.trace import NoOpTracer, Span, SpanKind, Status, StatusCode, Tracer
 
@@ -25,7 +27,7 @@ from dce.compliance.verdict import ALLOW, Verdict
 from dce.exchange.call_events import CallEvents
 from dce.exchange.eager import start_eagerly
 from dce.exchange.log_context import set_call_id
-from dce.exchange.router import STATIC_TARGET, CallRequest, OutboundTrunk, Routed, Router
+from dce.exchange.router import STATIC_TARGET, CallLimits, CallRequest, OutboundTrunk, Routed, Router
 from dce.exchange.screening import CallGate
 from dce.exchange.tracing import (
     ATTEMPT,
@@ -54,6 +56,7 @@ from dce.exchange.tracing import (
 )
 from dce.exchange.tracing import CALL_ID as CALL_ID_ATTR
 from dce.exchange.tracing import DID as DID_ATTR
+from dce.exchange.watchdog import REAPED, SHUTDOWN, LifeBounds, Watchdog, Watched
 from dce.media.ports import PortsExhausted
 from dce.media.relay import MediaPlane, MediaSession, MediaStats
 from dce.routing.model import PlannedTarget
@@ -76,7 +79,7 @@ class SipCommands(Protocol):
     """The B2BUA commands the CallFlow uses (wrapped so that each one is flushed to the wire)."""
 
     def reject(self, call: Call, status: int, *, reason_header: str | None = None) -> None: ...
-    def dial(self, call: Call, destination: str, *, ring_timeout: float) -> None: ...
+    def dial(self, call: Call, destination: str, *, ring_timeout: float, max_duration: float | None) -> None: ...
     def hangup(self, call: Call, *, reason: str) -> None: ...
     def release(self, call: Call) -> None: ...
     def monotonic(self) -> float: ...
@@ -93,6 +96,7 @@ class CallObserver(Protocol):
 
     def call_started(self) -> None: ...
     def call_finished(self, cdr: CallDetailRecord) -> None: ...
+    def call_reaped(self) -> None: ...
     def dialled(self, delay_s: float) -> None: ...
     def screened(self, verdict: Verdict) -> None: ...
     def routed(self, seconds: float) -> None: ...
@@ -122,7 +126,7 @@ class CallFlow:
                  observer: CallObserver, trunk: OutboundTrunk | None = None, gate: CallGate | None = None,
                  events: CallEvents | None = None,
                  wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 tracer: Tracer | None = None) -> None:
+                 tracer: Tracer | None = None, bounds: LifeBounds | None = None) -> None:
         self.sip = sip
         self.router = router
         self.trunk = trunk or OutboundTrunk(None)
@@ -133,6 +137,7 @@ class CallFlow:
         self.events = events
         self.wall_clock = wall_clock
         self.tracer = tracer or NoOpTracer()  # spans are observability only: no decision reads them
+        self.watchdog = Watchdog(bounds or LifeBounds())
         self._queues: dict[str, asyncio.Queue[CallEvent]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -143,8 +148,10 @@ class CallFlow:
         if isinstance(event, CallOffered):
             queue: asyncio.Queue[CallEvent] = asyncio.Queue()
             self._queues[call.id] = queue
-            task = start_eagerly(self._run(call, queue, event.at))  # route and dial inside this callback
+            watched = self.watchdog.watch(call.id, event.at)
+            task = start_eagerly(self._run(call, queue, watched))  # route and dial inside this callback
             if task is not None:
+                watched.task = task
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             return
@@ -152,29 +159,64 @@ class CallFlow:
         if queue is not None:
             queue.put_nowait(event)
 
-    async def drain(self) -> None:
-        """Wait for every running call task (shutdown)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def drain(self, grace_s: float) -> int:
+        """Shutdown: wait up to ``grace_s`` for every call task, then end the rest (each records its CDR).
+
+        Returns how many had to be ended.
+        """
+        if not self._tasks:
+            return 0
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+        for watched in self.watchdog.running(pending):
+            watched.end(SHUTDOWN)
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        return len(pending)
+
+    # -- the watchdog ----------------------------------------------------------------------------------
+    def reap(self, now: float) -> int:
+        """End every call task older than its call's longest possible life (``now``: the SIP clock).
+
+        Such a task waits for something no path will send: a bug. It is logged with the call id, counted and
+        cancelled; the cancelled task hangs up both legs and writes the CDR (failed, reason naming the watchdog).
+        """
+        overdue = self.watchdog.overdue(now)
+        for watched in overdue:
+            log.error("call %s: still running %.0f s after its INVITE, past its longest possible life "
+                      "(%.0f s): the watchdog ends it", watched.call_id, now - watched.started_at,
+                      watched.deadline - watched.started_at)
+            self.observer.call_reaped()
+            watched.end(REAPED)
+        return len(overdue)
+
+    async def run_watchdog(self, every_s: float = 5.0) -> None:
+        """Reap every ``every_s`` seconds, for as long as the exchange runs."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                self.reap(self.sip.monotonic())
+            except Exception:  # the net under the calls must outlive its own bugs
+                log.exception("call watchdog failed; checking again in %.0f s", every_s)
 
     # -- one call --------------------------------------------------------------------------------------
-    async def _run(self, call: Call, events: asyncio.Queue[CallEvent], offered_at: float) -> None:
+    async def _run(self, call: Call, events: asyncio.Queue[CallEvent], watched: Watched) -> None:
         set_call_id(call.id)  # log lines of this call's task carry its id
         headers = tuple(call.a.request.headers)
         with open_span(
                 self.tracer, CALL_SPAN, context=sip_parent(headers), kind=SpanKind.SERVER,
                 attributes={CALL_ID_ATTR: call.id, SIP_CALL_ID: call.a.call_id, SIP_METHOD: "INVITE"}) as span:
-            await self._handle(call, events, offered_at, headers, span)
+            await self._handle(call, events, watched, headers, span)
 
-    async def _handle(self, call: Call, events: asyncio.Queue[CallEvent], offered_at: float,
+    async def _handle(self, call: Call, events: asyncio.Queue[CallEvent], watched: Watched,
                       headers: tuple[tuple[str, str], ...], span: Span) -> None:
         self.observer.call_started()
-        times = _Times(self, offered_at)
+        times = _Times(self, watched.started_at)
         media: MediaSession | None = None
         target: PlannedTarget | None = None
         routed: Routed | None = None
         verdict = ALLOW
         did = to_e164(call.called_user) or call.called_user
+        cancelled = False
         try:
             span.set_attribute(DID_ATTR, did)
             request = CallRequest(did, call.caller_user, headers)
@@ -183,6 +225,9 @@ class CallFlow:
                 routed = self.router.plan(request, times.invite_at)
                 self.observer.routed(time.perf_counter() - started)
                 _traced_plan(step, routed)
+            limits = self.router.limits(routed) if routed is not None else CallLimits()  # read once per call
+            if routed is not None:
+                self.watchdog.planned(watched, routed.plan.targets, limits)
             if routed is not None and routed.context is not None:
                 _traced_campaign(span, routed)
             if routed is not None and self.gate is not None:
@@ -204,7 +249,10 @@ class CallFlow:
             if self.events is not None and routed is not None and not rejected(verdict):
                 reason = routed.refusal.reason if routed.refusal is not None else routed.plan.reason
                 self.events.decided(call.id, self.wall_clock(), campaign_terms, routed.plan.targets, reason)
-            if routed is None:
+            if (ended := _ended_already(events)) is not None:  # the caller left (or we hung up) meanwhile
+                times.end(ended.at)
+                outcome = _ended(ended, answered=False)
+            elif routed is None:
                 self.sip.reject(call, 404, reason_header='Q.850;cause=1;text="unallocated number"')
                 outcome = _Outcome(Disposition.REJECTED, 404, reason="no route for DID")
             elif rejected(verdict):
@@ -224,7 +272,8 @@ class CallFlow:
                     media = await self.media.allocate(call.id, on_timeout=lambda: self.sip.hangup(
                         call, reason="media timeout"))
                 call.media = media
-                outcome, target = await self._dial_in_order(call, routed, events, times)
+                max_duration = self.watchdog.bounds.max_duration(limits)
+                outcome, target = await self._dial_in_order(call, routed, media, max_duration, events, times)
         except PortsExhausted as exc:  # or DescriptorsExhausted: the reason says which
             self.sip.reject(call, 503, reason_header=f'Q.850;cause=47;text="{exc.reason}"')
             outcome = _Outcome(Disposition.FAILED, 503, reason=exc.reason)
@@ -234,16 +283,27 @@ class CallFlow:
             self.sip.reject(call, 500, reason_header='Q.850;cause=41;text="exchange error"')
             self.sip.hangup(call, reason="exchange error")
             outcome = _Outcome(Disposition.FAILED, 500, HangupSide.SYSTEM, f"exchange error: {exc}")
+        except asyncio.CancelledError:  # the watchdog or shutdown ends a task stuck waiting: end the call too
+            cancelled = watched.ended_by is None
+            reason = watched.ended_by or "call task cancelled"
+            self.sip.hangup(call, reason=reason)  # BYE both legs when answered, else CANCEL B and 480 A
+            times.end(self.sip.monotonic())
+            outcome = _Outcome(Disposition.FAILED, 200 if times.answer_at else 480, HangupSide.SYSTEM, reason)
+            target = target or _held_target(routed)
         finally:
             self._queues.pop(call.id, None)
+            self.watchdog.forget(call.id)
             stats = media.stats if media is not None else None
             if media is not None:
                 media.close()
-            if routed is not None and target is not None and target.target_id in routed.held:
-                self.router.release(routed, target)
+            if routed is not None:  # every slot this call still holds, whichever way it ended
+                for held in [t for t in routed.plan.targets if t.target_id in routed.held]:
+                    self.router.release(routed, held)
         self._record(call, did, target, routed, outcome, times, stats, verdict)
         self.sip.release(call)
         _traced_outcome(span, outcome, target)
+        if cancelled:
+            raise asyncio.CancelledError  # cancelled by someone else: recorded, and still cancelled
 
     def _announce_screening(self, call: Call, did: str, terms: SaleTerms | None, verdict: Verdict,
                             at: datetime) -> None:
@@ -253,9 +313,13 @@ class CallFlow:
         if not rejected(verdict):
             self.events.incoming(call.id, at, to_e164(call.caller_user) or call.caller_user, did, terms)
 
-    async def _dial_in_order(self, call: Call, routed: Routed, events: asyncio.Queue[CallEvent],
-                             times: _Times) -> tuple[_Outcome, PlannedTarget | None]:
-        """Try each planned target until one answers; then wait for the call to end."""
+    async def _dial_in_order(self, call: Call, routed: Routed, media: MediaSession, max_duration: float,
+                             events: asyncio.Queue[CallEvent], times: _Times) -> tuple[_Outcome, PlannedTarget | None]:
+        """Try each planned target until one answers; then wait for the call to end.
+
+        Every wait here takes the call's terminal event, whichever way it ended (caller, callee, the exchange's
+        hangup on media timeout or shutdown, the maximum call duration).
+        """
         failure: DialFailed | None = None
         tried: PlannedTarget | None = None
         for target in routed.plan.targets:
@@ -271,7 +335,7 @@ class CallFlow:
                     self.tracer, DIAL_SPAN, kind=SpanKind.CLIENT,
                     attributes={TARGET_ID: target.target_id, DESTINATION: uri, ATTEMPT: call.attempts + 1}) as leg:
                 try:
-                    self.sip.dial(call, uri, ring_timeout=target.ring_timeout_s)
+                    self.sip.dial(call, uri, ring_timeout=target.ring_timeout_s, max_duration=max_duration)
                 except ValueError as exc:  # the caller's SDP offer cannot be relayed
                     self.sip.reject(call, 488, reason_header='Q.850;cause=88;text="unreadable SDP offer"')
                     times.end(self.sip.monotonic())
@@ -287,24 +351,21 @@ class CallFlow:
                     elif isinstance(event, DialAnswered):
                         times.answer(event.at)
                         _traced_leg(leg, 200, "answered")
+                        media.answered()  # RTP inactivity counts from here, not while ringing
                         self.router.connected(routed, target, times.answer_at or self.wall_clock())
                         if self.events is not None:
                             self.events.connected(call.id, times.answer_at or self.wall_clock(),
                                                   to_e164(call.caller_user) or call.caller_user,
                                                   to_e164(call.called_user) or call.called_user,
                                                   self.router.terms(routed, target))
-                        ended = await _next_of(events, CallEnded)
+                        ended = await _terminal(events)
                         times.end(ended.at)
-                        side = HangupSide(ended.side)
-                        return _Outcome(Disposition.ANSWERED, 200, side, ended.reason), target
-                    elif isinstance(event, CallCancelled):
+                        return _ended(ended, answered=True), target
+                    elif isinstance(event, CallCancelled | CallEnded):  # before answer: the caller or the exchange
                         times.end(event.at)
-                        _traced_leg(leg, 487, "cancelled")
-                        return _Outcome(Disposition.CANCELLED, 487, HangupSide.CALLER, "caller cancelled"), target
-                    elif isinstance(event, CallEnded):  # the exchange hung up before answer (media timeout)
-                        times.end(event.at)
-                        _traced_leg(leg, None, "ended")
-                        return _Outcome(Disposition.FAILED, 480, HangupSide.SYSTEM, event.reason), target
+                        outcome = _ended(event, answered=False)
+                        _traced_leg(leg, outcome.final_code, outcome.disposition.value)
+                        return outcome, target
                     elif isinstance(event, DialFailed):
                         failure = event
                         _traced_leg(leg, event.status, event.reason)
@@ -362,6 +423,22 @@ class CallFlow:
             self.router.completed(routed, target, cdr.billable_s, cdr.end_at)
             if self.gate is not None:
                 self.gate.completed(routed, target.target_id, cdr.billable_s, cdr.end_at.timestamp())
+
+
+def _ended(event: CallEnded | CallCancelled, *, answered: bool) -> _Outcome:
+    """The outcome of a call ended by its terminal event."""
+    if isinstance(event, CallCancelled):
+        return _Outcome(Disposition.CANCELLED, 487, HangupSide.CALLER, "caller cancelled")
+    if answered:
+        return _Outcome(Disposition.ANSWERED, 200, HangupSide(event.side), event.reason)
+    return _Outcome(Disposition.FAILED, 480, HangupSide.SYSTEM, event.reason)  # the exchange hung up first
+
+
+def _held_target(routed: Routed | None) -> PlannedTarget | None:
+    """The target whose slot the call holds (the one being dialled or talked to), if any."""
+    if routed is None:
+        return None
+    return next((t for t in routed.plan.targets if t.target_id in routed.held), None)
 
 
 def _traced_plan(span: Span, routed: Routed | None) -> None:
@@ -470,11 +547,18 @@ class _Times:
         self.end_at = self._wall(at)
 
 
-T = TypeVar("T")
+def _ended_already(events: asyncio.Queue[CallEvent]) -> CallEnded | CallCancelled | None:
+    """The call's terminal event if it is already queued (before any dial, nothing else can be)."""
+    while not events.empty():
+        event = events.get_nowait()
+        if isinstance(event, CallEnded | CallCancelled):
+            return event
+    return None
 
 
-async def _next_of(events: asyncio.Queue[CallEvent], kind: type[T]) -> T:
+async def _terminal(events: asyncio.Queue[CallEvent]) -> CallEnded | CallCancelled:
+    """The call's terminal event (whatever else is queued before it is spent)."""
     while True:
         event = await events.get()
-        if isinstance(event, kind):
+        if isinstance(event, CallEnded | CallCancelled):
             return event

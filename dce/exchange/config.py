@@ -204,6 +204,7 @@ class RoutingConfig(_Section):
 
     ring_timeout_s: float = Field(30, gt=0)
     outbound_trunk: str | None = None  # sip: URI that E.164 destinations are dialled through
+    max_call_duration_s: float = Field(14400, gt=0)  # answered calls are hung up after this (campaigns may set less)
 
     @field_validator("outbound_trunk")
     @classmethod

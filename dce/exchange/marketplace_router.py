@@ -24,7 +24,7 @@ from dce.bidding.log import BidLogEntry, bid_log_entry
 from dce.bidding.rtb import RtbPinger
 from dce.billing.cdr import ConversionFrom, SaleTerms
 from dce.db.redis_slots import RedisSlots, Windows
-from dce.exchange.router import STATIC_TARGET, CallRequest, Refusal, Routed, StaticRouter
+from dce.exchange.router import STATIC_TARGET, CallLimits, CallRequest, Refusal, Routed, StaticRouter
 from dce.routing.context import build_context
 from dce.routing.counters import RoutingCounters, window_starts
 from dce.routing.duplicates import DuplicateLedger
@@ -186,6 +186,17 @@ class MarketplaceRouter:
             return routed
         reason = routed.plan.reason or (None if kept else "every eligible buyer suppresses this caller")
         return Routed(RoutingPlan(kept, reason), routed.context, routed.held, routed.refusal)
+
+    def limits(self, routed: Routed) -> CallLimits:
+        """The campaign's bounds: its auction's longest wait (RTB pings and the live window run together) and
+        its maximum call duration (None: the exchange's default)."""
+        ctx = routed.context
+        compiled = self.engine.snapshot.campaigns.get(ctx.campaign_id) if ctx and ctx.campaign_id else None
+        if compiled is None:
+            return CallLimits()
+        campaign = compiled.campaign
+        auction_ms = max(campaign.ping_timeout_ms, campaign.auction_window_ms if campaign.live_auction else 0)
+        return CallLimits(auction_ms / 1000, campaign.max_call_duration_s)
 
     def terms(self, routed: Routed, target: PlannedTarget | None) -> SaleTerms | None:
         """The sale as the snapshot has it now: buyer, price (static revenue or the winning bid), conversion

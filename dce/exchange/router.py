@@ -34,6 +34,14 @@ class Refusal:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class CallLimits:
+    """How long a routed call may take beyond ringing: its auction's longest wait and its talk time."""
+
+    auction_s: float = 0.0
+    max_call_duration_s: float | None = None  # None: the exchange's routing.max_call_duration_s
+
+
 @dataclass(slots=True)
 class Routed:
     """A plan, with what the router needs to account for the legs it leads to."""
@@ -80,6 +88,10 @@ class Router(Protocol):
         """The plan without the targets of ``buyer_ids`` (buyers whose suppression list holds the caller)."""
         ...
 
+    def limits(self, routed: Routed) -> CallLimits:
+        """The call's campaign limits (the watchdog and the maximum call duration read them)."""
+        ...
+
     def terms(self, routed: Routed, target: PlannedTarget | None) -> SaleTerms | None:
         """What the call is sold on when ``target`` takes it; with no target, only its campaign and publisher
         (for reports and postbacks). None for calls outside the marketplace."""
@@ -121,6 +133,9 @@ class StaticRouter:
 
     def without_buyers(self, routed: Routed, buyer_ids: frozenset[str]) -> Routed:
         return routed  # static routes belong to no buyer
+
+    def limits(self, routed: Routed) -> CallLimits:
+        return CallLimits()
 
     def terms(self, routed: Routed, target: PlannedTarget | None) -> SaleTerms | None:
         return None  # static routes are not sold

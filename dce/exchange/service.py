@@ -44,6 +44,7 @@ from dce.exchange.personal_data import ERASERS, EXPORTERS
 from dce.exchange.router import OutboundTrunk, StaticRouter
 from dce.exchange.settler import Settler
 from dce.exchange.tracing import setup_tracing
+from dce.exchange.watchdog import LifeBounds
 from dce.http_api.app import build_app, run_http
 from dce.http_api.auth import AuthConfig, Authenticator
 from dce.http_api.consents import CALLING_HOURS, ON_CONSENTS_CHANGE, OUTBOUND_LISTS
@@ -92,8 +93,8 @@ class SipService:
         self.b2bua.reject(call, status, self._loop.time(), reason_header=reason_header)
         self.transport.flush()
 
-    def dial(self, call: Call, destination: str, *, ring_timeout: float) -> None:
-        self.b2bua.dial(call, destination, self._loop.time(), ring_timeout=ring_timeout)
+    def dial(self, call: Call, destination: str, *, ring_timeout: float, max_duration: float | None) -> None:
+        self.b2bua.dial(call, destination, self._loop.time(), ring_timeout=ring_timeout, max_duration=max_duration)
         self.transport.flush()
 
     def release(self, call: Call) -> None:
@@ -119,6 +120,9 @@ class _Observer:
 
     def call_started(self) -> None:
         self.metrics.active_calls.inc()
+
+    def call_reaped(self) -> None:
+        self.metrics.calls_reaped.inc()
 
     def call_finished(self, cdr: CallDetailRecord) -> None:
         self.metrics.active_calls.dec()
@@ -217,7 +221,10 @@ class Exchange:
         self.callflow = CallFlow(sip=SipService(self.b2bua, self.transport), router=self.router,
                                  media=self.media, cdrs=self.writer, observer=observer,
                                  trunk=OutboundTrunk(settings.routing.outbound_trunk), gate=self.compliance.gate,
-                                 events=self.call_events, tracer=self.tracing.tracer("dce.exchange.callflow"))
+                                 events=self.call_events, tracer=self.tracing.tracer("dce.exchange.callflow"),
+                                 bounds=LifeBounds(max_call_duration_s=settings.routing.max_call_duration_s,
+                                                   leg_guard_s=timers.timeout))
+        self._watchdog = asyncio.create_task(self.callflow.run_watchdog())
 
         app = build_app(engine=self.engine, metrics=self.metrics, status=self._status,
                         on_marketplace_change=self._marketplace_changed, rtb_pings=self._rtb_pings(),
@@ -401,11 +408,11 @@ class Exchange:
             self.b2bua.hangup(call, loop.time(), reason="exchange shutting down")
         self.transport.flush()
         self._dispatch()
-        try:
-            await asyncio.wait_for(self.callflow.drain(), grace_s)
-        except TimeoutError:
-            log.warning("calls still running at shutdown")
+        ended = await self.callflow.drain(grace_s)
+        if ended:
+            log.warning("%d calls still running at shutdown were ended (their CDRs say so)", ended)
         await self.runner.cleanup()
+        self._watchdog.cancel()
         self._housekeeping.cancel()
         await self.watcher.stop()
         if self.cluster is not None:

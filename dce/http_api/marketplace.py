@@ -325,6 +325,10 @@ class CampaignIn(_Input):
     stir_action: StirAction = StirAction.REJECT
     stir_unsigned: StirAction = StirAction.ALLOW
     conversion_from: Literal["answer", "dial", "incoming"] = "answer"
+    max_call_duration_s: int | None = Field(
+        default=None, ge=1, le=86_400,
+        description="Answered calls are hung up (BYE to both legs) after this many seconds; "
+                    "null: the exchange's routing.max_call_duration_s.")
     enabled: bool = True
 
     @field_validator("publisher_ids", "target_ids")
@@ -362,6 +366,7 @@ class CampaignIn(_Input):
             stir_action=self.stir_action,
             stir_unsigned=self.stir_unsigned,
             conversion_from=self.conversion_from,
+            max_call_duration_s=self.max_call_duration_s,
             enabled=self.enabled,
         )
 
@@ -443,6 +448,7 @@ def campaign_json(c: Campaign) -> dict[str, Any]:
         "stir_action": str(c.stir_action),
         "stir_unsigned": str(c.stir_unsigned),
         "conversion_from": c.conversion_from,
+        "max_call_duration_s": c.max_call_duration_s,
         "enabled": c.enabled,
     }
 

@@ -134,6 +134,10 @@ class ExchangeMetrics:
             "dce_sip_dropped_total", "SIP datagrams dropped, by reason", ("reason",), registry=self.registry
         )
         self.active_calls = Gauge("dce_active_calls", "Calls in progress", registry=self.registry)
+        self.calls_reaped = Counter(
+            "dce_calls_reaped_total", "Call tasks the watchdog ended past their longest possible life (a bug)",
+            registry=self.registry,
+        )
         self.added_delay = Histogram(
             "dce_exchange_added_delay_seconds",
             "Time from receiving the caller's INVITE to sending the outbound INVITE",

@@ -87,6 +87,7 @@ class MediaSession(Protocol):
 
     def rewrite_from_a(self, sdp: bytes) -> bytes: ...
     def rewrite_from_b(self, sdp: bytes) -> bytes: ...
+    def answered(self) -> None: ...
     def close(self) -> None: ...
     @property
     def stats(self) -> MediaStats: ...
@@ -181,9 +182,7 @@ class RelaySession:
         self._streams: list[_Stream | None] = []
         self._closed = False
         self._last_rx = self._time()
-        self._timer: asyncio.TimerHandle | None = self._loop.call_at(
-            self._last_rx + relay.rtp_timeout_s, self._check_timeout
-        )
+        self._timer: asyncio.TimerHandle | None = None  # armed at answer: a ringing call sends no RTP
         self._origin = {"a": _Origin(), "b": _Origin()}
 
     # -- SDP -------------------------------------------------------------------------------------------
@@ -306,6 +305,16 @@ class RelaySession:
 
     # -- inactivity ------------------------------------------------------------------------------------
 
+    def answered(self) -> None:
+        """The call is answered: from now on, ``rtp_timeout_s`` without a packet calls ``on_timeout``.
+
+        Before answer there is no timeout (early media is optional; ringing is bounded by the ring timeouts).
+        """
+        if self._closed or self._timer is not None or self._on_timeout is None:
+            return
+        self._last_rx = max(self._last_rx, self._time())
+        self._timer = self._loop.call_at(self._last_rx + self._relay.rtp_timeout_s, self._check_timeout)
+
     def _check_timeout(self) -> None:
         """The session's single timer: fire ``on_timeout`` once, or re-arm at last packet + timeout."""
         self._timer = None
@@ -379,7 +388,8 @@ class MediaRelay:
     """The in-process relay: allocates :class:`RelaySession` objects bound to ports from ``port_range``.
 
     ``address`` is advertised in SDP and, unless ``bind_address`` is given (e.g. ``0.0.0.0`` behind a 1:1
-    NAT), also bound. ``rtp_timeout_s`` is the inactivity timeout after which ``on_timeout`` is called.
+    NAT), also bound. ``rtp_timeout_s`` is the inactivity timeout after which ``on_timeout`` is called (counted
+    from the answer: see :meth:`RelaySession.answered`).
     """
 
     def __init__(
@@ -496,6 +506,9 @@ class PassthroughSession:
     def rewrite_from_b(self, sdp: bytes) -> bytes:
         """Return ``sdp`` unchanged."""
         return sdp
+
+    def answered(self) -> None:
+        """Nothing to watch: media does not pass through us."""
 
     def close(self) -> None:
         """Forget the session. Idempotent."""

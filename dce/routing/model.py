@@ -194,6 +194,7 @@ class Campaign:
     stir_action: StirAction = StirAction.REJECT  # for a failed verification or a weaker attestation
     stir_unsigned: StirAction = StirAction.ALLOW  # for a call without an Identity header
     conversion_from: str = "answer"  # the conversion duration is timed from "answer", "dial" or "incoming"
+    max_call_duration_s: int | None = None  # answered calls are hung up after this; None: the exchange's default
     enabled: bool = True
 
 

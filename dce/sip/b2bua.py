@@ -4,7 +4,11 @@ It is the endpoint's transaction user. What to do with a call (route it, reject 
 is decided above it, by the exchange's CallFlow, which reads ``next_event()`` and answers with commands
 (``reject``, ``dial``, ``cancel_dial``, ``hangup``). Everything else is handled here: relaying provisional and final
 responses with SDP rewritten, ACKing the callee's 2xx, CANCEL in both directions (including a 2xx that crosses
-the CANCEL), BYE from either side, re-INVITE/UPDATE/INFO pass-through, Max-Forwards, 481/483/491.
+the CANCEL), BYE from either side, re-INVITE/UPDATE/INFO pass-through, Max-Forwards, 481/483/491, and the
+maximum call duration.
+
+Every way a call ends goes through ``_end``, which queues exactly one terminal event (``CallEnded`` or
+``CallCancelled``): the CallFlow waiting on a call always hears that it is over, whoever ended it.
 """
 
 from __future__ import annotations
@@ -105,7 +109,7 @@ class DialFailed:
 
 @dataclass(slots=True)
 class CallCancelled:
-    """A cancelled before answer; A got 487 and any B leg is being cancelled."""
+    """Terminal: A cancelled before answer; A got 487 and any B leg is being cancelled."""
 
     call: Call
     at: float
@@ -113,7 +117,8 @@ class CallCancelled:
 
 @dataclass(slots=True)
 class CallEnded:
-    """An answered call ended; both legs have been sent BYE (or received one)."""
+    """Terminal: the call ended other than by A's CANCEL. Answered: both legs have been sent BYE (or received
+    one). Not answered: A got a final failure (a reject or the exchange's hangup) and any B leg is cancelled."""
 
     call: Call
     side: str  # caller | callee | system
@@ -175,9 +180,9 @@ class OutboundLeg:
             b2bua._give_up_leg(self, now)
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, weakref_slot=True)
 class Call:
-    """A call through the B2BUA."""
+    """A call through the B2BUA. Its one timer is the maximum call duration, armed at answer."""
 
     id: str
     b2bua: B2BUA
@@ -189,6 +194,9 @@ class Call:
     pending_reinvite: bool = False
     attempts: int = 0
     source: str = ""  # the caller's IP address (what the per-source limit counts)
+    max_duration: float | None = None  # seconds from answer; None: unlimited
+    deadline: float | None = None
+    heap_deadline: float | None = None
 
     @property
     def caller_user(self) -> str:
@@ -197,6 +205,14 @@ class Call:
     @property
     def called_user(self) -> str:
         return uri_user(self.a.request.uri)
+
+    def next_deadline(self) -> float | None:
+        return self.deadline
+
+    def handle_timer(self, now: float) -> None:
+        if self.deadline is not None and now >= self.deadline:
+            self.deadline = None
+            self.b2bua.hangup(self, now, reason="max call duration")
 
 
 @dataclass(slots=True, eq=False)
@@ -260,13 +276,14 @@ class B2BUA:
         extra = [("Reason", reason_header)] if reason_header else None
         response = make_response(call.a.request, status, reason, to_tag=call.a.local_tag, extra=extra)
         self.endpoint.respond(call.a.txn, response, now)
-        self._end(call)
+        self._end(call, CallEnded(call, "system", f"rejected {status}", now))
 
-    def dial(self, call: Call, destination: str, now: float, *, ring_timeout: float) -> OutboundLeg | None:
+    def dial(self, call: Call, destination: str, now: float, *, ring_timeout: float,
+             max_duration: float | None = None) -> OutboundLeg | None:
         """Send an INVITE to ``destination`` on behalf of the caller (replacing any failed B leg).
 
-        Returns None, sending nothing, when the call already ended (the caller cancelled meanwhile: the
-        CallCancelled event is already queued).
+        ``max_duration``: once answered, the call is hung up after this many seconds (BYE to both legs).
+        Returns None, sending nothing, when the call already ended (its terminal event is already queued).
         """
         if call.state is CallState.ENDED:
             return None
@@ -306,6 +323,7 @@ class B2BUA:
         call.b = leg
         call.state = CallState.DIALING
         call.attempts += 1
+        call.max_duration = max_duration
         self._set_leg_timer(leg, "ring", now + ring_timeout)
         return leg
 
@@ -320,26 +338,34 @@ class B2BUA:
         if call.state is CallState.ANSWERED:
             for side in (Side.A, Side.B):
                 self._send_bye(call, side, now, reason)
-            self._events.append(CallEnded(call, "system", reason, now))
-            self._end(call)
         elif call.state in (CallState.OFFERED, CallState.DIALING):
-            if call.b is not None:
-                self._cancel_leg(call.b, now, "hangup")
-            self.reject(call, 480, now, reason_header=f'Q.850;cause=41;text="{reason}"')
+            leg = call.b
+            if leg is not None and not leg.finished and leg.dialog is None:
+                self._cancel_leg(leg, now, "hangup")
+            response = make_response(call.a.request, 480, to_tag=call.a.local_tag,
+                                     extra=[("Reason", f'Q.850;cause=41;text="{reason}"')])
+            self.endpoint.respond(call.a.txn, response, now)
+        else:
+            return
+        self._end(call, CallEnded(call, "system", reason, now))
 
     def release(self, call: Call) -> None:
         """Unlink an ended call from the transactions that outlive it (up to 64*T1, absorbing retransmissions).
 
-        Called once the CallFlow has recorded the call. Breaking these links makes the call's objects acyclic, so
+        Called once the CallFlow has recorded the call. A B leg still being cancelled stays with its INVITE
+        transaction until that ends, so a late 2xx is still ACKed and BYEd and a deferred CANCEL still sent.
+        Breaking these links makes the call's objects acyclic, so
         reference counting frees them at once instead of the cyclic collector finding them later (its full
         passes over ~10k lingering calls stalled the loop for 100+ ms at 300 CPS).
         """
         if call.state is not CallState.ENDED:
             return
         call.a.txn.user_data = None
-        if call.b is not None:
-            call.b.txn.user_data = None
-            call.b = None
+        leg, call.b = call.b, None
+        if leg is not None and leg.txn.state is State.TERMINATED:
+            leg.txn.user_data = None
+        # else B may still answer (a 2xx crossing our CANCEL) or still owe us a CANCEL: its transaction keeps the
+        # leg reachable, so the 2xx is ACKed and BYEd, and drops it when it terminates (SipEndpoint.on_terminated)
         call.media = None
 
     # -- TransactionUser: requests ---------------------------------------------------------------------
@@ -380,8 +406,7 @@ class B2BUA:
         self.endpoint.respond(invite_txn, make_response(call.a.request, 487, to_tag=call.a.local_tag), now)
         if call.b is not None and not call.b.finished:
             self._cancel_leg(call.b, now, "cancelled", reason_header=reason)
-        self._events.append(CallCancelled(call, now))
-        self._end(call)
+        self._end(call, CallCancelled(call, now))
 
     def _new_call(self, txn: ServerInviteTransaction, request: Request, now: float) -> None:
         local_tag = new_token()
@@ -422,8 +447,7 @@ class B2BUA:
             self.endpoint.respond(txn, make_response(request, 200), now)
             other = Side.B if side is Side.A else Side.A
             self._send_bye(call, other, now, "hangup")
-            self._events.append(CallEnded(call, "caller" if side is Side.A else "callee", "bye", now))
-            self._end(call)
+            self._end(call, CallEnded(call, "caller" if side is Side.A else "callee", "bye", now))
         elif method == "OPTIONS":
             self.endpoint.respond(txn, make_response(request, 200, extra=[("Allow", ALLOW)]), now)
         elif method == "INVITE" or method in PASS_THROUGH_METHODS:
@@ -525,6 +549,9 @@ class B2BUA:
         self._dialogs[a.dialog.id] = (call, Side.A)
         self._dialogs[leg.dialog.id] = (call, Side.B)
         call.state = CallState.ANSWERED
+        if call.max_duration is not None:
+            call.deadline = now + call.max_duration
+            self.endpoint.schedule(call)
         self._events.append(DialAnswered(call, now))
 
     def _leg_failed(self, leg: OutboundLeg, status: int, now: float) -> None:
@@ -596,13 +623,16 @@ class B2BUA:
             self.hangup(call, now, reason="no ACK from caller")
 
     # -- internals -------------------------------------------------------------------------------------
-    def _end(self, call: Call) -> None:
+    def _end(self, call: Call, event: CallEnded | CallCancelled) -> None:
+        """The one way a call ends: forget it and queue its terminal event for the CallFlow."""
         call.state = CallState.ENDED
+        call.deadline = None
         if self.calls.pop(call.id, None) is not None:
             self.source_limit.release(call.source)
         for dialog in (call.a.dialog, call.b.dialog if call.b else None):
             if dialog is not None:
                 self._dialogs.pop(dialog.id, None)
+        self._events.append(event)
 
     def _dialog(self, call: Call, side: Side) -> Dialog:
         dialog = call.a.dialog if side is Side.A else (call.b.dialog if call.b else None)

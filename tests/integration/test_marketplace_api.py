@@ -248,6 +248,10 @@ async def test_campaign_and_number_crud(client: Client) -> None:
         {"publisher_id": "*", "fixed": None, "revenue_share_bp": 5000},
     ]
     assert body["reserve"] == "1.25" and body["strategy"] == "round_robin"
+    assert body["max_call_duration_s"] is None  # the exchange's routing.max_call_duration_s
+    limited = await ok(await client.patch("/api/v1/campaigns/c1", json={"max_call_duration_s": 600}))
+    assert limited["max_call_duration_s"] == 600
+    body = await ok(await client.patch("/api/v1/campaigns/c1", json={"max_call_duration_s": None}))
     listing = await ok(await client.get("/api/v1/campaigns"))
     assert listing["total"] == 1 and listing["items"][0] == body
 
@@ -312,6 +316,7 @@ async def test_campaign_and_number_crud(client: Client) -> None:
         ("/api/v1/campaigns", {**CAMPAIGN, "payouts": [{"publisher_id": "p2", "fixed": 1}]}, "payouts[0].publisher_id"),
         ("/api/v1/campaigns", {**CAMPAIGN, "target_ids": ["t1", "t404"]}, "target_ids[1]"),
         ("/api/v1/campaigns", {**CAMPAIGN, "ping_timeout_ms": 10}, "ping_timeout_ms"),
+        ("/api/v1/campaigns", {**CAMPAIGN, "max_call_duration_s": 0}, "max_call_duration_s"),
         ("/api/v1/numbers", {"did": "hello", "campaign_id": "c1", "publisher_id": "p1"}, "did"),
         ("/api/v1/numbers", {"did": "+12125550123", "campaign_id": "c404", "publisher_id": "p1"}, "campaign_id"),
         ("/api/v1/numbers", {"campaign_id": "c1", "publisher_id": "p1"}, "did"),

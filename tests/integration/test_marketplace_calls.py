@@ -301,3 +301,20 @@ def test_a_live_auction_call_reaches_the_highest_live_bidder(
     bids = poll_bids(exchange, cdr["call_id"], expected=4)
     live = {(b["buyer_id"], b["outcome"], b["amount"]) for b in bids if b["target_id"] in ("b1", "b2")}
     assert live == {("b2", "won", 9_000_000), ("b1", "lost", 5_000_000)}
+
+
+def test_a_campaign_max_call_duration_ends_its_calls(
+        tmp_path: Path, exchange_factory: Any, uas_factory: Any) -> None:  # noqa: F811
+    """The campaign's limit (2 s) wins over the exchange's (1 h): both legs get BYE, the CDR says why."""
+    callee = uas_factory("uas_answer", calls=1)
+    exchange = exchange_factory({}, extra_config={"routing": {"max_call_duration_s": 3600}})
+    configure(exchange, [{"id": "t1", "name": "Target", "destination": callee.uri, "revenue": "5.00"}],
+              max_call_duration_s=2)
+
+    caller = run_sipp_uac("uac_wait_bye", exchange.sip_target, tmp_path, timeout=30)
+
+    assert_ok(caller, exchange=exchange)
+    assert_ok(callee.stop(), exchange=exchange)
+    cdr = only(fetch_cdrs(exchange.http_base, 1))
+    assert (cdr["disposition"], cdr["hangup_side"], cdr["reason"]) == ("answered", "system", "max call duration")
+    assert 1 <= cdr["billable_s"] <= 3, cdr

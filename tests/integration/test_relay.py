@@ -284,6 +284,7 @@ async def test_inactivity_timeout_fires_once_and_resets_on_packets(endpoints) ->
         session = await relay.allocate("call-t", on_timeout)
         to_b = session.rewrite_from_a(sdp(a.port))
         session.rewrite_from_b(sdp(b.port))
+        session.answered()
         last_packet = start
         for seq in range(6):  # keep media flowing for ~0.6 s: no timeout meanwhile
             b.send(rtp(seq), relay_port(to_b))
@@ -312,6 +313,7 @@ async def test_timeout_then_close_from_callback_releases_ports() -> None:
         done.set()
 
     holder.append(await relay.allocate("call-t2", on_timeout))
+    holder[0].answered()
     ports = holder[0].ports[0]
     assert relay.ports.in_use == 2
     await asyncio.wait_for(done.wait(), WAIT)
@@ -321,6 +323,26 @@ async def test_timeout_then_close_from_callback_releases_ports() -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.bind((HOST, port))
     await relay.close()
+
+
+async def test_no_timeout_while_ringing_only_from_answer() -> None:
+    """A call that rings sends no RTP: the inactivity timeout counts from the answer, never before it."""
+    relay = MediaRelay(address=HOST, port_range=(41000, 41999), rtp_timeout_s=0.2)
+    loop = asyncio.get_running_loop()
+    fired: list[float] = []
+    try:
+        session = await relay.allocate("call-r", lambda: fired.append(loop.time()))
+        await asyncio.sleep(0.5)  # ringing for more than two timeout periods
+        assert fired == []
+        answered_at = loop.time()
+        session.answered()
+        session.answered()  # idempotent: the timer is armed once
+        await until(lambda: bool(fired))
+        assert fired[0] - answered_at >= 0.2 - 0.02
+        await asyncio.sleep(0.3)
+        assert len(fired) == 1
+    finally:
+        await relay.close()
 
 
 async def test_close_is_idempotent_and_stops_everything(relay: MediaRelay, endpoints) -> None:

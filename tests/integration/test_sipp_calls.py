@@ -11,6 +11,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -394,3 +395,86 @@ def test_malformed_messages_do_not_kill_the_exchange(tmp_path: Path, exchange_fa
     assert_ok(callee.stop(), exchange=exchange)
     cdrs = fetch_cdrs(exchange.http_base, 1)
     assert [c["disposition"] for c in cdrs] == ["answered"], cdrs
+
+
+# ------------------------------------------------------------------------------------------- calls always end
+
+
+def test_a_call_ringing_past_the_rtp_timeout_keeps_ringing_and_ends_with_one_cdr(
+    tmp_path: Path, exchange_factory: Any, uas_factory: Any
+) -> None:
+    """Two callees ring without answering (no RTP: no early media) far longer than media.rtp_timeout_s.
+
+    The inactivity timeout is for answered calls: both are rung to their ring timeout, the caller gets the
+    no-answer status, and the call has exactly one CDR with every gauge back to 0.
+    """
+    first = uas_factory("uas_no_answer", calls=1)
+    second = uas_factory("uas_no_answer", calls=1)
+    exchange = exchange_factory({DID: [first.uri, second.uri]}, media_mode="relay", ring_timeout_s=2.5,
+                                rtp_timeout_s=1.0)
+
+    started = time.monotonic()
+    caller = run_sipp_uac("uac_expect_noanswer", exchange.sip_target, tmp_path, timeout=30)
+    elapsed = time.monotonic() - started
+
+    assert_ok(caller, exchange=exchange)
+    assert_ok(first.stop(), exchange=exchange)  # CANCELled at its ring timeout, not at the RTP timeout
+    assert_ok(second.stop(), exchange=exchange)  # and the second callee was rung too
+    assert elapsed >= 2 * 2.5 - 0.3, f"the caller got its final response after {elapsed:.1f} s"
+    cdr = only(fetch_cdrs(exchange.http_base, 1))
+    assert_cdr_common(cdr)
+    assert (cdr["disposition"], cdr["destination"]) == ("no_answer", second.uri), cdr
+    metrics = exchange.metrics()
+    assert re.search(r"^dce_active_calls 0\.0$", metrics, re.M), metrics
+    assert re.search(r"^dce_media_sessions 0\.0$", metrics, re.M), metrics
+    assert re.search(r"^dce_calls_reaped_total 0\.0$", metrics, re.M), metrics
+
+
+def test_a_passthrough_call_nobody_hangs_up_ends_at_the_max_call_duration(
+    tmp_path: Path, exchange_factory: Any, uas_factory: Any
+) -> None:
+    """No BYE from anyone and no RTP to time out: routing.max_call_duration_s BYEs both legs, naming the limit."""
+    callee = uas_factory("uas_answer", calls=1)  # waits for our BYE
+    exchange = exchange_factory({DID: [callee.uri]}, media_mode="passthrough",
+                                extra_config={"routing": {"max_call_duration_s": 2}})
+
+    caller = run_sipp_uac("uac_wait_bye", exchange.sip_target, tmp_path, timeout=30)  # waits for our BYE
+
+    assert_ok(caller, exchange=exchange)
+    assert_ok(callee.stop(), exchange=exchange)
+    for peer in (caller, callee.result):
+        assert peer is not None
+        byes = [m for m in peer.messages().split("\n\n") if m.lstrip().startswith("BYE ")]
+        assert byes and all('Reason: SIP;cause=200;text="max call duration"' in m for m in byes), peer.messages()
+    cdr = only(fetch_cdrs(exchange.http_base, 1))
+    assert_cdr_common(cdr)
+    assert (cdr["disposition"], cdr["hangup_side"], cdr["reason"]) == ("answered", "system", "max call duration")
+    assert 1 <= cdr["billable_s"] <= 3, cdr
+    metrics = exchange.metrics()
+    assert re.search(r"^dce_active_calls 0\.0$", metrics, re.M), metrics
+    assert re.search(r"^dce_media_sessions 0\.0$", metrics, re.M), metrics
+
+
+def test_a_call_ringing_at_shutdown_is_ended_and_recorded(
+    tmp_path: Path, exchange_factory: Any, uas_factory: Any
+) -> None:
+    """SIGTERM while a call rings: the caller gets its final response, the callee a CANCEL, the call its CDR."""
+    callee = uas_factory("uas_no_answer", calls=1)
+    exchange = exchange_factory({DID: [callee.uri]}, ring_timeout_s=60)
+    with ThreadPoolExecutor(1) as pool:
+        calling = pool.submit(run_sipp_uac, "uac_expect_noanswer", exchange.sip_target, tmp_path, timeout=30)
+        deadline = time.monotonic() + 10
+        while not re.search(r"^dce_active_calls 1\.0$", exchange.metrics(), re.M):
+            assert time.monotonic() < deadline, "the call never started"
+            time.sleep(0.1)
+        time.sleep(0.5)  # ringing
+        assert exchange.stop() == 0, exchange.log()
+        caller = calling.result(timeout=60)
+
+    assert_ok(caller, exchange=exchange)
+    assert_ok(callee.stop(), exchange=exchange)  # CANCELled
+    assert "calls still running" not in exchange.log(), exchange.log()
+    exchange.start()
+    cdr = only(fetch_cdrs(exchange.http_base, 1))
+    assert_cdr_common(cdr)
+    assert (cdr["disposition"], cdr["hangup_side"], cdr["reason"]) == ("failed", "system", "exchange shutting down")

@@ -87,8 +87,9 @@ class Harness:
                        to_tag=call.a.local_tag, cseq=cseq, **kw)  # type: ignore[arg-type]
 
     # B side
-    def dial(self, call: Call, destination: str = BOB_URI, ring_timeout: float = 60.0) -> Request:
-        self.b2bua.dial(call, destination, self.now, ring_timeout=ring_timeout)
+    def dial(self, call: Call, destination: str = BOB_URI, ring_timeout: float = 60.0,
+             max_duration: float | None = None) -> Request:
+        self.b2bua.dial(call, destination, self.now, ring_timeout=ring_timeout, max_duration=max_duration)
         sent = self.take()
         assert describe(sent) == ["INVITE"]
         self.b_invite = sent[0].request
@@ -121,9 +122,9 @@ class Harness:
         lines.append(f"Content-Length: {len(body)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
-    def answer(self, call: Call) -> None:
+    def answer(self, call: Call, max_duration: float | None = None) -> None:
         """Dial B, ring, answer, and have A ACK: a confirmed call."""
-        self.dial(call)
+        self.dial(call, max_duration=max_duration)
         self.b_says(180)
         sent = self.b_says(200, body=SDP_B)
         assert describe(sent) == ["ACK", "200"]
@@ -451,10 +452,15 @@ def test_hangup_while_dialing_cancels_b_and_480s_a() -> None:
     call = h.offer()
     h.dial(call)
     h.b_says(180)
+    h.events()
     h.b2bua.hangup(call, h.now)
     sent = h.take()
     assert sorted(describe(sent)) == ["480", "CANCEL"]
     assert by_addr(sent, ALICE)[0].response.get("Reason", "").startswith("Q.850;cause=41")
+    [ended] = h.events()  # the CallFlow waiting on this call hears that it is over
+    assert isinstance(ended, CallEnded) and (ended.side, ended.reason) == ("system", "hangup")
+    h.advance(h.now + 60.0)
+    assert h.events() == []  # B's leg ending later adds nothing
 
 
 def test_info_from_callee_relayed_to_caller_and_answer_relayed_back() -> None:
@@ -492,3 +498,94 @@ def test_cancel_of_a_pending_reinvite_gets_487_and_cancels_the_forwarded_one() -
     assert describe(to_bob) == ["CANCEL"] and to_bob[0].request.top_via.branch == forwarded.top_via.branch
     assert sorted(s.response.status for s in sent if s.addr == ALICE) == [200, 487]
     assert call.state is CallState.ANSWERED
+
+
+# -- every way a call ends -----------------------------------------------------------------------------------
+def _ringing(h: Harness, call: Call) -> None:
+    h.dial(call)
+    h.b_says(180)
+
+
+ENDINGS = {
+    # name: (setup, how it ends) -> the terminal event type
+    "reject before dial": (lambda h, c: None, lambda h, c: h.b2bua.reject(c, 404, h.now)),
+    "hangup before dial": (lambda h, c: None, lambda h, c: h.b2bua.hangup(c, h.now, reason="media timeout")),
+    "hangup before any provisional": (lambda h, c: h.dial(c), lambda h, c: h.b2bua.hangup(c, h.now)),
+    "hangup while ringing": (_ringing, lambda h, c: h.b2bua.hangup(c, h.now, reason="media timeout")),
+    "hangup after answer": (lambda h, c: h.answer(c), lambda h, c: h.b2bua.hangup(c, h.now)),
+    "caller BYE": (lambda h, c: h.answer(c), lambda h, c: h.feed(h.a_request("BYE", c, 2))),
+    "callee BYE": (lambda h, c: h.answer(c), lambda h, c: h.feed(h.b_request("BYE", 1), BOB)),
+    "caller CANCEL while ringing": (_ringing, lambda h, c: h.feed(request("CANCEL", branch=h.a_branch))),
+    "caller CANCEL before dial": (lambda h, c: None, lambda h, c: h.feed(request("CANCEL", branch=h.a_branch))),
+    "caller never ACKs the 2xx": (lambda h, c: (h.dial(c), h.b_says(200, body=SDP_B)),
+                                  lambda h, c: h.advance(h.now + 40.0)),
+    "max call duration": (lambda h, c: h.answer(c, max_duration=30.0), lambda h, c: h.advance(h.now + 31.0)),
+}
+
+
+@pytest.mark.parametrize("name", list(ENDINGS))
+def test_every_way_a_call_ends_queues_exactly_one_terminal_event(name: str) -> None:
+    """The CallFlow waits for CallEnded/CallCancelled: each ending must send exactly one, whatever ends it."""
+    setup, end = ENDINGS[name]
+    h = Harness()
+    call = h.offer()
+    setup(h, call)
+    h.events()
+    end(h, call)
+    h.advance(h.now + 120.0)  # every leg, retransmission and guard timer runs out
+    terminal = [e for e in h.events() if isinstance(e, CallEnded | CallCancelled)]
+    assert len(terminal) == 1, terminal
+    assert call.state is CallState.ENDED and h.b2bua.active_calls == 0
+    # Ending again (a late hangup or reject from the CallFlow, a watchdog) sends nothing and queues nothing.
+    h.b2bua.hangup(call, h.now)
+    h.b2bua.reject(call, 500, h.now)
+    assert h.take() == [] and h.events() == []
+
+
+def test_max_call_duration_ends_both_legs_with_a_reason_naming_the_limit() -> None:
+    h = Harness()
+    call = h.offer()
+    h.dial(call, ring_timeout=300.0, max_duration=3600.0)
+    h.b_says(180)
+    h.advance(h.now + 100.0)  # ringing does not count: the limit runs from the answer
+    sent = h.b_says(200, body=SDP_B)
+    answered_at = h.now
+    h.events()
+    assert h.feed(ack_for(h.a_invite, sent[1].response, branch=new_branch())) == []
+    assert not [s for s in h.advance(answered_at + 3599.0) if describe([s]) == ["BYE"]]
+    sent = h.advance(answered_at + 3600.0)
+    byes = [s for s in sent if describe([s]) == ["BYE"]]
+    assert {s.addr for s in byes} == {ALICE, BOB}
+    assert all(s.request.get("Reason") == 'SIP;cause=200;text="max call duration"' for s in byes)
+    [ended] = h.events()
+    assert isinstance(ended, CallEnded) and (ended.side, ended.reason) == ("system", "max call duration")
+
+
+@pytest.mark.parametrize("ending", ["caller CANCEL", "exchange hangup"])
+def test_a_callee_2xx_after_the_call_was_recorded_and_released_is_still_acked_and_byed(ending: str) -> None:
+    """The CallFlow records and releases a call as soon as it ended; B's 2xx crossing our CANCEL comes later."""
+    h = Harness()
+    call = h.offer()
+    h.dial(call)
+    h.b_says(180)
+    if ending == "caller CANCEL":
+        h.feed(request("CANCEL", branch=h.a_branch))
+    else:
+        h.b2bua.hangup(call, h.now)
+        h.take()
+    h.events()
+    h.b2bua.release(call)
+    sent = h.b_says(200, body=SDP_B)
+    assert describe(sent) == ["ACK", "BYE"] and all(s.addr == BOB for s in sent)
+    assert h.events() == []
+
+
+def test_a_deferred_cancel_is_still_sent_after_the_call_was_released() -> None:
+    h = Harness()
+    call = h.offer()
+    h.dial(call)
+    h.feed(request("CANCEL", branch=h.a_branch))  # before B's first provisional: our CANCEL waits (§9.1)
+    h.events()
+    h.b2bua.release(call)
+    sent = h.b_says(180)
+    assert describe(sent) == ["CANCEL"] and sent[0].addr == BOB

@@ -13,7 +13,7 @@ from dce.compliance.screen import ScreenedCall, Screener, Screening
 from dce.compliance.verdict import Action, Finding, ReasonCode, Verdict
 from dce.exchange.call_events import CallEvents
 from dce.exchange.callflow import CallFlow
-from dce.exchange.router import OutboundTrunk, Refusal, Routed, StaticRouter
+from dce.exchange.router import CallLimits, OutboundTrunk, Refusal, Routed, StaticRouter
 from dce.exchange.screening import CallGate
 from dce.media.relay import PassthroughMedia
 from dce.routing.model import CallerContext, PlannedTarget, RoutingPlan
@@ -40,8 +40,8 @@ class VirtualSip:
     def reject(self, call: Call, status: int, *, reason_header: str | None = None) -> None:
         self.b2bua.reject(call, status, self.now, reason_header=reason_header)
 
-    def dial(self, call: Call, destination: str, *, ring_timeout: float) -> None:
-        self.b2bua.dial(call, destination, self.now, ring_timeout=ring_timeout)
+    def dial(self, call: Call, destination: str, *, ring_timeout: float, max_duration: float | None) -> None:
+        self.b2bua.dial(call, destination, self.now, ring_timeout=ring_timeout, max_duration=max_duration)
 
     def hangup(self, call: Call, *, reason: str) -> None:
         self.b2bua.hangup(call, self.now, reason=reason)
@@ -61,16 +61,20 @@ class Harness:
                              wall_clock=lambda: T0 + timedelta(seconds=self.sip.now))
         self.delays: list[float] = []
         self.routing_times: list[float] = []
+        self.active = self.reaped = 0
 
     # CdrSink / CallObserver
     def submit(self, cdr: CallDetailRecord) -> None:
         self.cdrs.append(cdr)
 
     def call_started(self) -> None:
-        pass
+        self.active += 1
 
     def call_finished(self, cdr: CallDetailRecord) -> None:
-        pass
+        self.active -= 1
+
+    def call_reaped(self) -> None:
+        self.reaped += 1
 
     def routed(self, seconds: float) -> None:
         self.routing_times.append(seconds)
@@ -282,6 +286,7 @@ class PlannedRouter:
         self.routed = Routed(plan, CallerContext(ani=None, did=DID, campaign_id="c1", publisher_id="p1"))
         self.full = full
         self.log: list[str] = []
+        self.call_limits = CallLimits()
 
     def plan(self, request, now):
         return self.routed
@@ -311,6 +316,9 @@ class PlannedRouter:
 
     def without_buyers(self, routed, buyer_ids):
         return routed
+
+    def limits(self, routed):
+        return self.call_limits
 
     def terms(self, routed, target):
         if target is None:

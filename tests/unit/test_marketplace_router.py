@@ -12,7 +12,7 @@ from dce.bidding.inbound import Reservations
 from dce.bidding.live import BidStatus, LiveBidding
 from dce.bidding.log import BidLogEntry
 from dce.exchange.marketplace_router import MarketplaceRouter
-from dce.exchange.router import CallRequest, StaticRouter
+from dce.exchange.router import CallLimits, CallRequest, StaticRouter
 from dce.routing.counters import InMemoryCounters
 from dce.routing.duplicates import DuplicateLedger
 from dce.routing.engine import RoutingEngine
@@ -134,3 +134,15 @@ async def test_a_buyer_that_cannot_pay_is_skipped_by_the_plan_and_by_the_auction
     assert [p.target_id for p in r.plan(CallRequest(DID, "+12125550124"), NOW).plan.targets] == ["other"]
     r.engine.set_balances({"b1": 0, "b2": -5_000_001})  # b2 is past its credit limit even for 0.00
     assert r.plan(CallRequest(DID, "+12125550125"), NOW).plan.reason == "no eligible target: 3 unfunded"
+
+
+def test_limits_come_from_the_campaign_and_static_routes_have_none():
+    r = router(Reservations(), max_call_duration_s=600, ping_timeout_ms=1500, live_auction=True,
+               auction_window_ms=3000)
+    routed = r.plan(CallRequest(DID, "+12125550123"), NOW)
+    assert routed is not None
+    assert r.limits(routed) == CallLimits(auction_s=3.0, max_call_duration_s=600)
+    plain = router(Reservations())
+    assert plain.limits(plain.plan(CallRequest(DID, "+12125550123"), NOW)) == CallLimits(2.0, None)
+    static = StaticRouter(StaticRoutes({"+18005550111": ["sip:127.0.0.1:5080"]}), 30)
+    assert static.limits(static.plan(CallRequest("+18005550111", "+12125550123"), NOW)) == CallLimits()

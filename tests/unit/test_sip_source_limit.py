@@ -44,6 +44,7 @@ def test_calls_over_the_per_source_limit_get_503_with_retry_after_and_a_reason()
     # a call that ends gives its slot back
     b2bua.reject(calls[0], 486, 4.0)
     b2bua.datagrams_to_send()
+    assert b2bua.next_event() is not None  # the rejected call's CallEnded
     labels, events, _ = invite(b2bua, BUSY, 5)
     assert labels == ["100"] and isinstance(events[0], CallOffered)
 
