@@ -401,6 +401,18 @@ class Exchange:
         return {"active_calls": self.b2bua.active_calls, "cdr_queue": self.writer.pending,
                 "media_sessions": self.media.active_sessions}
 
+    async def _settle_dials(self, grace_s: float, poll_s: float = 0.02) -> None:
+        """Keep the sockets open (at most ``grace_s``) until every outbound INVITE has its final response.
+
+        A leg CANCELled at shutdown still owes us its 487, which its transaction must ACK: closing at once would
+        leave the callee retransmitting into a closed port.
+        """
+        deadline = asyncio.get_running_loop().time() + grace_s
+        while self.endpoint.invites_awaiting_final() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(poll_s)
+        if left := self.endpoint.invites_awaiting_final():
+            log.warning("%d outbound INVITEs had no final response by shutdown", left)
+
     async def stop(self, *, grace_s: float = 2.0) -> None:
         """Hang up calls in progress, flush CDRs, close sockets and the database."""
         loop = asyncio.get_running_loop()
@@ -411,6 +423,7 @@ class Exchange:
         ended = await self.callflow.drain(grace_s)
         if ended:
             log.warning("%d calls still running at shutdown were ended (their CDRs say so)", ended)
+        await self._settle_dials(grace_s)
         await self.runner.cleanup()
         self._watchdog.cancel()
         self._housekeeping.cancel()

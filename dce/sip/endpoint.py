@@ -149,6 +149,11 @@ class SipEndpoint:
         self._unreachable = _Unreachable(self)
 
     # -- adapter-facing API --------------------------------------------------------------------------
+    def invites_awaiting_final(self) -> int:
+        """Outbound INVITEs with no final response yet (e.g. CANCELled, the 487 still to come and be ACKed)."""
+        return sum(1 for txn in self.client_transactions.values()
+                   if isinstance(txn, ClientInviteTransaction) and txn.state in (State.CALLING, State.PROCEEDING))
+
     def receive(self, data: bytes, transport: str, addr: Address, now: float, *, stream: bool = False) -> None:
         """Feed one datagram (or one framed stream message) received from ``addr``."""
         if len(data) > self.max_message_bytes:
