@@ -59,7 +59,7 @@ async def test_migrations_match_models(any_database_url: str) -> None:
             )
     finally:
         await engine.dispose()
-    assert version == "0012"
+    assert version == "0013_dead_letters"
     assert diff == []
 
 
