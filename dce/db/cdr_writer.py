@@ -117,6 +117,13 @@ class BatchWriter(Generic[T]):
             return 0.0
         return max(0.0, self._clock() - self._waiting_since)
 
+    def health(self, stall_after_s: float) -> str:
+        """Return "ok", or why records are not being written (waiting ``stall_after_s`` or more, none written)."""
+        stalled = self.stalled_s
+        if stalled < stall_after_s:
+            return "ok"
+        return f"stalled: {self.pending} records waiting, none written for {stalled:.0f} s"
+
     def submit(self, record: T) -> None:
         """Queue a record for writing. Never blocks, never raises."""
         try:

@@ -51,12 +51,14 @@ from dce.http_api.events import EVENT_HUB, EventHub
 from dce.http_api.gdpr import ERASERS as ERASERS_KEY
 from dce.http_api.gdpr import EXPORTERS as EXPORTERS_KEY
 from dce.http_api.gdpr import PSEUDONYM_KEY
+from dce.http_api.health import READY_CHECKS
 from dce.http_api.ledger import ON_CONVERTED, ON_LEDGER_CHANGE
 from dce.http_api.lists import ON_LISTS_CHANGE
 from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.postbacks import ON_POSTBACKS_CHANGE
 from dce.http_api.rate_limit import InProcessRateLimiter, RateLimiter
 from dce.http_api.read_cache import CALLS_CACHE, CacheTtls
+from dce.http_api.record_metrics import register as register_record_metrics
 from dce.http_api.rtb import RtbPingService
 from dce.media.relay import MediaPlane, MediaRelay, PassthroughMedia
 from dce.routing.counters import InMemoryCounters
@@ -198,6 +200,7 @@ class Exchange:
                                  trunk=OutboundTrunk(settings.routing.outbound_trunk), gate=self.compliance.gate,
                                  events=self.call_events, tracer=self.tracing.tracer("dce.exchange.callflow"))
 
+        register_record_metrics(self.metrics.registry, (self.writer, self.bid_writer), database.stall_after_s)
         app = build_app(engine=self.engine, metrics=self.metrics, status=self._status,
                         on_marketplace_change=self._marketplace_changed, rtb_pings=self._rtb_pings(),
                         live_bidding=self.router.live, state=self._api_state(),
@@ -299,6 +302,7 @@ class Exchange:
             CALLING_HOURS: CallingHours.from_config(compliance.calling_hours),
             ERASERS_KEY: ERASERS,
             EXPORTERS_KEY: EXPORTERS,
+            READY_CHECKS: self._ready_checks,
         }
         if self.compliance.lists is not None:
             state[OUTBOUND_LISTS] = self.compliance.lists.outbound
@@ -374,6 +378,11 @@ class Exchange:
         b2bua = self.b2bua
         while (event := b2bua.next_event()) is not None:
             self.callflow.dispatch(event)
+
+    def _ready_checks(self) -> dict[str, str]:
+        """Readiness of the record writers: "ok" unless records wait with none written for stall_after_s."""
+        stall_after_s = self.settings.database.stall_after_s
+        return {f"{writer.kind}_writer": writer.health(stall_after_s) for writer in (self.writer, self.bid_writer)}
 
     def _status(self) -> dict:
         return {"active_calls": self.b2bua.active_calls, "cdr_queue": self.writer.pending,
