@@ -7,7 +7,6 @@ import asyncio
 import json
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.externals import require
-from tests.integration.sipp import HOST, fetch_cdrs, free_port, run_sipp_uac
+from tests.integration.sipp import HOST, fetch_cdrs, free_port, http_get, run_sipp_uac
 from tests.integration.test_marketplace_calls import configure
 from tests.integration.test_sipp_calls import (  # noqa: F401 (pytest fixtures)
     _sipp,
@@ -93,8 +92,10 @@ class CuttableProxy:
 
 
 def health(base: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{base}/health", timeout=5) as response:
-        return json.loads(response.read())
+    """``/health`` with its details (read as the exchange's admin)."""
+    status, body = http_get(f"{base}/health")
+    assert status == 200, status
+    return json.loads(body)
 
 
 def test_calls_route_while_postgresql_is_away_and_every_cdr_is_written_after(
