@@ -65,8 +65,12 @@ class CuttableProxy:
             return
         pair = (writer, up_writer)
         self.writers.update(pair)
-        await asyncio.gather(self._pipe(reader, up_writer, pair), self._pipe(up_reader, writer, pair))
-        self.writers.difference_update(pair)
+        try:
+            await asyncio.gather(self._pipe(reader, up_writer, pair), self._pipe(up_reader, writer, pair))
+        except asyncio.CancelledError:
+            pass  # the proxy is closing
+        finally:
+            self.writers.difference_update(pair)
 
     def restore(self) -> None:
         async def listen() -> None:
