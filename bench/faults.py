@@ -103,6 +103,7 @@ def silent_db(args: argparse.Namespace, root: Path, server_url: str) -> dict[str
             load.join()
             time.sleep(max(0.0, args.outage_s - (time.monotonic() - silenced)))
             stop_started = time.monotonic()
+            figures["silent_s"] = round(stop_started - silenced, 1)  # load over (SIPp done): silent until SIGTERM
             figures["exit_code"] = exchange.stop(timeout=120)  # SIGTERM, the database still silent
             figures["stop_s"] = round(time.monotonic() - stop_started, 1)
             print(f"-- SIGTERM after {time.monotonic() - silenced:.1f} s of silence; stop took "

@@ -98,3 +98,31 @@ def test_a_silent_database_outage_does_not_wedge_the_writer(
         assert http_get(f"{exchange.http_base}/health/ready")[0] == 200
     finally:
         proxy.close()
+
+
+def test_cdrs_of_calls_made_while_the_database_is_away_survive_a_restart(
+        tmp_path: Path, exchange_factory: Any, uas_factory: Any, migrated_database_url: str) -> None:  # noqa: F811
+    """Calls while PostgreSQL is away, then SIGTERM: the CDRs go to the spool (said after fsync); the database comes
+    back, the exchange starts again and writes each of them once."""
+    url = make_url(migrated_database_url)
+    require(url.get_backend_name() == "postgresql", "PostgreSQL (DCE_TEST_DATABASE_URL) for the outage test")
+    proxy = CuttableProxy((url.host or "127.0.0.1", url.port or 5432))
+    try:
+        proxied = url.set(host=HOST, port=proxy.port).render_as_string(hide_password=False)
+        callee = uas_factory("uas_answer")
+        exchange = exchange_factory({}, database_url=proxied, extra_config={
+            "database": {"statement_timeout_s": 2, "connect_timeout_s": 2}})
+        configure(exchange, [{"id": "t1", "name": "Target", "destination": callee.uri}])
+        proxy.cut()
+        during = run_sipp_uac("uac_basic", exchange.sip_target, tmp_path, calls=3, rate=3, hold_ms=200,
+                              timeout=30, name="during")
+        assert_ok(during, calls=3, exchange=exchange)
+        assert exchange.stop(timeout=60) == 0
+        log = exchange.log()
+        assert "3 unwritten records spooled to" in log, log
+        proxy.restore()
+        exchange.start()
+        cdrs = fetch_cdrs(exchange.http_base, 3, timeout=20, settle=1.0)
+        assert len(cdrs) == 3 and len({c["a_leg_call_id"] for c in cdrs}) == 3
+    finally:
+        proxy.close()
