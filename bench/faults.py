@@ -106,8 +106,8 @@ def silent_db(args: argparse.Namespace, root: Path, server_url: str) -> dict[str
             figures["silent_s"] = round(stop_started - silenced, 1)  # load over (SIPp done): silent until SIGTERM
             figures["exit_code"] = exchange.stop(timeout=120)  # SIGTERM, the database still silent
             figures["stop_s"] = round(time.monotonic() - stop_started, 1)
-            print(f"-- SIGTERM after {time.monotonic() - silenced:.1f} s of silence; stop took "
-                  f"{figures['stop_s']} s", flush=True)
+            print(f"-- SIGTERM after {figures['silent_s']} s of silence; the stop took {figures['stop_s']} s",
+                  flush=True)
             first_log = exchange.log()
             proxy.heal()
             exchange.start(timeout=60)  # the same config: same database (via the healed proxy) and spool
