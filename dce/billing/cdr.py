@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
+from typing import Any
+
+from dce.billing.storable import storable, storable_json
+
+# The longest text each field may hold: the storage columns' lengths (a test holds them equal). Text fields not
+# named here (free text such as ``reason``) are bounded by TEXT_LIMIT; ``extra`` keys and values by EXTRA_LIMIT.
+TEXT_LIMITS: dict[str, int] = {
+    "call_id": 128, "a_leg_call_id": 255, "b_leg_call_id": 255, "caller": 255, "called": 64, "did": 64,
+    "destination": 1024, "verstat": 32,
+    # SaleTerms
+    "campaign_id": 64, "publisher_id": 64, "buyer_id": 64, "target_id": 64, "duplicate_after": 16, "bid_id": 128,
+}
+TEXT_LIMIT = 4096
+EXTRA_LIMIT = 1024
 
 
 class Disposition(enum.StrEnum):
@@ -58,10 +72,27 @@ class SaleTerms:
     duplicate_after: str = "connected"  # "connected" or "converted"
     bid_id: str | None = None
 
+    def __post_init__(self) -> None:
+        _make_storable(self)
+
+
+def _make_storable(record: Any) -> None:
+    """Replace every str field of ``record`` by its storable form (see :mod:`dce.billing.storable`)."""
+    for spec in fields(record):
+        value = getattr(record, spec.name)
+        if isinstance(value, str) and not isinstance(value, enum.Enum):
+            clean = storable(value, TEXT_LIMITS.get(spec.name, TEXT_LIMIT))
+            if clean is not value:
+                object.__setattr__(record, spec.name, clean)  # SaleTerms is frozen
+
 
 @dataclass(slots=True)
 class CallDetailRecord:
-    """One finished call. Times are timezone-aware UTC; durations are whole seconds."""
+    """One finished call. Times are timezone-aware UTC; durations are whole seconds.
+
+    Every text field and ``extra`` is made storable on construction (valid UTF-8, no NUL, bounded to its column),
+    so no caller can build a record the database refuses, whatever bytes came from the wire.
+    """
 
     call_id: str  # the exchange's own id for the call
     a_leg_call_id: str  # SIP Call-ID of the inbound leg
@@ -84,6 +115,11 @@ class CallDetailRecord:
     verstat: str | None = None  # STIR/SHAKEN verification status of the inbound call, when verified
     dial_at: datetime | None = None  # the first outbound INVITE
     terms: SaleTerms | None = None  # marketplace calls: who sold and bought it, at what price
+
+    def __post_init__(self) -> None:
+        _make_storable(self)
+        if self.extra:
+            self.extra = storable_json(self.extra, EXTRA_LIMIT)
 
     @property
     def duration_s(self) -> int:

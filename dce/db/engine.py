@@ -25,14 +25,20 @@ def async_url(url: str | URL) -> URL:
     return parsed
 
 
-def create_engine(url: str | URL, *, busy_timeout_s: float = 30.0, **kwargs: Any) -> AsyncEngine:
-    """An :class:`AsyncEngine` for ``url``, tuned per backend.
+def create_engine(url: str | URL, *, connect_timeout_s: float = 5.0, statement_timeout_s: float | None = None,
+                  **kwargs: Any) -> AsyncEngine:
+    """An :class:`AsyncEngine` for ``url``, tuned per backend, with every wait bounded.
 
-    SQLite: WAL journal, ``synchronous=NORMAL``, a busy timeout of ``busy_timeout_s`` and foreign keys on;
-    in-memory databases share one connection. PostgreSQL: pre-ping pooled connections.
+    ``connect_timeout_s`` bounds opening a connection; ``statement_timeout_s`` (None: no limit, for tools such as
+    migrations and list imports) bounds every statement: PostgreSQL's ``statement_timeout`` on the server and
+    asyncpg's ``command_timeout`` on the client (which also ends a wait on a connection gone silent), SQLite's busy
+    timeout. Pooled connections are pre-pinged, so a connection that died while idle is replaced, not used.
+    SQLite: WAL journal, ``synchronous=NORMAL`` and foreign keys on; in-memory databases share one connection.
     """
     parsed = async_url(url)
+    kwargs.setdefault("pool_pre_ping", True)
     if parsed.get_backend_name() == "sqlite":
+        busy_timeout_s = statement_timeout_s if statement_timeout_s is not None else 30.0
         memory = parsed.database in (None, "", ":memory:")
         kwargs.setdefault("connect_args", {}).setdefault("timeout", busy_timeout_s)
         if memory:
@@ -53,7 +59,13 @@ def create_engine(url: str | URL, *, busy_timeout_s: float = 30.0, **kwargs: Any
                 cursor.close()
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    if parsed.get_backend_name() == "postgresql":
+        connect_args = kwargs.setdefault("connect_args", {})
+        connect_args.setdefault("timeout", connect_timeout_s)
+        if statement_timeout_s is not None:
+            connect_args.setdefault("command_timeout", statement_timeout_s)
+            connect_args.setdefault("server_settings", {}).setdefault(
+                "statement_timeout", str(int(statement_timeout_s * 1000)))
     return create_async_engine(parsed, **kwargs)
 
 

@@ -114,6 +114,7 @@ from dce.db import audit_models as audit_models  # noqa: E402
 from dce.db import auth_models as auth_models  # noqa: E402
 from dce.db import bid_models as bid_models  # noqa: E402
 from dce.db import consent_models as consent_models  # noqa: E402
+from dce.db import dead_letter_models as dead_letter_models  # noqa: E402
 from dce.db import ledger_models as ledger_models  # noqa: E402
 from dce.db import list_models as list_models  # noqa: E402
 from dce.db import marketplace_models as marketplace_models  # noqa: E402

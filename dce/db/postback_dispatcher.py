@@ -49,6 +49,7 @@ from dce.billing.postback import (
 )
 from dce.db import postback_repository as repo
 from dce.db.cdr_writer import BatchWriter
+from dce.db.record_codec import Codec
 from dce.db.watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,8 @@ class PostbackDispatcher:
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
         self._book = PostbackBook()
         self._writer: BatchWriter[repo.NewDelivery] = BatchWriter(
-            engine, insert=self._store, kind="postback", batch_size=settings.batch_size,
+            engine, insert=self._store, codec=Codec(repo.NewDelivery, "postback", lambda d: d.id),
+            batch_size=settings.batch_size,
             flush_interval_s=settings.flush_interval_s,
         )  # fmt: skip
         self._watcher: Watcher[Iterable[PostbackConfig]] = Watcher(

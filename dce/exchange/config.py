@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 import phonenumbers
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -191,12 +191,24 @@ class MediaConfig(_Section):
 
 
 class DatabaseConfig(_Section):
-    """Storage URL (SQLAlchemy async) and the CDR writer's batching."""
+    """Storage URL (SQLAlchemy async), timeouts, and the record writers' batching, queue bound and spool."""
 
     url: str = "sqlite+aiosqlite:///./dce.db"
     batch_size: int = Field(200, gt=0)
     flush_interval_s: float = Field(0.2, gt=0)
-    spool_path: str = "./dce-cdr-spool.jsonl"  # CDRs not written by shutdown wait here for the next start
+    # CDRs past queue_limit, and those unwritten at shutdown, wait here (fsynced) and are read back when the
+    # database takes them; bids use "<spool_path>.bids"
+    spool_path: str = "./dce-cdr-spool.jsonl"
+    queue_limit: int = Field(10_000, gt=0)  # records held in memory per writer before spilling to the spool
+    connect_timeout_s: float = Field(5.0, gt=0)  # opening a connection
+    statement_timeout_s: float = Field(15.0, gt=0)  # every statement (server-side on PostgreSQL) and every write
+    stall_after_s: float = Field(30.0, gt=0)  # records waiting this long with none written: not ready
+
+    @model_validator(mode="after")
+    def _check_queue(self) -> DatabaseConfig:
+        if self.queue_limit < self.batch_size:
+            raise ValueError("database.queue_limit must be at least database.batch_size")
+        return self
 
 
 class RoutingConfig(_Section):

@@ -8,7 +8,6 @@ import random
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,8 +20,8 @@ from dce.bidding.rtb import RtbPinger
 from dce.billing.cdr import CallDetailRecord
 from dce.compliance.tcpa import CallingHours
 from dce.compliance.verdict import Verdict
-from dce.db import cdr_spool
 from dce.db.bid_repository import insert_bids
+from dce.db.cdr_spool import Spool
 from dce.db.cdr_writer import BatchWriter, CdrWriter
 from dce.db.engine import create_engine
 from dce.db.gdpr import pseudonymise_old_calls, retention_cutoff
@@ -30,6 +29,7 @@ from dce.db.ledger_repository import buyer_balances, ledger_version
 from dce.db.marketplace_repository import MarketplaceData
 from dce.db.marketplace_watcher import MarketplaceWatcher
 from dce.db.postback_dispatcher import PostbackDispatcher
+from dce.db.record_codec import BID_CODEC, CDR_CODEC
 from dce.db.tracing import trace_statements
 from dce.db.watcher import Watcher
 from dce.exchange.call_events import CallEvents
@@ -53,12 +53,14 @@ from dce.http_api.events import EVENT_HUB, EventHub
 from dce.http_api.gdpr import ERASERS as ERASERS_KEY
 from dce.http_api.gdpr import EXPORTERS as EXPORTERS_KEY
 from dce.http_api.gdpr import PSEUDONYM_KEY
+from dce.http_api.health import READY_CHECKS
 from dce.http_api.ledger import ON_CONVERTED, ON_LEDGER_CHANGE
 from dce.http_api.lists import ON_LISTS_CHANGE
 from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.postbacks import ON_POSTBACKS_CHANGE
 from dce.http_api.rate_limit import InProcessRateLimiter, RateLimiter
 from dce.http_api.read_cache import CALLS_CACHE, CacheTtls
+from dce.http_api.record_metrics import register as register_record_metrics
 from dce.http_api.rtb import RtbPingService
 from dce.media.ports import ephemeral_overlap
 from dce.media.relay import MediaPlane, MediaRelay, PassthroughMedia
@@ -154,15 +156,14 @@ class Exchange:
         settings = self.settings
         observer = _Observer(self.metrics)
         self.tracing = setup_tracing(settings.tracing)  # off: the API's no-op tracer, no HTTP middleware
-        self.engine = create_engine(settings.database.url)
+        database = settings.database
+        self.engine = create_engine(database.url, connect_timeout_s=database.connect_timeout_s,
+                                    statement_timeout_s=database.statement_timeout_s)
         if self.tracing.enabled:  # SQL under a request's or a call's span shows as its children
             trace_statements(self.engine, self.tracing.tracer("dce.db"))
-        self.writer = CdrWriter(self.engine, batch_size=settings.database.batch_size,
-                                flush_interval_s=settings.database.flush_interval_s,
-                                on_depth=self.metrics.cdr_queue.set)
-        await self.writer.start()
-        for cdr in cdr_spool.take(Path(settings.database.spool_path)):
-            self.writer.submit(cdr)
+        self.writer = CdrWriter(self.engine, **self._writer_options(), on_depth=self.metrics.cdr_queue.set,
+                                spool=Spool(database.spool_path, CDR_CODEC))
+        await self.writer.start()  # reads back what the spool holds (the last stop's, or spilled) as it can
 
         sip = settings.sip
         low, high = settings.media.port_range
@@ -226,6 +227,7 @@ class Exchange:
                                                    leg_guard_s=timers.timeout))
         self._watchdog = asyncio.create_task(self.callflow.run_watchdog())
 
+        register_record_metrics(self.metrics.registry, (self.writer, self.bid_writer), database.stall_after_s)
         app = build_app(engine=self.engine, metrics=self.metrics, status=self._status,
                         on_marketplace_change=self._marketplace_changed, rtb_pings=self._rtb_pings(),
                         live_bidding=self.router.live, state=self._api_state(),
@@ -252,8 +254,8 @@ class Exchange:
                                         pinger=RtbPinger(self.http_client), reservations=Reservations(),
                                         live=LiveBidding())
         self.bid_writer: BatchWriter[BidLogEntry] = BatchWriter(
-            self.engine, insert=insert_bids, kind="bid", batch_size=self.settings.database.batch_size,
-            flush_interval_s=self.settings.database.flush_interval_s)
+            self.engine, insert=insert_bids, codec=BID_CODEC, **self._writer_options(),
+            spool=Spool(self.settings.database.spool_path + ".bids", BID_CODEC))
         await self.bid_writer.start()
         self.events_hub = EventHub()
         self.router.bid_log = self._log_bid
@@ -270,6 +272,12 @@ class Exchange:
             self.cluster.start()
         self.duplicates = duplicates
         self._housekeeping = asyncio.create_task(self._keep_house())
+
+    def _writer_options(self) -> dict[str, Any]:
+        """The record writers' batching, write timeout and memory bound, from ``database``."""
+        database = self.settings.database
+        return {"batch_size": database.batch_size, "flush_interval_s": database.flush_interval_s,
+                "write_timeout_s": database.statement_timeout_s, "queue_limit": database.queue_limit}
 
     async def _keep_house(self, every_s: float = 5.0) -> None:
         """Forget duplicate-caller and fraud history no window can still see (bounded memory)."""
@@ -321,6 +329,7 @@ class Exchange:
             CALLING_HOURS: CallingHours.from_config(compliance.calling_hours),
             ERASERS_KEY: ERASERS,
             EXPORTERS_KEY: EXPORTERS,
+            READY_CHECKS: self._ready_checks,
         }
         if self.compliance.lists is not None:
             state[OUTBOUND_LISTS] = self.compliance.lists.outbound
@@ -397,6 +406,11 @@ class Exchange:
         while (event := b2bua.next_event()) is not None:
             self.callflow.dispatch(event)
 
+    def _ready_checks(self) -> dict[str, str]:
+        """Readiness of the record writers: "ok" unless records wait with none written for stall_after_s."""
+        stall_after_s = self.settings.database.stall_after_s
+        return {f"{writer.kind}_writer": writer.health(stall_after_s) for writer in (self.writer, self.bid_writer)}
+
     def _status(self) -> dict:
         return {"active_calls": self.b2bua.active_calls, "cdr_queue": self.writer.pending,
                 "media_sessions": self.media.active_sessions}
@@ -439,14 +453,11 @@ class Exchange:
         await self.http_client.close()
         await self.transport.close()
         await self.media.close()
-        unwritten_bids = await self.bid_writer.close()
-        if unwritten_bids:
-            log.error("%d bid log entries could not be written before shutdown", len(unwritten_bids))
-        left = await self.writer.close()
-        if left:
-            log.error("%d CDRs could not be written before shutdown: spooled to %s", len(left),
-                      self.settings.database.spool_path)
-            cdr_spool.spool(Path(self.settings.database.spool_path), left)
+        for writer in (self.bid_writer, self.writer):  # what is not written is spooled (said after fsync)
+            lost = await writer.close()
+            if lost:
+                log.error("%d %s records could be neither written nor spooled before shutdown", len(lost),
+                          writer.kind)
         await self.engine.dispose()
         await self.tracing.shutdown()  # the last calls' and requests' spans are exported before exit
         self.gc_policy.stop()

@@ -11,9 +11,7 @@ from aiohttp import web
 from opentelemetry.trace import Tracer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dce import __version__
 from dce.bidding.live import LiveBidding
-from dce.db.engine import check
 from dce.http_api.auth import AUTHENTICATOR, Authenticator, auth_middleware
 from dce.http_api.auth_api import auth_routes
 from dce.http_api.bids import routes as bid_routes
@@ -22,6 +20,7 @@ from dce.http_api.consents import consent_routes
 from dce.http_api.debug import debug_api_routes, debug_routes
 from dce.http_api.events import events_routes
 from dce.http_api.gdpr import gdpr_routes
+from dce.http_api.health import install as install_health
 from dce.http_api.hooks import OnChange
 from dce.http_api.http_metrics import http_metrics_middleware
 from dce.http_api.inputs import input_guard_middleware
@@ -33,7 +32,7 @@ from dce.http_api.marketplace import ON_MARKETPLACE_CHANGE, marketplace_routes
 from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.openapi import setup_docs
 from dce.http_api.postbacks import postback_routes
-from dce.http_api.problems import problem, problem_middleware
+from dce.http_api.problems import problem_middleware
 from dce.http_api.rate_limit import RateLimiter, rate_limit_middleware
 from dce.http_api.read_cache import CacheTtls
 from dce.http_api.read_cache import install as install_read_caches
@@ -45,54 +44,6 @@ from dce.http_api.tracing import tracing_middleware
 log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
-
-
-async def _database_check(request: web.Request) -> str:
-    """Return "ok", or the error text."""
-    try:
-        await check(request.app[ENGINE])
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"[:500] if str(exc) else type(exc).__name__
-    return "ok"
-
-
-@routes.get("/health")
-async def health(request: web.Request) -> web.Response:
-    """Status, version, uptime and checks; "degraded" when any check is not "ok" (always HTTP 200)."""
-    checks: dict[str, Any] = {"database": await _database_check(request)}
-    extra: dict[str, Any] = {}
-    status_fn = request.app.get(STATUS)
-    if status_fn is not None:
-        try:
-            extra = dict(status_fn())
-        except Exception as exc:
-            log.exception("status() failed")
-            checks["status"] = f"{type(exc).__name__}: {exc}"
-        checks.update(extra.pop("checks", None) or {})
-    healthy = all(value == "ok" for value in checks.values())
-    body = {
-        **extra,
-        "status": "ok" if healthy else "degraded",
-        "version": __version__,
-        "uptime_s": round(time.monotonic() - request.app[STARTED_AT], 3),
-        "checks": checks,
-    }
-    return web.json_response(body)
-
-
-@routes.get("/health/live")
-async def live(_request: web.Request) -> web.Response:
-    """200 while the process serves requests."""
-    return web.json_response({"status": "ok"})
-
-
-@routes.get("/health/ready")
-async def ready(request: web.Request) -> web.Response:
-    """200 when the database answers, else 503 problem+json."""
-    database = await _database_check(request)
-    if database != "ok":
-        return problem(503, f"database: {database}", title="Not Ready")
-    return web.json_response({"status": "ok", "checks": {"database": "ok"}})
 
 
 @routes.get("/metrics")
@@ -156,6 +107,7 @@ def build_app(
         app[LIVE_BIDDING] = live_bidding
     for key, value in (state or {}).items():
         app[key] = value
+    install_health(app)
     app.add_routes(routes)
     app.add_routes(live_bidding_ws_routes())
     app.add_routes(events_routes())

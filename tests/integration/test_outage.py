@@ -3,11 +3,8 @@ is written once the database is back. The exchange reaches PostgreSQL through a 
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +12,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.externals import require
-from tests.integration.sipp import HOST, fetch_cdrs, free_port, run_sipp_uac
+from tests.integration.db_proxy import CuttableProxy
+from tests.integration.sipp import HOST, fetch_cdrs, http_get, run_sipp_uac
 from tests.integration.test_marketplace_calls import configure
 from tests.integration.test_sipp_calls import (  # noqa: F401 (pytest fixtures)
     _sipp,
@@ -27,74 +25,11 @@ from tests.integration.test_sipp_calls import (  # noqa: F401 (pytest fixtures)
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 
-class CuttableProxy:
-    """A TCP proxy on loopback, in its own thread: ``cut()`` closes the port and every connection through it,
-    ``restore()`` listens again on the same port."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.port = free_port("tcp")
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.server: asyncio.base_events.Server | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
-        self.restore()
-
-    def _call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-        except OSError:
-            writer.close()
-            return
-        self.writers.update((writer, up_writer))
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
-        self.writers.difference_update((writer, up_writer))
-
-    def restore(self) -> None:
-        async def listen() -> None:
-            self.server = await asyncio.start_server(self._handle, HOST, self.port, reuse_address=True)
-        self._call(listen())
-
-    def cut(self) -> None:
-        async def close() -> None:
-            assert self.server is not None
-            self.server.close()
-            for writer in list(self.writers):
-                writer.transport.abort()
-            self.writers.clear()
-        self._call(close())
-
-    def close(self) -> None:
-        self.cut()
-
-        async def finish_pipes() -> None:  # connections still being piped end here, not at the loop's garbage
-            pipes = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-            for task in pipes:
-                task.cancel()
-            await asyncio.gather(*pipes, return_exceptions=True)
-
-        self._call(finish_pipes())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-
 def health(base: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{base}/health", timeout=5) as response:
-        return json.loads(response.read())
+    """``/health`` with its details (read as the exchange's admin)."""
+    status, body = http_get(f"{base}/health")
+    assert status == 200, status
+    return json.loads(body)
 
 
 def test_calls_route_while_postgresql_is_away_and_every_cdr_is_written_after(
@@ -123,5 +58,71 @@ def test_calls_route_while_postgresql_is_away_and_every_cdr_is_written_after(
             time.sleep(0.5)
         cdrs = fetch_cdrs(exchange.http_base, 4)
         assert len(cdrs) == 4 and {c["disposition"] for c in cdrs} == {"answered"}
+    finally:
+        proxy.close()
+
+
+def test_a_silent_database_outage_does_not_wedge_the_writer(
+        tmp_path: Path, exchange_factory: Any, uas_factory: Any, migrated_database_url: str) -> None:  # noqa: F811
+    """The database goes silent (bytes vanish, no reset) and comes back: connections open at the time never
+    answer again. Every statement has a timeout, so the writer gives them up, reconnects and writes every CDR;
+    without timeouts it waited on a dead connection forever."""
+    url = make_url(migrated_database_url)
+    require(url.get_backend_name() == "postgresql", "PostgreSQL (DCE_TEST_DATABASE_URL) for the outage test")
+    proxy = CuttableProxy((url.host or "127.0.0.1", url.port or 5432))
+    try:
+        proxied = url.set(host=HOST, port=proxy.port).render_as_string(hide_password=False)
+        callee = uas_factory("uas_answer")
+        exchange = exchange_factory({}, database_url=proxied, extra_config={
+            "database": {"statement_timeout_s": 2, "connect_timeout_s": 2, "stall_after_s": 3}})
+        configure(exchange, [{"id": "t1", "name": "Target", "destination": callee.uri}])
+        first = run_sipp_uac("uac_basic", exchange.sip_target, tmp_path, hold_ms=200, timeout=30, name="before")
+        assert_ok(first, exchange=exchange)
+        fetch_cdrs(exchange.http_base, 1)
+
+        proxy.silence()
+        during = run_sipp_uac("uac_basic", exchange.sip_target, tmp_path, calls=3, rate=3, hold_ms=200,
+                              timeout=30, name="during")
+        assert_ok(during, calls=3, exchange=exchange)
+        deadline = time.monotonic() + 15
+        while http_get(f"{exchange.http_base}/health/ready")[0] != 503 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert http_get(f"{exchange.http_base}/health/ready")[0] == 503  # records are not being written
+
+        proxy.heal()
+        cdrs = fetch_cdrs(exchange.http_base, 4, timeout=30)
+        assert len(cdrs) == 4 and {c["disposition"] for c in cdrs} == {"answered"}
+        deadline = time.monotonic() + 10
+        while http_get(f"{exchange.http_base}/health/ready")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert http_get(f"{exchange.http_base}/health/ready")[0] == 200
+    finally:
+        proxy.close()
+
+
+def test_cdrs_of_calls_made_while_the_database_is_away_survive_a_restart(
+        tmp_path: Path, exchange_factory: Any, uas_factory: Any, migrated_database_url: str) -> None:  # noqa: F811
+    """Calls while PostgreSQL is away, then SIGTERM: the CDRs go to the spool (said after fsync); the database comes
+    back, the exchange starts again and writes each of them once."""
+    url = make_url(migrated_database_url)
+    require(url.get_backend_name() == "postgresql", "PostgreSQL (DCE_TEST_DATABASE_URL) for the outage test")
+    proxy = CuttableProxy((url.host or "127.0.0.1", url.port or 5432))
+    try:
+        proxied = url.set(host=HOST, port=proxy.port).render_as_string(hide_password=False)
+        callee = uas_factory("uas_answer")
+        exchange = exchange_factory({}, database_url=proxied, extra_config={
+            "database": {"statement_timeout_s": 2, "connect_timeout_s": 2}})
+        configure(exchange, [{"id": "t1", "name": "Target", "destination": callee.uri}])
+        proxy.cut()
+        during = run_sipp_uac("uac_basic", exchange.sip_target, tmp_path, calls=3, rate=3, hold_ms=200,
+                              timeout=30, name="during")
+        assert_ok(during, calls=3, exchange=exchange)
+        assert exchange.stop(timeout=60) == 0
+        log = exchange.log()
+        assert "3 unwritten records spooled to" in log, log
+        proxy.restore()
+        exchange.start()
+        cdrs = fetch_cdrs(exchange.http_base, 3, timeout=20, settle=1.0)
+        assert len(cdrs) == 3 and len({c["a_leg_call_id"] for c in cdrs}) == 3
     finally:
         proxy.close()

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce.billing.cdr import CallDetailRecord
 from dce.db.cdr_repository import insert_cdrs, list_cdrs
+from dce.db.cdr_spool import Spool
 from dce.db.cdr_writer import CdrWriter
+from dce.db.dead_letters import list_dead_letters
 from dce.db.engine import create_engine
 from dce.db.migrate import upgrade_async
+from dce.db.record_codec import CDR_CODEC
 from tests.cdr_factory import make_cdr
 
 
@@ -126,6 +133,7 @@ async def test_database_failure_keeps_records_and_recovers(engine: AsyncEngine, 
     assert await writer.close() == []
     assert await stored_ids(engine) == sorted(cdr.call_id for cdr in submitted)
     assert insert.written_in_order() == [cdr.call_id for cdr in submitted]  # order preserved
+    assert writer.dead_lettered == 0  # a missing table is the database's fault, not the records'
 
 
 async def test_retry_after_lost_ack_does_not_duplicate(
@@ -177,3 +185,177 @@ async def test_submit_never_raises(engine: AsyncEngine) -> None:
 def test_batch_size_must_be_positive(engine: AsyncEngine) -> None:
     with pytest.raises(ValueError):
         CdrWriter(engine, batch_size=0)
+
+
+def poison(n: int) -> CallDetailRecord:
+    """A record no database takes: text set after construction bypasses the storable boundary (a future bug)."""
+    cdr = make_cdr(n)
+    cdr.caller = "bad \udcff byte"  # neither SQLite's driver nor PostgreSQL takes a lone surrogate
+    return cdr
+
+
+class FlakyInsert:
+    """insert_cdrs behind a switch: while ``down``, every write raises ``error`` (an outage)."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.down = True
+        self.error = error or ConnectionRefusedError("connection refused")
+        self.sizes: list[int] = []
+
+    async def __call__(self, engine: AsyncEngine, cdrs: Sequence[CallDetailRecord]) -> None:
+        self.sizes.append(len(cdrs))
+        if self.down:
+            raise self.error
+        await insert_cdrs(engine, cdrs)
+
+
+async def test_a_poison_record_is_set_aside_and_blocks_no_other(
+    engine: AsyncEngine, migrated_database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    records = [poison(n) if n in (3, 7) else make_cdr(n) for n in range(10)]
+    writer = CdrWriter(engine, batch_size=5, flush_interval_s=0.01, initial_backoff_s=0.01)
+    await writer.start()
+    with caplog.at_level(logging.ERROR, logger="dce.db.cdr_writer"):
+        for cdr in records:
+            writer.submit(cdr)
+        async with asyncio.timeout(10):
+            await writer.flush()
+    assert await writer.close() == []
+
+    assert await stored_ids(engine) == [make_cdr(n).call_id for n in range(10) if n not in (3, 7)]
+    letters = await list_dead_letters(engine, "cdr")
+    assert [row["record_key"] for row in letters] == ["call-00003", "call-00007"]
+    assert all(row["error"] for row in letters)
+    assert json.loads(letters[0]["payload"])["caller"] == "bad \udcff byte"  # the record as it was, every field
+    assert CDR_CODEC.loads(letters[0]["payload"]) == replace(make_cdr(3), caller="bad \\xff byte")  # replayable
+    assert writer.dead_lettered == 2 and writer.written == 8
+    assert sum("set aside as a dead letter" in r.getMessage() for r in caplog.records) == 2
+
+
+async def test_a_poison_record_alone_in_its_batch_is_set_aside(engine: AsyncEngine, migrated_database_url: str) -> None:
+    writer = CdrWriter(engine, batch_size=5, flush_interval_s=0.01, initial_backoff_s=0.01)
+    await writer.start()
+    writer.submit(poison(1))
+    async with asyncio.timeout(10):
+        await writer.flush()
+    writer.submit(make_cdr(2))  # and the next one is written
+    async with asyncio.timeout(10):
+        await writer.flush()
+    await writer.close()
+    assert await stored_ids(engine) == ["call-00002"]
+    assert writer.dead_lettered == 1
+
+
+async def test_an_outage_keeps_the_whole_batch_queued_without_isolating(
+    engine: AsyncEngine, migrated_database_url: str
+) -> None:
+    insert = FlakyInsert()
+    writer = CdrWriter(engine, batch_size=5, flush_interval_s=0.01, initial_backoff_s=0.005, max_backoff_s=0.01,
+                       insert=insert)
+    await writer.start()
+    for n in range(5):
+        writer.submit(make_cdr(n))
+    async with asyncio.timeout(10):
+        while len(insert.sizes) < 4:
+            await asyncio.sleep(0.005)
+    assert set(insert.sizes) == {5}  # retried as a batch, never one by one
+    assert writer.pending == 5 and writer.dead_lettered == 0
+    insert.down = False
+    async with asyncio.timeout(10):
+        await writer.flush()
+    await writer.close()
+    assert len(await stored_ids(engine)) == 5
+
+
+async def test_a_write_that_hangs_is_timed_out_and_retried(engine: AsyncEngine, migrated_database_url: str) -> None:
+    """A database gone silent: without a timeout the writer waits forever on the first write."""
+    calls = 0
+
+    async def hangs_once(engine_: AsyncEngine, cdrs: Sequence[CallDetailRecord]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.Event().wait()  # no answer, no error: a blackholed connection
+        await insert_cdrs(engine_, cdrs)
+
+    writer = CdrWriter(engine, batch_size=5, flush_interval_s=0.01, initial_backoff_s=0.01, write_timeout_s=0.1,
+                       insert=hangs_once)
+    await writer.start()
+    writer.submit(make_cdr(1))
+    async with asyncio.timeout(10):
+        await writer.flush()
+    await writer.close()
+    assert await stored_ids(engine) == ["call-00001"] and calls == 2
+
+
+async def test_the_queue_is_bounded_and_spills_to_the_spool_then_everything_is_written(
+    engine: AsyncEngine, migrated_database_url: str, tmp_path: Path
+) -> None:
+    insert = FlakyInsert()
+    spool = Spool(tmp_path / "spool.jsonl", CDR_CODEC)
+    writer = CdrWriter(engine, batch_size=5, queue_limit=10, flush_interval_s=0.01, initial_backoff_s=0.005,
+                       max_backoff_s=0.01, insert=insert, spool=spool)
+    await writer.start()
+    for n in range(50):
+        writer.submit(make_cdr(n))
+    async with asyncio.timeout(10):
+        while writer.spilled < 40:
+            await asyncio.sleep(0.005)
+    assert writer.pending == 10  # the memory queue never held more than its limit
+    assert len(spool.path.read_text().splitlines()) == 40
+
+    insert.down = False  # the database is back: memory first, then the spool chunk by chunk
+    async with asyncio.timeout(10):
+        while writer.written < 50:
+            await asyncio.sleep(0.01)
+    await writer.close()
+    assert await stored_ids(engine) == [make_cdr(n).call_id for n in range(50)]
+    assert not spool.has_records()
+
+
+async def test_close_spools_what_is_left_and_the_next_start_writes_it(
+    engine: AsyncEngine, migrated_database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = Spool(tmp_path / "spool.jsonl", CDR_CODEC)
+    writer = CdrWriter(engine, flush_interval_s=0.01, initial_backoff_s=0.01, insert=FlakyInsert(), spool=spool)
+    await writer.start()
+    for n in range(3):
+        writer.submit(make_cdr(n))
+    with caplog.at_level(logging.WARNING, logger="dce.db.cdr_writer"):
+        assert await writer.close(timeout_s=0.2) == []  # nothing lost: on disk, fsynced
+    assert "spooled to" in caplog.text
+    assert len(spool.path.read_text().splitlines()) == 3
+
+    again = CdrWriter(engine, flush_interval_s=0.01, spool=Spool(spool.path, CDR_CODEC))
+    await again.start()  # reads the spool back at start
+    async with asyncio.timeout(10):
+        while again.written < 3:
+            await asyncio.sleep(0.01)
+    await again.close()
+    assert len(await stored_ids(engine)) == 3
+    assert not spool.has_records()
+
+
+async def test_stalled_seconds_follow_a_virtual_clock(engine: AsyncEngine, migrated_database_url: str) -> None:
+    now = [1000.0]
+    insert = FlakyInsert()
+    writer = CdrWriter(engine, flush_interval_s=0.01, initial_backoff_s=0.005, max_backoff_s=0.01, insert=insert,
+                       clock=lambda: now[0])
+    assert writer.stalled_s == 0
+    await writer.start()
+    writer.submit(make_cdr(1))
+    now[0] += 45
+    assert writer.stalled_s == 45  # records waiting, none written for 45 s
+    insert.down = False
+    async with asyncio.timeout(10):
+        await writer.flush()
+    assert writer.stalled_s == 0
+    writer.submit(make_cdr(2))
+    now[0] += 1
+    assert writer.stalled_s == 1  # counted from the last write, not from the first record ever
+    await writer.close()
+
+
+def test_dead_letter_payload_is_ascii_json() -> None:
+    payload = CDR_CODEC.dumps(poison(1))
+    assert payload.isascii() and json.loads(payload)["caller"] == "bad \udcff byte"

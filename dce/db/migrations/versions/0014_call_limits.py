@@ -1,7 +1,7 @@
 """call limits: a campaign's maximum call duration (NULL: the exchange's routing.max_call_duration_s)
 
 Revision ID: 0014_call_limits
-Revises: 0012
+Revises: 0013_dead_letters
 Create Date: 2026-12-03
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0014_call_limits"
-down_revision: str | None = "0012"  # re-chained after 0013 when the branches merge
+down_revision: str | None = "0013_dead_letters"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
