@@ -125,6 +125,8 @@ class HttpConfig(_Section):
     listen: str = "127.0.0.1:8080"
     cors_origins: list[str] = Field(default_factory=list)  # browser origins allowed to call the API (CORS)
     cache: HttpCacheConfig = Field(default_factory=HttpCacheConfig)
+    metrics_cache_s: float = Field(1.0, ge=0)  # /metrics is rendered at most once per this many seconds
+    metrics_token: SecretStr | None = None  # set: /metrics wants "Authorization: Bearer <token>"
 
     @field_validator("cors_origins")
     @classmethod

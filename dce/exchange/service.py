@@ -204,6 +204,9 @@ class Exchange:
                         live_bidding=self.router.live, state=self._api_state(),
                         cors_origins=settings.http.cors_origins, auth=self._authenticator(),
                         rate_limiter=self._rate_limiter(), cache_ttls=CacheTtls(**settings.http.cache.model_dump()),
+                        metrics_cache_s=settings.http.metrics_cache_s,
+                        metrics_token=settings.http.metrics_token.get_secret_value()
+                        if settings.http.metrics_token else None,
                         tracer=self.tracing.tracer("dce.http_api") if self.tracing.enabled else None)
         calls_cache = app[CALLS_CACHE]
         self.writer.on_written = lambda _count: calls_cache.invalidate()  # a stored CDR shows on the next page

@@ -18,6 +18,8 @@ new labelled metric must declare its sets in :attr:`ExchangeMetrics.label_sets` 
 
 from __future__ import annotations
 
+import hmac
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Literal, Protocol
 
@@ -323,6 +325,37 @@ class ExchangeMetrics:
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class Scrapes:
+    """``/metrics`` made cheap and optionally private.
+
+    The exposition is rendered at most once per ``max_age_s`` (0: every scrape): rendering runs on the event loop
+    that also carries SIP, so a flood of scrapes costs one render per interval, and concurrent scrapes share it
+    (rendering is synchronous: the first renders, the rest find it fresh). With a ``token``, a scrape must send
+    ``Authorization: Bearer <token>`` (Prometheus: ``authorization: {credentials: ...}``)."""
+
+    def __init__(self, metrics: ExchangeMetrics, *, max_age_s: float = 1.0, token: str | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.metrics = metrics
+        self.max_age_s = max_age_s
+        self._expected = f"Bearer {token}".encode() if token else None
+        self._clock = clock
+        self._rendered: tuple[bytes, str] | None = None
+        self._at = 0.0
+
+    def allows(self, authorization: str | None) -> bool:
+        """Whether a scrape with this ``Authorization`` header may read the metrics."""
+        if self._expected is None:
+            return True
+        return authorization is not None and hmac.compare_digest(authorization.encode(), self._expected)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type, at most ``max_age_s`` old."""
+        now = self._clock()
+        if self._rendered is None or now - self._at >= self.max_age_s:
+            self._rendered, self._at = self.metrics.render(), now
+        return self._rendered
 
 
 def label_violations(metrics: ExchangeMetrics, routes: Iterable[str] | None = None) -> list[str]:

@@ -251,7 +251,7 @@ def _marketplace_docs() -> dict[tuple[str, str], Doc]:
 DOCS: dict[tuple[str, str], Doc] = {
     **_marketplace_docs(),
     ("GET", "/health"): Doc(problems=()),
-    ("GET", "/metrics"): Doc(content_type="text/plain"),
+    ("GET", "/metrics"): Doc(content_type="text/plain", problems=(401,)),
     ("GET", "/health/ready"): Doc(problems=(503,)),
     ("GET", "/ws/v1/bidding"): Doc(
         "Live auctions over a WebSocket (JSON text frames)", query=(Param("buyer_id", "hear only this buyer's calls"),),

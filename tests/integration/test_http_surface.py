@@ -3,18 +3,26 @@ optionally authenticated ``/metrics``, no software versions in headers, and the 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dce.http_api.metrics import SIP_METHODS
+from dce.http_api.app import build_app
+from dce.http_api.http_metrics import UNMATCHED
+from dce.http_api.metrics import MAX_BUYER_SERIES, SIP_METHODS, ExchangeMetrics, label_violations
 from tests.integration.sipp import HOST, ExchangeProcess
 
 pytestmark = pytest.mark.integration
+
+Client = TestClient[Any, Any]
 
 
 @pytest.fixture
@@ -63,3 +71,60 @@ def test_unknown_sip_methods_over_udp_make_no_new_series(exchange: ExchangeProce
     assert "FLOOD" not in text
     print(f"/metrics bytes before={len(before)} after={len(text)}")
     assert len(text) < len(before) + 4000
+
+
+# ------------------------------------------------------------------------------------------------- side API
+
+
+@pytest.fixture
+def metrics() -> ExchangeMetrics:
+    return ExchangeMetrics()
+
+
+@pytest.fixture
+async def client(engine: AsyncEngine, metrics: ExchangeMetrics) -> AsyncIterator[Client]:
+    async with TestClient(TestServer(build_app(engine=engine, metrics=metrics))) as client:
+        yield client
+
+
+async def test_http_labels_stay_closed_whatever_clients_send(client: Client, metrics: ExchangeMetrics) -> None:
+    """Unknown methods and raw paths: only route templates and known methods become label values."""
+    for i in range(60):
+        await client.request(f"FOO{i}", f"/api/v1/campaigns/c-{i}")
+        await client.get(f"/no/such/path/{i}")
+        await client.get(f"/api/v1/campaigns/c-{i}")
+    routes = set((await (await client.get("/api/openapi.json")).json())["paths"])
+    assert label_violations(metrics, routes | {UNMATCHED}) == []
+    text = (await (await client.get("/metrics")).read()).decode()
+    assert "FOO" not in text and "/no/such" not in text and "c-1" not in text
+
+
+async def test_metrics_token(engine: AsyncEngine, metrics: ExchangeMetrics) -> None:
+    app = build_app(engine=engine, metrics=metrics, metrics_token="scrape-s3cret")
+    async with TestClient(TestServer(app)) as client:
+        refused = await client.get("/metrics")
+        assert refused.status == 401
+        assert refused.content_type == "application/problem+json"
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+        assert "dce_" not in await refused.text()
+        assert (await client.get("/metrics", headers={"Authorization": "Bearer wrong"})).status == 401
+        ok = await client.get("/metrics", headers={"Authorization": "Bearer scrape-s3cret"})
+        assert ok.status == 200 and "dce_active_calls" in await ok.text()
+
+
+async def test_scrape_flood_renders_once_a_second(client: Client, metrics: ExchangeMetrics) -> None:
+    for i in range(MAX_BUYER_SERIES):  # a big registry: rendering it is the cost
+        metrics.call_finished("answered", f"b{i}")
+    real, renders = metrics.render, 0
+
+    def counting() -> tuple[bytes, str]:
+        nonlocal renders
+        renders += 1
+        return real()
+
+    metrics.render = counting  # type: ignore[method-assign]
+    started = time.monotonic()
+    answers = await asyncio.gather(*(client.get("/metrics") for _ in range(200)))
+    elapsed = time.monotonic() - started
+    assert all(a.status == 200 for a in answers)
+    assert renders <= 1 + int(elapsed)

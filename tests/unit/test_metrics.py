@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dce.http_api.metrics import MAX_BUYER_SERIES, OTHER, ExchangeMetrics, label_violations
+from dce.http_api.metrics import MAX_BUYER_SERIES, OTHER, ExchangeMetrics, Scrapes, label_violations
 
 
 def test_metrics_render_with_names_and_labels() -> None:
@@ -176,3 +176,34 @@ def test_redis_components_are_a_closed_set() -> None:
     metrics.redis_links_from(lambda: [Link("velocity"), Link("slots"), Link("rate limits"), Link("wire junk")])
     assert label_violations(metrics) == []
     assert 'dce_redis_up{component="other"} 1.0' in metrics.render()[0].decode()
+
+
+def test_scrapes_render_at_most_once_per_interval() -> None:
+    metrics = ExchangeMetrics()
+    now = [100.0]
+    scrapes = Scrapes(metrics, max_age_s=1.0, clock=lambda: now[0])
+    renders = 0
+    real = metrics.render
+
+    def counting() -> tuple[bytes, str]:
+        nonlocal renders
+        renders += 1
+        return real()
+
+    metrics.render = counting  # type: ignore[method-assign]
+    first = scrapes.render()[0]
+    metrics.call_finished("answered")
+    for _ in range(500):
+        assert scrapes.render()[0] == first  # a flood within the second: the same text, one render
+    assert renders == 1
+    now[0] += 1.0
+    assert b'dce_calls_total{status="answered"} 1.0' in scrapes.render()[0]
+    assert renders == 2
+    assert Scrapes(metrics, max_age_s=0).render()[0] != first  # 0: every scrape renders
+
+
+def test_scrapes_token() -> None:
+    scrapes = Scrapes(ExchangeMetrics(), token="s3cret")
+    assert scrapes.allows("Bearer s3cret")
+    assert not scrapes.allows(None) and not scrapes.allows("Bearer nope") and not scrapes.allows("s3cret")
+    assert Scrapes(ExchangeMetrics()).allows(None)
