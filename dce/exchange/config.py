@@ -87,7 +87,7 @@ class SipConfig(_Section):
     t1_ms: int = Field(500, gt=0)
     t2_ms: int = Field(4000, gt=0)
     t4_ms: int = Field(5000, gt=0)
-    user_agent: str = "dce/0.1"
+    user_agent: str = "dce"  # Server/User-Agent header of SIP and outgoing HTTP: no version by default
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -320,6 +320,9 @@ class ComplianceConfig(_Section):
 
     enabled: bool = True
     reject_status: Literal[403, 603] = 603  # the SIP status a rejected call gets
+    # what a rejected caller is told in its Reason header: "generic" (call rejected) or "detailed" (the reason code
+    # and detail, fraud score included); the details are in the CDR and the API either way
+    caller_reason: Literal["generic", "detailed"] = "generic"
     refresh_interval_s: float = Field(0.5, gt=0)  # how often lists and consents are re-read after API changes
     calling_hours: CallingHoursConfig = Field(default_factory=CallingHoursConfig)
     fraud: FraudConfig = Field(default_factory=FraudConfig)

@@ -39,7 +39,7 @@ from dce.http_api.read_cache import CacheTtls
 from dce.http_api.read_cache import install as install_read_caches
 from dce.http_api.reports import report_routes
 from dce.http_api.rtb import RTB_PINGS, RtbPingService, rtb_routes
-from dce.http_api.security import security_middlewares
+from dce.http_api.security import hide_server_software, security_middlewares
 from dce.http_api.tracing import tracing_middleware
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,7 @@ def build_app(
 
     The caller owns ``engine`` (disposes it) and keeps ``metrics`` fed.
     """
+    hide_server_software()
     middlewares = [http_metrics_middleware(metrics), *security_middlewares(cors_origins)]
     if tracer is not None:
         middlewares.insert(0, tracing_middleware(tracer))

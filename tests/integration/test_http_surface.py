@@ -128,3 +128,23 @@ async def test_scrape_flood_renders_once_a_second(client: Client, metrics: Excha
     elapsed = time.monotonic() - started
     assert all(a.status == 200 for a in answers)
     assert renders <= 1 + int(elapsed)
+
+
+async def test_no_software_versions_in_http_answers(client: Client) -> None:
+    """Normal answers, 404s, problems and answers to bytes that are not HTTP name no software and no version."""
+    for path in ("/health/live", "/no/such/path", "/api/v1/campaigns", "/metrics"):
+        server = (await client.get(path)).headers.get("Server", "")
+        assert server == "dce", (path, server)
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nBad Header Without Colon\r\n\r\n")
+    await writer.drain()
+    head = (await asyncio.wait_for(reader.read(4096), 5)).decode(errors="replace")
+    writer.close()
+    assert " 400 " in head.split("\r\n", 1)[0] and "Server: dce\r\n" in head, head
+    assert "Python" not in head and "aiohttp" not in head, head
+
+
+def test_sip_server_header_names_no_version() -> None:
+    from dce.exchange.config import Settings
+
+    assert Settings().sip.user_agent == "dce"
