@@ -38,9 +38,11 @@ from dce.http_api import marketplace
 from dce.http_api.calls import DEFAULT_LIMIT, MAX_INT, MAX_LIMIT
 from dce.http_api.consents import ConsentIn, OutboundCheckIn, RevokeIn
 from dce.http_api.marketplace import RESOURCES
+from dce.http_api.money import MONEY_PATTERN
 from dce.http_api.permissions import required_permission
 from dce.http_api.postbacks import PostbackIn
 from dce.http_api.problems import PROBLEM_CONTENT_TYPE
+from dce.routing.model import format_money
 
 H = TypeVar("H", bound=Callable[..., Any])
 
@@ -129,12 +131,34 @@ def describe(
 
 def _money_schema(description: str = "currency units") -> dict[str, Any]:
     return {
-        "anyOf": [{"type": "string", "pattern": r"^\s*-?\d+(\.\d{1,6})?\s*$"}, {"type": "number"}],
-        "description": f'{description}: a decimal string (e.g. "12.50") or number, at most 6 decimal places',
+        "type": "string", "pattern": MONEY_PATTERN,
+        "description": f'{description}: a decimal string (e.g. "12.50"), at most 6 decimal places; a JSON number is '
+                       f'refused (422 "send money as a decimal string")',
     }
 
 
 Money = Annotated[Decimal, WithJsonSchema(_money_schema())]
+
+
+def _money_out(description: str, *, nullable: bool = False) -> dict[str, Any]:
+    """The schema of a money field in an answer: a decimal string of currency units."""
+    schema: dict[str, Any] = {"type": ["string", "null"] if nullable else "string", "pattern": MONEY_PATTERN,
+                              "description": f'{description}; a decimal string of currency units, like "12.50"'}
+    return schema
+
+
+def _page_of(properties: Mapping[str, Any], *, paged: bool = True) -> dict[str, Any]:
+    """An answer ``{"items": [{properties...}], ...}`` (with total, limit and offset when ``paged``)."""
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {"items": {"type": "array", "items": {"type": "object", "properties": dict(properties)}}},
+        "required": ["items"],
+    }
+    if paged:
+        for name in ("total", "limit", "offset"):
+            schema["properties"][name] = {"type": "integer"}
+        schema["required"] = ["items", "total", "limit", "offset"]
+    return schema
 Text = Annotated[str, Field(min_length=1, max_length=128)]
 LongText = Annotated[str, Field(min_length=1, max_length=2000)]
 
@@ -331,7 +355,21 @@ DOCS: dict[tuple[str, str], Doc] = {
     ("POST", f"{API}/ledger/refunds"): Doc("Refund a call's sale", body=RefundIn, status=201, problems=(404, 409)),
     ("POST", f"{API}/ledger/payments"): Doc("Post a payment to a publisher", body=PaymentIn, status=201,
                                             also=_REPLAYED),
-    ("GET", f"{API}/ledger/balances"): Doc("Account balances", query=(Param("account", "one account"),)),
+    ("GET", f"{API}/ledger/balances"): Doc(
+        "Account balances", query=(Param("account", "one account"),),
+        description="Each account's balance twice, with opposite signs for credit-normal accounts: `raw` is the "
+                    "sum of its journal lines (debit positive), `balance` the same amount on the account's normal "
+                    "side as its owner reads it. Buyers' funds, publishers' payables and exchange:revenue are "
+                    "credit-normal (`balance` = -`raw`: a 100.00 deposit shows balance \"100.00\", raw "
+                    "\"-100.00\"); exchange:cash is debit-normal (`balance` = `raw`).",
+        response_schema=_page_of({
+            "account": {"type": "string", "description": "buyer:<id>, publisher:<id>, exchange:revenue, ..."},
+            "balance": _money_out("on the account's normal side (a buyer's funds, a publisher's payable)"),
+            "raw": _money_out("sum of the account's lines, debit positive (-balance for credit-normal accounts)"),
+            "credit_limit": _money_out("buyers only: the buyer's credit limit, null when not funds-checked",
+                                       nullable=True),
+            "available": _money_out("buyers only: funds plus credit"),
+        }, paged=False)),
     ("GET", f"{API}/ledger/entries"): Doc("Journal entries, newest first",
                                           query=page_params(Param("account", "only lines of this account")),
                                           response_schema=PAGE_SCHEMA),
@@ -402,6 +440,16 @@ class _Generator(GenerateJsonSchema):
         if function is getattr(marketplace, "_money", None):
             return _money_schema()
         return super().function_before_schema(schema)
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        """A money field's default (integer micros inside) as the decimal string the API reads."""
+        inner: Any = schema["schema"]
+        default = schema.get("default")
+        money = inner.get("type") == "function-before" and inner.get("function", {}).get("function") is getattr(
+            marketplace, "_money", None)
+        if money and isinstance(default, int):
+            return {**_money_schema(), "default": format_money(default)}
+        return super().default_schema(schema)
 
 
 def _component_schemas(models: Sequence[type[BaseModel]]) -> tuple[dict[type[BaseModel], dict[str, Any]], dict]:
