@@ -148,17 +148,13 @@ def _money_out(description: str, *, nullable: bool = False) -> dict[str, Any]:
 
 
 def _page_of(properties: Mapping[str, Any], *, paged: bool = True) -> dict[str, Any]:
-    """An answer ``{"items": [{properties...}], ...}`` (with total, limit and offset when ``paged``)."""
-    schema: dict[str, Any] = {
-        "type": "object",
-        "properties": {"items": {"type": "array", "items": {"type": "object", "properties": dict(properties)}}},
-        "required": ["items"],
-    }
+    """An answer ``{"items": [{properties...}]}``; ``paged``: a :data:`PAGE_SCHEMA` (total, limit, offset too)."""
+    items = {"items": {"type": "array", "items": {"type": "object", "properties": dict(properties)}}}
     if paged:
-        for name in ("total", "limit", "offset"):
-            schema["properties"][name] = {"type": "integer"}
-        schema["required"] = ["items", "total", "limit", "offset"]
-    return schema
+        return {"allOf": [{"$ref": "#/components/schemas/Page"}, {"type": "object", "properties": items}]}
+    return {"type": "object", "properties": items, "required": ["items"]}
+
+
 Text = Annotated[str, Field(min_length=1, max_length=128)]
 LongText = Annotated[str, Field(min_length=1, max_length=2000)]
 
@@ -272,6 +268,13 @@ def _marketplace_docs() -> dict[tuple[str, str], Doc]:
     return docs
 
 
+_CDR_PAGE = _page_of({  # the CDR's money columns (integer micros in the table) as the API writes every amount
+    "revenue": _money_out("what the buyer pays: the target's revenue or the winning bid", nullable=True),
+    "payout_fixed": _money_out("the publisher's fixed payout rule", nullable=True),
+    "settled_revenue": _money_out("charged to the buyer at settlement", nullable=True),
+    "settled_payout": _money_out("owed to the publisher at settlement", nullable=True),
+})
+
 DOCS: dict[tuple[str, str], Doc] = {
     **_marketplace_docs(),
     ("GET", "/health"): Doc(problems=()),
@@ -284,10 +287,10 @@ DOCS: dict[tuple[str, str], Doc] = {
     ("GET", f"{API}/calls"): Doc("A page of calls, newest first", query=page_params(
         Param("disposition", "", _enum(Disposition)), Param("did", "tracking number"),
         Param("since", "", _TIME), Param("until", "", _TIME),
-    ), response_schema=PAGE_SCHEMA),
+    ), response_schema=_CDR_PAGE),
     ("GET", f"{API}/bids"): Doc("A page of the bid log, newest first",
                                 query=page_params(*_ids("call_id", "target_id", "buyer_id")),
-                                response_schema=PAGE_SCHEMA),
+                                response_schema=_page_of({"amount": _money_out("the bid")})),
     ("POST", f"{API}/bids"): Doc(body=BidIn, status=202, problems=(404, 409)),
     ("POST", f"{API}/rtb/{{key}}/ping"): Doc(body_content=_FREE, problems=(404,)),
     ("GET", f"{API}/lists"): Doc("Number lists", query=(Param("kind", "", _enum(ListKind)), Param("scope"))),
@@ -346,7 +349,7 @@ DOCS: dict[tuple[str, str], Doc] = {
     ("GET", f"{API}/reports/calls"): Doc("A page of calls with the sale-term filters", query=page_params(
         Param("since", "", _TIME), Param("until", "", _TIME), *_TERM_FILTERS, Param("caller"),
         Param("converted", "", {"type": "boolean"}), Param("disposition", "", _enum(Disposition)),
-    ), response_schema=PAGE_SCHEMA),
+    ), response_schema=_CDR_PAGE),
     ("POST", f"{API}/conversions"): Doc("Record a conversion (buyer webhook)", body=ConversionIn, status=201,
                                         problems=(404, 409)),
     ("POST", f"{API}/ledger/deposits"): Doc("Post a buyer deposit (200 when the key was posted already)",

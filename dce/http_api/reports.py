@@ -28,7 +28,7 @@ from aiohttp import web
 from dce.billing.cdr import Disposition
 from dce.db import report_repository as repo
 from dce.db.report_repository import SummaryRow
-from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param
+from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param, json_row
 from dce.http_api.keys import ENGINE
 from dce.http_api.permissions import require, tenant_filter
 from dce.http_api.problems import invalid_parameter
@@ -38,7 +38,6 @@ from dce.routing.model import format_money
 READ = "analytics:read"
 MAX_SPAN = timedelta(days=366)
 MAX_ID_LENGTH = 64
-MONEY_COLUMNS = ("revenue", "payout_fixed", "settled_revenue", "settled_payout")
 KEY_NAMES = {"campaign": "campaign_id", "publisher": "publisher_id", "buyer": "buyer_id", "target": "target_id",
              "hour": "hour", "day": "day"}
 SUMMARY_FIELDS = ("incoming", "connected", "converted", "blocked", "duplicates", "revenue", "payout", "profit",
@@ -245,19 +244,6 @@ async def _summary_csv(request: web.Request, query: _SummaryQuery) -> web.Respon
 # ------------------------------------------------------------------------------------------ call detail list
 
 
-def call_json(row: dict[str, Any]) -> dict[str, Any]:
-    """A calls row as JSON: times ISO 8601, money columns as decimal strings."""
-    out: dict[str, Any] = {}
-    for key, value in row.items():
-        if isinstance(value, datetime):
-            out[key] = value.isoformat()
-        elif key in MONEY_COLUMNS and value is not None:
-            out[key] = format_money(value)
-        else:
-            out[key] = value
-    return out
-
-
 @require(READ)
 async def get_calls(request: web.Request) -> web.Response:
     """A page of calls, newest first, with the sale-term filters: ``{"items", "total", "limit", "offset"}``."""
@@ -273,7 +259,7 @@ async def get_calls(request: web.Request) -> web.Response:
         rows, total = await repo.list_calls(request.config_dict[ENGINE], limit=limit, offset=offset, since=since,
                                             until=until, converted=converted, filters=filters, tenant=tenant)
         return web.json_response(
-            {"items": [call_json(row) for row in rows], "total": total, "limit": limit, "offset": offset}
+            {"items": [json_row(row) for row in rows], "total": total, "limit": limit, "offset": offset}
         )
 
     return await cached(request, CALLS_CACHE, request_key(request, tenant), compute)

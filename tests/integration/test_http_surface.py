@@ -148,3 +148,20 @@ def test_sip_server_header_names_no_version() -> None:
     from dce.exchange.config import Settings
 
     assert Settings().sip.user_agent == "dce"
+
+
+async def test_cdrs_show_money_as_decimal_strings_like_the_rest_of_the_api(client: Client,
+                                                                           engine: AsyncEngine) -> None:
+    from dataclasses import replace
+
+    from dce.billing.cdr import SaleTerms
+    from dce.db.cdr_repository import insert_cdrs
+    from tests.cdr_factory import make_cdr
+
+    terms = SaleTerms(campaign_id="c1", buyer_id="b1", revenue=12_500_000, payout_fixed=4_000_000)
+    await insert_cdrs(engine, [replace(make_cdr(1), terms=terms), make_cdr(2)])
+    for path in ("/api/v1/calls", "/api/v1/reports/calls"):
+        items = {i["call_id"]: i for i in (await (await client.get(path)).json())["items"]}
+        sold = items["call-00001"]
+        assert (sold["revenue"], sold["payout_fixed"]) == ("12.50", "4.00"), (path, sold)
+        assert items["call-00002"]["revenue"] is None
