@@ -268,6 +268,10 @@ def _marketplace_docs() -> dict[tuple[str, str], Doc]:
     return docs
 
 
+_REPORT_RANGE = (
+    Param("from", "inclusive; default: today 00:00 UTC, or one day before `to`", _TIME),
+    Param("to", "exclusive; default: one day after `from`", _TIME),
+)
 _CDR_PAGE = _page_of({  # the CDR's money columns (integer micros in the table) as the API writes every amount
     "revenue": _money_out("what the buyer pays: the target's revenue or the winning bid", nullable=True),
     "payout_fixed": _money_out("the publisher's fixed payout rule", nullable=True),
@@ -336,13 +340,11 @@ DOCS: dict[tuple[str, str], Doc] = {
                                                problems=(404,)),
     ("DELETE", f"{API}/postbacks/{{key}}"): Doc("Delete a postback config", status=204, content_type=None,
                                                 problems=(404,)),
-    ("GET", f"{API}/reports/summary"): Doc("The summary report", query=(
-        Param("from", "inclusive", _TIME, required=True), Param("to", "exclusive", _TIME, required=True),
+    ("GET", f"{API}/reports/summary"): Doc("The summary report", query=(*_REPORT_RANGE,
         Param("group_by", "", _enum(("campaign", "publisher", "buyer", "target", "hour", "day")), required=True),
         *_TERM_FILTERS,
     )),
-    ("GET", f"{API}/reports/summary.csv"): Doc("The summary report as CSV", query=(
-        Param("from", "inclusive", _TIME, required=True), Param("to", "exclusive", _TIME, required=True),
+    ("GET", f"{API}/reports/summary.csv"): Doc("The summary report as CSV", query=(*_REPORT_RANGE,
         Param("group_by", "", _enum(("campaign", "publisher", "buyer", "target", "hour", "day")), required=True),
         *_TERM_FILTERS,
     ), content_type="text/csv"),
