@@ -54,7 +54,7 @@ SWAGGER_INITIALIZER = "/swagger/initializer.js"
 # Paths answered without credentials (the auth layer imports this): health, metrics, the docs, login and refresh,
 # and the RTB ping (its campaign key is in the path). Everything else takes a bearer token or an API key.
 PUBLIC_PATHS: frozenset[str] = frozenset({
-    "/health", "/health/live", "/health/ready", "/metrics", OPENAPI_PATH, SWAGGER_PATH, SWAGGER_INITIALIZER,
+    "/", "/health", "/health/live", "/health/ready", "/metrics", OPENAPI_PATH, SWAGGER_PATH, SWAGGER_INITIALIZER,
     "/api/v1/rtb/{key}/ping", "/api/v1/auth/login", "/api/v1/auth/refresh",
 })
 SECURITY_SCHEME = "bearerAuth"
@@ -283,6 +283,7 @@ DOCS: dict[tuple[str, str], Doc] = {
     **_marketplace_docs(),
     ("GET", "/health"): Doc(problems=()),
     ("GET", "/metrics"): Doc(content_type="text/plain", problems=(401,)),
+    ("GET", "/"): Doc(status=302, content_type=None),
     ("GET", "/health/ready"): Doc(problems=(503,)),
     ("GET", "/ws/v1/bidding"): Doc(
         "Live auctions over a WebSocket (JSON text frames)", query=(Param("buyer_id", "hear only this buyer's calls"),),
@@ -532,6 +533,8 @@ def _operation(route: RouteInfo, doc: Doc, body_refs: Mapping[type[BaseModel], A
         operation["requestBody"] = {"required": True, "content": json.loads(json.dumps(doc.body_content))}
 
     success: dict[str, Any] = {"description": "OK" if doc.status < 300 else "Switching Protocols"}
+    if doc.status == 302:
+        success["description"] = "Found: the Location header says where"
     if doc.status == 201:
         success["description"] = "Created"
     elif doc.status == 202:
@@ -704,6 +707,10 @@ def docs_routes(app_for_spec: web.Application) -> list[web.RouteDef]:
         html = _SWAGGER_HTML.format(static=SWAGGER_STATIC, initializer=SWAGGER_INITIALIZER)
         return web.Response(text=html, content_type="text/html")
 
+    async def root(_request: web.Request) -> web.Response:
+        """Redirects to the API docs (Swagger UI)."""
+        raise web.HTTPFound(SWAGGER_PATH)
+
     async def initializer(_request: web.Request) -> web.Response:
         """Starts Swagger UI on the document."""
         script = _INITIALIZER_JS % json.dumps(f"{OPENAPI_PATH}?compat=3.0")
@@ -712,6 +719,7 @@ def docs_routes(app_for_spec: web.Application) -> list[web.RouteDef]:
     return [
         web.get(OPENAPI_PATH, openapi_json, allow_head=False),
         web.get(SWAGGER_PATH, swagger, allow_head=False),
+        web.get("/", root, allow_head=False),
         web.get(SWAGGER_INITIALIZER, initializer, allow_head=False),
     ]
 

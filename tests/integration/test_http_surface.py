@@ -165,3 +165,11 @@ async def test_cdrs_show_money_as_decimal_strings_like_the_rest_of_the_api(clien
         sold = items["call-00001"]
         assert (sold["revenue"], sold["payout_fixed"]) == ("12.50", "4.00"), (path, sold)
         assert items["call-00002"]["revenue"] is None
+
+
+async def test_the_root_leads_to_the_api_docs(client: Client) -> None:
+    response = await client.get("/", allow_redirects=False)
+    assert response.status == 302 and response.headers["Location"] == "/swagger"
+    assert (await client.get("/")).status == 200  # followed: Swagger UI
+    document = await (await client.get("/api/openapi.json")).json()
+    assert document["paths"]["/"]["get"]["security"] == []
