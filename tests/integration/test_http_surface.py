@@ -173,3 +173,28 @@ async def test_the_root_leads_to_the_api_docs(client: Client) -> None:
     assert (await client.get("/")).status == 200  # followed: Swagger UI
     document = await (await client.get("/api/openapi.json")).json()
     assert document["paths"]["/"]["get"]["security"] == []
+
+
+PHONE_INPUTS = ["+12125550123", "2125550123", "(212) 555-0123", "1-212-555-0123", "+442079460958", "12", "hello"]
+
+
+@pytest.mark.parametrize("raw", PHONE_INPUTS)
+async def test_the_phone_inspector_accepts_what_the_cli_accepts(client: Client, raw: str) -> None:
+    """``/debug/validate/phone`` and the CLI (``dce gdpr erase NUMBER``) read numbers by one rule."""
+    from urllib.parse import quote
+
+    from dce.db.gdpr import normalise_number
+
+    try:
+        cli: str | None = normalise_number(raw)
+    except ValueError:
+        cli = None
+    response = await client.get(f"/debug/validate/phone/{quote(raw, safe='')}")
+    if cli is None:
+        assert response.status == 422, await response.text()
+        assert repr(raw) in (await response.json(content_type=None))["detail"]
+    else:
+        assert response.status == 200, await response.text()
+        assert (await response.json())["e164"] == cli
+    tcpa = await client.get("/api/v1/debug/compliance/tcpa", params={"number": raw})
+    assert tcpa.status == (422 if cli is None else 200), await tcpa.text()
