@@ -119,10 +119,14 @@ class _Observer:
         self.metrics.active_calls.inc()
 
     def call_finished(self, cdr: CallDetailRecord) -> None:
+        """Count the call, and log one INFO line for it: id, caller, DID, disposition, code, duration, target."""
         self.metrics.active_calls.dec()
         talk_s = (cdr.end_at - cdr.answer_at).total_seconds() if cdr.answer_at is not None else None
         buyer = cdr.terms.buyer_id if cdr.terms is not None and cdr.terms.buyer_id else ""
         self.metrics.call_finished(cdr.disposition.value, buyer, talk_s=talk_s)
+        target = (cdr.terms.target_id if cdr.terms is not None else None) or cdr.destination or "none"
+        log.info("call %s from %s to %s: %s %d in %d s, target %s", cdr.call_id, cdr.caller, cdr.did,
+                 cdr.disposition.value, cdr.final_code, cdr.duration_s, target)
 
     def routed(self, seconds: float) -> None:
         self.metrics.routing_observed(seconds)

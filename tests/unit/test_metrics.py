@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
+from dce.billing.cdr import Disposition
 from dce.http_api.metrics import MAX_BUYER_SERIES, OTHER, ExchangeMetrics, Scrapes, label_violations
 
 
@@ -207,3 +212,23 @@ def test_scrapes_token() -> None:
     assert scrapes.allows("Bearer s3cret")
     assert not scrapes.allows(None) and not scrapes.allows("Bearer nope") and not scrapes.allows("s3cret")
     assert Scrapes(ExchangeMetrics()).allows(None)
+
+
+def test_a_finished_call_logs_one_concise_info_line(caplog: pytest.LogCaptureFixture) -> None:
+    from dataclasses import replace
+
+    from dce.billing.cdr import SaleTerms
+    from dce.exchange.service import _Observer
+    from tests.cdr_factory import make_cdr
+
+    observer = _Observer(ExchangeMetrics())
+    sold = replace(make_cdr(7), terms=SaleTerms(campaign_id="c1", buyer_id="b1", target_id="t-acme"))
+    busy = make_cdr(8, disposition=Disposition.BUSY)
+    with caplog.at_level(logging.INFO, logger="dce.exchange.service"):
+        observer.call_finished(sold)
+        observer.call_finished(busy)
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert lines == [
+        "call call-00007 from +13125550199 to +12125550100: answered 200 in 70 s, target t-acme",
+        "call call-00008 from +13125550199 to +12125550100: busy 486 in 3 s, target none",
+    ]
