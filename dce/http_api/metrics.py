@@ -25,6 +25,7 @@ from typing import Literal, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -364,6 +365,12 @@ def label_violations(metrics: ExchangeMetrics, routes: Iterable[str] | None = No
     A labelled sample whose metric declares no set for that label is a violation (a new label must say where its
     values come from); ``routes``, when given, is the closed set of ``route`` values (the app's templates)."""
     problems: list[str] = []
+    for metric in vars(metrics).values():  # declared before any sample exists, not only once one does
+        if isinstance(metric, MetricWrapperBase) and metric._labelnames:
+            name = f"{metric._name}_total" if metric._type == "counter" else metric._name
+            for label in metric._labelnames:
+                if label not in metrics.label_sets.get(name, {}):
+                    problems.append(f"{name}: label {label!r} has no declared closed set")
     seen: dict[tuple[str, str], set[str]] = {}
     route_set = None if routes is None else frozenset(routes)
     for family in metrics.registry.collect():

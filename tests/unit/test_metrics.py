@@ -166,6 +166,10 @@ def test_label_violations_catches_an_undeclared_labelled_metric() -> None:
     metrics = ExchangeMetrics()
     Counter("dce_new_thing_total", "from the wire?", ("peer",), registry=metrics.registry).labels("1.2.3.4").inc()
     assert label_violations(metrics) == ["dce_new_thing_total: label 'peer' has no declared closed set"]
+    fresh = ExchangeMetrics()  # an attribute of ExchangeMetrics is checked before it has any sample
+    fresh.by_peer = Counter("dce_by_peer_total", "x", ("peer",), registry=fresh.registry)  # type: ignore[attr-defined]
+    assert label_violations(fresh) == ["dce_by_peer_total: label 'peer' has no declared closed set"]
+    assert label_violations(ExchangeMetrics()) == []
 
 
 def _labels(metrics: ExchangeMetrics, sample_name: str) -> list[dict[str, str]]:
