@@ -256,8 +256,9 @@ class CallFlow:
                 self.sip.reject(call, 404, reason_header='Q.850;cause=1;text="unallocated number"')
                 outcome = _Outcome(Disposition.REJECTED, 404, reason="no route for DID")
             elif rejected(verdict):
-                status = self.gate.reject_status if self.gate is not None else 603
-                self.sip.reject(call, status, reason_header=f'Q.850;cause=21;text="{_quoted(verdict.reason)}"')
+                assert self.gate is not None  # only a gate rejects
+                status = self.gate.reject_status
+                self.sip.reject(call, status, reason_header=self.gate.reason_header(verdict))
                 outcome = _Outcome(Disposition.BLOCKED, status, HangupSide.SYSTEM, verdict.reason)
             elif routed.refusal is not None:
                 refusal = routed.refusal

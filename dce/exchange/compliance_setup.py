@@ -138,6 +138,6 @@ def build_compliance(config: ComplianceConfig, engine: AsyncEngine, *,
         listeners.append(fraud_check)
         if shared_velocity is not None:
             velocity = fraud_check.velocity
-    gate = CallGate(Screener(checks), reject_status=config.reject_status, campaign=campaign,
-                    conversion_s=conversion_s, listeners=tuple(listeners), velocity=velocity)
+    gate = CallGate(Screener(checks), reject_status=config.reject_status, caller_reason=config.caller_reason,
+                    campaign=campaign, conversion_s=conversion_s, listeners=tuple(listeners), velocity=velocity)
     return Compliance(gate, watchers, fraud, lists)

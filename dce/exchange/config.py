@@ -87,7 +87,7 @@ class SipConfig(_Section):
     t1_ms: int = Field(500, gt=0)
     t2_ms: int = Field(4000, gt=0)
     t4_ms: int = Field(5000, gt=0)
-    user_agent: str = "dce/0.1"
+    user_agent: str = "dce"  # Server/User-Agent header of SIP and outgoing HTTP: no version by default
     # The edge's bounds (README "Edge limits"): what one peer, or all of them, may hold.
     max_message_bytes: int = Field(65535, ge=1024, le=65535)  # one message, headers and body (TCP framing)
     tcp_idle_timeout_s: float = Field(600, gt=0)  # no byte either way for this long: the connection is closed
@@ -133,6 +133,8 @@ class HttpConfig(_Section):
     listen: str = "127.0.0.1:8080"
     cors_origins: list[str] = Field(default_factory=list)  # browser origins allowed to call the API (CORS)
     cache: HttpCacheConfig = Field(default_factory=HttpCacheConfig)
+    metrics_cache_s: float = Field(1.0, ge=0)  # /metrics is rendered at most once per this many seconds
+    metrics_token: SecretStr | None = None  # set: /metrics wants "Authorization: Bearer <token>"
 
     @field_validator("cors_origins")
     @classmethod
@@ -341,6 +343,9 @@ class ComplianceConfig(_Section):
 
     enabled: bool = True
     reject_status: Literal[403, 603] = 603  # the SIP status a rejected call gets
+    # what a rejected caller is told in its Reason header: "generic" (call rejected) or "detailed" (the reason code
+    # and detail, fraud score included); the details are in the CDR and the API either way
+    caller_reason: Literal["generic", "detailed"] = "generic"
     refresh_interval_s: float = Field(0.5, gt=0)  # how often lists and consents are re-read after API changes
     calling_hours: CallingHoursConfig = Field(default_factory=CallingHoursConfig)
     fraud: FraudConfig = Field(default_factory=FraudConfig)

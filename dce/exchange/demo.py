@@ -34,7 +34,11 @@ log = logging.getLogger(__name__)
 DEMO_DID = "+18005550100"  # "Auto insurance": target on :5080 first, then :5081
 DEMO_RTB_DID = "+18005550101"  # "Home warranty": publishers may ping first with the campaign key
 DEMO_RTB_KEY = "demo-key"
-DEMO_CALLER = "+15551230000"  # the caller ID of sip-test-scenarios/uac_basic.xml
+# Demo callers: valid US numbers in the 555-01xx range set aside for fiction. (The uac_* scenarios' own caller,
+# +15551230000, is not a valid number: the fraud gate flags it as an invalid ANI.)
+DEMO_CALLERS = ("+12125550123", "+12125550124", "+12125550125")
+DEMO_CALLER = DEMO_CALLERS[0]
+DEMO_CALLERS_FILE = "demo-callers.csv"  # SIPp injection file: each call takes the next caller (-inf)
 
 _DEMO_CONFIG = f"""\
 # Demo exchange. The marketplace (campaigns, targets, numbers) lives in the database: `dce demo --seed` stores the
@@ -42,7 +46,7 @@ _DEMO_CONFIG = f"""\
 # {DEMO_DID} is not a marketplace number (e.g. a database that was never seeded).
 sip:   {{listen: ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"], public_address: null}}
 http:  {{listen: "127.0.0.1:8080"}}
-media: {{mode: relay, ports: "30000-40000", rtp_timeout_s: 60}}
+media: {{mode: relay, ports: "16384-32767", rtp_timeout_s: 60}}
 database: {{url: "sqlite+aiosqlite:///./dce.db"}}
 routing: {{ring_timeout_s: 30}}
 static_routes:
@@ -54,6 +58,9 @@ auth:
   bootstrap_admin_key: "{{admin_key}}"
 """
 
+_CALLERS_LINE = "\\n".join(("SEQUENTIAL", *DEMO_CALLERS))
+_UAC = f"sipp -sf sip-test-scenarios/uac_basic_callers.xml -inf {DEMO_CALLERS_FILE}"
+
 _DEMO_HOWTO = f"""\
 Demo marketplace (2 publishers, 2 buyers, 3 targets, 2 campaigns):
   {DEMO_DID}  "Auto insurance": rings sip:127.0.0.1:5080 (priority 1, 12.00), then sip:127.0.0.1:5081
@@ -62,12 +69,18 @@ Demo marketplace (2 publishers, 2 buyers, 3 targets, 2 campaigns):
                 held for that caller's next call.
 
   The side API's admin key (from the config):  KEY={{admin_key}}
-  1. start the callees:  sipp -sn uas -i 127.0.0.1 -p 5080 &  sipp -sn uas -i 127.0.0.1 -p 5081 &
-  2. place a call:       sipp -sf sip-test-scenarios/uac_basic.xml -s {DEMO_DID} 127.0.0.1:5060 -m 1
-  3. see the CDR:        curl -s -H "X-API-Key: $KEY" localhost:8080/api/v1/calls
-  4. the marketplace:    curl -s -H "X-API-Key: $KEY" localhost:8080/api/v1/campaigns
-  5. a publisher ping:   curl -s -XPOST localhost:8080/api/v1/rtb/{DEMO_RTB_KEY}/ping -d '{{"CID":"{DEMO_CALLER}"}}'
-     then its call:      sipp -sf sip-test-scenarios/uac_basic.xml -s {DEMO_RTB_DID} 127.0.0.1:5060 -m 1
+  1. start the callees:  sipp -sn uas -i 127.0.0.1 -p 5080 -bg ; sipp -sn uas -i 127.0.0.1 -p 5081 -bg
+                         (-bg detaches and prints each PID: `kill PID` stops it; with a plain `&` an interactive
+                         shell stops SIPp at its first screen output, and nothing answers)
+  2. the demo callers:   printf '{_CALLERS_LINE}\\n' > {DEMO_CALLERS_FILE}
+  3. place a call:       {_UAC} -s {DEMO_DID} 127.0.0.1:5060 -m 1
+  4. see the CDR:        curl -s -H "X-API-Key: $KEY" localhost:8080/api/v1/calls
+  5. the marketplace:    curl -s -H "X-API-Key: $KEY" localhost:8080/api/v1/campaigns
+  6. a publisher ping:   curl -s -XPOST localhost:8080/api/v1/rtb/{DEMO_RTB_KEY}/ping -d '{{"CID":"{DEMO_CALLER}"}}'
+     then its call:      {_UAC} -s {DEMO_RTB_DID} 127.0.0.1:5060 -m 1
+  Repeats: every run calls from {DEMO_CALLER} first (-m 3 takes the file's numbers in turn). The fraud gate
+  counts calls per caller: a sixth call from one number within a minute (or the 21st within an hour) is rejected
+  603 with a blocked CDR; wait a minute or call from another number.
   API docs:              http://localhost:8080/swagger (Authorize with the key)
   health and metrics:    curl -s localhost:8080/health ; curl -s localhost:8080/metrics
 """

@@ -46,21 +46,34 @@ Velocity = Callable[[ScreenedCall, float], Awaitable[SharedVelocity | None]]
 """Counts a call in the velocity counters every node shares; their counts, or None when unknown."""
 
 
+GENERIC_REJECT_REASON = 'Q.850;cause=21;text="call rejected"'
+
+
 class CallGate:
-    """Screens each call before routing goes on; ``reject_status`` is what a rejected caller gets (603/403).
+    """Screens each call before routing goes on; ``reject_status`` is what a rejected caller gets (603/403), and
+    ``caller_reason`` what its Reason header tells: "generic" (:data:`GENERIC_REJECT_REASON`) or "detailed" (the
+    verdict's code and detail, e.g. the fraud score and signals).
 
     ``velocity``: the shared fraud velocity lookup (one bounded round trip), awaited by ``screen_shared``."""
 
-    def __init__(self, screener: Screener, *, reject_status: int = 603,
+    def __init__(self, screener: Screener, *, reject_status: int = 603, caller_reason: str = "generic",
                  campaign: Callable[[str], Campaign | None] = lambda _id: None,
                  conversion_s: Callable[[str], int | None] = lambda _id: None,
                  listeners: tuple[CompletionListener, ...] = (), velocity: Velocity | None = None) -> None:
         self.screener = screener
         self.reject_status = reject_status
+        self.caller_reason = caller_reason
         self.campaign = campaign
         self.conversion_s = conversion_s
         self.listeners = listeners
         self.velocity = velocity
+
+    def reason_header(self, verdict: Verdict) -> str:
+        """The Reason header a caller rejected by ``verdict`` gets (the CDR keeps ``verdict.reason`` whole)."""
+        if self.caller_reason != "detailed":
+            return GENERIC_REJECT_REASON
+        text = verdict.reason.replace("\\", "").replace('"', "'")
+        return f'Q.850;cause=21;text="{text}"'
 
     def screen(self, request: CallRequest, routed: Routed, now: float) -> Verdict:
         """The verdict on this call at ``now`` (epoch seconds), from this node's state alone."""

@@ -127,10 +127,14 @@ class _Observer:
         self.metrics.calls_reaped.inc()
 
     def call_finished(self, cdr: CallDetailRecord) -> None:
+        """Count the call, and log one INFO line for it: id, caller, DID, disposition, code, duration, target."""
         self.metrics.active_calls.dec()
         talk_s = (cdr.end_at - cdr.answer_at).total_seconds() if cdr.answer_at is not None else None
         buyer = cdr.terms.buyer_id if cdr.terms is not None and cdr.terms.buyer_id else ""
         self.metrics.call_finished(cdr.disposition.value, buyer, talk_s=talk_s)
+        target = (cdr.terms.target_id if cdr.terms is not None else None) or cdr.destination or "none"
+        log.info("call %s from %s to %s: %s %d in %d s, target %s", cdr.call_id, cdr.caller, cdr.did,
+                 cdr.disposition.value, cdr.final_code, cdr.duration_s, target)
 
     def routed(self, seconds: float) -> None:
         self.metrics.routing_observed(seconds)
@@ -233,6 +237,9 @@ class Exchange:
                         live_bidding=self.router.live, state=self._api_state(),
                         cors_origins=settings.http.cors_origins, auth=self._authenticator(),
                         rate_limiter=self._rate_limiter(), cache_ttls=CacheTtls(**settings.http.cache.model_dump()),
+                        metrics_cache_s=settings.http.metrics_cache_s,
+                        metrics_token=settings.http.metrics_token.get_secret_value()
+                        if settings.http.metrics_token else None,
                         tracer=self.tracing.tracer("dce.http_api") if self.tracing.enabled else None)
         calls_cache = app[CALLS_CACHE]
         self.writer.on_written = lambda _count: calls_cache.invalidate()  # a stored CDR shows on the next page

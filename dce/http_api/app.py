@@ -29,27 +29,35 @@ from dce.http_api.ledger import ledger_routes
 from dce.http_api.lists import list_routes
 from dce.http_api.live_bidding import LIVE_BIDDING, live_bidding_api_routes, live_bidding_ws_routes
 from dce.http_api.marketplace import ON_MARKETPLACE_CHANGE, marketplace_routes
-from dce.http_api.metrics import ExchangeMetrics
+from dce.http_api.metrics import ExchangeMetrics, Scrapes
 from dce.http_api.openapi import setup_docs
 from dce.http_api.postbacks import postback_routes
-from dce.http_api.problems import problem_middleware
+from dce.http_api.problems import problem, problem_middleware
 from dce.http_api.rate_limit import RateLimiter, rate_limit_middleware
 from dce.http_api.read_cache import CacheTtls
 from dce.http_api.read_cache import install as install_read_caches
 from dce.http_api.reports import report_routes
 from dce.http_api.rtb import RTB_PINGS, RtbPingService, rtb_routes
-from dce.http_api.security import security_middlewares
+from dce.http_api.security import hide_server_software, security_middlewares
 from dce.http_api.tracing import tracing_middleware
 
 log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
+SCRAPES = web.AppKey("scrapes", Scrapes)
+
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus exposition text."""
-    body, content_type = request.app[METRICS].render()
+    """Prometheus exposition text, rendered at most once a second (``http.metrics_cache_s``). When
+    ``http.metrics_token`` is set, send ``Authorization: Bearer <token>``: without it the answer is 401."""
+    scrapes = request.app[SCRAPES]
+    if not scrapes.allows(request.headers.get("Authorization")):
+        response = problem(401, "this exchange's metrics need Authorization: Bearer <http.metrics_token>")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    body, content_type = scrapes.render()
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
@@ -67,6 +75,8 @@ def build_app(
     rate_limiter: RateLimiter | None = None,
     tracer: Tracer | None = None,
     cache_ttls: CacheTtls = CacheTtls(),
+    metrics_cache_s: float = 1.0,
+    metrics_token: str | None = None,
 ) -> web.Application:
     """The side API. ``status()`` adds fields (e.g. active calls; a "checks" dict merges) to ``/health``.
 
@@ -79,9 +89,12 @@ def build_app(
     ``/ws/v1/bidding`` and ``POST /api/v1/bids`` (live auctions). ``state`` sets further app keys the route modules
     read (e.g. ``lists.ON_LISTS_CHANGE``, ``consents.CALLING_HOURS``, ``gdpr.ERASERS``). ``cache_ttls``: how long
     marketplace, calls/bids and report answers may be served from memory (:mod:`dce.http_api.read_cache`).
+    ``metrics_cache_s``: how old a ``/metrics`` answer may be; ``metrics_token``: the bearer token ``/metrics``
+    requires (None: open).
 
     The caller owns ``engine`` (disposes it) and keeps ``metrics`` fed.
     """
+    hide_server_software()
     middlewares = [http_metrics_middleware(metrics), *security_middlewares(cors_origins)]
     if tracer is not None:
         middlewares.insert(0, tracing_middleware(tracer))
@@ -95,6 +108,7 @@ def build_app(
         app[AUTHENTICATOR] = auth
     app[ENGINE] = engine
     app[METRICS] = metrics
+    app[SCRAPES] = Scrapes(metrics, max_age_s=metrics_cache_s, token=metrics_token)
     app[STARTED_AT] = time.monotonic()
     install_read_caches(app, cache_ttls)
     if status is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from dce.db.bid_repository import list_bids
-from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param, json_row
+from dce.http_api.calls import BID_MONEY, DEFAULT_LIMIT, MAX_LIMIT, int_param, json_row
 from dce.http_api.keys import ENGINE
 from dce.http_api.permissions import require, tenant_filter
 from dce.http_api.read_cache import CALLS_CACHE, cached, request_key
@@ -16,7 +16,8 @@ routes = web.RouteTableDef()
 @routes.get("/bids")
 @require("bids:read")
 async def list_bid_log(request: web.Request) -> web.Response:
-    """A page of bids, newest first: ``?limit=50&offset=0&call_id=&target_id=&buyer_id=`` (a buyer sees its own);
+    """A page of bids, newest first: ``?limit=50&offset=0&call_id=&target_id=&buyer_id=`` (a buyer sees its own;
+    ``amount`` a decimal string of currency units);
     served from the app's ``CALLS_CACHE`` (a page may be up to its ttl, 1 s, old)."""
     tenant = tenant_filter(request)
     limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
@@ -27,7 +28,7 @@ async def list_bid_log(request: web.Request) -> web.Response:
                                       call_id=request.query.get("call_id") or None,
                                       target_id=request.query.get("target_id") or None,
                                       buyer_id=tenant.get("buyer_id") or request.query.get("buyer_id") or None)
-        return web.json_response({"items": [json_row(row) for row in rows], "total": total, "limit": limit,
+        return web.json_response({"items": [json_row(row, BID_MONEY) for row in rows], "total": total, "limit": limit,
                                   "offset": offset})
 
     return await cached(request, CALLS_CACHE, request_key(request, tenant), compute)

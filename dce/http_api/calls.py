@@ -14,6 +14,7 @@ from dce.http_api.keys import ENGINE
 from dce.http_api.permissions import require, tenant_filter
 from dce.http_api.problems import invalid_parameter
 from dce.http_api.read_cache import CALLS_CACHE, cached, request_key
+from dce.routing.model import format_money
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 50
@@ -70,15 +71,30 @@ def _time_param(request: web.Request, name: str) -> datetime | None:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def json_row(row: dict[str, Any]) -> dict[str, Any]:
-    return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in row.items()}
+CDR_MONEY = frozenset({"revenue", "payout_fixed", "settled_revenue", "settled_payout"})  # micros in the table
+BID_MONEY = frozenset({"amount"})
+
+
+def json_row(row: dict[str, Any], money: frozenset[str] = CDR_MONEY) -> dict[str, Any]:
+    """A stored row as JSON: times ISO 8601, the ``money`` columns (integer micros) as decimal strings of currency
+    units like every other amount of the API (``12500000`` -> ``"12.50"``)."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, datetime):
+            out[key] = value.isoformat()
+        elif key in money and value is not None:
+            out[key] = format_money(value)
+        else:
+            out[key] = value
+    return out
 
 
 @routes.get("/calls")
 @require("calls:read")
 async def list_calls(request: web.Request) -> web.Response:
     """A page of calls, newest first: ``?limit=50&offset=0&disposition=&did=&since=&until=`` (a buyer or seller
-    sees only its own calls). Served from the app's ``CALLS_CACHE``: a page may be up to its ttl (1 s) old."""
+    sees only its own calls). Money (``revenue``, ``payout_fixed``, ``settled_revenue``, ``settled_payout``) is a
+    decimal string of currency units. Served from the app's ``CALLS_CACHE``: a page may be up to its ttl (1 s) old."""
     limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     offset = int_param(request, "offset", 0, 0)
     filters = {"disposition": _disposition_param(request), "did": _did_param(request),

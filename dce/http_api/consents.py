@@ -29,7 +29,6 @@ from typing import Annotated, Any
 
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
-from pydantic_core import PydanticCustomError
 
 from dce.compliance.consent import (
     SHA256_HEX,
@@ -43,7 +42,7 @@ from dce.compliance.outbound import ListCheck, check_outbound
 from dce.compliance.tcpa import CallingHours, local_times, number_place
 from dce.db import consent_repository as repo
 from dce.http_api.hooks import OnChange, notify_change
-from dce.http_api.inputs import read_model
+from dce.http_api.inputs import invalid_value, read_model, shown
 from dce.http_api.keys import ENGINE
 from dce.http_api.marketplace import E164
 from dce.http_api.permissions import require
@@ -66,7 +65,7 @@ WRITE = "compliance:write"
 
 def _sha256(value: Any) -> str:
     if not isinstance(value, str) or not SHA256_HEX.fullmatch(value.strip().lower()):
-        raise PydanticCustomError("sha256", "expected a sha256 digest as 64 hex digits")
+        raise invalid_value("sha256", f"expected a sha256 digest as 64 hex digits, got {shown(value)}")
     return value.strip().lower()
 
 

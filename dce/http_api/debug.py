@@ -5,7 +5,8 @@ calling-hours check.
   replaced by ``"***"``: ``SecretStr``/``SecretBytes`` values (and their ``"**********"`` JSON rendering), the value
   of any key named like password/secret/token/key/credential, and the password of any URL
   (``postgresql://user:***@host/db``).
-* ``GET /debug/validate/phone/{number}``: what phonenumbers knows of a number (``?region=US`` for national input).
+* ``GET /debug/validate/phone/{number}``: what phonenumbers knows of a number; national input is read in
+  ``?region=`` (US by default), by the same rule as calls, the API and the CLI.
 * ``GET /api/v1/debug/compliance/tcpa?number=&at=``: the number's local time(s) at ``at`` (ISO 8601 with an
   offset; now by default) and whether that is inside calling hours (app key ``consents.CALLING_HOURS``, else the
   08:00-21:00 default).
@@ -30,6 +31,7 @@ from dce.compliance.tcpa import CallingHours, number_place
 from dce.http_api.consents import CALLING_HOURS
 from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
+from dce.routing.numbers import DEFAULT_REGION, to_e164
 
 SettingsDump = Callable[[], Mapping[str, Any]]
 SETTINGS_DUMP = web.AppKey("settings_dump", SettingsDump)
@@ -77,13 +79,15 @@ async def debug_config(request: web.Request) -> web.Response:
     return web.json_response(redact(dump()))
 
 
-def _parse_number(value: str | None, name: str, region: str | None = None) -> phonenumbers.PhoneNumber:
+def _parse_number(value: str | None, name: str, region: str = DEFAULT_REGION) -> phonenumbers.PhoneNumber:
+    """``value`` read by the rule of the call path, the API and the CLI (:func:`~dce.routing.numbers.to_e164`:
+    national numbers in ``region``, US by default); 422 naming ``name`` when it is not a possible number."""
     if not value:
         raise invalid_parameter(name, "required")
-    try:
-        return phonenumbers.parse(value, region)
-    except phonenumbers.NumberParseException as exc:
-        raise invalid_parameter(name, f"not a phone number: {exc}") from None
+    e164 = to_e164(value, region)
+    if e164 is None:
+        raise invalid_parameter(name, f"not a phone number: {value!r}")
+    return phonenumbers.parse(e164)
 
 
 def _e164(parsed: phonenumbers.PhoneNumber) -> str:
@@ -95,7 +99,7 @@ async def validate_phone(request: web.Request) -> web.Response:
     region = request.query.get("region")
     if region is not None and (len(region) != 2 or not region.isalpha()):
         raise invalid_parameter("region", "a two-letter region code (ISO 3166-1), e.g. US")
-    parsed = _parse_number(request.match_info["number"], "number", region.upper() if region else None)
+    parsed = _parse_number(request.match_info["number"], "number", region.upper() if region else DEFAULT_REGION)
     e164 = _e164(parsed)
     zones = [z for z in timezone.time_zones_for_number(parsed) if z != timezone.UNKNOWN_TIMEZONE]
     return web.json_response({

@@ -1,8 +1,9 @@
 """``http_requests_total{method,route,status}`` and ``http_request_duration_seconds`` for the side API.
 
 Requests are labelled by the matched route's template (``/api/v1/campaigns/{key}``), never by the raw path, so
-the series stay bounded whatever clients send; a request that matches no route is labelled ``<unmatched>``, an
-unusual method ``OTHER``. ``/metrics`` itself is not counted (scrapes would dominate).
+the series stay bounded whatever clients send; a request that matches no route is labelled ``<unmatched>``, a
+method outside :data:`~dce.http_api.metrics.HTTP_METHODS` ``other`` (the metrics close every label).
+``/metrics`` itself is not counted (scrapes would dominate).
 
 Put the middleware first (outermost) so it sees the status the client gets after problem+json translation::
 
@@ -21,7 +22,6 @@ from dce.http_api.metrics import ExchangeMetrics
 
 UNMATCHED = "<unmatched>"
 SKIPPED_ROUTES = frozenset({"/metrics"})
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def route_template(request: web.Request) -> str:
@@ -40,7 +40,6 @@ def http_metrics_middleware(metrics: ExchangeMetrics) -> Middleware:
         route = route_template(request)
         if route in SKIPPED_ROUTES:
             return await handler(request)
-        method = request.method if request.method in _METHODS else "OTHER"
         started = time.perf_counter()
         status = 500
         try:
@@ -54,6 +53,6 @@ def http_metrics_middleware(metrics: ExchangeMetrics) -> Middleware:
             status = 499  # the client went away first (nginx's convention)
             raise
         finally:
-            metrics.http_request(method, route, status, time.perf_counter() - started)
+            metrics.http_request(request.method, route, status, time.perf_counter() - started)
 
     return middleware

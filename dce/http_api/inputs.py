@@ -4,6 +4,7 @@
   of it (keys too) free of NUL characters and lone surrogates, which no database column can store
   (PostgreSQL refuses ``\\x00`` in text; a lone surrogate cannot be encoded to UTF-8).
 - :func:`validated`, :func:`read_model`: a body checked by a pydantic model, 422 naming each bad field.
+- :func:`invalid_value`: the one way our validators fail a field, with a message that shows the value.
 - :func:`input_guard_middleware`: the same rule for query parameters and path segments.
 """
 
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticCustomError
 
 from dce.http_api.problems import ProblemError, invalid_parameter
 
@@ -91,6 +93,22 @@ async def read_json_object(request: web.Request, *, decimals: bool = False) -> d
 
 
 M = TypeVar("M", bound=BaseModel)
+
+MAX_SHOWN = 80  # characters of an offending value quoted in a message
+
+
+def shown(value: Any) -> str:
+    """``value`` as a message quotes it: its repr, cut to :data:`MAX_SHOWN` characters."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
+
+def invalid_value(kind: str, message: str) -> PydanticCustomError:
+    """A field validator's error whose ``message`` is final text (say ``f"not a SIP URI: {shown(value)}"``).
+
+    pydantic formats a custom error's template with plain ``{name}`` placeholders only (``{value!r}`` is printed
+    as is), so the message is formatted by Python first and passed through one placeholder."""
+    return PydanticCustomError(kind, "{message}", {"message": message})
 
 
 def field_name(loc: tuple[int | str, ...]) -> str:

@@ -19,10 +19,13 @@ Tenants: a buyer's or seller's principal reads only its own account (``buyer:<id
 balances list holds that one account, entries are those touching it with only its own lines shown (never the
 other side's price), and asking for another account answers 404. ``/ledger/verify`` is admin-only.
 
-Money in and out as decimal strings of currency units (``"12.50"``; JSON numbers are read as Decimal, never
-float; at most 6 decimal places). Line amounts are signed, debit positive; ``balance`` is on the account's normal
-side (a buyer's funds, a publisher's payable, the exchange's revenue; exchange:cash debit-normal), ``raw`` the sum
-of its lines. Bad input -> 422 problem+json naming the field in ``invalid_params``.
+Money in and out as decimal strings of currency units (``"12.50"``, at most 6 decimal places; a JSON number is
+a 422 saying to send the string: :mod:`dce.http_api.money`). Line amounts are signed, debit positive. A balance
+shows both signs on purpose: ``raw`` is the sum of the account's lines (debit positive, as the journal stores
+them), ``balance`` the same amount on the account's normal side, as its owner reads it: a buyer's funds, a
+publisher's payable and the exchange's revenue are credit-normal (``balance = -raw``: a deposit of 100.00 shows
+``balance`` "100.00", ``raw`` "-100.00"), exchange:cash is debit-normal (``balance = raw``). Bad input -> 422
+problem+json naming the field in ``invalid_params``.
 
 App keys: ``ON_LEDGER_CHANGE`` (called after every post, sync or async, so the routing balance snapshot can reload).
 """
@@ -33,7 +36,6 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from aiohttp import web
@@ -47,6 +49,7 @@ from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param
 from dce.http_api.hooks import OnChange, notify_change
 from dce.http_api.inputs import read_json_object
 from dce.http_api.keys import ENGINE
+from dce.http_api.money import MoneyError, parse_money
 from dce.http_api.permissions import require, tenant_filter
 from dce.http_api.problems import ProblemError, invalid_parameter
 from dce.routing.model import format_money
@@ -62,8 +65,6 @@ VERIFY = "ledger:verify"
 WRITE = "ledger:write"
 CONVERT = "conversions:write"
 
-MICROS = Decimal(1_000_000)
-MAX_MONEY = Decimal(10) ** 12  # currency units
 
 
 # ----------------------------------------------------------------------------------------------------- input
@@ -75,32 +76,16 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 def _money(body: dict[str, Any], name: str, *, required: bool = True, signed: bool = False,
            positive: bool = False) -> int | None:
-    """A decimal string or number of currency units -> micros."""
+    """The decimal string ``body[name]`` as micros (:func:`~dce.http_api.money.parse_money`); 422 naming it."""
     value = body.get(name)
     if value is None:
         if required:
             raise invalid_parameter(name, "required")
         return None
-    if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
-        raise invalid_parameter(name, 'expected a decimal string, like "12.50"')
     try:
-        amount = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
-    except InvalidOperation:
-        raise invalid_parameter(name, f"not a decimal number: {value!r}") from None
-    if not amount.is_finite():
-        raise invalid_parameter(name, "must be a finite number")
-    if abs(amount) >= MAX_MONEY:
-        raise invalid_parameter(name, "too large")
-    micros = amount * MICROS
-    if micros != micros.to_integral_value():
-        raise invalid_parameter(name, "at most 6 decimal places")
-    if amount < 0 and not signed:
-        raise invalid_parameter(name, "must not be negative")
-    if positive and amount <= 0:
-        raise invalid_parameter(name, "must be greater than zero")
-    if signed and amount == 0:
-        raise invalid_parameter(name, "must not be zero")
-    return int(micros)
+        return parse_money(value, signed=signed, positive=positive)
+    except MoneyError as exc:
+        raise invalid_parameter(name, str(exc)) from None
 
 
 def _text(body: dict[str, Any], name: str, *, required: bool = True, max_length: int = 128) -> str | None:

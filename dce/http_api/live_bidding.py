@@ -26,9 +26,9 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from dce.bidding.bids import MalformedBid, parse_amount
 from dce.bidding.live import BidAnswer, BidStatus, LiveBidding, Message
 from dce.http_api.inputs import read_json
+from dce.http_api.money import MoneyError, parse_money
 from dce.http_api.permissions import require, tenant_filter
 from dce.http_api.problems import ProblemError, invalid_parameter
 from dce.http_api.ws_outbox import Outbox
@@ -76,9 +76,9 @@ def place(live: LiveBidding, payload: Any, default_buyer: str | None, now: float
     call_id = _text(payload, "call_id")
     buyer_id = _text(payload, "buyer_id", default_buyer)
     try:
-        amount = parse_amount(payload.get("amount"))
-    except MalformedBid as exc:
-        raise BadBid("amount", exc.reason.split(": ", 1)[-1]) from None
+        amount = parse_money(payload.get("amount"))
+    except MoneyError as exc:
+        raise BadBid("amount", str(exc)) from None
     return live.bid(call_id, buyer_id, amount, now)
 
 

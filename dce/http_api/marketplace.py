@@ -1,9 +1,9 @@
 """``/api/v1`` CRUD for the marketplace: publishers, buyers, campaigns, targets and tracking numbers.
 
 JSON in and out. Input is validated with pydantic; a bad field gets 422 problem+json naming it in
-``invalid_params`` (``payouts[0].fixed``, ``caps.daily``...). Money is a decimal string or JSON number in currency
-units (``"12.50"``, ``12.5``; parsed as :class:`~decimal.Decimal`, never float; at most 6 decimal places) and is
-stored as integer micro-units; responses carry money as decimal strings. DIDs and number destinations are
+``invalid_params`` (``payouts[0].fixed``, ``caps.daily``...). Money is a decimal string of currency units
+(``"12.50"``, at most 6 decimal places; a JSON number is refused, see :mod:`dce.http_api.money`) and is stored as
+integer micro-units; responses carry money as decimal strings. DIDs and number destinations are
 normalised to E.164.
 
 Per entity (``{key}`` is ``id``, or ``did`` for numbers; a ``+`` in a path DID must be sent as ``%2B``)::
@@ -35,25 +35,23 @@ import zoneinfo
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import time
-from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
-from pydantic_core import PydanticCustomError
 
 from dce.db import marketplace_repository as repo
 from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param
 from dce.http_api.hooks import OnChange, notify_change
-from dce.http_api.inputs import read_json_object, validated
+from dce.http_api.inputs import invalid_value, read_json_object, shown, validated
 from dce.http_api.keys import ENGINE
+from dce.http_api.money import MoneyError, parse_money
 from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
 from dce.http_api.read_cache import MARKETPLACE_CACHE, cached, invalidate
 from dce.routing.criteria import compile_criterion
 from dce.routing.model import (
-    MICROS_PER_UNIT,
     Buyer,
     Campaign,
     CapCounts,
@@ -83,8 +81,6 @@ ON_MARKETPLACE_CHANGE = web.AppKey("on_marketplace_change", OnChange)
 READ = "marketplace:read"
 WRITE = "marketplace:write"
 
-MAX_MONEY = Decimal(10) ** 12  # currency units; keeps micros well inside BigInteger
-
 H = TypeVar("H", bound=Handler)
 
 
@@ -92,26 +88,11 @@ H = TypeVar("H", bound=Handler)
 
 
 def _money(value: Any) -> int:
-    """A decimal string or number in currency units -> micro-units."""
-    if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
-        raise PydanticCustomError("money", 'expected a decimal string or number, like "12.50"')
-    if isinstance(value, str):
-        try:
-            amount = Decimal(value.strip())
-        except InvalidOperation:
-            raise PydanticCustomError("money", "not a decimal number: {value!r}", {"value": value}) from None
-    else:
-        amount = Decimal(value)
-    if not amount.is_finite():
-        raise PydanticCustomError("money", "must be a finite number")
-    if amount < 0:
-        raise PydanticCustomError("money", "must not be negative")
-    if amount >= MAX_MONEY:
-        raise PydanticCustomError("money", "too large")
-    micros = amount * MICROS_PER_UNIT
-    if micros != micros.to_integral_value():
-        raise PydanticCustomError("money", "at most 6 decimal places")
-    return int(micros)
+    """A decimal string of currency units -> micro-units (:func:`~dce.http_api.money.parse_money`)."""
+    try:
+        return parse_money(value)
+    except MoneyError as exc:
+        raise invalid_value("money", str(exc)) from None
 
 
 def _optional_money(micros: Micros | None) -> str | None:
@@ -120,26 +101,24 @@ def _optional_money(micros: Micros | None) -> str | None:
 
 def _e164(value: Any) -> str:
     if not isinstance(value, str):
-        raise PydanticCustomError("phone_number", "expected a phone number string")
+        raise invalid_value("phone_number", f"expected a phone number string, got {shown(value)}")
     number = to_e164(value)
     if number is None:
-        raise PydanticCustomError("phone_number", "not a phone number: {value!r}", {"value": value})
+        raise invalid_value("phone_number", f"not a phone number: {shown(value)}")
     return number
 
 
 def _destination(value: Any) -> str:
     if not isinstance(value, str):
-        raise PydanticCustomError("destination", "expected a SIP URI or a phone number")
+        raise invalid_value("destination", f"expected a SIP URI or a phone number, got {shown(value)}")
     text = value.strip()
     if text.lower().startswith(("sip:", "sips:")):
         if len(text) <= 5 or any(ch.isspace() for ch in text):
-            raise PydanticCustomError("destination", "not a SIP URI: {value!r}", {"value": value})
+            raise invalid_value("destination", f"not a SIP URI: {shown(value)}")
         return text
     number = to_e164(text)
     if number is None:
-        raise PydanticCustomError(
-            "destination", "expected a SIP URI (sip:...) or a phone number, got {value!r}", {"value": value}
-        )
+        raise invalid_value("destination", f"expected a SIP URI (sip:...) or a phone number, got {shown(value)}")
     return number
 
 
@@ -179,7 +158,7 @@ class BuyerIn(_Input):
         try:
             zoneinfo.ZoneInfo(value)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise PydanticCustomError("timezone", "unknown IANA time zone: {value!r}", {"value": value}) from None
+            raise invalid_value("timezone", f"unknown IANA time zone: {shown(value)}") from None
         return value
 
     def to_model(self, key: str) -> Buyer:
@@ -206,7 +185,8 @@ class HoursIn(_Input):
     @classmethod
     def _naive(cls, value: time) -> time:
         if value.tzinfo is not None:
-            raise PydanticCustomError("local_time", "a local time without an offset (the buyer's zone applies)")
+            raise invalid_value("local_time", f"a local time without an offset (the buyer's zone applies), got "
+                                              f"{value.isoformat()!r}")
         return value
 
 
@@ -220,18 +200,18 @@ class CriterionIn(_Input):
     @classmethod
     def _known_field(cls, value: str) -> str:
         if not CRITERION_FIELD.match(value):
-            raise PydanticCustomError("criterion_field", "expected state, zip, area_code or tag:<name>")
+            raise invalid_value("criterion_field", f"expected state, zip, area_code or tag:<name>, got {shown(value)}")
         return value
 
     @model_validator(mode="after")
     def _compiles(self) -> CriterionIn:
         """Accept exactly what the routing snapshot accepts (it compiles criteria the same way)."""
         if self.op is not CriterionOp.EXISTS and not self.values:
-            raise PydanticCustomError("criterion_values", "{op} needs at least one value", {"op": str(self.op)})
+            raise invalid_value("criterion_values", f"{self.op} needs at least one value, got {shown(self.values)}")
         try:
             compile_criterion(Criterion(field=self.field, op=self.op, values=tuple(self.values), negate=self.negate))
         except ValueError as exc:
-            raise PydanticCustomError("criterion", "{error}", {"error": str(exc)}) from None
+            raise invalid_value("criterion", f"{exc}, got values {shown(self.values)}") from None
         return self
 
 
@@ -284,7 +264,9 @@ class PayoutIn(_Input):
     @model_validator(mode="after")
     def _exactly_one(self) -> PayoutIn:
         if (self.fixed is None) == (self.revenue_share_bp is None):
-            raise PydanticCustomError("payout", "give exactly one of fixed or revenue_share_bp")
+            fixed = None if self.fixed is None else money_text(self.fixed)
+            raise invalid_value("payout", f"give exactly one of fixed or revenue_share_bp, got fixed={fixed!r} and "
+                                          f"revenue_share_bp={self.revenue_share_bp!r}")
         return self
 
 
@@ -298,9 +280,7 @@ def _unique(values: list[str]) -> list[str]:
     seen: set[str] = set()
     for index, value in enumerate(values):
         if value in seen:
-            raise PydanticCustomError(
-                "duplicate", "{value!r} is listed twice (item {index})", {"value": value, "index": index}
-            )
+            raise invalid_value("duplicate", f"{shown(value)} is listed twice (item {index})")
         seen.add(value)
     return values
 

@@ -5,21 +5,70 @@ Names follow the seed brief: ``dce_calls_total{status,buyer}``, ``dce_calls_dura
 ``dce_fraud_score`` and ``http_requests_total{method,route,status}``; plus the SIP and media metrics
 (``dce_sip_*``, ``dce_active_calls``, ``dce_exchange_added_delay_seconds``, ``dce_media_sessions``,
 ``dce_rtp_packets_total``) and, with Redis configured, ``dce_redis_up{component}`` and
-``dce_redis_failures_total{component}``. Label values with unbounded sets (raw paths, numbers, call ids) never
-become labels.
+``dce_redis_failures_total{component}``.
+
+Every label value comes from a closed set declared here (:data:`SIP_METHODS`, :data:`SIP_DROP_REASONS`, the
+dispositions, bid outcomes and compliance reason codes of the domain enums, ...): a value outside its set is
+counted as ``other``, so nothing a caller sends (an unknown SIP method, a junk header) can mint a series. Two
+labels are bounded otherwise: ``route`` is a route template of the side API's route table (never the raw path)
+and ``buyer`` holds at most :data:`MAX_BUYER_SERIES` buyer ids (ids come from the marketplace API; later ones
+count as ``other``). :func:`label_violations` checks a registry against these rules (the tests run it), and a
+new labelled metric must declare its sets in :attr:`ExchangeMetrics.label_sets` or the check reports it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import hmac
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Literal, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from dce.bidding.bids import Outcome, RejectReason
+from dce.billing.cdr import Disposition
+from dce.compliance.verdict import ReasonCode
+
 Direction = Literal["in", "out"]
+
+OTHER = "other"  # the label value of anything outside its closed set
+SIP_METHODS = frozenset({
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO",
+    "REFER", "MESSAGE", "UPDATE", "response",
+})  # RFC 3261 and its extensions' methods, and "response"
+SIP_DIRECTIONS = frozenset({"in", "out"})
+SIP_DROP_REASONS = frozenset({
+    "too_large", "malformed", "malformed_answered", "core_exception", "tcp_connect_failed", "tcp_garbage",
+    "unresolvable_destination", "source_call_limit", "send_failed", "tcp_limit", "tcp_slow_message", "tcp_idle",
+    "tcp_not_reading",
+})  # add a new drop reason here, or it is counted as "other"
+CALL_STATUSES = frozenset(d.value for d in Disposition)
+BID_STATUSES = frozenset({*(o.value for o in Outcome), *(f"{Outcome.REJECTED}:{r}" for r in RejectReason)})
+VIOLATION_TYPES = frozenset(c.value for c in ReasonCode)
+RTP_DIRECTIONS = frozenset({"a_to_b", "b_to_a"})
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+HTTP_STATUSES = frozenset(str(code) for code in range(100, 600))
+MAX_BUYER_SERIES = 1000  # distinct buyer ids on dce_calls_total; later ones count as buyer="other"
+
+
+def closed(value: str, allowed: frozenset[str]) -> str:
+    """``value`` when it is in ``allowed``, else :data:`OTHER`."""
+    return value if value in allowed else OTHER
+
+
+class Bounded:
+    """A label bounded by something other than a fixed set: the route table (``route``), a cap (``buyer``)."""
+
+    def __init__(self, why: str, cap: int | None = None) -> None:
+        self.why = why
+        self.cap = cap
+
+
+LabelSet = frozenset[str] | Bounded
 
 # The exchange should add well under a millisecond between INVITE in and INVITE out: resolve that finely.
 ADDED_DELAY_BUCKETS = (
@@ -54,12 +103,22 @@ class CallsCounter(Collector):
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self._counts: dict[tuple[str, str], float] = {}
+        self._buyers: set[str] = set()
         if registry is not None:
             registry.register(self)
 
     def inc(self, status: str, buyer: str = "", amount: float = 1.0) -> None:
-        key = (status, buyer)
+        key = (closed(status, CALL_STATUSES), self._buyer(buyer))
         self._counts[key] = self._counts.get(key, 0.0) + amount
+
+    def _buyer(self, buyer: str) -> str:
+        """``buyer``, or :data:`OTHER` once :data:`MAX_BUYER_SERIES` distinct buyers have a series."""
+        if not buyer or buyer in self._buyers:
+            return buyer
+        if len(self._buyers) >= MAX_BUYER_SERIES:
+            return OTHER
+        self._buyers.add(buyer)
+        return buyer
 
     def value(self, status: str, buyer: str = "") -> float:
         return self._counts.get((status, buyer), 0.0)
@@ -73,6 +132,9 @@ class CallsCounter(Collector):
             labels = {"status": status, "buyer": buyer} if buyer else {"status": status}
             metric.add_sample("dce_calls_total", labels, value)
         yield metric
+
+
+REDIS_COMPONENTS = frozenset({"velocity", "slots", "rate limits"})  # RedisGuard.what of each Redis user
 
 
 class RedisLink(Protocol):
@@ -101,10 +163,32 @@ class RedisHealth(Collector):
                     "gauge")
         failures = Metric("dce_redis_failures", "Redis calls that failed or timed out, by component", "counter")
         for link in self._links():
-            up.add_sample("dce_redis_up", {"component": link.what}, 0.0 if link.failing else 1.0)
-            failures.add_sample("dce_redis_failures_total", {"component": link.what}, float(link.failures))
+            component = closed(link.what, REDIS_COMPONENTS)
+            up.add_sample("dce_redis_up", {"component": component}, 0.0 if link.failing else 1.0)
+            failures.add_sample("dce_redis_failures_total", {"component": component}, float(link.failures))
         yield up
         yield failures
+
+
+class _Children:
+    """Label children of one metric, each label value mapped into its closed set first. Only children whose values
+    were all in their sets are cached under the raw values, so unknown values cannot grow the cache either."""
+
+    def __init__(self, metric: Counter | Histogram, sets: tuple[frozenset[str] | None, ...]) -> None:
+        self._metric = metric
+        self._sets = sets
+        self._cache: dict[tuple[str, ...], Counter | Histogram] = {}
+
+    def get(self, *values: str) -> Counter | Histogram:
+        child = self._cache.get(values)
+        if child is not None:
+            return child
+        labels = tuple(v if allowed is None else closed(v, allowed) for v, allowed in zip(values, self._sets,
+                                                                                           strict=True))
+        child = self._cache.get(labels)
+        if child is None:
+            child = self._cache[labels] = self._metric.labels(*labels)
+        return child
 
 
 class ExchangeMetrics:
@@ -126,7 +210,7 @@ class ExchangeMetrics:
         )
         self.sip_messages_total = Counter(
             "dce_sip_messages_total",
-            "SIP messages received (in) and sent (out), by request method or 'response'",
+            "SIP messages received (in) and sent (out), by request method ('other' when unknown) or 'response'",
             ("direction", "method"),
             registry=self.registry,
         )
@@ -170,29 +254,36 @@ class ExchangeMetrics:
             "http_request_duration_seconds", "HTTP request handling time by method and route template",
             ("method", "route"), buckets=HTTP_BUCKETS, registry=self.registry,
         )
-        self._violation_children: dict[str, Counter] = {}
-        self._sip_children: dict[tuple[str, str], Counter] = {}
-        self._drop_children: dict[str, Counter] = {}
-        self._bid_children: dict[str, Counter] = {}
-        self._rtp_children: dict[str, Counter] = {}
-        self._rtp_drop_children: dict[str, Counter] = {}
-        self._http_children: dict[tuple[str, str, int], Counter] = {}
-        self._http_duration_children: dict[tuple[str, str], Histogram] = {}
+        self._sip = _Children(self.sip_messages_total, (SIP_DIRECTIONS, SIP_METHODS))
+        self._drops = _Children(self.sip_dropped_total, (SIP_DROP_REASONS,))
+        self._bids = _Children(self.bids_total, (BID_STATUSES,))
+        self._violations = _Children(self.compliance_violations, (VIOLATION_TYPES,))
+        self._rtp = _Children(self.rtp_packets_total, (RTP_DIRECTIONS,))
+        self._rtp_drops = _Children(self.rtp_dropped_total, (RTP_DIRECTIONS,))
+        self._http = _Children(self.http_requests_total, (HTTP_METHODS, None, HTTP_STATUSES))
+        self._http_duration = _Children(self.http_request_duration, (HTTP_METHODS, None))
+        routes = Bounded("route templates of the side API's route table (http_metrics.route_template)")
+        self.label_sets: dict[str, Mapping[str, LabelSet]] = {
+            "dce_calls_total": {"status": CALL_STATUSES, "buyer": Bounded("marketplace buyer ids", MAX_BUYER_SERIES)},
+            "dce_bids_total": {"status": BID_STATUSES},
+            "dce_sip_messages_total": {"direction": SIP_DIRECTIONS, "method": SIP_METHODS},
+            "dce_sip_dropped_total": {"reason": SIP_DROP_REASONS},
+            "dce_compliance_violations_total": {"type": VIOLATION_TYPES},
+            "dce_rtp_packets_total": {"direction": RTP_DIRECTIONS},
+            "dce_rtp_dropped_total": {"direction": RTP_DIRECTIONS},
+            "http_requests_total": {"method": HTTP_METHODS, "route": routes, "status": HTTP_STATUSES},
+            "http_request_duration_seconds": {"method": HTTP_METHODS, "route": routes},
+            "dce_redis_up": {"component": REDIS_COMPONENTS},
+            "dce_redis_failures_total": {"component": REDIS_COMPONENTS},
+        }
 
     def sip_message(self, direction: Direction, method: str) -> None:
-        """Count one SIP message; ``method`` is the request method, or "response"."""
-        key = (direction, method)
-        child = self._sip_children.get(key)
-        if child is None:
-            child = self._sip_children[key] = self.sip_messages_total.labels(direction, method)
-        child.inc()
+        """Count one SIP message; ``method`` is the request method (unknown ones count as "other"), or "response"."""
+        self._sip.get(direction, method).inc()
 
     def sip_dropped(self, reason: str) -> None:
-        """Count one dropped SIP message (unparseable, no transaction, ...)."""
-        child = self._drop_children.get(reason)
-        if child is None:
-            child = self._drop_children[reason] = self.sip_dropped_total.labels(reason)
-        child.inc()
+        """Count one dropped SIP message (one of :data:`SIP_DROP_REASONS`)."""
+        self._drops.get(reason).inc()
 
     def call_finished(self, status: str, buyer: str | None = "", *, talk_s: float | None = None) -> None:
         """Count one finished call; ``status`` is the CDR disposition, ``buyer`` the buyer id ("" when none).
@@ -204,10 +295,7 @@ class ExchangeMetrics:
 
     def bid(self, status: str, count: int = 1) -> None:
         """Count bids by outcome: "won", "lost" or "rejected:<reason>"."""
-        child = self._bid_children.get(status)
-        if child is None:
-            child = self._bid_children[status] = self.bids_total.labels(status)
-        child.inc(count)
+        self._bids.get(status).inc(count)
 
     def routing_observed(self, seconds: float) -> None:
         """Observe one routing decision's duration."""
@@ -216,10 +304,7 @@ class ExchangeMetrics:
     def screened(self, codes: tuple[str, ...], risk: float | None) -> None:
         """Count a screened call's reason codes and observe its fraud score."""
         for code in codes:
-            child = self._violation_children.get(code)
-            if child is None:
-                child = self._violation_children[code] = self.compliance_violations.labels(code)
-            child.inc()
+            self._violations.get(code).inc()
         if risk is not None:
             self.fraud_score.observe(risk)
 
@@ -235,29 +320,89 @@ class ExchangeMetrics:
         """Add a media session's relayed (and dropped) packets for one direction; call once per session close,
         never per packet."""
         if packets:
-            child = self._rtp_children.get(direction)
-            if child is None:
-                child = self._rtp_children[direction] = self.rtp_packets_total.labels(direction)
-            child.inc(packets)
+            self._rtp.get(direction).inc(packets)
         if dropped:
-            child = self._rtp_drop_children.get(direction)
-            if child is None:
-                child = self._rtp_drop_children[direction] = self.rtp_dropped_total.labels(direction)
-            child.inc(dropped)
+            self._rtp_drops.get(direction).inc(dropped)
 
     def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one HTTP request. ``route`` must be a route template (bounded set), never the raw path."""
-        key = (method, route, status)
-        child = self._http_children.get(key)
-        if child is None:
-            child = self._http_children[key] = self.http_requests_total.labels(method, route, str(status))
-        child.inc()
-        hkey = (method, route)
-        duration = self._http_duration_children.get(hkey)
-        if duration is None:
-            duration = self._http_duration_children[hkey] = self.http_request_duration.labels(method, route)
-        duration.observe(seconds)
+        self._http.get(method, route, str(status)).inc()
+        self._http_duration.get(method, route).observe(seconds)  # type: ignore[union-attr]
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class Scrapes:
+    """``/metrics`` made cheap and optionally private.
+
+    The exposition is rendered at most once per ``max_age_s`` (0: every scrape): rendering runs on the event loop
+    that also carries SIP, so a flood of scrapes costs one render per interval, and concurrent scrapes share it
+    (rendering is synchronous: the first renders, the rest find it fresh). With a ``token``, a scrape must send
+    ``Authorization: Bearer <token>`` (Prometheus: ``authorization: {credentials: ...}``)."""
+
+    def __init__(self, metrics: ExchangeMetrics, *, max_age_s: float = 1.0, token: str | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.metrics = metrics
+        self.max_age_s = max_age_s
+        self._expected = f"Bearer {token}".encode() if token else None
+        self._clock = clock
+        self._rendered: tuple[bytes, str] | None = None
+        self._at = 0.0
+
+    def allows(self, authorization: str | None) -> bool:
+        """Whether a scrape with this ``Authorization`` header may read the metrics."""
+        if self._expected is None:
+            return True
+        return authorization is not None and hmac.compare_digest(authorization.encode(), self._expected)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type, at most ``max_age_s`` old."""
+        now = self._clock()
+        if self._rendered is None or now - self._at >= self.max_age_s:
+            self._rendered, self._at = self.metrics.render(), now
+        return self._rendered
+
+
+def label_violations(metrics: ExchangeMetrics, routes: Iterable[str] | None = None) -> list[str]:
+    """Every label of ``metrics``' registry that breaks the closed-set rule, as text (empty: all bounded).
+
+    A labelled sample whose metric declares no set for that label is a violation (a new label must say where its
+    values come from); ``routes``, when given, is the closed set of ``route`` values (the app's templates)."""
+    problems: list[str] = []
+    for metric in vars(metrics).values():  # declared before any sample exists, not only once one does
+        if isinstance(metric, MetricWrapperBase) and metric._labelnames:
+            name = f"{metric._name}_total" if metric._type == "counter" else metric._name
+            for label in metric._labelnames:
+                if label not in metrics.label_sets.get(name, {}):
+                    problems.append(f"{name}: label {label!r} has no declared closed set")
+    seen: dict[tuple[str, str], set[str]] = {}
+    route_set = None if routes is None else frozenset(routes)
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            name = f"{family.name}_total" if family.type == "counter" else family.name
+            declared = metrics.label_sets.get(name, {})
+            for label, value in sample.labels.items():
+                if label == "le":
+                    continue
+                allowed = declared.get(label)
+                if allowed is None:
+                    problem = f"{name}: label {label!r} has no declared closed set"
+                elif isinstance(allowed, Bounded):
+                    seen.setdefault((name, label), set()).add(value)
+                    if label == "route" and route_set is not None and value not in route_set:
+                        problem = f"{name}: route {value!r} is not a route template"
+                    else:
+                        continue
+                elif value in allowed or value == OTHER:
+                    continue
+                else:
+                    problem = f"{name}: {label}={value!r} is outside its closed set"
+                if problem not in problems:
+                    problems.append(problem)
+    for (name, label), values in seen.items():
+        cap = metrics.label_sets[name][label]
+        if isinstance(cap, Bounded) and cap.cap is not None and len(values) > cap.cap + 1:
+            problems.append(f"{name}: {len(values)} values of {label!r}, more than its cap {cap.cap}")
+    return problems

@@ -38,9 +38,11 @@ from dce.http_api import marketplace
 from dce.http_api.calls import DEFAULT_LIMIT, MAX_INT, MAX_LIMIT
 from dce.http_api.consents import ConsentIn, OutboundCheckIn, RevokeIn
 from dce.http_api.marketplace import RESOURCES
+from dce.http_api.money import MONEY_PATTERN
 from dce.http_api.permissions import required_permission
 from dce.http_api.postbacks import PostbackIn
 from dce.http_api.problems import PROBLEM_CONTENT_TYPE
+from dce.routing.model import format_money
 
 H = TypeVar("H", bound=Callable[..., Any])
 
@@ -52,7 +54,7 @@ SWAGGER_INITIALIZER = "/swagger/initializer.js"
 # Paths answered without credentials (the auth layer imports this): health, metrics, the docs, login and refresh,
 # and the RTB ping (its campaign key is in the path). Everything else takes a bearer token or an API key.
 PUBLIC_PATHS: frozenset[str] = frozenset({
-    "/health", "/health/live", "/health/ready", "/metrics", OPENAPI_PATH, SWAGGER_PATH, SWAGGER_INITIALIZER,
+    "/", "/health", "/health/live", "/health/ready", "/metrics", OPENAPI_PATH, SWAGGER_PATH, SWAGGER_INITIALIZER,
     "/api/v1/rtb/{key}/ping", "/api/v1/auth/login", "/api/v1/auth/refresh",
 })
 SECURITY_SCHEME = "bearerAuth"
@@ -129,12 +131,30 @@ def describe(
 
 def _money_schema(description: str = "currency units") -> dict[str, Any]:
     return {
-        "anyOf": [{"type": "string", "pattern": r"^\s*-?\d+(\.\d{1,6})?\s*$"}, {"type": "number"}],
-        "description": f'{description}: a decimal string (e.g. "12.50") or number, at most 6 decimal places',
+        "type": "string", "pattern": MONEY_PATTERN,
+        "description": f'{description}: a decimal string (e.g. "12.50"), at most 6 decimal places; a JSON number is '
+                       f'refused (422 "send money as a decimal string")',
     }
 
 
 Money = Annotated[Decimal, WithJsonSchema(_money_schema())]
+
+
+def _money_out(description: str, *, nullable: bool = False) -> dict[str, Any]:
+    """The schema of a money field in an answer: a decimal string of currency units."""
+    schema: dict[str, Any] = {"type": ["string", "null"] if nullable else "string", "pattern": MONEY_PATTERN,
+                              "description": f'{description}; a decimal string of currency units, like "12.50"'}
+    return schema
+
+
+def _page_of(properties: Mapping[str, Any], *, paged: bool = True) -> dict[str, Any]:
+    """An answer ``{"items": [{properties...}]}``; ``paged``: a :data:`PAGE_SCHEMA` (total, limit, offset too)."""
+    items = {"items": {"type": "array", "items": {"type": "object", "properties": dict(properties)}}}
+    if paged:
+        return {"allOf": [{"$ref": "#/components/schemas/Page"}, {"type": "object", "properties": items}]}
+    return {"type": "object", "properties": items, "required": ["items"]}
+
+
 Text = Annotated[str, Field(min_length=1, max_length=128)]
 LongText = Annotated[str, Field(min_length=1, max_length=2000)]
 
@@ -248,10 +268,22 @@ def _marketplace_docs() -> dict[tuple[str, str], Doc]:
     return docs
 
 
+_REPORT_RANGE = (
+    Param("from", "inclusive; default: today 00:00 UTC, or one day before `to`", _TIME),
+    Param("to", "exclusive; default: one day after `from`", _TIME),
+)
+_CDR_PAGE = _page_of({  # the CDR's money columns (integer micros in the table) as the API writes every amount
+    "revenue": _money_out("what the buyer pays: the target's revenue or the winning bid", nullable=True),
+    "payout_fixed": _money_out("the publisher's fixed payout rule", nullable=True),
+    "settled_revenue": _money_out("charged to the buyer at settlement", nullable=True),
+    "settled_payout": _money_out("owed to the publisher at settlement", nullable=True),
+})
+
 DOCS: dict[tuple[str, str], Doc] = {
     **_marketplace_docs(),
     ("GET", "/health"): Doc(problems=()),
-    ("GET", "/metrics"): Doc(content_type="text/plain"),
+    ("GET", "/metrics"): Doc(content_type="text/plain", problems=(401,)),
+    ("GET", "/"): Doc(status=302, content_type=None),
     ("GET", "/health/ready"): Doc(problems=(503,)),
     ("GET", "/ws/v1/bidding"): Doc(
         "Live auctions over a WebSocket (JSON text frames)", query=(Param("buyer_id", "hear only this buyer's calls"),),
@@ -260,10 +292,10 @@ DOCS: dict[tuple[str, str], Doc] = {
     ("GET", f"{API}/calls"): Doc("A page of calls, newest first", query=page_params(
         Param("disposition", "", _enum(Disposition)), Param("did", "tracking number"),
         Param("since", "", _TIME), Param("until", "", _TIME),
-    ), response_schema=PAGE_SCHEMA),
+    ), response_schema=_CDR_PAGE),
     ("GET", f"{API}/bids"): Doc("A page of the bid log, newest first",
                                 query=page_params(*_ids("call_id", "target_id", "buyer_id")),
-                                response_schema=PAGE_SCHEMA),
+                                response_schema=_page_of({"amount": _money_out("the bid")})),
     ("POST", f"{API}/bids"): Doc(body=BidIn, status=202, problems=(404, 409)),
     ("POST", f"{API}/rtb/{{key}}/ping"): Doc(body_content=_FREE, problems=(404,)),
     ("GET", f"{API}/lists"): Doc("Number lists", query=(Param("kind", "", _enum(ListKind)), Param("scope"))),
@@ -309,20 +341,18 @@ DOCS: dict[tuple[str, str], Doc] = {
                                                problems=(404,)),
     ("DELETE", f"{API}/postbacks/{{key}}"): Doc("Delete a postback config", status=204, content_type=None,
                                                 problems=(404,)),
-    ("GET", f"{API}/reports/summary"): Doc("The summary report", query=(
-        Param("from", "inclusive", _TIME, required=True), Param("to", "exclusive", _TIME, required=True),
+    ("GET", f"{API}/reports/summary"): Doc("The summary report", query=(*_REPORT_RANGE,
         Param("group_by", "", _enum(("campaign", "publisher", "buyer", "target", "hour", "day")), required=True),
         *_TERM_FILTERS,
     )),
-    ("GET", f"{API}/reports/summary.csv"): Doc("The summary report as CSV", query=(
-        Param("from", "inclusive", _TIME, required=True), Param("to", "exclusive", _TIME, required=True),
+    ("GET", f"{API}/reports/summary.csv"): Doc("The summary report as CSV", query=(*_REPORT_RANGE,
         Param("group_by", "", _enum(("campaign", "publisher", "buyer", "target", "hour", "day")), required=True),
         *_TERM_FILTERS,
     ), content_type="text/csv"),
     ("GET", f"{API}/reports/calls"): Doc("A page of calls with the sale-term filters", query=page_params(
         Param("since", "", _TIME), Param("until", "", _TIME), *_TERM_FILTERS, Param("caller"),
         Param("converted", "", {"type": "boolean"}), Param("disposition", "", _enum(Disposition)),
-    ), response_schema=PAGE_SCHEMA),
+    ), response_schema=_CDR_PAGE),
     ("POST", f"{API}/conversions"): Doc("Record a conversion (buyer webhook)", body=ConversionIn, status=201,
                                         problems=(404, 409)),
     ("POST", f"{API}/ledger/deposits"): Doc("Post a buyer deposit (200 when the key was posted already)",
@@ -331,7 +361,21 @@ DOCS: dict[tuple[str, str], Doc] = {
     ("POST", f"{API}/ledger/refunds"): Doc("Refund a call's sale", body=RefundIn, status=201, problems=(404, 409)),
     ("POST", f"{API}/ledger/payments"): Doc("Post a payment to a publisher", body=PaymentIn, status=201,
                                             also=_REPLAYED),
-    ("GET", f"{API}/ledger/balances"): Doc("Account balances", query=(Param("account", "one account"),)),
+    ("GET", f"{API}/ledger/balances"): Doc(
+        "Account balances", query=(Param("account", "one account"),),
+        description="Each account's balance twice, with opposite signs for credit-normal accounts: `raw` is the "
+                    "sum of its journal lines (debit positive), `balance` the same amount on the account's normal "
+                    "side as its owner reads it. Buyers' funds, publishers' payables and exchange:revenue are "
+                    "credit-normal (`balance` = -`raw`: a 100.00 deposit shows balance \"100.00\", raw "
+                    "\"-100.00\"); exchange:cash is debit-normal (`balance` = `raw`).",
+        response_schema=_page_of({
+            "account": {"type": "string", "description": "buyer:<id>, publisher:<id>, exchange:revenue, ..."},
+            "balance": _money_out("on the account's normal side (a buyer's funds, a publisher's payable)"),
+            "raw": _money_out("sum of the account's lines, debit positive (-balance for credit-normal accounts)"),
+            "credit_limit": _money_out("buyers only: the buyer's credit limit, null when not funds-checked",
+                                       nullable=True),
+            "available": _money_out("buyers only: funds plus credit"),
+        }, paged=False)),
     ("GET", f"{API}/ledger/entries"): Doc("Journal entries, newest first",
                                           query=page_params(Param("account", "only lines of this account")),
                                           response_schema=PAGE_SCHEMA),
@@ -402,6 +446,16 @@ class _Generator(GenerateJsonSchema):
         if function is getattr(marketplace, "_money", None):
             return _money_schema()
         return super().function_before_schema(schema)
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        """A money field's default (integer micros inside) as the decimal string the API reads."""
+        inner: Any = schema["schema"]
+        default = schema.get("default")
+        money = inner.get("type") == "function-before" and inner.get("function", {}).get("function") is getattr(
+            marketplace, "_money", None)
+        if money and isinstance(default, int):
+            return {**_money_schema(), "default": format_money(default)}
+        return super().default_schema(schema)
 
 
 def _component_schemas(models: Sequence[type[BaseModel]]) -> tuple[dict[type[BaseModel], dict[str, Any]], dict]:
@@ -479,6 +533,8 @@ def _operation(route: RouteInfo, doc: Doc, body_refs: Mapping[type[BaseModel], A
         operation["requestBody"] = {"required": True, "content": json.loads(json.dumps(doc.body_content))}
 
     success: dict[str, Any] = {"description": "OK" if doc.status < 300 else "Switching Protocols"}
+    if doc.status == 302:
+        success["description"] = "Found: the Location header says where"
     if doc.status == 201:
         success["description"] = "Created"
     elif doc.status == 202:
@@ -651,6 +707,10 @@ def docs_routes(app_for_spec: web.Application) -> list[web.RouteDef]:
         html = _SWAGGER_HTML.format(static=SWAGGER_STATIC, initializer=SWAGGER_INITIALIZER)
         return web.Response(text=html, content_type="text/html")
 
+    async def root(_request: web.Request) -> web.Response:
+        """Redirects to the API docs (Swagger UI)."""
+        raise web.HTTPFound(SWAGGER_PATH)
+
     async def initializer(_request: web.Request) -> web.Response:
         """Starts Swagger UI on the document."""
         script = _INITIALIZER_JS % json.dumps(f"{OPENAPI_PATH}?compat=3.0")
@@ -659,6 +719,7 @@ def docs_routes(app_for_spec: web.Application) -> list[web.RouteDef]:
     return [
         web.get(OPENAPI_PATH, openapi_json, allow_head=False),
         web.get(SWAGGER_PATH, swagger, allow_head=False),
+        web.get("/", root, allow_head=False),
         web.get(SWAGGER_INITIALIZER, initializer, allow_head=False),
     ]
 

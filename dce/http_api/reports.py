@@ -2,7 +2,8 @@
 
 ``GET /reports/summary?from=&to=&group_by=campaign|publisher|buyer|target|hour|day[&campaign_id=&publisher_id=
 &buyer_id=&target_id=]``: ``from``/``to`` are ISO 8601 times with a zone or dates (``YYYY-MM-DD`` = UTC midnight),
-``to`` exclusive, ``from < to``, at most 366 days apart. ``GET /reports/summary.csv``: the same rows as CSV.
+``to`` exclusive, ``from < to``, at most 366 days apart; without either the report covers today (UTC), with one of
+them the day from ``from`` (or up to ``to``). ``GET /reports/summary.csv``: the same rows as CSV.
 ``GET /reports/calls?since=&until=&campaign_id=&publisher_id=&buyer_id=&target_id=&caller=&converted=&limit=
 &offset=``: a page of calls, newest first. Money is a decimal string of currency units everywhere.
 
@@ -28,7 +29,7 @@ from aiohttp import web
 from dce.billing.cdr import Disposition
 from dce.db import report_repository as repo
 from dce.db.report_repository import SummaryRow
-from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param
+from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param, json_row
 from dce.http_api.keys import ENGINE
 from dce.http_api.permissions import require, tenant_filter
 from dce.http_api.problems import invalid_parameter
@@ -37,8 +38,8 @@ from dce.routing.model import format_money
 
 READ = "analytics:read"
 MAX_SPAN = timedelta(days=366)
+ONE_DAY = timedelta(days=1)  # the summary's range when from or to is left out
 MAX_ID_LENGTH = 64
-MONEY_COLUMNS = ("revenue", "payout_fixed", "settled_revenue", "settled_payout")
 KEY_NAMES = {"campaign": "campaign_id", "publisher": "publisher_id", "buyer": "buyer_id", "target": "target_id",
              "hour": "hour", "day": "day"}
 SUMMARY_FIELDS = ("incoming", "connected", "converted", "blocked", "duplicates", "revenue", "payout", "profit",
@@ -49,12 +50,10 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 # ------------------------------------------------------------------------------------------------ parameters
 
 
-def time_param(request: web.Request, name: str, *, required: bool) -> datetime | None:
-    """An ISO 8601 time with a zone, or a date (UTC midnight); 422 naming ``name`` otherwise."""
+def time_param(request: web.Request, name: str) -> datetime | None:
+    """An ISO 8601 time with a zone, or a date (UTC midnight); None when absent; 422 naming ``name`` otherwise."""
     raw = request.query.get(name, "").strip()
     if raw == "":
-        if required:
-            raise invalid_parameter(name, "required (an ISO 8601 time with a zone, or a date YYYY-MM-DD)")
         return None
     if _DATE.fullmatch(raw):
         try:
@@ -73,9 +72,19 @@ def time_param(request: web.Request, name: str, *, required: bool) -> datetime |
     return value.astimezone(UTC)
 
 
-def _range(request: web.Request, low: str, high: str, *, required: bool) -> tuple[datetime | None, datetime | None]:
-    since = time_param(request, low, required=required)
-    until = time_param(request, high, required=required)
+def _range(request: web.Request, low: str, high: str, *, one_day: bool) -> tuple[datetime | None, datetime | None]:
+    """The ``[low, high)`` range of the query. ``one_day``: a missing end makes the range one day long, both
+    missing make it today (UTC midnight to midnight); otherwise a missing end is open."""
+    since = time_param(request, low)
+    until = time_param(request, high)
+    if one_day:
+        if since is None and until is None:
+            since = datetime.combine(datetime.now(UTC).date(), datetime.min.time(), UTC)
+        if since is None:
+            assert until is not None
+            since = until - ONE_DAY
+        if until is None:
+            until = since + ONE_DAY
     if since is not None and until is not None:
         if since >= until:
             raise invalid_parameter(high, f"must be after {low!r} ({high!r} is exclusive)")
@@ -184,7 +193,7 @@ class _SummaryQuery:
 
 
 def _summary_query(request: web.Request) -> _SummaryQuery:
-    since, until = _range(request, "from", "to", required=True)
+    since, until = _range(request, "from", "to", one_day=True)
     assert since is not None and until is not None
     return _SummaryQuery(since, until, _group_by(request), _term_filters(request), tenant_filter(request))
 
@@ -245,25 +254,12 @@ async def _summary_csv(request: web.Request, query: _SummaryQuery) -> web.Respon
 # ------------------------------------------------------------------------------------------ call detail list
 
 
-def call_json(row: dict[str, Any]) -> dict[str, Any]:
-    """A calls row as JSON: times ISO 8601, money columns as decimal strings."""
-    out: dict[str, Any] = {}
-    for key, value in row.items():
-        if isinstance(value, datetime):
-            out[key] = value.isoformat()
-        elif key in MONEY_COLUMNS and value is not None:
-            out[key] = format_money(value)
-        else:
-            out[key] = value
-    return out
-
-
 @require(READ)
 async def get_calls(request: web.Request) -> web.Response:
     """A page of calls, newest first, with the sale-term filters: ``{"items", "total", "limit", "offset"}``."""
     limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     offset = int_param(request, "offset", 0, 0)
-    since, until = _range(request, "since", "until", required=False)
+    since, until = _range(request, "since", "until", one_day=False)
     filters = {**_term_filters(request), "caller": _caller_param(request),
                "disposition": _disposition_param(request)}
     converted = _bool_param(request, "converted")
@@ -273,7 +269,7 @@ async def get_calls(request: web.Request) -> web.Response:
         rows, total = await repo.list_calls(request.config_dict[ENGINE], limit=limit, offset=offset, since=since,
                                             until=until, converted=converted, filters=filters, tenant=tenant)
         return web.json_response(
-            {"items": [call_json(row) for row in rows], "total": total, "limit": limit, "offset": offset}
+            {"items": [json_row(row) for row in rows], "total": total, "limit": limit, "offset": offset}
         )
 
     return await cached(request, CALLS_CACHE, request_key(request, tenant), compute)

@@ -10,6 +10,9 @@ no-referrer`` and ``Content-Security-Policy: default-src 'self'``; Swagger UI (`
 styles and ``data:`` images (its CSS embeds icons), never inline scripts. A handler's own value of one of these
 headers wins. Answers already sent by the handler (a WebSocket's 101) are left as they are.
 
+No answer names the software or its version: :func:`hide_server_software` makes aiohttp's ``Server`` header a
+plain :data:`SERVER` on every answer, those to bytes that are not HTTP included (they never reach a middleware).
+
 CORS: an ``Origin`` in the configured list (exact ``scheme://host[:port]``; ``"*"`` allows any) gets
 ``Access-Control-Allow-Origin`` echoed and its preflight (``OPTIONS`` with ``Access-Control-Request-Method``)
 answered 204 with the methods, headers (``Authorization``, ``Content-Type``) and max-age. Any other origin gets
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 
-from aiohttp import web
+from aiohttp import web, web_response
 from aiohttp.typedefs import Handler, Middleware
 
 from dce.http_api.problems import problem
@@ -32,6 +35,7 @@ SECURITY_HEADERS: Mapping[str, str] = {
     "Content-Security-Policy": "default-src 'self'",
     "Referrer-Policy": "no-referrer",
 }
+SERVER = "dce"  # the Server header of every answer: no version of ours, aiohttp's or Python's
 SWAGGER_CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"
 SWAGGER_PREFIX = "/swagger"
 
@@ -130,6 +134,15 @@ def cors_middleware(
         return response
 
     return cors
+
+
+def hide_server_software() -> None:
+    """Answer ``Server: dce`` instead of aiohttp's ``Python/<version> aiohttp/<version>``.
+
+    aiohttp fills the header from a module constant when it prepares any answer, including its own 400 to a
+    malformed request, which no middleware or signal sees: replacing the constant is the one place that covers all.
+    Idempotent; affects only this process's aiohttp servers."""
+    web_response.SERVER_SOFTWARE = SERVER  # type: ignore[attr-defined]
 
 
 def security_middlewares(cors_origins: Iterable[str] = ()) -> list[Middleware]:

@@ -171,7 +171,8 @@ async def test_conversion_webhook(client: tuple[Client, list[int]], engine: Asyn
         ({}, 422, "call_id"),
         ({"call_id": "call-1", "revenue": "-1"}, 422, "revenue"),
         ({"call_id": "call-1", "revenue": "1.0000001"}, 422, "revenue"),
-        ({"call_id": "call-1", "revenue": 1.5, "x": 1}, 422, "x"),
+        ({"call_id": "call-1", "revenue": "1.5", "x": 1}, 422, "x"),
+        ({"call_id": "call-1", "revenue": 1.5}, 422, "revenue"),
     ]:
         response = await http.post("/api/v1/conversions", json=payload)
         assert response.status == status, payload

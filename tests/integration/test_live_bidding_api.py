@@ -74,7 +74,7 @@ async def test_post_bid_answers_for_each_outcome(client: TestClient[Any, Any], l
     body = await problem(await client.post("/api/v1/bids", json={"call_id": "x", "amount": "7", "buyer_id": "b1"}),
                          404)
     assert "no open auction" in body["detail"]
-    low = await problem(await client.post("/api/v1/bids", json={"call_id": "call-1", "amount": 1, "buyer_id": "b1"}),
+    low = await problem(await client.post("/api/v1/bids", json={"call_id": "call-1", "amount": "1", "buyer_id": "b1"}),
                         422)
     assert low["invalid_params"][0]["name"] == "amount"
     bad = await problem(await client.post("/api/v1/bids", json={"call_id": "call-1", "amount": "ten",

@@ -97,7 +97,7 @@ TARGET = {
         {"field": "tag:source", "op": "regex", "values": ["^g"], "negate": True},
     ],
     "skills": ["spanish"],
-    "cost": 0.75,
+    "cost": "0.75",
     "bid_url": "http://127.0.0.1:9/bid",
 }
 
@@ -194,7 +194,7 @@ async def test_target_round_trip(client: Client, changes: list[int]) -> None:
     assert body["caps"] == {"concurrency": 2, "hourly": None, "daily": 10, "monthly": None, "counts": "conversions"}
     assert body["hours"] == [{"weekday": 0, "start": "09:00:00", "end": "17:30:00"}]
     # PATCH merges (caps one level deep); PUT replaces
-    patched = await ok(await client.patch("/api/v1/targets/t1", json={"revenue": 20, "caps": {"hourly": 3}}))
+    patched = await ok(await client.patch("/api/v1/targets/t1", json={"revenue": "20", "caps": {"hourly": 3}}))
     assert patched["revenue"] == "20.00"
     assert patched["caps"]["hourly"] == 3 and patched["caps"]["daily"] == 10
     put = await ok(
@@ -313,7 +313,8 @@ async def test_campaign_and_number_crud(client: Client) -> None:
         ("/api/v1/campaigns", {**CAMPAIGN, "name": ""}, "name"),
         ("/api/v1/campaigns", {**CAMPAIGN, "payouts": [{"publisher_id": "p1", "fixed": "NaN"}]}, "payouts[0].fixed"),
         ("/api/v1/campaigns", {**CAMPAIGN, "payouts": [{"publisher_id": "p1"}]}, "payouts[0]"),
-        ("/api/v1/campaigns", {**CAMPAIGN, "payouts": [{"publisher_id": "p2", "fixed": 1}]}, "payouts[0].publisher_id"),
+        ("/api/v1/campaigns", {**CAMPAIGN, "payouts": [{"publisher_id": "p2", "fixed": "1"}]},
+         "payouts[0].publisher_id"),
         ("/api/v1/campaigns", {**CAMPAIGN, "target_ids": ["t1", "t404"]}, "target_ids[1]"),
         ("/api/v1/campaigns", {**CAMPAIGN, "ping_timeout_ms": 10}, "ping_timeout_ms"),
         ("/api/v1/campaigns", {**CAMPAIGN, "max_call_duration_s": 0}, "max_call_duration_s"),
@@ -356,7 +357,7 @@ async def test_literal_nan_and_bad_json(client: Client) -> None:
 
 async def test_money_is_exact(client: Client, engine: AsyncEngine) -> None:
     await seed(client)
-    await ok(await client.patch("/api/v1/targets/t1", json={"revenue": 0.1, "cost": "1e-6"}))
+    await ok(await client.patch("/api/v1/targets/t1", json={"revenue": "0.1", "cost": "1e-6"}))
     target = await repo.get_target(engine, "t1")
     assert target.revenue == 100_000 and target.cost == 1
     assert money_text(1_234_567) == "1.234567" and money_text(0) == "0.00"

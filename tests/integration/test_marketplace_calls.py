@@ -127,7 +127,7 @@ def test_rtb_call_reaches_the_highest_bidder_and_not_the_other(
     assert cdr["extra"]["campaign_id"] == "c1" and cdr["extra"]["publisher_id"] == "p1"
     bids = poll_bids(exchange, cdr["call_id"], expected=2)
     assert {(b["target_id"], b["outcome"], b["amount"]) for b in bids} == {
-        ("high", "won", 9_000_000), ("low", "lost", 5_000_000)}
+        ("high", "won", "9.00"), ("low", "lost", "5.00")}
     assert all(b["campaign_id"] == "c1" and b["latency_ms"] >= 0 for b in bids)
 
 
@@ -300,7 +300,7 @@ def test_a_live_auction_call_reaches_the_highest_live_bidder(
     assert cdr["extra"]["target_id"] == "t-b2" and cdr["extra"]["revenue_micros"] == "9000000"
     bids = poll_bids(exchange, cdr["call_id"], expected=4)
     live = {(b["buyer_id"], b["outcome"], b["amount"]) for b in bids if b["target_id"] in ("b1", "b2")}
-    assert live == {("b2", "won", 9_000_000), ("b1", "lost", 5_000_000)}
+    assert live == {("b2", "won", "9.00"), ("b1", "lost", "5.00")}
 
 
 def test_a_campaign_max_call_duration_ends_its_calls(

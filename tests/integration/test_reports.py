@@ -7,7 +7,7 @@ import csv
 import io
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -253,11 +253,23 @@ async def test_summary_filters_over_http_and_csv_quoting(client: Client, engine:
     assert [g["incoming"] for g in body["groups"]] == [6]
 
 
+async def test_summary_range_defaults_to_today_or_one_day(client: Client) -> None:
+    today = datetime.now(UTC).date()
+    for query, start, end in [
+        ("group_by=day", today, today + timedelta(days=1)),
+        ("from=2025-03-01&group_by=day", date(2025, 3, 1), date(2025, 3, 2)),
+        ("to=2025-03-02&group_by=day", date(2025, 3, 1), date(2025, 3, 2)),
+    ]:
+        response = await client.get(f"/api/v1/reports/summary?{query}")
+        assert response.status == 200, (query, await response.text())
+        body = await response.json()
+        assert (body["from"], body["to"]) == (f"{start}T00:00:00+00:00", f"{end}T00:00:00+00:00"), query
+        assert (await client.get(f"/api/v1/reports/summary.csv?{query}")).status == 200
+
+
 @pytest.mark.parametrize(
     ("query", "field"),
     [
-        ("to=2025-03-02&group_by=day", "from"),
-        ("from=2025-03-01&group_by=day", "to"),
         ("from=yesterday&to=2025-03-02&group_by=day", "from"),
         ("from=2025-02-30&to=2025-03-02&group_by=day", "from"),
         ("from=2025-03-01T00:00:00&to=2025-03-02&group_by=day", "from"),  # no zone

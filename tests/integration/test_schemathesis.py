@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -124,11 +125,26 @@ def test_served_document_is_the_one_tested(exchange: ExchangeProcess) -> None:
     assert exchange.get_json(OPENAPI_PATH) == DOCUMENT
 
 
+# pytest 9.2 builds a test's node id from its original name and its parametrization only, so the items
+# schemathesis makes per operation (named test_api_conforms[GET /path]) would all share one id and a failure would
+# not say which operation broke. Parametrized, schemathesis passes the operation's name on as the original name:
+# each operation gets its own id, test_api_conforms[GET /api/v1/calls][checks] (select some: -k "GET and calls").
 @schema.parametrize()
+@pytest.mark.parametrize("checks", [CHECKS], ids=["checks"])
 @settings(deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, print_blob=True)
-def test_api_conforms(case: Case, exchange: ExchangeProcess) -> None:
+def test_api_conforms(case: Case, checks: list[Any], exchange: ExchangeProcess) -> None:
     response = case.call(base_url=exchange.http_base, timeout=30)
-    case.validate_response(response, checks=CHECKS)
+    case.validate_response(response, checks=checks)
+
+
+def test_each_operation_is_a_test_of_its_own(request: pytest.FixtureRequest) -> None:
+    """One test id per operation, naming it (a failure says which operation broke)."""
+    ids = [item.nodeid for item in request.session.items if "::test_api_conforms" in item.nodeid]
+    if not ids:
+        pytest.skip("no test_api_conforms item selected in this run")
+    assert len(ids) == len(set(ids)), "schemathesis cases share test ids"
+    assert all(re.search(r"::test_api_conforms\[(GET|POST|PUT|PATCH|DELETE) /[^\]]*\]\[checks\]$", nodeid)
+               for nodeid in ids), ids[:5]
 
 
 

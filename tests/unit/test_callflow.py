@@ -421,7 +421,8 @@ async def test_a_number_destination_without_a_trunk_is_skipped():
 class Screened(Harness):
     """A harness whose calls pass a gate of given checks; records what the gate saw and the verdicts."""
 
-    def __init__(self, routes: dict[str, list[str]], *checks, reject_status: int = 603) -> None:
+    def __init__(self, routes: dict[str, list[str]], *checks, reject_status: int = 603,
+                 caller_reason: str = "generic") -> None:
         super().__init__(routes)
         self.seen: list[ScreenedCall] = []
         self.verdicts: list[Verdict] = []
@@ -429,7 +430,7 @@ class Screened(Harness):
         def spy(call: ScreenedCall, now: float, out: Screening) -> None:
             self.seen.append(call)
 
-        self.flow.gate = CallGate(Screener([spy, *checks]), reject_status=reject_status)
+        self.flow.gate = CallGate(Screener([spy, *checks]), reject_status=reject_status, caller_reason=caller_reason)
 
     def screened(self, verdict: Verdict) -> None:
         self.verdicts.append(verdict)
@@ -451,7 +452,7 @@ async def test_a_rejected_caller_gets_the_configured_status_a_q850_reason_and_a_
     sent = await h.feed(invite())
     assert statuses(sent) == [100, status]
     assert not requests_of(sent, "INVITE"), "a blocked call must not be dialled"
-    assert sent[-1].response.get("Reason") == 'Q.850;cause=21;text="dnc_national: national DNC"'
+    assert sent[-1].response.get("Reason") == 'Q.850;cause=21;text="call rejected"'  # the details: CDR and API
     [cdr] = h.cdrs
     assert (cdr.disposition, cdr.final_code, cdr.reason) == (Disposition.BLOCKED, status, "dnc_national: national DNC")
     assert cdr.extra["compliance"] == "reject" and cdr.extra["compliance_codes"] == "dnc_national"
@@ -459,6 +460,18 @@ async def test_a_rejected_caller_gets_the_configured_status_a_q850_reason_and_a_
     [seen] = h.seen
     assert (seen.ani, seen.did, seen.identity) == ("+13125550199", DID, None)
     assert h.verdicts[0].action is Action.REJECT
+
+
+@pytest.mark.parametrize(("caller_reason", "text"), [
+    ("generic", "call rejected"), ("detailed", "fraud_risk: risk 0.91 (velocity_ani, invalid_ani)")])
+async def test_a_fraud_reject_tells_the_caller_its_score_only_when_configured(caller_reason, text):
+    h = Screened({DID: ["sip:127.0.0.1:5080"]},
+                 finding(Action.REJECT, ReasonCode.FRAUD_RISK, "risk 0.91 (velocity_ani, invalid_ani)"),
+                 caller_reason=caller_reason)
+    sent = await h.feed(invite())
+    assert sent[-1].response.get("Reason") == f'Q.850;cause=21;text="{text}"'
+    [cdr] = h.cdrs
+    assert cdr.reason == "fraud_risk: risk 0.91 (velocity_ani, invalid_ani)"
 
 
 async def test_a_flagged_call_is_routed_and_carries_the_flag_into_its_cdr():
