@@ -17,9 +17,19 @@ Pure: no clock, no I/O.
 
 from __future__ import annotations
 
+import hashlib
 from bisect import bisect_left
 
 import numpy as np
+
+
+def number_key(text: str) -> int:
+    """A caller as an int64 key: the digits of an E.164 number (``+12125550100`` -> 12125550100), else a negative
+    64-bit hash of the text (never equal to a number's key)."""
+    digits = text[1:] if text.startswith("+") else ""
+    if 0 < len(digits) <= 15 and digits.isdigit() and digits.isascii():
+        return int(digits)
+    return -1 - (int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") >> 1)
 
 
 class _Run:

@@ -11,11 +11,10 @@ datetime and dict entry each. :meth:`DuplicateLedger.expire` forgets what is old
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from dce.lastseen import LastSeen
+from dce.lastseen import LastSeen, number_key
 from dce.routing.model import Campaign, DuplicateAfter, DuplicateRule, DuplicateScope
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -27,15 +26,6 @@ def longest_rule_days(campaigns: Iterable[Campaign], minimum: int = 0) -> int:
     """The longest duplicate window (days) among ``campaigns``' rules, at least ``minimum``: the horizon for
     :meth:`DuplicateLedger.expire` (history older than that can no longer make anyone a duplicate)."""
     return max([minimum, *(c.duplicate_rule.days for c in campaigns if c.duplicate_rule is not None)])
-
-
-def caller_key(ani: str) -> int:
-    """The caller as an int64: the digits of an E.164 number (``+12125550100`` -> 12125550100), else a negative
-    64-bit hash of the text (never equal to a number's key)."""
-    digits = ani[1:] if ani.startswith("+") else ""
-    if 0 < len(digits) <= 15 and digits.isdigit() and digits.isascii():
-        return int(digits)
-    return -1 - (int.from_bytes(hashlib.blake2b(ani.encode(), digest_size=8).digest(), "big") >> 1)
 
 
 def _micros(when: datetime) -> int:
@@ -69,7 +59,7 @@ class DuplicateLedger:
         """Remember that ``ani`` connected (or converted) on ``target_id`` of ``campaign_id`` at ``when``."""
         if not ani:
             return
-        key, at = caller_key(ani), _micros(when)
+        key, at = number_key(ani), _micros(when)
         outcomes = (DuplicateAfter.CONNECTED, DuplicateAfter.CONVERTED)
         if DuplicateAfter(outcome) is DuplicateAfter.CONNECTED:
             outcomes = (DuplicateAfter.CONNECTED,)
@@ -89,7 +79,7 @@ class DuplicateLedger:
             table = self._campaign.get((campaign_id, outcome))
         else:
             table = self._target.get((campaign_id, target_id, outcome))
-        at = table.get(caller_key(ani)) if table is not None else None
+        at = table.get(number_key(ani)) if table is not None else None
         return None if at is None else _EPOCH + at * _MICRO
 
     def is_duplicate(
