@@ -47,11 +47,11 @@ import dataclasses
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Final, NamedTuple
 
 import phonenumbers
 
+from dce.caches import bounded
 from dce.compliance.verdict import Action, Finding, ReasonCode
 from dce.lastseen import LastSeen, number_key
 
@@ -148,7 +148,7 @@ class AniClass:
     ANONYMOUS: Final = 2
 
 
-@lru_cache(maxsize=100_000)
+@bounded("numbers")
 def classify_ani(ani: str | None, region: str = "US") -> tuple[int, str]:
     """``(AniClass, key)`` for a caller number; cached per number (phonenumbers costs ~25 µs).
 
