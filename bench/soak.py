@@ -23,6 +23,11 @@ While it runs, every ``--interval-s`` it prints the exchange's RSS and the calls
 
 The fraud publisher-velocity limit is raised to fit the rate (one publisher sends every call); everything else is
 the default configuration. The last line is key=value pairs.
+
+``--retainers`` (a diagnosis, slower, RSS not comparable): the exchange runs under a wrapper that starts
+tracemalloc when warm-up ends; 40 s after the last call (every lingering transaction gone) it counts what only
+the cyclic collector would free (the GC policy runs it every 10 minutes) and prints the allocation sites of
+what is still alive, by size: what the calls after warm-up left behind.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
+import signal
 import sys
 import tempfile
 import threading
@@ -60,6 +67,32 @@ from tests.integration.sipp import (  # noqa: E402
 
 MB = 1 << 20
 PER = 100_000  # slopes are reported per this many distinct callers
+LINGER_S = 40  # RFC 3261 transactions end 64*T1 (32 s) after their call
+
+# --retainers: ``dce`` under a wrapper; SIGUSR2 starts tracemalloc, the next dumps cyclic garbage and a snapshot.
+_RETAINERS_WRAPPER = """
+import collections, gc, json, signal, sys, tracemalloc
+def dump(_sig, _frame):
+    if not tracemalloc.is_tracing():
+        tracemalloc.start(8)
+        return
+    gc.unfreeze()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    gc.collect()
+    counts = collections.Counter(type(o).__module__ + "." + type(o).__qualname__ for o in gc.garbage)
+    gc.garbage.clear()
+    gc.set_debug(0)
+    gc.collect()
+    tracemalloc.take_snapshot().dump(OUT + ".snapshot")
+    with open(OUT + ".garbage.json", "w") as f:
+        json.dump(counts.most_common(12), f)
+    gc.freeze()
+OUT = sys.argv.pop(1)
+signal.signal(signal.SIGUSR2, dump)
+sys.argv[0] = "dce"
+from dce.exchange.cli import main
+sys.exit(main())
+"""
 
 
 def caller_number(n: int) -> str:
@@ -139,6 +172,8 @@ class Sampler:
     pid: int
     http_base: str
     interval_s: float
+    on_warm: Callable[[], None] | None = None  # called once, at the first sample past warm_s
+    warm_s: float = 0.0
     samples: list[Sample] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -159,6 +194,9 @@ class Sampler:
             return None
         sample = Sample(time.monotonic() - self._started, counts[0], counts[1], rss_bytes(self.pid))
         self.samples.append(sample)
+        if self.on_warm is not None and sample.at >= self.warm_s:
+            self.on_warm()
+            self.on_warm = None
         print(f"   t={sample.at:6.0f} s  calls {sample.calls:7d}  active {sample.active:5d}  "
               f"RSS {sample.rss / MB:7.1f} MB", flush=True)
         return sample
@@ -268,6 +306,18 @@ class SoakResult:
         }
 
 
+def print_retainers(traced: Path, calls: int) -> None:
+    """What the exchange kept from the calls after warm-up: cyclic garbage by type, live allocations by site."""
+    garbage = json.loads(traced.with_suffix(".garbage.json").read_text())
+    print("   only the cyclic GC would free: " + (", ".join(f"{n} {kind}" for kind, n in garbage) or "nothing"))
+    snapshot = tracemalloc.Snapshot.load(str(traced.with_suffix(".snapshot")))
+    total = sum(trace.size for trace in snapshot.traces)
+    print(f"   alive, allocated after warm-up: {total / MB:.1f} MB ({total / calls:.0f} B per call); top sites:")
+    for stat in snapshot.statistics("lineno")[:15]:
+        frame = stat.traceback[0]
+        print(f"   {stat.size / 1024:9.1f} KiB {stat.count:8d} blocks  {frame.filename}:{frame.lineno}")
+
+
 def wait_until(check: Callable[[], bool], timeout: float, every: float = 0.5) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -286,17 +336,21 @@ def soak(args: argparse.Namespace, root: Path) -> SoakResult:
     result = SoakResult()
     exchange: ExchangeProcess | None = None
     sampler: Sampler | None = None
+    traced = root / "retainers"
     try:
         exchange = ExchangeProcess(
             root / "dce", f"sqlite+aiosqlite:///{root / 'soak.db'}", media_mode=args.media, log_level="WARNING",
             rtp_port_count=6000,
             extra_config={"compliance": {"fraud": {"publisher_calls_per_minute": int(args.cps * 60 * 4) + 600}}},
+            command=[sys.executable, "-c", _RETAINERS_WRAPPER, str(traced)] if args.retainers else None,
         )
         exchange.start(timeout=60)
         configure(exchange, uas.uri)
         print(f"-- exchange pid {exchange.pid} on {exchange.sip_target} ({args.media}); {args.cps:g} CPS for "
               f"{args.minutes:g} min = {calls} distinct callers", flush=True)
-        sampler = Sampler(exchange.pid, exchange.http_base, args.interval_s).start()
+        pid = exchange.pid
+        sampler = Sampler(pid, exchange.http_base, args.interval_s, warm_s=args.warmup_s,
+                          on_warm=(lambda: os.kill(pid, signal.SIGUSR2)) if args.retainers else None).start()
         limit = int(args.cps * (args.hold_ms / 1000 + 2) * 2) + 50
         uac = run_sipp_uac(
             "uac_basic_callers", exchange.sip_target, root, calls=calls, rate=args.cps, limit=limit,
@@ -314,6 +368,12 @@ def soak(args: argparse.Namespace, root: Path) -> SoakResult:
         wait_until(lambda: cdr_total(base) >= result.calls, 60)
         result.cdrs = cdr_total(base)
         result.active_left = (call_counts(base) or (0, -1))[1]
+        if args.retainers:
+            time.sleep(LINGER_S)
+            os.kill(exchange.pid, signal.SIGUSR2)
+            wait_until(lambda: traced.with_suffix(".garbage.json").exists(), 120)
+            warm = next((s.calls for s in sampler.samples if s.at >= args.warmup_s), 0)
+            print_retainers(traced, max(result.calls - warm, 1))
         if not exchange.alive():
             result.notes.append(f"the exchange died; log: {exchange.log_path}")
     finally:
@@ -344,6 +404,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup-s", type=float, default=60.0,
                         help="seconds of the run left out of the slope (caches fill, the allocator settles)")
     parser.add_argument("--first-caller", type=int, default=0, help="offset into the caller numbers")
+    parser.add_argument("--retainers", action="store_true",
+                        help="diagnosis: trace allocations after warm-up and print what the calls left alive")
     parser.add_argument("--workdir", help="keep SIPp/exchange files here (default: a temporary directory)")
     return parser.parse_args(argv)
 
