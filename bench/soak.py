@@ -328,7 +328,7 @@ def wait_until(check: Callable[[], bool], timeout: float, every: float = 0.5) ->
 
 
 def soak(args: argparse.Namespace, root: Path) -> SoakResult:
-    calls = int(args.cps * args.minutes * 60)
+    calls = round(args.cps * args.minutes * 60)
     numbers = root / "callers.csv"
     numbers.write_text("SEQUENTIAL\n" + "".join(f"{caller_number(n + args.first_caller)}\n" for n in range(calls)))
     uas = SippUas("uas_answer", root, trace_msg=False, name="uas_soak",

@@ -1,9 +1,10 @@
 """Soak: the full marketplace path from distinct callers (``bench/soak.py``), small by default.
 
 Default: 20 s at 50 CPS (1000 callers), asserting no failed call, a CDR per call, no call left active and a
-loose bound on memory per call. ``DCE_SOAK=1``: the issue's size (``DCE_SOAK_MINUTES`` 6, ``DCE_SOAK_CPS`` 300),
-also asserting that RSS stays within 10 % after warm-up once the state with a horizon (duplicate ledger,
-fraud history: measured per caller) is taken out.
+loose bound on memory per call (20 s is all warm-up: lingering transactions, filling caches).
+``DCE_SOAK=1``: the issue's size (``DCE_SOAK_MINUTES`` 6, ``DCE_SOAK_CPS`` 300), also asserting that RSS stays
+within 10 % after warm-up once the state with a horizon (duplicate ledger, fraud history: measured per caller)
+is taken out.
 """
 
 from __future__ import annotations
@@ -43,11 +44,12 @@ def test_distinct_callers_get_a_cdr_each_and_leave_memory_bounded(tmp_path: Path
                             "--warmup-s", str(warmup)])
     result = soak.soak(args, tmp_path)
     print(" ".join(f"{k}={v}" for k, v in result.headline().items()))
-    assert result.calls == int(CPS * MINUTES * 60), result.notes
+    assert result.calls == round(CPS * MINUTES * 60), result.notes
     assert result.failed == 0, result.notes
     assert result.cdrs == result.calls
     assert result.active_left == 0
     if FULL:
         assert result.net_growth_pct < 10, result.headline()
-    else:  # too short to be flat (lingering transactions fill for 32 s): catch kilobytes kept per call
-        assert result.slope_bytes_per_call < 16_384, result.headline()
+    else:  # too short to be flat: every call's transactions linger 32 s and the caches are still filling, so
+        # only a gross leak (tens of KB a call) shows; the full size is the real check
+        assert result.slope_bytes_per_call < 32_768, result.headline()
