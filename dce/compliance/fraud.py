@@ -30,12 +30,14 @@ Findings: risk >= high -> ``REJECT fraud_risk`` first, then one ``FLAG`` finding
 -> ``FLAG fraud_risk`` then the signals as ``FLAG``; below medium -> no findings (``FraudAssessment.signals`` still
 lists what fired, for metrics and the CDR).
 
-Memory: per-ANI state lives in an ``OrderedDict`` ordered by last call; ``assess`` drops up to two entries idle
-past the longest window from its head (each call adds at most one key, so the table never outgrows the callers
-of the last window), and ``expire(now)`` sweeps everything (ANIs, idle publishers, idle cluster rings). A caller
-seen once costs about 190 bytes (~70 MB for an hour of 100 new callers a second). Each ANI keeps at most
-``max(ani_calls_per_minute, ani_calls_per_hour)`` timestamps; each publisher keeps ``publisher_calls_per_minute``
-timestamps and a ring of its last ``cluster_window_calls`` answered calls.
+Memory: most callers call once, so a first call is kept compactly in a ``LastSeen`` (int64 caller -> its time in
+milliseconds and a campaign slot packed in one int64: ~16 bytes a caller, where a Python object per caller cost
+~400); a second call inside the horizon promotes the caller to a ``_Caller`` in an ``OrderedDict`` ordered by
+last call. ``assess`` drops up to two promoted callers idle past the longest window from its head, and forgets
+first calls past the horizon every ``_ONCE_SWEEP`` new callers; ``expire(now)`` sweeps everything (ANIs, idle
+publishers, idle cluster rings). Each promoted ANI keeps at most ``max(ani_calls_per_minute,
+ani_calls_per_hour)`` timestamps; each publisher keeps ``publisher_calls_per_minute`` timestamps and a ring of
+its last ``cluster_window_calls`` answered calls.
 ``now`` is expected not to go backwards (``loop.time()``).
 """
 
@@ -45,12 +47,13 @@ import dataclasses
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Final, NamedTuple
 
 import phonenumbers
 
+from dce.caches import bounded
 from dce.compliance.verdict import Action, Finding, ReasonCode
+from dce.lastseen import LastSeen, number_key
 
 __all__ = [
     "WEIGHTS",
@@ -145,7 +148,7 @@ class AniClass:
     ANONYMOUS: Final = 2
 
 
-@lru_cache(maxsize=100_000)
+@bounded("numbers")
 def classify_ani(ani: str | None, region: str = "US") -> tuple[int, str]:
     """``(AniClass, key)`` for a caller number; cached per number (phonenumbers costs ~25 µs).
 
@@ -205,6 +208,11 @@ _SIGNAL_ORDER: Final = (
 _BLOCKED, _ANONYMOUS, _INVALID, _VELOCITY_ANI, _DUPLICATE, _VELOCITY_PUBLISHER, _CLUSTER = (
     1 << i for i in range(len(_SIGNAL_ORDER)))
 
+# A first call, packed: its time in integer milliseconds above _SLOT_BITS bits of campaign slot (0: no campaign).
+_SLOT_BITS: Final = 16
+_SLOT_MASK: Final = (1 << _SLOT_BITS) - 1
+_ONCE_SWEEP: Final = 4096  # new callers between sweeps of first calls past the horizon
+
 
 class _Caller:
     """One ANI's recent history: its last call times (bounded) and its last call time per campaign.
@@ -249,7 +257,11 @@ class FraudScorer:
         if missing or any(not 0.0 <= w <= 1.0 for w in weights.values()):
             raise ValueError("fraud weights: one per signal, each within [0, 1]")
         self.weights = dict(weights)
-        self._callers: OrderedDict[str, _Caller] = OrderedDict()
+        self._callers: OrderedDict[str, _Caller] = OrderedDict()  # callers seen at least twice
+        self._once = LastSeen()  # callers seen once: number_key -> ms << _SLOT_BITS | campaign slot
+        self._once_added = 0
+        self._slots: dict[str, int] = {}  # campaign id -> its slot in a packed first call
+        self._slot_ids: list[str | None] = [None]
         self._publishers: dict[str, deque[float]] = {}
         self._clusters: dict[str, _Cluster] = {}
         self._clustering: set[str] = set()  # publishers whose cluster signal fires
@@ -300,9 +312,10 @@ class FraudScorer:
             callers = self._callers
             caller = callers.get(key)
             if caller is None:
-                callers[key] = _Caller(now, campaign_id)
+                caller = self._first_or_promote(key, now, campaign_id)
             else:
                 callers.move_to_end(key)
+            if caller is not None:
                 times = caller.times
                 if times is None:
                     times = caller.times = [caller.last]
@@ -340,11 +353,11 @@ class FraudScorer:
                                 del camps[cid]
             # Amortised expiry: drop up to two callers idle past every window (this call added at most one).
             cutoff = now - self._horizon
-            head = next(iter(callers))
-            if callers[head].last <= cutoff:
+            head = next(iter(callers), None)
+            if head is not None and callers[head].last <= cutoff:
                 del callers[head]
-                head = next(iter(callers))
-                if callers[head].last <= cutoff:
+                head = next(iter(callers), None)
+                if head is not None and callers[head].last <= cutoff:
                     del callers[head]
 
         if publisher_id is not None:
@@ -358,6 +371,44 @@ class FraudScorer:
                 mask |= _CLUSTER
 
         return self._answers[mask]
+
+    def _first_or_promote(self, key: str, now: float, campaign_id: str | None) -> _Caller | None:
+        """A caller not among the promoted: record its first call compactly (None), or, when its first call is
+        still inside the horizon, promote it to a ``_Caller`` holding that first call (to be updated by this one).
+        """
+        number = number_key(key)
+        at = round(now * 1000)
+        first = self._once.get(number)
+        if first is not None and (first >> _SLOT_BITS) > at - self._horizon * 1000:
+            caller = _Caller((first >> _SLOT_BITS) / 1000, self._slot_ids[first & _SLOT_MASK])
+            self._callers[key] = caller
+            return caller
+        slot = self._slot(campaign_id)
+        if slot is None or at < 0:  # beyond the slots (or a negative clock): hold it as a full caller
+            self._callers[key] = _Caller(now, campaign_id)
+            return None
+        self._once.put(number, at << _SLOT_BITS | slot)
+        self._once_added += 1
+        if self._once_added >= _ONCE_SWEEP:
+            self._once_added = 0
+            self._forget_once(now)
+        return None
+
+    def _slot(self, campaign_id: str | None) -> int | None:
+        """The campaign's slot in a packed first call (0 for none), None when every slot is taken."""
+        if campaign_id is None:
+            return 0
+        slot = self._slots.get(campaign_id)
+        if slot is None and len(self._slot_ids) <= _SLOT_MASK:
+            slot = self._slots[campaign_id] = len(self._slot_ids)
+            self._slot_ids.append(campaign_id)
+        return slot
+
+    def _forget_once(self, now: float) -> int:
+        """Forget first calls past the horizon (their memory once they are 1/32 of a horizon older)."""
+        horizon_ms = round(self._horizon * 1000)
+        cutoff = round(now * 1000) - horizon_ms
+        return self._once.forget_below(max(cutoff, 0) << _SLOT_BITS, (horizon_ms // 32) << _SLOT_BITS)
 
     def _shared_mask(self, shared: SharedVelocity) -> int:
         """The velocity signals the counts of every node fire (counts include this call: over means > limit)."""
@@ -442,6 +493,7 @@ class FraudScorer:
                 break
             del callers[head]
             dropped += 1
+        dropped += self._forget_once(now)
         stale = [p for p, w in self._publishers.items() if not w or w[-1] <= now - MINUTE]
         for publisher_id in stale:
             del self._publishers[publisher_id]
@@ -453,4 +505,5 @@ class FraudScorer:
 
     def sizes(self) -> dict[str, int]:
         """How many callers, publisher windows and cluster rings are held (for metrics and tests)."""
-        return {"callers": len(self._callers), "publishers": len(self._publishers), "clusters": len(self._clusters)}
+        return {"callers": len(self._callers) + len(self._once), "publishers": len(self._publishers),
+                "clusters": len(self._clusters)}

@@ -14,11 +14,11 @@ import re
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 import phonenumbers
 
+from dce.caches import bounded
 from dce.compliance.numberset import NumberSet, e164_to_int
 from dce.compliance.verdict import Action, Finding, ReasonCode
 
@@ -93,7 +93,7 @@ def number_key(number: str, region: str = DEFAULT_REGION) -> int | None:
     return _parsed_key(number, region)
 
 
-@lru_cache(maxsize=65_536)
+@bounded("numbers")
 def _parsed_key(number: str, region: str) -> int | None:
     text = number.split(";", 1)[0].strip()
     if not text or not any(ch.isdigit() for ch in text):

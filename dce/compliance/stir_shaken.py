@@ -51,7 +51,6 @@ import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -61,6 +60,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
+from dce.caches import bounded
 from dce.compliance.screen import ScreenedCall, Screening
 from dce.compliance.verdict import Action, Finding, ReasonCode
 
@@ -272,7 +272,7 @@ def parse_identity(header_value: str) -> Identity:
     return _parse_cached(header_value)
 
 
-@lru_cache(maxsize=4096)
+@bounded("stir_identities")
 def _parse_cached(header_value: str) -> Identity:
     if not isinstance(header_value, str) or not header_value.strip():
         raise MalformedIdentity("empty Identity header")

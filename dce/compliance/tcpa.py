@@ -12,7 +12,6 @@ not a phone number, is outside (nobody can show it was a legal hour there).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time
@@ -21,12 +20,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 from phonenumbers import geocoder, timezone
 
+from dce.caches import bounded
 from dce.compliance.verdict import Action, Finding, ReasonCode
 
 DEFAULT_START = time(8, 0)
 DEFAULT_END = time(21, 0)
-
-_CACHE_SIZE = 1 << 16
 
 # Two-letter codes of US states, DC, territories and Canadian provinces, by the name phonenumbers' geocoder uses
 # for a whole area code (its city-level descriptions already end in the code: "Miami, FL").
@@ -60,7 +58,7 @@ class NumberPlace:
     states: tuple[str, ...]  # usually one; several when the prefix spans them ("Nova Scotia/Prince Edward Island")
 
 
-@functools.lru_cache(maxsize=_CACHE_SIZE)
+@bounded("numbers")
 def number_place(number_e164: str) -> NumberPlace:
     """The time zones and state of an E.164 number (cached per number). Unknown parts are empty."""
     try:

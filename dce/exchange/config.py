@@ -338,6 +338,14 @@ class TracingConfig(_Section):
         return value
 
 
+class CachesConfig(_Section):
+    """Sizes (entries) of the in-memory caches (``dce.caches``), so that none grows with every distinct caller;
+    0 turns one off. History the rules need (duplicate ledger, fraud windows) is kept compactly instead."""
+
+    numbers: int = Field(8192, ge=0, le=10_000_000)  # per phone number: E.164 form, geography, zones, fraud class
+    stir_identities: int = Field(4096, ge=0, le=1_000_000)  # parsed STIR/SHAKEN Identity headers
+
+
 class ComplianceConfig(_Section):
     """The compliance and fraud gate in the call path."""
 
@@ -393,6 +401,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
+    caches: CachesConfig = Field(default_factory=CachesConfig)
     static_routes: dict[str, list[str]] = Field(default_factory=dict)
 
     @field_validator("static_routes")

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from dce import caches
 from dce.bidding.inbound import InboundPings, Reservations
 from dce.bidding.live import LiveBidding
 from dce.bidding.log import BidLogEntry
@@ -158,6 +159,7 @@ class Exchange:
     async def start(self) -> None:
         """Open the database, bind SIP and HTTP, and start taking calls."""
         settings = self.settings
+        caches.resize(settings.caches.model_dump())  # every per-number cache at its configured size
         observer = _Observer(self.metrics)
         self.tracing = setup_tracing(settings.tracing)  # off: the API's no-op tracer, no HTTP middleware
         database = settings.database

@@ -487,6 +487,7 @@ class MediaRelay:
         for s in stream.sockets():
             with contextlib.suppress(OSError):
                 s.sock.close()
+            del s.out  # the twins point at each other: unlink them so reference counting frees the session
         self.ports.release(stream.a_port)
         self.ports.release(stream.b_port)
 

@@ -12,6 +12,7 @@ import phonenumbers
 from phonenumbers import geocoder
 from phonenumbers import timezone as pn_timezone
 
+from dce.caches import bounded
 from dce.routing.model import CallerContext
 from dce.routing.numbers import to_e164
 from dce.routing.snapshot import MarketplaceSnapshot
@@ -50,7 +51,7 @@ def _state_of(description: str) -> str | None:
     return _REGIONS.get(description)
 
 
-@lru_cache(maxsize=100_000)
+@bounded("numbers")
 def caller_geo(e164: str) -> tuple[str | None, str | None, str | None]:
     """(state, area code, IANA time zone) of an E.164 number; None for what is unknown. Cached per number."""
     try:

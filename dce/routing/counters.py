@@ -2,11 +2,15 @@
 
 Calendar windows (hour/day/month) are in the buyer's time zone. The interface is batch-friendly: ``usage_many``
 answers every cap question for one plan in one call (one pipelined round trip for the Redis implementation).
+
+In process, events are counted per minute (every window starts on a minute boundary: zone offsets are whole
+minutes), so a month of a busy target costs at most 44,640 buckets of 16 bytes, whatever the call rate.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right, insort
+from array import array
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal, NamedTuple, Protocol
@@ -15,7 +19,7 @@ from zoneinfo import ZoneInfo
 from dce.routing.model import CapCounts
 
 Window = Literal["hour", "day", "month"]
-_KEEP_S = 32 * 86_400  # longest window (a month) plus slack
+_KEEP_MIN = 32 * 1440  # longest window (a month) plus slack, in minutes
 _IDLE = (0, 0, 0, 0)
 _INF = float("inf")
 
@@ -85,12 +89,52 @@ def window_starts(tz: ZoneInfo, now: datetime) -> tuple[float, float, float]:
     return hour.timestamp(), day.timestamp(), month.timestamp()
 
 
+class _Minutes:
+    """Events per epoch minute: sorted minutes and the running total up to each (int64 arrays)."""
+
+    __slots__ = ("base", "minutes", "totals")
+
+    def __init__(self) -> None:
+        self.minutes = array("q")
+        self.totals = array("q")  # events in every minute up to and including minutes[i], plus base
+        self.base = 0  # events in the minutes already dropped
+
+    def add(self, minute: int) -> None:
+        minutes, totals = self.minutes, self.totals
+        if minutes and minutes[-1] == minute:
+            totals[-1] += 1
+        elif not minutes or minutes[-1] < minute:
+            minutes.append(minute)
+            totals.append((totals[-1] if totals else self.base) + 1)
+            if minutes[0] < minute - _KEEP_MIN:
+                drop = bisect_left(minutes, minute - _KEEP_MIN)
+                self.base = totals[drop - 1]
+                del minutes[:drop]
+                del totals[:drop]
+        else:  # an earlier minute (a clock step): rare, O(buckets)
+            i = bisect_left(minutes, minute)
+            if minutes[i] != minute:
+                minutes.insert(i, minute)
+                totals.insert(i, totals[i - 1] if i else self.base)
+            for j in range(i, len(totals)):
+                totals[j] += 1
+
+    def since(self, start: float, ts: float) -> int:
+        """Events in the minutes from the one holding ``start`` to the one holding ``ts``."""
+        minutes, totals = self.minutes, self.totals
+        end = bisect_right(minutes, int(ts // 60))
+        first = bisect_left(minutes, int(start // 60))
+        if end <= first:
+            return 0
+        return totals[end - 1] - (totals[first - 1] if first else self.base)
+
+
 class InMemoryCounters:
-    """``RoutingCounters`` for one process: slot counts in a dict, events as sorted epoch-second lists."""
+    """``RoutingCounters`` for one process: slot counts in a dict, events counted per minute (``_Minutes``)."""
 
     def __init__(self) -> None:
         self._active: dict[str, int] = {}
-        self._events: dict[str, dict[CapCounts, list[float]]] = {}
+        self._events: dict[str, dict[CapCounts, _Minutes]] = {}
         self._starts_minute = -1
         self._starts: dict[ZoneInfo, tuple[float, float, float]] = {}
 
@@ -112,14 +156,11 @@ class InMemoryCounters:
             self._active[target_id] = held - 1
 
     def record(self, target_id: str, kind: CapCounts, now: datetime) -> None:
-        ts = now.timestamp()
-        events = self._events.setdefault(target_id, {}).setdefault(CapCounts(kind), [])
-        if not events or events[-1] <= ts:
-            events.append(ts)
-        else:
-            insort(events, ts)
-        if events[0] < ts - _KEEP_S:
-            del events[: bisect_left(events, ts - _KEEP_S)]
+        by_kind = self._events.setdefault(target_id, {})
+        events = by_kind.get(kind)
+        if events is None:
+            events = by_kind[CapCounts(kind)] = _Minutes()
+        events.add(int(now.timestamp() // 60))
 
     def _window_starts(self, tz: ZoneInfo, now: datetime) -> tuple[float, float, float]:
         minute = int(now.timestamp() // 60)  # zone offsets change on minute boundaries
@@ -133,9 +174,9 @@ class InMemoryCounters:
 
     def _since(self, target_id: str, kind: CapCounts, start: float, ts: float) -> int:
         events = self._events.get(target_id, {}).get(kind)
-        if not events:
+        if events is None:
             return 0
-        return bisect_right(events, ts) - bisect_left(events, start)
+        return events.since(start, ts)
 
     def count(self, target_id: str, kind: CapCounts, window: Window, now: datetime, tz: ZoneInfo) -> int:
         hour, day, month = self._window_starts(tz, now)
@@ -156,21 +197,14 @@ class InMemoryCounters:
             active = active_of(target_id, 0)
             by_kind = events_of(target_id)
             events = by_kind.get(kind) if by_kind is not None else None
-            if not events:
+            if events is None:
                 out.append((active, 0, 0, 0) if active else _IDLE)
                 continue
             starts = starts_of.get(tz)
             if starts is None:
                 starts = starts_of[tz] = window_starts(tz, now)
-            end = bisect_right(events, ts)
-            out.append(
-                (
-                    active,
-                    end - bisect_left(events, starts[0]),
-                    end - bisect_left(events, starts[1]),
-                    end - bisect_left(events, starts[2]),
-                )
-            )
+            since = events.since
+            out.append((active, since(starts[0], ts), since(starts[1], ts), since(starts[2], ts)))
         return out
 
     def over_cap(self, checks: Sequence[CapCheck], now: datetime) -> set[str]:
@@ -186,7 +220,7 @@ class InMemoryCounters:
             if by_kind is None or hourly == daily == monthly == _INF:
                 continue
             events = by_kind.get(kind)
-            if not events:
+            if events is None:
                 continue
             if not ts:
                 ts = now.timestamp()
@@ -197,11 +231,7 @@ class InMemoryCounters:
             starts = self._starts.get(tz)
             if starts is None:
                 starts = self._starts[tz] = window_starts(tz, now)
-            end = bisect_right(events, ts)
-            if (
-                end - bisect_left(events, starts[0]) >= hourly
-                or end - bisect_left(events, starts[1]) >= daily
-                or end - bisect_left(events, starts[2]) >= monthly
-            ):
+            since = events.since
+            if since(starts[0], ts) >= hourly or since(starts[1], ts) >= daily or since(starts[2], ts) >= monthly:
                 over.add(target_id)
         return over

@@ -1,15 +1,16 @@
-"""Phone-number normalisation, cached per number (phonenumbers parsing is ~50 µs; the hot path can't pay it)."""
+"""Phone-number normalisation, cached per number (phonenumbers parsing is ~50 µs; the hot path can't pay it) in a
+cache bounded by ``caches.numbers``."""
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import phonenumbers
+
+from dce.caches import bounded
 
 DEFAULT_REGION = "US"
 
 
-@lru_cache(maxsize=100_000)
+@bounded("numbers")
 def to_e164(user: str, region: str = DEFAULT_REGION) -> str | None:
     """The E.164 form of a dialled/caller user part (``+18005550100``), or None when it is not a number."""
     digits = user.split(";", 1)[0].strip()

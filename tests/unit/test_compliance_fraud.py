@@ -261,12 +261,14 @@ def test_settings_mirror_the_config_section() -> None:
 def test_memory_bounded_with_many_distinct_callers_over_time() -> None:
     scorer = FraudScorer()  # horizon: one hour
     rate = 5  # calls per second, each from a new caller
+    bound = rate * 3600 * 33 // 32 + 4096 + 2
     for i in range(rate * 3 * 3600):  # three hours
         call(scorer, number(i), now=T0 + i / rate, publisher=f"p{i % 3}", campaign="c1")
-        if scorer.sizes()["callers"] > rate * 3600 + 2:
+        if scorer.sizes()["callers"] > bound:
             pytest.fail(f"callers grew past one horizon at i={i}: {scorer.sizes()}")
-    # The amortised expiry in assess alone keeps it at about one horizon of callers.
-    assert scorer.sizes()["callers"] <= rate * 3600 + 2
+    # The amortised expiry in assess alone keeps it at about one horizon of callers (first calls are freed in
+    # sweeps every 4096 new callers, once 1/32 of a horizon past it).
+    assert scorer.sizes()["callers"] <= bound
     # The sweep drops everything once time moves on.
     scorer.expire(T0 + 4 * 3600 + 1)
     scorer.expire(T0 + 30 * 86400)
@@ -369,3 +371,28 @@ def test_unknown_shared_counts_leave_this_nodes_own_velocity() -> None:
                              shared=SharedVelocity()).signals == ()
     assert scorer.assess(ANI, publisher_id=None, campaign_id=None, now=T0 + 5,
                          shared=SharedVelocity(ani_minute=1, ani_hour=1)).signals == (ReasonCode.VELOCITY_ANI,)
+
+
+def test_a_hundred_thousand_distinct_callers_cost_tens_of_bytes_each() -> None:
+    """An hour of new callers at 300 CPS is a million: their history must be compact, not ~200 B objects."""
+    import tracemalloc
+
+    from dce import caches
+
+    numbers = [number(i) for i in range(100_000)]
+    caches.resize({"numbers": len(numbers)})  # every number classified before measuring (the cache is not measured)
+    for ani in numbers:
+        classify_ani(ani, FraudSettings().region)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        scorer = FraudScorer()
+        for i, ani in enumerate(numbers):
+            call(scorer, ani, now=T0 + i / 300, publisher="p1", campaign="c1")
+        per_caller = (tracemalloc.get_traced_memory()[0] - before) / len(numbers)
+    finally:
+        tracemalloc.stop()
+        caches.resize({"numbers": caches.DEFAULT_SIZES["numbers"]})
+    assert per_caller < 48, f"{per_caller:.0f} bytes per caller"
+    assert call(scorer, numbers[7], now=T0 + 1000, campaign="c1").signals == (ReasonCode.DUPLICATE_CALLER,)
+    assert call(scorer, numbers[8], now=T0 + 1000, campaign="c2").signals == ()

@@ -1,4 +1,4 @@
-"""DuplicateLedger forgets what no duplicate window can still see, walking a time-ordered FIFO (virtual clock)."""
+"""DuplicateLedger forgets what no duplicate window can still see (virtual clock)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ RULE = DuplicateRule(CONNECTED, days=30)
 
 
 def stored(ledger: DuplicateLedger) -> int:
-    """Everything the ledger holds: both indexes and the FIFO."""
-    return len(ledger._campaign) + len(ledger._target) + len(ledger._fifo)
+    """Everything the ledger holds: campaign and target entries."""
+    return ledger.entries
 
 
 def test_an_entry_older_than_the_horizon_is_gone_a_fresh_one_stays() -> None:
@@ -53,7 +53,6 @@ def test_a_refreshed_caller_survives_the_expiry_of_its_older_record() -> None:
     assert ledger.expire(now, 30) == 0  # the T0 entries were superseded: nothing stored is dropped
     assert ledger.last(ani, "c", "t", CONNECTED) == T0 + timedelta(days=10)
     assert ledger.is_duplicate(DuplicateRule(CONNECTED, days=30, scope=DuplicateScope.TARGET), ani, "c", "t", now)
-    assert len(ledger._fifo) == 2
     ledger.expire(T0 + timedelta(days=41), 30)
     assert stored(ledger) == 0
 
@@ -63,7 +62,6 @@ def test_records_out_of_time_order_are_pruned_exactly() -> None:
     ledger.record("+12125550005", "c", "t", CONNECTED, T0 + timedelta(days=5))
     ledger.record("+12125550006", "c", "t", CONNECTED, T0)  # an earlier time, recorded later
     ledger.record("+12125550007", "c", "t", CONNECTED, T0 + timedelta(days=2))
-    assert [entry[0] for entry in ledger._fifo] == sorted(entry[0] for entry in ledger._fifo)
     ledger.prune(T0 + timedelta(days=1))
     assert ledger.last("+12125550006", "c", None, CONNECTED) is None
     assert ledger.last("+12125550007", "c", None, CONNECTED) is not None
@@ -75,7 +73,7 @@ def test_memory_is_bounded_by_the_window_over_a_long_run() -> None:
     ledger = DuplicateLedger()
     horizon_days = 7
     per_window = horizon_days * 24 * 60  # records one window holds
-    peak_keys = peak_fifo = 0
+    peak_keys = peak_entries = 0
     now = T0
     for minute in range(120 * 24 * 60):
         now = T0 + timedelta(minutes=minute)
@@ -83,11 +81,11 @@ def test_memory_is_bounded_by_the_window_over_a_long_run() -> None:
         ledger.record(ani, "c", f"t{minute % 3}", CONVERTED if minute % 4 == 0 else CONNECTED, now)
         if minute % 5 == 0:
             ledger.expire(now, horizon_days)
-            peak_keys, peak_fifo = max(peak_keys, len(ledger)), max(peak_fifo, len(ledger._fifo))
+            peak_keys, peak_entries = max(peak_keys, len(ledger)), max(peak_entries, ledger.entries)
     # at most one window of records (+ the minutes between expiries); a conversion is stored as a connect too,
-    # and the FIFO holds campaign and target entries
+    # and target entries come on top
     assert peak_keys <= 2 * (per_window + 5)
-    assert peak_fifo <= 4 * (per_window + 5)
+    assert peak_entries <= 4 * (per_window + 5)
     assert len(ledger) >= per_window  # and it really does keep the window
     ledger.expire(now + timedelta(days=horizon_days, seconds=1), horizon_days)
     assert stored(ledger) == 0

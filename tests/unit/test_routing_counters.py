@@ -168,3 +168,48 @@ def test_over_cap_agrees_with_usage(
     (usage,) = c.usage_many([UsageQuery("t", CapCounts.CONNECTS, NY)], NOW)
     expected = any(u >= lim for u, lim in zip(usage, limits, strict=True))
     assert (c.over_cap([CapCheck("t", CapCounts.CONNECTS, NY, *limits)], NOW) == {"t"}) is expected
+
+
+def test_counting_a_hundred_thousand_connects_costs_minutes_not_calls() -> None:
+    """Month caps need counts per minute, not one float per call kept for 32 days (8 GB a month at 100 CPS)."""
+    import tracemalloc
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from dce.routing.model import CapCounts
+
+    counters = InMemoryCounters()
+    start = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+    counters.record("t", CapCounts.CONNECTS, start)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(100_000):  # 300 CPS for 5.5 minutes
+            counters.record("t", CapCounts.CONNECTS, start + timedelta(seconds=n / 300))
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 16 * 1024, f"{grown} bytes"
+    end = start + timedelta(seconds=100_000 / 300)
+    assert counters.count("t", CapCounts.CONNECTS, "hour", end, ZoneInfo("America/New_York")) == 100_001
+
+
+def test_minute_counts_match_counting_every_event_even_out_of_order() -> None:
+    import random
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from dce.routing.counters import window_starts
+    from dce.routing.model import CapCounts
+
+    rng, counters, times = random.Random(3), InMemoryCounters(), []
+    zone, at = ZoneInfo("America/Chicago"), datetime(2026, 3, 31, 20, 0, tzinfo=UTC)
+    for _ in range(3000):
+        at += timedelta(seconds=rng.choice((0, 1, 30, 600, 3600)))
+        when = at - timedelta(seconds=rng.choice((0, 0, 0, 120)))  # now and then an event a bit late
+        counters.record("t", CapCounts.CONNECTS, when)
+        times.append(when.timestamp())
+    now = at.timestamp()
+    for window, start in zip(("hour", "day", "month"), window_starts(zone, at), strict=True):
+        expected = sum(1 for t in times if start <= t <= now)
+        assert counters.count("t", CapCounts.CONNECTS, window, at, zone) == expected, window
