@@ -293,8 +293,10 @@ class BatchWriter(Generic[T]):
                 failed.append((index, exc))
             else:
                 done.add(index)
+        if not outage and done and failed:
+            failed, outage = await self._retry_alone(batch, failed, done)
         written = len(done)
-        # A record is poison when the database takes others meanwhile, or its error is plainly its own.
+        # A record is poison when its error is plainly its own, or it failed alone again after others were taken.
         if not outage and failed and (written or all(is_record_fault(exc) for _, exc in failed)):
             for index, exc in failed:
                 try:
@@ -318,6 +320,29 @@ class BatchWriter(Generic[T]):
             with contextlib.suppress(Exception):
                 self.on_written(written)
         return True
+
+    async def _retry_alone(self, batch: list[T], failed: list[tuple[int, Exception]],
+                           done: set[int]) -> tuple[list[tuple[int, Exception]], bool]:
+        """Write once more, alone, each record that failed for no reason of its own before others went in.
+
+        The database may have changed in between (a table created, a lock released): only a record that fails
+        again after others were written is taken for poison. Returns (still failed, the database is away).
+        """
+        still: list[tuple[int, Exception]] = []
+        for index, exc in failed:
+            if is_record_fault(exc):
+                still.append((index, exc))
+                continue
+            try:
+                await self._write([batch[index]])
+            except Exception as again:
+                self.failures += 1
+                if is_outage(again):
+                    return failed, True  # nothing is set aside while the database is away
+                still.append((index, again))
+            else:
+                done.add(index)
+        return still, False
 
     async def _set_aside(self, record: T, exc: Exception) -> None:
         error = error_text(exc)

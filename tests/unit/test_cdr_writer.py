@@ -132,7 +132,8 @@ async def test_database_failure_keeps_records_and_recovers(engine: AsyncEngine, 
         await writer.flush()
     assert await writer.close() == []
     assert await stored_ids(engine) == sorted(cdr.call_id for cdr in submitted)
-    assert insert.written_in_order() == [cdr.call_id for cdr in submitted]  # order preserved
+    written = insert.written_in_order()
+    assert sorted(written) == sorted(set(written)) == sorted(cdr.call_id for cdr in submitted)  # each once
     assert writer.dead_lettered == 0  # a missing table is the database's fault, not the records'
 
 
@@ -244,6 +245,38 @@ async def test_a_poison_record_alone_in_its_batch_is_set_aside(engine: AsyncEngi
     await writer.close()
     assert await stored_ids(engine) == ["call-00002"]
     assert writer.dead_lettered == 1
+
+
+class HealingInsert:
+    """insert_cdrs that refuses (for no reason of the record's: a missing table) until ``heal_after`` attempts."""
+
+    def __init__(self, heal_after: int) -> None:
+        self.heal_after = heal_after
+        self.attempts: list[list[str]] = []
+
+    async def __call__(self, engine: AsyncEngine, cdrs: Sequence[CallDetailRecord]) -> None:
+        self.attempts.append([cdr.call_id for cdr in cdrs])
+        if len(self.attempts) <= self.heal_after:
+            raise RuntimeError("relation \"calls\" does not exist")
+        await insert_cdrs(engine, cdrs)
+
+
+async def test_a_record_that_failed_before_the_database_healed_is_retried_not_set_aside(
+    engine: AsyncEngine, migrated_database_url: str
+) -> None:
+    """The batch fails, then its first record alone, then the database heals (a migration ran): the others go in,
+    and that first record, tried alone once more, too. It was never poison (CI: it went to the dead letters)."""
+    insert = HealingInsert(heal_after=2)  # the batch, then call-00000 alone
+    writer = CdrWriter(engine, batch_size=5, flush_interval_s=0.01, initial_backoff_s=0.01, insert=insert)
+    await writer.start()
+    for n in range(5):
+        writer.submit(make_cdr(n))
+    async with asyncio.timeout(10):
+        await writer.flush()
+    assert await writer.close() == []
+    assert await stored_ids(engine) == [make_cdr(n).call_id for n in range(5)]
+    assert writer.dead_lettered == 0 and await list_dead_letters(engine, "cdr") == []
+    assert insert.attempts[-1] == ["call-00000"]  # retried alone after the others
 
 
 async def test_an_outage_keeps_the_whole_batch_queued_without_isolating(
