@@ -88,27 +88,29 @@ async def _database(app: web.Application) -> str:
     return "ok"
 
 
+def _read(fn: Any, what: str) -> tuple[dict[str, Any], str | None]:
+    """``dict(fn())``, or ({}, the error text) when it fails (logged): a broken hook degrades health, never 500s."""
+    if fn is None:
+        return {}, None
+    try:
+        return dict(fn()), None
+    except Exception as exc:
+        log.exception("%s failed", what)
+        return {}, f"{type(exc).__name__}: {exc}"
+
+
 async def _evaluate(app: web.Application) -> Health:
     checks: dict[str, str] = {"database": await _database(app)}
     ready = {"database": checks["database"]}
-    status: dict[str, Any] = {}
-    status_fn = app.get(STATUS)
-    if status_fn is not None:
-        try:
-            status = dict(status_fn())
-        except Exception as exc:
-            log.exception("status() failed")
-            checks["status"] = f"{type(exc).__name__}: {exc}"
-        checks.update(status.pop("checks", None) or {})
-    ready_fn = app.get(READY_CHECKS)
-    if ready_fn is not None:
-        try:
-            writers = dict(ready_fn())
-        except Exception as exc:
-            log.exception("readiness checks failed")
-            writers = {"readiness": f"{type(exc).__name__}: {exc}"}
-        checks.update(writers)
-        ready.update(writers)
+    status, error = _read(app.get(STATUS), "status()")
+    if error is not None:
+        checks["status"] = error
+    checks.update(status.pop("checks", None) or {})
+    writers, error = _read(app.get(READY_CHECKS), "readiness checks")
+    if error is not None:
+        writers = {"readiness": error}
+    checks.update(writers)
+    ready.update(writers)
     return Health(checks, ready, status)
 
 
