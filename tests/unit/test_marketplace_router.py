@@ -11,6 +11,7 @@ from dce.bidding.bids import Bid
 from dce.bidding.inbound import Reservations
 from dce.bidding.live import BidStatus, LiveBidding
 from dce.bidding.log import BidLogEntry
+from dce.clock import SystemClock
 from dce.exchange.marketplace_router import MarketplaceRouter
 from dce.exchange.router import CallLimits, CallRequest, StaticRouter
 from dce.routing.counters import InMemoryCounters
@@ -35,7 +36,7 @@ def router(reservations: Reservations, live: LiveBidding | None = None, **campai
     counters, duplicates = InMemoryCounters(), DuplicateLedger()
     engine = RoutingEngine(snapshot, counters, duplicates, random.Random(1))
     return MarketplaceRouter(engine, counters, duplicates, StaticRouter(StaticRoutes({}), 30),
-                             reservations=reservations, live=live)
+                             clock=SystemClock(), reservations=reservations, live=live)
 
 
 async def test_static_plans_keep_the_campaign_order_when_another_caller_holds_a_reservation():
