@@ -110,11 +110,12 @@ NO_LIMITS = CallLimits()
 
 
 @dataclass(slots=True)
-class _Call:
+class _CallState:
     """What one call's task has learnt so far: each step fills its part; the record reads them all."""
 
     call: Call
-    did: str
+    did: str  # the called number, E.164 when it is a number
+    caller: str  # the same for the caller
     request: CallRequest
     times: _Times
     routed: Routed | None = None
@@ -220,7 +221,8 @@ class CallFlow:
         """Walk the call, whatever ends it: a bug, a cancelled task (watchdog, shutdown); then record it once."""
         self.observer.call_started()
         did = to_e164(call.called_user) or call.called_user
-        c = _Call(call, did, CallRequest(did, call.caller_user, headers), _Times(self.clock, watched.started_at))
+        c = _CallState(call, did, to_e164(call.caller_user) or call.caller_user,
+                       CallRequest(did, call.caller_user, headers), _Times(self.clock, watched.started_at))
         cancelled = False
         try:
             span.set_attribute(DID_ATTR, did)
@@ -245,8 +247,8 @@ class CallFlow:
         if cancelled:
             raise asyncio.CancelledError  # cancelled by someone else: recorded, and still cancelled
 
-    async def _walk(self, c: _Call, events: asyncio.Queue[CallEvent], watched: Watched, span: Span) -> Outcome:
-        """The call's steps in order; its outcome."""
+    async def _walk(self, c: _CallState, events: asyncio.Queue[CallEvent], watched: Watched, span: Span) -> Outcome:
+        """Plan, screen, auction, decide, act: the call's outcome."""
         routed = c.routed = self._plan(c)
         if routed is not None:
             c.limits = self.router.limits(routed)  # read once per call
@@ -269,7 +271,7 @@ class CallFlow:
                 outcome, c.target = await self._dial_in_order(c, routed, c.media, events)
                 return outcome
 
-    def _plan(self, c: _Call) -> Routed | None:
+    def _plan(self, c: _CallState) -> Routed | None:
         """Step 1, plan: the router's plan for the DID (None: no source knows it)."""
         with open_span(self.tracer, PLAN_SPAN) as step:
             started = time.perf_counter()
@@ -278,7 +280,7 @@ class CallFlow:
             _traced_plan(step, routed)
         return routed
 
-    async def _screen(self, c: _Call, routed: Routed) -> Routed:
+    async def _screen(self, c: _CallState, routed: Routed) -> Routed:
         """Step 2, screen: the gate's verdict (kept on ``c``), without the buyers whose suppression lists hold the
         caller; the listeners hear what the gate found."""
         if self.gate is not None:
@@ -290,10 +292,12 @@ class CallFlow:
                 routed = self.router.without_buyers(routed, c.verdict.suppressed_buyers)
         if self.events is not None:
             c.terms = self.router.terms(routed, None)
-            self._announce_screening(c, c.times.invite_at)
+            self.events.screened(c.call.id, c.times.invite_at, c.terms, c.verdict)
+            if not rejected(c.verdict):
+                self.events.incoming(c.call.id, c.times.invite_at, c.caller, c.did, c.terms)
         return routed
 
-    async def _auction(self, c: _Call, routed: Routed) -> Routed:
+    async def _auction(self, c: _CallState, routed: Routed) -> Routed:
         """Step 3, auction: the plan re-ranked by bids when targets bid; the listeners hear the plan."""
         if rejected(c.verdict):
             return routed
@@ -306,19 +310,12 @@ class CallFlow:
             self.events.decided(c.call.id, self.clock.now(), c.terms, routed.plan.targets, reason)
         return routed
 
-    def _announce_screening(self, c: _Call, at: datetime) -> None:
-        """Tell the listeners what the gate found and, when it let the call in, that the call is incoming."""
-        assert self.events is not None
-        self.events.screened(c.call.id, at, c.terms, c.verdict)
-        if not rejected(c.verdict):
-            self.events.incoming(c.call.id, at, to_e164(c.call.caller_user) or c.call.caller_user, c.did, c.terms)
-
     def _reject(self, call: Call, reject: Reject) -> Outcome:
         """Act on a rejection: the final response to the caller; the outcome its CDR records."""
         self.sip.reject(call, reject.status, reason_header=reject.reason_header)
         return reject.outcome
 
-    async def _dial_in_order(self, c: _Call, routed: Routed, media: MediaSession,
+    async def _dial_in_order(self, c: _CallState, routed: Routed, media: MediaSession,
                              events: asyncio.Queue[CallEvent]) -> tuple[Outcome, PlannedTarget | None]:
         """Step 5, dial: each planned target until one answers, then until the call ends; the outcome and the
         target the CDR names (the last one dialled)."""
@@ -345,7 +342,7 @@ class CallFlow:
         c.times.end(failure.at if failure is not None else self.clock.monotonic())
         return self._reject(c.call, reject), tried
 
-    async def _dial(self, c: _Call, routed: Routed, target: PlannedTarget, uri: str, max_duration: float,
+    async def _dial(self, c: _CallState, routed: Routed, target: PlannedTarget, uri: str, max_duration: float,
                     media: MediaSession, events: asyncio.Queue[CallEvent], leg: Span) -> Outcome | DialFailed:
         """One target: its failure (its slot given back), or the call's outcome when it answers or the call ends.
 
@@ -380,27 +377,25 @@ class CallFlow:
                     self.router.release(routed, target)
                     return event
 
-    async def _talk(self, c: _Call, routed: Routed, target: PlannedTarget, media: MediaSession,
+    async def _talk(self, c: _CallState, routed: Routed, target: PlannedTarget, media: MediaSession,
                     answered_at: datetime, events: asyncio.Queue[CallEvent]) -> Outcome:
         """The target answered: count the connect, tell the listeners, wait for the call to end."""
         media.answered()  # RTP inactivity counts from here, not while ringing
         self.router.connected(routed, target, answered_at)
         if self.events is not None:
-            self.events.connected(c.call.id, answered_at, to_e164(c.call.caller_user) or c.call.caller_user,
-                                  to_e164(c.call.called_user) or c.call.called_user,
-                                  self.router.terms(routed, target))
+            self.events.connected(c.call.id, answered_at, c.caller, c.did, self.router.terms(routed, target))
         event = await _terminal(events)
         c.times.end(event.at)
         return ended(event, answered=True)
 
-    def _end_cancelled(self, c: _Call, reason: str) -> Outcome:
+    def _end_cancelled(self, c: _CallState, reason: str) -> Outcome:
         """The task was cancelled (watchdog, shutdown, or from outside): end the call with it."""
         self.sip.hangup(c.call, reason=reason)  # BYE both legs when answered, else CANCEL B and 480 A
         c.times.end(self.clock.monotonic())
         c.target = c.target or _held_target(c.routed)
         return Outcome(Disposition.FAILED, 200 if c.times.answer_at else 480, HangupSide.SYSTEM, reason)
 
-    def _release(self, c: _Call) -> MediaStats | None:
+    def _release(self, c: _CallState) -> MediaStats | None:
         """Give back what the call holds, whichever way it ended: its media session and every slot; the media's
         counts."""
         stats = c.media.stats if c.media is not None else None
@@ -412,7 +407,7 @@ class CallFlow:
         return stats
 
     # -- step 6, record: exactly one CDR per call ------------------------------------------------------
-    def _record(self, c: _Call, outcome: Outcome, stats: MediaStats | None) -> None:
+    def _record(self, c: _CallState, outcome: Outcome, stats: MediaStats | None) -> None:
         call, times, target, routed, verdict = c.call, c.times, c.target, c.routed, c.verdict
         end = times.end_at or self.clock.now()
         packets = bytes_ = 0
@@ -424,8 +419,8 @@ class CallFlow:
             call_id=call.id,
             a_leg_call_id=call.a.call_id,
             b_leg_call_id=call.b.call_id if call.b is not None else None,
-            caller=to_e164(call.caller_user) or call.caller_user,
-            called=to_e164(call.called_user) or call.called_user,
+            caller=c.caller,
+            called=c.did,
             did=c.did,
             destination=target.destination if target is not None else None,
             invite_at=times.invite_at,
