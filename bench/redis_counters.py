@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dce.clock import SystemClock
 from dce.db.redis_slots import RedisSlots
 from dce.db.redis_velocity import RedisVelocity
 from dce.exchange.cluster import connect
@@ -55,7 +56,7 @@ def router() -> MarketplaceRouter:
         [target], [TrackingNumber(DID, "c1", "p1")])
     counters, duplicates = InMemoryCounters(), DuplicateLedger()
     return MarketplaceRouter(RoutingEngine(snapshot, counters, duplicates, random.Random(1)), counters, duplicates,
-                             StaticRouter(StaticRoutes({}), 30))
+                             StaticRouter(StaticRoutes({}), 30), clock=SystemClock())
 
 
 def line(op: str, samples: list[float]) -> str:

@@ -65,6 +65,7 @@ def serve(port: int, ready: multiprocessing.synchronize.Event) -> None:  # type:
 
     from dce.bidding.inbound import InboundPings, Reservations
     from dce.bidding.rtb import RtbPinger
+    from dce.clock import SystemClock
     from dce.exchange.marketplace_router import MarketplaceRouter
     from dce.exchange.router import StaticRouter
     from dce.http_api.app import build_app
@@ -89,7 +90,7 @@ def serve(port: int, ready: multiprocessing.synchronize.Event) -> None:  # type:
             # here a bounded queue standing in for the batching writer's (the database side is not measured)
             router = MarketplaceRouter(
                 engine, counters, duplicates, StaticRouter(StaticRoutes({}), 30.0),
-                pinger=RtbPinger(session), reservations=Reservations(),
+                clock=SystemClock(), pinger=RtbPinger(session), reservations=Reservations(),
             )  # fmt: skip
             router.bid_log = deque(maxlen=10_000).append
             def on_records(records: list, campaign_id: str) -> None:

@@ -1,12 +1,16 @@
-"""The CallFlow: one call walked through every room, start to finish.
+"""The CallFlow: one call walked through every room, start to finish, one step after the other.
 
-    INVITE in -> DID lookup -> plan (marketplace engine or static routes) -> compliance and fraud gate
-    -> auction when targets bid -> media -> dial in order -> bridge -> teardown -> CDR
+    plan     the router's plan for the DID (marketplace engine or static routes)        ``_plan``
+    screen   the compliance and fraud gate's verdict; suppressed buyers leave the plan   ``_screen``
+    auction  the plan re-ranked when targets bid                                         ``_auction``
+    decide   pure: Gone | Reject | Dial (``dce.exchange.decision``)                      ``decide``
+    act      reject; or dial the targets in order -> bridge -> wait for the end          ``_dial_in_order``
+    record   exactly one CDR, whichever way the call ended                               ``_record``
 
 The SIP details (transactions, relaying responses, CANCEL races, BYE) live in ``dce.sip.b2bua``; this module
-only decides. Each call runs as one task that reads the B2BUA's events for that call from a queue; every wait
-accepts the call's terminal event (``CallEnded``/``CallCancelled``, one per call whoever ends it), and the
-watchdog (``reap``) ends any task that outlives its call's longest possible life. Either way: one CDR per call.
+only decides and commands. Each call runs as one task that reads the B2BUA's events for that call from a queue;
+every wait accepts the call's terminal event (``CallEnded``/``CallCancelled``, one per call whoever ends it), and
+the watchdog (``reap``) ends any task that outlives its call's longest possible life. Either way: one CDR per call.
 """
 
 from __future__ import annotations
@@ -14,17 +18,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
 from opentelemetry.trace import NoOpTracer, Span, SpanKind, Status, StatusCode, Tracer
 
 from dce.billing.cdr import CallDetailRecord, Disposition, HangupSide, SaleTerms
+from dce.clock import Clock
 from dce.compliance.screen import rejected
 from dce.compliance.verdict import ALLOW, Verdict
 from dce.exchange.call_events import CallEvents
+from dce.exchange.decision import REFUSALS, Dial, Gone, Outcome, Reject, decide, ended, exhausted
 from dce.exchange.eager import start_eagerly
 from dce.exchange.log_context import set_call_id
 from dce.exchange.router import STATIC_TARGET, CallLimits, CallRequest, OutboundTrunk, Routed, Router
@@ -82,7 +87,6 @@ class SipCommands(Protocol):
     def dial(self, call: Call, destination: str, *, ring_timeout: float, max_duration: float | None) -> None: ...
     def hangup(self, call: Call, *, reason: str) -> None: ...
     def release(self, call: Call) -> None: ...
-    def monotonic(self) -> float: ...
 
 
 class CdrSink(Protocol):
@@ -102,30 +106,35 @@ class CallObserver(Protocol):
     def routed(self, seconds: float) -> None: ...
 
 
-# Final responses to the caller when every destination failed, by the last failure's kind.
-FAILURE_RESPONSES = {
-    "busy": (486, Disposition.BUSY, 'Q.850;cause=17;text="user busy"'),
-    "no_answer": (480, Disposition.NO_ANSWER, 'Q.850;cause=19;text="no answer"'),
-    "timeout": (408, Disposition.FAILED, 'Q.850;cause=102;text="destination timeout"'),
-    "failed": (503, Disposition.FAILED, 'Q.850;cause=38;text="destination failed"'),
-}
+NO_LIMITS = CallLimits()
 
 
 @dataclass(slots=True)
-class _Outcome:
-    disposition: Disposition
-    final_code: int
-    hangup_side: HangupSide | None = None
-    reason: str | None = None
+class _CallState:
+    """What one call's task has learnt so far: each step fills its part; the record reads them all."""
+
+    call: Call
+    did: str  # the called number, E.164 when it is a number
+    caller: str  # the same for the caller
+    request: CallRequest
+    times: _Times
+    routed: Routed | None = None
+    limits: CallLimits = NO_LIMITS
+    verdict: Verdict = ALLOW
+    terms: SaleTerms | None = None  # the campaign and publisher, for the events (the same after any auction)
+    media: MediaSession | None = None
+    target: PlannedTarget | None = None  # the target the CDR names
 
 
 class CallFlow:
-    """Decides what happens to each inbound call. One instance per exchange; one task per call."""
+    """Decides what happens to each inbound call. One instance per exchange; one task per call.
+
+    ``clock``: the same clock as the SIP driver's (its events' ``at`` are readings of ``clock.monotonic()``).
+    """
 
     def __init__(self, *, sip: SipCommands, router: Router, media: MediaPlane, cdrs: CdrSink,
-                 observer: CallObserver, trunk: OutboundTrunk | None = None, gate: CallGate | None = None,
-                 events: CallEvents | None = None,
-                 wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 observer: CallObserver, clock: Clock, trunk: OutboundTrunk | None = None,
+                 gate: CallGate | None = None, events: CallEvents | None = None,
                  tracer: Tracer | None = None, bounds: LifeBounds | None = None) -> None:
         self.sip = sip
         self.router = router
@@ -133,9 +142,9 @@ class CallFlow:
         self.media = media
         self.cdrs = cdrs
         self.observer = observer
+        self.clock = clock
         self.gate = gate
         self.events = events
-        self.wall_clock = wall_clock
         self.tracer = tracer or NoOpTracer()  # spans are observability only: no decision reads them
         self.watchdog = Watchdog(bounds or LifeBounds())
         self._queues: dict[str, asyncio.Queue[CallEvent]] = {}
@@ -175,7 +184,7 @@ class CallFlow:
 
     # -- the watchdog ----------------------------------------------------------------------------------
     def reap(self, now: float) -> int:
-        """End every call task older than its call's longest possible life (``now``: the SIP clock).
+        """End every call task older than its call's longest possible life (``now``: ``clock.monotonic()``).
 
         Such a task waits for something no path will send: a bug. It is logged with the call id, counted and
         cancelled; the cancelled task hangs up both legs and writes the CDR (failed, reason naming the watchdog).
@@ -194,11 +203,11 @@ class CallFlow:
         while True:
             await asyncio.sleep(every_s)
             try:
-                self.reap(self.sip.monotonic())
+                self.reap(self.clock.monotonic())
             except Exception:  # the net under the calls must outlive its own bugs
                 log.exception("call watchdog failed; checking again in %.0f s", every_s)
 
-    # -- one call --------------------------------------------------------------------------------------
+    # -- one call: plan -> screen -> auction -> decide -> act -> record ---------------------------------
     async def _run(self, call: Call, events: asyncio.Queue[CallEvent], watched: Watched) -> None:
         set_call_id(call.id)  # log lines of this call's task carry its id
         headers = tuple(call.a.request.headers)
@@ -209,185 +218,198 @@ class CallFlow:
 
     async def _handle(self, call: Call, events: asyncio.Queue[CallEvent], watched: Watched,
                       headers: tuple[tuple[str, str], ...], span: Span) -> None:
+        """Walk the call, whatever ends it: a bug, a cancelled task (watchdog, shutdown); then record it once."""
         self.observer.call_started()
-        times = _Times(self, watched.started_at)
-        media: MediaSession | None = None
-        target: PlannedTarget | None = None
-        routed: Routed | None = None
-        verdict = ALLOW
         did = to_e164(call.called_user) or call.called_user
+        c = _CallState(call, did, to_e164(call.caller_user) or call.caller_user,
+                       CallRequest(did, call.caller_user, headers), _Times(self.clock, watched.started_at))
         cancelled = False
         try:
             span.set_attribute(DID_ATTR, did)
-            request = CallRequest(did, call.caller_user, headers)
-            with open_span(self.tracer, PLAN_SPAN) as step:
-                started = time.perf_counter()
-                routed = self.router.plan(request, times.invite_at)
-                self.observer.routed(time.perf_counter() - started)
-                _traced_plan(step, routed)
-            limits = self.router.limits(routed) if routed is not None else CallLimits()  # read once per call
-            if routed is not None:
-                self.watchdog.planned(watched, routed.plan.targets, limits)
-            if routed is not None and routed.context is not None:
-                _traced_campaign(span, routed)
-            if routed is not None and self.gate is not None:
-                with open_span(self.tracer, SCREEN_SPAN) as step:
-                    verdict = await self.gate.screen_shared(request, routed, times.invite_at.timestamp())
-                    _traced_verdict(step, verdict)
-                self.observer.screened(verdict)
-                if verdict.suppressed_buyers and not rejected(verdict):
-                    routed = self.router.without_buyers(routed, verdict.suppressed_buyers)
-            campaign_terms = None  # the campaign and publisher, for the events (the same after any auction)
-            if self.events is not None and routed is not None:
-                campaign_terms = self.router.terms(routed, None)
-                self._announce_screening(call, did, campaign_terms, verdict, times.invite_at)
-            if routed is not None and not rejected(verdict) and routed.plan.targets \
-                    and self.router.needs_auction(routed):
-                with open_span(self.tracer, AUCTION_SPAN) as step:
-                    routed = await self.router.auction(routed, call.id)
-                    _traced_plan(step, routed)
-            if self.events is not None and routed is not None and not rejected(verdict):
-                reason = routed.refusal.reason if routed.refusal is not None else routed.plan.reason
-                self.events.decided(call.id, self.wall_clock(), campaign_terms, routed.plan.targets, reason)
-            if (ended := _ended_already(events)) is not None:  # the caller left (or we hung up) meanwhile
-                times.end(ended.at)
-                outcome = _ended(ended, answered=False)
-            elif routed is None:
-                self.sip.reject(call, 404, reason_header='Q.850;cause=1;text="unallocated number"')
-                outcome = _Outcome(Disposition.REJECTED, 404, reason="no route for DID")
-            elif rejected(verdict):
-                assert self.gate is not None  # only a gate rejects
-                status = self.gate.reject_status
-                self.sip.reject(call, status, reason_header=self.gate.reason_header(verdict))
-                outcome = _Outcome(Disposition.BLOCKED, status, HangupSide.SYSTEM, verdict.reason)
-            elif routed.refusal is not None:
-                refusal = routed.refusal
-                self.sip.reject(call, refusal.status, reason_header=f'Q.850;cause=21;text="{_quoted(refusal.reason)}"')
-                outcome = _Outcome(Disposition.REJECTED, refusal.status, HangupSide.SYSTEM, refusal.reason)
-            elif not routed.plan.targets:
-                reason = routed.plan.reason or "no eligible target"
-                self.sip.reject(call, 480, reason_header=f'Q.850;cause=3;text="{_quoted(reason)}"')
-                outcome = _Outcome(Disposition.NO_ROUTE, 480, HangupSide.SYSTEM, reason)
-            else:
-                with open_span(self.tracer, MEDIA_SPAN):
-                    media = await self.media.allocate(call.id, on_timeout=lambda: self.sip.hangup(
-                        call, reason="media timeout"))
-                call.media = media
-                max_duration = self.watchdog.bounds.max_duration(limits)
-                outcome, target = await self._dial_in_order(call, routed, media, max_duration, events, times)
+            outcome = await self._walk(c, events, watched, span)
         except PortsExhausted as exc:  # or DescriptorsExhausted: the reason says which
-            self.sip.reject(call, 503, reason_header=f'Q.850;cause=47;text="{exc.reason}"')
-            outcome = _Outcome(Disposition.FAILED, 503, reason=exc.reason)
+            outcome = self._reject(call, REFUSALS["no_media"].reject(exc.reason))
         except Exception as exc:  # never leave either party hanging on a bug: 500 before answer, BYE after
             log.exception("call %s failed", call.id)
             span.record_exception(exc)
-            self.sip.reject(call, 500, reason_header='Q.850;cause=41;text="exchange error"')
+            outcome = self._reject(call, REFUSALS["error"].reject(f"exchange error: {exc}"))
             self.sip.hangup(call, reason="exchange error")
-            outcome = _Outcome(Disposition.FAILED, 500, HangupSide.SYSTEM, f"exchange error: {exc}")
         except asyncio.CancelledError:  # the watchdog or shutdown ends a task stuck waiting: end the call too
             cancelled = watched.ended_by is None
-            reason = watched.ended_by or "call task cancelled"
-            self.sip.hangup(call, reason=reason)  # BYE both legs when answered, else CANCEL B and 480 A
-            times.end(self.sip.monotonic())
-            outcome = _Outcome(Disposition.FAILED, 200 if times.answer_at else 480, HangupSide.SYSTEM, reason)
-            target = target or _held_target(routed)
+            outcome = self._end_cancelled(c, watched.ended_by or "call task cancelled")
         finally:
             self._queues.pop(call.id, None)
             self.watchdog.forget(call.id)
-            stats = media.stats if media is not None else None
-            if media is not None:
-                media.close()
-            if routed is not None:  # every slot this call still holds, whichever way it ended
-                for held in [t for t in routed.plan.targets if t.target_id in routed.held]:
-                    self.router.release(routed, held)
-        self._record(call, did, target, routed, outcome, times, stats, verdict)
+            stats = self._release(c)
+        self._record(c, outcome, stats)
         self.sip.release(call)
-        _traced_outcome(span, outcome, target)
+        _traced_outcome(span, outcome, c.target)
         if cancelled:
             raise asyncio.CancelledError  # cancelled by someone else: recorded, and still cancelled
 
-    def _announce_screening(self, call: Call, did: str, terms: SaleTerms | None, verdict: Verdict,
-                            at: datetime) -> None:
-        """Tell the listeners what the gate found and, when it let the call in, that the call is incoming."""
-        assert self.events is not None
-        self.events.screened(call.id, at, terms, verdict)
-        if not rejected(verdict):
-            self.events.incoming(call.id, at, to_e164(call.caller_user) or call.caller_user, did, terms)
+    async def _walk(self, c: _CallState, events: asyncio.Queue[CallEvent], watched: Watched, span: Span) -> Outcome:
+        """Plan, screen, auction, decide, act: the call's outcome."""
+        routed = c.routed = self._plan(c)
+        if routed is not None:
+            c.limits = self.router.limits(routed)  # read once per call
+            self.watchdog.planned(watched, routed.plan.targets, c.limits)
+            _traced_campaign(span, routed)
+            routed = c.routed = await self._screen(c, routed)
+            routed = c.routed = await self._auction(c, routed)
+        decision = decide(routed, c.verdict, self.gate, _ended_already(events))
+        match decision:
+            case Gone(event):  # the caller left (or we hung up) meanwhile
+                c.times.end(event.at)
+                return ended(event, answered=False)
+            case Reject():
+                return self._reject(c.call, decision)
+            case Dial(routed):
+                with open_span(self.tracer, MEDIA_SPAN):
+                    c.media = await self.media.allocate(c.call.id, on_timeout=lambda: self.sip.hangup(
+                        c.call, reason="media timeout"))
+                c.call.media = c.media
+                outcome, c.target = await self._dial_in_order(c, routed, c.media, events)
+                return outcome
 
-    async def _dial_in_order(self, call: Call, routed: Routed, media: MediaSession, max_duration: float,
-                             events: asyncio.Queue[CallEvent], times: _Times) -> tuple[_Outcome, PlannedTarget | None]:
-        """Try each planned target until one answers; then wait for the call to end.
+    def _plan(self, c: _CallState) -> Routed | None:
+        """Step 1, plan: the router's plan for the DID (None: no source knows it)."""
+        with open_span(self.tracer, PLAN_SPAN) as step:
+            started = time.perf_counter()
+            routed = self.router.plan(c.request, c.times.invite_at)
+            self.observer.routed(time.perf_counter() - started)
+            _traced_plan(step, routed)
+        return routed
 
-        Every wait here takes the call's terminal event, whichever way it ended (caller, callee, the exchange's
-        hangup on media timeout or shutdown, the maximum call duration).
-        """
+    async def _screen(self, c: _CallState, routed: Routed) -> Routed:
+        """Step 2, screen: the gate's verdict (kept on ``c``), without the buyers whose suppression lists hold the
+        caller; the listeners hear what the gate found."""
+        if self.gate is not None:
+            with open_span(self.tracer, SCREEN_SPAN) as step:
+                c.verdict = await self.gate.screen_shared(c.request, routed, c.times.invite_at.timestamp())
+                _traced_verdict(step, c.verdict)
+            self.observer.screened(c.verdict)
+            if c.verdict.suppressed_buyers and not rejected(c.verdict):
+                routed = self.router.without_buyers(routed, c.verdict.suppressed_buyers)
+        if self.events is not None:
+            c.terms = self.router.terms(routed, None)
+            self.events.screened(c.call.id, c.times.invite_at, c.terms, c.verdict)
+            if not rejected(c.verdict):
+                self.events.incoming(c.call.id, c.times.invite_at, c.caller, c.did, c.terms)
+        return routed
+
+    async def _auction(self, c: _CallState, routed: Routed) -> Routed:
+        """Step 3, auction: the plan re-ranked by bids when targets bid; the listeners hear the plan."""
+        if rejected(c.verdict):
+            return routed
+        if routed.plan.targets and self.router.needs_auction(routed):
+            with open_span(self.tracer, AUCTION_SPAN) as step:
+                routed = await self.router.auction(routed, c.call.id)
+                _traced_plan(step, routed)
+        if self.events is not None:
+            reason = routed.refusal.reason if routed.refusal is not None else routed.plan.reason
+            self.events.decided(c.call.id, self.clock.now(), c.terms, routed.plan.targets, reason)
+        return routed
+
+    def _reject(self, call: Call, reject: Reject) -> Outcome:
+        """Act on a rejection: the final response to the caller; the outcome its CDR records."""
+        self.sip.reject(call, reject.status, reason_header=reject.reason_header)
+        return reject.outcome
+
+    async def _dial_in_order(self, c: _CallState, routed: Routed, media: MediaSession,
+                             events: asyncio.Queue[CallEvent]) -> tuple[Outcome, PlannedTarget | None]:
+        """Step 5, dial: each planned target until one answers, then until the call ends; the outcome and the
+        target the CDR names (the last one dialled)."""
+        max_duration = self.watchdog.bounds.max_duration(c.limits)
         failure: DialFailed | None = None
         tried: PlannedTarget | None = None
         for target in routed.plan.targets:
             uri = self.trunk.uri_for(target.destination)
             if uri is None:
-                log.warning("call %s: no outbound trunk to dial %s (target %s)", call.id, target.destination,
+                log.warning("call %s: no outbound trunk to dial %s (target %s)", c.call.id, target.destination,
                             target.target_id)
                 continue
-            if not await self.router.acquire(routed, target, self.wall_clock()):
+            if not await self.router.acquire(routed, target, self.clock.now()):
                 continue  # its concurrency slot went to another call since the plan was made
             tried = target
             with open_span(
                     self.tracer, DIAL_SPAN, kind=SpanKind.CLIENT,
-                    attributes={TARGET_ID: target.target_id, DESTINATION: uri, ATTEMPT: call.attempts + 1}) as leg:
-                try:
-                    self.sip.dial(call, uri, ring_timeout=target.ring_timeout_s, max_duration=max_duration)
-                except ValueError as exc:  # the caller's SDP offer cannot be relayed
-                    self.sip.reject(call, 488, reason_header='Q.850;cause=88;text="unreadable SDP offer"')
-                    times.end(self.sip.monotonic())
-                    _traced_leg(leg, 488, "bad_offer")
-                    return _Outcome(Disposition.REJECTED, 488, HangupSide.SYSTEM, f"bad SDP offer: {exc}"), target
-                if call.attempts == 1:
-                    times.dial(self.sip.monotonic())
-                    self.observer.dialled(self.sip.monotonic() - call.invite_at)
-                while True:
-                    event = await events.get()
-                    if isinstance(event, DialProgress):
-                        times.ring(event.at)
-                    elif isinstance(event, DialAnswered):
-                        times.answer(event.at)
-                        _traced_leg(leg, 200, "answered")
-                        media.answered()  # RTP inactivity counts from here, not while ringing
-                        self.router.connected(routed, target, times.answer_at or self.wall_clock())
-                        if self.events is not None:
-                            self.events.connected(call.id, times.answer_at or self.wall_clock(),
-                                                  to_e164(call.caller_user) or call.caller_user,
-                                                  to_e164(call.called_user) or call.called_user,
-                                                  self.router.terms(routed, target))
-                        ended = await _terminal(events)
-                        times.end(ended.at)
-                        return _ended(ended, answered=True), target
-                    elif isinstance(event, CallCancelled | CallEnded):  # before answer: the caller or the exchange
-                        times.end(event.at)
-                        outcome = _ended(event, answered=False)
-                        _traced_leg(leg, outcome.final_code, outcome.disposition.value)
-                        return outcome, target
-                    elif isinstance(event, DialFailed):
-                        failure = event
-                        _traced_leg(leg, event.status, event.reason)
-                        self.router.release(routed, target)
-                        break
-        if failure is None:  # no target could be dialled: slots taken meanwhile, or numbers without a trunk
-            reason = "no target could be dialled (at capacity, or a number with no outbound trunk)"
-            self.sip.reject(call, 480, reason_header=f'Q.850;cause=34;text="{reason}"')
-            times.end(self.sip.monotonic())
-            return _Outcome(Disposition.NO_ROUTE, 480, HangupSide.SYSTEM, reason), None
-        status, disposition, reason_header = FAILURE_RESPONSES[failure.reason]
-        if failure.reason == "failed" and 400 <= failure.status < 500:
-            status = failure.status  # a definite client error from the destination is passed on as is
-        self.sip.reject(call, status, reason_header=reason_header)
-        times.end(failure.at)
-        return _Outcome(disposition, status, HangupSide.SYSTEM,
-                        f"last destination: {failure.status} {failure.reason}"), tried
+                    attributes={TARGET_ID: target.target_id, DESTINATION: uri, ATTEMPT: c.call.attempts + 1}) as leg:
+                result = await self._dial(c, routed, target, uri, max_duration, media, events, leg)
+            if not isinstance(result, DialFailed):
+                return result, target
+            failure = result
+        reject = exhausted(failure)
+        c.times.end(failure.at if failure is not None else self.clock.monotonic())
+        return self._reject(c.call, reject), tried
 
-    def _record(self, call: Call, did: str, target: PlannedTarget | None, routed: Routed | None,
-                outcome: _Outcome, times: _Times, stats: MediaStats | None, verdict: Verdict) -> None:
-        end = times.end_at or self.wall_clock()
+    async def _dial(self, c: _CallState, routed: Routed, target: PlannedTarget, uri: str, max_duration: float,
+                    media: MediaSession, events: asyncio.Queue[CallEvent], leg: Span) -> Outcome | DialFailed:
+        """One target: its failure (its slot given back), or the call's outcome when it answers or the call ends.
+
+        Every wait takes the call's terminal event, whichever way it ended (caller, callee, the exchange's hangup on
+        media timeout or shutdown, the maximum call duration).
+        """
+        call, times = c.call, c.times
+        try:
+            self.sip.dial(call, uri, ring_timeout=target.ring_timeout_s, max_duration=max_duration)
+        except ValueError as exc:  # the caller's SDP offer cannot be relayed
+            times.end(self.clock.monotonic())
+            _traced_leg(leg, 488, "bad_offer")
+            return self._reject(call, REFUSALS["bad_offer"].reject(f"bad SDP offer: {exc}"))
+        if call.attempts == 1:
+            now = self.clock.monotonic()
+            times.dial(now)
+            self.observer.dialled(now - call.invite_at)
+        while True:
+            match event := await events.get():
+                case DialProgress():
+                    times.ring(event.at)
+                case DialAnswered():
+                    _traced_leg(leg, 200, "answered")
+                    return await self._talk(c, routed, target, media, times.answer(event.at), events)
+                case CallCancelled() | CallEnded():  # before answer: the caller or the exchange
+                    times.end(event.at)
+                    outcome = ended(event, answered=False)
+                    _traced_leg(leg, outcome.final_code, outcome.disposition.value)
+                    return outcome
+                case DialFailed():
+                    _traced_leg(leg, event.status, event.reason)
+                    self.router.release(routed, target)
+                    return event
+
+    async def _talk(self, c: _CallState, routed: Routed, target: PlannedTarget, media: MediaSession,
+                    answered_at: datetime, events: asyncio.Queue[CallEvent]) -> Outcome:
+        """The target answered: count the connect, tell the listeners, wait for the call to end."""
+        media.answered()  # RTP inactivity counts from here, not while ringing
+        self.router.connected(routed, target, answered_at)
+        if self.events is not None:
+            self.events.connected(c.call.id, answered_at, c.caller, c.did, self.router.terms(routed, target))
+        event = await _terminal(events)
+        c.times.end(event.at)
+        return ended(event, answered=True)
+
+    def _end_cancelled(self, c: _CallState, reason: str) -> Outcome:
+        """The task was cancelled (watchdog, shutdown, or from outside): end the call with it."""
+        self.sip.hangup(c.call, reason=reason)  # BYE both legs when answered, else CANCEL B and 480 A
+        c.times.end(self.clock.monotonic())
+        c.target = c.target or _held_target(c.routed)
+        return Outcome(Disposition.FAILED, 200 if c.times.answer_at else 480, HangupSide.SYSTEM, reason)
+
+    def _release(self, c: _CallState) -> MediaStats | None:
+        """Give back what the call holds, whichever way it ended: its media session and every slot; the media's
+        counts."""
+        stats = c.media.stats if c.media is not None else None
+        if c.media is not None:
+            c.media.close()
+        if c.routed is not None:
+            for held in [t for t in c.routed.plan.targets if t.target_id in c.routed.held]:
+                self.router.release(c.routed, held)
+        return stats
+
+    # -- step 6, record: exactly one CDR per call ------------------------------------------------------
+    def _record(self, c: _CallState, outcome: Outcome, stats: MediaStats | None) -> None:
+        call, times, target, routed, verdict = c.call, c.times, c.target, c.routed, c.verdict
+        end = times.end_at or self.clock.now()
         packets = bytes_ = 0
         if stats is not None:
             for direction in (stats.a_to_b, stats.b_to_a):
@@ -397,9 +419,9 @@ class CallFlow:
             call_id=call.id,
             a_leg_call_id=call.a.call_id,
             b_leg_call_id=call.b.call_id if call.b is not None else None,
-            caller=to_e164(call.caller_user) or call.caller_user,
-            called=to_e164(call.called_user) or call.called_user,
-            did=did,
+            caller=c.caller,
+            called=c.did,
+            did=c.did,
             destination=target.destination if target is not None else None,
             invite_at=times.invite_at,
             ring_at=times.ring_at,
@@ -424,15 +446,6 @@ class CallFlow:
             self.router.completed(routed, target, cdr.billable_s, cdr.end_at)
             if self.gate is not None:
                 self.gate.completed(routed, target.target_id, cdr.billable_s, cdr.end_at.timestamp())
-
-
-def _ended(event: CallEnded | CallCancelled, *, answered: bool) -> _Outcome:
-    """The outcome of a call ended by its terminal event."""
-    if isinstance(event, CallCancelled):
-        return _Outcome(Disposition.CANCELLED, 487, HangupSide.CALLER, "caller cancelled")
-    if answered:
-        return _Outcome(Disposition.ANSWERED, 200, HangupSide(event.side), event.reason)
-    return _Outcome(Disposition.FAILED, 480, HangupSide.SYSTEM, event.reason)  # the exchange hung up first
 
 
 def _held_target(routed: Routed | None) -> PlannedTarget | None:
@@ -473,7 +486,7 @@ def _traced_leg(span: Span, status: int | None, outcome: str) -> None:
         span.set_status(Status(StatusCode.ERROR, f"{status} {outcome}"))
 
 
-def _traced_outcome(span: Span, outcome: _Outcome, target: PlannedTarget | None) -> None:
+def _traced_outcome(span: Span, outcome: Outcome, target: PlannedTarget | None) -> None:
     """The call's result on its root span; a 5xx to the caller is an error (as for an HTTP server span)."""
     span.set_attribute(SIP_STATUS, outcome.final_code)
     span.set_attribute(DISPOSITION, outcome.disposition.value)
@@ -513,25 +526,16 @@ def _screening_details(verdict: Verdict) -> dict[str, str]:
     return details
 
 
-def _quoted(text: str) -> str:
-    return text.replace("\\", "").replace('"', "'")
-
-
 class _Times:
-    """Wall-clock times of a call's milestones, converted from the loop's monotonic event times."""
+    """Wall-clock times of a call's milestones, from the clock's monotonic readings its events carry."""
 
-    def __init__(self, flow: CallFlow, offered_at: float) -> None:
-        self._flow = flow
-        self.invite_at = self._wall(offered_at)
+    def __init__(self, clock: Clock, offered_at: float) -> None:
+        self._wall = clock.wall
+        self.invite_at = clock.wall(offered_at)
         self.dial_at: datetime | None = None
         self.ring_at: datetime | None = None
         self.answer_at: datetime | None = None
         self.end_at: datetime | None = None
-
-    def _wall(self, at: float) -> datetime:
-        delta = self._flow.sip.monotonic() - at
-        now = self._flow.wall_clock()
-        return now if delta <= 0 else datetime.fromtimestamp(now.timestamp() - delta, UTC)
 
     def dial(self, at: float) -> None:
         if self.dial_at is None:
@@ -541,8 +545,9 @@ class _Times:
         if self.ring_at is None:
             self.ring_at = self._wall(at)
 
-    def answer(self, at: float) -> None:
+    def answer(self, at: float) -> datetime:
         self.answer_at = self._wall(at)
+        return self.answer_at
 
     def end(self, at: float) -> None:
         self.end_at = self._wall(at)

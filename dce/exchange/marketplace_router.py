@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Coroutine, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,6 +22,7 @@ from dce.bidding.live import LiveBidding
 from dce.bidding.log import BidLogEntry, bid_log_entry
 from dce.bidding.rtb import RtbPinger
 from dce.billing.cdr import ConversionFrom, SaleTerms
+from dce.clock import Clock
 from dce.db.redis_slots import RedisSlots, Windows
 from dce.exchange.router import STATIC_TARGET, CallLimits, CallRequest, Refusal, Routed, StaticRouter
 from dce.routing.context import build_context
@@ -46,13 +46,17 @@ LIVE_BIDDER = "@"  # prefixes a live bidder's buyer id inside an auction (ids ca
 
 
 class MarketplaceRouter:
-    """The Router the CallFlow uses once a marketplace is loaded."""
+    """The Router the CallFlow uses once a marketplace is loaded.
+
+    ``clock``: the exchange's clock; auctions, reservations and the bid log read its wall time (epoch seconds).
+    """
 
     def __init__(self, engine: RoutingEngine, counters: RoutingCounters, duplicates: DuplicateLedger,
-                 fallback: StaticRouter, *, pinger: RtbPinger | None = None,
+                 fallback: StaticRouter, *, clock: Clock, pinger: RtbPinger | None = None,
                  reservations: Reservations | None = None, live: LiveBidding | None = None,
                  tag_headers: Collection[str] = ()) -> None:
         self.engine = engine
+        self.clock = clock
         self.counters = counters
         self.duplicates = duplicates
         self.fallback = fallback
@@ -105,7 +109,7 @@ class MarketplaceRouter:
         campaign = snapshot.campaigns[ctx.campaign_id].campaign
         by_id = {p.target_id: p for p in routed.plan.targets}
         targets = [snapshot.targets[p.target_id].target for p in routed.plan.targets]
-        started = time.time()
+        started = self._epoch()
         reserved = None
         if self.reservations is not None and ctx.ani is not None:
             reserved = self.reservations.claim(campaign.id, ctx.ani, started)
@@ -136,7 +140,7 @@ class MarketplaceRouter:
             records.extend(rejected)
             for bid in bids:
                 auction.add(bid, started)
-        result = auction.close(max(time.time(), started))
+        result = auction.close(max(self._epoch(), started))
         records.extend(result.records)
         self.record_bids(records, campaign_id=campaign.id, call_id=call_id)
         ranked = list(result.ranked)
@@ -168,14 +172,18 @@ class MarketplaceRouter:
 
         Surviving bids name their bidder ``LIVE_BIDDER + buyer id`` so they cannot be taken for a target id.
         """
-        ends_at = live.offer(call_id, campaign, ctx, buyer_ids, time.time())
+        ends_at = live.offer(call_id, campaign, ctx, buyer_ids, self._epoch())
         try:
-            await asyncio.sleep(max(0.0, ends_at - time.time()))
+            await asyncio.sleep(max(0.0, ends_at - self._epoch()))
         finally:  # closed even when the call task is cancelled, so the book never keeps a dead auction
-            result = live.close(call_id, max(time.time(), ends_at))
+            result = live.close(call_id, max(self._epoch(), ends_at))
         rejected = [r._replace(target_id=LIVE_BIDDER + r.target_id) for r in result.records
                     if r.outcome is Outcome.REJECTED]
         return rejected, [bid._replace(target_id=LIVE_BIDDER + bid.target_id) for bid in result.ranked]
+
+    def _epoch(self) -> float:
+        """The clock's wall time in epoch seconds (the bidding room's time)."""
+        return self.clock.now().timestamp()
 
     def without_buyers(self, routed: Routed, buyer_ids: frozenset[str]) -> Routed:
         """The plan without the targets owned by ``buyer_ids`` (their suppression lists hold the caller)."""
@@ -309,7 +317,7 @@ class MarketplaceRouter:
     def record_bids(self, records: Sequence[BidRecord], *, campaign_id: str | None = None,
                     call_id: str | None = None) -> None:
         """Count and log every bid (calls' auctions and publishers' pings alike)."""
-        at = datetime.now(UTC)
+        at = self.clock.now()
         targets = self.engine.snapshot.targets
         for record in records:
             if record.target_id.startswith(LIVE_BIDDER):

@@ -46,13 +46,10 @@ Velocity = Callable[[ScreenedCall, float], Awaitable[SharedVelocity | None]]
 """Counts a call in the velocity counters every node shares; their counts, or None when unknown."""
 
 
-GENERIC_REJECT_REASON = 'Q.850;cause=21;text="call rejected"'
-
-
 class CallGate:
     """Screens each call before routing goes on; ``reject_status`` is what a rejected caller gets (603/403), and
-    ``caller_reason`` what its Reason header tells: "generic" (:data:`GENERIC_REJECT_REASON`) or "detailed" (the
-    verdict's code and detail, e.g. the fraud score and signals).
+    ``caller_reason`` what its Reason header tells: "generic" ("call rejected") or "detailed" (the verdict's code
+    and detail, e.g. the fraud score and signals); ``dce.exchange.decision`` builds that answer.
 
     ``velocity``: the shared fraud velocity lookup (one bounded round trip), awaited by ``screen_shared``."""
 
@@ -67,13 +64,6 @@ class CallGate:
         self.conversion_s = conversion_s
         self.listeners = listeners
         self.velocity = velocity
-
-    def reason_header(self, verdict: Verdict) -> str:
-        """The Reason header a caller rejected by ``verdict`` gets (the CDR keeps ``verdict.reason`` whole)."""
-        if self.caller_reason != "detailed":
-            return GENERIC_REJECT_REASON
-        text = verdict.reason.replace("\\", "").replace('"', "'")
-        return f'Q.850;cause=21;text="{text}"'
 
     def screen(self, request: CallRequest, routed: Routed, now: float) -> Verdict:
         """The verdict on this call at ``now`` (epoch seconds), from this node's state alone."""

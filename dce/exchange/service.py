@@ -19,6 +19,7 @@ from dce.bidding.live import LiveBidding
 from dce.bidding.log import BidLogEntry
 from dce.bidding.rtb import RtbPinger
 from dce.billing.cdr import CallDetailRecord
+from dce.clock import LoopClock
 from dce.compliance.tcpa import CallingHours
 from dce.compliance.verdict import Verdict
 from dce.db.bid_repository import insert_bids
@@ -159,6 +160,7 @@ class Exchange:
     async def start(self) -> None:
         """Open the database, bind SIP and HTTP, and start taking calls."""
         settings = self.settings
+        self.clock = LoopClock(asyncio.get_running_loop())  # the one clock of the calls: SIP, CallFlow, router
         caches.resize(settings.caches.model_dump())  # every per-number cache at its configured size
         observer = _Observer(self.metrics)
         self.tracing = setup_tracing(settings.tracing)  # off: the API's no-op tracer, no HTTP middleware
@@ -226,7 +228,7 @@ class Exchange:
         self.settler = Settler(self.engine, self.call_events, on_posted=self.balances.notify)
         self.settler.start()
         self.callflow = CallFlow(sip=SipService(self.b2bua, self.transport), router=self.router,
-                                 media=self.media, cdrs=self.writer, observer=observer,
+                                 media=self.media, cdrs=self.writer, observer=observer, clock=self.clock,
                                  trunk=OutboundTrunk(settings.routing.outbound_trunk), gate=self.compliance.gate,
                                  events=self.call_events, tracer=self.tracing.tracer("dce.exchange.callflow"),
                                  bounds=LifeBounds(max_call_duration_s=settings.routing.max_call_duration_s,
@@ -259,7 +261,7 @@ class Exchange:
         self.http_client = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=1000, ttl_dns_cache=300),
             headers={"User-Agent": self.settings.sip.user_agent}, trace_configs=self.tracing.client_trace_configs())
-        self.router = MarketplaceRouter(self.routing_engine, counters, duplicates, fallback,
+        self.router = MarketplaceRouter(self.routing_engine, counters, duplicates, fallback, clock=self.clock,
                                         pinger=RtbPinger(self.http_client), reservations=Reservations(),
                                         live=LiveBidding())
         self.bid_writer: BatchWriter[BidLogEntry] = BatchWriter(

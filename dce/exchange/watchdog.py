@@ -3,7 +3,7 @@
 Every way a call ends is meant to end its task (the B2BUA queues one terminal event per call). The watchdog is
 the net under that rule: a task still running past its call's longest possible life is waiting for something
 no path will send (a bug), and the CallFlow ends it, hangs up both legs and writes its CDR. Pure bookkeeping:
-the caller passes ``now`` (the loop's monotonic time), so tests drive it with a virtual clock.
+the caller passes ``now`` (its clock's ``monotonic()``), so tests drive it with a virtual clock.
 """
 
 from __future__ import annotations

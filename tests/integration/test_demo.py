@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce.bidding.inbound import InboundPings, Reservations
+from dce.clock import SystemClock
 from dce.db import marketplace_repository as repo
 from dce.db.engine import create_engine
 from dce.db.marketplace_repository import MarketplaceData, load_marketplace
@@ -96,7 +97,7 @@ async def test_the_seeded_marketplace_routes_and_answers_pings(engine: AsyncEngi
                                          data.tracking_numbers)
     counters, duplicates = InMemoryCounters(), DuplicateLedger()
     routing = RoutingEngine(snapshot, counters, duplicates, random.Random(0))
-    router = MarketplaceRouter(routing, counters, duplicates, StaticRouter(StaticRoutes({}), 30))
+    router = MarketplaceRouter(routing, counters, duplicates, StaticRouter(StaticRoutes({}), 30), clock=SystemClock())
 
     routed = router.plan(CallRequest(DEMO_DID, DEMO_CALLER), NOW)
     assert routed is not None

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import redis.asyncio as aioredis
 
+from dce.clock import SystemClock
 from dce.compliance.fraud import FraudScorer
 from dce.compliance.screen import Screener
 from dce.compliance.verdict import ReasonCode
@@ -172,7 +173,8 @@ def two_routers(client_a: aioredis.Redis, client_b: aioredis.Redis, prefix: str,
     for client in (client_a, client_b):
         counters, duplicates = InMemoryCounters(), DuplicateLedger()
         engine = RoutingEngine(snapshot, counters, duplicates, random.Random(1))
-        router = MarketplaceRouter(engine, counters, duplicates, StaticRouter(StaticRoutes({}), 30))
+        router = MarketplaceRouter(engine, counters, duplicates, StaticRouter(StaticRoutes({}), 30),
+                                   clock=SystemClock())
         router.slots = RedisSlots(client, prefix=prefix, timeout_s=SHARED_S)
         routers.append(router)
     return routers

@@ -9,6 +9,7 @@ import pytest
 
 from dce.billing.cdr import CallDetailRecord, Disposition, HangupSide, SaleTerms
 from dce.billing.postback import PostbackEvent
+from dce.clock import VirtualClock
 from dce.compliance.screen import ScreenedCall, Screener, Screening
 from dce.compliance.verdict import Action, Finding, ReasonCode, Verdict
 from dce.exchange.call_events import CallEvents
@@ -58,7 +59,7 @@ class Harness:
         self.cdrs: list[CallDetailRecord] = []
         self.flow = CallFlow(sip=self.sip, router=StaticRouter(StaticRoutes(routes), ring_timeout_s),
                              media=PassthroughMedia(), cdrs=self, observer=self,
-                             wall_clock=lambda: T0 + timedelta(seconds=self.sip.now))
+                             clock=VirtualClock(T0 + timedelta(seconds=self.sip.now), self.sip.now))
         self.delays: list[float] = []
         self.routing_times: list[float] = []
         self.active = self.reaped = 0

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import random
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dce.bidding.bids import Bid
 from dce.bidding.inbound import Reservations
 from dce.bidding.live import BidStatus, LiveBidding
 from dce.bidding.log import BidLogEntry
+from dce.clock import Clock, SystemClock, VirtualClock
 from dce.exchange.marketplace_router import MarketplaceRouter
 from dce.exchange.router import CallLimits, CallRequest, StaticRouter
 from dce.routing.counters import InMemoryCounters
@@ -24,7 +25,8 @@ DID = "+18005550100"
 NOW = datetime(2026, 6, 1, 15, 0, tzinfo=UTC)
 
 
-def router(reservations: Reservations, live: LiveBidding | None = None, **campaign: Any) -> MarketplaceRouter:
+def router(reservations: Reservations, live: LiveBidding | None = None, clock: Clock | None = None,
+           **campaign: Any) -> MarketplaceRouter:
     targets = [Target("cheap", "b1", "Cheap", "sip:127.0.0.1:5080", revenue=1_000_000, priority=1),
                Target("rich", "b1", "Rich", "sip:127.0.0.1:5081", revenue=9_000_000, priority=2),
                Target("other", "b2", "Other", "sip:127.0.0.1:5082", revenue=0, priority=3)]
@@ -35,7 +37,7 @@ def router(reservations: Reservations, live: LiveBidding | None = None, **campai
     counters, duplicates = InMemoryCounters(), DuplicateLedger()
     engine = RoutingEngine(snapshot, counters, duplicates, random.Random(1))
     return MarketplaceRouter(engine, counters, duplicates, StaticRouter(StaticRoutes({}), 30),
-                             reservations=reservations, live=live)
+                             clock=clock or SystemClock(), reservations=reservations, live=live)
 
 
 async def test_static_plans_keep_the_campaign_order_when_another_caller_holds_a_reservation():
@@ -146,3 +148,32 @@ def test_limits_come_from_the_campaign_and_static_routes_have_none():
     assert plain.limits(plain.plan(CallRequest(DID, "+12125550123"), NOW)) == CallLimits(2.0, None)
     static = StaticRouter(StaticRoutes({"+18005550111": ["sip:127.0.0.1:5080"]}), 30)
     assert static.limits(static.plan(CallRequest("+18005550111", "+12125550123"), NOW)) == CallLimits()
+
+
+async def test_reservations_expire_by_the_routers_clock():
+    for at, first in ((NOW + timedelta(seconds=9), "rich"), (NOW + timedelta(seconds=10), "cheap")):
+        reservations = Reservations()
+        reservations.reserve("c1", "+12125550123", Bid("bid-7", "rich", 5_000_000, None, NOW.timestamp()),
+                             (NOW + timedelta(seconds=10)).timestamp(), now=NOW.timestamp())
+        r = router(reservations, clock=VirtualClock(at))
+        ranked = await r.auction(r.plan(CallRequest(DID, "+12125550123"), at), "call-1")
+        assert ranked.plan.targets[0].target_id == first, at
+
+
+async def test_a_live_auction_runs_on_the_routers_clock_and_logs_its_bids_at_its_time():
+    clock = VirtualClock(NOW)
+    live = LiveBidding()
+    answers: list[BidStatus] = []
+
+    def bidder(message: dict[str, Any]) -> None:
+        if message["type"] == "call.offered":
+            answers.append(live.bid(message["call_id"], "b2", 20_000_000, clock.now().timestamp()).status)
+
+    live.subscribe(bidder)
+    logged: list[BidLogEntry] = []
+    r = router(Reservations(), live, clock=clock, live_auction=True, auction_window_ms=20)
+    r.bid_log = logged.append
+    ranked = await r.auction(r.plan(CallRequest(DID, "+12125550123"), NOW), "call-1")
+    assert answers == [BidStatus.ACCEPTED]  # on time by the router's clock, years away from the host's
+    assert ranked.plan.targets[0].target_id == "other"
+    assert logged and {entry.at for entry in logged} == {NOW}
