@@ -185,6 +185,7 @@ class Exchange:
         """
         caches.resize(self.settings.caches.model_dump())  # every per-number cache at its configured size
         self._observer = _Observer(self.metrics)
+        self._calls_ended = False
         steps = (self._start_tracing, self._start_database, self._start_records, self._start_media,
                  self._start_sip, self._start_marketplace, self._start_compliance, self._start_retention,
                  self._start_postbacks, self._start_settlement, self._start_calls, self._start_http,
