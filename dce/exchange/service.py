@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from redis.exceptions import RedisError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from dce import caches
 from dce.background import Periodic, cancel_and_wait
@@ -84,8 +84,9 @@ log = logging.getLogger(__name__)
 
 DUPLICATE_HISTORY_DAYS = 30  # kept at least this long, so a rule added or lengthened later still finds history
 HOUSEKEEPING_INTERVAL_S = 5.0
-# Failures of the machine around the exchange, not of its code: a port in use, a database or Redis unreachable.
-EXPECTED_START_FAILURES: tuple[type[Exception], ...] = (OSError, OperationalError, InterfaceError, RedisError)
+# Failures of what is around the exchange, not of its code: a port in use; a database or Redis unreachable, or
+# refusing us (unknown role or database, schema not migrated).
+EXPECTED_START_FAILURES: tuple[type[Exception], ...] = (OSError, DBAPIError, RedisError)
 
 
 class StartError(Exception):
