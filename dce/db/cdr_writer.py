@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from dce.background import cancel_and_wait
 from dce.billing.cdr import CallDetailRecord
 from dce.db.cdr_repository import insert_cdrs
 from dce.db.cdr_spool import Spool
@@ -178,14 +179,9 @@ class BatchWriter(Generic[T]):
             try:
                 await asyncio.wait_for(asyncio.shield(task), timeout_s)
             except TimeoutError:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
         spiller, self._spiller = self._spiller, None
-        if spiller is not None:
-            spiller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await spiller
+        await cancel_and_wait(spiller)
         leftover = [*self._queue, *self._overflow]
         if leftover and self.spool is not None:
             try:

@@ -36,6 +36,7 @@ import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
 from yarl import URL
 
+from dce.background import cancel_and_wait
 from dce.billing.postback import (
     DELIVERY_HEADER,
     PostbackBook,
@@ -180,10 +181,7 @@ class PostbackDispatcher:
         self._stopping = True
         self._wake.set()
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         if self._inflight:
             _, late = await asyncio.wait(set(self._inflight), timeout=self.settings.stop_timeout_s)
             for t in late:  # their claims expire after the lease and another dispatcher retries them

@@ -7,16 +7,13 @@ made by other nodes sharing the database.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Generic, Self, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-log = logging.getLogger(__name__)
+from dce.background import Periodic
 
 T = TypeVar("T")
 
@@ -38,9 +35,8 @@ class Watcher(Generic[T]):
         self._version = version
         self._load = load
         self._on_load = on_load
-        self._interval_s = interval_s
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._job = Periodic(f"{name}-watcher", self.refresh, interval_s=interval_s,
+                             failure="reload failed; keeping the previous state")
         self.version: int | None = None  # version of the last state delivered
         self.reloads = 0
 
@@ -48,12 +44,12 @@ class Watcher(Generic[T]):
         """Load and deliver the first state, then watch in the background."""
         state = await self.refresh(force=True)
         assert state is not None
-        self._task = asyncio.create_task(self._run(), name=f"{self.name}-watcher")
+        self._job.start()
         return state
 
     def notify(self) -> None:
         """Reload as soon as possible (the version check still skips a reload when nothing changed)."""
-        self._wake.set()
+        self._job.notify()
 
     async def refresh(self, *, force: bool = False) -> T | None:
         """Reload if the version moved (or ``force``); return the new state, or None when nothing changed."""
@@ -66,24 +62,9 @@ class Watcher(Generic[T]):
         self._on_load(state)
         return state
 
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval_s)
-            self._wake.clear()
-            try:
-                await self.refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("%s reload failed; keeping the previous state", self.name)
-
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Stop watching (a no-op when not started)."""
+        await self._job.stop()
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -26,17 +26,26 @@ def _serve(args: argparse.Namespace) -> int:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         uvloop = None
+    from dce.exchange.service import StartError
+
     runner = uvloop.run if uvloop is not None else asyncio.run
-    runner(_serve_async(settings))
+    try:
+        runner(_serve_async(settings))
+    except StartError as exc:  # what it had opened is closed; a traceback only when the failure is ours
+        log.error("dce could not start: %s", exc, exc_info=None if exc.expected else exc)
+        return 1
     return 0
 
 
 async def _serve_async(settings: Settings) -> None:
     from dce.db.migrate import upgrade_async
-    from dce.exchange.service import Exchange
+    from dce.exchange.service import Exchange, StartError
 
     if settings.database.url.startswith("sqlite"):
-        await upgrade_async(settings.database.url)  # the embedded default needs no separate step
+        try:
+            await upgrade_async(settings.database.url)  # the embedded default needs no separate step
+        except Exception as exc:
+            raise StartError("migrate", exc) from exc
     exchange = Exchange(settings)
     await exchange.start()
     stop = asyncio.Event()

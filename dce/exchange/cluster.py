@@ -6,13 +6,13 @@ every node at once, instead of at the next poll of the version rows)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from dce.background import Periodic
 from dce.db.redis_guard import RedisGuard
 from dce.db.redis_slots import RedisSlots
 from dce.db.redis_velocity import RedisVelocity
@@ -44,7 +44,8 @@ class Cluster:
         self.timeout_s = timeout_s
         self._listeners: dict[str, Callable[[], None]] = {}
         self._limiters: list[RedisRateLimiter] = []
-        self._task: asyncio.Task[None] | None = None
+        self._listener = Periodic("cluster-listener", self._listen, interval_s=1.0, immediately=True,
+                                  failure="lost Redis; retrying in 1 s", expected=(RedisError, OSError))
 
     def rate_limiter(self) -> RedisRateLimiter:
         """Rate-limit buckets every node shares."""
@@ -72,30 +73,25 @@ class Cluster:
             log.warning("could not announce a %s change (%s); other nodes will see it at their next poll", kind, exc)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._listen(), name="cluster-listener")
+        """Listen for other nodes' changes (resubscribing after a lost connection)."""
+        self._listener.start()
 
     async def _listen(self) -> None:
-        while True:
-            try:
-                pubsub = self.client.pubsub()
-                await pubsub.subscribe(self.channel)
-                async for message in pubsub.listen():
-                    if message.get("type") != "message":
-                        continue
-                    kind = message["data"].decode() if isinstance(message["data"], bytes) else str(message["data"])
-                    reload = self._listeners.get(kind)
-                    if reload is not None:
-                        reload()
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError) as exc:
-                log.warning("cluster listener lost Redis (%s); retrying in 1 s", exc)
-                await asyncio.sleep(1.0)
+        """Subscribe and call the listeners until the connection is lost."""
+        pubsub = self.client.pubsub()
+        try:
+            await pubsub.subscribe(self.channel)
+            async for message in pubsub.listen():
+                if message.get("type") != "message":
+                    continue
+                kind = message["data"].decode() if isinstance(message["data"], bytes) else str(message["data"])
+                reload = self._listeners.get(kind)
+                if reload is not None:
+                    reload()
+        finally:
+            await pubsub.aclose()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Stop listening and close the Redis client."""
+        await self._listener.stop()
         await self.client.aclose()

@@ -93,8 +93,13 @@ class Compliance:
     lists: ListsCheck | None = None
 
     async def start(self) -> None:
-        for watcher in self.watchers:
-            await watcher.start()
+        """Load every list and start watching; when one fails, the ones started are stopped."""
+        try:
+            for watcher in self.watchers:
+                await watcher.start()
+        except BaseException:
+            await self.stop()
+            raise
 
     def expire(self, now: float) -> None:
         """Forget fraud history older than every window (bounded memory); call every few seconds."""
@@ -102,6 +107,7 @@ class Compliance:
             self.fraud.expire(now)
 
     async def stop(self) -> None:
+        """Stop watching (a watcher never started is a no-op)."""
         for watcher in self.watchers:
             await watcher.stop()
 

@@ -13,10 +13,11 @@ made elsewhere (libraries, exception tracebacks), a full unfrozen collection run
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import time
+
+from dce.background import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ class GcPolicy:
     def __init__(self, *, freeze_every_s: float = 1.0, full_every_s: float = 600.0) -> None:
         self.freeze_every_s = freeze_every_s
         self.full_every_s = full_every_s
-        self._handle: asyncio.TimerHandle | None = None
+        self._job = Periodic("gc-policy", self._tick, interval_s=freeze_every_s)
         self._last_full = 0.0
         self.full_collections = 0
         self.last_full_collected = 0
@@ -36,19 +37,16 @@ class GcPolicy:
         """Collect and freeze what start-up built, then keep freezing on schedule."""
         gc.collect()
         gc.freeze()
-        self._loop = asyncio.get_running_loop()
-        self._last_full = self._loop.time()
-        self._handle = self._loop.call_later(self.freeze_every_s, self._tick)
+        self._last_full = time.monotonic()
+        self._job.start()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         """Stop the schedule and hand every object back to the collector."""
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        await self._job.stop()
         gc.unfreeze()
 
-    def _tick(self) -> None:
-        now = self._loop.time()
+    async def _tick(self) -> None:
+        now = time.monotonic()
         if now - self._last_full >= self.full_every_s:
             self._last_full = now
             started = time.perf_counter()
@@ -58,4 +56,3 @@ class GcPolicy:
             log.info("full collection: %d unreachable objects in %.1f ms", self.last_full_collected,
                      (time.perf_counter() - started) * 1000)
         gc.freeze()
-        self._handle = self._loop.call_later(self.freeze_every_s, self._tick)

@@ -6,14 +6,18 @@ import asyncio
 import logging
 import random
 import secrets
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError
 
 from dce import caches
+from dce.background import Periodic, cancel_and_wait
 from dce.bidding.inbound import InboundPings, Reservations
 from dce.bidding.live import LiveBidding
 from dce.bidding.log import BidLogEntry
@@ -80,6 +84,20 @@ from dce.sip.transport import SipTransport, TcpLimits
 log = logging.getLogger(__name__)
 
 DUPLICATE_HISTORY_DAYS = 30  # kept at least this long, so a rule added or lengthened later still finds history
+HOUSEKEEPING_INTERVAL_S = 5.0
+# Failures of what is around the exchange, not of its code: a port in use; a database or Redis unreachable, or
+# refusing us (unknown role or database, schema not migrated).
+EXPECTED_START_FAILURES: tuple[type[Exception], ...] = (OSError, DBAPIError, RedisError)
+
+
+class StartError(Exception):
+    """The exchange could not start: ``step`` failed with ``__cause__``; what it had opened is closed."""
+
+    def __init__(self, step: str, cause: Exception) -> None:
+        reason = str(cause).strip().splitlines()  # one line: SQLAlchemy appends the statement and a link
+        super().__init__(f"{step}: {reason[0] if reason else type(cause).__name__}")
+        self.step = step
+        self.expected = isinstance(cause, EXPECTED_START_FAILURES)
 
 
 class SipService:
@@ -157,48 +175,76 @@ class Exchange:
     sip_addresses: dict[str, tuple[str, int]] = field(default_factory=dict)
     http_address: tuple[str, int] | None = None
 
+    _stack: AsyncExitStack | None = field(default=None, init=False, repr=False)
+    _stop_grace_s: float = field(default=2.0, init=False, repr=False)
+    _calls_ended: bool = field(default=False, init=False, repr=False)
+
     async def start(self) -> None:
-        """Open the database, bind SIP and HTTP, and start taking calls."""
-        settings = self.settings
+        """Open the database, bind SIP and HTTP, and start taking calls.
+
+        Each step registers how to close what it opened as it opens it, so :meth:`stop` closes everything in
+        the reverse order; when a step fails, what was opened is closed and :class:`StartError` names the step.
+        """
+        caches.resize(self.settings.caches.model_dump())  # every per-number cache at its configured size
         self.clock = LoopClock(asyncio.get_running_loop())  # the one clock of the calls: SIP, CallFlow, router
-        caches.resize(settings.caches.model_dump())  # every per-number cache at its configured size
-        observer = _Observer(self.metrics)
-        self.tracing = setup_tracing(settings.tracing)  # off: the API's no-op tracer, no HTTP middleware
-        database = settings.database
+        self._observer = _Observer(self.metrics)
+        self._calls_ended = False
+        steps = (self._start_tracing, self._start_database, self._start_records, self._start_media,
+                 self._start_sip, self._start_marketplace, self._start_compliance, self._start_retention,
+                 self._start_postbacks, self._start_settlement, self._start_calls, self._start_http,
+                 self._start_gc_policy)
+        stack = AsyncExitStack()
+        step_name = "start"
+        try:
+            for step in steps:
+                step_name = step.__name__.removeprefix("_start_")
+                await step(stack)
+        except BaseException as exc:
+            try:
+                await stack.aclose()
+            except Exception:
+                log.exception("closing what a failed start had opened failed")
+            if isinstance(exc, Exception):
+                raise StartError(step_name, exc) from exc
+            raise
+        self._stack = stack
+        log.info("exchange up: SIP %s, HTTP %s, media %s", self.sip_addresses, self.http_address,
+                 self.settings.media.mode)
+
+    async def stop(self, *, grace_s: float = 2.0) -> None:
+        """Hang up calls in progress, flush CDRs, close sockets and the database (a no-op when not started)."""
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return
+        self._stop_grace_s = grace_s
+        await stack.aclose()
+
+    async def _start_tracing(self, stack: AsyncExitStack) -> None:
+        self.tracing = setup_tracing(self.settings.tracing)  # off: the API's no-op tracer, no HTTP middleware
+        stack.push_async_callback(self.tracing.shutdown)  # the last calls' and requests' spans are exported
+
+    async def _start_database(self, stack: AsyncExitStack) -> None:
+        database = self.settings.database
         self.engine = create_engine(database.url, connect_timeout_s=database.connect_timeout_s,
                                     statement_timeout_s=database.statement_timeout_s)
+        stack.push_async_callback(self.engine.dispose)
         if self.tracing.enabled:  # SQL under a request's or a call's span shows as its children
             trace_statements(self.engine, self.tracing.tracer("dce.db"))
+
+    async def _start_records(self, stack: AsyncExitStack) -> None:
+        """The record writers; each reads back what its spool holds (the last stop's, or spilled) as it can."""
+        spool_path = self.settings.database.spool_path
         self.writer = CdrWriter(self.engine, **self._writer_options(), on_depth=self.metrics.cdr_queue.set,
-                                spool=Spool(database.spool_path, CDR_CODEC))
-        await self.writer.start()  # reads back what the spool holds (the last stop's, or spilled) as it can
+                                spool=Spool(spool_path, CDR_CODEC))
+        self.bid_writer: BatchWriter[BidLogEntry] = BatchWriter(
+            self.engine, insert=insert_bids, codec=BID_CODEC, **self._writer_options(),
+            spool=Spool(spool_path + ".bids", BID_CODEC))
+        for writer in (self.writer, self.bid_writer):  # closed bids first, CDRs last
+            stack.push_async_callback(_close_writer, writer)
+            await writer.start()
 
-        sip = settings.sip
-        low, high = settings.media.port_range
-        needed = descriptors_needed(tcp_max_connections=sip.tcp_max_connections,
-                                    media_ports=high - low + 1 if settings.media.mode == "relay" else 0)
-        if (available := ensure_descriptors(needed)) < needed:
-            log.warning("open-file limit %d is below the %d descriptors sip.tcp_max_connections and media.ports "
-                        "may use: calls will fail for want of descriptors first; raise it (LimitNOFILE=, "
-                        "ulimit -Hn) or lower those settings", available, needed)
-        timers = TimerConfig(t1=sip.t1_ms / 1000, t2=sip.t2_ms / 1000, t4=sip.t4_ms / 1000)
-        self.endpoint = SipEndpoint(local={}, timers=timers, user_agent=sip.user_agent, observer=observer,
-                                    max_message_bytes=sip.max_message_bytes)
-        self.b2bua = B2BUA(self.endpoint, max_calls_per_source=sip.max_calls_per_source,
-                           retry_after_s=sip.source_retry_after_s)
-        self.transport = SipTransport(self.b2bua, after_input=self._dispatch, on_error=self.metrics.sip_dropped,
-                                      tcp=TcpLimits(idle_timeout_s=sip.tcp_idle_timeout_s,
-                                                    header_timeout_s=sip.tcp_header_timeout_s,
-                                                    max_connections=sip.tcp_max_connections,
-                                                    max_connections_per_source=sip.tcp_max_connections_per_source,
-                                                    max_message_bytes=sip.max_message_bytes))
-        for kind, host, port in sip.endpoints():
-            bound = await (self.transport.listen_udp if kind == "udp" else self.transport.listen_tcp)(host, port)
-            self.sip_addresses.setdefault(kind, bound)
-            self.endpoint.local.setdefault(kind, (sip.public_address or bound[0], bound[1]))
-        if "udp" not in self.endpoint.local:
-            raise RuntimeError("at least one udp: SIP listen address is required")
-
+    async def _start_media(self, stack: AsyncExitStack) -> None:
+        settings = self.settings
         self.media: MediaPlane
         if settings.media.mode == "relay":
             if (clash := ephemeral_overlap(*settings.media.port_range)) is not None:
@@ -209,32 +255,130 @@ class Exchange:
                                     rtp_timeout_s=settings.media.rtp_timeout_s)
         else:
             self.media = PassthroughMedia()
+        stack.push_async_callback(self.media.close)
         self.metrics.media_sessions_from(lambda: self.media.active_sessions)
-        self.routes = StaticRoutes(settings.static_routes)
-        await self._start_marketplace(StaticRouter(self.routes, settings.routing.ring_timeout_s))
-        self.compliance = build_compliance(settings.compliance, self.engine, campaign=self._campaign,
+
+    async def _start_sip(self, stack: AsyncExitStack) -> None:
+        """The SIP endpoint, B2BUA and transport, listening on ``sip.listen``."""
+        settings = self.settings
+        sip = settings.sip
+        low, high = settings.media.port_range
+        needed = descriptors_needed(tcp_max_connections=sip.tcp_max_connections,
+                                    media_ports=high - low + 1 if settings.media.mode == "relay" else 0)
+        if (available := ensure_descriptors(needed)) < needed:
+            log.warning("open-file limit %d is below the %d descriptors sip.tcp_max_connections and media.ports "
+                        "may use: calls will fail for want of descriptors first; raise it (LimitNOFILE=, "
+                        "ulimit -Hn) or lower those settings", available, needed)
+        self.timers = timers = TimerConfig(t1=sip.t1_ms / 1000, t2=sip.t2_ms / 1000, t4=sip.t4_ms / 1000)
+        self.endpoint = SipEndpoint(local={}, timers=timers, user_agent=sip.user_agent, observer=self._observer,
+                                    max_message_bytes=sip.max_message_bytes)
+        self.b2bua = B2BUA(self.endpoint, max_calls_per_source=sip.max_calls_per_source,
+                           retry_after_s=sip.source_retry_after_s)
+        self.transport = SipTransport(self.b2bua, after_input=self._dispatch, on_error=self.metrics.sip_dropped,
+                                      tcp=TcpLimits(idle_timeout_s=sip.tcp_idle_timeout_s,
+                                                    header_timeout_s=sip.tcp_header_timeout_s,
+                                                    max_connections=sip.tcp_max_connections,
+                                                    max_connections_per_source=sip.tcp_max_connections_per_source,
+                                                    max_message_bytes=sip.max_message_bytes))
+        stack.push_async_callback(self.transport.close)
+        for kind, host, port in sip.endpoints():
+            bound = await (self.transport.listen_udp if kind == "udp" else self.transport.listen_tcp)(host, port)
+            self.sip_addresses.setdefault(kind, bound)
+            self.endpoint.local.setdefault(kind, (sip.public_address or bound[0], bound[1]))
+        if "udp" not in self.endpoint.local:
+            raise RuntimeError("at least one udp: SIP listen address is required")
+
+    async def _start_marketplace(self, stack: AsyncExitStack) -> None:
+        """Load the marketplace into memory, keep it fresh (API writes, other nodes), and route with it."""
+        self.routes = StaticRoutes(self.settings.static_routes)
+        fallback = StaticRouter(self.routes, self.settings.routing.ring_timeout_s)
+        counters, duplicates = InMemoryCounters(), DuplicateLedger()  # shared by planning and leg accounting
+        self.routing_engine = RoutingEngine(MarketplaceSnapshot.empty(), counters, duplicates, random.Random())
+        self.http_client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1000, ttl_dns_cache=300),
+            headers={"User-Agent": self.settings.sip.user_agent}, trace_configs=self.tracing.client_trace_configs())
+        stack.push_async_callback(self.http_client.close)
+        self.router = MarketplaceRouter(self.routing_engine, counters, duplicates, fallback, clock=self.clock,
+                                        pinger=RtbPinger(self.http_client), reservations=Reservations(),
+                                        live=LiveBidding())
+        self.events_hub = EventHub()
+        self.router.bid_log = self._log_bid
+        self.router.on_bid = self.metrics.bid
+        self.watcher = MarketplaceWatcher(self.engine, self._load_snapshot, interval_s=0.5)
+        stack.push_async_callback(self.watcher.stop)
+        await self.watcher.start()
+        self.cluster: Cluster | None = None
+        if self.settings.redis.url is not None:
+            redis = self.settings.redis
+            self.cluster = Cluster(redis.url, timeout_s=redis.timeout_ms / 1000, prefix=redis.key_prefix)
+            stack.push_async_callback(self.cluster.stop)
+            self.router.slots = self.cluster.slots
+            self.cluster.on_change("marketplace", self.watcher.notify)
+            self.metrics.redis_links_from(self.cluster.guards)
+            self.cluster.start()
+        self.duplicates = duplicates
+        housekeeping = Periodic("housekeeping", self._keep_house, interval_s=HOUSEKEEPING_INTERVAL_S,
+                                failure="failed; trying again at the next interval")
+        stack.push_async_callback(housekeeping.stop)
+        housekeeping.start()
+
+    async def _start_compliance(self, stack: AsyncExitStack) -> None:
+        self.compliance = build_compliance(self.settings.compliance, self.engine, campaign=self._campaign,
                                            conversion_s=self._conversion_s,
                                            shared_velocity=self.cluster.velocity if self.cluster else None)
+        stack.push_async_callback(self.compliance.stop)
         await self.compliance.start()
-        self._retention = asyncio.create_task(self._retain())
-        self.postback_client = aiohttp.ClientSession(headers={"User-Agent": settings.sip.user_agent},
+
+    async def _start_retention(self, stack: AsyncExitStack) -> None:
+        """Pseudonymise callers in CDRs older than the retention period, every ``retention_interval_s``."""
+        gdpr = self.settings.compliance.gdpr
+        if gdpr.retention_days is None:
+            return
+        if gdpr.key_bytes is None:
+            log.error("compliance.gdpr.retention_days is set but pseudonym_key is not: retention is off")
+            return
+        retention = Periodic("retention", self._retain, interval_s=gdpr.retention_interval_s, immediately=True,
+                             failure="job failed; retrying at the next interval")
+        stack.push_async_callback(retention.stop)
+        retention.start()
+
+    async def _start_postbacks(self, stack: AsyncExitStack) -> None:
+        """Postbacks load their configs before the first call: events emitted before that would be lost."""
+        self.postback_client = aiohttp.ClientSession(headers={"User-Agent": self.settings.sip.user_agent},
                                                      trace_configs=self.tracing.client_trace_configs())
+        stack.push_async_callback(self.postback_client.close)
         self.postbacks = PostbackDispatcher(self.engine, self.postback_client)
-        await self.postbacks.start()  # before the first call: events emitted before its configs load would be lost
+        stack.push_async_callback(self.postbacks.stop)
+        await self.postbacks.start()
         self.call_events = CallEvents(self.postbacks, self.events_hub)
+
+    async def _start_settlement(self, stack: AsyncExitStack) -> None:
+        """The ledger's buyer balances in the routing snapshot, and settlement of finished calls."""
         self.balances = Watcher(self.engine, name="ledger", version=ledger_version, load=buyer_balances,
                                 on_load=self.routing_engine.set_balances, interval_s=0.5)
+        stack.push_async_callback(self.balances.stop)
         await self.balances.start()
         self.settler = Settler(self.engine, self.call_events, on_posted=self.balances.notify)
+        stack.push_async_callback(self.settler.stop)
         self.settler.start()
+
+    async def _start_calls(self, stack: AsyncExitStack) -> None:
+        """The CallFlow and its watchdog; from here on, ending the exchange ends its calls first."""
+        settings = self.settings
         self.callflow = CallFlow(sip=SipService(self.b2bua, self.transport), router=self.router,
-                                 media=self.media, cdrs=self.writer, observer=observer, clock=self.clock,
+                                 media=self.media, cdrs=self.writer, observer=self._observer, clock=self.clock,
                                  trunk=OutboundTrunk(settings.routing.outbound_trunk), gate=self.compliance.gate,
                                  events=self.call_events, tracer=self.tracing.tracer("dce.exchange.callflow"),
                                  bounds=LifeBounds(max_call_duration_s=settings.routing.max_call_duration_s,
-                                                   leg_guard_s=timers.timeout))
-        self._watchdog = asyncio.create_task(self.callflow.run_watchdog())
+                                                   leg_guard_s=self.timers.timeout))
+        watchdog = asyncio.create_task(self.callflow.run_watchdog(), name="call-watchdog")
+        stack.push_async_callback(cancel_and_wait, watchdog)
+        stack.push_async_callback(self._end_calls)
 
+    async def _start_http(self, stack: AsyncExitStack) -> None:
+        """The side API; at stop, calls end before it closes."""
+        settings = self.settings
+        database = settings.database
         register_record_metrics(self.metrics.registry, (self.writer, self.bid_writer), database.stall_after_s)
         app = build_app(engine=self.engine, metrics=self.metrics, status=self._status,
                         on_marketplace_change=self._marketplace_changed, rtb_pings=self._rtb_pings(),
@@ -248,41 +392,14 @@ class Exchange:
         calls_cache = app[CALLS_CACHE]
         self.writer.on_written = lambda _count: calls_cache.invalidate()  # a stored CDR shows on the next page
         self.runner: web.AppRunner = await run_http(app, settings.http.host, settings.http.port)
+        stack.push_async_callback(self.runner.cleanup)
+        stack.push_async_callback(self._end_calls)  # calls end (once) while the side API still answers
         self.http_address = self.runner.addresses[0][:2]
-        self.gc_policy = GcPolicy()
-        self.gc_policy.start()
-        log.info("exchange up: SIP %s, HTTP %s, media %s", self.sip_addresses, self.http_address,
-                 settings.media.mode)
 
-    async def _start_marketplace(self, fallback: StaticRouter) -> None:
-        """Load the marketplace into memory, keep it fresh (API writes, other nodes), and route with it."""
-        counters, duplicates = InMemoryCounters(), DuplicateLedger()  # shared by planning and leg accounting
-        self.routing_engine = RoutingEngine(MarketplaceSnapshot.empty(), counters, duplicates, random.Random())
-        self.http_client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=1000, ttl_dns_cache=300),
-            headers={"User-Agent": self.settings.sip.user_agent}, trace_configs=self.tracing.client_trace_configs())
-        self.router = MarketplaceRouter(self.routing_engine, counters, duplicates, fallback, clock=self.clock,
-                                        pinger=RtbPinger(self.http_client), reservations=Reservations(),
-                                        live=LiveBidding())
-        self.bid_writer: BatchWriter[BidLogEntry] = BatchWriter(
-            self.engine, insert=insert_bids, codec=BID_CODEC, **self._writer_options(),
-            spool=Spool(self.settings.database.spool_path + ".bids", BID_CODEC))
-        await self.bid_writer.start()
-        self.events_hub = EventHub()
-        self.router.bid_log = self._log_bid
-        self.router.on_bid = self.metrics.bid
-        self.watcher = MarketplaceWatcher(self.engine, self._load_snapshot, interval_s=0.5)
-        await self.watcher.start()
-        self.cluster: Cluster | None = None
-        if self.settings.redis.url is not None:
-            redis = self.settings.redis
-            self.cluster = Cluster(redis.url, timeout_s=redis.timeout_ms / 1000, prefix=redis.key_prefix)
-            self.router.slots = self.cluster.slots
-            self.cluster.on_change("marketplace", self.watcher.notify)
-            self.metrics.redis_links_from(self.cluster.guards)
-            self.cluster.start()
-        self.duplicates = duplicates
-        self._housekeeping = asyncio.create_task(self._keep_house())
+    async def _start_gc_policy(self, stack: AsyncExitStack) -> None:
+        gc_policy = GcPolicy()  # last: freezes everything start-up built
+        stack.push_async_callback(gc_policy.stop)
+        gc_policy.start()
 
     def _writer_options(self) -> dict[str, Any]:
         """The record writers' batching, write timeout and memory bound, from ``database``."""
@@ -290,17 +407,15 @@ class Exchange:
         return {"batch_size": database.batch_size, "flush_interval_s": database.flush_interval_s,
                 "write_timeout_s": database.statement_timeout_s, "queue_limit": database.queue_limit}
 
-    async def _keep_house(self, every_s: float = 5.0) -> None:
+    async def _keep_house(self) -> None:
         """Forget duplicate-caller and fraud history no window can still see (bounded memory)."""
-        while True:
-            await asyncio.sleep(every_s)
-            campaigns = (c.campaign for c in self.routing_engine.snapshot.campaigns.values())
-            horizon = longest_rule_days(campaigns, minimum=DUPLICATE_HISTORY_DAYS)
-            now = datetime.now(UTC)
-            dropped = self.duplicates.expire(now, horizon)
-            self.compliance.expire(now.timestamp())
-            if dropped:
-                log.debug("forgot %d duplicate-caller records older than %d days", dropped, horizon)
+        campaigns = (c.campaign for c in self.routing_engine.snapshot.campaigns.values())
+        horizon = longest_rule_days(campaigns, minimum=DUPLICATE_HISTORY_DAYS)
+        now = datetime.now(UTC)
+        dropped = self.duplicates.expire(now, horizon)
+        self.compliance.expire(now.timestamp())
+        if dropped:
+            log.debug("forgot %d duplicate-caller records older than %d days", dropped, horizon)
 
     def _rate_limiter(self) -> RateLimiter | None:
         """The side API's rate limits when enabled: shared by every node through Redis when configured."""
@@ -350,22 +465,12 @@ class Exchange:
         return state
 
     async def _retain(self) -> None:
-        """Pseudonymise callers in CDRs older than the retention period, every ``retention_interval_s``."""
+        """Pseudonymise callers in CDRs older than the retention period, once."""
         gdpr = self.settings.compliance.gdpr
-        if gdpr.retention_days is None:
-            return
-        key = gdpr.key_bytes
-        if key is None:
-            log.error("compliance.gdpr.retention_days is set but pseudonym_key is not: retention is off")
-            return
-        while True:
-            try:
-                changed = await pseudonymise_old_calls(self.engine, retention_cutoff(gdpr.retention_days), key)
-                if changed:
-                    log.info("retention: pseudonymised %d CDRs older than %d days", changed, gdpr.retention_days)
-            except Exception:
-                log.exception("retention job failed; retrying at the next interval")
-            await asyncio.sleep(gdpr.retention_interval_s)
+        assert gdpr.retention_days is not None and gdpr.key_bytes is not None
+        changed = await pseudonymise_old_calls(self.engine, retention_cutoff(gdpr.retention_days), gdpr.key_bytes)
+        if changed:
+            log.info("retention: pseudonymised %d CDRs older than %d days", changed, gdpr.retention_days)
 
     def _marketplace_changed(self) -> None:
         """An API write: reload here now, and on every other node through Redis when configured."""
@@ -438,8 +543,12 @@ class Exchange:
         if left := self.endpoint.invites_awaiting_final():
             log.warning("%d outbound INVITEs had no final response by shutdown", left)
 
-    async def stop(self, *, grace_s: float = 2.0) -> None:
-        """Hang up calls in progress, flush CDRs, close sockets and the database."""
+    async def _end_calls(self) -> None:
+        """Hang up the calls in progress and let them end (CDRs written), then settle outbound INVITEs. Once."""
+        if self._calls_ended:
+            return
+        self._calls_ended = True
+        grace_s = self._stop_grace_s
         loop = asyncio.get_running_loop()
         for call in list(self.b2bua.calls.values()):
             self.b2bua.hangup(call, loop.time(), reason="exchange shutting down")
@@ -449,26 +558,10 @@ class Exchange:
         if ended:
             log.warning("%d calls still running at shutdown were ended (their CDRs say so)", ended)
         await self._settle_dials(grace_s)
-        await self.runner.cleanup()
-        self._watchdog.cancel()
-        self._housekeeping.cancel()
-        await self.watcher.stop()
-        if self.cluster is not None:
-            await self.cluster.stop()
-        await self.compliance.stop()
-        self._retention.cancel()
-        await self.settler.stop()
-        await self.balances.stop()
-        await self.postbacks.stop()
-        await self.postback_client.close()
-        await self.http_client.close()
-        await self.transport.close()
-        await self.media.close()
-        for writer in (self.bid_writer, self.writer):  # what is not written is spooled (said after fsync)
-            lost = await writer.close()
-            if lost:
-                log.error("%d %s records could be neither written nor spooled before shutdown", len(lost),
-                          writer.kind)
-        await self.engine.dispose()
-        await self.tracing.shutdown()  # the last calls' and requests' spans are exported before exit
-        self.gc_policy.stop()
+
+
+async def _close_writer(writer: BatchWriter[Any]) -> None:
+    """Write what a record writer holds, or spool it (said after fsync); say what could be neither."""
+    lost = await writer.close()
+    if lost:
+        log.error("%d %s records could be neither written nor spooled before shutdown", len(lost), writer.kind)

@@ -3,18 +3,15 @@ conversion is posted back. The routing snapshot's buyer balances follow the ledg
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from dce.background import Periodic
 from dce.db.cdr_repository import get_cdr
 from dce.db.settlement import Settled, settle_pending
 from dce.exchange.call_events import CallEvents
-
-log = logging.getLogger(__name__)
 
 
 class Settler:
@@ -30,27 +27,20 @@ class Settler:
         self.on_posted = on_posted  # e.g. reload the routing balances at once
         self.clock = clock
         self.settled = 0
-        self._task: asyncio.Task[None] | None = None
+        self._job = Periodic("settler", self.settle, interval_s=interval_s, immediately=True,
+                             failure="settlement failed; retrying at the next tick")
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="settler")
+        """Settle now, then every ``interval_s``."""
+        self._job.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await self._job.stop()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                self.settled += await settle_pending(self.engine, now=self.clock(), grace_s=self.grace_s,
-                                                     on_settled=self.announce)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("settlement failed; retrying at the next tick")
-            await asyncio.sleep(self.interval_s)
+    async def settle(self) -> None:
+        """Settle the finished calls that are due, once."""
+        self.settled += await settle_pending(self.engine, now=self.clock(), grace_s=self.grace_s,
+                                             on_settled=self.announce)
 
     async def announce(self, settled: list[Settled]) -> None:
         """Post back each conversion among ``settled``; reload balances when money moved."""
