@@ -21,6 +21,7 @@ from aiohttp import web
 from dce import __version__
 from dce.db.engine import check
 from dce.http_api.auth import AUTHENTICATOR, AuthError
+from dce.http_api.describe import describe
 from dce.http_api.keys import ENGINE, STARTED_AT, STATUS
 from dce.http_api.problems import problem
 
@@ -126,6 +127,7 @@ async def _detailed(request: web.Request) -> bool:
     return who is not None and who.is_admin
 
 
+@describe(problems=())
 async def health(request: web.Request) -> web.Response:
     """Status "ok" or "degraded" (always HTTP 200); details (version, uptime, checks, status) for admins."""
     current = await request.app[HEALTH_CACHE].get(request.app)
@@ -141,6 +143,7 @@ async def live(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+@describe(problems=(503,))
 async def ready(request: web.Request) -> web.Response:
     """200 when the database answers and records are being written, else 503 problem+json."""
     current = await request.app[HEALTH_CACHE].get(request.app)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +85,14 @@ class ResponseCache:
         self.generation += 1
         self._entries.clear()
         self.bytes = 0
+
+    async def aclose(self) -> None:
+        """Forget every entry and cancel the computations under way (the app is closing)."""
+        self.invalidate()
+        flights = list(self._flights.values())
+        for flight in flights:
+            flight.cancel()
+        await asyncio.gather(*flights, return_exceptions=True)
 
     async def get(self, key: Hashable, compute: Compute) -> web.Response:
         """The answer for ``key``: a fresh copy of the stored one, or ``compute()``'s (stored when it is a 200)."""
@@ -147,10 +155,18 @@ REPORTS_CACHE = web.AppKey("reports_cache", ResponseCache)
 
 
 def install(app: web.Application, ttls: CacheTtls) -> None:
-    """Put the three read caches on ``app`` (the parent app; sub-apps read them through ``config_dict``)."""
-    app[MARKETPLACE_CACHE] = ResponseCache(ttls.marketplace_s)
-    app[CALLS_CACHE] = ResponseCache(ttls.calls_s, cache_control=True)
-    app[REPORTS_CACHE] = ResponseCache(ttls.reports_s, cache_control=True)
+    """Put the three read caches on ``app`` (the parent app; sub-apps read them through ``config_dict``); its
+    ``cleanup_ctx`` closes them (:meth:`ResponseCache.aclose`)."""
+    caches = (ResponseCache(ttls.marketplace_s), ResponseCache(ttls.calls_s, cache_control=True),
+              ResponseCache(ttls.reports_s, cache_control=True))
+    app[MARKETPLACE_CACHE], app[CALLS_CACHE], app[REPORTS_CACHE] = caches
+
+    async def closing(_app: web.Application) -> AsyncIterator[None]:
+        yield
+        for cache in caches:
+            await cache.aclose()
+
+    app.cleanup_ctx.append(closing)
 
 
 async def cached(request: web.Request, cache_key: web.AppKey[ResponseCache], key: Hashable,
