@@ -51,6 +51,7 @@ def _read_number(raw: Any) -> str:
 
 class ErasureIn(ParameterBody):
     model_config = ConfigDict(extra="ignore")
+    ABSENT_IS_NULL = True
 
     number: Annotated[str, BeforeValidator(_read_number), Field(description="a phone number, E.164 preferred")]
 

@@ -125,15 +125,23 @@ def field_name(loc: tuple[int | str, ...]) -> str:
 class ParameterBody(BaseModel):
     """A body answered one field at a time: the first bad field (an unknown one first, then in field order) is a 422
     ``invalid parameter 'name': reason`` with ``invalid_params`` naming it; a missing field's reason is "required",
-    an unknown one's "unknown field". A ``null`` is taken as the field left out (its default, or "required")."""
+    an unknown one's "unknown field".
+
+    A ``null`` is taken as the field left out (its default, or "required"); with :attr:`ABSENT_IS_NULL` it is the
+    other way round: a required field left out reaches its reader as ``None``, which says what it expected."""
 
     model_config = ConfigDict(extra="forbid")
     REASONS: ClassVar[Mapping[str, str]] = {"missing": "required", "extra_forbidden": "unknown field"}
+    ABSENT_IS_NULL: ClassVar[bool] = False
 
     @model_validator(mode="before")
     @classmethod
-    def _null_is_absent(cls, data: Any) -> Any:
-        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
+    def _nulls(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if cls.ABSENT_IS_NULL:
+            return {**{name: None for name, field in cls.model_fields.items() if field.is_required()}, **data}
+        return {k: v for k, v in data.items() if v is not None}
 
 
 def first_problem(exc: ValidationError) -> tuple[str, str]:

@@ -91,6 +91,7 @@ def _read_numbers(raw: Any) -> list[Any]:
 
 class ListIn(ParameterBody):
     model_config = ConfigDict(extra="ignore")
+    ABSENT_IS_NULL = True
 
     kind: Annotated[ListKind, BeforeValidator(_read_kind)]
     scope: Annotated[str | None, Field(validate_default=True,  # checked against the kind when left out too
@@ -120,7 +121,9 @@ class ListIn(ParameterBody):
 
     @field_validator("id", mode="before")
     @classmethod
-    def _id(cls, value: Any) -> str:
+    def _id(cls, value: Any) -> str | None:
+        if value is None:
+            return None
         if not isinstance(value, str) or not 1 <= len(value) <= 64 or "/" in value:
             raise invalid_value("list_id", "expected a string of 1-64 characters without '/'")
         return value
@@ -128,6 +131,7 @@ class ListIn(ParameterBody):
 
 class NumbersIn(ParameterBody):
     model_config = ConfigDict(extra="ignore")
+    ABSENT_IS_NULL = True
 
     numbers: Annotated[list[Any], BeforeValidator(_read_numbers)]
 

@@ -75,6 +75,7 @@ class BidIn(ParameterBody):
     """A bid, over HTTP or as a WebSocket message (whose ``type`` and ``request_id`` are not the bid's)."""
 
     model_config = ConfigDict(extra="ignore")
+    ABSENT_IS_NULL = True
 
     call_id: Annotated[str, BeforeValidator(_read_id)]
     buyer_id: Annotated[str, BeforeValidator(_read_id), Field(description="a buyer's token names the bidder")]
