@@ -28,7 +28,11 @@ CDR_PAGE = page_of({  # the CDR's money columns (integer micros in the table) as
 })
 
 
-def _disposition_param(request: web.Request) -> str | None:
+DISPOSITION_PARAM = Param("disposition", "", enum_schema(Disposition))
+
+
+def disposition_param(request: web.Request) -> str | None:
+    """``?disposition=``: one of the CDR dispositions (None when absent); 422 naming it otherwise."""
     raw = request.query.get("disposition", "")
     if raw == "":
         return None
@@ -82,7 +86,7 @@ def json_row(row: dict[str, Any], money: frozenset[str] = CDR_MONEY) -> dict[str
 
 
 @describe("A page of calls, newest first", query=page_params(
-    Param("disposition", "", enum_schema(Disposition)), Param("did", "tracking number"),
+    DISPOSITION_PARAM, Param("did", "tracking number"),
     Param("since", "", TIME), Param("until", "", TIME),
 ), response_schema=CDR_PAGE)
 @routes.get("/calls")
@@ -92,7 +96,7 @@ async def list_calls(request: web.Request) -> web.Response:
     sees only its own calls). Money (``revenue``, ``payout_fixed``, ``settled_revenue``, ``settled_payout``) is a
     decimal string of currency units. Served from the app's ``CALLS_CACHE``: a page may be up to its ttl (1 s) old."""
     limit, offset = page(request)
-    filters = {"disposition": _disposition_param(request), "did": _did_param(request),
+    filters = {"disposition": disposition_param(request), "did": _did_param(request),
                "since": _time_param(request, "since"), "until": _time_param(request, "until")}
     tenant = tenant_filter(request)
 

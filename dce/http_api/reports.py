@@ -26,10 +26,9 @@ from typing import Any
 import phonenumbers
 from aiohttp import web
 
-from dce.billing.cdr import Disposition
 from dce.db import report_repository as repo
 from dce.db.report_repository import SummaryRow
-from dce.http_api.calls import CDR_PAGE, json_row
+from dce.http_api.calls import CDR_PAGE, DISPOSITION_PARAM, disposition_param, json_row
 from dce.http_api.describe import TIME, Param, describe, enum_schema, id_params
 from dce.http_api.keys import ENGINE
 from dce.http_api.paging import page, page_params
@@ -154,17 +153,6 @@ def _bool_param(request: web.Request, name: str) -> bool | None:
     raise invalid_parameter(name, f"expected true or false, got {raw!r}")
 
 
-def _disposition_param(request: web.Request) -> str | None:
-    raw = request.query.get("disposition", "")
-    if raw == "":
-        return None
-    try:
-        return Disposition(raw).value
-    except ValueError:
-        allowed = ", ".join(d.value for d in Disposition)
-        raise invalid_parameter("disposition", f"expected one of {allowed}, got {raw!r}") from None
-
-
 # --------------------------------------------------------------------------------------------------- summary
 
 
@@ -269,7 +257,7 @@ async def _summary_csv(request: web.Request, query: _SummaryQuery) -> web.Respon
 
 @describe("A page of calls with the sale-term filters", query=page_params(
     Param("since", "", TIME), Param("until", "", TIME), *_TERM_FILTERS, Param("caller"),
-    Param("converted", "", {"type": "boolean"}), Param("disposition", "", enum_schema(Disposition)),
+    Param("converted", "", {"type": "boolean"}), DISPOSITION_PARAM,
 ), response_schema=CDR_PAGE)
 @require(READ)
 async def get_calls(request: web.Request) -> web.Response:
@@ -277,7 +265,7 @@ async def get_calls(request: web.Request) -> web.Response:
     limit, offset = page(request)
     since, until = _range(request, "since", "until", one_day=False)
     filters = {**_term_filters(request), "caller": _caller_param(request),
-               "disposition": _disposition_param(request)}
+               "disposition": disposition_param(request)}
     converted = _bool_param(request, "converted")
     tenant = tenant_filter(request)
 
