@@ -1,4 +1,10 @@
-"""The aiohttp side API: health, metrics and ``/api/v1``."""
+"""The aiohttp side API: health, metrics and ``/api/v1``.
+
+An endpoint lives in one module with its test: the handler carries its permission (``@require``, or it is listed
+in :data:`dce.http_api.permissions.PUBLIC_PATHS`) and its documentation (``@describe``: summary, query parameters,
+the pydantic model it reads its body with, statuses), and sits in that module's route list; a write tells the
+exchange through :func:`dce.http_api.changes.notify`. Only a new module adds a line here.
+"""
 
 from __future__ import annotations
 
