@@ -23,6 +23,7 @@ from dce.db.engine import check
 from dce.http_api.auth import AUTHENTICATOR, AuthError
 from dce.http_api.describe import describe
 from dce.http_api.keys import ENGINE, STARTED_AT, STATUS
+from dce.http_api.lifecycle import close_with
 from dce.http_api.problems import problem
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,13 @@ class HealthCache:
         self._at = 0.0
         self._pending: asyncio.Future[Health] | None = None
         self.evaluations = 0
+
+    async def aclose(self) -> None:
+        """Cancel an evaluation under way (the app is closing)."""
+        pending = self._pending
+        if pending is not None:
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
 
     def expire(self) -> None:
         """Forget the last answer: the next probe evaluates again."""
@@ -161,6 +169,7 @@ def health_routes() -> list[web.RouteDef]:
 
 
 def install(app: web.Application) -> None:
-    """The health routes and their answer cache on ``app``."""
+    """The health routes and their answer cache on ``app`` (closed with it)."""
     app[HEALTH_CACHE] = HealthCache()
+    close_with(app, app[HEALTH_CACHE])
     app.add_routes(health_routes())

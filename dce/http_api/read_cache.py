@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+from dce.http_api.lifecycle import close_with
 
 Compute = Callable[[], Awaitable[web.Response]]
 
@@ -160,13 +162,7 @@ def install(app: web.Application, ttls: CacheTtls) -> None:
     caches = (ResponseCache(ttls.marketplace_s), ResponseCache(ttls.calls_s, cache_control=True),
               ResponseCache(ttls.reports_s, cache_control=True))
     app[MARKETPLACE_CACHE], app[CALLS_CACHE], app[REPORTS_CACHE] = caches
-
-    async def closing(_app: web.Application) -> AsyncIterator[None]:
-        yield
-        for cache in caches:
-            await cache.aclose()
-
-    app.cleanup_ctx.append(closing)
+    close_with(app, *caches)
 
 
 async def cached(request: web.Request, cache_key: web.AppKey[ResponseCache], key: Hashable,
