@@ -102,7 +102,7 @@ def build_app(
     requires (None: open).
 
     The caller owns ``engine`` (disposes it) and keeps ``metrics`` fed. What the app itself opens closes with it:
-    the read caches through its ``cleanup_ctx``, open WebSockets when it shuts down.
+    the read and health caches through its ``cleanup_ctx``, open WebSockets when it shuts down.
     """
     hide_server_software()
     middlewares = [http_metrics_middleware(metrics), *security_middlewares(cors_origins)]
