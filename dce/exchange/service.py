@@ -53,17 +53,15 @@ from dce.exchange.tracing import setup_tracing
 from dce.exchange.watchdog import LifeBounds
 from dce.http_api.app import build_app, run_http
 from dce.http_api.auth import AuthConfig, Authenticator
-from dce.http_api.consents import CALLING_HOURS, ON_CONSENTS_CHANGE, OUTBOUND_LISTS
+from dce.http_api.changes import Changes
+from dce.http_api.consents import CALLING_HOURS, OUTBOUND_LISTS
 from dce.http_api.debug import SETTINGS_DUMP
 from dce.http_api.events import EVENT_HUB, EventHub
 from dce.http_api.gdpr import ERASERS as ERASERS_KEY
 from dce.http_api.gdpr import EXPORTERS as EXPORTERS_KEY
 from dce.http_api.gdpr import PSEUDONYM_KEY
 from dce.http_api.health import READY_CHECKS
-from dce.http_api.ledger import ON_CONVERTED, ON_LEDGER_CHANGE
-from dce.http_api.lists import ON_LISTS_CHANGE
 from dce.http_api.metrics import ExchangeMetrics
-from dce.http_api.postbacks import ON_POSTBACKS_CHANGE
 from dce.http_api.rate_limit import InProcessRateLimiter, RateLimiter
 from dce.http_api.read_cache import CALLS_CACHE, CacheTtls
 from dce.http_api.record_metrics import register as register_record_metrics
@@ -381,8 +379,11 @@ class Exchange:
         database = settings.database
         register_record_metrics(self.metrics.registry, (self.writer, self.bid_writer), database.stall_after_s)
         app = build_app(engine=self.engine, metrics=self.metrics, status=self._status,
-                        on_marketplace_change=self._marketplace_changed, rtb_pings=self._rtb_pings(),
-                        live_bidding=self.router.live, state=self._api_state(),
+                        changes=Changes(marketplace=self._marketplace_changed, lists=self.compliance.notify,
+                                        consents=self.compliance.notify,
+                                        postbacks=self.postbacks.notify_configs_changed,
+                                        ledger=self.balances.notify, converted=self.settler.announce_one),
+                        rtb_pings=self._rtb_pings(), live_bidding=self.router.live, state=self._api_state(),
                         cors_origins=settings.http.cors_origins, auth=self._authenticator(),
                         rate_limiter=self._rate_limiter(), cache_ttls=CacheTtls(**settings.http.cache.model_dump()),
                         metrics_cache_s=settings.http.metrics_cache_s,
@@ -442,16 +443,12 @@ class Exchange:
         ), engine=self.engine)
 
     def _api_state(self) -> dict[web.AppKey[Any], Any]:
-        """What the compliance routes read: reload hooks, calling hours, the list check, GDPR registries."""
+        """What the routes read: the event hub, the settings dump, calling hours, the list check, GDPR registries,
+        readiness checks."""
         compliance = self.settings.compliance
         state: dict[web.AppKey[Any], Any] = {
             EVENT_HUB: self.events_hub,
             SETTINGS_DUMP: lambda: self.settings.model_dump(mode="json"),
-            ON_LISTS_CHANGE: self.compliance.notify,
-            ON_POSTBACKS_CHANGE: self.postbacks.notify_configs_changed,
-            ON_LEDGER_CHANGE: self.balances.notify,
-            ON_CONVERTED: self.settler.announce_one,
-            ON_CONSENTS_CHANGE: self.compliance.notify,
             CALLING_HOURS: CallingHours.from_config(compliance.calling_hours),
             ERASERS_KEY: ERASERS,
             EXPORTERS_KEY: EXPORTERS,

@@ -1,4 +1,10 @@
-"""The aiohttp side API: health, metrics and ``/api/v1``."""
+"""The aiohttp side API: health, metrics and ``/api/v1``.
+
+An endpoint lives in one module with its test: the handler carries its permission (``@require``, or it is listed
+in :data:`dce.http_api.permissions.PUBLIC_PATHS`) and its documentation (``@describe``: summary, query parameters,
+the pydantic model it reads its body with, statuses), and sits in that module's route list; a write tells the
+exchange through :func:`dce.http_api.changes.notify`. Only a new module adds a line here.
+"""
 
 from __future__ import annotations
 
@@ -16,19 +22,20 @@ from dce.http_api.auth import AUTHENTICATOR, Authenticator, auth_middleware
 from dce.http_api.auth_api import auth_routes
 from dce.http_api.bids import routes as bid_routes
 from dce.http_api.calls import build_api_app
+from dce.http_api.changes import CHANGES, Changes
 from dce.http_api.consents import consent_routes
 from dce.http_api.debug import debug_api_routes, debug_routes
+from dce.http_api.describe import describe
 from dce.http_api.events import events_routes
 from dce.http_api.gdpr import gdpr_routes
 from dce.http_api.health import install as install_health
-from dce.http_api.hooks import OnChange
 from dce.http_api.http_metrics import http_metrics_middleware
 from dce.http_api.inputs import input_guard_middleware
 from dce.http_api.keys import ENGINE, METRICS, STARTED_AT, STATUS
 from dce.http_api.ledger import ledger_routes
 from dce.http_api.lists import list_routes
 from dce.http_api.live_bidding import LIVE_BIDDING, live_bidding_api_routes, live_bidding_ws_routes
-from dce.http_api.marketplace import ON_MARKETPLACE_CHANGE, marketplace_routes
+from dce.http_api.marketplace import marketplace_routes
 from dce.http_api.metrics import ExchangeMetrics, Scrapes
 from dce.http_api.openapi import setup_docs
 from dce.http_api.postbacks import postback_routes
@@ -40,6 +47,7 @@ from dce.http_api.reports import report_routes
 from dce.http_api.rtb import RTB_PINGS, RtbPingService, rtb_routes
 from dce.http_api.security import hide_server_software, security_middlewares
 from dce.http_api.tracing import tracing_middleware
+from dce.http_api.ws_outbox import install as install_open_sockets
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,7 @@ routes = web.RouteTableDef()
 SCRAPES = web.AppKey("scrapes", Scrapes)
 
 
+@describe(content_type="text/plain", problems=(401,))
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus exposition text, rendered at most once a second (``http.metrics_cache_s``). When
@@ -66,7 +75,7 @@ def build_app(
     engine: AsyncEngine,
     metrics: ExchangeMetrics,
     status: Callable[[], dict[str, Any]] | None = None,
-    on_marketplace_change: OnChange | None = None,
+    changes: Changes | None = None,
     rtb_pings: RtbPingService | None = None,
     live_bidding: LiveBidding | None = None,
     state: Mapping[web.AppKey[Any], Any] | None = None,
@@ -80,19 +89,20 @@ def build_app(
 ) -> web.Application:
     """The side API. ``status()`` adds fields (e.g. active calls; a "checks" dict merges) to ``/health``.
 
-    ``on_marketplace_change()`` (sync or async) is called after every successful marketplace write through the
-    API, e.g. ``MarketplaceWatcher.notify`` so live routing reloads at once.
+    ``changes`` hears of every successful write through the API (:class:`~dce.http_api.changes.Changes`: one hook
+    per kind, e.g. ``marketplace=MarketplaceWatcher.notify`` so live routing reloads at once).
 
     ``cors_origins``: browser origins allowed to call the API. ``auth`` checks every non-public route's
     permission (401/403); ``rate_limiter`` answers 429 past the token buckets; ``tracer`` (tracing on) opens a
     server span per request, outermost. ``live_bidding`` enables
     ``/ws/v1/bidding`` and ``POST /api/v1/bids`` (live auctions). ``state`` sets further app keys the route modules
-    read (e.g. ``lists.ON_LISTS_CHANGE``, ``consents.CALLING_HOURS``, ``gdpr.ERASERS``). ``cache_ttls``: how long
+    read (e.g. ``consents.CALLING_HOURS``, ``gdpr.ERASERS``, ``events.EVENT_HUB``). ``cache_ttls``: how long
     marketplace, calls/bids and report answers may be served from memory (:mod:`dce.http_api.read_cache`).
     ``metrics_cache_s``: how old a ``/metrics`` answer may be; ``metrics_token``: the bearer token ``/metrics``
     requires (None: open).
 
-    The caller owns ``engine`` (disposes it) and keeps ``metrics`` fed.
+    The caller owns ``engine`` (disposes it) and keeps ``metrics`` fed. What the app itself opens closes with it:
+    the read and health caches through its ``cleanup_ctx``, open WebSockets when it shuts down.
     """
     hide_server_software()
     middlewares = [http_metrics_middleware(metrics), *security_middlewares(cors_origins)]
@@ -113,8 +123,7 @@ def build_app(
     install_read_caches(app, cache_ttls)
     if status is not None:
         app[STATUS] = status
-    if on_marketplace_change is not None:
-        app[ON_MARKETPLACE_CHANGE] = on_marketplace_change
+    app[CHANGES] = changes if changes is not None else Changes()
     if rtb_pings is not None:
         app[RTB_PINGS] = rtb_pings
     if live_bidding is not None:
@@ -122,6 +131,7 @@ def build_app(
     for key, value in (state or {}).items():
         app[key] = value
     install_health(app)
+    install_open_sockets(app)
     app.add_routes(routes)
     app.add_routes(live_bidding_ws_routes())
     app.add_routes(events_routes())

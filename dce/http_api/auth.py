@@ -26,7 +26,7 @@ Credentials, read by :func:`auth_middleware`:
   without the database (first setup, tests).
 * WebSocket upgrades may carry the access token as ``?access_token=`` (browsers cannot set headers on them).
 
-Decisions, per matched route: a public route (:data:`PUBLIC_PATHS`, :data:`PUBLIC_PREFIXES`) passes without
+Decisions, per matched route: a public route (:func:`dce.http_api.permissions.is_public`) passes without
 credentials; any other without valid credentials answers 401 problem+json with ``WWW-Authenticate: Bearer``; with
 valid credentials lacking the route's permission 403; a non-public route with no permission mark 403 for every
 role, admin included (deny by default: a new route cannot slip through unmarked). Unknown paths and wrong methods
@@ -69,11 +69,10 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce.db import auth_repository as repo
-from dce.http_api.openapi import OPENAPI_PATH, SWAGGER_INITIALIZER, SWAGGER_PATH, SWAGGER_STATIC
-from dce.http_api.openapi import PUBLIC_PATHS as DOCUMENTED_PUBLIC_PATHS
 from dce.http_api.permissions import (
     PRINCIPAL_KEY,
     Principal,
+    is_public,
     required_permission,
 )
 from dce.http_api.problems import ProblemError, problem
@@ -466,24 +465,6 @@ def _load_keys(config: AuthConfig) -> tuple[Any, Any]:
 # ------------------------------------------------------------------------------------------------ middleware
 
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
-
-RTB_PING_PATH = "/api/v1/rtb/{key}/ping"  # authenticated by the campaign key in its path
-LOGIN_PATH = "/api/v1/auth/login"
-REFRESH_PATH = "/api/v1/auth/refresh"
-PUBLIC_PATHS: frozenset[str] = frozenset({
-    *DOCUMENTED_PUBLIC_PATHS,
-    "/health", "/health/live", "/health/ready", "/metrics", OPENAPI_PATH, SWAGGER_PATH, SWAGGER_INITIALIZER,
-    RTB_PING_PATH, LOGIN_PATH, REFRESH_PATH,
-})
-PUBLIC_PREFIXES: tuple[str, ...] = (SWAGGER_STATIC,)  # static resources: canonical is the prefix itself
-
-
-def is_public(path_template: str) -> bool:
-    """Whether a route (by its canonical path template) is answered without credentials."""
-    return path_template in PUBLIC_PATHS or any(
-        path_template == p or path_template.startswith(p + "/") for p in PUBLIC_PREFIXES
-    )
-
 
 def unauthorized(detail: str, *, invalid: bool) -> web.Response:
     """A 401 problem with its Bearer challenge (``error="invalid_token"`` when credentials were given but bad)."""

@@ -33,9 +33,9 @@ from dce.http_api.auth import (
     unauthorized,
     utc_now,
 )
-from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param
+from dce.http_api.describe import PAGE_SCHEMA, Param, describe
 from dce.http_api.inputs import read_model
-from dce.http_api.openapi import PAGE_SCHEMA, Param, describe, page_params
+from dce.http_api.paging import page, page_params
 from dce.http_api.permissions import principal, require
 from dce.http_api.problems import ProblemError, invalid_parameter
 
@@ -197,17 +197,13 @@ def _page_answer(items: list[dict[str, Any]], total: int, limit: int, offset: in
     return web.json_response({"items": items, "total": total, "limit": limit, "offset": offset})
 
 
-def _page(request: web.Request) -> tuple[int, int]:
-    return int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT), int_param(request, "offset", 0, 0)
-
-
 @require(AUTH_READ)
 @describe(summary="Users (never their password hashes)", query=page_params(*_FILTERS), response_schema=PAGE_SCHEMA,
           problems=(422, 503))
 async def list_users(request: web.Request) -> web.Response:
     """A page of users by username (admin)."""
     auth = _authenticator(request)
-    limit, offset = _page(request)
+    limit, offset = page(request)
     users, total = await repo.list_users(auth.store(), _filter(request, auth), limit, offset)
     return _page_answer([user.to_json() for user in users], total, limit, offset)
 
@@ -245,7 +241,7 @@ async def patch_user(request: web.Request) -> web.Response:
 async def list_api_keys(request: web.Request) -> web.Response:
     """A page of API keys (admin), newest first."""
     auth = _authenticator(request)
-    limit, offset = _page(request)
+    limit, offset = page(request)
     keys, total = await repo.list_api_keys(auth.store(), _filter(request, auth, keys=True), limit, offset)
     return _page_answer([key.to_json() for key in keys], total, limit, offset)
 

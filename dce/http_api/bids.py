@@ -5,14 +5,18 @@ from __future__ import annotations
 from aiohttp import web
 
 from dce.db.bid_repository import list_bids
-from dce.http_api.calls import BID_MONEY, DEFAULT_LIMIT, MAX_LIMIT, int_param, json_row
+from dce.http_api.calls import BID_MONEY, json_row
+from dce.http_api.describe import describe, id_params, money_out, page_of
 from dce.http_api.keys import ENGINE
+from dce.http_api.paging import page, page_params
 from dce.http_api.permissions import require, tenant_filter
 from dce.http_api.read_cache import CALLS_CACHE, cached, request_key
 
 routes = web.RouteTableDef()
 
 
+@describe("A page of the bid log, newest first", query=page_params(*id_params("call_id", "target_id", "buyer_id")),
+          response_schema=page_of({"amount": money_out("the bid")}))
 @routes.get("/bids")
 @require("bids:read")
 async def list_bid_log(request: web.Request) -> web.Response:
@@ -20,8 +24,7 @@ async def list_bid_log(request: web.Request) -> web.Response:
     ``amount`` a decimal string of currency units);
     served from the app's ``CALLS_CACHE`` (a page may be up to its ttl, 1 s, old)."""
     tenant = tenant_filter(request)
-    limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    offset = int_param(request, "offset", 0, 0)
+    limit, offset = page(request)
 
     async def compute() -> web.Response:
         rows, total = await list_bids(request.config_dict[ENGINE], limit=limit, offset=offset,

@@ -10,33 +10,29 @@ from aiohttp import web
 
 from dce.billing.cdr import Disposition
 from dce.db.cdr_repository import list_cdrs
+from dce.http_api.describe import TIME, Param, describe, enum_schema, money_out, page_of
 from dce.http_api.keys import ENGINE
+from dce.http_api.paging import page, page_params
 from dce.http_api.permissions import require, tenant_filter
 from dce.http_api.problems import invalid_parameter
 from dce.http_api.read_cache import CALLS_CACHE, cached, request_key
 from dce.routing.model import format_money
 
-MAX_LIMIT = 1000
-DEFAULT_LIMIT = 50
-MAX_INT = 2**63 - 1  # a SQL BIGINT: the ceiling of an integer parameter that has no bound of its own
-
 routes = web.RouteTableDef()
 
-
-def int_param(request: web.Request, name: str, default: int, low: int, high: int = MAX_INT) -> int:
-    raw = request.query.get(name, "")
-    if raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise invalid_parameter(name, f"expected an integer, got {raw!r}") from None
-    if not low <= value <= high:
-        raise invalid_parameter(name, f"must be between {low} and {high}, got {value}")
-    return value
+CDR_PAGE = page_of({  # the CDR's money columns (integer micros in the table) as the API writes every amount
+    "revenue": money_out("what the buyer pays: the target's revenue or the winning bid", nullable=True),
+    "payout_fixed": money_out("the publisher's fixed payout rule", nullable=True),
+    "settled_revenue": money_out("charged to the buyer at settlement", nullable=True),
+    "settled_payout": money_out("owed to the publisher at settlement", nullable=True),
+})
 
 
-def _disposition_param(request: web.Request) -> str | None:
+DISPOSITION_PARAM = Param("disposition", "", enum_schema(Disposition))
+
+
+def disposition_param(request: web.Request) -> str | None:
+    """``?disposition=``: one of the CDR dispositions (None when absent); 422 naming it otherwise."""
     raw = request.query.get("disposition", "")
     if raw == "":
         return None
@@ -89,15 +85,18 @@ def json_row(row: dict[str, Any], money: frozenset[str] = CDR_MONEY) -> dict[str
     return out
 
 
+@describe("A page of calls, newest first", query=page_params(
+    DISPOSITION_PARAM, Param("did", "tracking number"),
+    Param("since", "", TIME), Param("until", "", TIME),
+), response_schema=CDR_PAGE)
 @routes.get("/calls")
 @require("calls:read")
 async def list_calls(request: web.Request) -> web.Response:
     """A page of calls, newest first: ``?limit=50&offset=0&disposition=&did=&since=&until=`` (a buyer or seller
     sees only its own calls). Money (``revenue``, ``payout_fixed``, ``settled_revenue``, ``settled_payout``) is a
     decimal string of currency units. Served from the app's ``CALLS_CACHE``: a page may be up to its ttl (1 s) old."""
-    limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    offset = int_param(request, "offset", 0, 0)
-    filters = {"disposition": _disposition_param(request), "did": _did_param(request),
+    limit, offset = page(request)
+    filters = {"disposition": disposition_param(request), "did": _did_param(request),
                "since": _time_param(request, "since"), "until": _time_param(request, "until")}
     tenant = tenant_filter(request)
 

@@ -17,8 +17,8 @@ Times are ISO 8601 with an offset (naive times are refused); ``proof`` (any text
 (sha256 hex) when no hash is given. Bad input -> 422 problem+json naming the field in ``invalid_params``.
 
 App keys: ``CALLING_HOURS`` (a :class:`CallingHours`; the 08:00-21:00 default without it), ``OUTBOUND_LISTS``
-(number -> list findings: DNC, litigators...; none without it), ``ON_CONSENTS_CHANGE`` (called after every write,
-sync or async, so the in-memory consent book can reload).
+(number -> list findings: DNC, litigators...; none without it), and the app's
+:class:`~dce.http_api.changes.Changes` (``consents`` hears of every write, so the in-memory consent book reloads).
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ from dce.compliance.consent import (
 from dce.compliance.outbound import ListCheck, check_outbound
 from dce.compliance.tcpa import CallingHours, local_times, number_place
 from dce.db import consent_repository as repo
-from dce.http_api.hooks import OnChange, notify_change
+from dce.http_api.changes import Change, notify
+from dce.http_api.describe import Param, describe
 from dce.http_api.inputs import invalid_value, read_model, shown
 from dce.http_api.keys import ENGINE
 from dce.http_api.marketplace import E164
@@ -53,8 +54,6 @@ log = logging.getLogger(__name__)
 
 CALLING_HOURS = web.AppKey("calling_hours", CallingHours)
 OUTBOUND_LISTS = web.AppKey("outbound_lists", ListCheck)
-ON_CONSENTS_CHANGE = web.AppKey("on_consents_change", OnChange)
-
 
 READ = "compliance:read"
 WRITE = "compliance:write"
@@ -137,6 +136,7 @@ def consent_json(record: ConsentRecord, now: datetime | None = None) -> dict[str
 # -------------------------------------------------------------------------------------------------- handlers
 
 
+@describe("Record a consent", body=ConsentIn, status=201)
 @require(WRITE)
 async def record_consent(request: web.Request) -> web.Response:
     data = await read_model(request, ConsentIn)
@@ -154,10 +154,12 @@ async def record_consent(request: web.Request) -> web.Response:
         channel=data.channel, source=data.source, proof_hash=proof_hash, granted_at=granted_at,
         expires_at=data.expires_at, recorded_at=now, reason=data.reason,
     )
-    await notify_change(request, ON_CONSENTS_CHANGE)
+    await notify(request, Change.CONSENTS)
     return web.json_response(consent_json(record, now), status=201)
 
 
+@describe("Every version of a number's consents, newest first",
+          query=(Param("number", "phone number", required=True),))
 @require(READ)
 async def consent_history(request: web.Request) -> web.Response:
     raw = request.query.get("number", "").strip()
@@ -171,6 +173,7 @@ async def consent_history(request: web.Request) -> web.Response:
     return web.json_response({"number": number, "items": [consent_json(r, now) for r in records]})
 
 
+@describe("Revoke a consent", body=RevokeIn, status=201, problems=(404,))
 @require(WRITE)
 async def revoke_consent(request: web.Request) -> web.Response:
     data = await read_model(request, RevokeIn)
@@ -181,10 +184,11 @@ async def revoke_consent(request: web.Request) -> web.Response:
     )
     if record is None:
         raise ProblemError(404, f"no {data.consent_type} consent of {data.number} for {data.business!r}")
-    await notify_change(request, ON_CONSENTS_CHANGE)
+    await notify(request, Change.CONSENTS)
     return web.json_response(consent_json(record, now), status=201)
 
 
+@describe("May this number be called now?", body=OutboundCheckIn)
 @require(READ)
 async def outbound_check(request: web.Request) -> web.Response:
     data = await read_model(request, OutboundCheckIn)

@@ -29,6 +29,7 @@ from pydantic import SecretBytes, SecretStr
 
 from dce.compliance.tcpa import CallingHours, number_place
 from dce.http_api.consents import CALLING_HOURS
+from dce.http_api.describe import Param, describe
 from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
 from dce.routing.numbers import DEFAULT_REGION, to_e164
@@ -134,6 +135,10 @@ def _parse_at(value: str | None) -> datetime:
     return at
 
 
+@describe("May this number be called at this time (TCPA calling hours)?", query=(
+    Param("number", "phone number", required=True),
+    Param("at", "ISO 8601 time with a UTC offset (default: now)", {"type": "string", "format": "date-time"}),
+))
 @require(PERMISSION)
 async def tcpa_check(request: web.Request) -> web.Response:
     raw = request.query.get("number")

@@ -22,7 +22,7 @@ from aiohttp import WSMsgType, web
 
 from dce.http_api.permissions import require, tenant_filter
 from dce.http_api.problems import ProblemError, invalid_parameter
-from dce.http_api.ws_outbox import Message, Outbox
+from dce.http_api.ws_outbox import Message, Outbox, open_socket
 
 log = logging.getLogger(__name__)
 
@@ -119,21 +119,20 @@ async def events_socket(request: web.Request) -> web.WebSocketResponse:
         buyer_id, publisher_id = tenant.get("buyer_id"), tenant.get("publisher_id")
     else:
         buyer_id, publisher_id = _tenant(request, "buyer_id"), _tenant(request, "publisher_id")
-    ws = web.WebSocketResponse(heartbeat=30.0)
-    await ws.prepare(request)
-    outbox = Outbox(ws)
-    subscription = Subscription(topics, outbox.send, buyer_id, publisher_id)
-    unsubscribe = hub.subscribe(subscription)
-    try:
-        async with outbox.running():
-            outbox.send({"type": "subscribed", "topics": sorted(topics)})
-            async for frame in ws:
-                if frame.type is WSMsgType.TEXT:
-                    outbox.send(_command(subscription, frame.data))
-    finally:
-        unsubscribe()
-        if outbox.dropped:
-            log.warning("events socket dropped %d messages (slow reader)", outbox.dropped)
+    async with open_socket(request) as ws:
+        outbox = Outbox(ws)
+        subscription = Subscription(topics, outbox.send, buyer_id, publisher_id)
+        unsubscribe = hub.subscribe(subscription)
+        try:
+            async with outbox.running():
+                outbox.send({"type": "subscribed", "topics": sorted(topics)})
+                async for frame in ws:
+                    if frame.type is WSMsgType.TEXT:
+                        outbox.send(_command(subscription, frame.data))
+        finally:
+            unsubscribe()
+            if outbox.dropped:
+                log.warning("events socket dropped %d messages (slow reader)", outbox.dropped)
     return ws
 
 

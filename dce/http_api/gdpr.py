@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
+from pydantic import BeforeValidator, ConfigDict, Field
 
 from dce.db.audit_repository import list_entries, verify
 from dce.db.gdpr import Eraser, Exporter, erase_number, export_number, normalise_number
-from dce.http_api.calls import int_param
-from dce.http_api.inputs import read_json_object
+from dce.http_api.describe import PAGE_SCHEMA, describe
+from dce.http_api.inputs import ParameterBody, invalid_value, read_model
 from dce.http_api.keys import ENGINE
+from dce.http_api.paging import page, page_params
 from dce.http_api.permissions import require
 from dce.http_api.problems import invalid_parameter
 
@@ -29,31 +31,36 @@ ERASERS = web.AppKey("gdpr_erasers", Mapping[str, Eraser])
 EXPORTERS = web.AppKey("gdpr_exporters", Mapping[str, Exporter])
 PSEUDONYM_KEY = web.AppKey("gdpr_pseudonym_key", bytes)
 
-MAX_LIMIT = 1000
-DEFAULT_LIMIT = 50
 ACTOR = "api"
 
 
-def _number(raw: Any, name: str = "number") -> str:
+def _normalised(raw: Any) -> str:
+    """``raw`` as the number the tables hold; ValueError saying why it is not one."""
     if not isinstance(raw, str) or not raw.strip():
-        raise invalid_parameter(name, "expected a phone number string")
+        raise ValueError("expected a phone number string")
     # an unencoded '+' in a query string arrives as a space
-    text = "+" + raw.lstrip() if raw.startswith(" ") else raw
+    return normalise_number("+" + raw.lstrip() if raw.startswith(" ") else raw)
+
+
+def _read_number(raw: Any) -> str:
     try:
-        return normalise_number(text)
+        return _normalised(raw)
     except ValueError as exc:
-        raise invalid_parameter(name, str(exc)) from None
+        raise invalid_value("phone_number", str(exc)) from None
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    return await read_json_object(request)
+class ErasureIn(ParameterBody):
+    model_config = ConfigDict(extra="ignore")
+    ABSENT_IS_NULL = True
+
+    number: Annotated[str, BeforeValidator(_read_number), Field(description="a phone number, E.164 preferred")]
 
 
+@describe(body=ErasureIn)
 @require("gdpr:write")
 async def post_erasure(request: web.Request) -> web.Response:
     """Erase a number from every table holding it; 200 with rows changed per table and the audit entry's seq."""
-    body = await _json_object(request)
-    number = _number(body.get("number"))
+    number = (await read_model(request, ErasureIn)).number
     app = request.config_dict
     report = await erase_number(
         app[ENGINE], number, app.get(ERASERS) or {}, actor=ACTOR, key=app.get(PSEUDONYM_KEY)
@@ -64,7 +71,10 @@ async def post_erasure(request: web.Request) -> web.Response:
 @require("gdpr:read")
 async def get_export(request: web.Request) -> web.Response:
     """Everything held about the number (audited)."""
-    number = _number(request.match_info["number"])
+    try:
+        number = _normalised(request.match_info["number"])
+    except ValueError as exc:
+        raise invalid_parameter("number", str(exc)) from None
     app = request.config_dict
     document = await export_number(
         app[ENGINE], number, app.get(EXPORTERS) or {}, actor=ACTOR, key=app.get(PSEUDONYM_KEY)
@@ -72,11 +82,11 @@ async def get_export(request: web.Request) -> web.Response:
     return web.json_response(document, dumps=lambda value: json.dumps(value, ensure_ascii=False, default=str))
 
 
+@describe(query=page_params(), response_schema=PAGE_SCHEMA)
 @require("audit:read")
 async def get_audit(request: web.Request) -> web.Response:
     """A page of the audit log, newest first."""
-    limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    offset = int_param(request, "offset", 0, 0)
+    limit, offset = page(request)
     entries, total = await list_entries(request.config_dict[ENGINE], limit, offset)
     return web.json_response(
         {"items": [entry.to_json() for entry in entries], "total": total, "limit": limit, "offset": offset}

@@ -21,7 +21,9 @@ from aiohttp import web
 from dce import __version__
 from dce.db.engine import check
 from dce.http_api.auth import AUTHENTICATOR, AuthError
+from dce.http_api.describe import describe
 from dce.http_api.keys import ENGINE, STARTED_AT, STATUS
+from dce.http_api.lifecycle import close_with
 from dce.http_api.problems import problem
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,13 @@ class HealthCache:
         self._at = 0.0
         self._pending: asyncio.Future[Health] | None = None
         self.evaluations = 0
+
+    async def aclose(self) -> None:
+        """Cancel an evaluation under way (the app is closing)."""
+        pending = self._pending
+        if pending is not None:
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
 
     def expire(self) -> None:
         """Forget the last answer: the next probe evaluates again."""
@@ -126,6 +135,7 @@ async def _detailed(request: web.Request) -> bool:
     return who is not None and who.is_admin
 
 
+@describe(problems=())
 async def health(request: web.Request) -> web.Response:
     """Status "ok" or "degraded" (always HTTP 200); details (version, uptime, checks, status) for admins."""
     current = await request.app[HEALTH_CACHE].get(request.app)
@@ -141,6 +151,7 @@ async def live(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+@describe(problems=(503,))
 async def ready(request: web.Request) -> web.Response:
     """200 when the database answers and records are being written, else 503 problem+json."""
     current = await request.app[HEALTH_CACHE].get(request.app)
@@ -158,6 +169,7 @@ def health_routes() -> list[web.RouteDef]:
 
 
 def install(app: web.Application) -> None:
-    """The health routes and their answer cache on ``app``."""
+    """The health routes and their answer cache on ``app`` (closed with it)."""
     app[HEALTH_CACHE] = HealthCache()
+    close_with(app, app[HEALTH_CACHE])
     app.add_routes(health_routes())

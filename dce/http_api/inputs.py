@@ -3,7 +3,9 @@
 - :func:`read_text`, :func:`read_json`, :func:`read_json_object`: the body in its charset, as JSON; every string
   of it (keys too) free of NUL characters and lone surrogates, which no database column can store
   (PostgreSQL refuses ``\\x00`` in text; a lone surrogate cannot be encoded to UTF-8).
-- :func:`validated`, :func:`read_model`: a body checked by a pydantic model, 422 naming each bad field.
+- :func:`validated`, :func:`read_model`: a body checked by a pydantic model, 422 naming each bad field (a
+  :class:`ParameterBody` names its first bad field only, as ``invalid parameter 'name': reason``).
+- :func:`documented`: a field reader (a ``BeforeValidator``'s function) carrying the JSON schema of what it reads.
 - :func:`invalid_value`: the one way our validators fail a field, with a message that shows the value.
 - :func:`input_guard_middleware`: the same rule for query parameters and path segments.
 """
@@ -12,12 +14,13 @@ from __future__ import annotations
 
 import codecs
 import json
+from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from dce.http_api.problems import ProblemError, invalid_parameter
@@ -119,12 +122,42 @@ def field_name(loc: tuple[int | str, ...]) -> str:
     return name or "body"
 
 
+class ParameterBody(BaseModel):
+    """A body answered one field at a time: the first bad field (an unknown one first, then in field order) is a 422
+    ``invalid parameter 'name': reason`` with ``invalid_params`` naming it; a missing field's reason is "required",
+    an unknown one's "unknown field".
+
+    A ``null`` is taken as the field left out (its default, or "required"); with :attr:`ABSENT_IS_NULL` it is the
+    other way round: a required field left out reaches its reader as ``None``, which says what it expected."""
+
+    model_config = ConfigDict(extra="forbid")
+    REASONS: ClassVar[Mapping[str, str]] = {"missing": "required", "extra_forbidden": "unknown field"}
+    ABSENT_IS_NULL: ClassVar[bool] = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if cls.ABSENT_IS_NULL:
+            return {**{name: None for name, field in cls.model_fields.items() if field.is_required()}, **data}
+        return {k: v for k, v in data.items() if v is not None}
+
+
+def first_problem(exc: ValidationError) -> tuple[str, str]:
+    """``(field, reason)`` of the first error :class:`ParameterBody` answers with."""
+    first = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")  # stable: field order otherwise
+    return field_name(tuple(first["loc"])), ParameterBody.REASONS.get(first["type"], first["msg"])
+
+
 def validated(model: type[M], body: Any) -> M:
     """``body`` as ``model``, or 422 listing each bad field with pydantic's message (never the input itself, which
-    may be a password)."""
+    may be a password); a :class:`ParameterBody` names its first bad field only."""
     try:
         return model.model_validate(body)
     except ValidationError as exc:
+        if issubclass(model, ParameterBody):
+            raise invalid_parameter(*first_problem(exc)) from None
         params = [{"name": field_name(tuple(e["loc"])), "reason": e["msg"]} for e in exc.errors()]
         detail = "; ".join(f"{p['name']}: {p['reason']}" for p in params)
         raise ProblemError(422, f"invalid body: {detail}", invalid_params=params) from None
@@ -133,6 +166,40 @@ def validated(model: type[M], body: Any) -> M:
 async def read_model(request: web.Request, model: type[M], *, decimals: bool = False) -> M:
     """:func:`read_json_object` checked by :func:`validated`."""
     return validated(model, await read_json_object(request, decimals=decimals))
+
+
+R = TypeVar("R", bound=Callable[[Any], Any])
+
+
+def documented(schema: Mapping[str, Any]) -> Callable[[R], R]:
+    """Mark a field reader (the function of a ``BeforeValidator``) with the JSON schema of what it reads: the
+    OpenAPI document shows that schema, not the type the reader returns (e.g. money read as a decimal string)."""
+
+    def mark(reader: R) -> R:
+        reader.json_schema = dict(schema)  # type: ignore[attr-defined]
+        return reader
+
+    return mark
+
+
+def documented_schema(reader: Any) -> dict[str, Any] | None:
+    """The schema :func:`documented` put on ``reader`` (None when none)."""
+    return getattr(reader, "json_schema", None)
+
+
+def text_reader(max_length: int = 128) -> Callable[[Any], str]:
+    """A reader of a non-empty string (stripped) of at most ``max_length`` characters."""
+
+    @documented({"type": "string", "minLength": 1, "maxLength": max_length})
+    def read(value: Any) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise invalid_value("text", "expected a non-empty string")
+        value = value.strip()
+        if len(value) > max_length:
+            raise invalid_value("text", f"at most {max_length} characters")
+        return value
+
+    return read
 
 
 @web.middleware

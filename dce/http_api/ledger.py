@@ -27,38 +27,37 @@ publisher's payable and the exchange's revenue are credit-normal (``balance = -r
 ``balance`` "100.00", ``raw`` "-100.00"), exchange:cash is debit-normal (``balance = raw``). Bad input -> 422
 problem+json naming the field in ``invalid_params``.
 
-App keys: ``ON_LEDGER_CHANGE`` (called after every post, sync or async, so the routing balance snapshot can reload).
+Every body is one of the models below (:class:`~dce.http_api.inputs.ParameterBody`): what they accept is what the
+OpenAPI document shows. After every post the exchange hears of it (:class:`~dce.http_api.changes.Changes`:
+``ledger`` so the routing balance snapshot reloads, ``converted`` for a call the webhook converted at once).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
+from pydantic import BeforeValidator, Field
 from sqlalchemy import select
 
 from dce.billing import ledger
 from dce.db import ledger_repository as repo
 from dce.db import settlement
 from dce.db.marketplace_models import BuyerRow, PublisherRow
-from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param
-from dce.http_api.hooks import OnChange, notify_change
-from dce.http_api.inputs import read_json_object
+from dce.http_api.changes import Change, announce_converted, notify
+from dce.http_api.describe import PAGE_SCHEMA, Param, describe, money_out, page_of
+from dce.http_api.inputs import ParameterBody, read_model, text_reader
 from dce.http_api.keys import ENGINE
-from dce.http_api.money import MoneyError, parse_money
+from dce.http_api.money import Money, PositiveMoney, SignedMoney
+from dce.http_api.paging import page, page_params
 from dce.http_api.permissions import require, tenant_filter
 from dce.http_api.problems import ProblemError, invalid_parameter
 from dce.routing.model import format_money
 
 log = logging.getLogger(__name__)
-
-ON_LEDGER_CHANGE = web.AppKey("on_ledger_change", OnChange)
-# called with a call the buyer's webhook converted at once (it had settled unconverted): post it back
-ON_CONVERTED = web.AppKey("on_converted", Callable[[settlement.Settled], Awaitable[None]])
 
 READ = "ledger:read"
 VERIFY = "ledger:verify"
@@ -69,47 +68,49 @@ CONVERT = "conversions:write"
 
 # ----------------------------------------------------------------------------------------------------- input
 
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    return await read_json_object(request, decimals=True)
-
-
-def _money(body: dict[str, Any], name: str, *, required: bool = True, signed: bool = False,
-           positive: bool = False) -> int | None:
-    """The decimal string ``body[name]`` as micros (:func:`~dce.http_api.money.parse_money`); 422 naming it."""
-    value = body.get(name)
-    if value is None:
-        if required:
-            raise invalid_parameter(name, "required")
-        return None
-    try:
-        return parse_money(value, signed=signed, positive=positive)
-    except MoneyError as exc:
-        raise invalid_parameter(name, str(exc)) from None
+Text = Annotated[str, BeforeValidator(text_reader())]
+LongText = Annotated[str, BeforeValidator(text_reader(2000))]
+OwnerId = Annotated[str, BeforeValidator(text_reader(64))]
+IdempotencyKey = Annotated[str, BeforeValidator(text_reader(160)), Field(description="idempotency key")]
 
 
-def _text(body: dict[str, Any], name: str, *, required: bool = True, max_length: int = 128) -> str | None:
-    value = body.get(name)
-    if value is None:
-        if required:
-            raise invalid_parameter(name, "required")
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise invalid_parameter(name, "expected a non-empty string")
-    value = value.strip()
-    if len(value) > max_length:
-        raise invalid_parameter(name, f"at most {max_length} characters")
-    return value
+class ConversionIn(ParameterBody):
+    call_id: Text
+    revenue: Money | None = None
 
 
-def _no_extra(body: dict[str, Any], allowed: set[str]) -> None:
-    for name in body:
-        if name not in allowed:
-            raise invalid_parameter(name, "unknown field")
+class DepositIn(ParameterBody):
+    buyer_id: OwnerId
+    amount: PositiveMoney
+    key: IdempotencyKey | None = None
+    actor: Text | None = None
+    memo: LongText | None = None
 
 
-def _key(body: dict[str, Any], kind: str) -> str:
-    given = _text(body, "key", required=False, max_length=160)
+class PaymentIn(ParameterBody):
+    publisher_id: OwnerId
+    amount: PositiveMoney
+    key: IdempotencyKey | None = None
+    actor: Text | None = None
+    memo: LongText | None = None
+
+
+class AdjustmentIn(ParameterBody):
+    account: Annotated[str, BeforeValidator(text_reader()),
+                       Field(description="buyer:<id>, publisher:<id>, exchange:revenue or exchange:cash")]
+    amount: SignedMoney
+    reason: LongText
+    actor: Text
+    key: IdempotencyKey | None = None
+
+
+class RefundIn(ParameterBody):
+    call_id: Text
+    reason: LongText
+    actor: Text
+
+
+def _key(given: str | None, kind: str) -> str:
     return f"{kind}:{given}" if given is not None else f"{kind}:{uuid.uuid4().hex}"
 
 
@@ -141,20 +142,21 @@ def entry_json(stored: repo.StoredEntry, *, only: str | None = None) -> dict[str
 async def _posted(request: web.Request, entry: ledger.JournalEntry) -> web.Response:
     stored = await repo.post(request.config_dict[ENGINE], entry)
     if stored.created:
-        await notify_change(request, ON_LEDGER_CHANGE)
+        await notify(request, Change.LEDGER)
     return web.json_response(entry_json(stored), status=201 if stored.created else 200)
 
 
 # -------------------------------------------------------------------------------------------------- handlers
 
 
+_REPLAYED = {200: "OK: an entry with this idempotency key was posted already (that entry)"}
+
+
+@describe("Record a conversion (buyer webhook)", body=ConversionIn, status=201, problems=(404, 409))
 @require(CONVERT)
 async def post_conversion(request: web.Request) -> web.Response:
-    body = await _body(request)
-    _no_extra(body, {"call_id", "revenue"})
-    call_id = _text(body, "call_id")
-    assert call_id is not None
-    revenue = _money(body, "revenue", required=False)
+    body = await read_model(request, ConversionIn, decimals=True)
+    call_id, revenue = body.call_id, body.revenue
     try:
         outcome = await settlement.record_conversion(request.config_dict[ENGINE], call_id, revenue=revenue)
     except settlement.CallNotFound:
@@ -165,10 +167,9 @@ async def post_conversion(request: web.Request) -> web.Response:
         raise invalid_parameter("call_id", f"call {call_id!r} was not sold to a buyer") from None
     settled = outcome.settled_now
     if settled is not None and settled.entry_id is not None:
-        await notify_change(request, ON_LEDGER_CHANGE)
-    announce = request.config_dict.get(ON_CONVERTED)
-    if settled is not None and settled.settlement.converted and announce is not None:
-        await announce(settled)
+        await notify(request, Change.LEDGER)
+    if settled is not None and settled.settlement.converted:
+        await announce_converted(request, settled)
     return web.json_response({
         "call_id": call_id, "source": outcome.conversion.source,
         "revenue": None if revenue is None else format_money(revenue), "at": _time(outcome.conversion.at),
@@ -180,44 +181,37 @@ async def post_conversion(request: web.Request) -> web.Response:
     }, status=201)
 
 
+@describe("Post a buyer deposit (200 when the key was posted already)", body=DepositIn, status=201, also=_REPLAYED)
 @require(WRITE)
 async def post_deposit(request: web.Request) -> web.Response:
-    body = await _body(request)
-    _no_extra(body, {"buyer_id", "amount", "key", "actor", "memo"})
-    buyer_id = _text(body, "buyer_id", max_length=64)
-    amount = _money(body, "amount", positive=True)
-    assert buyer_id is not None and amount is not None
-    if not await _exists(request, BuyerRow, buyer_id):
-        raise invalid_parameter("buyer_id", f"no buyer {buyer_id!r}")
+    body = await read_model(request, DepositIn, decimals=True)
+    if not await _exists(request, BuyerRow, body.buyer_id):
+        raise invalid_parameter("buyer_id", f"no buyer {body.buyer_id!r}")
     entry = ledger.deposit_entry(
-        buyer_id, amount, datetime.now(UTC), key=_key(body, ledger.DEPOSIT), actor=_text(body, "actor", required=False),
-        memo=_text(body, "memo", required=False, max_length=2000),
+        body.buyer_id, body.amount, datetime.now(UTC), key=_key(body.key, ledger.DEPOSIT), actor=body.actor,
+        memo=body.memo,
     )
     return await _posted(request, entry)
 
 
+@describe("Post a payment to a publisher", body=PaymentIn, status=201, also=_REPLAYED)
 @require(WRITE)
 async def post_payment(request: web.Request) -> web.Response:
-    body = await _body(request)
-    _no_extra(body, {"publisher_id", "amount", "key", "actor", "memo"})
-    publisher_id = _text(body, "publisher_id", max_length=64)
-    amount = _money(body, "amount", positive=True)
-    assert publisher_id is not None and amount is not None
-    if not await _exists(request, PublisherRow, publisher_id):
-        raise invalid_parameter("publisher_id", f"no publisher {publisher_id!r}")
+    body = await read_model(request, PaymentIn, decimals=True)
+    if not await _exists(request, PublisherRow, body.publisher_id):
+        raise invalid_parameter("publisher_id", f"no publisher {body.publisher_id!r}")
     entry = ledger.publisher_payment_entry(
-        publisher_id, amount, datetime.now(UTC), key=_key(body, ledger.PAYMENT),
-        actor=_text(body, "actor", required=False), memo=_text(body, "memo", required=False, max_length=2000),
+        body.publisher_id, body.amount, datetime.now(UTC), key=_key(body.key, ledger.PAYMENT), actor=body.actor,
+        memo=body.memo,
     )
     return await _posted(request, entry)
 
 
+@describe("Post an adjustment", body=AdjustmentIn, status=201, also=_REPLAYED)
 @require(WRITE)
 async def post_adjustment(request: web.Request) -> web.Response:
-    body = await _body(request)
-    _no_extra(body, {"account", "amount", "reason", "actor", "key"})
-    account = _text(body, "account")
-    assert account is not None
+    body = await read_model(request, AdjustmentIn, decimals=True)
+    account = body.account
     if not ledger.is_valid_account(account) or account == ledger.EXCHANGE_ADJUSTMENTS:
         raise invalid_parameter("account", "expected buyer:<id>, publisher:<id>, exchange:revenue or exchange:cash")
     if account.startswith(ledger.BUYER_PREFIX):
@@ -227,33 +221,28 @@ async def post_adjustment(request: web.Request) -> web.Response:
         request, PublisherRow, account.removeprefix(ledger.PUBLISHER_PREFIX)
     ):
         raise invalid_parameter("account", f"no publisher {account.removeprefix(ledger.PUBLISHER_PREFIX)!r}")
-    amount = _money(body, "amount", signed=True)
-    reason = _text(body, "reason", max_length=2000)
-    actor = _text(body, "actor")
-    assert amount is not None and reason is not None and actor is not None
     entry = ledger.adjustment_entry(
-        account, amount, actor=actor, reason=reason, at=datetime.now(UTC), key=_key(body, ledger.ADJUSTMENT)
+        account, body.amount, actor=body.actor, reason=body.reason, at=datetime.now(UTC),
+        key=_key(body.key, ledger.ADJUSTMENT),
     )
     return await _posted(request, entry)
 
 
+@describe("Refund a call's sale", body=RefundIn, status=201, problems=(404, 409))
 @require(WRITE)
 async def post_refund(request: web.Request) -> web.Response:
-    body = await _body(request)
-    _no_extra(body, {"call_id", "reason", "actor"})
-    call_id = _text(body, "call_id")
-    reason = _text(body, "reason", max_length=2000)
-    actor = _text(body, "actor")
-    assert call_id is not None and reason is not None and actor is not None
+    body = await read_model(request, RefundIn, decimals=True)
+    call_id = body.call_id
     try:
-        stored = await settlement.refund_call(request.config_dict[ENGINE], call_id, actor=actor, reason=reason)
+        stored = await settlement.refund_call(request.config_dict[ENGINE], call_id, actor=body.actor,
+                                              reason=body.reason)
     except settlement.CallNotFound:
         raise ProblemError(404, f"no call {call_id!r}") from None
     except settlement.NothingToRefund:
         raise ProblemError(409, f"call {call_id!r} has no sale to refund") from None
     except settlement.AlreadyRefunded:
         raise ProblemError(409, f"call {call_id!r} was refunded already") from None
-    await notify_change(request, ON_LEDGER_CHANGE)
+    await notify(request, Change.LEDGER)
     return web.json_response(entry_json(stored), status=201)
 
 
@@ -278,6 +267,21 @@ def _account_param(request: web.Request) -> tuple[str | None, str | None]:
     return account or own, own
 
 
+@describe(
+    "Account balances", query=(Param("account", "one account"),),
+    description="Each account's balance twice, with opposite signs for credit-normal accounts: `raw` is the "
+                "sum of its journal lines (debit positive), `balance` the same amount on the account's normal "
+                "side as its owner reads it. Buyers' funds, publishers' payables and exchange:revenue are "
+                "credit-normal (`balance` = -`raw`: a 100.00 deposit shows balance \"100.00\", raw "
+                "\"-100.00\"); exchange:cash is debit-normal (`balance` = `raw`).",
+    response_schema=page_of({
+        "account": {"type": "string", "description": "buyer:<id>, publisher:<id>, exchange:revenue, ..."},
+        "balance": money_out("on the account's normal side (a buyer's funds, a publisher's payable)"),
+        "raw": money_out("sum of the account's lines, debit positive (-balance for credit-normal accounts)"),
+        "credit_limit": money_out("buyers only: the buyer's credit limit, null when not funds-checked",
+                                  nullable=True),
+        "available": money_out("buyers only: funds plus credit"),
+    }, paged=False))
 @require(READ)
 async def get_balances(request: web.Request) -> web.Response:
     account, _own = _account_param(request)
@@ -302,17 +306,19 @@ async def get_balances(request: web.Request) -> web.Response:
     return web.json_response({"items": items})
 
 
+@describe("Journal entries, newest first", query=page_params(Param("account", "only lines of this account")),
+          response_schema=PAGE_SCHEMA)
 @require(READ)
 async def get_entries(request: web.Request) -> web.Response:
     account, own = _account_param(request)
-    limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    offset = int_param(request, "offset", 0, 0)
+    limit, offset = page(request)
     items, total = await repo.entries(request.config_dict[ENGINE], account, limit, offset)
     return web.json_response(
         {"items": [entry_json(s, only=own) for s in items], "total": total, "limit": limit, "offset": offset}
     )
 
 
+@describe("Check the cached balances against the journal")
 @require(VERIFY)
 async def get_verify(request: web.Request) -> web.Response:
     result = await repo.verify_balances(request.config_dict[ENGINE])

@@ -17,7 +17,7 @@
 
 Numbers are normalised to E.164 (default region US; a ``+`` in a path may be sent as is or as ``%2B``).
 Errors are problem+json: unknown list 404, taken id 409, a bad field 422 naming it. After every successful write
-the app's ``ON_LISTS_CHANGE`` hook (if any) is called so the in-memory book can be reloaded. The check reads
+the app's :class:`~dce.http_api.changes.Changes` hears of it (``lists``) so the in-memory book reloads. The check reads
 the database (so it sees a write at once), not the in-memory book.
 
 Handlers carry the permission they need (``lists:read`` / ``lists:write``) for the auth layer to come.
@@ -27,21 +27,21 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from aiohttp import web
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
 from dce.compliance.importer import Format, ParseResult, normalise, parse_stream
 from dce.compliance.lists import ListKind, check_scope
 from dce.db import list_repository as repo
-from dce.http_api.hooks import OnChange, notify_change
-from dce.http_api.inputs import read_json_object
+from dce.http_api.changes import Change, notify
+from dce.http_api.describe import Param, describe, enum_schema
+from dce.http_api.inputs import ParameterBody, documented, invalid_value, read_model
 from dce.http_api.keys import ENGINE
 from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
-
-ON_LISTS_CHANGE = web.AppKey("on_lists_change", OnChange)
 
 READ = "lists:read"
 WRITE = "lists:write"
@@ -57,10 +57,6 @@ def _engine(request: web.Request) -> Any:
 
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    return await read_json_object(request)
-
-
 async def _list(request: web.Request) -> repo.ListInfo:
     try:
         return await repo.get_list(_engine(request), request.match_info["id"])
@@ -68,12 +64,76 @@ async def _list(request: web.Request) -> repo.ListInfo:
         raise ProblemError(404, str(exc)) from None
 
 
-def _kind(raw: Any, name: str = "kind") -> ListKind:
+def _parse_kind(raw: Any) -> ListKind:
+    """``raw`` as a list kind; ValueError saying which kinds there are."""
     try:
         return ListKind(raw)
     except ValueError:
         allowed = ", ".join(k.value for k in ListKind)
-        raise invalid_parameter(name, f"expected one of {allowed}, got {raw!r}") from None
+        raise ValueError(f"expected one of {allowed}, got {raw!r}") from None
+
+
+def _read_kind(raw: Any) -> ListKind:
+    try:
+        return _parse_kind(raw)
+    except ValueError as exc:
+        raise invalid_value("list_kind", str(exc)) from None
+
+
+@documented({"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": repo.MAX_ADD})
+def _read_numbers(raw: Any) -> list[Any]:
+    if not isinstance(raw, list) or not raw:
+        raise invalid_value("numbers", "expected a non-empty array of phone numbers")
+    if len(raw) > repo.MAX_ADD:
+        raise invalid_value("numbers", f"at most {repo.MAX_ADD} per request; use /import for more")
+    return raw
+
+
+class ListIn(ParameterBody):
+    model_config = ConfigDict(extra="ignore")
+    ABSENT_IS_NULL = True
+
+    kind: Annotated[ListKind, BeforeValidator(_read_kind)]
+    scope: Annotated[str | None, Field(validate_default=True,  # checked against the kind when left out too
+                                       description="state (dnc_state) or buyer id (suppression)")] = None
+    name: Annotated[str, Field(max_length=255)] = ""
+    id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^/]+$")] | None = None
+
+    @field_validator("scope", mode="before")
+    @classmethod
+    def _scope(cls, value: Any, info: ValidationInfo) -> str | None:
+        if value is not None and not isinstance(value, str):
+            raise invalid_value("scope", "expected a string")
+        kind = info.data.get("kind")
+        if kind is None:
+            return value
+        try:
+            return check_scope(kind, value)
+        except ValueError as exc:
+            raise invalid_value("scope", str(exc)) from None
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, value: Any) -> str:
+        if not isinstance(value, str) or len(value) > 255:
+            raise invalid_value("name", "expected a string of at most 255 characters")
+        return value
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id(cls, value: Any) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not 1 <= len(value) <= 64 or "/" in value:
+            raise invalid_value("list_id", "expected a string of 1-64 characters without '/'")
+        return value
+
+
+class NumbersIn(ParameterBody):
+    model_config = ConfigDict(extra="ignore")
+    ABSENT_IS_NULL = True
+
+    numbers: Annotated[list[Any], BeforeValidator(_read_numbers)]
 
 
 def _number(raw: str, name: str = "number") -> int:
@@ -95,63 +155,52 @@ def _flag(request: web.Request, name: str) -> bool:
 # ---------------------------------------------------------------------------------------------- handlers
 
 
+@describe("Number lists", query=(Param("kind", "", enum_schema(ListKind)), Param("scope")))
 @require(READ)
 async def list_lists(request: web.Request) -> web.Response:
-    kind = _kind(request.query["kind"]) if request.query.get("kind") else None
+    try:
+        kind = _parse_kind(request.query["kind"]) if request.query.get("kind") else None
+    except ValueError as exc:
+        raise invalid_parameter("kind", str(exc)) from None
     scope = request.query.get("scope") or None
     items = await repo.list_lists(_engine(request), kind, scope)
     return web.json_response({"items": [i.to_json() for i in items], "total": len(items)})
 
 
+@describe("Create a number list", body=ListIn, status=201, problems=(409,), created_key="id")
 @require(WRITE)
 async def create_list(request: web.Request) -> web.Response:
-    body = await _json_object(request)
-    kind = _kind(body.get("kind"))
-    scope = body.get("scope")
-    if scope is not None and not isinstance(scope, str):
-        raise invalid_parameter("scope", "expected a string")
+    body = await read_model(request, ListIn)
     try:
-        scope = check_scope(kind, scope)
-    except ValueError as exc:
-        raise invalid_parameter("scope", str(exc)) from None
-    name = body.get("name", "")
-    if not isinstance(name, str) or len(name) > 255:
-        raise invalid_parameter("name", "expected a string of at most 255 characters")
-    list_id = body.get("id")
-    if list_id is not None and (not isinstance(list_id, str) or not 1 <= len(list_id) <= 64 or "/" in list_id):
-        raise invalid_parameter("id", "expected a string of 1-64 characters without '/'")
-    try:
-        info = await repo.create_list(_engine(request), kind, scope, name, list_id)
+        info = await repo.create_list(_engine(request), body.kind, body.scope, body.name, body.id)
     except repo.ListConflict as exc:
         raise ProblemError(409, str(exc)) from None
-    await notify_change(request, ON_LISTS_CHANGE)
+    await notify(request, Change.LISTS)
     location = f"{request.path}/{quote(info.id, safe='')}"  # an id may hold any character but '/'
     return web.json_response(info.to_json(), status=201, headers={"Location": location})
 
 
+@describe("A number list", problems=(404,))
 @require(READ)
 async def get_list(request: web.Request) -> web.Response:
     return web.json_response((await _list(request)).to_json())
 
 
+@describe("Delete a number list", status=204, content_type=None, problems=(404,))
 @require(WRITE)
 async def delete_list(request: web.Request) -> web.Response:
     try:
         await repo.delete_list(_engine(request), request.match_info["id"])
     except repo.ListNotFound as exc:
         raise ProblemError(404, str(exc)) from None
-    await notify_change(request, ON_LISTS_CHANGE)
+    await notify(request, Change.LISTS)
     return web.Response(status=204)
 
 
+@describe("Add numbers to a list", body=NumbersIn, problems=(404,))
 @require(WRITE)
 async def add_numbers(request: web.Request) -> web.Response:
-    body = await _json_object(request)
-    numbers = body.get("numbers")
-    if not isinstance(numbers, list) or not numbers:
-        raise invalid_parameter("numbers", "expected a non-empty array of phone numbers")
-    if len(numbers) > repo.MAX_ADD:
-        raise invalid_parameter("numbers", f"at most {repo.MAX_ADD} per request; use /import for more")
+    numbers = (await read_model(request, NumbersIn)).numbers
     values: list[int] = []
     invalid: list[dict[str, Any]] = []
     for index, raw in enumerate(numbers):
@@ -169,7 +218,7 @@ async def add_numbers(request: web.Request) -> web.Response:
     except repo.ListNotFound as exc:
         raise ProblemError(404, str(exc)) from None
     if summary.added:
-        await notify_change(request, ON_LISTS_CHANGE)
+        await notify(request, Change.LISTS)
     return web.json_response({
         "added": summary.added,
         "duplicates": summary.duplicates,
@@ -178,6 +227,7 @@ async def add_numbers(request: web.Request) -> web.Response:
     })
 
 
+@describe("Remove a number from a list", status=204, content_type=None, problems=(404,))
 @require(WRITE)
 async def remove_number(request: web.Request) -> web.Response:
     value = _number(request.match_info["number"])
@@ -187,7 +237,7 @@ async def remove_number(request: web.Request) -> web.Response:
         raise ProblemError(404, str(exc)) from None
     if not removed:
         raise ProblemError(404, f"+{value} is not on list {request.match_info['id']!r}")
-    await notify_change(request, ON_LISTS_CHANGE)
+    await notify(request, Change.LISTS)
     return web.Response(status=204)
 
 
@@ -228,6 +278,13 @@ def import_json(parsed: ParseResult, summary: repo.ImportSummary) -> dict[str, A
     }
 
 
+@describe(
+    "Import numbers (one a line, or CSV)",
+    query=(Param("column", "CSV column (index or header name)"),
+           Param("replace", "replace the list's numbers", {"type": "boolean", "default": False})),
+    body_content={"text/plain": {"schema": {"type": "string"}}, "text/csv": {"schema": {"type": "string"}}},
+    problems=(404, 413),
+)
 @require(WRITE)
 async def import_numbers(request: web.Request) -> web.Response:
     info = await _list(request)
@@ -250,10 +307,11 @@ async def import_numbers(request: web.Request) -> web.Response:
         summary = await repo.import_numbers(_engine(request), info.id, parsed.numbers, replace=replace)
     except repo.ListNotFound as exc:
         raise ProblemError(404, str(exc)) from None
-    await notify_change(request, ON_LISTS_CHANGE)
+    await notify(request, Change.LISTS)
     return web.json_response(import_json(parsed, summary))
 
 
+@describe("The lists holding a number")
 @require(READ)
 async def check_number(request: web.Request) -> web.Response:
     value = _number(request.match_info["number"])

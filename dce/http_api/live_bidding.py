@@ -22,16 +22,18 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import WSMsgType, web
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
 
 from dce.bidding.live import BidAnswer, BidStatus, LiveBidding, Message
-from dce.http_api.inputs import read_json
-from dce.http_api.money import MoneyError, parse_money
+from dce.http_api.describe import Param, describe
+from dce.http_api.inputs import ParameterBody, documented, first_problem, invalid_value, read_json
+from dce.http_api.money import Money
 from dce.http_api.permissions import require, tenant_filter
 from dce.http_api.problems import ProblemError, invalid_parameter
-from dce.http_api.ws_outbox import Outbox
+from dce.http_api.ws_outbox import Outbox, open_socket
 
 log = logging.getLogger(__name__)
 
@@ -62,24 +64,34 @@ class BadBid(ValueError):
         self.detail = detail
 
 
-def _text(payload: dict[str, Any], field: str, default: str | None = None) -> str:
-    value = payload.get(field, default)
+@documented({"type": "string", "minLength": 1, "maxLength": _MAX_ID})
+def _read_id(value: Any) -> str:
     if not isinstance(value, str) or not value or len(value) > _MAX_ID:
-        raise BadBid(field, f"a non-empty string of at most {_MAX_ID} characters is required")
+        raise invalid_value("id", f"a non-empty string of at most {_MAX_ID} characters is required")
     return value
 
 
+class BidIn(ParameterBody):
+    """A bid, over HTTP or as a WebSocket message (whose ``type`` and ``request_id`` are not the bid's)."""
+
+    model_config = ConfigDict(extra="ignore")
+    ABSENT_IS_NULL = True
+
+    call_id: Annotated[str, BeforeValidator(_read_id)]
+    buyer_id: Annotated[str, BeforeValidator(_read_id), Field(description="a buyer's token names the bidder")]
+    amount: Money
+
+
 def place(live: LiveBidding, payload: Any, default_buyer: str | None, now: float) -> BidAnswer:
-    """Read a bid message and place it; raise ``BadBid`` when it is unreadable."""
+    """Read a bid message (:class:`BidIn`; ``default_buyer`` when it names none) and place it; raise ``BadBid``
+    naming the first bad field when it is unreadable."""
     if not isinstance(payload, dict):
         raise BadBid("body", "a JSON object is required")
-    call_id = _text(payload, "call_id")
-    buyer_id = _text(payload, "buyer_id", default_buyer)
     try:
-        amount = parse_money(payload.get("amount"))
-    except MoneyError as exc:
-        raise BadBid("amount", str(exc)) from None
-    return live.bid(call_id, buyer_id, amount, now)
+        bid = BidIn.model_validate({"buyer_id": default_buyer, **payload})
+    except ValidationError as exc:
+        raise BadBid(*first_problem(exc)) from None
+    return live.bid(bid.call_id, bid.buyer_id, bid.amount, now)
 
 
 _REFUSALS = {
@@ -91,6 +103,7 @@ _REFUSALS = {
 }
 
 
+@describe(body=BidIn, status=202, problems=(404, 409))
 @require("bids:create")
 async def post_bid(request: web.Request) -> web.Response:
     """Place a bid on a call in a live auction (a buyer's token names the bidder)."""
@@ -134,6 +147,8 @@ class _Connection:
         self.send(message)
 
 
+@describe("Live auctions over a WebSocket (JSON text frames)",
+          query=(Param("buyer_id", "hear only this buyer's calls"),), status=101, content_type=None, problems=(404,))
 @require("bids:create")
 async def bidding_socket(request: web.Request) -> web.WebSocketResponse:
     """``/ws/v1/bidding``: hear offers, place bids, hear who won (a buyer's token names the bidder)."""
@@ -141,20 +156,20 @@ async def bidding_socket(request: web.Request) -> web.WebSocketResponse:
     buyer_id = tenant_filter(request).get("buyer_id") or request.query.get("buyer_id") or None
     if buyer_id is not None and len(buyer_id) > _MAX_ID:
         raise invalid_parameter("buyer_id", f"at most {_MAX_ID} characters")
-    ws = web.WebSocketResponse(heartbeat=30.0)
-    await ws.prepare(request)
-    connection = _Connection(ws, buyer_id)
-    unsubscribe = live.subscribe(connection.hear)
-    try:
-        async with connection.outbox.running():
-            connection.send({"type": "subscribed", "buyer_id": buyer_id})
-            async for frame in ws:
-                if frame.type is WSMsgType.TEXT:
-                    connection.send(_answer(live, frame.data, buyer_id, _now(request)))
-    finally:
-        unsubscribe()
-        if connection.outbox.dropped:
-            log.warning("bidding socket for %s dropped %d messages (slow reader)", buyer_id, connection.outbox.dropped)
+    async with open_socket(request) as ws:
+        connection = _Connection(ws, buyer_id)
+        unsubscribe = live.subscribe(connection.hear)
+        try:
+            async with connection.outbox.running():
+                connection.send({"type": "subscribed", "buyer_id": buyer_id})
+                async for frame in ws:
+                    if frame.type is WSMsgType.TEXT:
+                        connection.send(_answer(live, frame.data, buyer_id, _now(request)))
+        finally:
+            unsubscribe()
+            if connection.outbox.dropped:
+                log.warning("bidding socket for %s dropped %d messages (slow reader)", buyer_id,
+                            connection.outbox.dropped)
     return ws
 
 

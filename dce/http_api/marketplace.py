@@ -17,7 +17,7 @@ Per entity (``{key}`` is ``id``, or ``did`` for numbers; a ``+`` in a path DID m
 
 Unknown key -> 404; taken id/DID/campaign key, or deleting something still referenced -> 409; an unknown id in
 the body (``buyer_id``, ``target_ids[2]``...) -> 422 naming it. After every successful write the
-``ON_MARKETPLACE_CHANGE`` hook of the app (if any) is called, so live routing can reload.
+app's :class:`~dce.http_api.changes.Changes` hears of it (``marketplace``), so live routing can reload.
 
 Reads are served from the app's ``MARKETPLACE_CACHE`` (:mod:`dce.http_api.read_cache`), encoded once per
 marketplace state: every write through the API drops it first (read-your-writes on this node), writes made
@@ -42,11 +42,12 @@ from aiohttp.typedefs import Handler
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from dce.db import marketplace_repository as repo
-from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param
-from dce.http_api.hooks import OnChange, notify_change
+from dce.http_api.changes import Change, notify
+from dce.http_api.describe import FREE_JSON, PAGE_SCHEMA, describe
 from dce.http_api.inputs import invalid_value, read_json_object, shown, validated
 from dce.http_api.keys import ENGINE
-from dce.http_api.money import MoneyError, parse_money
+from dce.http_api.money import Money
+from dce.http_api.paging import page, page_params
 from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
 from dce.http_api.read_cache import MARKETPLACE_CACHE, cached, invalidate
@@ -76,8 +77,6 @@ from dce.routing.numbers import to_e164
 
 log = logging.getLogger(__name__)
 
-ON_MARKETPLACE_CHANGE = web.AppKey("on_marketplace_change", OnChange)
-
 READ = "marketplace:read"
 WRITE = "marketplace:write"
 
@@ -85,14 +84,6 @@ H = TypeVar("H", bound=Handler)
 
 
 # ----------------------------------------------------------------------------------------------- field types
-
-
-def _money(value: Any) -> int:
-    """A decimal string of currency units -> micro-units (:func:`~dce.http_api.money.parse_money`)."""
-    try:
-        return parse_money(value)
-    except MoneyError as exc:
-        raise invalid_value("money", str(exc)) from None
 
 
 def _optional_money(micros: Micros | None) -> str | None:
@@ -122,7 +113,6 @@ def _destination(value: Any) -> str:
     return number
 
 
-Money = Annotated[int, BeforeValidator(_money)]
 E164 = Annotated[str, BeforeValidator(_e164)]
 Destination = Annotated[str, BeforeValidator(_destination)]
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
@@ -462,7 +452,7 @@ async def _repo_call(call: Coroutine[Any, Any, T]) -> T:
 async def _changed(request: web.Request) -> None:
     """After a successful write: drop the cached reads (read-your-writes on this node), then the app's hook."""
     invalidate(request, MARKETPLACE_CACHE)
-    await notify_change(request, ON_MARKETPLACE_CHANGE)
+    await notify(request, Change.MARKETPLACE)
 
 
 def _merge(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -505,11 +495,12 @@ class Resource:
     def routes(self) -> list[web.RouteDef]:
         base = f"/{self.collection}"
         item = f"{base}/{{key}}"
+        noun, key_field = self.collection, self.key_field
 
+        @describe(f"List {noun} (ordered by {key_field})", query=page_params(), response_schema=PAGE_SCHEMA)
         @require(READ)
         async def list_items(request: web.Request) -> web.Response:
-            limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-            offset = int_param(request, "offset", 0, 0)
+            limit, offset = page(request)
 
             async def compute() -> web.Response:
                 items, total = await self.list(request.config_dict[ENGINE], limit, offset)
@@ -519,6 +510,7 @@ class Resource:
 
             return await cached(request, MARKETPLACE_CACHE, (self.collection, limit, offset), compute)
 
+        @describe(f"One of the {noun} by {key_field}", problems=(404,))
         @require(READ)
         async def get_item(request: web.Request) -> web.Response:
             key = self.path_key(request)
@@ -529,6 +521,7 @@ class Resource:
 
             return await cached(request, MARKETPLACE_CACHE, (self.collection, "item", key), compute)
 
+        @describe(f"Create one of the {noun}", body=self.schema, status=201, problems=(409,), created_key=key_field)
         @require(WRITE)
         async def create_item(request: web.Request) -> web.Response:
             data = self.validate(await _body(request))
@@ -550,16 +543,21 @@ class Resource:
             await _changed(request)
             return web.json_response(self.to_json(updated))
 
+        @describe(f"Replace one of the {noun} (omitted fields take their defaults)", body=self.schema,
+                  problems=(404, 409))
         @require(WRITE)
         async def put_item(request: web.Request) -> web.Response:
             return await _replace(request, await _body(request))
 
+        @describe(f"Merge fields into one of the {noun} (objects merge one level deep)", body_content=FREE_JSON,
+                  problems=(404, 409))
         @require(WRITE)
         async def patch_item(request: web.Request) -> web.Response:
             patch = await _body(request)
             current = await _repo_call(self.get(request.config_dict[ENGINE], self.path_key(request)))
             return await _replace(request, _merge(self.to_json(current), patch))
 
+        @describe(f"Delete one of the {noun}", status=204, content_type=None, problems=(404, 409))
         @require(WRITE)
         async def delete_item(request: web.Request) -> web.Response:
             await _repo_call(self.delete(request.config_dict[ENGINE], self.path_key(request)))

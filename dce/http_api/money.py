@@ -5,14 +5,20 @@ by :func:`parse_money`, and every money field of every answer (CDRs included) is
 :func:`dce.routing.model.format_money`.
 A JSON number is refused (``12.5`` may already have been rounded by the client's float), with a message saying to
 send the decimal string ``"12.50"``; at most 6 decimal places, never a float inside.
+
+In a body model, :data:`Money` (and :data:`PositiveMoney`, :data:`SignedMoney`) read a field with
+:func:`parse_money` and document it as that decimal string (:func:`~dce.http_api.inputs.documented`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Annotated, Any
 
-from dce.http_api.inputs import shown
+from pydantic import BeforeValidator
+
+from dce.http_api.inputs import documented, invalid_value, shown
 from dce.routing.model import MICROS_PER_UNIT
 
 MAX_MONEY = Decimal(10) ** 12  # currency units; keeps micros well inside a BIGINT
@@ -50,3 +56,30 @@ def parse_money(value: Any, *, signed: bool = False, positive: bool = False) -> 
     if signed and amount == 0:
         raise MoneyError(f"must not be zero, got {value!r}")
     return int(micros)
+
+
+def money_schema(description: str = "currency units") -> dict[str, Any]:
+    """The JSON schema of a money field the API reads."""
+    return {
+        "type": "string", "pattern": MONEY_PATTERN,
+        "description": f'{description}: a decimal string (e.g. "12.50"), at most 6 decimal places; a JSON number is '
+                       f'refused (422 "send money as a decimal string")',
+    }
+
+
+def _reader(*, signed: bool = False, positive: bool = False, description: str = "currency units"
+            ) -> Callable[[Any], int]:
+    @documented(money_schema(description))
+    def read(value: Any) -> int:
+        try:
+            return parse_money(value, signed=signed, positive=positive)
+        except MoneyError as exc:
+            raise invalid_value("money", str(exc)) from None
+
+    return read
+
+
+Money = Annotated[int, BeforeValidator(_reader())]  # micros; not negative
+PositiveMoney = Annotated[int, BeforeValidator(_reader(positive=True, description="greater than zero"))]
+SignedMoney = Annotated[int, BeforeValidator(_reader(
+    signed=True, description="signed, not zero: > 0 credits the account, < 0 debits it"))]

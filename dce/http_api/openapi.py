@@ -1,12 +1,12 @@
 """The OpenAPI 3.1 document of the side API and Swagger UI, both built from the live route table.
 
 :func:`build_openapi` walks the root app's routes and every sub-app's (recursively; static files are left out) and
-writes one operation per method and path: the handler docstring's first line as summary (or the summary in
-:data:`DOCS`), the ``require`` permission as ``x-permission``, a bearer security requirement unless the path is in
-:data:`PUBLIC_PATHS`, path parameters from ``{name}``, and the common problem+json answers. What a handler reads
-(query parameters, the body schema, its success status) comes from :data:`DOCS`, a table keyed by
-``(METHOD, path)``, or from :func:`describe` put on the handler itself (it wins over the table). Body schemas come
-from pydantic models (``model_json_schema``) and sit under ``components/schemas``, referenced by ``$ref``.
+writes one operation per method and path from what the handler says of itself: the :class:`~dce.http_api.describe.Doc`
+that ``@describe`` put on it (query parameters, the body model, its success status...), its docstring (the first
+line is the summary unless the doc gives one), its ``require`` permission as ``x-permission``, and a bearer
+security requirement unless the path is public (:func:`dce.http_api.permissions.is_public`); path parameters come
+from ``{name}``, and the common problem+json answers are added. Body schemas are the very pydantic models the
+handlers validate with (``model_json_schema``), under ``components/schemas``, referenced by ``$ref``.
 
 :func:`setup_docs` adds ``GET /api/openapi.json`` (``?compat=3.0`` serves the same document relabelled as 3.0.3
 for the bundled Swagger UI, which renders 3.0 only), ``GET /swagger`` (the UI, with its assets served from the
@@ -18,45 +18,31 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Annotated, Any, TypeVar
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import swagger_ui_bundle
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue, models_json_schema
 from pydantic_core import core_schema
 
 from dce import __version__
-from dce.billing.cdr import Disposition
-from dce.compliance.lists import ListKind
-from dce.db.list_repository import MAX_ADD
-from dce.db.postback_repository import STATUSES as DELIVERY_STATUSES
-from dce.http_api import marketplace
-from dce.http_api.calls import DEFAULT_LIMIT, MAX_INT, MAX_LIMIT
-from dce.http_api.consents import ConsentIn, OutboundCheckIn, RevokeIn
-from dce.http_api.marketplace import RESOURCES
+from dce.http_api.describe import Doc, Param, describe, enum_schema, handler_doc
+from dce.http_api.inputs import documented_schema
 from dce.http_api.money import MONEY_PATTERN
-from dce.http_api.permissions import required_permission
-from dce.http_api.postbacks import PostbackIn
+from dce.http_api.permissions import (
+    OPENAPI_PATH,
+    SWAGGER_INITIALIZER,
+    SWAGGER_PATH,
+    SWAGGER_STATIC,
+    is_public,
+    required_permission,
+)
 from dce.http_api.problems import PROBLEM_CONTENT_TYPE
 from dce.routing.model import format_money
 
-H = TypeVar("H", bound=Callable[..., Any])
-
-OPENAPI_PATH = "/api/openapi.json"
-SWAGGER_PATH = "/swagger"
-SWAGGER_STATIC = "/swagger/static"
-SWAGGER_INITIALIZER = "/swagger/initializer.js"
-
-# Paths answered without credentials (the auth layer imports this): health, metrics, the docs, login and refresh,
-# and the RTB ping (its campaign key is in the path). Everything else takes a bearer token or an API key.
-PUBLIC_PATHS: frozenset[str] = frozenset({
-    "/", "/health", "/health/live", "/health/ready", "/metrics", OPENAPI_PATH, SWAGGER_PATH, SWAGGER_INITIALIZER,
-    "/api/v1/rtb/{key}/ping", "/api/v1/auth/login", "/api/v1/auth/refresh",
-})
 SECURITY_SCHEME = "bearerAuth"
 API_KEY_SCHEME = "apiKeyAuth"
 SECURITY: list[dict[str, list[str]]] = [{SECURITY_SCHEME: []}, {API_KEY_SCHEME: []}]  # either one
@@ -74,321 +60,7 @@ PROBLEM_STATUSES = {
 }
 _METHODS = ("GET", "PUT", "POST", "DELETE", "OPTIONS", "PATCH", "TRACE")  # HEAD mirrors GET: left out
 _PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
-
-
-# ------------------------------------------------------------------------------------------- the doc table
-
-
-@dataclass(frozen=True)
-class Param:
-    """A query parameter."""
-
-    name: str
-    description: str = ""
-    schema: Mapping[str, Any] = field(default_factory=lambda: {"type": "string"})
-    required: bool = False
-
-
-@dataclass(frozen=True)
-class Doc:
-    """What the route table cannot tell about an operation."""
-
-    summary: str | None = None
-    description: str | None = None
-    body: type[BaseModel] | None = None  # JSON body validated by this model
-    body_content: Mapping[str, Any] | None = None  # a raw requestBody "content" (non-JSON or free-form bodies)
-    query: Sequence[Param] = ()
-    status: int = 200  # the success status
-    also: Mapping[int, str] = field(default_factory=dict)  # further success statuses (same body): their meaning
-    content_type: str | None = "application/json"  # of the success answer; None: no body (e.g. 204)
-    response_schema: Mapping[str, Any] | None = None
-    problems: Sequence[int] = ()  # further problem statuses the operation answers
-    created_key: str | None = None  # a create: the answer's field naming the new item (links to the item's routes)
-
-
-def describe(
-    *,
-    summary: str | None = None,
-    body: type[BaseModel] | None = None,
-    query: Sequence[Param] = (),
-    status: int = 200,
-    content_type: str | None = "application/json",
-    response_schema: Mapping[str, Any] | None = None,
-    problems: Sequence[int] = (),
-    created_key: str | None = None,
-) -> Callable[[H], H]:
-    """Put a :class:`Doc` on a handler (it wins over :data:`DOCS`)."""
-
-    def mark(handler: H) -> H:
-        handler.openapi_doc = Doc(  # type: ignore[attr-defined]
-            summary=summary, body=body, query=query, status=status, content_type=content_type,
-            response_schema=response_schema, problems=problems, created_key=created_key,
-        )
-        return handler
-
-    return mark
-
-
-def _money_schema(description: str = "currency units") -> dict[str, Any]:
-    return {
-        "type": "string", "pattern": MONEY_PATTERN,
-        "description": f'{description}: a decimal string (e.g. "12.50"), at most 6 decimal places; a JSON number is '
-                       f'refused (422 "send money as a decimal string")',
-    }
-
-
-Money = Annotated[Decimal, WithJsonSchema(_money_schema())]
-
-
-def _money_out(description: str, *, nullable: bool = False) -> dict[str, Any]:
-    """The schema of a money field in an answer: a decimal string of currency units."""
-    schema: dict[str, Any] = {"type": ["string", "null"] if nullable else "string", "pattern": MONEY_PATTERN,
-                              "description": f'{description}; a decimal string of currency units, like "12.50"'}
-    return schema
-
-
-def _page_of(properties: Mapping[str, Any], *, paged: bool = True) -> dict[str, Any]:
-    """An answer ``{"items": [{properties...}]}``; ``paged``: a :data:`PAGE_SCHEMA` (total, limit, offset too)."""
-    items = {"items": {"type": "array", "items": {"type": "object", "properties": dict(properties)}}}
-    if paged:
-        return {"allOf": [{"$ref": "#/components/schemas/Page"}, {"type": "object", "properties": items}]}
-    return {"type": "object", "properties": items, "required": ["items"]}
-
-
-Text = Annotated[str, Field(min_length=1, max_length=128)]
-LongText = Annotated[str, Field(min_length=1, max_length=2000)]
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-# Documentation-only models of bodies the handlers read by hand (dce.http_api.ledger, lists, live_bidding, gdpr).
-
-
-class ConversionIn(_Body):
-    call_id: Text
-    revenue: Money | None = None
-
-
-class DepositIn(_Body):
-    buyer_id: Annotated[str, Field(min_length=1, max_length=64)]
-    amount: Annotated[Money, Field(description="greater than zero")]
-    key: Annotated[str, Field(max_length=160, description="idempotency key")] | None = None
-    actor: Text | None = None
-    memo: LongText | None = None
-
-
-class PaymentIn(_Body):
-    publisher_id: Annotated[str, Field(min_length=1, max_length=64)]
-    amount: Annotated[Money, Field(description="greater than zero")]
-    key: Annotated[str, Field(max_length=160, description="idempotency key")] | None = None
-    actor: Text | None = None
-    memo: LongText | None = None
-
-
-class AdjustmentIn(_Body):
-    account: Annotated[str, Field(description="buyer:<id>, publisher:<id>, exchange:revenue or exchange:cash")]
-    amount: Annotated[Money, Field(description="signed, not zero: > 0 credits the account, < 0 debits it")]
-    reason: LongText
-    actor: Text
-    key: Annotated[str, Field(max_length=160, description="idempotency key")] | None = None
-
-
-class RefundIn(_Body):
-    call_id: Text
-    reason: LongText
-    actor: Text
-
-
-class BidIn(BaseModel):
-    call_id: Annotated[str, Field(min_length=1, max_length=64)]
-    amount: Money
-    buyer_id: Annotated[str, Field(min_length=1, max_length=64)]
-
-
-class ListIn(BaseModel):
-    kind: ListKind
-    scope: Annotated[str | None, Field(description="state (dnc_state) or buyer id (suppression)")] = None
-    name: Annotated[str, Field(max_length=255)] = ""
-    id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^/]+$")] | None = None
-
-
-class NumbersIn(BaseModel):
-    numbers: Annotated[list[str], Field(min_length=1, max_length=MAX_ADD)]
-
-
-class ErasureIn(BaseModel):
-    number: Annotated[str, Field(description="a phone number, E.164 preferred")]
-
-
-def page_params(*extra: Param) -> tuple[Param, ...]:
-    """``limit`` and ``offset`` of a paged listing, then ``extra``."""
-    return (
-        Param("limit", "page size", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}),
-        Param("offset", "items to skip", {"type": "integer", "minimum": 0, "maximum": MAX_INT, "default": 0}),
-        *extra,
-    )
-
-
-def _ids(*names: str) -> tuple[Param, ...]:
-    return tuple(Param(name, f"only this {name.removesuffix('_id')}") for name in names)
-
-
-def _enum(values: Any) -> dict[str, Any]:
-    return {"type": "string", "enum": [str(v) for v in values]}
-
-
-_TIME = {"type": "string", "description": "ISO 8601 time with a zone, or a date YYYY-MM-DD (UTC midnight)"}
-PAGE_SCHEMA = {"$ref": "#/components/schemas/Page"}  # {items, total, limit, offset}
-_FREE = {"application/json": {"schema": {"type": "object"}}}
-_REPLAYED = {200: "OK: an entry with this idempotency key was posted already (that entry)"}
-_TERM_FILTERS = _ids("campaign_id", "publisher_id", "buyer_id", "target_id")
 API = "/api/v1"
-
-
-def _marketplace_docs() -> dict[tuple[str, str], Doc]:
-    docs: dict[tuple[str, str], Doc] = {}
-    for resource in RESOURCES:
-        base = f"{API}/{resource.collection}"
-        item = f"{base}/{{key}}"
-        noun = resource.collection
-        docs |= {
-            ("GET", base): Doc(f"List {noun} (ordered by {resource.key_field})", query=page_params(),
-                               response_schema=PAGE_SCHEMA),
-            ("POST", base): Doc(f"Create one of the {noun}", body=resource.schema, status=201, problems=(409,),
-                                created_key=resource.key_field),
-            ("GET", item): Doc(f"One of the {noun} by {resource.key_field}", problems=(404,)),
-            ("PUT", item): Doc(f"Replace one of the {noun} (omitted fields take their defaults)", body=resource.schema,
-                               problems=(404, 409)),
-            ("PATCH", item): Doc(f"Merge fields into one of the {noun} (objects merge one level deep)",
-                                 body_content=_FREE, problems=(404, 409)),
-            ("DELETE", item): Doc(f"Delete one of the {noun}", status=204, content_type=None, problems=(404, 409)),
-        }
-    return docs
-
-
-_REPORT_RANGE = (
-    Param("from", "inclusive; default: today 00:00 UTC, or one day before `to`", _TIME),
-    Param("to", "exclusive; default: one day after `from`", _TIME),
-)
-_CDR_PAGE = _page_of({  # the CDR's money columns (integer micros in the table) as the API writes every amount
-    "revenue": _money_out("what the buyer pays: the target's revenue or the winning bid", nullable=True),
-    "payout_fixed": _money_out("the publisher's fixed payout rule", nullable=True),
-    "settled_revenue": _money_out("charged to the buyer at settlement", nullable=True),
-    "settled_payout": _money_out("owed to the publisher at settlement", nullable=True),
-})
-
-DOCS: dict[tuple[str, str], Doc] = {
-    **_marketplace_docs(),
-    ("GET", "/health"): Doc(problems=()),
-    ("GET", "/metrics"): Doc(content_type="text/plain", problems=(401,)),
-    ("GET", "/"): Doc(status=302, content_type=None),
-    ("GET", "/health/ready"): Doc(problems=(503,)),
-    ("GET", "/ws/v1/bidding"): Doc(
-        "Live auctions over a WebSocket (JSON text frames)", query=(Param("buyer_id", "hear only this buyer's calls"),),
-        status=101, content_type=None, problems=(404,),
-    ),
-    ("GET", f"{API}/calls"): Doc("A page of calls, newest first", query=page_params(
-        Param("disposition", "", _enum(Disposition)), Param("did", "tracking number"),
-        Param("since", "", _TIME), Param("until", "", _TIME),
-    ), response_schema=_CDR_PAGE),
-    ("GET", f"{API}/bids"): Doc("A page of the bid log, newest first",
-                                query=page_params(*_ids("call_id", "target_id", "buyer_id")),
-                                response_schema=_page_of({"amount": _money_out("the bid")})),
-    ("POST", f"{API}/bids"): Doc(body=BidIn, status=202, problems=(404, 409)),
-    ("POST", f"{API}/rtb/{{key}}/ping"): Doc(body_content=_FREE, problems=(404,)),
-    ("GET", f"{API}/lists"): Doc("Number lists", query=(Param("kind", "", _enum(ListKind)), Param("scope"))),
-    ("POST", f"{API}/lists"): Doc("Create a number list", body=ListIn, status=201, problems=(409,),
-                                  created_key="id"),
-    ("GET", f"{API}/lists/check/{{number}}"): Doc("The lists holding a number"),
-    ("GET", f"{API}/lists/{{id}}"): Doc("A number list", problems=(404,)),
-    ("DELETE", f"{API}/lists/{{id}}"): Doc("Delete a number list", status=204, content_type=None, problems=(404,)),
-    ("POST", f"{API}/lists/{{id}}/numbers"): Doc("Add numbers to a list", body=NumbersIn, problems=(404,)),
-    ("DELETE", f"{API}/lists/{{id}}/numbers/{{number}}"): Doc(
-        "Remove a number from a list", status=204, content_type=None, problems=(404,)
-    ),
-    ("POST", f"{API}/lists/{{id}}/import"): Doc(
-        "Import numbers (one a line, or CSV)",
-        query=(Param("column", "CSV column (index or header name)"),
-               Param("replace", "replace the list's numbers", {"type": "boolean", "default": False})),
-        body_content={"text/plain": {"schema": {"type": "string"}}, "text/csv": {"schema": {"type": "string"}}},
-        problems=(404, 413),
-    ),
-    ("POST", f"{API}/consents"): Doc("Record a consent", body=ConsentIn, status=201),
-    ("GET", f"{API}/consents"): Doc("Every version of a number's consents, newest first",
-                                    query=(Param("number", "phone number", required=True),)),
-    ("POST", f"{API}/consents/revoke"): Doc("Revoke a consent", body=RevokeIn, status=201, problems=(404,)),
-    ("POST", f"{API}/compliance/outbound-check"): Doc("May this number be called now?", body=OutboundCheckIn),
-    ("POST", f"{API}/gdpr/erasures"): Doc(body=ErasureIn),
-    ("GET", f"{API}/audit"): Doc(query=page_params(), response_schema=PAGE_SCHEMA),
-    ("GET", f"{API}/postbacks/deliveries"): Doc(
-        "The postback delivery log",
-        query=page_params(Param("call_id"), Param("status", "", _enum(DELIVERY_STATUSES)), Param("postback_id")),
-        response_schema=PAGE_SCHEMA,
-    ),
-    ("GET", f"{API}/postbacks"): Doc(
-        "Postback configs",
-        query=page_params(Param("owner_kind", "", _enum(("campaign", "publisher", "buyer"))), Param("owner_id")),
-        response_schema=PAGE_SCHEMA,
-    ),
-    ("POST", f"{API}/postbacks"): Doc("Create a postback config", body=PostbackIn, status=201, problems=(409,),
-                                      created_key="id"),
-    ("GET", f"{API}/postbacks/{{key}}"): Doc("A postback config", problems=(404,)),
-    ("PUT", f"{API}/postbacks/{{key}}"): Doc("Replace a postback config (the secret is kept unless given)",
-                                             body=PostbackIn, problems=(404,)),
-    ("PATCH", f"{API}/postbacks/{{key}}"): Doc("Merge fields into a postback config", body_content=_FREE,
-                                               problems=(404,)),
-    ("DELETE", f"{API}/postbacks/{{key}}"): Doc("Delete a postback config", status=204, content_type=None,
-                                                problems=(404,)),
-    ("GET", f"{API}/reports/summary"): Doc("The summary report", query=(*_REPORT_RANGE,
-        Param("group_by", "", _enum(("campaign", "publisher", "buyer", "target", "hour", "day")), required=True),
-        *_TERM_FILTERS,
-    )),
-    ("GET", f"{API}/reports/summary.csv"): Doc("The summary report as CSV", query=(*_REPORT_RANGE,
-        Param("group_by", "", _enum(("campaign", "publisher", "buyer", "target", "hour", "day")), required=True),
-        *_TERM_FILTERS,
-    ), content_type="text/csv"),
-    ("GET", f"{API}/reports/calls"): Doc("A page of calls with the sale-term filters", query=page_params(
-        Param("since", "", _TIME), Param("until", "", _TIME), *_TERM_FILTERS, Param("caller"),
-        Param("converted", "", {"type": "boolean"}), Param("disposition", "", _enum(Disposition)),
-    ), response_schema=_CDR_PAGE),
-    ("POST", f"{API}/conversions"): Doc("Record a conversion (buyer webhook)", body=ConversionIn, status=201,
-                                        problems=(404, 409)),
-    ("POST", f"{API}/ledger/deposits"): Doc("Post a buyer deposit (200 when the key was posted already)",
-                                            body=DepositIn, status=201, also=_REPLAYED),
-    ("POST", f"{API}/ledger/adjustments"): Doc("Post an adjustment", body=AdjustmentIn, status=201, also=_REPLAYED),
-    ("POST", f"{API}/ledger/refunds"): Doc("Refund a call's sale", body=RefundIn, status=201, problems=(404, 409)),
-    ("POST", f"{API}/ledger/payments"): Doc("Post a payment to a publisher", body=PaymentIn, status=201,
-                                            also=_REPLAYED),
-    ("GET", f"{API}/ledger/balances"): Doc(
-        "Account balances", query=(Param("account", "one account"),),
-        description="Each account's balance twice, with opposite signs for credit-normal accounts: `raw` is the "
-                    "sum of its journal lines (debit positive), `balance` the same amount on the account's normal "
-                    "side as its owner reads it. Buyers' funds, publishers' payables and exchange:revenue are "
-                    "credit-normal (`balance` = -`raw`: a 100.00 deposit shows balance \"100.00\", raw "
-                    "\"-100.00\"); exchange:cash is debit-normal (`balance` = `raw`).",
-        response_schema=_page_of({
-            "account": {"type": "string", "description": "buyer:<id>, publisher:<id>, exchange:revenue, ..."},
-            "balance": _money_out("on the account's normal side (a buyer's funds, a publisher's payable)"),
-            "raw": _money_out("sum of the account's lines, debit positive (-balance for credit-normal accounts)"),
-            "credit_limit": _money_out("buyers only: the buyer's credit limit, null when not funds-checked",
-                                       nullable=True),
-            "available": _money_out("buyers only: funds plus credit"),
-        }, paged=False)),
-    ("GET", f"{API}/ledger/entries"): Doc("Journal entries, newest first",
-                                          query=page_params(Param("account", "only lines of this account")),
-                                          response_schema=PAGE_SCHEMA),
-    ("GET", f"{API}/ledger/verify"): Doc("Check the cached balances against the journal"),
-    ("GET", f"{API}/debug/compliance/tcpa"): Doc("May this number be called at this time (TCPA calling hours)?", query=(
-        Param("number", "phone number", required=True),
-        Param("at", "ISO 8601 time with a UTC offset (default: now)", {"type": "string", "format": "date-time"}),
-    )),
-    ("GET", OPENAPI_PATH): Doc(query=(Param("compat", "3.0: the document labelled OpenAPI 3.0.3 (for Swagger UI)",
-                                            _enum(("3.0",))),)),
-    ("GET", SWAGGER_PATH): Doc(content_type="text/html"),
-    ("GET", SWAGGER_INITIALIZER): Doc(content_type="text/javascript"),
-}
 
 
 # ----------------------------------------------------------------------------------------------- the walk
@@ -418,10 +90,6 @@ def iter_routes(app: web.Application) -> Iterator[RouteInfo]:
             yield RouteInfo(route.method, resource.canonical, route.handler)
 
 
-def _doc(route: RouteInfo) -> Doc:
-    return getattr(route.handler, "openapi_doc", None) or DOCS.get((route.method, route.path)) or Doc()
-
-
 def _summary(route: RouteInfo, doc: Doc) -> str:
     if doc.summary:
         return doc.summary
@@ -438,23 +106,28 @@ def _tag(path: str) -> str:
     return {"api": "docs", "swagger": "docs", "ws": "websocket"}.get(parts[0], parts[0]) if parts else "root"
 
 
+def _reader_schema(schema: Any) -> dict[str, Any] | None:
+    """The schema a before-validator's reader documents (:func:`~dce.http_api.inputs.documented`), if any."""
+    if schema.get("type") != "function-before":
+        return None
+    return documented_schema(schema.get("function", {}).get("function"))
+
+
 class _Generator(GenerateJsonSchema):
-    """Money fields of the marketplace models (int micros after a before-validator) as their JSON input."""
+    """Fields read by a documented reader (money: int micros after it) as the JSON they take."""
 
     def function_before_schema(self, schema: core_schema.BeforeValidatorFunctionSchema) -> JsonSchemaValue:
-        function = schema.get("function", {}).get("function")
-        if function is getattr(marketplace, "_money", None):
-            return _money_schema()
+        documented = _reader_schema(schema)
+        if documented is not None:
+            return dict(documented)
         return super().function_before_schema(schema)
 
     def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
         """A money field's default (integer micros inside) as the decimal string the API reads."""
-        inner: Any = schema["schema"]
+        documented = _reader_schema(schema["schema"])
         default = schema.get("default")
-        money = inner.get("type") == "function-before" and inner.get("function", {}).get("function") is getattr(
-            marketplace, "_money", None)
-        if money and isinstance(default, int):
-            return {**_money_schema(), "default": format_money(default)}
+        if documented is not None and documented.get("pattern") == MONEY_PATTERN and isinstance(default, int):
+            return {**documented, "default": format_money(default)}
         return super().default_schema(schema)
 
 
@@ -498,7 +171,7 @@ def _problem_components() -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _operation(route: RouteInfo, doc: Doc, body_refs: Mapping[type[BaseModel], Any], op_id: str) -> dict[str, Any]:
-    public = route.path in PUBLIC_PATHS
+    public = is_public(route.path)
     operation: dict[str, Any] = {
         "operationId": op_id,
         "summary": _summary(route, doc),
@@ -567,7 +240,7 @@ def _operation(route: RouteInfo, doc: Doc, body_refs: Mapping[type[BaseModel], A
 def build_openapi(app: web.Application) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route of ``app`` (the root app) and its sub-apps."""
     routes = sorted(iter_routes(app), key=lambda r: (r.path, _METHODS.index(r.method) if r.method in _METHODS else 9))
-    docs = [(route, _doc(route)) for route in routes]
+    docs = [(route, handler_doc(route.handler)) for route in routes]
     models = list(dict.fromkeys(doc.body for _, doc in docs if doc.body is not None))
     body_refs, schemas = _component_schemas(models)
     problem_schema, problem_responses = _problem_components()
@@ -687,6 +360,8 @@ def docs_routes(app_for_spec: web.Application) -> list[web.RouteDef]:
     on first request, from ``app_for_spec``'s route table). Static assets: :func:`setup_docs`."""
     cache: dict[str, bytes] = {}
 
+    @describe(query=(Param("compat", "3.0: the document labelled OpenAPI 3.0.3 (for Swagger UI)",
+                           enum_schema(("3.0",))),))
     async def openapi_json(request: web.Request) -> web.Response:
         """The OpenAPI 3.1 document of this API."""
         compat = request.query.get("compat", "")
@@ -702,15 +377,18 @@ def docs_routes(app_for_spec: web.Application) -> list[web.RouteDef]:
             cache[compat] = json.dumps(compat_30(document) if compat else document).encode()
         return web.Response(body=cache[compat], content_type="application/json")
 
+    @describe(content_type="text/html")
     async def swagger(_request: web.Request) -> web.Response:
         """Swagger UI (served locally)."""
         html = _SWAGGER_HTML.format(static=SWAGGER_STATIC, initializer=SWAGGER_INITIALIZER)
         return web.Response(text=html, content_type="text/html")
 
+    @describe(status=302, content_type=None)
     async def root(_request: web.Request) -> web.Response:
         """Redirects to the API docs (Swagger UI)."""
         raise web.HTTPFound(SWAGGER_PATH)
 
+    @describe(content_type="text/javascript")
     async def initializer(_request: web.Request) -> web.Response:
         """Starts Swagger UI on the document."""
         script = _INITIALIZER_JS % json.dumps(f"{OPENAPI_PATH}?compat=3.0")

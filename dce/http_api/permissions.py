@@ -1,6 +1,8 @@
-"""Which permission each handler needs (``@require("calls:read")``), who is calling (``Principal``), and
-which tenant's rows a caller may see (``tenant_filter``). The auth middleware (``http_api.auth``) reads the
-mark of the matched handler and refuses a route without one (deny by default)."""
+"""Who may call what, in one place: the routes answered without credentials (:data:`PUBLIC_PATHS`,
+:func:`is_public`), the permission each other handler needs (``@require("calls:read")``), who is calling
+(``Principal``), and which tenant's rows a caller may see (``tenant_filter``). The auth middleware
+(``http_api.auth``) and the OpenAPI document (``http_api.openapi``) both read them from here: the middleware refuses
+a non-public route without a permission mark (deny by default)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,29 @@ from aiohttp.typedefs import Handler
 from dce.http_api.problems import ProblemError
 
 H = TypeVar("H", bound=Handler)
+
+OPENAPI_PATH = "/api/openapi.json"
+SWAGGER_PATH = "/swagger"
+SWAGGER_STATIC = "/swagger/static"
+SWAGGER_INITIALIZER = "/swagger/initializer.js"
+RTB_PING_PATH = "/api/v1/rtb/{key}/ping"  # authenticated by the campaign key in its path
+LOGIN_PATH = "/api/v1/auth/login"
+REFRESH_PATH = "/api/v1/auth/refresh"
+
+# Route templates answered without credentials: health, metrics (its own token), the docs, login and refresh, and
+# the RTB ping (its campaign key is in the path). Everything else takes a bearer token or an API key.
+PUBLIC_PATHS: frozenset[str] = frozenset({
+    "/", "/health", "/health/live", "/health/ready", "/metrics", OPENAPI_PATH, SWAGGER_PATH, SWAGGER_INITIALIZER,
+    RTB_PING_PATH, LOGIN_PATH, REFRESH_PATH,
+})
+PUBLIC_PREFIXES: tuple[str, ...] = (SWAGGER_STATIC,)  # static resources: canonical is the prefix itself
+
+
+def is_public(path_template: str) -> bool:
+    """Whether a route (by its canonical path template) is answered without credentials."""
+    return path_template in PUBLIC_PATHS or any(
+        path_template == p or path_template.startswith(p + "/") for p in PUBLIC_PREFIXES
+    )
 
 
 def require(permission: str) -> Callable[[H], H]:

@@ -18,7 +18,7 @@ template and ``body`` a POST body template using ``[call_id]``, ``[caller]``, ``
 :mod:`dce.billing.postback`). The secret is never echoed: responses carry ``secret_set`` only; PUT and PATCH keep
 the stored secret unless the body has ``secret`` (``null`` clears it). Bad input -> 422 problem+json naming the field.
 
-After every write the app's ``ON_POSTBACKS_CHANGE`` hook (if any; sync or async) is called so the dispatcher can
+After every write the app's :class:`~dce.http_api.changes.Changes` hears of it (``postbacks``) so the dispatcher can
 reload its configs (:meth:`~dce.db.postback_dispatcher.PostbackDispatcher.notify_configs_changed`).
 """
 
@@ -35,16 +35,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from dce.billing.postback import DEFAULT_MAX_ATTEMPTS, EventName, Method, OwnerKind, PostbackConfig
 from dce.db import marketplace_repository as marketplace
 from dce.db import postback_repository as repo
-from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param
-from dce.http_api.hooks import OnChange, notify_change
+from dce.http_api.changes import Change, notify
+from dce.http_api.describe import FREE_JSON, PAGE_SCHEMA, Param, describe, enum_schema
 from dce.http_api.inputs import read_json_object, validated
 from dce.http_api.keys import ENGINE
+from dce.http_api.paging import page, page_params
 from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
 
 log = logging.getLogger(__name__)
-
-ON_POSTBACKS_CHANGE = web.AppKey("on_postbacks_change", OnChange)
 
 READ = "postbacks:read"
 WRITE = "postbacks:write"
@@ -145,10 +144,14 @@ async def _stored(request: web.Request) -> PostbackConfig:
 # -------------------------------------------------------------------------------------------------- handlers
 
 
+@describe(
+    "Postback configs",
+    query=page_params(Param("owner_kind", "", enum_schema(("campaign", "publisher", "buyer"))), Param("owner_id")),
+    response_schema=PAGE_SCHEMA,
+)
 @require(READ)
 async def list_postbacks(request: web.Request) -> web.Response:
-    limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    offset = int_param(request, "offset", 0, 0)
+    limit, offset = page(request)
     owner_kind = request.query.get("owner_kind") or None
     if owner_kind is not None and owner_kind not in {str(k) for k in OwnerKind}:
         raise invalid_parameter("owner_kind", "one of campaign, publisher, buyer")
@@ -159,6 +162,7 @@ async def list_postbacks(request: web.Request) -> web.Response:
     )
 
 
+@describe("Create a postback config", body=PostbackIn, status=201, problems=(409,), created_key="id")
 @require(WRITE)
 async def create_postback(request: web.Request) -> web.Response:
     data = validated(PostbackIn, await read_json_object(request))
@@ -169,10 +173,11 @@ async def create_postback(request: web.Request) -> web.Response:
         await repo.create_config(request.config_dict[ENGINE], config)
     except repo.Conflict as exc:
         raise ProblemError(409, str(exc)) from None
-    await notify_change(request, ON_POSTBACKS_CHANGE)
+    await notify(request, Change.POSTBACKS)
     return web.json_response(postback_json(config), status=201, headers={"Location": f"{request.path}/{key}"})
 
 
+@describe("A postback config", problems=(404,))
 @require(READ)
 async def get_postback(request: web.Request) -> web.Response:
     return web.json_response(postback_json(await _stored(request)))
@@ -192,7 +197,7 @@ async def _replace(request: web.Request, body: dict[str, Any], current: Postback
         await repo.update_config(request.config_dict[ENGINE], config)
     except repo.NotFound as exc:
         raise ProblemError(404, str(exc)) from None
-    await notify_change(request, ON_POSTBACKS_CHANGE)
+    await notify(request, Change.POSTBACKS)
     return web.json_response(postback_json(config))
 
 
@@ -203,12 +208,14 @@ def postback_fields(c: PostbackConfig) -> dict[str, Any]:
     }  # fmt: skip
 
 
+@describe("Replace a postback config (the secret is kept unless given)", body=PostbackIn, problems=(404,))
 @require(WRITE)
 async def put_postback(request: web.Request) -> web.Response:
     current = await _stored(request)
     return await _replace(request, await read_json_object(request), current)
 
 
+@describe("Merge fields into a postback config", body_content=FREE_JSON, problems=(404,))
 @require(WRITE)
 async def patch_postback(request: web.Request) -> web.Response:
     patch = await read_json_object(request)
@@ -221,20 +228,25 @@ async def patch_postback(request: web.Request) -> web.Response:
     return await _replace(request, merged, current)
 
 
+@describe("Delete a postback config", status=204, content_type=None, problems=(404,))
 @require(WRITE)
 async def delete_postback(request: web.Request) -> web.Response:
     try:
         await repo.delete_config(request.config_dict[ENGINE], request.match_info["key"])
     except repo.NotFound as exc:
         raise ProblemError(404, str(exc)) from None
-    await notify_change(request, ON_POSTBACKS_CHANGE)
+    await notify(request, Change.POSTBACKS)
     return web.Response(status=204)
 
 
+@describe(
+    "The postback delivery log",
+    query=page_params(Param("call_id"), Param("status", "", enum_schema(repo.STATUSES)), Param("postback_id")),
+    response_schema=PAGE_SCHEMA,
+)
 @require(READ)
 async def list_deliveries(request: web.Request) -> web.Response:
-    limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    offset = int_param(request, "offset", 0, 0)
+    limit, offset = page(request)
     status = request.query.get("status") or None
     if status is not None and status not in repo.STATUSES:
         raise invalid_parameter("status", "one of " + ", ".join(repo.STATUSES))

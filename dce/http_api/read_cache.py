@@ -33,6 +33,8 @@ from typing import Any
 
 from aiohttp import web
 
+from dce.http_api.lifecycle import close_with
+
 Compute = Callable[[], Awaitable[web.Response]]
 
 
@@ -85,6 +87,14 @@ class ResponseCache:
         self.generation += 1
         self._entries.clear()
         self.bytes = 0
+
+    async def aclose(self) -> None:
+        """Forget every entry and cancel the computations under way (the app is closing)."""
+        self.invalidate()
+        flights = list(self._flights.values())
+        for flight in flights:
+            flight.cancel()
+        await asyncio.gather(*flights, return_exceptions=True)
 
     async def get(self, key: Hashable, compute: Compute) -> web.Response:
         """The answer for ``key``: a fresh copy of the stored one, or ``compute()``'s (stored when it is a 200)."""
@@ -147,10 +157,12 @@ REPORTS_CACHE = web.AppKey("reports_cache", ResponseCache)
 
 
 def install(app: web.Application, ttls: CacheTtls) -> None:
-    """Put the three read caches on ``app`` (the parent app; sub-apps read them through ``config_dict``)."""
-    app[MARKETPLACE_CACHE] = ResponseCache(ttls.marketplace_s)
-    app[CALLS_CACHE] = ResponseCache(ttls.calls_s, cache_control=True)
-    app[REPORTS_CACHE] = ResponseCache(ttls.reports_s, cache_control=True)
+    """Put the three read caches on ``app`` (the parent app; sub-apps read them through ``config_dict``); its
+    ``cleanup_ctx`` closes them (:meth:`ResponseCache.aclose`)."""
+    caches = (ResponseCache(ttls.marketplace_s), ResponseCache(ttls.calls_s, cache_control=True),
+              ResponseCache(ttls.reports_s, cache_control=True))
+    app[MARKETPLACE_CACHE], app[CALLS_CACHE], app[REPORTS_CACHE] = caches
+    close_with(app, *caches)
 
 
 async def cached(request: web.Request, cache_key: web.AppKey[ResponseCache], key: Hashable,

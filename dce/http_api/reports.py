@@ -26,11 +26,12 @@ from typing import Any
 import phonenumbers
 from aiohttp import web
 
-from dce.billing.cdr import Disposition
 from dce.db import report_repository as repo
 from dce.db.report_repository import SummaryRow
-from dce.http_api.calls import DEFAULT_LIMIT, MAX_LIMIT, int_param, json_row
+from dce.http_api.calls import CDR_PAGE, DISPOSITION_PARAM, disposition_param, json_row
+from dce.http_api.describe import TIME, Param, describe, enum_schema, id_params
 from dce.http_api.keys import ENGINE
+from dce.http_api.paging import page, page_params
 from dce.http_api.permissions import require, tenant_filter
 from dce.http_api.problems import invalid_parameter
 from dce.http_api.read_cache import CALLS_CACHE, REPORTS_CACHE, cached, request_key
@@ -102,6 +103,15 @@ def _id_param(request: web.Request, name: str) -> str | None:
     return raw
 
 
+_TERM_FILTERS = id_params(*repo.FILTERS)
+_SUMMARY_QUERY = (
+    Param("from", "inclusive; default: today 00:00 UTC, or one day before `to`", TIME),
+    Param("to", "exclusive; default: one day after `from`", TIME),
+    Param("group_by", "", enum_schema(repo.GROUP_BYS), required=True),
+    *_TERM_FILTERS,
+)
+
+
 def _term_filters(request: web.Request) -> dict[str, str | None]:
     return {name: _id_param(request, name) for name in repo.FILTERS}
 
@@ -141,17 +151,6 @@ def _bool_param(request: web.Request, name: str) -> bool | None:
     if raw in ("false", "0"):
         return False
     raise invalid_parameter(name, f"expected true or false, got {raw!r}")
-
-
-def _disposition_param(request: web.Request) -> str | None:
-    raw = request.query.get("disposition", "")
-    if raw == "":
-        return None
-    try:
-        return Disposition(raw).value
-    except ValueError:
-        allowed = ", ".join(d.value for d in Disposition)
-        raise invalid_parameter("disposition", f"expected one of {allowed}, got {raw!r}") from None
 
 
 # --------------------------------------------------------------------------------------------------- summary
@@ -198,6 +197,7 @@ def _summary_query(request: web.Request) -> _SummaryQuery:
     return _SummaryQuery(since, until, _group_by(request), _term_filters(request), tenant_filter(request))
 
 
+@describe("The summary report", query=_SUMMARY_QUERY)
 @require(READ)
 async def get_summary(request: web.Request) -> web.Response:
     """``{"from", "to", "group_by", "filters", "groups": [{"key", ...}], "totals": {...}}``."""
@@ -221,6 +221,7 @@ def _csv_cell(value: Any) -> Any:
     return "" if value is None else value
 
 
+@describe("The summary report as CSV", query=_SUMMARY_QUERY, content_type="text/csv")
 @require(READ)
 async def get_summary_csv(request: web.Request) -> web.Response:
     """The summary as RFC 4180 CSV: a header row, one row per group (``row`` = group), then ``row`` = total."""
@@ -254,14 +255,17 @@ async def _summary_csv(request: web.Request, query: _SummaryQuery) -> web.Respon
 # ------------------------------------------------------------------------------------------ call detail list
 
 
+@describe("A page of calls with the sale-term filters", query=page_params(
+    Param("since", "", TIME), Param("until", "", TIME), *_TERM_FILTERS, Param("caller"),
+    Param("converted", "", {"type": "boolean"}), DISPOSITION_PARAM,
+), response_schema=CDR_PAGE)
 @require(READ)
 async def get_calls(request: web.Request) -> web.Response:
     """A page of calls, newest first, with the sale-term filters: ``{"items", "total", "limit", "offset"}``."""
-    limit = int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    offset = int_param(request, "offset", 0, 0)
+    limit, offset = page(request)
     since, until = _range(request, "since", "until", one_day=False)
     filters = {**_term_filters(request), "caller": _caller_param(request),
-               "disposition": _disposition_param(request)}
+               "disposition": disposition_param(request)}
     converted = _bool_param(request, "converted")
     tenant = tenant_filter(request)
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from dce.bidding.inbound import InboundPings
+from dce.http_api.describe import FREE_JSON, describe
 from dce.http_api.inputs import read_json
 from dce.http_api.problems import ProblemError, problem
 from dce.routing.model import Campaign
@@ -28,6 +29,7 @@ class RtbPingService:
 RTB_PINGS = web.AppKey("rtb_pings", RtbPingService)
 
 
+@describe(body_content=FREE_JSON, problems=(404,))
 async def rtb_ping(request: web.Request) -> web.Response:
     """Run the auction for a would-be call and answer the winning bid, reserved for the caller's CID."""
     service = _service(request)

@@ -2,6 +2,10 @@
 
 Messages are queued up to ``limit`` and written by one task; beyond that they are dropped and counted, so one
 stalled client can neither block the exchange nor grow its memory without bound.
+
+:func:`install` keeps the app's open sockets (:data:`OPEN_SOCKETS`; a handler opens its socket with
+:func:`open_socket`) and closes them when the app shuts down (going away), so their handlers, and the outbox
+writers they run, end before the server stops instead of holding it for its shutdown timeout.
 """
 
 from __future__ import annotations
@@ -9,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 Message = dict[str, Any]
 DEFAULT_LIMIT = 1024
@@ -47,3 +52,33 @@ class Outbox:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
+
+
+OPEN_SOCKETS = web.AppKey("open_sockets", weakref.WeakSet[web.WebSocketResponse])
+
+
+@contextlib.asynccontextmanager
+async def open_socket(request: web.Request, *, heartbeat: float = 30.0) -> AsyncIterator[web.WebSocketResponse]:
+    """The request's WebSocket, prepared, counted among the app's open sockets while the block runs."""
+    ws = web.WebSocketResponse(heartbeat=heartbeat)
+    await ws.prepare(request)
+    sockets = request.config_dict.get(OPEN_SOCKETS)
+    if sockets is not None:
+        sockets.add(ws)
+    try:
+        yield ws
+    finally:
+        if sockets is not None:
+            sockets.discard(ws)
+
+
+def install(app: web.Application) -> None:
+    """Keep ``app``'s open sockets and close them (1001 going away) when it shuts down."""
+    sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+    app[OPEN_SOCKETS] = sockets
+
+    async def close_all(_app: web.Application) -> None:
+        for ws in list(sockets):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+    app.on_shutdown.append(close_all)

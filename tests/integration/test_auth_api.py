@@ -28,11 +28,10 @@ from dce.http_api.auth import (
     Authenticator,
     auth_middleware,
     hash_secret,
-    is_public,
 )
 from dce.http_api.auth_api import auth_routes
 from dce.http_api.metrics import ExchangeMetrics
-from dce.http_api.permissions import require, required_permission, tenant_filter
+from dce.http_api.permissions import is_public, require, required_permission, tenant_filter
 from dce.http_api.problems import problem_middleware
 from dce.http_api.rate_limit import DEFAULT_RULES, InProcessRateLimiter, Rule, rate_limit_middleware
 from tests.route_table import route_table

@@ -19,7 +19,8 @@ from dce.compliance.consent import ConsentStatus, proof_hash_of
 from dce.compliance.tcpa import CallingHours
 from dce.compliance.verdict import Action, Finding, ReasonCode
 from dce.db import consent_repository as repo
-from dce.http_api.consents import CALLING_HOURS, ON_CONSENTS_CHANGE, OUTBOUND_LISTS, consent_routes
+from dce.http_api.changes import CHANGES, Changes
+from dce.http_api.consents import CALLING_HOURS, OUTBOUND_LISTS, consent_routes
 from dce.http_api.keys import ENGINE
 from dce.http_api.problems import problem_middleware
 
@@ -44,7 +45,7 @@ def build(engine: AsyncEngine, changes: list[int], **keys: Any) -> web.Applicati
 
     app = web.Application()
     app[ENGINE] = engine
-    app[ON_CONSENTS_CHANGE] = on_change
+    app[CHANGES] = Changes(consents=on_change)
     for key, value in keys.items():
         app[{"calling_hours": CALLING_HOURS, "lists": OUTBOUND_LISTS}[key]] = value
     api = web.Application(middlewares=[problem_middleware])

@@ -19,8 +19,9 @@ from dce.db.engine import create_engine
 from dce.db.marketplace_models import BuyerRow, PublisherRow
 from dce.db.settlement import settle_pending
 from dce.http_api.auth import AuthConfig, Authenticator, auth_middleware
+from dce.http_api.changes import CHANGES, Changes
 from dce.http_api.keys import ENGINE
-from dce.http_api.ledger import ON_LEDGER_CHANGE, ledger_routes
+from dce.http_api.ledger import ledger_routes
 from dce.http_api.permissions import required_permission
 from dce.http_api.problems import problem_middleware
 
@@ -61,7 +62,7 @@ async def client(engine: AsyncEngine) -> AsyncIterator[tuple[Client, list[int]]]
     changes: list[int] = []
     app = web.Application()
     app[ENGINE] = engine
-    app[ON_LEDGER_CHANGE] = lambda: changes.append(1)
+    app[CHANGES] = Changes(ledger=lambda: changes.append(1))
     api = web.Application(middlewares=[problem_middleware])
     api.add_routes(ledger_routes())
     app.add_subapp("/api/v1", api)

@@ -16,8 +16,9 @@ from dce.compliance.lists import ListKind
 from dce.compliance.verdict import ReasonCode
 from dce.db import list_repository as repo
 from dce.exchange.cli import main as dce_main
+from dce.http_api.changes import CHANGES, Changes
 from dce.http_api.keys import ENGINE
-from dce.http_api.lists import ON_LISTS_CHANGE, list_routes
+from dce.http_api.lists import list_routes
 from dce.http_api.problems import problem_middleware
 
 pytestmark = pytest.mark.integration
@@ -30,7 +31,7 @@ async def client(engine: AsyncEngine) -> AsyncIterator[tuple[Client, list[int]]]
     changes: list[int] = []
     api = web.Application(middlewares=[problem_middleware])
     api[ENGINE] = engine
-    api[ON_LISTS_CHANGE] = lambda: changes.append(1)
+    api[CHANGES] = Changes(lists=lambda: changes.append(1))
     api.add_routes(list_routes())
     app = web.Application()
     app.add_subapp("/api/v1", api)

@@ -18,6 +18,7 @@ from dce.db.engine import create_engine
 from dce.db.marketplace_repository import MarketplaceData, load_marketplace
 from dce.db.marketplace_watcher import MarketplaceWatcher
 from dce.http_api.app import build_app
+from dce.http_api.changes import Changes
 from dce.http_api.marketplace import WRITE, money_text
 from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.permissions import required_permission
@@ -56,7 +57,7 @@ async def client(engine: AsyncEngine, changes: list[int]) -> AsyncIterator[Clien
     async def on_change() -> None:
         changes.append(1)
 
-    app = build_app(engine=engine, metrics=ExchangeMetrics(), on_marketplace_change=on_change)
+    app = build_app(engine=engine, metrics=ExchangeMetrics(), changes=Changes(marketplace=on_change))
     async with TestClient(TestServer(app)) as client:
         yield client
 
@@ -381,7 +382,7 @@ async def test_sync_on_change_and_failure_does_not_fail_the_write(engine: AsyncE
         calls.append(1)
         raise RuntimeError("hook broke")
 
-    app = build_app(engine=engine, metrics=ExchangeMetrics(), on_marketplace_change=on_change)
+    app = build_app(engine=engine, metrics=ExchangeMetrics(), changes=Changes(marketplace=on_change))
     async with TestClient(TestServer(app)) as client:
         await ok(await client.post("/api/v1/publishers", json={"id": "p1", "name": "x"}), 201)
     assert calls == [1]

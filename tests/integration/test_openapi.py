@@ -17,8 +17,8 @@ from dce.bidding.live import LiveBidding
 from dce.db.engine import create_engine
 from dce.http_api.app import build_app
 from dce.http_api.metrics import ExchangeMetrics
-from dce.http_api.openapi import OPENAPI_PATH, PUBLIC_PATHS, SWAGGER_PATH
-from dce.http_api.permissions import required_permission
+from dce.http_api.openapi import OPENAPI_PATH, SWAGGER_PATH
+from dce.http_api.permissions import PUBLIC_PATHS, required_permission
 from tests.route_table import route_table
 
 pytestmark = pytest.mark.integration

@@ -33,8 +33,9 @@ from dce.billing.postback import (
 from dce.db import marketplace_repository as marketplace
 from dce.db import postback_repository as repo
 from dce.db.postback_dispatcher import DispatcherSettings, PostbackDispatcher
+from dce.http_api.changes import CHANGES, Changes
 from dce.http_api.keys import ENGINE
-from dce.http_api.postbacks import ON_POSTBACKS_CHANGE, postback_routes
+from dce.http_api.postbacks import postback_routes
 from dce.http_api.problems import problem_middleware
 from dce.routing.model import Buyer, Publisher
 
@@ -290,7 +291,7 @@ async def api(engine: AsyncEngine) -> AsyncIterator[tuple[Client, list[int]]]:
     changes: list[int] = []
     app = web.Application()
     app[ENGINE] = engine
-    app[ON_POSTBACKS_CHANGE] = lambda: changes.append(1)
+    app[CHANGES] = Changes(postbacks=lambda: changes.append(1))
     sub = web.Application(middlewares=[problem_middleware])
     sub.add_routes(postback_routes())
     app.add_subapp("/api/v1", sub)

@@ -20,11 +20,10 @@ from dce.http_api.auth import (
     Authenticator,
     AuthError,
     hash_secret,
-    is_public,
     new_api_key,
     parse_api_key,
 )
-from dce.http_api.permissions import Principal, allows, permission_matches
+from dce.http_api.permissions import Principal, allows, is_public, permission_matches
 
 SECRET = "s" * 32
 
