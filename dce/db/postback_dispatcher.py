@@ -5,7 +5,7 @@
     dispatcher = PostbackDispatcher(engine, session)        # session: an aiohttp.ClientSession the caller owns
     await dispatcher.start()      # loads the configs, starts the outbox writer and the delivery worker
     dispatcher.emit(event)        # sync, microseconds: match in memory, render, queue; never raises or awaits
-    dispatcher.notify_configs_changed()   # the API's ON_POSTBACKS_CHANGE hook: reload the configs now
+    dispatcher.notify_configs_changed()   # the API's Changes.postbacks hook: reload the configs now
     await dispatcher.stop()       # in-flight sends finish, queued deliveries are written; pending ones stay pending
 
 ``emit`` matches the event against the configs held in memory (reloaded when their version counter moves — polled,
@@ -125,7 +125,7 @@ class PostbackDispatcher:
         self._book = configs if isinstance(configs, PostbackBook) else PostbackBook(configs)
 
     def notify_configs_changed(self) -> None:
-        """Reload the configs as soon as possible (sync and cheap: the API's ``ON_POSTBACKS_CHANGE`` hook)."""
+        """Reload the configs as soon as possible (sync and cheap: the API's ``Changes.postbacks`` hook)."""
         self._watcher.notify()
 
     def emit(self, event: PostbackEvent) -> int:
