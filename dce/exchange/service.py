@@ -19,6 +19,7 @@ from dce.bidding.live import LiveBidding
 from dce.bidding.log import BidLogEntry
 from dce.bidding.rtb import RtbPinger
 from dce.billing.cdr import CallDetailRecord
+from dce.clock import LoopClock
 from dce.compliance.tcpa import CallingHours
 from dce.compliance.verdict import Verdict
 from dce.db.bid_repository import insert_bids
@@ -44,6 +45,7 @@ from dce.exchange.marketplace_router import MarketplaceRouter
 from dce.exchange.personal_data import ERASERS, EXPORTERS
 from dce.exchange.router import OutboundTrunk, StaticRouter
 from dce.exchange.settler import Settler
+from dce.exchange.sip_driver import SipDriver
 from dce.exchange.tracing import setup_tracing
 from dce.exchange.watchdog import LifeBounds
 from dce.http_api.app import build_app, run_http
@@ -71,42 +73,10 @@ from dce.routing.engine import RoutingEngine
 from dce.routing.model import Campaign, format_money
 from dce.routing.snapshot import MarketplaceSnapshot
 from dce.routing.static import StaticRoutes
-from dce.sip.b2bua import B2BUA, Call
-from dce.sip.endpoint import SipEndpoint
-from dce.sip.transaction import TimerConfig
-from dce.sip.transport import SipTransport, TcpLimits
 
 log = logging.getLogger(__name__)
 
 DUPLICATE_HISTORY_DAYS = 30  # kept at least this long, so a rule added or lengthened later still finds history
-
-
-class SipService:
-    """The B2BUA's commands for the CallFlow, each stamped with the loop's time and flushed to the wire."""
-
-    def __init__(self, b2bua: B2BUA, transport: SipTransport) -> None:
-        self.b2bua = b2bua
-        self.transport = transport
-        self._loop = asyncio.get_running_loop()
-
-    def monotonic(self) -> float:
-        return self._loop.time()
-
-    def reject(self, call: Call, status: int, *, reason_header: str | None = None) -> None:
-        self.b2bua.reject(call, status, self._loop.time(), reason_header=reason_header)
-        self.transport.flush()
-
-    def dial(self, call: Call, destination: str, *, ring_timeout: float, max_duration: float | None) -> None:
-        self.b2bua.dial(call, destination, self._loop.time(), ring_timeout=ring_timeout, max_duration=max_duration)
-        self.transport.flush()
-
-    def release(self, call: Call) -> None:
-        self.b2bua.release(call)
-
-    def hangup(self, call: Call, *, reason: str) -> None:
-        self.b2bua.hangup(call, self._loop.time(), reason=reason)
-        self.transport.flush()
-        self._loop.call_soon(self.transport.after_input)  # events the hangup produced
 
 
 @dataclass
@@ -179,23 +149,10 @@ class Exchange:
             log.warning("open-file limit %d is below the %d descriptors sip.tcp_max_connections and media.ports "
                         "may use: calls will fail for want of descriptors first; raise it (LimitNOFILE=, "
                         "ulimit -Hn) or lower those settings", available, needed)
-        timers = TimerConfig(t1=sip.t1_ms / 1000, t2=sip.t2_ms / 1000, t4=sip.t4_ms / 1000)
-        self.endpoint = SipEndpoint(local={}, timers=timers, user_agent=sip.user_agent, observer=observer,
-                                    max_message_bytes=sip.max_message_bytes)
-        self.b2bua = B2BUA(self.endpoint, max_calls_per_source=sip.max_calls_per_source,
-                           retry_after_s=sip.source_retry_after_s)
-        self.transport = SipTransport(self.b2bua, after_input=self._dispatch, on_error=self.metrics.sip_dropped,
-                                      tcp=TcpLimits(idle_timeout_s=sip.tcp_idle_timeout_s,
-                                                    header_timeout_s=sip.tcp_header_timeout_s,
-                                                    max_connections=sip.tcp_max_connections,
-                                                    max_connections_per_source=sip.tcp_max_connections_per_source,
-                                                    max_message_bytes=sip.max_message_bytes))
-        for kind, host, port in sip.endpoints():
-            bound = await (self.transport.listen_udp if kind == "udp" else self.transport.listen_tcp)(host, port)
-            self.sip_addresses.setdefault(kind, bound)
-            self.endpoint.local.setdefault(kind, (sip.public_address or bound[0], bound[1]))
-        if "udp" not in self.endpoint.local:
-            raise RuntimeError("at least one udp: SIP listen address is required")
+        self.sip_driver = SipDriver.from_config(sip, clock=LoopClock(asyncio.get_running_loop()), observer=observer,
+                                                on_error=self.metrics.sip_dropped)
+        await self.sip_driver.open(sip.endpoints(), public_address=sip.public_address)
+        self.sip_addresses.update(self.sip_driver.addresses)
 
         self.media: MediaPlane
         if settings.media.mode == "relay":
@@ -225,12 +182,13 @@ class Exchange:
         await self.balances.start()
         self.settler = Settler(self.engine, self.call_events, on_posted=self.balances.notify)
         self.settler.start()
-        self.callflow = CallFlow(sip=SipService(self.b2bua, self.transport), router=self.router,
+        self.callflow = CallFlow(sip=self.sip_driver, router=self.router,
                                  media=self.media, cdrs=self.writer, observer=observer,
                                  trunk=OutboundTrunk(settings.routing.outbound_trunk), gate=self.compliance.gate,
                                  events=self.call_events, tracer=self.tracing.tracer("dce.exchange.callflow"),
                                  bounds=LifeBounds(max_call_duration_s=settings.routing.max_call_duration_s,
-                                                   leg_guard_s=timers.timeout))
+                                                   leg_guard_s=self.sip_driver.core.endpoint.timers.timeout))
+        self.sip_driver.on_event = self.callflow.dispatch
         self._watchdog = asyncio.create_task(self.callflow.run_watchdog())
 
         register_record_metrics(self.metrics.registry, (self.writer, self.bid_writer), database.stall_after_s)
@@ -410,43 +368,22 @@ class Exchange:
         log.info("marketplace v%d: %d campaigns, %d targets, %d numbers", data.version, len(data.campaigns),
                  len(data.targets), len(data.tracking_numbers))
 
-    def _dispatch(self) -> None:
-        b2bua = self.b2bua
-        while (event := b2bua.next_event()) is not None:
-            self.callflow.dispatch(event)
-
     def _ready_checks(self) -> dict[str, str]:
         """Readiness of the record writers: "ok" unless records wait with none written for stall_after_s."""
         stall_after_s = self.settings.database.stall_after_s
         return {f"{writer.kind}_writer": writer.health(stall_after_s) for writer in (self.writer, self.bid_writer)}
 
     def _status(self) -> dict:
-        return {"active_calls": self.b2bua.active_calls, "cdr_queue": self.writer.pending,
+        return {"active_calls": self.sip_driver.core.active_calls, "cdr_queue": self.writer.pending,
                 "media_sessions": self.media.active_sessions}
-
-    async def _settle_dials(self, grace_s: float, poll_s: float = 0.02) -> None:
-        """Keep the sockets open (at most ``grace_s``) until every outbound INVITE has its final response.
-
-        A leg CANCELled at shutdown still owes us its 487, which its transaction must ACK: closing at once would
-        leave the callee retransmitting into a closed port.
-        """
-        deadline = asyncio.get_running_loop().time() + grace_s
-        while self.endpoint.invites_awaiting_final() and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(poll_s)
-        if left := self.endpoint.invites_awaiting_final():
-            log.warning("%d outbound INVITEs had no final response by shutdown", left)
 
     async def stop(self, *, grace_s: float = 2.0) -> None:
         """Hang up calls in progress, flush CDRs, close sockets and the database."""
-        loop = asyncio.get_running_loop()
-        for call in list(self.b2bua.calls.values()):
-            self.b2bua.hangup(call, loop.time(), reason="exchange shutting down")
-        self.transport.flush()
-        self._dispatch()
+        self.sip_driver.hang_up_all("exchange shutting down")
         ended = await self.callflow.drain(grace_s)
         if ended:
             log.warning("%d calls still running at shutdown were ended (their CDRs say so)", ended)
-        await self._settle_dials(grace_s)
+        await self.sip_driver.settle_dials(grace_s)
         await self.runner.cleanup()
         self._watchdog.cancel()
         self._housekeeping.cancel()
@@ -460,7 +397,7 @@ class Exchange:
         await self.postbacks.stop()
         await self.postback_client.close()
         await self.http_client.close()
-        await self.transport.close()
+        await self.sip_driver.close()
         await self.media.close()
         for writer in (self.bid_writer, self.writer):  # what is not written is spooled (said after fsync)
             lost = await writer.close()
