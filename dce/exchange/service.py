@@ -188,7 +188,7 @@ class Exchange:
                                  events=self.call_events, tracer=self.tracing.tracer("dce.exchange.callflow"),
                                  bounds=LifeBounds(max_call_duration_s=settings.routing.max_call_duration_s,
                                                    leg_guard_s=self.sip_driver.core.endpoint.timers.timeout))
-        self.sip_driver.on_event = self.callflow.dispatch
+        self.sip_driver.deliver_to(self.callflow.dispatch)
         self._watchdog = asyncio.create_task(self.callflow.run_watchdog())
 
         register_record_metrics(self.metrics.registry, (self.writer, self.bid_writer), database.stall_after_s)

@@ -58,8 +58,7 @@ class SipDriver:
         self.core = core
         self.clock = clock
         self.on_error = on_error or (lambda reason: None)
-        # The CallFlow's entry point; set once it exists. Until then events wait in the core.
-        self.on_event: Callable[[CallEvent], None] | None = None
+        self._on_event: Callable[[CallEvent], None] | None = None  # the CallFlow's entry point (deliver_to)
         self.sockets: Sockets = sockets if sockets is not None else SipTransport(self, on_error=self.on_error,
                                                                                  tcp=tcp)
         self._timers: Timers = timers if timers is not None else asyncio.get_running_loop()
@@ -83,6 +82,11 @@ class SipDriver:
                         max_connections_per_source=config.tcp_max_connections_per_source,
                         max_message_bytes=config.max_message_bytes)
         return cls(core, clock=clock, tcp=tcp, on_error=on_error)
+
+    def deliver_to(self, on_event: Callable[[CallEvent], None]) -> None:
+        """Hand the core's events to ``on_event`` (the CallFlow) from now on; those already waiting go at once."""
+        self._on_event = on_event
+        self.pump()
 
     # -- lifetime --------------------------------------------------------------------------------------
     async def open(self, endpoints: Iterable[tuple[str, str, int]], *, public_address: str | None = None) -> None:
@@ -211,8 +215,8 @@ class SipDriver:
             self._pumping = False
 
     def _dispatch(self) -> None:
-        on_event = self.on_event
-        if on_event is None:
+        on_event = self._on_event
+        if on_event is None:  # no CallFlow yet: events wait in the core
             return
         next_event = self.core.next_event
         while (event := next_event()) is not None:

@@ -1,7 +1,7 @@
 """asyncio adapters for SIP: UDP and TCP sockets, nothing else.
 
-Pure I/O: what arrives (a datagram, a framed stream message, a peer that cannot be reached) goes to the
-receiver (:class:`dce.exchange.sip_driver.SipDriver`), and :meth:`SipTransport.send` puts bytes on the wire. The
+Pure I/O: what arrives (a datagram, a framed stream message, a peer that cannot be reached) goes to a
+:class:`SipReceiver` (the exchange's SIP driver), and :meth:`SipTransport.send` puts bytes on the wire. The
 adapter never calls the SIP core and keeps no SIP timer: the driver does both.
 
 TCP peers are bounded by :class:`TcpLimits`: connections in all and per source IP, the time a message may take

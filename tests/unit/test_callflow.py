@@ -80,7 +80,7 @@ class Harness:
         self.flow = CallFlow(sip=self.sip, router=StaticRouter(StaticRoutes(routes), ring_timeout_s),
                              media=PassthroughMedia(), cdrs=self, observer=self,
                              wall_clock=self.clock.now)
-        self.sip.on_event = self.flow.dispatch
+        self.sip.deliver_to(self.flow.dispatch)
         self.delays: list[float] = []
         self.routing_times: list[float] = []
         self.active = self.reaped = 0
