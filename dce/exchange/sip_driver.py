@@ -204,11 +204,11 @@ class SipDriver:
             while True:
                 self._again = False
                 self._dispatch()
-                refused = self._flush() - reported
-                for transport, addr in refused:
-                    self._unreachable(transport, addr)
-                reported |= refused
-                if not (refused or self._again):
+                if refused := self._flush() - reported:
+                    for transport, addr in refused:
+                        self._unreachable(transport, addr)
+                    reported |= refused
+                elif not self._again:
                     break
             self._arm()
         finally:
