@@ -64,6 +64,7 @@ class SipDriver:
         self._timers: Timers = timers if timers is not None else asyncio.get_running_loop()
         self._timer: Cancellable | None = None
         self._timer_at: float | None = None
+        self._closed = False  # no timer is armed once closed
         self._pumping = False
         self._again = False
         self.addresses: dict[str, Address] = {}  # transport -> the first address bound for it
@@ -108,6 +109,7 @@ class SipDriver:
 
     async def close(self) -> None:
         """Cancel the timer and close every socket."""
+        self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = self._timer_at = None
@@ -246,7 +248,7 @@ class SipDriver:
 
     def _arm(self) -> None:
         deadline = self.core.next_timer()
-        if deadline == self._timer_at:
+        if deadline == self._timer_at or self._closed:
             return
         if self._timer is not None:
             self._timer.cancel()

@@ -151,3 +151,13 @@ async def test_open_names_each_transport_by_its_first_address_or_the_public_one(
     assert driver.addresses == {"udp": ("127.0.0.1", 40000), "tcp": ("127.0.0.1", 5070)}
     assert endpoint.local == {"udp": ("203.0.113.9", 40000), "tcp": ("203.0.113.9", 5070)}
     assert sockets.listening == ["udp", "tcp", "udp"]
+
+
+async def test_nothing_is_armed_once_closed() -> None:
+    rig = Rig()
+    rig.driver.deliver_to(rig.events.append)
+    rig.driver.receive(invite(), "udp", CALLER)
+    rig.driver.sockets = FailingSockets(None)
+    await rig.driver.close()
+    rig.driver.dial(rig.events[0].call, "sip:127.0.0.1:5080", ring_timeout=30, max_duration=None)  # a late task
+    assert rig.b2bua.next_timer() is not None and rig.timer.armed is None
