@@ -81,7 +81,7 @@ log = logging.getLogger(__name__)
 
 
 class SipCommands(Protocol):
-    """The B2BUA commands the CallFlow uses (wrapped so that each one is flushed to the wire)."""
+    """The B2BUA commands the CallFlow uses, through the SIP driver (each one stamped and pumped to the wire)."""
 
     def reject(self, call: Call, status: int, *, reason_header: str | None = None) -> None: ...
     def dial(self, call: Call, destination: str, *, ring_timeout: float, max_duration: float | None) -> None: ...
@@ -150,7 +150,7 @@ class CallFlow:
         self._queues: dict[str, asyncio.Queue[CallEvent]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    # -- event dispatch (called synchronously by the SIP adapter after each input) ---------------------
+    # -- event dispatch (called by the SIP driver's pump) ---------------------
     def dispatch(self, event: CallEvent) -> None:
         """Route a B2BUA event to its call's task (starting the task for a new call)."""
         call = event.call

@@ -49,6 +49,7 @@ from dce.exchange.marketplace_router import MarketplaceRouter
 from dce.exchange.personal_data import ERASERS, EXPORTERS
 from dce.exchange.router import OutboundTrunk, StaticRouter
 from dce.exchange.settler import Settler
+from dce.exchange.sip_driver import SipDriver
 from dce.exchange.tracing import setup_tracing
 from dce.exchange.watchdog import LifeBounds
 from dce.http_api.app import build_app, run_http
@@ -74,10 +75,6 @@ from dce.routing.engine import RoutingEngine
 from dce.routing.model import Campaign, format_money
 from dce.routing.snapshot import MarketplaceSnapshot
 from dce.routing.static import StaticRoutes
-from dce.sip.b2bua import B2BUA, Call
-from dce.sip.endpoint import SipEndpoint
-from dce.sip.transaction import TimerConfig
-from dce.sip.transport import SipTransport, TcpLimits
 
 log = logging.getLogger(__name__)
 
@@ -96,34 +93,6 @@ class StartError(Exception):
         super().__init__(f"{step}: {reason[0] if reason else type(cause).__name__}")
         self.step = step
         self.expected = isinstance(cause, EXPECTED_START_FAILURES)
-
-
-class SipService:
-    """The B2BUA's commands for the CallFlow, each stamped with the loop's time and flushed to the wire."""
-
-    def __init__(self, b2bua: B2BUA, transport: SipTransport) -> None:
-        self.b2bua = b2bua
-        self.transport = transport
-        self._loop = asyncio.get_running_loop()
-
-    def monotonic(self) -> float:
-        return self._loop.time()
-
-    def reject(self, call: Call, status: int, *, reason_header: str | None = None) -> None:
-        self.b2bua.reject(call, status, self._loop.time(), reason_header=reason_header)
-        self.transport.flush()
-
-    def dial(self, call: Call, destination: str, *, ring_timeout: float, max_duration: float | None) -> None:
-        self.b2bua.dial(call, destination, self._loop.time(), ring_timeout=ring_timeout, max_duration=max_duration)
-        self.transport.flush()
-
-    def release(self, call: Call) -> None:
-        self.b2bua.release(call)
-
-    def hangup(self, call: Call, *, reason: str) -> None:
-        self.b2bua.hangup(call, self._loop.time(), reason=reason)
-        self.transport.flush()
-        self._loop.call_soon(self.transport.after_input)  # events the hangup produced
 
 
 @dataclass
@@ -257,7 +226,7 @@ class Exchange:
         self.metrics.media_sessions_from(lambda: self.media.active_sessions)
 
     async def _start_sip(self, stack: AsyncExitStack) -> None:
-        """The SIP endpoint, B2BUA and transport, listening on ``sip.listen``."""
+        """The SIP driver (endpoint, B2BUA, transports), listening on ``sip.listen``."""
         settings = self.settings
         sip = settings.sip
         low, high = settings.media.port_range
@@ -267,24 +236,11 @@ class Exchange:
             log.warning("open-file limit %d is below the %d descriptors sip.tcp_max_connections and media.ports "
                         "may use: calls will fail for want of descriptors first; raise it (LimitNOFILE=, "
                         "ulimit -Hn) or lower those settings", available, needed)
-        self.timers = timers = TimerConfig(t1=sip.t1_ms / 1000, t2=sip.t2_ms / 1000, t4=sip.t4_ms / 1000)
-        self.endpoint = SipEndpoint(local={}, timers=timers, user_agent=sip.user_agent, observer=self._observer,
-                                    max_message_bytes=sip.max_message_bytes)
-        self.b2bua = B2BUA(self.endpoint, max_calls_per_source=sip.max_calls_per_source,
-                           retry_after_s=sip.source_retry_after_s)
-        self.transport = SipTransport(self.b2bua, after_input=self._dispatch, on_error=self.metrics.sip_dropped,
-                                      tcp=TcpLimits(idle_timeout_s=sip.tcp_idle_timeout_s,
-                                                    header_timeout_s=sip.tcp_header_timeout_s,
-                                                    max_connections=sip.tcp_max_connections,
-                                                    max_connections_per_source=sip.tcp_max_connections_per_source,
-                                                    max_message_bytes=sip.max_message_bytes))
-        stack.push_async_callback(self.transport.close)
-        for kind, host, port in sip.endpoints():
-            bound = await (self.transport.listen_udp if kind == "udp" else self.transport.listen_tcp)(host, port)
-            self.sip_addresses.setdefault(kind, bound)
-            self.endpoint.local.setdefault(kind, (sip.public_address or bound[0], bound[1]))
-        if "udp" not in self.endpoint.local:
-            raise RuntimeError("at least one udp: SIP listen address is required")
+        self.sip_driver = SipDriver.from_config(sip, clock=self.clock, observer=self._observer,
+                                                on_error=self.metrics.sip_dropped)
+        stack.push_async_callback(self.sip_driver.close)
+        await self.sip_driver.open(sip.endpoints(), public_address=sip.public_address)
+        self.sip_addresses.update(self.sip_driver.addresses)
 
     async def _start_marketplace(self, stack: AsyncExitStack) -> None:
         """Load the marketplace into memory, keep it fresh (API writes, other nodes), and route with it."""
@@ -363,12 +319,13 @@ class Exchange:
     async def _start_calls(self, stack: AsyncExitStack) -> None:
         """The CallFlow and its watchdog; from here on, ending the exchange ends its calls first."""
         settings = self.settings
-        self.callflow = CallFlow(sip=SipService(self.b2bua, self.transport), router=self.router,
+        self.callflow = CallFlow(sip=self.sip_driver, router=self.router,
                                  media=self.media, cdrs=self.writer, observer=self._observer, clock=self.clock,
                                  trunk=OutboundTrunk(settings.routing.outbound_trunk), gate=self.compliance.gate,
                                  events=self.call_events, tracer=self.tracing.tracer("dce.exchange.callflow"),
                                  bounds=LifeBounds(max_call_duration_s=settings.routing.max_call_duration_s,
-                                                   leg_guard_s=self.timers.timeout))
+                                                   leg_guard_s=self.sip_driver.core.endpoint.timers.timeout))
+        self.sip_driver.deliver_to(self.callflow.dispatch)
         watchdog = asyncio.create_task(self.callflow.run_watchdog(), name="call-watchdog")
         stack.push_async_callback(cancel_and_wait, watchdog)
         stack.push_async_callback(self._end_calls)
@@ -514,31 +471,14 @@ class Exchange:
         log.info("marketplace v%d: %d campaigns, %d targets, %d numbers", data.version, len(data.campaigns),
                  len(data.targets), len(data.tracking_numbers))
 
-    def _dispatch(self) -> None:
-        b2bua = self.b2bua
-        while (event := b2bua.next_event()) is not None:
-            self.callflow.dispatch(event)
-
     def _ready_checks(self) -> dict[str, str]:
         """Readiness of the record writers: "ok" unless records wait with none written for stall_after_s."""
         stall_after_s = self.settings.database.stall_after_s
         return {f"{writer.kind}_writer": writer.health(stall_after_s) for writer in (self.writer, self.bid_writer)}
 
     def _status(self) -> dict:
-        return {"active_calls": self.b2bua.active_calls, "cdr_queue": self.writer.pending,
+        return {"active_calls": self.sip_driver.core.active_calls, "cdr_queue": self.writer.pending,
                 "media_sessions": self.media.active_sessions}
-
-    async def _settle_dials(self, grace_s: float, poll_s: float = 0.02) -> None:
-        """Keep the sockets open (at most ``grace_s``) until every outbound INVITE has its final response.
-
-        A leg CANCELled at shutdown still owes us its 487, which its transaction must ACK: closing at once would
-        leave the callee retransmitting into a closed port.
-        """
-        deadline = asyncio.get_running_loop().time() + grace_s
-        while self.endpoint.invites_awaiting_final() and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(poll_s)
-        if left := self.endpoint.invites_awaiting_final():
-            log.warning("%d outbound INVITEs had no final response by shutdown", left)
 
     async def _end_calls(self) -> None:
         """Hang up the calls in progress and let them end (CDRs written), then settle outbound INVITEs. Once."""
@@ -546,15 +486,11 @@ class Exchange:
             return
         self._calls_ended = True
         grace_s = self._stop_grace_s
-        loop = asyncio.get_running_loop()
-        for call in list(self.b2bua.calls.values()):
-            self.b2bua.hangup(call, loop.time(), reason="exchange shutting down")
-        self.transport.flush()
-        self._dispatch()
+        self.sip_driver.hang_up_all("exchange shutting down")
         ended = await self.callflow.drain(grace_s)
         if ended:
             log.warning("%d calls still running at shutdown were ended (their CDRs say so)", ended)
-        await self._settle_dials(grace_s)
+        await self.sip_driver.settle_dials(grace_s)
 
 
 async def _close_writer(writer: BatchWriter[Any]) -> None:

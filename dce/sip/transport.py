@@ -1,8 +1,8 @@
-"""asyncio adapters for the sans-IO SIP core: UDP and TCP sockets, and one re-armed timer.
+"""asyncio adapters for SIP: UDP and TCP sockets, nothing else.
 
-Nothing here knows SIP beyond framing: bytes in -> ``core.receive(..., now=loop.time())`` -> send what the core
-queued -> re-arm a single ``loop.call_at`` for ``core.next_timer()``. Exceptions from the core are caught and
-logged per message so one bad datagram can never take the transport down.
+Pure I/O: what arrives (a datagram, a framed stream message, a peer that cannot be reached) goes to a
+:class:`SipReceiver` (the exchange's SIP driver), and :meth:`SipTransport.send` puts bytes on the wire. The
+adapter never calls the SIP core and keeps no SIP timer: the driver does both.
 
 TCP peers are bounded by :class:`TcpLimits`: connections in all and per source IP, the time a message may take
 to arrive once started (and a new connection's first one), idle time, and the bytes of one message. A peer over
@@ -27,14 +27,11 @@ Address = tuple[str, int]
 UDP_BUFFER_BYTES = 4 * 1024 * 1024  # capped by net.core.rmem_max / wmem_max
 
 
-class SipCore(Protocol):
-    """What the adapter drives (the B2BUA or a bare endpoint)."""
+class SipReceiver(Protocol):
+    """Where the adapter hands what arrives (the SIP driver)."""
 
-    def receive(self, data: bytes, transport: str, addr: Address, now: float, *, stream: bool = False) -> None: ...
-    def handle_timer(self, now: float) -> None: ...
-    def transport_error(self, transport: str, addr: Address, now: float) -> None: ...
-    def next_timer(self) -> float | None: ...
-    def datagrams_to_send(self) -> list[tuple[bytes, str, Address]]: ...
+    def receive(self, data: bytes, transport: str, addr: Address, *, stream: bool = False) -> None: ...
+    def transport_error(self, transport: str, addr: Address) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +60,12 @@ class TcpLimits:
 
 
 class SipTransport:
-    """Owns the sockets for one SIP core and pumps bytes and time into it."""
+    """Owns the SIP sockets: hands what arrives to ``receiver`` and sends what it is given."""
 
-    def __init__(self, core: SipCore, *, after_input: Callable[[], None] | None = None,
-                 on_error: Callable[[str], None] | None = None, tcp: TcpLimits | None = None) -> None:
-        self.core = core
+    def __init__(self, receiver: SipReceiver, *, on_error: Callable[[str], None] | None = None,
+                 tcp: TcpLimits | None = None) -> None:
+        self.receiver = receiver
         self.loop = asyncio.get_running_loop()
-        self.after_input = after_input  # e.g. dispatch the core's events to the application
         self.on_error = on_error or (lambda reason: None)
         self.tcp = tcp or TcpLimits()
         self._udp: asyncio.DatagramTransport | None = None
@@ -80,8 +76,6 @@ class SipTransport:
         self._accepted_per_source: dict[str, int] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._pending_connects: dict[Address, list[bytes]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
         self.local: dict[str, Address] = {}
 
     # -- setup -----------------------------------------------------------------------------------------
@@ -114,9 +108,7 @@ class SipTransport:
         return bound
 
     async def close(self) -> None:
-        """Close every socket and cancel the timer."""
-        if self._timer is not None:
-            self._timer.cancel()
+        """Close every socket."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -133,76 +125,16 @@ class SipTransport:
         """Open TCP connections, accepted and our own."""
         return len(self._streams)
 
-    # -- pumping ---------------------------------------------------------------------------------------
-    def feed(self, data: bytes, transport: str, addr: Address, *, stream: bool = False) -> None:
-        """Hand received bytes to the core, then let the application act and flush the output."""
-        try:
-            self.core.receive(data, transport, addr, self.loop.time(), stream=stream)
-        except Exception:  # a core bug must not kill the transport
-            log.exception("SIP core failed on a message from %s", addr)
-            self.on_error("core_exception")
-        self._after()
-
-    def flush(self) -> None:
-        """Send everything the core queued and re-arm the timer (call after any command to the core).
-
-        Each datagram is sent on its own: one that cannot be sent is reported to the core as a transport error
-        for its destination (its answers and events follow in a moment) and never costs the others or the timer.
-        """
-        failed: set[tuple[str, Address]] = set()
-        for data, transport, addr in self.core.datagrams_to_send():
-            try:
-                if not is_ip_literal(addr[0]):  # sockets would resolve it, blocking the loop (or not at all)
-                    raise ValueError("not an IP address")
-                if transport == "udp":
-                    if self._udp is not None:
-                        self._udp.sendto(data, addr)
-                else:
-                    self._send_stream(data, addr)
-            except Exception as exc:  # e.g. an address the socket cannot take: that destination only
-                log.warning("cannot send to %s over %s: %s", addr, transport, exc)
-                self.on_error("send_failed")
-                failed.add((transport, addr))
-        self._arm()
-        if failed:
-            self.loop.call_soon(self._report_failed, failed)
-
-    def _report_failed(self, failed: set[tuple[str, Address]]) -> None:
-        now = self.loop.time()
-        for transport, addr in failed:
-            try:
-                self.core.transport_error(transport, addr, now)
-            except Exception:
-                log.exception("SIP core failed handling a transport error")
-        self._after()
-
-    def _after(self) -> None:
-        if self.after_input is not None:
-            try:
-                self.after_input()
-            except Exception:
-                log.exception("application failed handling SIP events")
-        self.flush()
-
-    def _arm(self) -> None:
-        deadline = self.core.next_timer()
-        if deadline == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = deadline
-        if deadline is not None:
-            self._timer = self.loop.call_at(deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        try:
-            self.core.handle_timer(self.loop.time())
-        except Exception:
-            log.exception("SIP core failed handling a timer")
-        self._after()
+    # -- sending -------------------------------------------------------------------------------------
+    def send(self, data: bytes, transport: str, addr: Address) -> None:
+        """Send one message to ``addr``; raises when it cannot go (e.g. ``addr`` is not an IP address)."""
+        if not is_ip_literal(addr[0]):  # sockets would resolve it, blocking the loop (or not at all)
+            raise ValueError("not an IP address")
+        if transport == "udp":
+            if self._udp is not None:
+                self._udp.sendto(data, addr)
+        else:
+            self._send_stream(data, addr)
 
     # -- TCP -------------------------------------------------------------------------------------------
     def _send_stream(self, data: bytes, addr: Address) -> None:
@@ -226,11 +158,7 @@ class SipTransport:
             log.warning("TCP connect to %s failed: %s", addr, exc)
             self._pending_connects.pop(addr, None)
             self.on_error("tcp_connect_failed")
-            try:
-                self.core.transport_error("tcp", addr, self.loop.time())
-            except Exception:
-                log.exception("SIP core failed handling a transport error")
-            self._after()
+            self.receiver.transport_error("tcp", addr)
             return
         for data in self._pending_connects.pop(addr, []):
             connection.write(data)
@@ -285,7 +213,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.owner = owner
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
-        self.owner.feed(data, "udp", (addr[0], addr[1]))
+        self.owner.receiver.receive(data, "udp", (addr[0], addr[1]))
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP error: %s", exc)  # ICMP unreachable etc.: transactions time out on their own
@@ -331,7 +259,7 @@ class _TcpConnection(asyncio.Protocol):
         elif messages or self.message_started is None:
             self.message_started = now
         for message in messages:
-            self.owner.feed(message, "tcp", self.peer, stream=True)
+            self.owner.receiver.receive(message, "tcp", self.peer, stream=True)
 
     def write(self, data: bytes) -> None:
         transport = self.transport

@@ -1,8 +1,9 @@
-"""The CallFlow over the real sans-IO B2BUA, with a virtual clock: routing decisions, failover and CDRs."""
+"""The CallFlow over the real SIP driver and B2BUA, with a virtual clock and fake sockets: routing, failover, CDRs."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,6 +17,7 @@ from dce.exchange.call_events import CallEvents
 from dce.exchange.callflow import CallFlow
 from dce.exchange.router import CallLimits, OutboundTrunk, Refusal, Routed, StaticRouter
 from dce.exchange.screening import CallGate
+from dce.exchange.sip_driver import SipDriver
 from dce.media.relay import PassthroughMedia
 from dce.routing.model import CallerContext, PlannedTarget, RoutingPlan
 from dce.routing.static import StaticRoutes
@@ -28,38 +30,57 @@ CALLER = ("192.0.2.10", 5060)
 T0 = datetime(2026, 3, 8, 12, 0, tzinfo=UTC)
 
 
-class VirtualSip:
-    """SipCommands over a real B2BUA, stamped with a virtual clock."""
+class RecordedSockets:
+    """Fake sockets for the driver: keep what it sends."""
 
-    def __init__(self, b2bua: B2BUA) -> None:
-        self.b2bua = b2bua
-        self.now = 100.0
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, str, tuple[str, int]]] = []
 
-    def monotonic(self) -> float:
-        return self.now
+    def send(self, data: bytes, transport: str, addr: tuple[str, int]) -> None:
+        self.sent.append((data, transport, addr))
 
-    def reject(self, call: Call, status: int, *, reason_header: str | None = None) -> None:
-        self.b2bua.reject(call, status, self.now, reason_header=reason_header)
+    def take(self) -> list[tuple[bytes, str, tuple[str, int]]]:
+        out, self.sent = self.sent, []
+        return out
 
-    def dial(self, call: Call, destination: str, *, ring_timeout: float, max_duration: float | None) -> None:
-        self.b2bua.dial(call, destination, self.now, ring_timeout=ring_timeout, max_duration=max_duration)
 
-    def hangup(self, call: Call, *, reason: str) -> None:
-        self.b2bua.hangup(call, self.now, reason=reason)
+class VirtualTimer:
+    """The driver's one timer on the virtual clock: it fires when the test moves time past its deadline."""
 
-    def release(self, call: Call) -> None:
-        self.b2bua.release(call)
+    class Handle:
+        def __init__(self, when: float, callback: Callable[[], object]) -> None:
+            self.when, self.callback, self.cancelled = when, callback, False
+
+        def cancel(self) -> None:
+            self.cancelled = True
+
+    def __init__(self) -> None:
+        self.armed: VirtualTimer.Handle | None = None
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> Handle:
+        self.armed = self.Handle(when, callback)
+        return self.armed
+
+    def fire_due(self, now: float) -> None:
+        armed = self.armed
+        if armed is not None and not armed.cancelled and armed.when <= now:
+            self.armed = None
+            armed.callback()
 
 
 class Harness:
     def __init__(self, routes: dict[str, list[str]], ring_timeout_s: float = 20.0) -> None:
         self.endpoint = SipEndpoint(local={"udp": ("10.0.0.1", 5060)})
         self.b2bua = B2BUA(self.endpoint)
-        self.sip = VirtualSip(self.b2bua)
+        self.clock = VirtualClock(T0 + timedelta(seconds=100), monotonic=100.0)
+        self.wire = RecordedSockets()
+        self.timer = VirtualTimer()
+        self.sip = SipDriver(self.b2bua, clock=self.clock, sockets=self.wire, timers=self.timer)
         self.cdrs: list[CallDetailRecord] = []
         self.flow = CallFlow(sip=self.sip, router=StaticRouter(StaticRoutes(routes), ring_timeout_s),
                              media=PassthroughMedia(), cdrs=self, observer=self,
-                             clock=VirtualClock(T0 + timedelta(seconds=self.sip.now), self.sip.now))
+                             clock=self.clock)
+        self.sip.deliver_to(self.flow.dispatch)
         self.delays: list[float] = []
         self.routing_times: list[float] = []
         self.active = self.reaped = 0
@@ -84,24 +105,23 @@ class Harness:
         self.delays.append(delay_s)
 
     async def pump(self) -> None:
+        """Let the call tasks run (the driver pumps the SIP side itself, after every input and command)."""
         for _ in range(5):
-            while (event := self.b2bua.next_event()) is not None:
-                self.flow.dispatch(event)
             await asyncio.sleep(0)
 
     async def feed(self, data: bytes, addr: tuple[str, int] = CALLER) -> list[Sent]:
-        self.b2bua.receive(data, "udp", addr, self.sip.now)
+        self.sip.receive(data, "udp", addr)
         await self.pump()
         return self.out()
 
     async def advance(self, seconds: float) -> list[Sent]:
-        self.sip.now += seconds
-        self.b2bua.handle_timer(self.sip.now)
+        self.clock.advance(seconds)
+        self.timer.fire_due(self.clock.monotonic())
         await self.pump()
         return self.out()
 
     def out(self) -> list[Sent]:
-        return parse_outbox(self.b2bua.datagrams_to_send())
+        return parse_outbox(self.wire.take())
 
 
 def invite(uri: str = f"sip:{DID}@10.0.0.1") -> bytes:
@@ -134,23 +154,23 @@ async def test_busy_first_destination_fails_over_to_the_second_which_answers():
     assert first.addr == ("127.0.0.1", 5080)
     assert first.request.uri == f"sip:{DID}@127.0.0.1:5080"
 
-    h.sip.now += 0.5
+    h.clock.advance(0.5)
     sent = await h.feed(response_to(first.request, 486, to_tag="b1"), addr=first.addr)
     [second] = requests_of(sent, "INVITE")
     assert second.addr == ("127.0.0.1", 5081)
     assert requests_of(sent, "ACK"), "the 486 must be ACKed"
 
-    h.sip.now += 1
+    h.clock.advance(1)
     sent = await h.feed(response_to(second.request, 180, to_tag="b2"), addr=second.addr)
     assert statuses(sent) == [180]
-    h.sip.now += 2
+    h.clock.advance(2)
     sent = await h.feed(response_to(second.request, 200, to_tag="b2", contact="<sip:b@127.0.0.1:5081>",
                                     body=b"v=0\r\n"), addr=second.addr)
     assert statuses(sent) == [200]
     ok = sent[-1] if sent[-1].addr == CALLER else next(s for s in sent if s.addr == CALLER)
     await h.feed(ack_for(a_invite, ok.response, branch=new_branch()))
 
-    h.sip.now += 30
+    h.clock.advance(30)
     bye = request("BYE", "sip:10.0.0.1:5060", call_id="call-1@192.0.2.10", to_tag=ok.response.to_tag,
                   cseq=2, from_uri="sip:+13125550199@192.0.2.10", to_uri=f"sip:{DID}@10.0.0.1")
     sent = await h.feed(bye)
@@ -392,7 +412,7 @@ async def test_an_unreachable_destination_fails_over_at_once():
     sent = await h.feed(invite())
     [first] = requests_of(sent, "INVITE")
     assert (first.transport, first.addr) == ("tcp", ("127.0.0.1", 5080))
-    h.b2bua.transport_error("tcp", ("127.0.0.1", 5080), h.sip.now)  # the connect was refused
+    h.sip.transport_error("tcp", ("127.0.0.1", 5080))  # the connect was refused
     await h.pump()
     [second] = requests_of(h.out(), "INVITE")
     assert second.addr == ("127.0.0.1", 5081)

@@ -2,8 +2,9 @@
 
 The core never queues a datagram for a non-IP address: the client transaction to it fails with a transport
 error at once (through the timer, so the B2BUA sees it after its own bookkeeping), and every other message and
-timer goes on. The asyncio adapter, for its part, sends each datagram on its own: one that raises is reported
-to the core as a transport error for that destination, and the rest of the batch and the timer still go out.
+timer goes on. The SIP driver, for its part, sends each datagram on its own through the asyncio adapter: one that
+raises is reported to the core as a transport error for that destination, and the rest of the batch and the
+timer still go out.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from collections.abc import Callable
 import pytest
 import uvloop
 
+from dce.clock import LoopClock
+from dce.exchange.sip_driver import SipDriver
 from dce.sip.b2bua import CallEnded, DialFailed
-from dce.sip.transport import SipTransport
 from tests.unit.sipfactory import SDP_B, Sent, ack_for, describe, new_branch, response_to
 from tests.unit.test_b2bua import ALICE, BOB, Harness
 
@@ -97,7 +99,7 @@ def test_dial_to_a_hostname_fails_that_leg_with_503_at_once() -> None:
     assert sent.uri == "sip:bob@198.51.100.20"
 
 
-# -- the adapter ---------------------------------------------------------------------------------------------
+# -- the driver over the adapter -----------------------------------------------------------------------------
 class BatchCore:
     """A core that has queued one datagram for a hostname between two for a real socket."""
 
@@ -124,31 +126,34 @@ class BatchCore:
         out, self.queue = self.queue, []
         return out
 
+    def next_event(self) -> None:
+        return None
+
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
 @pytest.mark.parametrize("loop_name", list(LOOPS))
-def test_flush_sends_the_rest_of_the_batch_rearms_and_reports_the_bad_destination(loop_name: str) -> None:
+def test_pump_sends_the_rest_of_the_batch_rearms_and_reports_the_bad_destination(loop_name: str) -> None:
     async def scenario() -> None:
         receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         receiver.bind(("127.0.0.1", 0))
         receiver.settimeout(2)
         loop = asyncio.get_running_loop()
         core = BatchCore(receiver.getsockname(), loop.time() + 100)
-        transport = SipTransport(core)
+        driver = SipDriver(core, clock=LoopClock(loop))  # type: ignore[arg-type]
         try:
-            await transport.listen_udp("127.0.0.1", 0)
-            transport.flush()
-            await asyncio.sleep(0.05)  # the failure is reported on the next loop iteration
+            await driver.sockets.listen_udp("127.0.0.1", 0)
+            driver.pump()
+            await asyncio.sleep(0.05)
             got = {receiver.recv(100), receiver.recv(100)}
             assert got == {b"first", b"third"}
-            assert transport._timer_at == core.deadline  # re-armed
+            assert driver._timer_at == core.deadline  # re-armed
             assert core.errors == [("udp", ("callee.example.com", 5060))]
         finally:
             receiver.close()
-            await transport.close()
+            await driver.close()
 
     with asyncio.Runner(loop_factory=LOOPS[loop_name]) as runner:
         runner.run(scenario())

@@ -25,25 +25,15 @@ LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
 RESETS = 300
 
 
-class RecordingCore:
+class RecordingReceiver:
     def __init__(self) -> None:
         self.received: list[tuple[bytes, tuple[str, int]]] = []
 
-    def receive(self, data: bytes, transport: str, addr: tuple[str, int], now: float, *,
-                stream: bool = False) -> None:
+    def receive(self, data: bytes, transport: str, addr: tuple[str, int], *, stream: bool = False) -> None:
         self.received.append((data, addr))
 
-    def handle_timer(self, now: float) -> None:
+    def transport_error(self, transport: str, addr: tuple[str, int]) -> None:
         pass
-
-    def transport_error(self, transport: str, addr: tuple[str, int], now: float) -> None:
-        pass
-
-    def next_timer(self) -> float | None:
-        return None
-
-    def datagrams_to_send(self) -> list[tuple[bytes, str, tuple[str, int]]]:
-        return []
 
 
 def open_fds() -> int:
@@ -55,8 +45,8 @@ def run(loop_name: str, scenario: Callable[[], Awaitable[None]]) -> None:
         runner.run(scenario())  # type: ignore[arg-type]
 
 
-async def serve(limits: TcpLimits | None = None) -> tuple[SipTransport, RecordingCore, tuple[str, int]]:
-    core = RecordingCore()
+async def serve(limits: TcpLimits | None = None) -> tuple[SipTransport, RecordingReceiver, tuple[str, int]]:
+    core = RecordingReceiver()
     transport = SipTransport(core, tcp=limits or TcpLimits())
     address = await transport.listen_tcp("127.0.0.1", 0)
     return transport, core, address

@@ -1,0 +1,254 @@
+"""The SIP driver: where bytes, time and the CallFlow's commands meet the sans-IO core, through one pump.
+
+    datagram / stream message / timer / unreachable peer / command (reject, dial, cancel, hangup, release)
+      -> the core (B2BUA over SipEndpoint), stamped with ``clock.monotonic()``
+      -> pump(): drain core events -> on_event (the CallFlow) -> flush datagrams to the sockets -> re-arm one timer
+
+The core never reads a clock and never touches a socket; the sockets (:class:`dce.sip.transport.SipTransport`)
+never call the core. A command issued while a pump runs (the CallFlow rejecting inside ``on_event``) changes the
+core at once and the running pump loops once more instead of nesting. Tests drive this same class with a
+:class:`dce.clock.VirtualClock`, fake sockets and a fake timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from dce.clock import Clock
+from dce.exchange.config import SipConfig
+from dce.sip.b2bua import B2BUA, Call, CallEvent
+from dce.sip.endpoint import Observer, SipEndpoint
+from dce.sip.transaction import TimerConfig
+from dce.sip.transport import Address, SipTransport, TcpLimits
+
+log = logging.getLogger(__name__)
+
+
+class Sockets(Protocol):
+    """What the driver sends through and listens with (the asyncio adapter; a recorder in tests)."""
+
+    def send(self, data: bytes, transport: str, addr: Address) -> None: ...
+    async def listen_udp(self, host: str, port: int) -> Address: ...
+    async def listen_tcp(self, host: str, port: int) -> Address: ...
+    async def close(self) -> None: ...
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Timers(Protocol):
+    """Schedules the one timer, on the clock's monotonic time (the event loop; a fake in tests)."""
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> Cancellable: ...
+
+
+class SipDriver:
+    """Owns the SIP core and its sockets; every input and every command ends in :meth:`pump`."""
+
+    def __init__(self, core: B2BUA, *, clock: Clock, sockets: Sockets | None = None, timers: Timers | None = None,
+                 tcp: TcpLimits | None = None, on_error: Callable[[str], None] | None = None) -> None:
+        """``sockets`` and ``timers`` default to a :class:`SipTransport` (with ``tcp`` limits) and the running loop.
+
+        ``on_error`` counts drops by a fixed reason (the ``sip_dropped`` metric).
+        """
+        self.core = core
+        self.clock = clock
+        self.on_error = on_error or (lambda reason: None)
+        self._on_event: Callable[[CallEvent], None] | None = None  # the CallFlow's entry point (deliver_to)
+        self.sockets: Sockets = sockets if sockets is not None else SipTransport(self, on_error=self.on_error,
+                                                                                 tcp=tcp)
+        self._timers: Timers = timers if timers is not None else asyncio.get_running_loop()
+        self._timer: Cancellable | None = None
+        self._timer_at: float | None = None
+        self._closed = False  # no timer is armed once closed
+        self._pumping = False
+        self._again = False
+        self.addresses: dict[str, Address] = {}  # transport -> the first address bound for it
+
+    @classmethod
+    def from_config(cls, config: SipConfig, *, clock: Clock, observer: Observer | None = None,
+                    on_error: Callable[[str], None] | None = None) -> SipDriver:
+        """The exchange's driver: a B2BUA over an endpoint with ``config``'s timers, identity and edge limits."""
+        timers = TimerConfig(t1=config.t1_ms / 1000, t2=config.t2_ms / 1000, t4=config.t4_ms / 1000)
+        endpoint = SipEndpoint(local={}, timers=timers, user_agent=config.user_agent, observer=observer,
+                               max_message_bytes=config.max_message_bytes)
+        core = B2BUA(endpoint, max_calls_per_source=config.max_calls_per_source,
+                     retry_after_s=config.source_retry_after_s)
+        tcp = TcpLimits(idle_timeout_s=config.tcp_idle_timeout_s, header_timeout_s=config.tcp_header_timeout_s,
+                        max_connections=config.tcp_max_connections,
+                        max_connections_per_source=config.tcp_max_connections_per_source,
+                        max_message_bytes=config.max_message_bytes)
+        return cls(core, clock=clock, tcp=tcp, on_error=on_error)
+
+    def deliver_to(self, on_event: Callable[[CallEvent], None]) -> None:
+        """Hand the core's events to ``on_event`` (the CallFlow) from now on; those already waiting go at once."""
+        self._on_event = on_event
+        self.pump()
+
+    # -- lifetime --------------------------------------------------------------------------------------
+    async def open(self, endpoints: Iterable[tuple[str, str, int]], *, public_address: str | None = None) -> None:
+        """Listen on every ``(transport, host, port)``; our Via and Contact name each transport's first address
+        (its host replaced by ``public_address`` when set). A UDP one is required. On failure nothing stays open.
+        """
+        local = self.core.endpoint.local
+        try:
+            for kind, host, port in endpoints:
+                listen = self.sockets.listen_udp if kind == "udp" else self.sockets.listen_tcp
+                bound = await listen(host, port)
+                self.addresses.setdefault(kind, bound)
+                local.setdefault(kind, (public_address or bound[0], bound[1]))
+            if "udp" not in local:
+                raise RuntimeError("at least one udp: SIP listen address is required")
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Cancel the timer and close every socket."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = self._timer_at = None
+        await self.sockets.close()
+
+    def hang_up_all(self, reason: str) -> None:
+        """End every call in progress (shutdown): BYE when answered, else CANCEL and 480; events pumped at once."""
+        now = self.clock.monotonic()
+        for call in list(self.core.calls.values()):
+            self.core.hangup(call, now, reason=reason)
+        self.pump()
+
+    async def settle_dials(self, grace_s: float, poll_s: float = 0.02) -> None:
+        """Keep the sockets open (at most ``grace_s``) until every outbound INVITE has its final response.
+
+        A leg CANCELled at shutdown still owes us its 487, which its transaction must ACK: closing at once would
+        leave the callee retransmitting into a closed port.
+        """
+        endpoint = self.core.endpoint
+        deadline = self.clock.monotonic() + grace_s
+        while endpoint.invites_awaiting_final() and self.clock.monotonic() < deadline:
+            await asyncio.sleep(poll_s)
+        if left := endpoint.invites_awaiting_final():
+            log.warning("%d outbound INVITEs had no final response by shutdown", left)
+
+    # -- inputs (from the sockets and the timer) -------------------------------------------------------
+    def receive(self, data: bytes, transport: str, addr: Address, *, stream: bool = False) -> None:
+        """One datagram, or one framed stream message, from ``addr``."""
+        try:
+            self.core.receive(data, transport, addr, self.clock.monotonic(), stream=stream)
+        except Exception:  # a core bug must not kill the transport
+            log.exception("SIP core failed on a message from %s", addr)
+            self.on_error("core_exception")
+        self.pump()
+
+    def transport_error(self, transport: str, addr: Address) -> None:
+        """Nothing can reach ``addr`` (e.g. a refused TCP connect): its transactions fail now."""
+        self._unreachable(transport, addr)
+        self.pump()
+
+    def handle_timer(self) -> None:
+        """The timer fired: run what is due."""
+        self._timer = self._timer_at = None
+        try:
+            self.core.handle_timer(self.clock.monotonic())
+        except Exception:
+            log.exception("SIP core failed handling a timer")
+        self.pump()
+
+    # -- commands (from the CallFlow) ------------------------------------------------------------------
+    def reject(self, call: Call, status: int, *, reason_header: str | None = None) -> None:
+        """Answer the caller with a final failure and end the call."""
+        self.core.reject(call, status, self.clock.monotonic(), reason_header=reason_header)
+        self.pump()
+
+    def dial(self, call: Call, destination: str, *, ring_timeout: float, max_duration: float | None) -> None:
+        """INVITE ``destination`` for the caller (raises ValueError, sending nothing, on an unreadable offer)."""
+        self.core.dial(call, destination, self.clock.monotonic(), ring_timeout=ring_timeout,
+                       max_duration=max_duration)
+        self.pump()
+
+    def cancel(self, call: Call, *, reason: str) -> None:
+        """Stop ringing the current B leg; the caller keeps waiting."""
+        self.core.cancel_dial(call, self.clock.monotonic(), reason=reason)
+        self.pump()
+
+    def hangup(self, call: Call, *, reason: str) -> None:
+        """End the call from our side: BYE both legs when answered, else CANCEL B and 480 A."""
+        self.core.hangup(call, self.clock.monotonic(), reason=reason)
+        self.pump()
+
+    def release(self, call: Call) -> None:
+        """The call is recorded: unlink it from the transactions that outlive it."""
+        self.core.release(call)
+        self.pump()
+
+    # -- the pump --------------------------------------------------------------------------------------
+    def pump(self) -> None:
+        """Drain core events to ``on_event``, send what the core queued, re-arm the timer; loop until quiet.
+
+        A destination the sockets refuse is reported to the core as unreachable (once per pump) and the loop
+        goes round again for what that produced. Called while pumping, it only asks the running pump to loop.
+        """
+        if self._pumping:
+            self._again = True
+            return
+        self._pumping = True
+        reported: set[tuple[str, Address]] = set()
+        try:
+            while True:
+                self._again = False
+                self._dispatch()
+                if refused := self._flush() - reported:
+                    for transport, addr in refused:
+                        self._unreachable(transport, addr)
+                    reported |= refused
+                elif not self._again:
+                    break
+            self._arm()
+        finally:
+            self._pumping = False
+
+    def _dispatch(self) -> None:
+        on_event = self._on_event
+        if on_event is None:  # no CallFlow yet: events wait in the core
+            return
+        next_event = self.core.next_event
+        while (event := next_event()) is not None:
+            try:
+                on_event(event)
+            except Exception:
+                log.exception("the CallFlow failed handling %s", type(event).__name__)
+
+    def _flush(self) -> set[tuple[str, Address]]:
+        """Send each queued datagram on its own; returns the destinations the sockets refused."""
+        refused: set[tuple[str, Address]] = set()
+        send = self.sockets.send
+        for data, transport, addr in self.core.datagrams_to_send():
+            try:
+                send(data, transport, addr)
+            except Exception as exc:  # e.g. an address the socket cannot take: that destination only
+                log.warning("cannot send to %s over %s: %s", addr, transport, exc)
+                self.on_error("send_failed")
+                refused.add((transport, addr))
+        return refused
+
+    def _unreachable(self, transport: str, addr: Address) -> None:
+        try:
+            self.core.transport_error(transport, addr, self.clock.monotonic())
+        except Exception:
+            log.exception("SIP core failed handling a transport error")
+
+    def _arm(self) -> None:
+        deadline = self.core.next_timer()
+        if deadline == self._timer_at or self._closed:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            self._timer = self._timers.call_at(deadline, self.handle_timer)
