@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Select, Table, func, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce.billing.cdr import CallDetailRecord, ConversionFrom, Disposition, HangupSide, SaleTerms
 from dce.db.models import CallRecordRow
+from dce.db.queries import insert_new, page, record, table_of
 
-calls = cast(Table, CallRecordRow.__table__)
+calls = table_of(CallRecordRow)
 
 # Column order of a listed row: every CDR field, then the derived durations.
 COLUMNS: tuple[str, ...] = tuple(column.name for column in calls.columns)
@@ -91,84 +91,45 @@ def row_terms(row: Mapping[str, Any]) -> SaleTerms | None:
     )
 
 
-def row_to_cdr(row: dict[str, Any]) -> CallDetailRecord:
+def row_to_cdr(row: Mapping[str, Any]) -> CallDetailRecord:
     """Rebuild a :class:`CallDetailRecord` from a row dict (as returned by :func:`list_cdrs`)."""
-    return CallDetailRecord(
-        call_id=row["call_id"],
-        a_leg_call_id=row["a_leg_call_id"],
-        b_leg_call_id=row["b_leg_call_id"],
-        caller=row["caller"],
-        called=row["called"],
-        did=row["did"],
-        destination=row["destination"],
-        invite_at=row["invite_at"],
-        end_at=row["end_at"],
+    return record(
+        CallDetailRecord,
+        row,
         disposition=Disposition(row["disposition"]),
-        final_code=row["final_code"],
-        ring_at=row["ring_at"],
-        answer_at=row["answer_at"],
         hangup_side=HangupSide(row["hangup_side"]) if row["hangup_side"] is not None else None,
-        reason=row["reason"],
-        packets_relayed=row["packets_relayed"],
-        bytes_relayed=row["bytes_relayed"],
         extra=dict(row["extra"] or {}),
-        verstat=row.get("verstat"),
-        dial_at=row.get("dial_at"),
         terms=row_terms(row),
     )
-
-
-async def _insert_portable(connection: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    """Insert rows whose call_id is not stored yet (for dialects without ON CONFLICT)."""
-    ids = [row["call_id"] for row in rows]
-    existing = set(
-        (await connection.execute(select(calls.c.call_id).where(calls.c.call_id.in_(ids)))).scalars()
-    )
-    fresh: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        if row["call_id"] not in existing:
-            fresh.setdefault(row["call_id"], row)
-    if fresh:
-        await connection.execute(calls.insert(), list(fresh.values()))
 
 
 async def insert_cdrs(engine: AsyncEngine, cdrs: Sequence[CallDetailRecord]) -> None:
     """Store ``cdrs`` in one transaction. Idempotent: a call_id already stored is left as it is."""
     if not cdrs:
         return
-    rows = [cdr_to_row(cdr) for cdr in cdrs]
     async with engine.begin() as connection:
-        dialect = connection.dialect.name
-        if dialect == "postgresql":
-            statement = postgresql.insert(calls).on_conflict_do_nothing(index_elements=[calls.c.call_id])
-            await connection.execute(statement, rows)
-        elif dialect == "sqlite":
-            statement = sqlite.insert(calls).on_conflict_do_nothing(index_elements=[calls.c.call_id])
-            await connection.execute(statement, rows)
-        else:
-            await _insert_portable(connection, rows)
+        await insert_new(connection, calls, [cdr_to_row(cdr) for cdr in cdrs], calls.c.call_id)
 
 
-def _filtered(
-    query: Select[Any],
+def _conditions(
     *,
     disposition: str | None,
     did: str | None,
     since: datetime | None,
     until: datetime | None,
     tenant: Mapping[str, str] | None = None,
-) -> Select[Any]:
-    for column, value in (tenant or {}).items():  # a buyer's or seller's own calls only
-        query = query.where(calls.c[column] == value)
+) -> list[ColumnElement[bool]]:
+    # a buyer's or seller's own calls only
+    where = [calls.c[column] == value for column, value in (tenant or {}).items()]
     if disposition is not None:
-        query = query.where(calls.c.disposition == str(disposition))
+        where.append(calls.c.disposition == str(disposition))
     if did is not None:
-        query = query.where(calls.c.did == did)
+        where.append(calls.c.did == did)
     if since is not None:
-        query = query.where(calls.c.invite_at >= since)
+        where.append(calls.c.invite_at >= since)
     if until is not None:
-        query = query.where(calls.c.invite_at < until)
-    return query
+        where.append(calls.c.invite_at < until)
+    return where
 
 
 async def list_cdrs(
@@ -186,18 +147,10 @@ async def list_cdrs(
 
     Each row is a dict with every CDR field (times as aware UTC datetimes) plus ``duration_s``/``billable_s``.
     """
-    filters = {"disposition": disposition, "did": did, "since": since, "until": until, "tenant": tenant}
-    page = (
-        _filtered(select(calls), **filters)
-        .order_by(calls.c.invite_at.desc(), calls.c.call_id.desc())
-        .limit(limit)
-        .offset(offset)
-    )
-    count = _filtered(select(func.count()).select_from(calls), **filters)
-    async with engine.connect() as connection:
-        total = (await connection.execute(count)).scalar_one()
-        rows = [dict(row) for row in (await connection.execute(page)).mappings()]
-    return rows, total
+    where = _conditions(disposition=disposition, did=did, since=since, until=until, tenant=tenant)
+    rows, total = await page(engine, calls, where=where, order_by=[calls.c.invite_at.desc(), calls.c.call_id.desc()],
+                             limit=limit, offset=offset)
+    return [dict(row._mapping) for row in rows], total
 
 
 async def get_cdr(engine: AsyncEngine, call_id: str) -> CallDetailRecord | None:
