@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dce.compliance.audit import GENESIS_HASH, canonical_json, chain_hash, entry_is_valid, format_time
 from dce.db.audit_models import AuditLogRow
-from dce.db.queries import page, record, sqlite_write_lock, table_of
+from dce.db.queries import page, record, sqlite_write_lock, table_of, values
 
 audit_log = table_of(AuditLogRow)
 
@@ -42,16 +42,7 @@ class AuditEntry:
 
     def as_mapping(self) -> dict[str, Any]:
         """The fields as a dict (what :func:`dce.compliance.audit.verify_chain` takes)."""
-        return {
-            "seq": self.seq,
-            "at": self.at,
-            "actor": self.actor,
-            "action": self.action,
-            "subject": self.subject,
-            "details": self.details,
-            "prev_hash": self.prev_hash,
-            "hash": self.hash,
-        }
+        return values(self)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict (``at`` as in the hash: ``YYYY-MM-DDTHH:MM:SS.ffffffZ``)."""
@@ -69,7 +60,7 @@ class VerifyResult:
     detail: str | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "checked": self.checked, "first_bad_seq": self.first_bad_seq, "detail": self.detail}
+        return values(self)
 
 
 async def lock_chain(connection: AsyncConnection) -> None:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dce.db.auth_models import AuthApiKeyRow, AuthUserRow
 from dce.db.marketplace_models import BuyerRow, PublisherRow
-from dce.db.queries import exists, page, record, table_of, values
+from dce.db.queries import exists, find, page, record, table_of, values
 
 users = table_of(AuthUserRow)
 api_keys = table_of(AuthApiKeyRow)
@@ -55,15 +55,8 @@ class UserRecord:
 
     def to_json(self) -> dict[str, Any]:
         """Everything but the hash."""
-        return {
-            "username": self.username,
-            "role": self.role,
-            "buyer_id": self.buyer_id,
-            "publisher_id": self.publisher_id,
-            "enabled": self.enabled,
-            "created_at": self.created_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
-        }
+        return values(self, omit=("password_hash",), created_at=self.created_at.isoformat(),
+                      updated_at=self.updated_at.isoformat())
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,19 +79,14 @@ class ApiKeyRecord:
 
     def to_json(self) -> dict[str, Any]:
         """Everything but the secret's hash."""
-        return {
-            "id": self.id,
-            "prefix": self.prefix,
-            "name": self.name,
-            "role": self.role,
-            "buyer_id": self.buyer_id,
-            "publisher_id": self.publisher_id,
-            "created_by": self.created_by,
-            "created_at": self.created_at.isoformat(),
-            "last_used_at": self.last_used_at.isoformat() if self.last_used_at else None,
-            "revoked": self.revoked,
-            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
-        }
+        return values(
+            self,
+            omit=("secret_hash",),
+            created_at=self.created_at.isoformat(),
+            last_used_at=self.last_used_at.isoformat() if self.last_used_at else None,
+            revoked_at=self.revoked_at.isoformat() if self.revoked_at else None,
+            revoked=self.revoked,
+        )
 
 
 async def _check_tenant(connection: AsyncConnection, buyer_id: str | None, publisher_id: str | None) -> None:
@@ -123,8 +111,7 @@ async def create_user(engine: AsyncEngine, user: UserRecord) -> UserRecord:
 
 
 async def get_user(engine: AsyncEngine, username: str) -> UserRecord | None:
-    async with engine.connect() as connection:
-        row = (await connection.execute(select(users).where(users.c.username == username))).first()
+    row = await find(engine, users.c.username, username)
     return None if row is None else record(UserRecord, row)
 
 
@@ -148,8 +135,7 @@ async def create_api_key(engine: AsyncEngine, key: ApiKeyRecord) -> ApiKeyRecord
 
 
 async def get_api_key(engine: AsyncEngine, key_id: str) -> ApiKeyRecord | None:
-    async with engine.connect() as connection:
-        row = (await connection.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
+    row = await find(engine, api_keys.c.id, key_id)
     return None if row is None else record(ApiKeyRecord, row)
 
 

@@ -6,12 +6,12 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce.billing.cdr import CallDetailRecord, ConversionFrom, Disposition, HangupSide, SaleTerms
 from dce.db.models import CallRecordRow
-from dce.db.queries import insert_new, page, record, table_of
+from dce.db.queries import find, insert_new, page, record, table_of
 
 calls = table_of(CallRecordRow)
 
@@ -155,6 +155,5 @@ async def list_cdrs(
 
 async def get_cdr(engine: AsyncEngine, call_id: str) -> CallDetailRecord | None:
     """The stored record for ``call_id``, or None."""
-    async with engine.connect() as connection:
-        row = (await connection.execute(select(calls).where(calls.c.call_id == call_id))).mappings().first()
-    return row_to_cdr(dict(row)) if row is not None else None
+    row = await find(engine, calls.c.call_id, call_id)
+    return row_to_cdr(row._mapping) if row is not None else None

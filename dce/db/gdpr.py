@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from dce.compliance.audit import format_time
 from dce.db.audit_repository import append, lock_chain
 from dce.db.models import CallRecordRow
-from dce.db.queries import sqlite_write_lock, table_of
+from dce.db.queries import sqlite_write_lock, table_of, values
 
 calls = table_of(CallRecordRow)
 
@@ -202,13 +202,7 @@ class ErasureReport:
         return sum(self.counts.values())
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "subject": self.subject,
-            "counts": dict(self.counts),
-            "total": self.total,
-            "audit_seq": self.audit_seq,
-            "at": format_time(self.at),
-        }
+        return values(self, counts=dict(self.counts), at=format_time(self.at), total=self.total)
 
 
 def _registry(own: Callable[..., Any], others: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dce.billing.ledger import BUYER_PREFIX, JournalEntry, Line
 from dce.db.ledger_models import AccountBalanceRow, ConversionRow, JournalEntryRow, JournalLineRow
-from dce.db.queries import Target, dialect_insert, reading, record, table_of, writing
+from dce.db.queries import Target, dialect_insert, find, reading, record, table_of, writing
 
 journal_entries = table_of(JournalEntryRow)
 journal_lines = table_of(JournalLineRow)
@@ -164,7 +164,7 @@ async def _lines_of(connection: AsyncConnection, entry_ids: Sequence[int]) -> di
 async def get_entry(target: Target, key: str) -> StoredEntry | None:
     """The stored entry with ``key``, or None."""
     async with reading(target) as connection:
-        row = (await connection.execute(select(journal_entries).where(journal_entries.c.key == key))).first()
+        row = await find(connection, journal_entries.c.key, key)
         if row is None:
             return None
         lines = (await _lines_of(connection, [row.id]))[row.id]

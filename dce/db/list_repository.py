@@ -26,7 +26,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from dce.compliance.lists import ListBook, ListKind, NumberList, check_scope
 from dce.compliance.numberset import MAX_E164, MIN_E164, OVERLAY_LIMIT, NumberSet, e164_to_int, sorted_unique
 from dce.db.list_models import NumberListAddRow, NumberListChunkRow, NumberListRow, NumberListsVersionRow
-from dce.db.queries import Target, bump_version, exists, load_consistent, reading, record, table_of, version_of, writing
+from dce.db.queries import (
+    Target,
+    bump_version,
+    exists,
+    find,
+    load_consistent,
+    reading,
+    record,
+    table_of,
+    values,
+    version_of,
+    writing,
+)
 
 lists_table = table_of(NumberListRow)
 chunks_table = table_of(NumberListChunkRow)
@@ -67,15 +79,8 @@ class ListInfo:
     updated_at: datetime
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": str(self.kind),
-            "scope": self.scope,
-            "name": self.name,
-            "count": self.count,
-            "created_at": self.created_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
-        }
+        return values(self, kind=str(self.kind), created_at=self.created_at.isoformat(),
+                      updated_at=self.updated_at.isoformat())
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,8 +211,7 @@ async def list_lists(engine: AsyncEngine, kind: ListKind | str | None = None, sc
 
 
 async def get_list(engine: AsyncEngine, list_id: str) -> ListInfo:
-    async with engine.connect() as connection:
-        row = (await connection.execute(select(lists_table).where(lists_table.c.id == list_id))).first()
+    row = await find(engine, lists_table.c.id, list_id)
     if row is None:
         raise ListNotFound(list_id)
     return _info(row)

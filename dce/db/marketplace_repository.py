@@ -29,7 +29,7 @@ from dce.db.marketplace_models import (
     TargetRow,
     TrackingNumberRow,
 )
-from dce.db.queries import bump_version, exists, load_consistent, page, table_of, version_of
+from dce.db.queries import bump_version, exists, find, load_consistent, page, record, table_of, values, version_of
 from dce.routing.model import (
     ANY_PUBLISHER,
     Buyer,
@@ -104,80 +104,59 @@ class MarketplaceData:
 
 
 def _publisher_row(p: Publisher) -> dict[str, Any]:
-    return {"id": p.id, "name": p.name, "enabled": p.enabled}
+    return values(p)
 
 
 def _publisher(row: Any) -> Publisher:
-    return Publisher(id=row.id, name=row.name, enabled=bool(row.enabled))
+    return record(Publisher, row, enabled=bool(row.enabled))
 
 
 def _buyer_row(b: Buyer) -> dict[str, Any]:
-    return {"id": b.id, "name": b.name, "timezone": b.timezone, "credit_limit": b.credit_limit, "enabled": b.enabled}
+    return values(b)
 
 
 def _buyer(row: Any) -> Buyer:
-    return Buyer(id=row.id, name=row.name, timezone=row.timezone,
-                 credit_limit=int(row.credit_limit) if row.credit_limit is not None else None,
-                 enabled=bool(row.enabled))
+    credit_limit = int(row.credit_limit) if row.credit_limit is not None else None
+    return record(Buyer, row, credit_limit=credit_limit, enabled=bool(row.enabled))
 
 
 def _target_row(t: Target) -> dict[str, Any]:
-    return {
-        "id": t.id,
-        "buyer_id": t.buyer_id,
-        "name": t.name,
-        "destination": t.destination,
-        "revenue": t.revenue,
-        "conversion_duration_s": t.conversion_duration_s,
-        "priority": t.priority,
-        "weight": t.weight,
-        "ring_timeout_s": float(t.ring_timeout_s),
-        "cap_concurrency": t.caps.concurrency,
-        "cap_hourly": t.caps.hourly,
-        "cap_daily": t.caps.daily,
-        "cap_monthly": t.caps.monthly,
-        "cap_counts": str(t.caps.counts),
-        "hours": [{"weekday": h.weekday, "start": h.start.isoformat(), "end": h.end.isoformat()} for h in t.hours],
-        "criteria": [
+    return values(
+        t,
+        omit=("caps",),
+        ring_timeout_s=float(t.ring_timeout_s),
+        hours=[{"weekday": h.weekday, "start": h.start.isoformat(), "end": h.end.isoformat()} for h in t.hours],
+        criteria=[
             {"field": c.field, "op": str(c.op), "values": list(c.values), "negate": c.negate} for c in t.criteria
         ],
-        "skills": list(t.skills),
-        "cost": t.cost,
-        "bid_url": t.bid_url,
-        "enabled": t.enabled,
-    }
+        skills=list(t.skills),
+        cap_concurrency=t.caps.concurrency,
+        cap_hourly=t.caps.hourly,
+        cap_daily=t.caps.daily,
+        cap_monthly=t.caps.monthly,
+        cap_counts=str(t.caps.counts),
+    )
 
 
 def _target(row: Any) -> Target:
-    return Target(
-        id=row.id,
-        buyer_id=row.buyer_id,
-        name=row.name,
-        destination=row.destination,
-        revenue=int(row.revenue),
-        conversion_duration_s=row.conversion_duration_s,
-        priority=row.priority,
-        weight=row.weight,
-        ring_timeout_s=float(row.ring_timeout_s),
-        caps=Caps(
-            concurrency=row.cap_concurrency,
-            hourly=row.cap_hourly,
-            daily=row.cap_daily,
-            monthly=row.cap_monthly,
-            counts=CapCounts(row.cap_counts),
-        ),
-        hours=tuple(
-            HoursWindow(weekday=h["weekday"], start=time.fromisoformat(h["start"]), end=time.fromisoformat(h["end"]))
-            for h in row.hours
-        ),
-        criteria=tuple(
-            Criterion(field=c["field"], op=CriterionOp(c["op"]), values=tuple(c.get("values", ())), negate=c["negate"])
-            for c in row.criteria
-        ),
-        skills=tuple(row.skills),
-        cost=int(row.cost),
-        bid_url=row.bid_url,
-        enabled=bool(row.enabled),
+    caps = Caps(
+        concurrency=row.cap_concurrency,
+        hourly=row.cap_hourly,
+        daily=row.cap_daily,
+        monthly=row.cap_monthly,
+        counts=CapCounts(row.cap_counts),
+    )
+    hours = tuple(
+        HoursWindow(weekday=h["weekday"], start=time.fromisoformat(h["start"]), end=time.fromisoformat(h["end"]))
+        for h in row.hours
+    )
+    criteria = tuple(
+        Criterion(field=c["field"], op=CriterionOp(c["op"]), values=tuple(c.get("values", ())), negate=c["negate"])
+        for c in row.criteria
+    )
+    return record(
+        Target, row, revenue=int(row.revenue), ring_timeout_s=float(row.ring_timeout_s), caps=caps, hours=hours,
+        criteria=criteria, skills=tuple(row.skills), cost=int(row.cost), enabled=bool(row.enabled),
     )
 
 
@@ -196,30 +175,19 @@ def _campaign_rows(c: Campaign) -> tuple[dict[str, Any], list[dict[str, Any]], l
             raise UnknownReference(f"payouts[{index}].publisher_id", "publisher in publisher_ids", publisher_id)
     default = payouts.get(ANY_PUBLISHER)
     rule = c.duplicate_rule
-    row = {
-        "id": c.id,
-        "name": c.name,
-        "vertical": c.vertical,
-        "strategy": str(c.strategy),
-        "default_payout_fixed": default.fixed if default else None,
-        "default_payout_revenue_share_bp": default.revenue_share_bp if default else None,
-        "duplicate_rule": (
+    row = values(
+        c,
+        omit=("publisher_ids", "target_ids", "payouts"),
+        strategy=str(c.strategy),
+        default_payout_fixed=default.fixed if default else None,
+        default_payout_revenue_share_bp=default.revenue_share_bp if default else None,
+        duplicate_rule=(
             {"after": str(rule.after), "days": rule.days, "scope": str(rule.scope)} if rule is not None else None
         ),
-        "ping_timeout_ms": c.ping_timeout_ms,
-        "reserve": c.reserve,
-        "allow_caller_id": c.allow_caller_id,
-        "key": c.key,
-        "unmatched_caller": str(c.unmatched_caller),
-        "live_auction": c.live_auction,
-        "auction_window_ms": c.auction_window_ms,
-        "stir_min_attestation": c.stir_min_attestation,
-        "stir_action": str(c.stir_action),
-        "stir_unsigned": str(c.stir_unsigned),
-        "conversion_from": c.conversion_from,
-        "max_call_duration_s": c.max_call_duration_s,
-        "enabled": c.enabled,
-    }
+        unmatched_caller=str(c.unmatched_caller),
+        stir_action=str(c.stir_action),
+        stir_unsigned=str(c.stir_unsigned),
+    )
     publisher_rows = []
     for position, publisher_id in enumerate(c.publisher_ids):
         payout = payouts.get(publisher_id)
@@ -258,41 +226,36 @@ def _campaign(row: Any, publisher_rows: Sequence[Any], target_rows: Sequence[Any
             )
         )
     rule = row.duplicate_rule
-    return Campaign(
-        id=row.id,
-        name=row.name,
-        vertical=row.vertical,
+    duplicate_rule = (
+        DuplicateRule(after=DuplicateAfter(rule["after"]), days=rule["days"], scope=DuplicateScope(rule["scope"]))
+        if rule is not None
+        else None
+    )
+    return record(
+        Campaign,
+        row,
         publisher_ids=tuple(p.publisher_id for p in publisher_rows),
         target_ids=tuple(t.target_id for t in target_rows),
         strategy=RoutingStrategy(row.strategy),
         payouts=tuple(payouts),
-        duplicate_rule=(
-            DuplicateRule(after=DuplicateAfter(rule["after"]), days=rule["days"], scope=DuplicateScope(rule["scope"]))
-            if rule is not None
-            else None
-        ),
-        ping_timeout_ms=row.ping_timeout_ms,
+        duplicate_rule=duplicate_rule,
         reserve=int(row.reserve),
         allow_caller_id=bool(row.allow_caller_id),
-        key=row.key,
         unmatched_caller=UnmatchedCaller(row.unmatched_caller),
         live_auction=bool(row.live_auction),
         auction_window_ms=int(row.auction_window_ms),
-        stir_min_attestation=row.stir_min_attestation,
         stir_action=StirAction(row.stir_action),
         stir_unsigned=StirAction(row.stir_unsigned),
-        conversion_from=row.conversion_from,
-        max_call_duration_s=row.max_call_duration_s,
         enabled=bool(row.enabled),
     )
 
 
 def _number_row(n: TrackingNumber) -> dict[str, Any]:
-    return {"did": n.did, "campaign_id": n.campaign_id, "publisher_id": n.publisher_id}
+    return values(n)
 
 
 def _number(row: Any) -> TrackingNumber:
-    return TrackingNumber(did=row.did, campaign_id=row.campaign_id, publisher_id=row.publisher_id)
+    return record(TrackingNumber, row)
 
 
 # --------------------------------------------------------------------------------------------------------- helpers
@@ -384,8 +347,7 @@ async def _create(engine: AsyncEngine, entity: _Entity[_T], obj: _T) -> _T:
 
 
 async def _get(engine: AsyncEngine, entity: _Entity[_T], key: str) -> _T:
-    async with engine.connect() as connection:
-        row = (await connection.execute(select(entity.table).where(entity.key == key))).first()
+    row = await find(engine, entity.key, key)
     if row is None:
         raise NotFound(entity.name, key)
     return entity.from_row(row)

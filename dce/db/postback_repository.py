@@ -28,7 +28,7 @@ from dce.db.postback_models import (
     PostbackConfigsVersionRow,
     PostbackDeliveryRow,
 )
-from dce.db.queries import bump_version, exists, insert_new, page, record, table_of, values, version_of
+from dce.db.queries import bump_version, exists, find, insert_new, page, record, table_of, values, version_of
 
 configs_table = table_of(PostbackConfigRow)
 version_table = table_of(PostbackConfigsVersionRow)
@@ -152,8 +152,7 @@ async def create_config(engine: AsyncEngine, config: PostbackConfig, *, now: dat
 
 
 async def get_config(engine: AsyncEngine, config_id: str) -> PostbackConfig:
-    async with engine.connect() as connection:
-        row = (await connection.execute(select(configs_table).where(configs_table.c.id == config_id))).first()
+    row = await find(engine, configs_table.c.id, config_id)
     if row is None:
         raise NotFound(f"no postback {config_id!r}")
     return _config(row)

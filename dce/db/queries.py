@@ -19,7 +19,7 @@ paging, connections that may be the caller's, and rows to and from records.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import fields
 from functools import cache
 from typing import Any, TypeVar, cast
@@ -43,23 +43,28 @@ def table_of(model: type[Any]) -> Table:
 
 
 @asynccontextmanager
-async def reading(target: Target) -> AsyncIterator[AsyncConnection]:
+async def _callers_or_own(target: Target, own: Callable[[AsyncEngine], Any]) -> AsyncIterator[AsyncConnection]:
+    if isinstance(target, AsyncConnection):
+        yield target
+        return
+    async with own(target) as connection:
+        yield connection
+
+
+def reading(target: Target) -> AbstractAsyncContextManager[AsyncConnection]:
     """A connection of its own on an engine, or the caller's connection as it is."""
-    if isinstance(target, AsyncConnection):
-        yield target
-        return
-    async with target.connect() as connection:
-        yield connection
+    return _callers_or_own(target, AsyncEngine.connect)
 
 
-@asynccontextmanager
-async def writing(target: Target) -> AsyncIterator[AsyncConnection]:
+def writing(target: Target) -> AbstractAsyncContextManager[AsyncConnection]:
     """A transaction of its own on an engine, or the caller's connection (its transaction is the caller's)."""
-    if isinstance(target, AsyncConnection):
-        yield target
-        return
-    async with target.begin() as connection:
-        yield connection
+    return _callers_or_own(target, AsyncEngine.begin)
+
+
+async def find(target: Target, column: Column[Any], value: Any) -> Any | None:
+    """The row of ``column``'s table whose ``column`` is ``value`` (a key), or None."""
+    async with reading(target) as connection:
+        return (await connection.execute(select(column.table).where(column == value))).first()
 
 
 async def exists(connection: AsyncConnection, column: ColumnElement[Any], value: Any) -> bool:
@@ -192,6 +197,13 @@ def record(cls: type[T], row: Any, **converted: Any) -> T:
     return cls(**found, **converted)
 
 
-def values(obj: Any, **converted: Any) -> dict[str, Any]:
-    """The column values of a dataclass whose fields are named like the columns; ``converted`` overrides some."""
-    return {**{name: getattr(obj, name) for name in _field_names(type(obj))}, **converted}
+def values(obj: Any, omit: Iterable[str] = (), **converted: Any) -> dict[str, Any]:
+    """The fields of a dataclass by name (a row's column values, a JSON object), but those in ``omit``; fields
+    given in ``converted`` take that value instead, and further names in it are added."""
+    left_out = set(omit)
+    found = {
+        name: converted[name] if name in converted else getattr(obj, name)
+        for name in _field_names(type(obj))
+        if name not in left_out
+    }
+    return {**found, **converted}
