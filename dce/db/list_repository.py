@@ -26,19 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from dce.compliance.lists import ListBook, ListKind, NumberList, check_scope
 from dce.compliance.numberset import MAX_E164, MIN_E164, OVERLAY_LIMIT, NumberSet, e164_to_int, sorted_unique
 from dce.db.list_models import NumberListAddRow, NumberListChunkRow, NumberListRow, NumberListsVersionRow
-from dce.db.queries import (
-    Target,
-    bump_version,
-    exists,
-    find,
-    load_consistent,
-    reading,
-    record,
-    table_of,
-    values,
-    version_of,
-    writing,
-)
+from dce.db.queries import bump_version, find, load_consistent, reading, record, table_of, values, version_of, writing
 
 lists_table = table_of(NumberListRow)
 chunks_table = table_of(NumberListChunkRow)
@@ -185,7 +173,7 @@ async def create_list(engine: AsyncEngine, kind: ListKind | str, scope: str | No
     list_id = list_id or uuid.uuid4().hex
     now = _now()
     async with engine.begin() as connection:
-        if await exists(connection, lists_table.c.id, list_id):
+        if await find(connection, lists_table.c.id, list_id) is not None:
             raise ListConflict(f"list {list_id!r} exists")
         await connection.execute(
             insert(lists_table).values(
@@ -265,7 +253,7 @@ async def _read_numbers(connection: AsyncConnection, list_id: str) -> np.ndarray
 async def list_numbers(engine: AsyncEngine, list_id: str) -> np.ndarray:
     """Every number of one list as a sorted int64 array."""
     async with engine.connect() as connection:
-        if not await exists(connection, lists_table.c.id, list_id):
+        if await find(connection, lists_table.c.id, list_id) is None:
             raise ListNotFound(list_id)
         return await _read_numbers(connection, list_id)
 
@@ -411,7 +399,7 @@ async def remove_number(engine: AsyncEngine, list_id: str, number: int) -> bool:
     return removed
 
 
-async def erase_number(target: Target, e164: str | int) -> int:
+async def erase_number(target: AsyncEngine | AsyncConnection, e164: str | int) -> int:
     """GDPR erasure: take the number off every list, chunks and adds alike. How many lists held it.
 
     With a connection, runs inside the caller's transaction (so an erasure across tables commits as one);
@@ -443,7 +431,7 @@ async def _holding(connection: AsyncConnection, value: int) -> list[str]:
     return sorted(found)
 
 
-async def lists_holding(target: Target, number: str | int) -> list[ListInfo]:
+async def lists_holding(target: AsyncEngine | AsyncConnection, number: str | int) -> list[ListInfo]:
     """The lists holding a number (E.164 string or digits), read from the database; ordered by kind, scope, id."""
     value = number if isinstance(number, int) else e164_to_int(number)
     if value is None:
@@ -459,7 +447,7 @@ async def lists_holding(target: Target, number: str | int) -> list[ListInfo]:
         return [_info(row) for row in rows]
 
 
-async def export_number(target: Target, number: str) -> list[dict[str, Any]]:
+async def export_number(target: AsyncEngine | AsyncConnection, number: str) -> list[dict[str, Any]]:
     """GDPR export: the lists holding ``number`` (E.164), as JSON-able dicts."""
     return [info.to_json() for info in await lists_holding(target, number)]
 

@@ -22,12 +22,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce.billing.postback import EventName, Method, OwnerKind, PostbackConfig
-from dce.db.postback_models import (
-    PostbackAttemptRow,
-    PostbackConfigRow,
-    PostbackConfigsVersionRow,
-    PostbackDeliveryRow,
-)
+from dce.db.postback_models import PostbackAttemptRow, PostbackConfigRow, PostbackConfigsVersionRow, PostbackDeliveryRow
 from dce.db.queries import bump_version, exists, find, insert_new, page, record, table_of, values, version_of
 
 configs_table = table_of(PostbackConfigRow)
@@ -50,8 +45,8 @@ class Conflict(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class NewDelivery:
-    """A rendered request to store as a pending delivery (``id``: 32 characters, unique; made by the emitter)."""
+class _Request:
+    """What every view of a delivery holds: its id, why it is sent, and the rendered request."""
 
     id: str
     config_id: str
@@ -61,23 +56,21 @@ class NewDelivery:
     url: str
     headers: dict[str, str]
     body: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery(_Request):
+    """A rendered request to store as a pending delivery (``id``: 32 characters, unique; made by the emitter)."""
+
     max_attempts: int
     created_at: datetime
     next_attempt_at: datetime | None = None  # default: created_at (due at once)
 
 
 @dataclass(frozen=True, slots=True)
-class DueDelivery:
+class DueDelivery(_Request):
     """A claimed delivery, with its config's current secret (None: unsigned; config gone or has none)."""
 
-    id: str
-    config_id: str
-    event: str
-    call_id: str
-    method: str
-    url: str
-    headers: dict[str, str]
-    body: str | None
     attempts: int  # made so far
     max_attempts: int
     secret: str | None
@@ -93,17 +86,9 @@ class Attempt:
 
 
 @dataclass(frozen=True, slots=True)
-class Delivery:
+class Delivery(_Request):
     """A delivery as the log shows it."""
 
-    id: str
-    config_id: str
-    event: str
-    call_id: str
-    method: str
-    url: str
-    headers: dict[str, str]
-    body: str | None
     status: str
     attempts: int
     max_attempts: int
@@ -204,13 +189,10 @@ async def delete_config(engine: AsyncEngine, config_id: str, *, now: datetime | 
 
 
 def _delivery_values(d: NewDelivery) -> dict[str, Any]:
-    return {
-        "id": d.id, "config_id": d.config_id, "event": str(d.event), "call_id": d.call_id, "method": d.method,
-        "url": d.url, "headers": dict(d.headers), "body": d.body, "status": PENDING, "attempts": 0,
-        "max_attempts": d.max_attempts, "next_attempt_at": d.next_attempt_at or d.created_at,
-        "last_status_code": None, "last_error": None, "created_at": d.created_at, "updated_at": d.created_at,
-        "delivered_at": None,
-    }  # fmt: skip
+    return values(
+        d, event=str(d.event), headers=dict(d.headers), next_attempt_at=d.next_attempt_at or d.created_at,
+        status=PENDING, attempts=0, last_status_code=None, last_error=None, updated_at=d.created_at, delivered_at=None,
+    )
 
 
 async def enqueue(engine: AsyncEngine, deliveries: Sequence[NewDelivery]) -> None:
@@ -249,14 +231,7 @@ async def due(engine: AsyncEngine, now: datetime, limit: int, *, lease_s: float 
             .where(d.c.id.in_(ids))
         )).all()
     order = {key: i for i, key in enumerate(ids)}
-    found = [
-        DueDelivery(
-            id=r.id, config_id=r.config_id, event=r.event, call_id=r.call_id, method=r.method, url=r.url,
-            headers=dict(r.headers or {}), body=r.body, attempts=r.attempts, max_attempts=r.max_attempts,
-            secret=r.secret,
-        )
-        for r in rows
-    ]
+    found = [record(DueDelivery, r, headers=dict(r.headers or {})) for r in rows]
     found.sort(key=lambda x: order[x.id])
     return found
 
