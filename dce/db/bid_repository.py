@@ -15,20 +15,12 @@ bids = table_of(BidRow)
 
 
 def _row(entry: BidLogEntry) -> dict[str, Any]:
-    record = entry.record
-    return {
-        "id": entry.id,
-        "at": entry.at,
-        "call_id": entry.call_id,
-        "campaign_id": entry.campaign_id,
-        "target_id": record.target_id,
-        "buyer_id": entry.buyer_id,
-        "bid_id": record.bid_id,
-        "amount": record.amount,
-        "outcome": str(record.outcome),
-        "reject_reason": str(record.reject_reason) if record.reject_reason is not None else None,
-        "latency_ms": float(record.latency_ms),
-    }
+    bid = entry.record
+    row = {**entry._asdict(), **bid._asdict()}
+    del row["record"]
+    row.update(outcome=str(bid.outcome), latency_ms=float(bid.latency_ms),
+               reject_reason=str(bid.reject_reason) if bid.reject_reason is not None else None)
+    return row
 
 
 async def insert_bids(engine: AsyncEngine, entries: Sequence[BidLogEntry]) -> None:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce.billing.cdr import CallDetailRecord, ConversionFrom, Disposition, HangupSide, SaleTerms
 from dce.db.models import CallRecordRow
-from dce.db.queries import find, insert_new, page, record, table_of
+from dce.db.queries import find, insert_new, record, table_of, values
+from dce.db.report_repository import list_calls
 
 calls = table_of(CallRecordRow)
 
@@ -21,54 +22,25 @@ COLUMNS: tuple[str, ...] = tuple(column.name for column in calls.columns)
 
 def cdr_to_row(cdr: CallDetailRecord) -> dict[str, Any]:
     """The ``calls`` row for ``cdr``."""
-    return {
-        "call_id": cdr.call_id,
-        "a_leg_call_id": cdr.a_leg_call_id,
-        "b_leg_call_id": cdr.b_leg_call_id,
-        "caller": cdr.caller,
-        "called": cdr.called,
-        "did": cdr.did,
-        "destination": cdr.destination,
-        "invite_at": cdr.invite_at,
-        "ring_at": cdr.ring_at,
-        "answer_at": cdr.answer_at,
-        "end_at": cdr.end_at,
-        "disposition": str(cdr.disposition),
-        "final_code": cdr.final_code,
-        "hangup_side": str(cdr.hangup_side) if cdr.hangup_side is not None else None,
-        "reason": cdr.reason,
-        "duration_s": cdr.duration_s,
-        "billable_s": cdr.billable_s,
-        "packets_relayed": cdr.packets_relayed,
-        "bytes_relayed": cdr.bytes_relayed,
-        "extra": dict(cdr.extra),
-        "verstat": cdr.verstat,
-        "dial_at": cdr.dial_at,
+    return values(
+        cdr,
+        omit=("terms",),
+        disposition=str(cdr.disposition),
+        hangup_side=str(cdr.hangup_side) if cdr.hangup_side is not None else None,
+        extra=dict(cdr.extra),
+        duration_s=cdr.duration_s,
+        billable_s=cdr.billable_s,
         **_terms_row(cdr.terms),
-    }
+    )
 
 
-_TERM_COLUMNS = ("campaign_id", "publisher_id", "buyer_id", "target_id", "revenue", "conversion_s",
-                 "conversion_from", "payout_fixed", "payout_share_bp", "duplicate_days", "duplicate_after", "bid_id")
+_TERM_COLUMNS = tuple(f.name for f in fields(SaleTerms))
 
 
 def _terms_row(terms: SaleTerms | None) -> dict[str, Any]:
     if terms is None:
         return dict.fromkeys(_TERM_COLUMNS)
-    return {
-        "campaign_id": terms.campaign_id,
-        "publisher_id": terms.publisher_id,
-        "buyer_id": terms.buyer_id,
-        "target_id": terms.target_id,
-        "revenue": terms.revenue,
-        "conversion_s": terms.conversion_s,
-        "conversion_from": str(terms.conversion_from),
-        "payout_fixed": terms.payout_fixed,
-        "payout_share_bp": terms.payout_share_bp,
-        "duplicate_days": terms.duplicate_days,
-        "duplicate_after": terms.duplicate_after,
-        "bid_id": terms.bid_id,
-    }
+    return values(terms, conversion_from=str(terms.conversion_from))
 
 
 def row_terms(row: Mapping[str, Any]) -> SaleTerms | None:
@@ -111,27 +83,6 @@ async def insert_cdrs(engine: AsyncEngine, cdrs: Sequence[CallDetailRecord]) -> 
         await insert_new(connection, calls, [cdr_to_row(cdr) for cdr in cdrs], calls.c.call_id)
 
 
-def _conditions(
-    *,
-    disposition: str | None,
-    did: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    tenant: Mapping[str, str] | None = None,
-) -> list[ColumnElement[bool]]:
-    # a buyer's or seller's own calls only
-    where = [calls.c[column] == value for column, value in (tenant or {}).items()]
-    if disposition is not None:
-        where.append(calls.c.disposition == str(disposition))
-    if did is not None:
-        where.append(calls.c.did == did)
-    if since is not None:
-        where.append(calls.c.invite_at >= since)
-    if until is not None:
-        where.append(calls.c.invite_at < until)
-    return where
-
-
 async def list_cdrs(
     engine: AsyncEngine,
     limit: int = 50,
@@ -143,14 +94,14 @@ async def list_cdrs(
     until: datetime | None = None,
     tenant: Mapping[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """A page of stored calls, newest INVITE first, and the total matching the filters.
+    """A page of stored calls, newest INVITE first, and the total matching the filters
+    (:func:`dce.db.report_repository.list_calls` with these filters).
 
     Each row is a dict with every CDR field (times as aware UTC datetimes) plus ``duration_s``/``billable_s``.
     """
-    where = _conditions(disposition=disposition, did=did, since=since, until=until, tenant=tenant)
-    rows, total = await page(engine, calls, where=where, order_by=[calls.c.invite_at.desc(), calls.c.call_id.desc()],
-                             limit=limit, offset=offset)
-    return [dict(row._mapping) for row in rows], total
+    filters = {"disposition": None if disposition is None else str(disposition), "did": did}
+    return await list_calls(engine, limit=limit, offset=offset, since=since, until=until, filters=filters,
+                            tenant=tenant)
 
 
 async def get_cdr(engine: AsyncEngine, call_id: str) -> CallDetailRecord | None:

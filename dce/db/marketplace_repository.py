@@ -108,7 +108,7 @@ def _publisher_row(p: Publisher) -> dict[str, Any]:
 
 
 def _publisher(row: Any) -> Publisher:
-    return record(Publisher, row, enabled=bool(row.enabled))
+    return record(Publisher, row)
 
 
 def _buyer_row(b: Buyer) -> dict[str, Any]:
@@ -116,8 +116,7 @@ def _buyer_row(b: Buyer) -> dict[str, Any]:
 
 
 def _buyer(row: Any) -> Buyer:
-    credit_limit = int(row.credit_limit) if row.credit_limit is not None else None
-    return record(Buyer, row, credit_limit=credit_limit, enabled=bool(row.enabled))
+    return record(Buyer, row)
 
 
 def _target_row(t: Target) -> dict[str, Any]:
@@ -154,10 +153,7 @@ def _target(row: Any) -> Target:
         Criterion(field=c["field"], op=CriterionOp(c["op"]), values=tuple(c.get("values", ())), negate=c["negate"])
         for c in row.criteria
     )
-    return record(
-        Target, row, revenue=int(row.revenue), ring_timeout_s=float(row.ring_timeout_s), caps=caps, hours=hours,
-        criteria=criteria, skills=tuple(row.skills), cost=int(row.cost), enabled=bool(row.enabled),
-    )
+    return record(Target, row, caps=caps, hours=hours, criteria=criteria, skills=tuple(row.skills))
 
 
 def _campaign_rows(c: Campaign) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -239,14 +235,9 @@ def _campaign(row: Any, publisher_rows: Sequence[Any], target_rows: Sequence[Any
         strategy=RoutingStrategy(row.strategy),
         payouts=tuple(payouts),
         duplicate_rule=duplicate_rule,
-        reserve=int(row.reserve),
-        allow_caller_id=bool(row.allow_caller_id),
         unmatched_caller=UnmatchedCaller(row.unmatched_caller),
-        live_auction=bool(row.live_auction),
-        auction_window_ms=int(row.auction_window_ms),
         stir_action=StirAction(row.stir_action),
         stir_unsigned=StirAction(row.stir_unsigned),
-        enabled=bool(row.enabled),
     )
 
 

@@ -67,6 +67,10 @@ class SummaryRow:
         return self.converted / self.connected if self.connected else None
 
 
+# the counts and sums of a SummaryRow, each an aggregate column of the summary query
+_FIGURES = ("incoming", "connected", "converted", "blocked", "duplicates", "revenue", "payout", "connected_billable_s")
+
+
 def _bucket(dialect: str, group_by: str) -> ColumnElement[Any]:
     """The UTC hour/day bucket of invite_at: a naive UTC timestamp (PostgreSQL) or ISO text (SQLite)."""
     if dialect == "postgresql":
@@ -163,30 +167,12 @@ async def summary(
     groups = [
         SummaryRow(
             key=_bucket_value(row.key) if bucketed and row.key is not None else row.key,
-            incoming=int(row.incoming),
-            connected=int(row.connected),
-            converted=int(row.converted),
-            blocked=int(row.blocked),
-            duplicates=int(row.duplicates),
-            revenue=int(row.revenue),
-            payout=int(row.payout),
-            connected_billable_s=int(row.connected_billable_s),
+            **{name: int(row._mapping[name]) for name in _FIGURES},
         )
         for row in rows
     ]
     groups.sort(key=lambda g: (g.key is None, g.key if g.key is not None else ""))
-    totals = SummaryRow(
-        key=None,
-        incoming=sum(g.incoming for g in groups),
-        connected=sum(g.connected for g in groups),
-        converted=sum(g.converted for g in groups),
-        blocked=sum(g.blocked for g in groups),
-        duplicates=sum(g.duplicates for g in groups),
-        revenue=sum(g.revenue for g in groups),
-        payout=sum(g.payout for g in groups),
-        connected_billable_s=sum(g.connected_billable_s for g in groups),
-        is_total=True,
-    )
+    totals = SummaryRow(key=None, is_total=True, **{name: sum(getattr(g, name) for g in groups) for name in _FIGURES})
     return [*groups, totals]
 
 

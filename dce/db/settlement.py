@@ -121,12 +121,8 @@ _SETTLE_COLUMNS = [
 
 def _cdr(row: dict[str, Any]) -> CallDetailRecord:
     """The CDR as far as settlement needs it (leg ids, destination and counters left empty)."""
-    return CallDetailRecord(
-        call_id=row["call_id"], a_leg_call_id="", b_leg_call_id=None, caller=row["caller"], called=row["called"],
-        did=row["did"], destination=None, invite_at=row["invite_at"], end_at=row["end_at"],
-        disposition=Disposition(row["disposition"]), final_code=row["final_code"], answer_at=row["answer_at"],
-        dial_at=row["dial_at"], terms=row_terms(row),
-    )
+    return record(CallDetailRecord, row, a_leg_call_id="", b_leg_call_id=None, destination=None,
+                  disposition=Disposition(row["disposition"]), terms=row_terms(row))
 
 
 def _is_sqlite(connection: AsyncConnection) -> bool:
