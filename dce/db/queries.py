@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import fields
 from functools import cache
+from operator import attrgetter
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Column, ColumnElement, Table, false, func, select, update
@@ -189,6 +190,14 @@ def _field_names(cls: type[Any]) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls))
 
 
+@cache
+def _field_values(cls: type[Any]) -> Callable[[Any], tuple[Any, ...]]:
+    names = _field_names(cls)
+    if len(names) == 1:
+        return lambda obj: (getattr(obj, names[0]),)
+    return cast(Callable[[Any], tuple[Any, ...]], attrgetter(*names))
+
+
 def record(cls: type[T], row: Any, **converted: Any) -> T:
     """A dataclass ``cls`` from the columns of ``row`` (a result row or a mapping) named like its fields; fields
     given in ``converted`` take that value instead (an enum, an int), fields without a column their default."""
@@ -200,10 +209,9 @@ def record(cls: type[T], row: Any, **converted: Any) -> T:
 def values(obj: Any, omit: Iterable[str] = (), **converted: Any) -> dict[str, Any]:
     """The fields of a dataclass by name (a row's column values, a JSON object), but those in ``omit``; fields
     given in ``converted`` take that value instead, and further names in it are added."""
-    left_out = set(omit)
-    found = {
-        name: converted[name] if name in converted else getattr(obj, name)
-        for name in _field_names(type(obj))
-        if name not in left_out
-    }
-    return {**found, **converted}
+    cls = type(obj)
+    found = dict(zip(_field_names(cls), _field_values(cls)(obj), strict=True))
+    for name in omit:
+        del found[name]
+    found.update(converted)
+    return found
