@@ -22,31 +22,11 @@ from phonenumbers import geocoder, timezone
 
 from dce.caches import bounded
 from dce.compliance.verdict import Action, Finding, ReasonCode
+from dce.regions import states_of
 
 DEFAULT_START = time(8, 0)
 DEFAULT_END = time(21, 0)
 
-# Two-letter codes of US states, DC, territories and Canadian provinces, by the name phonenumbers' geocoder uses
-# for a whole area code (its city-level descriptions already end in the code: "Miami, FL").
-STATE_CODES: Mapping[str, str] = {
-    "Alabama": "AL", "Alaska": "AK", "Arizona": "AZ", "Arkansas": "AR", "California": "CA", "Colorado": "CO",
-    "Connecticut": "CT", "Delaware": "DE", "District of Columbia": "DC", "Washington D.C.": "DC",
-    "Washington DC": "DC", "Florida": "FL", "Georgia": "GA", "Hawaii": "HI", "Idaho": "ID", "Illinois": "IL",
-    "Indiana": "IN", "Iowa": "IA", "Kansas": "KS", "Kentucky": "KY", "Louisiana": "LA", "Maine": "ME",
-    "Maryland": "MD", "Massachusetts": "MA", "Michigan": "MI", "Minnesota": "MN", "Mississippi": "MS",
-    "Missouri": "MO", "Montana": "MT", "Nebraska": "NE", "Nevada": "NV", "New Hampshire": "NH",
-    "New Jersey": "NJ", "New Mexico": "NM", "New York": "NY", "North Carolina": "NC", "North Dakota": "ND",
-    "Ohio": "OH", "Oklahoma": "OK", "Oregon": "OR", "Pennsylvania": "PA", "Rhode Island": "RI",
-    "South Carolina": "SC", "South Dakota": "SD", "Tennessee": "TN", "Texas": "TX", "Utah": "UT",
-    "Vermont": "VT", "Virginia": "VA", "Washington": "WA", "Washington State": "WA", "West Virginia": "WV",
-    "Wisconsin": "WI", "Wyoming": "WY", "Puerto Rico": "PR", "Guam": "GU", "American Samoa": "AS",
-    "Northern Mariana Islands": "MP", "U.S. Virgin Islands": "VI", "US Virgin Islands": "VI",
-    "Alberta": "AB", "British Columbia": "BC", "British Colombia": "BC", "Manitoba": "MB", "New Brunswick": "NB",
-    "Newfoundland and Labrador": "NL", "Nova Scotia": "NS", "Ontario": "ON", "Prince Edward Island": "PE",
-    "Quebec": "QC", "Québec": "QC", "Saskatchewan": "SK", "Northwest Territories": "NT", "Nunavut": "NU",
-    "Yukon": "YT",
-}  # fmt: skip
-_CODES = frozenset(STATE_CODES.values())
 _STATE_REGIONS = frozenset({"US", "CA", "PR", "GU", "AS", "MP", "VI"})
 
 
@@ -80,12 +60,7 @@ def number_place(number_e164: str) -> NumberPlace:
 def _states(parsed: phonenumbers.PhoneNumber) -> tuple[str, ...]:
     if phonenumbers.region_code_for_number(parsed) not in _STATE_REGIONS:
         return ()
-    description = geocoder.description_for_number(parsed, "en")
-    _city, _, tail = description.rpartition(", ")
-    if tail in _CODES:
-        return (tail,)
-    codes = [STATE_CODES.get(name.strip()) for name in description.split("/")]
-    return tuple(dict.fromkeys(code for code in codes if code is not None))
+    return states_of(geocoder.description_for_number(parsed, "en"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,15 +12,16 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dce.compliance.audit import GENESIS_HASH, canonical_json, chain_hash, entry_is_valid, format_time
 from dce.db.audit_models import AuditLogRow
+from dce.db.queries import page, record, sqlite_write_lock, table_of, values
 
-audit_log = cast(Table, AuditLogRow.__table__)
+audit_log = table_of(AuditLogRow)
 
 # pg_advisory_xact_lock key of the chain head: the bytes "dceaudit" as a signed 64-bit integer.
 CHAIN_LOCK_KEY = int.from_bytes(b"dceaudit", "big", signed=True)
@@ -41,16 +42,7 @@ class AuditEntry:
 
     def as_mapping(self) -> dict[str, Any]:
         """The fields as a dict (what :func:`dce.compliance.audit.verify_chain` takes)."""
-        return {
-            "seq": self.seq,
-            "at": self.at,
-            "actor": self.actor,
-            "action": self.action,
-            "subject": self.subject,
-            "details": self.details,
-            "prev_hash": self.prev_hash,
-            "hash": self.hash,
-        }
+        return values(self)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict (``at`` as in the hash: ``YYYY-MM-DDTHH:MM:SS.ffffffZ``)."""
@@ -68,20 +60,7 @@ class VerifyResult:
     detail: str | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "checked": self.checked, "first_bad_seq": self.first_bad_seq, "detail": self.detail}
-
-
-def _entry(row: Mapping[str, Any]) -> AuditEntry:
-    return AuditEntry(
-        seq=int(row["seq"]),
-        at=row["at"],
-        actor=row["actor"],
-        action=row["action"],
-        subject=row["subject"],
-        details=row["details"],
-        prev_hash=row["prev_hash"],
-        hash=row["hash"],
-    )
+        return values(self)
 
 
 async def lock_chain(connection: AsyncConnection) -> None:
@@ -95,7 +74,7 @@ async def lock_chain(connection: AsyncConnection) -> None:
         await connection.execute(select(func.pg_advisory_xact_lock(CHAIN_LOCK_KEY)))
     elif dialect == "sqlite":
         # A write statement takes SQLite's write lock (waiting out busy_timeout) even when it changes no row.
-        await connection.execute(text("UPDATE audit_log SET seq = seq WHERE seq < 0"))
+        await sqlite_write_lock(connection, audit_log)
     else:
         head = select(audit_log.c.seq).order_by(audit_log.c.seq.desc()).limit(1).with_for_update()
         await connection.execute(head)
@@ -187,8 +166,5 @@ def _why(row: Mapping[str, Any], prev_hash: str, expected_seq: int) -> str:
 
 async def list_entries(engine: AsyncEngine, limit: int = 50, offset: int = 0) -> tuple[list[AuditEntry], int]:
     """A page of entries, newest first, and the total count."""
-    page = select(audit_log).order_by(audit_log.c.seq.desc()).limit(limit).offset(offset)
-    async with engine.connect() as connection:
-        total = (await connection.execute(select(func.count()).select_from(audit_log))).scalar_one()
-        rows = [_entry(row) for row in (await connection.execute(page)).mappings()]
-    return rows, int(total)
+    rows, total = await page(engine, audit_log, order_by=[audit_log.c.seq.desc()], limit=limit, offset=offset)
+    return [record(AuditEntry, row, seq=int(row.seq)) for row in rows], total

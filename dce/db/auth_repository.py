@@ -9,19 +9,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dce.db.auth_models import AuthApiKeyRow, AuthUserRow
 from dce.db.marketplace_models import BuyerRow, PublisherRow
+from dce.db.queries import exists, find, page, record, table_of, values
 
-users = cast(Table, AuthUserRow.__table__)
-api_keys = cast(Table, AuthApiKeyRow.__table__)
-_buyers = cast(Table, BuyerRow.__table__)
-_publishers = cast(Table, PublisherRow.__table__)
+users = table_of(AuthUserRow)
+api_keys = table_of(AuthApiKeyRow)
+_buyers = table_of(BuyerRow)
+_publishers = table_of(PublisherRow)
 
 
 class AuthStoreError(Exception):
@@ -54,15 +55,8 @@ class UserRecord:
 
     def to_json(self) -> dict[str, Any]:
         """Everything but the hash."""
-        return {
-            "username": self.username,
-            "role": self.role,
-            "buyer_id": self.buyer_id,
-            "publisher_id": self.publisher_id,
-            "enabled": self.enabled,
-            "created_at": self.created_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
-        }
+        return values(self, omit=("password_hash",), created_at=self.created_at.isoformat(),
+                      updated_at=self.updated_at.isoformat())
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,35 +79,21 @@ class ApiKeyRecord:
 
     def to_json(self) -> dict[str, Any]:
         """Everything but the secret's hash."""
-        return {
-            "id": self.id,
-            "prefix": self.prefix,
-            "name": self.name,
-            "role": self.role,
-            "buyer_id": self.buyer_id,
-            "publisher_id": self.publisher_id,
-            "created_by": self.created_by,
-            "created_at": self.created_at.isoformat(),
-            "last_used_at": self.last_used_at.isoformat() if self.last_used_at else None,
-            "revoked": self.revoked,
-            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
-        }
-
-
-def _user(row: Any) -> UserRecord:
-    return UserRecord(**{name: row._mapping[name] for name in UserRecord.__slots__})  # type: ignore[attr-defined]
-
-
-def _key(row: Any) -> ApiKeyRecord:
-    return ApiKeyRecord(**{name: row._mapping[name] for name in ApiKeyRecord.__slots__})  # type: ignore[attr-defined]
+        return values(
+            self,
+            omit=("secret_hash",),
+            created_at=self.created_at.isoformat(),
+            last_used_at=self.last_used_at.isoformat() if self.last_used_at else None,
+            revoked_at=self.revoked_at.isoformat() if self.revoked_at else None,
+            revoked=self.revoked,
+        )
 
 
 async def _check_tenant(connection: AsyncConnection, buyer_id: str | None, publisher_id: str | None) -> None:
     for field, value, table in (("buyer_id", buyer_id, _buyers), ("publisher_id", publisher_id, _publishers)):
         if value is None:
             continue
-        found = await connection.scalar(select(table.c.id).where(table.c.id == value))
-        if found is None:
+        if not await exists(connection, table.c.id, value):
             raise UnknownTenant(field, value)
 
 
@@ -121,20 +101,18 @@ async def create_user(engine: AsyncEngine, user: UserRecord) -> UserRecord:
     """Store a new user; :class:`Taken` when the username exists, :class:`UnknownTenant` for a bad tenant."""
     async with engine.begin() as connection:
         await _check_tenant(connection, user.buyer_id, user.publisher_id)
-        taken = await connection.scalar(select(users.c.username).where(users.c.username == user.username))
-        if taken is not None:
+        if await exists(connection, users.c.username, user.username):
             raise Taken(f"username {user.username!r} is taken")
         try:
-            await connection.execute(insert(users).values(**{n: getattr(user, n) for n in UserRecord.__slots__}))
+            await connection.execute(insert(users).values(values(user)))
         except IntegrityError:  # a concurrent create of the same name
             raise Taken(f"username {user.username!r} is taken") from None
     return user
 
 
 async def get_user(engine: AsyncEngine, username: str) -> UserRecord | None:
-    async with engine.connect() as connection:
-        row = (await connection.execute(select(users).where(users.c.username == username))).first()
-    return None if row is None else _user(row)
+    row = await find(engine, users.c.username, username)
+    return None if row is None else record(UserRecord, row)
 
 
 async def set_password_hash(engine: AsyncEngine, username: str, password_hash: str, at: datetime) -> None:
@@ -150,23 +128,21 @@ async def create_api_key(engine: AsyncEngine, key: ApiKeyRecord) -> ApiKeyRecord
     async with engine.begin() as connection:
         await _check_tenant(connection, key.buyer_id, key.publisher_id)
         try:
-            await connection.execute(insert(api_keys).values(**{n: getattr(key, n) for n in ApiKeyRecord.__slots__}))
+            await connection.execute(insert(api_keys).values(values(key)))
         except IntegrityError:
             raise Taken(f"api key id {key.id!r} exists") from None
     return key
 
 
 async def get_api_key(engine: AsyncEngine, key_id: str) -> ApiKeyRecord | None:
-    async with engine.connect() as connection:
-        row = (await connection.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
-    return None if row is None else _key(row)
+    row = await find(engine, api_keys.c.id, key_id)
+    return None if row is None else record(ApiKeyRecord, row)
 
 
 async def revoke_api_key(engine: AsyncEngine, key_id: str, at: datetime) -> bool:
     """Mark the key revoked (a revoked key stays revoked at its first time); False when there is no such key."""
     async with engine.begin() as connection:
-        exists = await connection.scalar(select(api_keys.c.id).where(api_keys.c.id == key_id))
-        if exists is None:
+        if not await exists(connection, api_keys.c.id, key_id):
             return False
         await connection.execute(
             update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)).values(revoked_at=at)
@@ -197,39 +173,33 @@ class Filter:
         return clauses
 
 
-async def _page(engine: AsyncEngine, table: Table, where: list[Any], order: Any, limit: int,
-                offset: int) -> tuple[list[Any], int]:
-    async with engine.connect() as connection:
-        total = await connection.scalar(select(func.count()).select_from(table).where(*where))
-        rows = (await connection.execute(select(table).where(*where).order_by(*order).limit(limit).offset(offset)))
-        return list(rows), int(total or 0)
-
-
 async def list_users(engine: AsyncEngine, which: Filter, limit: int, offset: int) -> tuple[list[UserRecord], int]:
     """A page of users by username, and how many match."""
-    rows, total = await _page(engine, users, which.where(users), (users.c.username,), limit, offset)
-    return [_user(row) for row in rows], total
+    rows, total = await page(engine, users, where=which.where(users), order_by=[users.c.username], limit=limit,
+                             offset=offset)
+    return [record(UserRecord, row) for row in rows], total
 
 
 async def update_user(engine: AsyncEngine, username: str, at: datetime, *, enabled: bool | None = None,
                       password_hash: str | None = None) -> UserRecord | None:
     """Enable/disable a user or replace its password hash; the updated user, None when there is no such user."""
-    values: dict[str, Any] = {"updated_at": at}
+    changes: dict[str, Any] = {"updated_at": at}
     if enabled is not None:
-        values["enabled"] = enabled
+        changes["enabled"] = enabled
     if password_hash is not None:
-        values["password_hash"] = password_hash
+        changes["password_hash"] = password_hash
     async with engine.begin() as connection:
-        changed = await connection.execute(update(users).where(users.c.username == username).values(**values))
+        changed = await connection.execute(update(users).where(users.c.username == username).values(**changes))
         if changed.rowcount == 0:
             return None
         row = (await connection.execute(select(users).where(users.c.username == username))).one()
-    return _user(row)
+    return record(UserRecord, row)
 
 
 async def list_api_keys(engine: AsyncEngine, which: Filter, limit: int,
                         offset: int) -> tuple[list[ApiKeyRecord], int]:
     """A page of API keys, newest first, and how many match."""
     order = (api_keys.c.created_at.desc(), api_keys.c.id)
-    rows, total = await _page(engine, api_keys, which.where(api_keys), order, limit, offset)
-    return [_key(row) for row in rows], total
+    rows, total = await page(engine, api_keys, where=which.where(api_keys), order_by=order, limit=limit,
+                             offset=offset)
+    return [record(ApiKeyRecord, row) for row in rows], total

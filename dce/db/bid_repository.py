@@ -5,55 +5,37 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce.bidding.log import BidLogEntry
 from dce.db.bid_models import BidRow
+from dce.db.queries import insert_new, page, table_of
 
-bids = BidRow.__table__
+bids = table_of(BidRow)
 
 
 def _row(entry: BidLogEntry) -> dict[str, Any]:
-    record = entry.record
-    return {
-        "id": entry.id,
-        "at": entry.at,
-        "call_id": entry.call_id,
-        "campaign_id": entry.campaign_id,
-        "target_id": record.target_id,
-        "buyer_id": entry.buyer_id,
-        "bid_id": record.bid_id,
-        "amount": record.amount,
-        "outcome": str(record.outcome),
-        "reject_reason": str(record.reject_reason) if record.reject_reason is not None else None,
-        "latency_ms": float(record.latency_ms),
-    }
+    bid = entry.record
+    row = {**entry._asdict(), **bid._asdict()}
+    del row["record"]
+    row.update(outcome=str(bid.outcome), latency_ms=float(bid.latency_ms),
+               reject_reason=str(bid.reject_reason) if bid.reject_reason is not None else None)
+    return row
 
 
 async def insert_bids(engine: AsyncEngine, entries: Sequence[BidLogEntry]) -> None:
     """Store bid log entries in one transaction; an id already stored is left as it is (retries are safe)."""
     if not entries:
         return
-    rows = [_row(entry) for entry in entries]
     async with engine.begin() as connection:
-        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-        statement = dialect.insert(bids).on_conflict_do_nothing(index_elements=[bids.c.id])
-        await connection.execute(statement, rows)
+        await insert_new(connection, bids, [_row(entry) for entry in entries], bids.c.id)
 
 
 async def list_bids(engine: AsyncEngine, *, limit: int = 50, offset: int = 0, call_id: str | None = None,
                     target_id: str | None = None, buyer_id: str | None = None) -> tuple[list[dict[str, Any]], int]:
     """Bids newest first, optionally for one call, target or buyer, and the total matching."""
-    query = select(bids)
-    if call_id is not None:
-        query = query.where(bids.c.call_id == call_id)
-    if target_id is not None:
-        query = query.where(bids.c.target_id == target_id)
-    if buyer_id is not None:
-        query = query.where(bids.c.buyer_id == buyer_id)
-    async with engine.connect() as connection:
-        total = (await connection.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
-        rows = await connection.execute(query.order_by(bids.c.at.desc(), bids.c.id).limit(limit).offset(offset))
-        return [dict(row._mapping) for row in rows], total
+    wanted = {"call_id": call_id, "target_id": target_id, "buyer_id": buyer_id}
+    where = [bids.c[name] == value for name, value in wanted.items() if value is not None]
+    rows, total = await page(engine, bids, where=where, order_by=[bids.c.at.desc(), bids.c.id], limit=limit,
+                             offset=offset)
+    return [dict(row._mapping) for row in rows], total

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Select, Table, func, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce.billing.cdr import CallDetailRecord, ConversionFrom, Disposition, HangupSide, SaleTerms
 from dce.db.models import CallRecordRow
+from dce.db.queries import find, insert_new, record, table_of, values
+from dce.db.report_repository import list_calls
 
-calls = cast(Table, CallRecordRow.__table__)
+calls = table_of(CallRecordRow)
 
 # Column order of a listed row: every CDR field, then the derived durations.
 COLUMNS: tuple[str, ...] = tuple(column.name for column in calls.columns)
@@ -21,54 +22,25 @@ COLUMNS: tuple[str, ...] = tuple(column.name for column in calls.columns)
 
 def cdr_to_row(cdr: CallDetailRecord) -> dict[str, Any]:
     """The ``calls`` row for ``cdr``."""
-    return {
-        "call_id": cdr.call_id,
-        "a_leg_call_id": cdr.a_leg_call_id,
-        "b_leg_call_id": cdr.b_leg_call_id,
-        "caller": cdr.caller,
-        "called": cdr.called,
-        "did": cdr.did,
-        "destination": cdr.destination,
-        "invite_at": cdr.invite_at,
-        "ring_at": cdr.ring_at,
-        "answer_at": cdr.answer_at,
-        "end_at": cdr.end_at,
-        "disposition": str(cdr.disposition),
-        "final_code": cdr.final_code,
-        "hangup_side": str(cdr.hangup_side) if cdr.hangup_side is not None else None,
-        "reason": cdr.reason,
-        "duration_s": cdr.duration_s,
-        "billable_s": cdr.billable_s,
-        "packets_relayed": cdr.packets_relayed,
-        "bytes_relayed": cdr.bytes_relayed,
-        "extra": dict(cdr.extra),
-        "verstat": cdr.verstat,
-        "dial_at": cdr.dial_at,
+    return values(
+        cdr,
+        omit=("terms",),
+        disposition=str(cdr.disposition),
+        hangup_side=str(cdr.hangup_side) if cdr.hangup_side is not None else None,
+        extra=dict(cdr.extra),
+        duration_s=cdr.duration_s,
+        billable_s=cdr.billable_s,
         **_terms_row(cdr.terms),
-    }
+    )
 
 
-_TERM_COLUMNS = ("campaign_id", "publisher_id", "buyer_id", "target_id", "revenue", "conversion_s",
-                 "conversion_from", "payout_fixed", "payout_share_bp", "duplicate_days", "duplicate_after", "bid_id")
+_TERM_COLUMNS = tuple(f.name for f in fields(SaleTerms))
 
 
 def _terms_row(terms: SaleTerms | None) -> dict[str, Any]:
     if terms is None:
         return dict.fromkeys(_TERM_COLUMNS)
-    return {
-        "campaign_id": terms.campaign_id,
-        "publisher_id": terms.publisher_id,
-        "buyer_id": terms.buyer_id,
-        "target_id": terms.target_id,
-        "revenue": terms.revenue,
-        "conversion_s": terms.conversion_s,
-        "conversion_from": str(terms.conversion_from),
-        "payout_fixed": terms.payout_fixed,
-        "payout_share_bp": terms.payout_share_bp,
-        "duplicate_days": terms.duplicate_days,
-        "duplicate_after": terms.duplicate_after,
-        "bid_id": terms.bid_id,
-    }
+    return values(terms, conversion_from=str(terms.conversion_from))
 
 
 def row_terms(row: Mapping[str, Any]) -> SaleTerms | None:
@@ -91,84 +63,24 @@ def row_terms(row: Mapping[str, Any]) -> SaleTerms | None:
     )
 
 
-def row_to_cdr(row: dict[str, Any]) -> CallDetailRecord:
+def row_to_cdr(row: Mapping[str, Any]) -> CallDetailRecord:
     """Rebuild a :class:`CallDetailRecord` from a row dict (as returned by :func:`list_cdrs`)."""
-    return CallDetailRecord(
-        call_id=row["call_id"],
-        a_leg_call_id=row["a_leg_call_id"],
-        b_leg_call_id=row["b_leg_call_id"],
-        caller=row["caller"],
-        called=row["called"],
-        did=row["did"],
-        destination=row["destination"],
-        invite_at=row["invite_at"],
-        end_at=row["end_at"],
+    return record(
+        CallDetailRecord,
+        row,
         disposition=Disposition(row["disposition"]),
-        final_code=row["final_code"],
-        ring_at=row["ring_at"],
-        answer_at=row["answer_at"],
         hangup_side=HangupSide(row["hangup_side"]) if row["hangup_side"] is not None else None,
-        reason=row["reason"],
-        packets_relayed=row["packets_relayed"],
-        bytes_relayed=row["bytes_relayed"],
         extra=dict(row["extra"] or {}),
-        verstat=row.get("verstat"),
-        dial_at=row.get("dial_at"),
         terms=row_terms(row),
     )
-
-
-async def _insert_portable(connection: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    """Insert rows whose call_id is not stored yet (for dialects without ON CONFLICT)."""
-    ids = [row["call_id"] for row in rows]
-    existing = set(
-        (await connection.execute(select(calls.c.call_id).where(calls.c.call_id.in_(ids)))).scalars()
-    )
-    fresh: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        if row["call_id"] not in existing:
-            fresh.setdefault(row["call_id"], row)
-    if fresh:
-        await connection.execute(calls.insert(), list(fresh.values()))
 
 
 async def insert_cdrs(engine: AsyncEngine, cdrs: Sequence[CallDetailRecord]) -> None:
     """Store ``cdrs`` in one transaction. Idempotent: a call_id already stored is left as it is."""
     if not cdrs:
         return
-    rows = [cdr_to_row(cdr) for cdr in cdrs]
     async with engine.begin() as connection:
-        dialect = connection.dialect.name
-        if dialect == "postgresql":
-            statement = postgresql.insert(calls).on_conflict_do_nothing(index_elements=[calls.c.call_id])
-            await connection.execute(statement, rows)
-        elif dialect == "sqlite":
-            statement = sqlite.insert(calls).on_conflict_do_nothing(index_elements=[calls.c.call_id])
-            await connection.execute(statement, rows)
-        else:
-            await _insert_portable(connection, rows)
-
-
-def _filtered(
-    query: Select[Any],
-    *,
-    disposition: str | None,
-    did: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    tenant: Mapping[str, str] | None = None,
-) -> Select[Any]:
-    for column, value in (tenant or {}).items():  # a buyer's or seller's own calls only
-        query = query.where(calls.c[column] == value)
-    if disposition is not None:
-        query = query.where(calls.c.disposition == str(disposition))
-    if did is not None:
-        query = query.where(calls.c.did == did)
-    if since is not None:
-        query = query.where(calls.c.invite_at >= since)
-    if until is not None:
-        query = query.where(calls.c.invite_at < until)
-    return query
+        await insert_new(connection, calls, [cdr_to_row(cdr) for cdr in cdrs], calls.c.call_id)
 
 
 async def list_cdrs(
@@ -182,26 +94,17 @@ async def list_cdrs(
     until: datetime | None = None,
     tenant: Mapping[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """A page of stored calls, newest INVITE first, and the total matching the filters.
+    """A page of stored calls, newest INVITE first, and the total matching the filters
+    (:func:`dce.db.report_repository.list_calls` with these filters).
 
     Each row is a dict with every CDR field (times as aware UTC datetimes) plus ``duration_s``/``billable_s``.
     """
-    filters = {"disposition": disposition, "did": did, "since": since, "until": until, "tenant": tenant}
-    page = (
-        _filtered(select(calls), **filters)
-        .order_by(calls.c.invite_at.desc(), calls.c.call_id.desc())
-        .limit(limit)
-        .offset(offset)
-    )
-    count = _filtered(select(func.count()).select_from(calls), **filters)
-    async with engine.connect() as connection:
-        total = (await connection.execute(count)).scalar_one()
-        rows = [dict(row) for row in (await connection.execute(page)).mappings()]
-    return rows, total
+    filters = {"disposition": None if disposition is None else str(disposition), "did": did}
+    return await list_calls(engine, limit=limit, offset=offset, since=since, until=until, filters=filters,
+                            tenant=tenant)
 
 
 async def get_cdr(engine: AsyncEngine, call_id: str) -> CallDetailRecord | None:
     """The stored record for ``call_id``, or None."""
-    async with engine.connect() as connection:
-        row = (await connection.execute(select(calls).where(calls.c.call_id == call_id))).mappings().first()
-    return row_to_cdr(dict(row)) if row is not None else None
+    row = await find(engine, calls.c.call_id, call_id)
+    return row_to_cdr(row._mapping) if row is not None else None

@@ -12,44 +12,26 @@ version first, so a write racing the load is caught by the next poll).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dce.compliance.consent import ConsentBook, ConsentRecord, ConsentStatus
 from dce.db.consent_models import ConsentRow, ConsentsVersionRow
+from dce.db.queries import Target, bump_version, reading, record, table_of, values, version_of, writing
 
-consents = cast(Table, ConsentRow.__table__)
-consents_version_table = cast(Table, ConsentsVersionRow.__table__)
+consents = table_of(ConsentRow)
+consents_version_table = table_of(ConsentsVersionRow)
 
 
 def _record(row: Row[Any]) -> ConsentRecord:
-    m = row._mapping
-    return ConsentRecord(
-        number=m["number"], business=m["business"], consent_type=m["consent_type"], channel=m["channel"],
-        source=m["source"], proof_hash=m["proof_hash"], status=ConsentStatus(m["status"]),
-        granted_at=m["granted_at"], expires_at=m["expires_at"], version=m["version"],
-        recorded_at=m["recorded_at"], reason=m["reason"],
-    )
+    return record(ConsentRecord, row, status=ConsentStatus(row.status))
 
 
-def _values(record: ConsentRecord) -> dict[str, Any]:
-    return {
-        "number": record.number, "business": record.business, "consent_type": record.consent_type,
-        "version": record.version, "status": str(record.status), "channel": record.channel,
-        "source": record.source, "proof_hash": record.proof_hash, "granted_at": record.granted_at,
-        "expires_at": record.expires_at, "recorded_at": record.recorded_at, "reason": record.reason,
-    }
-
-
-async def _bump(connection: AsyncConnection) -> None:
-    await connection.execute(
-        update(consents_version_table)
-        .where(consents_version_table.c.id == 1)
-        .values(version=consents_version_table.c.version + 1)
-    )
+def _values(consent: ConsentRecord) -> dict[str, Any]:
+    return values(consent, status=str(consent.status))
 
 
 async def _latest(connection: AsyncConnection, number: str, business: str, consent_type: str) -> ConsentRecord | None:
@@ -71,7 +53,7 @@ async def record_consent(engine: AsyncEngine, *, number: str, business: str, con
     """Store a grant as the next version of its (number, business, consent_type); returns the stored record."""
     recorded_at = recorded_at or datetime.now(UTC)
     async with engine.begin() as connection:
-        await _bump(connection)  # first: takes the write lock before the version is read
+        await bump_version(connection, consents_version_table)  # first: takes the write lock before the version is read
         held = await _latest(connection, number, business, consent_type)
         record = ConsentRecord(
             number=number, business=business, consent_type=str(consent_type), channel=str(channel), source=source,
@@ -91,7 +73,7 @@ async def revoke_consent(engine: AsyncEngine, *, number: str, business: str, con
         held = await _latest(connection, number, business, consent_type)
         if held is None:
             return None
-        await _bump(connection)
+        await bump_version(connection, consents_version_table)
         held = await _latest(connection, number, business, consent_type)  # again, under the lock
         assert held is not None  # only erase_number deletes, and it bumps (locks) first too
         record = held.revoked(at, reason, channel=channel)
@@ -136,34 +118,25 @@ async def load_consent_book(engine: AsyncEngine) -> ConsentBook:
 
 async def consents_version(engine: AsyncEngine) -> int:
     """A counter that moves on every consent write and erasure (cheap: one row by primary key)."""
-    async with engine.connect() as connection:
-        return (
-            await connection.execute(
-                select(consents_version_table.c.version).where(consents_version_table.c.id == 1)
-            )
-        ).scalar_one()
+    return await version_of(engine, consents_version_table)
 
 
-async def erase_number(target: AsyncConnection | AsyncEngine, number: str) -> int:
+async def erase_number(target: Target, number: str) -> int:
     """GDPR erasure: delete every version of every consent of ``number`` (E.164); returns the rows deleted.
 
     Given a connection, runs inside the caller's transaction (so an erasure across tables commits or fails as
     one); given an engine, in a transaction of its own."""
-    if isinstance(target, AsyncEngine):
-        async with target.begin() as connection:
-            return await erase_number(connection, number)
-    await _bump(target)
-    result = await target.execute(delete(consents).where(consents.c.number == number))
-    return int(result.rowcount or 0)
+    async with writing(target) as connection:
+        await bump_version(connection, consents_version_table)
+        result = await connection.execute(delete(consents).where(consents.c.number == number))
+        return int(result.rowcount or 0)
 
 
-async def export_number(target: AsyncConnection | AsyncEngine, number: str) -> list[dict[str, Any]]:
+async def export_number(target: Target, number: str) -> list[dict[str, Any]]:
     """GDPR export: every version of every consent of ``number`` (E.164), oldest first, as JSON-able dicts."""
-    if isinstance(target, AsyncEngine):
-        async with target.connect() as connection:
-            return await export_number(connection, number)
-    rows = await target.execute(select(consents).where(consents.c.number == number).order_by(consents.c.id))
-    return [
-        {key: value.isoformat() if isinstance(value, datetime) else value for key, value in row._mapping.items()}
-        for row in rows
-    ]
+    async with reading(target) as connection:
+        rows = await connection.execute(select(consents).where(consents.c.number == number).order_by(consents.c.id))
+        return [
+            {key: value.isoformat() if isinstance(value, datetime) else value for key, value in row._mapping.items()}
+            for row in rows
+        ]

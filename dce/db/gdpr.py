@@ -18,18 +18,19 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import phonenumbers
-from sqlalchemy import JSON, ColumnElement, String, Table, Text, and_, bindparam, or_, select, text
+from sqlalchemy import JSON, ColumnElement, String, Text, and_, bindparam, or_, select
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dce.compliance.audit import format_time
 from dce.db.audit_repository import append, lock_chain
 from dce.db.models import CallRecordRow
+from dce.db.queries import sqlite_write_lock, table_of, values
 
-calls = cast(Table, CallRecordRow.__table__)
+calls = table_of(CallRecordRow)
 
 Eraser = Callable[[AsyncConnection, str], Awaitable[int]]
 """Erase an E.164 number from one table inside the caller's transaction; return the number of rows changed."""
@@ -201,13 +202,7 @@ class ErasureReport:
         return sum(self.counts.values())
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "subject": self.subject,
-            "counts": dict(self.counts),
-            "total": self.total,
-            "audit_seq": self.audit_seq,
-            "at": format_time(self.at),
-        }
+        return values(self, counts=dict(self.counts), at=format_time(self.at), total=self.total)
 
 
 def _registry(own: Callable[..., Any], others: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -286,8 +281,7 @@ async def pseudonymise_old_calls(
     last_id: str | None = None
     while True:
         async with engine.begin() as connection:
-            if connection.dialect.name == "sqlite":  # the write lock first: no read-to-write upgrade to fail
-                await connection.execute(text("UPDATE calls SET call_id = call_id WHERE 0 = 1"))
+            await sqlite_write_lock(connection, calls)  # first: no read-to-write upgrade to fail
             conditions = [calls.c.invite_at < older_than, ~calls.c.caller.startswith(PSEUDONYM_PREFIX)]
             if last_id is not None:
                 conditions.append(calls.c.call_id > last_id)

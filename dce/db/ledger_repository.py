@@ -7,22 +7,22 @@ An entry whose key is already stored is not posted again: the stored one is retu
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Table, Text, bindparam, func, insert, select, text
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import BigInteger, DateTime, Text, bindparam, func, insert, select, text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dce.billing.ledger import BUYER_PREFIX, JournalEntry, Line
 from dce.db.ledger_models import AccountBalanceRow, ConversionRow, JournalEntryRow, JournalLineRow
+from dce.db.queries import Target, dialect_insert, find, reading, record, table_of, writing
 
-journal_entries = cast(Table, JournalEntryRow.__table__)
-journal_lines = cast(Table, JournalLineRow.__table__)
-account_balances = cast(Table, AccountBalanceRow.__table__)
-conversions = cast(Table, ConversionRow.__table__)
+journal_entries = table_of(JournalEntryRow)
+journal_lines = table_of(JournalLineRow)
+account_balances = table_of(AccountBalanceRow)
+conversions = table_of(ConversionRow)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,34 +49,6 @@ class Verification:
         return self.total == 0 and not self.unbalanced_entries and not self.mismatches
 
 
-@asynccontextmanager
-async def _transaction(target: AsyncEngine | AsyncConnection) -> AsyncIterator[AsyncConnection]:
-    """A transaction on an engine, or the caller's connection (its transaction is the caller's business)."""
-    if isinstance(target, AsyncConnection):
-        yield target
-        return
-    async with target.begin() as connection:
-        yield connection
-
-
-@asynccontextmanager
-async def _reader(target: AsyncEngine | AsyncConnection) -> AsyncIterator[AsyncConnection]:
-    if isinstance(target, AsyncConnection):
-        yield target
-        return
-    async with target.connect() as connection:
-        yield connection
-
-
-def _dialect_insert(connection: AsyncConnection, table: Table) -> Any:
-    name = connection.dialect.name
-    if name == "postgresql":
-        return postgresql.insert(table)
-    if name == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(f"ledger posting needs ON CONFLICT (PostgreSQL or SQLite), not {name}")
-
-
 async def post_many(connection: AsyncConnection, entries: Sequence[JournalEntry]) -> dict[str, int]:
     """Post ``entries`` on ``connection`` (inside the caller's transaction) with few round trips: the entries not
     stored yet (by key; a key repeated in ``entries`` counts once), their lines and the summed balance deltas.
@@ -90,7 +62,7 @@ async def post_many(connection: AsyncConnection, entries: Sequence[JournalEntry]
         created = await _post_postgresql(connection, list(fresh.values()))
     else:
         statement = (
-            _dialect_insert(connection, journal_entries)
+            dialect_insert(connection, journal_entries)
             .on_conflict_do_nothing(index_elements=[journal_entries.c.key])
             .returning(journal_entries.c.id, journal_entries.c.key)
         )
@@ -149,7 +121,7 @@ async def _add_to_balances(connection: AsyncConnection, deltas: dict[str, int]) 
     posters lock the rows in the same order."""
     if not deltas:
         return
-    upsert = _dialect_insert(connection, account_balances)
+    upsert = dialect_insert(connection, account_balances)
     upsert = upsert.on_conflict_do_update(
         index_elements=[account_balances.c.account],
         set_={"balance": account_balances.c.balance + upsert.excluded.balance},
@@ -159,10 +131,10 @@ async def _add_to_balances(connection: AsyncConnection, deltas: dict[str, int]) 
     )
 
 
-async def post(target: AsyncEngine | AsyncConnection, entry: JournalEntry) -> StoredEntry:
+async def post(target: Target, entry: JournalEntry) -> StoredEntry:
     """Post one entry (its own transaction on an engine). Idempotent by key: when the key is stored already,
     nothing changes and the stored entry is returned (``created=False``)."""
-    async with _transaction(target) as connection:
+    async with writing(target) as connection:
         created = await post_many(connection, [entry])
         if entry.key in created:
             return StoredEntry(id=created[entry.key], entry=entry, created=True)
@@ -172,7 +144,7 @@ async def post(target: AsyncEngine | AsyncConnection, entry: JournalEntry) -> St
 
 
 def _entry_from(row: Any, lines: Iterable[Line]) -> JournalEntry:
-    return JournalEntry(key=row.key, kind=row.kind, at=row.at, actor=row.actor, memo=row.memo, lines=tuple(lines))
+    return record(JournalEntry, row, lines=tuple(lines))
 
 
 async def _lines_of(connection: AsyncConnection, entry_ids: Sequence[int]) -> dict[int, list[Line]]:
@@ -189,10 +161,10 @@ async def _lines_of(connection: AsyncConnection, entry_ids: Sequence[int]) -> di
     return by_entry
 
 
-async def get_entry(target: AsyncEngine | AsyncConnection, key: str) -> StoredEntry | None:
+async def get_entry(target: Target, key: str) -> StoredEntry | None:
     """The stored entry with ``key``, or None."""
-    async with _reader(target) as connection:
-        row = (await connection.execute(select(journal_entries).where(journal_entries.c.key == key))).first()
+    async with reading(target) as connection:
+        row = await find(connection, journal_entries.c.key, key)
         if row is None:
             return None
         lines = (await _lines_of(connection, [row.id]))[row.id]
@@ -200,10 +172,10 @@ async def get_entry(target: AsyncEngine | AsyncConnection, key: str) -> StoredEn
 
 
 async def entries(
-    target: AsyncEngine | AsyncConnection, account: str | None = None, limit: int = 50, offset: int = 0
+    target: Target, account: str | None = None, limit: int = 50, offset: int = 0
 ) -> tuple[list[StoredEntry], int]:
     """A page of entries, newest first (touching ``account`` when given), and the total count."""
-    async with _reader(target) as connection:
+    async with reading(target) as connection:
         if account is None:
             ids_query = select(journal_entries.c.id)
             count = select(func.count()).select_from(journal_entries)
@@ -221,38 +193,38 @@ async def entries(
     return [StoredEntry(id=i, entry=_entry_from(rows[i], lines[i])) for i in ids], total
 
 
-async def balances(target: AsyncEngine | AsyncConnection, accounts: Iterable[str] | None = None) -> dict[str, int]:
+async def balances(target: Target, accounts: Iterable[str] | None = None) -> dict[str, int]:
     """Cached raw balances (sum of lines, debit positive) per account; every account when ``accounts`` is None,
     else those asked for (0 for an account with no lines yet)."""
     query = select(account_balances.c.account, account_balances.c.balance)
     wanted = None if accounts is None else list(dict.fromkeys(accounts))
     if wanted is not None:
         query = query.where(account_balances.c.account.in_(wanted))
-    async with _reader(target) as connection:
+    async with reading(target) as connection:
         found = {row.account: int(row.balance) for row in await connection.execute(query)}
     if wanted is None:
         return dict(sorted(found.items()))
     return {account: found.get(account, 0) for account in wanted}
 
 
-async def buyer_balances(target: AsyncEngine | AsyncConnection) -> dict[str, int]:
+async def buyer_balances(target: Target) -> dict[str, int]:
     """buyer id -> its funds (``-raw balance``: deposits minus charges); the routing snapshot adds credit limits."""
     query = select(account_balances.c.account, account_balances.c.balance).where(
         account_balances.c.account.like(BUYER_PREFIX + "%")
     )
-    async with _reader(target) as connection:
+    async with reading(target) as connection:
         return {row.account[len(BUYER_PREFIX):]: -int(row.balance) for row in await connection.execute(query)}
 
 
-async def ledger_version(target: AsyncEngine | AsyncConnection) -> int:
+async def ledger_version(target: Target) -> int:
     """Changes on every post that creates an entry (the newest entry id; 0 for an empty journal)."""
-    async with _reader(target) as connection:
+    async with reading(target) as connection:
         return int((await connection.execute(select(func.coalesce(func.max(journal_entries.c.id), 0)))).scalar_one())
 
 
-async def verify_balances(target: AsyncEngine | AsyncConnection) -> Verification:
+async def verify_balances(target: Target) -> Verification:
     """Recompute every balance from the lines and compare with the cache; find entries that do not balance."""
-    async with _reader(target) as connection:
+    async with reading(target) as connection:
         computed = {
             row.account: int(row.total)
             for row in await connection.execute(

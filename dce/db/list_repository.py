@@ -17,20 +17,21 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dce.compliance.lists import ListBook, ListKind, NumberList, check_scope
 from dce.compliance.numberset import MAX_E164, MIN_E164, OVERLAY_LIMIT, NumberSet, e164_to_int, sorted_unique
 from dce.db.list_models import NumberListAddRow, NumberListChunkRow, NumberListRow, NumberListsVersionRow
+from dce.db.queries import bump_version, find, load_consistent, reading, record, table_of, values, version_of, writing
 
-lists_table = cast(Table, NumberListRow.__table__)
-chunks_table = cast(Table, NumberListChunkRow.__table__)
-adds_table = cast(Table, NumberListAddRow.__table__)
-version_table = cast(Table, NumberListsVersionRow.__table__)
+lists_table = table_of(NumberListRow)
+chunks_table = table_of(NumberListChunkRow)
+adds_table = table_of(NumberListAddRow)
+version_table = table_of(NumberListsVersionRow)
 
 CHUNK = 65_536  # numbers per chunk row (512 KB)
 COMPACT_AT = 50_000  # adds of one list before they are folded into its chunks
@@ -66,15 +67,8 @@ class ListInfo:
     updated_at: datetime
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": str(self.kind),
-            "scope": self.scope,
-            "name": self.name,
-            "count": self.count,
-            "created_at": self.created_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
-        }
+        return values(self, kind=str(self.kind), created_at=self.created_at.isoformat(),
+                      updated_at=self.updated_at.isoformat())
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +95,7 @@ def _now() -> datetime:
 
 
 def _info(row: Any) -> ListInfo:
-    return ListInfo(row.id, ListKind(row.kind), row.scope, row.name, int(row.count), row.created_at, row.updated_at)
+    return record(ListInfo, row, kind=ListKind(row.kind), count=int(row.count))
 
 
 def _as_array(numbers: np.ndarray | Iterable[int | np.ndarray]) -> np.ndarray:
@@ -146,21 +140,9 @@ def _decode(data: bytes) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- version
 
 
-async def _bump(connection: AsyncConnection) -> None:
-    await connection.execute(
-        update(version_table).where(version_table.c.id == 1).values(version=version_table.c.version + 1)
-    )
-
-
-async def _version(connection: AsyncConnection) -> int:
-    value = (await connection.execute(select(version_table.c.version).where(version_table.c.id == 1))).scalar()
-    return int(value or 0)
-
-
 async def lists_version(engine: AsyncEngine) -> int:
     """The change counter: it grows with every list write (cheap to poll)."""
-    async with engine.connect() as connection:
-        return await _version(connection)
+    return await version_of(engine, version_table)
 
 
 async def _lock(connection: AsyncConnection, list_id: str) -> ListInfo:
@@ -171,7 +153,7 @@ async def _lock(connection: AsyncConnection, list_id: str) -> ListInfo:
     )
     if touched.rowcount == 0:
         raise ListNotFound(list_id)
-    await _bump(connection)
+    await bump_version(connection, version_table)
     row = (await connection.execute(select(lists_table).where(lists_table.c.id == list_id))).one()
     return _info(row)
 
@@ -191,14 +173,14 @@ async def create_list(engine: AsyncEngine, kind: ListKind | str, scope: str | No
     list_id = list_id or uuid.uuid4().hex
     now = _now()
     async with engine.begin() as connection:
-        if (await connection.execute(select(lists_table.c.id).where(lists_table.c.id == list_id))).first():
+        if await find(connection, lists_table.c.id, list_id) is not None:
             raise ListConflict(f"list {list_id!r} exists")
         await connection.execute(
             insert(lists_table).values(
                 id=list_id, kind=str(kind), scope=scope, name=name, count=0, created_at=now, updated_at=now
             )
         )
-        await _bump(connection)
+        await bump_version(connection, version_table)
     return ListInfo(list_id, kind, scope, name, 0, now, now)
 
 
@@ -217,8 +199,7 @@ async def list_lists(engine: AsyncEngine, kind: ListKind | str | None = None, sc
 
 
 async def get_list(engine: AsyncEngine, list_id: str) -> ListInfo:
-    async with engine.connect() as connection:
-        row = (await connection.execute(select(lists_table).where(lists_table.c.id == list_id))).first()
+    row = await find(engine, lists_table.c.id, list_id)
     if row is None:
         raise ListNotFound(list_id)
     return _info(row)
@@ -272,7 +253,7 @@ async def _read_numbers(connection: AsyncConnection, list_id: str) -> np.ndarray
 async def list_numbers(engine: AsyncEngine, list_id: str) -> np.ndarray:
     """Every number of one list as a sorted int64 array."""
     async with engine.connect() as connection:
-        if (await connection.execute(select(lists_table.c.id).where(lists_table.c.id == list_id))).first() is None:
+        if await find(connection, lists_table.c.id, list_id) is None:
             raise ListNotFound(list_id)
         return await _read_numbers(connection, list_id)
 
@@ -418,7 +399,7 @@ async def remove_number(engine: AsyncEngine, list_id: str, number: int) -> bool:
     return removed
 
 
-async def erase_number(connection_or_engine: AsyncConnection | AsyncEngine, e164: str | int) -> int:
+async def erase_number(target: AsyncEngine | AsyncConnection, e164: str | int) -> int:
     """GDPR erasure: take the number off every list, chunks and adds alike. How many lists held it.
 
     With a connection, runs inside the caller's transaction (so an erasure across tables commits as one);
@@ -427,10 +408,8 @@ async def erase_number(connection_or_engine: AsyncConnection | AsyncEngine, e164
     value = e164 if isinstance(e164, int) else e164_to_int(e164)
     if value is None:
         raise ValueError(f"not an E.164 number: {e164!r}")
-    if isinstance(connection_or_engine, AsyncEngine):
-        async with connection_or_engine.begin() as connection:
-            return await _erase(connection, value)
-    return await _erase(connection_or_engine, value)
+    async with writing(target) as connection:
+        return await _erase(connection, value)
 
 
 async def _holding(connection: AsyncConnection, value: int) -> list[str]:
@@ -454,20 +433,18 @@ async def _holding(connection: AsyncConnection, value: int) -> list[str]:
 
 async def lists_holding(target: AsyncEngine | AsyncConnection, number: str | int) -> list[ListInfo]:
     """The lists holding a number (E.164 string or digits), read from the database; ordered by kind, scope, id."""
-    if isinstance(target, AsyncEngine):
-        async with target.connect() as connection:
-            return await lists_holding(connection, number)
     value = number if isinstance(number, int) else e164_to_int(number)
     if value is None:
         raise ValueError(f"not an E.164 number: {number!r}")
-    ids = await _holding(target, value)
-    if not ids:
-        return []
-    rows = await target.execute(
-        select(lists_table).where(lists_table.c.id.in_(ids))
-        .order_by(lists_table.c.kind, lists_table.c.scope, lists_table.c.id)
-    )
-    return [_info(row) for row in rows]
+    async with reading(target) as connection:
+        ids = await _holding(connection, value)
+        if not ids:
+            return []
+        rows = await connection.execute(
+            select(lists_table).where(lists_table.c.id.in_(ids))
+            .order_by(lists_table.c.kind, lists_table.c.scope, lists_table.c.id)
+        )
+        return [_info(row) for row in rows]
 
 
 async def export_number(target: AsyncEngine | AsyncConnection, number: str) -> list[dict[str, Any]]:
@@ -503,28 +480,17 @@ async def _erase(connection: AsyncConnection, value: int) -> int:
 
 
 async def load_book(engine: AsyncEngine, *, attempts: int = 5) -> ListBook:
-    """Every list, in memory, with the version it reflects (read again if a write committed meanwhile)."""
-    for _ in range(attempts - 1):
-        book, version_after = await _load_once(engine)
-        if version_after == book.version:
-            return book
-    book, _version_after = await _load_once(engine)
-    return book
+    """Every list, in memory, with the version it reflects (:func:`dce.db.queries.load_consistent`)."""
+    lists, version = await load_consistent(engine, version_table, _read_lists, attempts=attempts)
+    return ListBook(lists, version=version)
 
 
-async def _load_once(engine: AsyncEngine) -> tuple[ListBook, int]:
-    async with engine.connect() as connection:
-        if connection.dialect.name == "postgresql":
-            await connection.execution_options(isolation_level="REPEATABLE READ")
-        async with connection.begin():
-            version = await _version(connection)
-            infos = [_info(row) for row in await connection.execute(select(lists_table).order_by(lists_table.c.id))]
-            lists = []
-            for info in infos:
-                lists.append(NumberList(info.id, info.kind, info.scope, await _number_set(connection, info.id),
-                                        info.name))
-        version_after = await _version(connection)
-    return ListBook(lists, version=version), version_after
+async def _read_lists(connection: AsyncConnection) -> list[NumberList]:
+    infos = [_info(row) for row in await connection.execute(select(lists_table).order_by(lists_table.c.id))]
+    return [
+        NumberList(info.id, info.kind, info.scope, await _number_set(connection, info.id), info.name)
+        for info in infos
+    ]
 
 
 async def _number_set(connection: AsyncConnection, list_id: str) -> NumberSet:

@@ -11,11 +11,11 @@ does not exist; ``field`` names where, e.g. ``target_ids[1]``).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import time
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Column, Table, delete, func, insert, select, update
+from sqlalchemy import Column, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -29,6 +29,7 @@ from dce.db.marketplace_models import (
     TargetRow,
     TrackingNumberRow,
 )
+from dce.db.queries import bump_version, exists, find, load_consistent, page, record, table_of, values, version_of
 from dce.routing.model import (
     ANY_PUBLISHER,
     Buyer,
@@ -50,15 +51,14 @@ from dce.routing.model import (
     UnmatchedCaller,
 )
 
-publishers = cast(Table, PublisherRow.__table__)
-buyers = cast(Table, BuyerRow.__table__)
-campaigns = cast(Table, CampaignRow.__table__)
-campaign_publishers = cast(Table, CampaignPublisherRow.__table__)
-campaign_targets = cast(Table, CampaignTargetRow.__table__)
-targets = cast(Table, TargetRow.__table__)
-tracking_numbers = cast(Table, TrackingNumberRow.__table__)
-marketplace_version = cast(Table, MarketplaceVersionRow.__table__)
-
+publishers = table_of(PublisherRow)
+buyers = table_of(BuyerRow)
+campaigns = table_of(CampaignRow)
+campaign_publishers = table_of(CampaignPublisherRow)
+campaign_targets = table_of(CampaignTargetRow)
+targets = table_of(TargetRow)
+tracking_numbers = table_of(TrackingNumberRow)
+marketplace_version = table_of(MarketplaceVersionRow)
 
 
 class MarketplaceError(Exception):
@@ -104,81 +104,56 @@ class MarketplaceData:
 
 
 def _publisher_row(p: Publisher) -> dict[str, Any]:
-    return {"id": p.id, "name": p.name, "enabled": p.enabled}
+    return values(p)
 
 
 def _publisher(row: Any) -> Publisher:
-    return Publisher(id=row.id, name=row.name, enabled=bool(row.enabled))
+    return record(Publisher, row)
 
 
 def _buyer_row(b: Buyer) -> dict[str, Any]:
-    return {"id": b.id, "name": b.name, "timezone": b.timezone, "credit_limit": b.credit_limit, "enabled": b.enabled}
+    return values(b)
 
 
 def _buyer(row: Any) -> Buyer:
-    return Buyer(id=row.id, name=row.name, timezone=row.timezone,
-                 credit_limit=int(row.credit_limit) if row.credit_limit is not None else None,
-                 enabled=bool(row.enabled))
+    return record(Buyer, row)
 
 
 def _target_row(t: Target) -> dict[str, Any]:
-    return {
-        "id": t.id,
-        "buyer_id": t.buyer_id,
-        "name": t.name,
-        "destination": t.destination,
-        "revenue": t.revenue,
-        "conversion_duration_s": t.conversion_duration_s,
-        "priority": t.priority,
-        "weight": t.weight,
-        "ring_timeout_s": float(t.ring_timeout_s),
-        "cap_concurrency": t.caps.concurrency,
-        "cap_hourly": t.caps.hourly,
-        "cap_daily": t.caps.daily,
-        "cap_monthly": t.caps.monthly,
-        "cap_counts": str(t.caps.counts),
-        "hours": [{"weekday": h.weekday, "start": h.start.isoformat(), "end": h.end.isoformat()} for h in t.hours],
-        "criteria": [
+    return values(
+        t,
+        omit=("caps",),
+        ring_timeout_s=float(t.ring_timeout_s),
+        hours=[{"weekday": h.weekday, "start": h.start.isoformat(), "end": h.end.isoformat()} for h in t.hours],
+        criteria=[
             {"field": c.field, "op": str(c.op), "values": list(c.values), "negate": c.negate} for c in t.criteria
         ],
-        "skills": list(t.skills),
-        "cost": t.cost,
-        "bid_url": t.bid_url,
-        "enabled": t.enabled,
-    }
+        skills=list(t.skills),
+        cap_concurrency=t.caps.concurrency,
+        cap_hourly=t.caps.hourly,
+        cap_daily=t.caps.daily,
+        cap_monthly=t.caps.monthly,
+        cap_counts=str(t.caps.counts),
+    )
 
 
 def _target(row: Any) -> Target:
-    return Target(
-        id=row.id,
-        buyer_id=row.buyer_id,
-        name=row.name,
-        destination=row.destination,
-        revenue=int(row.revenue),
-        conversion_duration_s=row.conversion_duration_s,
-        priority=row.priority,
-        weight=row.weight,
-        ring_timeout_s=float(row.ring_timeout_s),
-        caps=Caps(
-            concurrency=row.cap_concurrency,
-            hourly=row.cap_hourly,
-            daily=row.cap_daily,
-            monthly=row.cap_monthly,
-            counts=CapCounts(row.cap_counts),
-        ),
-        hours=tuple(
-            HoursWindow(weekday=h["weekday"], start=time.fromisoformat(h["start"]), end=time.fromisoformat(h["end"]))
-            for h in row.hours
-        ),
-        criteria=tuple(
-            Criterion(field=c["field"], op=CriterionOp(c["op"]), values=tuple(c.get("values", ())), negate=c["negate"])
-            for c in row.criteria
-        ),
-        skills=tuple(row.skills),
-        cost=int(row.cost),
-        bid_url=row.bid_url,
-        enabled=bool(row.enabled),
+    caps = Caps(
+        concurrency=row.cap_concurrency,
+        hourly=row.cap_hourly,
+        daily=row.cap_daily,
+        monthly=row.cap_monthly,
+        counts=CapCounts(row.cap_counts),
     )
+    hours = tuple(
+        HoursWindow(weekday=h["weekday"], start=time.fromisoformat(h["start"]), end=time.fromisoformat(h["end"]))
+        for h in row.hours
+    )
+    criteria = tuple(
+        Criterion(field=c["field"], op=CriterionOp(c["op"]), values=tuple(c.get("values", ())), negate=c["negate"])
+        for c in row.criteria
+    )
+    return record(Target, row, caps=caps, hours=hours, criteria=criteria, skills=tuple(row.skills))
 
 
 def _campaign_rows(c: Campaign) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -196,30 +171,19 @@ def _campaign_rows(c: Campaign) -> tuple[dict[str, Any], list[dict[str, Any]], l
             raise UnknownReference(f"payouts[{index}].publisher_id", "publisher in publisher_ids", publisher_id)
     default = payouts.get(ANY_PUBLISHER)
     rule = c.duplicate_rule
-    row = {
-        "id": c.id,
-        "name": c.name,
-        "vertical": c.vertical,
-        "strategy": str(c.strategy),
-        "default_payout_fixed": default.fixed if default else None,
-        "default_payout_revenue_share_bp": default.revenue_share_bp if default else None,
-        "duplicate_rule": (
+    row = values(
+        c,
+        omit=("publisher_ids", "target_ids", "payouts"),
+        strategy=str(c.strategy),
+        default_payout_fixed=default.fixed if default else None,
+        default_payout_revenue_share_bp=default.revenue_share_bp if default else None,
+        duplicate_rule=(
             {"after": str(rule.after), "days": rule.days, "scope": str(rule.scope)} if rule is not None else None
         ),
-        "ping_timeout_ms": c.ping_timeout_ms,
-        "reserve": c.reserve,
-        "allow_caller_id": c.allow_caller_id,
-        "key": c.key,
-        "unmatched_caller": str(c.unmatched_caller),
-        "live_auction": c.live_auction,
-        "auction_window_ms": c.auction_window_ms,
-        "stir_min_attestation": c.stir_min_attestation,
-        "stir_action": str(c.stir_action),
-        "stir_unsigned": str(c.stir_unsigned),
-        "conversion_from": c.conversion_from,
-        "max_call_duration_s": c.max_call_duration_s,
-        "enabled": c.enabled,
-    }
+        unmatched_caller=str(c.unmatched_caller),
+        stir_action=str(c.stir_action),
+        stir_unsigned=str(c.stir_unsigned),
+    )
     publisher_rows = []
     for position, publisher_id in enumerate(c.publisher_ids):
         payout = payouts.get(publisher_id)
@@ -258,57 +222,38 @@ def _campaign(row: Any, publisher_rows: Sequence[Any], target_rows: Sequence[Any
             )
         )
     rule = row.duplicate_rule
-    return Campaign(
-        id=row.id,
-        name=row.name,
-        vertical=row.vertical,
+    duplicate_rule = (
+        DuplicateRule(after=DuplicateAfter(rule["after"]), days=rule["days"], scope=DuplicateScope(rule["scope"]))
+        if rule is not None
+        else None
+    )
+    return record(
+        Campaign,
+        row,
         publisher_ids=tuple(p.publisher_id for p in publisher_rows),
         target_ids=tuple(t.target_id for t in target_rows),
         strategy=RoutingStrategy(row.strategy),
         payouts=tuple(payouts),
-        duplicate_rule=(
-            DuplicateRule(after=DuplicateAfter(rule["after"]), days=rule["days"], scope=DuplicateScope(rule["scope"]))
-            if rule is not None
-            else None
-        ),
-        ping_timeout_ms=row.ping_timeout_ms,
-        reserve=int(row.reserve),
-        allow_caller_id=bool(row.allow_caller_id),
-        key=row.key,
+        duplicate_rule=duplicate_rule,
         unmatched_caller=UnmatchedCaller(row.unmatched_caller),
-        live_auction=bool(row.live_auction),
-        auction_window_ms=int(row.auction_window_ms),
-        stir_min_attestation=row.stir_min_attestation,
         stir_action=StirAction(row.stir_action),
         stir_unsigned=StirAction(row.stir_unsigned),
-        conversion_from=row.conversion_from,
-        max_call_duration_s=row.max_call_duration_s,
-        enabled=bool(row.enabled),
     )
 
 
 def _number_row(n: TrackingNumber) -> dict[str, Any]:
-    return {"did": n.did, "campaign_id": n.campaign_id, "publisher_id": n.publisher_id}
+    return values(n)
 
 
 def _number(row: Any) -> TrackingNumber:
-    return TrackingNumber(did=row.did, campaign_id=row.campaign_id, publisher_id=row.publisher_id)
+    return record(TrackingNumber, row)
 
 
 # --------------------------------------------------------------------------------------------------------- helpers
 
 
-async def _bump(connection: AsyncConnection) -> None:
-    await connection.execute(
-        update(marketplace_version)
-        .where(marketplace_version.c.id == 1)
-        .values(version=marketplace_version.c.version + 1)
-    )
-
-
 async def _exists(connection: AsyncConnection, table: Table, key: str) -> bool:
-    column = next(iter(table.primary_key.columns))
-    return (await connection.execute(select(column).where(column == key))).first() is not None
+    return await exists(connection, next(iter(table.primary_key.columns)), key)
 
 
 async def _require(connection: AsyncConnection, field: str, table: Table, entity: str, key: str) -> None:
@@ -340,13 +285,6 @@ async def _refuse_if_used(
         found = await _users(connection, table, column_name, key)
         if found:
             raise Conflict(f"{entity} {key!r} is still used by {user} {', '.join(map(repr, found))}")
-
-
-async def _page(connection: AsyncConnection, table: Table, limit: int, offset: int) -> tuple[list[Any], int]:
-    column = next(iter(table.primary_key.columns))
-    total = (await connection.execute(select(func.count()).select_from(table))).scalar_one()
-    rows = (await connection.execute(select(table).order_by(column).limit(limit).offset(offset))).all()
-    return list(rows), int(total)
 
 
 def _integrity(exc: IntegrityError, what: str) -> Conflict:
@@ -393,23 +331,21 @@ async def _create(engine: AsyncEngine, entity: _Entity[_T], obj: _T) -> _T:
             if entity.check is not None:
                 await entity.check(connection, obj)
             await connection.execute(insert(entity.table).values(row))
-            await _bump(connection)
+            await bump_version(connection, marketplace_version)
     except IntegrityError as exc:
         raise _integrity(exc, entity.label(key)) from exc
     return obj
 
 
 async def _get(engine: AsyncEngine, entity: _Entity[_T], key: str) -> _T:
-    async with engine.connect() as connection:
-        row = (await connection.execute(select(entity.table).where(entity.key == key))).first()
+    row = await find(engine, entity.key, key)
     if row is None:
         raise NotFound(entity.name, key)
     return entity.from_row(row)
 
 
 async def _list(engine: AsyncEngine, entity: _Entity[_T], limit: int, offset: int) -> tuple[list[_T], int]:
-    async with engine.connect() as connection:
-        rows, total = await _page(connection, entity.table, limit, offset)
+    rows, total = await page(engine, entity.table, order_by=[entity.key], limit=limit, offset=offset)
     return [entity.from_row(row) for row in rows], total
 
 
@@ -431,7 +367,7 @@ async def _update(engine: AsyncEngine, entity: _Entity[_T], obj: _T) -> _T:
             result = await connection.execute(update(entity.table).where(entity.key == key).values(row))
             if result.rowcount == 0:
                 raise NotFound(entity.name, key)
-            await _bump(connection)
+            await bump_version(connection, marketplace_version)
     except IntegrityError as exc:
         raise _integrity(exc, entity.label(key)) from exc
     return obj
@@ -448,7 +384,7 @@ async def _delete(engine: AsyncEngine, entity: _Entity[Any], key: str) -> None:
             result = await connection.execute(delete(entity.table).where(entity.key == key))
             if result.rowcount == 0:
                 raise NotFound(entity.name, key)
-            await _bump(connection)
+            await bump_version(connection, marketplace_version)
     except IntegrityError as exc:
         raise _integrity(exc, f"{entity.label(key)} is in use") from exc
 
@@ -613,7 +549,7 @@ async def create_campaign(engine: AsyncEngine, campaign: Campaign) -> Campaign:
             await _check_campaign(connection, campaign)
             await connection.execute(insert(campaigns).values(row))
             await _write_joins(connection, publisher_rows, target_rows)
-            await _bump(connection)
+            await bump_version(connection, marketplace_version)
     except IntegrityError as exc:
         raise _integrity(exc, f"campaign {campaign.id!r}") from exc
     return campaign
@@ -629,11 +565,9 @@ async def get_campaign(engine: AsyncEngine, campaign_id: str) -> Campaign:
 
 async def list_campaigns(engine: AsyncEngine, limit: int = 50, offset: int = 0) -> tuple[list[Campaign], int]:
     async with engine.connect() as connection:
-        total = (await connection.execute(select(func.count()).select_from(campaigns))).scalar_one()
-        ids = (
-            await connection.execute(select(campaigns.c.id).order_by(campaigns.c.id).limit(limit).offset(offset))
-        ).scalars()
-        return await _read_campaigns(connection, list(ids)), int(total)
+        ids, total = await page(connection, campaigns, columns=[campaigns.c.id], order_by=[campaigns.c.id],
+                                limit=limit, offset=offset)
+        return await _read_campaigns(connection, [row.id for row in ids]), total
 
 
 async def update_campaign(engine: AsyncEngine, campaign: Campaign) -> Campaign:
@@ -650,7 +584,7 @@ async def update_campaign(engine: AsyncEngine, campaign: Campaign) -> Campaign:
             )
             await connection.execute(delete(campaign_targets).where(campaign_targets.c.campaign_id == campaign.id))
             await _write_joins(connection, publisher_rows, target_rows)
-            await _bump(connection)
+            await bump_version(connection, marketplace_version)
     except IntegrityError as exc:
         raise _integrity(exc, f"campaign {campaign.id!r}") from exc
     return campaign
@@ -668,7 +602,7 @@ async def delete_campaign(engine: AsyncEngine, campaign_id: str) -> None:
             )
             await connection.execute(delete(campaign_targets).where(campaign_targets.c.campaign_id == campaign_id))
             await connection.execute(delete(campaigns).where(campaigns.c.id == campaign_id))
-            await _bump(connection)
+            await bump_version(connection, marketplace_version)
     except IntegrityError as exc:
         raise _integrity(exc, f"campaign {campaign_id!r} is in use") from exc
 
@@ -702,53 +636,23 @@ async def delete_tracking_number(engine: AsyncEngine, did: str) -> None:
 # ---------------------------------------------------------------------------------------------------- whole reads
 
 
-async def _version(connection: AsyncConnection) -> int:
-    value = (
-        await connection.execute(select(marketplace_version.c.version).where(marketplace_version.c.id == 1))
-    ).scalar()
-    return int(value or 0)
-
-
 async def marketplace_version_of(engine: AsyncEngine) -> int:
     """The change counter: it grows with every marketplace write (cheap to poll)."""
-    async with engine.connect() as connection:
-        return await _version(connection)
+    return await version_of(engine, marketplace_version)
 
 
 async def load_marketplace(engine: AsyncEngine, *, attempts: int = 5) -> MarketplaceData:
-    """Everything, as :mod:`dce.routing.model` value objects, with the version it reflects.
-
-    Consistent across tables: on PostgreSQL one REPEATABLE READ transaction; on every backend the version is read
-    before and after, and the read is retried (up to ``attempts`` times) when a write committed in between (SQLite's
-    driver does not open a transaction for reads).
-    """
-    for _ in range(attempts - 1):
-        data, version_after = await _load_once(engine)
-        if version_after == data.version:
-            return data
-    data, _version_after = await _load_once(engine)
-    return data
+    """Everything, as :mod:`dce.routing.model` value objects, with the version it reflects (consistent across
+    tables: :func:`dce.db.queries.load_consistent`)."""
+    data, version = await load_consistent(engine, marketplace_version, _read_all, attempts=attempts)
+    return replace(data, version=version)
 
 
-async def _load_once(engine: AsyncEngine) -> tuple[MarketplaceData, int]:
-    async with engine.connect() as connection:
-        if connection.dialect.name == "postgresql":
-            await connection.execution_options(isolation_level="REPEATABLE READ")
-        async with connection.begin():
-            version = await _version(connection)
-            pubs = await _all(connection, _PUBLISHER)
-            buys = await _all(connection, _BUYER)
-            tgts = await _all(connection, _TARGET)
-            nums = await _all(connection, _NUMBER)
-            camps = await _read_campaigns(connection, None)
-        # outside the snapshot: did anything commit while we read?
-        version_after = await _version(connection)
-    data = MarketplaceData(
-        publishers=pubs,
-        buyers=buys,
-        campaigns=tuple(camps),
-        targets=tgts,
-        tracking_numbers=nums,
-        version=version,
+async def _read_all(connection: AsyncConnection) -> MarketplaceData:
+    return MarketplaceData(
+        publishers=await _all(connection, _PUBLISHER),
+        buyers=await _all(connection, _BUYER),
+        targets=await _all(connection, _TARGET),
+        tracking_numbers=await _all(connection, _NUMBER),
+        campaigns=tuple(await _read_campaigns(connection, None)),
     )
-    return data, version_after

@@ -16,24 +16,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, and_, delete, func, insert, select, true, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce.billing.postback import EventName, Method, OwnerKind, PostbackConfig
-from dce.db.postback_models import (
-    PostbackAttemptRow,
-    PostbackConfigRow,
-    PostbackConfigsVersionRow,
-    PostbackDeliveryRow,
-)
+from dce.db.postback_models import PostbackAttemptRow, PostbackConfigRow, PostbackConfigsVersionRow, PostbackDeliveryRow
+from dce.db.queries import bump_version, exists, find, insert_new, page, record, table_of, values, version_of
 
-configs_table = cast(Table, PostbackConfigRow.__table__)
-version_table = cast(Table, PostbackConfigsVersionRow.__table__)
-deliveries_table = cast(Table, PostbackDeliveryRow.__table__)
-attempts_table = cast(Table, PostbackAttemptRow.__table__)
+configs_table = table_of(PostbackConfigRow)
+version_table = table_of(PostbackConfigsVersionRow)
+deliveries_table = table_of(PostbackDeliveryRow)
+attempts_table = table_of(PostbackAttemptRow)
 
 PENDING = "pending"
 DELIVERED = "delivered"
@@ -50,8 +45,8 @@ class Conflict(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class NewDelivery:
-    """A rendered request to store as a pending delivery (``id``: 32 characters, unique; made by the emitter)."""
+class _Request:
+    """What every view of a delivery holds: its id, why it is sent, and the rendered request."""
 
     id: str
     config_id: str
@@ -61,23 +56,21 @@ class NewDelivery:
     url: str
     headers: dict[str, str]
     body: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery(_Request):
+    """A rendered request to store as a pending delivery (``id``: 32 characters, unique; made by the emitter)."""
+
     max_attempts: int
     created_at: datetime
     next_attempt_at: datetime | None = None  # default: created_at (due at once)
 
 
 @dataclass(frozen=True, slots=True)
-class DueDelivery:
+class DueDelivery(_Request):
     """A claimed delivery, with its config's current secret (None: unsigned; config gone or has none)."""
 
-    id: str
-    config_id: str
-    event: str
-    call_id: str
-    method: str
-    url: str
-    headers: dict[str, str]
-    body: str | None
     attempts: int  # made so far
     max_attempts: int
     secret: str | None
@@ -93,17 +86,9 @@ class Attempt:
 
 
 @dataclass(frozen=True, slots=True)
-class Delivery:
+class Delivery(_Request):
     """A delivery as the log shows it."""
 
-    id: str
-    config_id: str
-    event: str
-    call_id: str
-    method: str
-    url: str
-    headers: dict[str, str]
-    body: str | None
     status: str
     attempts: int
     max_attempts: int
@@ -120,32 +105,18 @@ class Delivery:
 
 
 def _config_values(config: PostbackConfig) -> dict[str, Any]:
-    return {
-        "id": config.id, "owner_kind": str(config.owner_kind), "owner_id": config.owner_id,
-        "events": sorted(str(e) for e in config.events), "method": str(config.method), "url": config.url,
-        "body": config.body, "secret": config.secret, "enabled": config.enabled, "max_attempts": config.max_attempts,
-    }  # fmt: skip
+    return values(config, owner_kind=str(config.owner_kind), method=str(config.method),
+                  events=sorted(str(e) for e in config.events))
 
 
 def _config(row: Any) -> PostbackConfig:
-    m = row._mapping
-    return PostbackConfig(
-        id=m["id"], owner_kind=OwnerKind(m["owner_kind"]), owner_id=m["owner_id"],
-        events=frozenset(EventName(e) for e in m["events"]), method=Method(m["method"]), url=m["url"],
-        body=m["body"], secret=m["secret"], enabled=m["enabled"], max_attempts=m["max_attempts"],
-    )  # fmt: skip
-
-
-async def _bump(connection: AsyncConnection) -> None:
-    await connection.execute(update(version_table).where(version_table.c.id == 1)
-                             .values(version=version_table.c.version + 1))
+    return record(PostbackConfig, row, owner_kind=OwnerKind(row.owner_kind), method=Method(row.method),
+                  events=frozenset(EventName(e) for e in row.events))
 
 
 async def configs_version(engine: AsyncEngine) -> int:
     """A counter every config write moves."""
-    async with engine.connect() as connection:
-        return int((await connection.execute(select(version_table.c.version).where(version_table.c.id == 1)))
-                   .scalar_one())
+    return await version_of(engine, version_table)
 
 
 async def load_configs(engine: AsyncEngine) -> tuple[PostbackConfig, ...]:
@@ -158,17 +129,15 @@ async def load_configs(engine: AsyncEngine) -> tuple[PostbackConfig, ...]:
 async def create_config(engine: AsyncEngine, config: PostbackConfig, *, now: datetime | None = None) -> PostbackConfig:
     now = now or datetime.now(UTC)
     async with engine.begin() as connection:
-        await _bump(connection)
-        taken = (await connection.execute(select(configs_table.c.id).where(configs_table.c.id == config.id))).first()
-        if taken is not None:
+        await bump_version(connection, version_table)
+        if await exists(connection, configs_table.c.id, config.id):
             raise Conflict(f"postback {config.id!r} exists")
         await connection.execute(insert(configs_table).values(**_config_values(config), created_at=now, updated_at=now))
     return config
 
 
 async def get_config(engine: AsyncEngine, config_id: str) -> PostbackConfig:
-    async with engine.connect() as connection:
-        row = (await connection.execute(select(configs_table).where(configs_table.c.id == config_id))).first()
+    row = await find(engine, configs_table.c.id, config_id)
     if row is None:
         raise NotFound(f"no postback {config_id!r}")
     return _config(row)
@@ -182,13 +151,9 @@ async def list_configs(engine: AsyncEngine, limit: int = 50, offset: int = 0, *,
         conditions.append(configs_table.c.owner_kind == owner_kind)
     if owner_id is not None:
         conditions.append(configs_table.c.owner_id == owner_id)
-    where = and_(true(), *conditions)
-    async with engine.connect() as connection:
-        total = (await connection.execute(select(func.count()).select_from(configs_table).where(where))).scalar_one()
-        rows = (await connection.execute(
-            select(configs_table).where(where).order_by(configs_table.c.id).limit(limit).offset(offset)
-        )).all()
-    return [_config(r) for r in rows], int(total)
+    rows, total = await page(engine, configs_table, where=conditions, order_by=[configs_table.c.id], limit=limit,
+                             offset=offset)
+    return [_config(r) for r in rows], total
 
 
 async def update_config(engine: AsyncEngine, config: PostbackConfig, *, now: datetime | None = None) -> PostbackConfig:
@@ -196,7 +161,7 @@ async def update_config(engine: AsyncEngine, config: PostbackConfig, *, now: dat
     values = _config_values(config)
     del values["id"]
     async with engine.begin() as connection:
-        await _bump(connection)
+        await bump_version(connection, version_table)
         result = await connection.execute(
             update(configs_table).where(configs_table.c.id == config.id).values(**values, updated_at=now)
         )
@@ -209,7 +174,7 @@ async def delete_config(engine: AsyncEngine, config_id: str, *, now: datetime | 
     """Delete a config; its pending deliveries become failed ("postback config deleted"). The log stays."""
     now = now or datetime.now(UTC)
     async with engine.begin() as connection:
-        await _bump(connection)
+        await bump_version(connection, version_table)
         result = await connection.execute(delete(configs_table).where(configs_table.c.id == config_id))
         if result.rowcount == 0:
             raise NotFound(f"no postback {config_id!r}")
@@ -224,36 +189,19 @@ async def delete_config(engine: AsyncEngine, config_id: str, *, now: datetime | 
 
 
 def _delivery_values(d: NewDelivery) -> dict[str, Any]:
-    return {
-        "id": d.id, "config_id": d.config_id, "event": str(d.event), "call_id": d.call_id, "method": d.method,
-        "url": d.url, "headers": dict(d.headers), "body": d.body, "status": PENDING, "attempts": 0,
-        "max_attempts": d.max_attempts, "next_attempt_at": d.next_attempt_at or d.created_at,
-        "last_status_code": None, "last_error": None, "created_at": d.created_at, "updated_at": d.created_at,
-        "delivered_at": None,
-    }  # fmt: skip
+    return values(
+        d, event=str(d.event), headers=dict(d.headers), next_attempt_at=d.next_attempt_at or d.created_at,
+        status=PENDING, attempts=0, last_status_code=None, last_error=None, updated_at=d.created_at, delivered_at=None,
+    )
 
 
 async def enqueue(engine: AsyncEngine, deliveries: Sequence[NewDelivery]) -> None:
     """Store pending deliveries in one transaction. Idempotent: an id already stored is left as it is."""
     if not deliveries:
         return
-    rows = [_delivery_values(d) for d in deliveries]
     async with engine.begin() as connection:
-        dialect = connection.dialect.name
-        if dialect in ("postgresql", "sqlite"):
-            module = postgresql if dialect == "postgresql" else sqlite
-            statement = module.insert(deliveries_table).on_conflict_do_nothing(
-                index_elements=[deliveries_table.c.id]
-            )
-            await connection.execute(statement, rows)
-            return
-        ids = [r["id"] for r in rows]
-        taken = set((await connection.execute(
-            select(deliveries_table.c.id).where(deliveries_table.c.id.in_(ids))
-        )).scalars())
-        fresh = [r for r in rows if r["id"] not in taken]
-        if fresh:
-            await connection.execute(insert(deliveries_table), fresh)
+        await insert_new(connection, deliveries_table, [_delivery_values(d) for d in deliveries],
+                         deliveries_table.c.id)
 
 
 async def due(engine: AsyncEngine, now: datetime, limit: int, *, lease_s: float = 60.0) -> list[DueDelivery]:
@@ -283,14 +231,7 @@ async def due(engine: AsyncEngine, now: datetime, limit: int, *, lease_s: float 
             .where(d.c.id.in_(ids))
         )).all()
     order = {key: i for i, key in enumerate(ids)}
-    found = [
-        DueDelivery(
-            id=r.id, config_id=r.config_id, event=r.event, call_id=r.call_id, method=r.method, url=r.url,
-            headers=dict(r.headers or {}), body=r.body, attempts=r.attempts, max_attempts=r.max_attempts,
-            secret=r.secret,
-        )
-        for r in rows
-    ]
+    found = [record(DueDelivery, r, headers=dict(r.headers or {})) for r in rows]
     found.sort(key=lambda x: order[x.id])
     return found
 
@@ -325,14 +266,7 @@ async def record_attempt(engine: AsyncEngine, delivery_id: str, *, attempt: int,
 
 
 def _delivery(row: Any, log: tuple[Attempt, ...]) -> Delivery:
-    m = row._mapping
-    return Delivery(
-        id=m["id"], config_id=m["config_id"], event=m["event"], call_id=m["call_id"], method=m["method"],
-        url=m["url"], headers=dict(m["headers"] or {}), body=m["body"], status=m["status"], attempts=m["attempts"],
-        max_attempts=m["max_attempts"], next_attempt_at=m["next_attempt_at"], last_status_code=m["last_status_code"],
-        last_error=m["last_error"], created_at=m["created_at"], updated_at=m["updated_at"],
-        delivered_at=m["delivered_at"], attempt_log=log,
-    )  # fmt: skip
+    return record(Delivery, row, headers=dict(row.headers or {}), attempt_log=log)
 
 
 async def deliveries(engine: AsyncEngine, *, call_id: str | None = None, status: str | None = None,
@@ -346,19 +280,13 @@ async def deliveries(engine: AsyncEngine, *, call_id: str | None = None, status:
         conditions.append(d.c.status == status)
     if config_id is not None:
         conditions.append(d.c.config_id == config_id)
-    where = and_(true(), *conditions)
     async with engine.connect() as connection:
-        total = (await connection.execute(select(func.count()).select_from(d).where(where))).scalar_one()
-        rows = (await connection.execute(
-            select(d).where(where).order_by(d.c.created_at.desc(), d.c.id.desc()).limit(limit).offset(offset)
-        )).all()
+        rows, total = await page(connection, d, where=conditions, order_by=[d.c.created_at.desc(), d.c.id.desc()],
+                                 limit=limit, offset=offset)
         logs: dict[str, list[Attempt]] = {}
         if rows:
             for r in (await connection.execute(
                 select(a).where(a.c.delivery_id.in_([r.id for r in rows])).order_by(a.c.delivery_id, a.c.attempt)
             )).all():
-                logs.setdefault(r.delivery_id, []).append(
-                    Attempt(attempt=r.attempt, at=r.at, status_code=r.status_code, error=r.error,
-                            elapsed_ms=r.elapsed_ms)
-                )
-    return [_delivery(r, tuple(logs.get(r.id, ()))) for r in rows], int(total)
+                logs.setdefault(r.delivery_id, []).append(record(Attempt, r))
+    return [_delivery(r, tuple(logs.get(r.id, ()))) for r in rows], total

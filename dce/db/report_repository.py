@@ -15,14 +15,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, get_args
 
-from sqlalchemy import ColumnElement, Select, Table, case, func, literal_column, select, text
+from sqlalchemy import ColumnElement, Select, case, func, literal_column, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dce.db.models import CallRecordRow
+from dce.db.queries import page, table_of
 
-calls = cast(Table, CallRecordRow.__table__)
+calls = table_of(CallRecordRow)
 
 GroupBy = Literal["campaign", "publisher", "buyer", "target", "hour", "day"]
 GROUP_BYS: tuple[str, ...] = get_args(GroupBy)
@@ -66,6 +67,10 @@ class SummaryRow:
         return self.converted / self.connected if self.connected else None
 
 
+# the counts and sums of a SummaryRow, each an aggregate column of the summary query
+_FIGURES = ("incoming", "connected", "converted", "blocked", "duplicates", "revenue", "payout", "connected_billable_s")
+
+
 def _bucket(dialect: str, group_by: str) -> ColumnElement[Any]:
     """The UTC hour/day bucket of invite_at: a naive UTC timestamp (PostgreSQL) or ISO text (SQLite)."""
     if dialect == "postgresql":
@@ -84,12 +89,14 @@ def _bucket_value(value: Any) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _scoped(query: Select[Any], tenant: Mapping[str, str] | None) -> Select[Any]:
+def _scoped(tenant: Mapping[str, str] | None) -> list[ColumnElement[bool]]:
+    """The conditions that keep one buyer's or seller's calls."""
+    where = []
     for name, value in (tenant or {}).items():
         if name not in TENANT_COLUMNS:
             raise ValueError(f"unknown tenant column {name!r}; expected one of {', '.join(sorted(TENANT_COLUMNS))}")
-        query = query.where(calls.c[name] == value)
-    return query
+        where.append(calls.c[name] == value)
+    return where
 
 
 def summary_query(
@@ -118,7 +125,7 @@ def summary_query(
             raise ValueError(f"unknown filter {name!r}; expected one of {', '.join(FILTERS)}")
         if value is not None:
             query = query.where(calls.c[name] == value)
-    return _scoped(query, tenant).group_by(key)
+    return query.where(*_scoped(tenant)).group_by(key)
 
 
 async def _execute(connection: AsyncConnection, query: Select[Any]) -> list[Any]:
@@ -160,30 +167,12 @@ async def summary(
     groups = [
         SummaryRow(
             key=_bucket_value(row.key) if bucketed and row.key is not None else row.key,
-            incoming=int(row.incoming),
-            connected=int(row.connected),
-            converted=int(row.converted),
-            blocked=int(row.blocked),
-            duplicates=int(row.duplicates),
-            revenue=int(row.revenue),
-            payout=int(row.payout),
-            connected_billable_s=int(row.connected_billable_s),
+            **{name: int(row._mapping[name]) for name in _FIGURES},
         )
         for row in rows
     ]
     groups.sort(key=lambda g: (g.key is None, g.key if g.key is not None else ""))
-    totals = SummaryRow(
-        key=None,
-        incoming=sum(g.incoming for g in groups),
-        connected=sum(g.connected for g in groups),
-        converted=sum(g.converted for g in groups),
-        blocked=sum(g.blocked for g in groups),
-        duplicates=sum(g.duplicates for g in groups),
-        revenue=sum(g.revenue for g in groups),
-        payout=sum(g.payout for g in groups),
-        connected_billable_s=sum(g.connected_billable_s for g in groups),
-        is_total=True,
-    )
+    totals = SummaryRow(key=None, is_total=True, **{name: sum(getattr(g, name) for g in groups) for name in _FIGURES})
     return [*groups, totals]
 
 
@@ -192,28 +181,28 @@ CALL_FILTERS: tuple[str, ...] = ("campaign_id", "publisher_id", "buyer_id", "tar
 
 
 def _calls_filtered(
-    query: Select[Any],
     *,
     since: datetime | None,
     until: datetime | None,
     converted: bool | None,
     filters: Mapping[str, str | None],
     tenant: Mapping[str, str] | None,
-) -> Select[Any]:
+) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
     if since is not None:
-        query = query.where(calls.c.invite_at >= since)
+        where.append(calls.c.invite_at >= since)
     if until is not None:
-        query = query.where(calls.c.invite_at < until)
+        where.append(calls.c.invite_at < until)
     if converted is True:
-        query = query.where(calls.c.converted.is_(True))
+        where.append(calls.c.converted.is_(True))
     elif converted is False:  # not converted, including calls settlement has not marked (NULL)
-        query = query.where(func.coalesce(calls.c.converted, False).is_(False))
+        where.append(func.coalesce(calls.c.converted, False).is_(False))
     for name, value in filters.items():
         if name not in CALL_FILTERS:
             raise ValueError(f"unknown filter {name!r}; expected one of {', '.join(CALL_FILTERS)}")
         if value is not None:
-            query = query.where(calls.c[name] == value)
-    return _scoped(query, tenant)
+            where.append(calls.c[name] == value)
+    return where + _scoped(tenant)
 
 
 async def list_calls(
@@ -233,16 +222,8 @@ async def list_calls(
     ``converted`` True/False (False includes calls not settled yet); ``tenant``: only that buyer's or publisher's
     calls. Rows are dicts of every calls column.
     """
-    options = {"since": since, "until": until, "converted": converted, "filters": dict(filters or {}),
-               "tenant": tenant}
-    page = (
-        _calls_filtered(select(calls), **options)
-        .order_by(calls.c.invite_at.desc(), calls.c.call_id.desc())
-        .limit(limit)
-        .offset(offset)
-    )
-    count = _calls_filtered(select(func.count()).select_from(calls), **options)
-    async with engine.connect() as connection:
-        total = (await connection.execute(count)).scalar_one()
-        rows = [dict(row) for row in (await connection.execute(page)).mappings()]
-    return rows, total
+    where = _calls_filtered(since=since, until=until, converted=converted, filters=dict(filters or {}),
+                            tenant=tenant)
+    rows, total = await page(engine, calls, where=where, order_by=[calls.c.invite_at.desc(), calls.c.call_id.desc()],
+                             limit=limit, offset=offset)
+    return [dict(row._mapping) for row in rows], total

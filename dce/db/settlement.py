@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Table, Text, bindparam, select, text, update
+from sqlalchemy import BigInteger, Boolean, DateTime, Text, bindparam, select, text, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -35,8 +35,9 @@ from dce.billing.conversion import DUPLICATE, Settlement, WebhookConversion, dec
 from dce.db.cdr_repository import row_terms
 from dce.db.ledger_repository import StoredEntry, conversions, get_entry, post, post_many
 from dce.db.models import CallRecordRow
+from dce.db.queries import exists, record, sqlite_write_lock, table_of
 
-calls = cast(Table, CallRecordRow.__table__)
+calls = table_of(CallRecordRow)
 
 SALE_KEY = "sale:{}"
 CONVERSION_KEY = "conversion:{}"
@@ -120,12 +121,8 @@ _SETTLE_COLUMNS = [
 
 def _cdr(row: dict[str, Any]) -> CallDetailRecord:
     """The CDR as far as settlement needs it (leg ids, destination and counters left empty)."""
-    return CallDetailRecord(
-        call_id=row["call_id"], a_leg_call_id="", b_leg_call_id=None, caller=row["caller"], called=row["called"],
-        did=row["did"], destination=None, invite_at=row["invite_at"], end_at=row["end_at"],
-        disposition=Disposition(row["disposition"]), final_code=row["final_code"], answer_at=row["answer_at"],
-        dial_at=row["dial_at"], terms=row_terms(row),
-    )
+    return record(CallDetailRecord, row, a_leg_call_id="", b_leg_call_id=None, destination=None,
+                  disposition=Disposition(row["disposition"]), terms=row_terms(row))
 
 
 def _is_sqlite(connection: AsyncConnection) -> bool:
@@ -138,9 +135,7 @@ async def _locked_rows(connection: AsyncConnection, call_ids: Sequence[str], *, 
     where = [calls.c.call_id.in_(call_ids)]
     if pending_only:
         where.append(calls.c.settled_at.is_(None))
-    if _is_sqlite(connection):
-        # a no-op write first: this transaction holds SQLite's write lock before it reads anything
-        await connection.execute(update(calls).where(*where).values(settled_at=calls.c.settled_at))
+    await sqlite_write_lock(connection, calls)  # before it reads anything
     query = select(*_SETTLE_COLUMNS).where(*where).order_by(calls.c.invite_at, calls.c.call_id)
     if not _is_sqlite(connection):
         query = query.with_for_update()
@@ -149,10 +144,7 @@ async def _locked_rows(connection: AsyncConnection, call_ids: Sequence[str], *, 
 
 async def _webhooks(connection: AsyncConnection, call_ids: Sequence[str]) -> dict[str, WebhookConversion]:
     query = select(conversions).where(conversions.c.call_id.in_(call_ids))
-    return {
-        row.call_id: WebhookConversion(call_id=row.call_id, revenue=row.revenue, at=row.at, source=row.source)
-        for row in await connection.execute(query)
-    }
+    return {row.call_id: record(WebhookConversion, row) for row in await connection.execute(query)}
 
 
 class _History:
@@ -318,8 +310,7 @@ async def record_conversion(
         if cdr.terms is None:
             raise NotASale(call_id)
         # the call row is locked: no other webhook for it can slip between this check and the insert
-        taken = await connection.execute(select(conversions.c.call_id).where(conversions.c.call_id == call_id))
-        if taken.first() is not None:
+        if await exists(connection, conversions.c.call_id, call_id):
             raise AlreadyConverted(call_id)
         await connection.execute(
             conversions.insert().values(call_id=call_id, source=source, revenue=revenue, at=now)

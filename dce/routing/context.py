@@ -13,42 +13,13 @@ from phonenumbers import geocoder
 from phonenumbers import timezone as pn_timezone
 
 from dce.caches import bounded
+from dce.regions import state_of
 from dce.routing.model import CallerContext
 from dce.routing.numbers import to_e164
 from dce.routing.snapshot import MarketplaceSnapshot
 
 TAG_PREFIX = "x-dce-"
 ZIP_TAGS = ("zip", "zipcode")
-
-_REGIONS = {
-    # US states and DC
-    "Alabama": "AL", "Alaska": "AK", "Arizona": "AZ", "Arkansas": "AR", "California": "CA", "Colorado": "CO",
-    "Connecticut": "CT", "Delaware": "DE", "District of Columbia": "DC", "Washington D.C.": "DC",
-    "Washington DC": "DC", "Florida": "FL", "Georgia": "GA", "Hawaii": "HI", "Idaho": "ID", "Illinois": "IL",
-    "Indiana": "IN", "Iowa": "IA", "Kansas": "KS", "Kentucky": "KY", "Louisiana": "LA", "Maine": "ME",
-    "Maryland": "MD", "Massachusetts": "MA", "Michigan": "MI", "Minnesota": "MN", "Mississippi": "MS",
-    "Missouri": "MO", "Montana": "MT", "Nebraska": "NE", "Nevada": "NV", "New Hampshire": "NH",
-    "New Jersey": "NJ", "New Mexico": "NM", "New York": "NY", "North Carolina": "NC", "North Dakota": "ND",
-    "Ohio": "OH", "Oklahoma": "OK", "Oregon": "OR", "Pennsylvania": "PA", "Rhode Island": "RI",
-    "South Carolina": "SC", "South Dakota": "SD", "Tennessee": "TN", "Texas": "TX", "Utah": "UT",
-    "Vermont": "VT", "Virginia": "VA", "Washington": "WA", "West Virginia": "WV", "Wisconsin": "WI",
-    "Wyoming": "WY", "Puerto Rico": "PR",
-    # Canadian provinces and territories
-    "Alberta": "AB", "British Columbia": "BC", "Manitoba": "MB", "New Brunswick": "NB",
-    "Newfoundland and Labrador": "NL", "Nova Scotia": "NS", "Ontario": "ON", "Prince Edward Island": "PE",
-    "Quebec": "QC", "Saskatchewan": "SK", "Northwest Territories": "NT", "Nunavut": "NU", "Yukon": "YT",
-}  # fmt: skip
-_CODES = frozenset(_REGIONS.values())
-
-
-def _state_of(description: str) -> str | None:
-    """Two-letter region from a geocoder description ("New York, NY", "Florida", "Ontario")."""
-    if not description:
-        return None
-    head, _, tail = description.rpartition(", ")
-    if head and tail in _CODES:
-        return tail
-    return _REGIONS.get(description)
 
 
 @bounded("numbers")
@@ -64,7 +35,7 @@ def caller_geo(e164: str) -> tuple[str | None, str | None, str | None]:
     else:
         length = phonenumbers.length_of_geographical_area_code(number)
         area_code = national[:length] if length else None
-    state = _state_of(geocoder.description_for_number(number, "en")) if number.country_code == 1 else None
+    state = state_of(geocoder.description_for_number(number, "en")) if number.country_code == 1 else None
     zones = pn_timezone.time_zones_for_number(number)
     tz = zones[0] if zones and zones[0] != pn_timezone.UNKNOWN_TIMEZONE else None
     return state, area_code, tz

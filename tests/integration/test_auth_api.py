@@ -4,6 +4,7 @@ API keys, tenant filters and rate limits end to end."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -30,6 +31,7 @@ from dce.http_api.auth import (
     hash_secret,
 )
 from dce.http_api.auth_api import auth_routes
+from dce.http_api.events import EVENT_HUB, EventHub
 from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.permissions import is_public, require, required_permission, tenant_filter
 from dce.http_api.problems import problem_middleware
@@ -380,14 +382,25 @@ async def test_admins_list_api_keys_newest_first_and_by_revocation(
     await problem(await client.get("/api/v1/auth/api-keys/nope", headers=ADMIN), 404)
 
 
-async def test_websocket_token_in_query(client: TestClient[Any, Any], auth: Authenticator) -> None:
+async def test_websocket_token_in_query(engine: AsyncEngine, auth: Authenticator) -> None:
     admin = auth.issue("root", "admin").access_token
     headers = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
-    # a valid token in the query gets past auth to the handler (this app has no event hub: 404)
-    await problem(await client.get("/ws/v1/events", headers=headers), 401)
-    await problem(await client.get(f"/ws/v1/events?access_token={admin}", headers=headers), 404)
-    await problem(await client.get(f"/api/v1/campaigns?access_token={admin}"), 401)  # only on upgrades
+    hub = EventHub()
+    app = make_app(engine, auth)
+    app[EVENT_HUB] = hub
+    async with TestClient(TestServer(app)) as client:
+        await problem(await client.get("/ws/v1/events", headers=headers), 401)
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await client.ws_connect("/ws/v1/events?access_token=not-a-token")
+        assert refused.value.status == 401
+        # a valid token in the query opens the socket, and the events flow
+        async with client.ws_connect(f"/ws/v1/events?topics=calls&access_token={admin}") as ws:
+            assert await asyncio.wait_for(ws.receive_json(), 5) == {"type": "subscribed", "topics": ["calls"]}
+            hub.publish("calls", {"type": "call.incoming", "call_id": "c-1"})
+            assert await asyncio.wait_for(ws.receive_json(), 5) == {"topic": "calls", "type": "call.incoming",
+                                                                    "call_id": "c-1"}
+        await problem(await client.get(f"/api/v1/campaigns?access_token={admin}"), 401)  # only on upgrades
 
 
 # --------------------------------------------------------------------------------------------- rate limits

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, timedelta
 from pathlib import Path
@@ -12,7 +13,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from dce.billing.cdr import Disposition
+from dce.billing.cdr import CallDetailRecord, Disposition
 from dce.db.cdr_repository import get_cdr, insert_cdrs, list_cdrs, row_to_cdr
 from dce.db.engine import check, create_engine
 from dce.db.migrate import upgrade, upgrade_async
@@ -45,10 +46,12 @@ async def engine(any_database_url: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-async def test_migrations_match_models(any_database_url: str) -> None:
-    await upgrade_async(any_database_url)
-    await upgrade_async(any_database_url)  # a second run is a no-op
-    engine = create_engine(any_database_url)
+HEAD = "0014_call_limits"
+
+
+async def _schema_state(url: str) -> tuple[str, list[object]]:
+    """The database's Alembic revision, and how its schema differs from the models (empty: not at all)."""
+    engine = create_engine(url)
     try:
         async with engine.connect() as connection:
             version = (await connection.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
@@ -59,13 +62,37 @@ async def test_migrations_match_models(any_database_url: str) -> None:
             )
     finally:
         await engine.dispose()
-    assert version == "0014_call_limits"
+    return version, diff
+
+
+async def test_migrations_match_models(any_database_url: str) -> None:
+    await upgrade_async(any_database_url)
+    await upgrade_async(any_database_url)  # a second run is a no-op
+    version, diff = await _schema_state(any_database_url)
+    assert version == HEAD
     assert diff == []
 
 
+async def _store_and_read(url: str, cdr: CallDetailRecord | None) -> CallDetailRecord | None:
+    engine = create_engine(url)
+    try:
+        if cdr is not None:
+            await insert_cdrs(engine, [cdr])
+        return await get_cdr(engine, make_cdr(1).call_id)
+    finally:
+        await engine.dispose()
+
+
 def test_sync_upgrade(any_database_url: str) -> None:
+    """From sync code (no running loop): the database ends at the head revision with the models' schema, and a
+    second run changes nothing (the rows stored in between are still there)."""
     upgrade(any_database_url)
+    assert asyncio.run(_schema_state(any_database_url)) == (HEAD, [])
+    cdr = make_cdr(1)
+    assert asyncio.run(_store_and_read(any_database_url, cdr)) == cdr
     upgrade(any_database_url)
+    assert asyncio.run(_schema_state(any_database_url)) == (HEAD, [])
+    assert asyncio.run(_store_and_read(any_database_url, None)) == cdr
 
 
 async def test_sync_upgrade_inside_running_loop(any_database_url: str) -> None:

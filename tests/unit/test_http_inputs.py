@@ -40,8 +40,25 @@ def test_check_strings_names_the_field(value: Any, name: str) -> None:
     assert caught.value.extra["invalid_params"][0]["name"] == name
 
 
+def _nested(leaf: str, depth: int) -> Any:
+    value: Any = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+DEPTH = 100_000  # far past the recursion limit: the walk is iterative
+
+
 def test_check_strings_accepts_clean_values_of_any_depth() -> None:
-    deep: Any = "leaf"
-    for _ in range(100_000):  # far past the recursion limit: the walk is iterative
-        deep = [deep]
-    check_strings({"numbers": ["+13125550199"], "n": 1, "ok": True, "none": None, "deep": deep})
+    assert check_strings({"numbers": ["+13125550199"], "n": 1, "ok": True, "none": None,
+                          "deep": _nested("leaf", DEPTH)}) is None
+
+
+def test_check_strings_walks_to_the_deepest_leaf() -> None:
+    """The walk that accepts the clean document above reaches its last level: the same depth with a NUL at the
+    bottom is refused, and the field named is that leaf."""
+    with pytest.raises(ProblemError) as caught:
+        check_strings({"numbers": ["+13125550199"], "deep": _nested("x\x00", DEPTH)})
+    assert caught.value.status == 422
+    assert caught.value.extra["invalid_params"][0]["name"] == "deep" + "[0]" * DEPTH
