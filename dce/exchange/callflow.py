@@ -198,15 +198,6 @@ class CallFlow:
             watched.end(REAPED)
         return len(overdue)
 
-    async def run_watchdog(self, every_s: float = 5.0) -> None:
-        """Reap every ``every_s`` seconds, for as long as the exchange runs."""
-        while True:
-            await asyncio.sleep(every_s)
-            try:
-                self.reap(self.clock.monotonic())
-            except Exception:  # the net under the calls must outlive its own bugs
-                log.exception("call watchdog failed; checking again in %.0f s", every_s)
-
     # -- one call: plan -> screen -> auction -> decide -> act -> record ---------------------------------
     async def _run(self, call: Call, events: asyncio.Queue[CallEvent], watched: Watched) -> None:
         set_call_id(call.id)  # log lines of this call's task carry its id

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
 from dce import caches
-from dce.background import Periodic, cancel_and_wait
+from dce.background import Periodic
 from dce.bidding.inbound import InboundPings, Reservations
 from dce.bidding.live import LiveBidding
 from dce.bidding.log import BidLogEntry
@@ -80,6 +80,7 @@ log = logging.getLogger(__name__)
 
 DUPLICATE_HISTORY_DAYS = 30  # kept at least this long, so a rule added or lengthened later still finds history
 HOUSEKEEPING_INTERVAL_S = 5.0
+WATCHDOG_INTERVAL_S = 5.0  # how often call tasks past their longest possible life are reaped
 # Failures of what is around the exchange, not of its code: a port in use; a database or Redis unreachable, or
 # refusing us (unknown role or database, schema not migrated).
 EXPECTED_START_FAILURES: tuple[type[Exception], ...] = (OSError, DBAPIError, RedisError)
@@ -326,16 +327,21 @@ class Exchange:
                                  bounds=LifeBounds(max_call_duration_s=settings.routing.max_call_duration_s,
                                                    leg_guard_s=self.sip_driver.core.endpoint.timers.timeout))
         self.sip_driver.deliver_to(self.callflow.dispatch)
-        watchdog = asyncio.create_task(self.callflow.run_watchdog(), name="call-watchdog")
-        stack.push_async_callback(cancel_and_wait, watchdog)
+        watchdog = Periodic("call-watchdog", self._reap, interval_s=WATCHDOG_INTERVAL_S,
+                            failure="failed; checking again at the next interval")  # the net outlives its own bugs
+        stack.push_async_callback(watchdog.stop)
+        watchdog.start()
         stack.push_async_callback(self._end_calls)
+
+    async def _reap(self) -> None:
+        self.callflow.reap(self.clock.monotonic())
 
     async def _start_http(self, stack: AsyncExitStack) -> None:
         """The side API; at stop, calls end before it closes."""
         settings = self.settings
         database = settings.database
         register_record_metrics(self.metrics.registry, (self.writer, self.bid_writer), database.stall_after_s)
-        app = build_app(engine=self.engine, metrics=self.metrics, status=self._status,
+        app = build_app(engine=self.engine, metrics=self.metrics, status=self._status, clock=self.clock,
                         changes=Changes(marketplace=self._marketplace_changed, lists=self.compliance.notify,
                                         consents=self.compliance.notify,
                                         postbacks=self.postbacks.notify_configs_changed,

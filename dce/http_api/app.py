@@ -9,7 +9,6 @@ exchange through :func:`dce.http_api.changes.notify`. Only a new module adds a l
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -18,6 +17,7 @@ from opentelemetry.trace import Tracer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce.bidding.live import LiveBidding
+from dce.clock import Clock, SystemClock
 from dce.http_api.auth import AUTHENTICATOR, Authenticator, auth_middleware
 from dce.http_api.auth_api import auth_routes
 from dce.http_api.bids import routes as bid_routes
@@ -31,7 +31,7 @@ from dce.http_api.gdpr import gdpr_routes
 from dce.http_api.health import install as install_health
 from dce.http_api.http_metrics import http_metrics_middleware
 from dce.http_api.inputs import input_guard_middleware
-from dce.http_api.keys import ENGINE, METRICS, STARTED_AT, STATUS
+from dce.http_api.keys import CLOCK, ENGINE, METRICS, STARTED_AT, STATUS
 from dce.http_api.ledger import ledger_routes
 from dce.http_api.lists import list_routes
 from dce.http_api.live_bidding import LIVE_BIDDING, live_bidding_api_routes, live_bidding_ws_routes
@@ -86,6 +86,7 @@ def build_app(
     cache_ttls: CacheTtls = CacheTtls(),
     metrics_cache_s: float = 1.0,
     metrics_token: str | None = None,
+    clock: Clock | None = None,
 ) -> web.Application:
     """The side API. ``status()`` adds fields (e.g. active calls; a "checks" dict merges) to ``/health``.
 
@@ -99,7 +100,8 @@ def build_app(
     read (e.g. ``consents.CALLING_HOURS``, ``gdpr.ERASERS``, ``events.EVENT_HUB``). ``cache_ttls``: how long
     marketplace, calls/bids and report answers may be served from memory (:mod:`dce.http_api.read_cache`).
     ``metrics_cache_s``: how old a ``/metrics`` answer may be; ``metrics_token``: the bearer token ``/metrics``
-    requires (None: open).
+    requires (None: open). ``clock``: the exchange's one clock, which handlers read the time from (default: the
+    system's).
 
     The caller owns ``engine`` (disposes it) and keeps ``metrics`` fed. What the app itself opens closes with it:
     the read and health caches through its ``cleanup_ctx``, open WebSockets when it shuts down.
@@ -119,7 +121,8 @@ def build_app(
     app[ENGINE] = engine
     app[METRICS] = metrics
     app[SCRAPES] = Scrapes(metrics, max_age_s=metrics_cache_s, token=metrics_token)
-    app[STARTED_AT] = time.monotonic()
+    app[CLOCK] = clock = clock or SystemClock()
+    app[STARTED_AT] = clock.monotonic()
     install_read_caches(app, cache_ttls)
     if status is not None:
         app[STATUS] = status

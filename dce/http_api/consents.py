@@ -44,7 +44,7 @@ from dce.db import consent_repository as repo
 from dce.http_api.changes import Change, notify
 from dce.http_api.describe import Param, describe
 from dce.http_api.inputs import invalid_value, read_model, shown
-from dce.http_api.keys import ENGINE
+from dce.http_api.keys import ENGINE, wall_now
 from dce.http_api.marketplace import E164
 from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
@@ -113,7 +113,7 @@ def _time(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def consent_json(record: ConsentRecord, now: datetime | None = None) -> dict[str, Any]:
+def consent_json(record: ConsentRecord, now: datetime) -> dict[str, Any]:
     return {
         "number": record.number,
         "business": record.business,
@@ -127,7 +127,7 @@ def consent_json(record: ConsentRecord, now: datetime | None = None) -> dict[str
         "version": record.version,
         "recorded_at": _time(record.recorded_at),
         "reason": record.reason,
-        "active": record.is_active(now or datetime.now(UTC)),
+        "active": record.is_active(now),
     }
 
 
@@ -140,7 +140,7 @@ def consent_json(record: ConsentRecord, now: datetime | None = None) -> dict[str
 @require(WRITE)
 async def record_consent(request: web.Request) -> web.Response:
     data = await read_model(request, ConsentIn)
-    now = datetime.now(UTC)
+    now = wall_now(request)
     if data.proof_hash is None and data.proof is None:
         raise invalid_parameter("proof_hash", "required (or give proof, which is hashed)")
     proof_hash = data.proof_hash or proof_hash_of(data.proof or "")
@@ -168,7 +168,7 @@ async def consent_history(request: web.Request) -> web.Response:
     number = to_e164(raw)
     if number is None:
         raise invalid_parameter("number", f"not a phone number: {raw!r}")
-    now = datetime.now(UTC)
+    now = wall_now(request)
     records = await repo.history(request.config_dict[ENGINE], number)
     return web.json_response({"number": number, "items": [consent_json(r, now) for r in records]})
 
@@ -177,7 +177,7 @@ async def consent_history(request: web.Request) -> web.Response:
 @require(WRITE)
 async def revoke_consent(request: web.Request) -> web.Response:
     data = await read_model(request, RevokeIn)
-    now = datetime.now(UTC)
+    now = wall_now(request)
     record = await repo.revoke_consent(
         request.config_dict[ENGINE], number=data.number, business=data.business, consent_type=data.consent_type,
         reason=data.reason, at=now, channel=data.channel,
@@ -192,7 +192,7 @@ async def revoke_consent(request: web.Request) -> web.Response:
 @require(READ)
 async def outbound_check(request: web.Request) -> web.Response:
     data = await read_model(request, OutboundCheckIn)
-    at = data.at or datetime.now(UTC)
+    at = data.at or wall_now(request)
     latest = await repo.latest_consent(request.config_dict[ENGINE], data.number, data.business, data.consent_type)
     verdict = check_outbound(
         data.number, at,

@@ -30,6 +30,7 @@ from pydantic import SecretBytes, SecretStr
 from dce.compliance.tcpa import CallingHours, number_place
 from dce.http_api.consents import CALLING_HOURS
 from dce.http_api.describe import Param, describe
+from dce.http_api.keys import wall_now
 from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
 from dce.routing.numbers import DEFAULT_REGION, to_e164
@@ -123,9 +124,10 @@ async def validate_phone(request: web.Request) -> web.Response:
     })
 
 
-def _parse_at(value: str | None) -> datetime:
+def _parse_at(request: web.Request) -> datetime:
+    value = request.query.get("at")
     if value is None or value == "":
-        return datetime.now(UTC)
+        return wall_now(request)
     try:
         at = datetime.fromisoformat(value.replace(" ", "+"))  # a "+" left unencoded in a query decodes to " "
     except ValueError:
@@ -145,7 +147,7 @@ async def tcpa_check(request: web.Request) -> web.Response:
     if raw is not None and raw.startswith(" "):
         raw = "+" + raw[1:]  # "+1212..." sent unencoded in the query string
     number = _e164(_parse_number(raw, "number"))
-    at = _parse_at(request.query.get("at"))
+    at = _parse_at(request)
     hours: CallingHours = request.config_dict.get(CALLING_HOURS) or CallingHours()
     place = number_place(number)
     windows = hours.windows_for(place.states)

@@ -22,7 +22,7 @@ from dce import __version__
 from dce.db.engine import check
 from dce.http_api.auth import AUTHENTICATOR, AuthError
 from dce.http_api.describe import describe
-from dce.http_api.keys import ENGINE, STARTED_AT, STATUS
+from dce.http_api.keys import ENGINE, STARTED_AT, STATUS, clock_of
 from dce.http_api.lifecycle import close_with
 from dce.http_api.problems import problem
 
@@ -141,8 +141,9 @@ async def health(request: web.Request) -> web.Response:
     current = await request.app[HEALTH_CACHE].get(request.app)
     body: dict[str, Any] = {"status": "ok" if current.ok else "degraded"}
     if await _detailed(request):
-        body = {**current.status, **body, "version": __version__,
-                "uptime_s": round(time.monotonic() - request.app[STARTED_AT], 3), "checks": current.checks}
+        uptime_s = clock_of(request).monotonic() - request.app[STARTED_AT]
+        body = {**current.status, **body, "version": __version__, "uptime_s": round(uptime_s, 3),
+                "checks": current.checks}
     return web.json_response(body)
 
 

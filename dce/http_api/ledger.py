@@ -50,7 +50,7 @@ from dce.db.marketplace_models import BuyerRow, PublisherRow
 from dce.http_api.changes import Change, announce_converted, notify
 from dce.http_api.describe import PAGE_SCHEMA, Param, describe, money_out, page_of
 from dce.http_api.inputs import ParameterBody, read_model, text_reader
-from dce.http_api.keys import ENGINE
+from dce.http_api.keys import ENGINE, wall_now
 from dce.http_api.money import Money, PositiveMoney, SignedMoney
 from dce.http_api.paging import page, page_params
 from dce.http_api.permissions import require, tenant_filter
@@ -188,7 +188,7 @@ async def post_deposit(request: web.Request) -> web.Response:
     if not await _exists(request, BuyerRow, body.buyer_id):
         raise invalid_parameter("buyer_id", f"no buyer {body.buyer_id!r}")
     entry = ledger.deposit_entry(
-        body.buyer_id, body.amount, datetime.now(UTC), key=_key(body.key, ledger.DEPOSIT), actor=body.actor,
+        body.buyer_id, body.amount, wall_now(request), key=_key(body.key, ledger.DEPOSIT), actor=body.actor,
         memo=body.memo,
     )
     return await _posted(request, entry)
@@ -201,7 +201,7 @@ async def post_payment(request: web.Request) -> web.Response:
     if not await _exists(request, PublisherRow, body.publisher_id):
         raise invalid_parameter("publisher_id", f"no publisher {body.publisher_id!r}")
     entry = ledger.publisher_payment_entry(
-        body.publisher_id, body.amount, datetime.now(UTC), key=_key(body.key, ledger.PAYMENT), actor=body.actor,
+        body.publisher_id, body.amount, wall_now(request), key=_key(body.key, ledger.PAYMENT), actor=body.actor,
         memo=body.memo,
     )
     return await _posted(request, entry)
@@ -222,7 +222,7 @@ async def post_adjustment(request: web.Request) -> web.Response:
     ):
         raise invalid_parameter("account", f"no publisher {account.removeprefix(ledger.PUBLISHER_PREFIX)!r}")
     entry = ledger.adjustment_entry(
-        account, body.amount, actor=body.actor, reason=body.reason, at=datetime.now(UTC),
+        account, body.amount, actor=body.actor, reason=body.reason, at=wall_now(request),
         key=_key(body.key, ledger.ADJUSTMENT),
     )
     return await _posted(request, entry)

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable
 from typing import Annotated, Any
 
 from aiohttp import WSMsgType, web
@@ -30,6 +28,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
 from dce.bidding.live import BidAnswer, BidStatus, LiveBidding, Message
 from dce.http_api.describe import Param, describe
 from dce.http_api.inputs import ParameterBody, documented, first_problem, invalid_value, read_json
+from dce.http_api.keys import wall_now
 from dce.http_api.money import Money
 from dce.http_api.permissions import require, tenant_filter
 from dce.http_api.problems import ProblemError, invalid_parameter
@@ -38,7 +37,6 @@ from dce.http_api.ws_outbox import Outbox, open_socket
 log = logging.getLogger(__name__)
 
 LIVE_BIDDING = web.AppKey("live_bidding", LiveBidding)
-CLOCK = web.AppKey("live_bidding_clock", Callable[[], float])  # wall clock in epoch seconds (tests may inject)
 QUEUE_LIMIT = 1024  # messages waiting for one slow WebSocket client before new ones are dropped
 _MAX_ID = 64
 
@@ -51,8 +49,8 @@ def _live(request: web.Request) -> LiveBidding:
 
 
 def _now(request: web.Request) -> float:
-    clock = request.config_dict.get(CLOCK)
-    return clock() if clock is not None else time.time()
+    """The exchange clock's wall time in epoch seconds (what live auctions count in)."""
+    return wall_now(request).timestamp()
 
 
 class BadBid(ValueError):

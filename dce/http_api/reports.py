@@ -30,7 +30,7 @@ from dce.db import report_repository as repo
 from dce.db.report_repository import SummaryRow
 from dce.http_api.calls import CDR_PAGE, DISPOSITION_PARAM, disposition_param, json_row
 from dce.http_api.describe import TIME, Param, describe, enum_schema, id_params
-from dce.http_api.keys import ENGINE
+from dce.http_api.keys import ENGINE, wall_now
 from dce.http_api.paging import page, page_params
 from dce.http_api.permissions import require, tenant_filter
 from dce.http_api.problems import invalid_parameter
@@ -80,7 +80,7 @@ def _range(request: web.Request, low: str, high: str, *, one_day: bool) -> tuple
     until = time_param(request, high)
     if one_day:
         if since is None and until is None:
-            since = datetime.combine(datetime.now(UTC).date(), datetime.min.time(), UTC)
+            since = datetime.combine(wall_now(request).date(), datetime.min.time(), UTC)
         if since is None:
             assert until is not None
             since = until - ONE_DAY

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from aiohttp import web
 
 from dce.bidding.inbound import InboundPings
 from dce.http_api.describe import FREE_JSON, describe
 from dce.http_api.inputs import read_json
+from dce.http_api.keys import wall_now
 from dce.http_api.problems import ProblemError, problem
 from dce.routing.model import Campaign
 
@@ -42,7 +42,7 @@ async def rtb_ping(request: web.Request) -> web.Response:
         payload = await read_json(request)
     except ProblemError:
         payload = None  # answered as a malformed ping (bidAmount 0 with a reason), as buyers' platforms expect
-    answer = await service.pings.handle(campaign, payload, datetime.now(UTC))
+    answer = await service.pings.handle(campaign, payload, wall_now(request))
     return web.json_response(answer)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -12,9 +13,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce.bidding.live import LiveBidding
+from dce.clock import VirtualClock
 from dce.db.engine import create_engine
 from dce.http_api.app import build_app
-from dce.http_api.live_bidding import CLOCK
 from dce.http_api.metrics import ExchangeMetrics
 from dce.routing.model import CallerContext, Campaign
 
@@ -23,14 +24,6 @@ pytestmark = pytest.mark.integration
 PROBLEM = "application/problem+json"
 CAMPAIGN = Campaign("c1", "Auto", reserve=2_000_000, live_auction=True, auction_window_ms=1000)
 CTX = CallerContext(ani="+12125550123", did="+18005550100", campaign_id="c1")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -46,14 +39,13 @@ def live() -> LiveBidding:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> VirtualClock:
+    return VirtualClock(datetime.fromtimestamp(1000.0, UTC))
 
 
 @pytest.fixture
-async def client(engine: AsyncEngine, live: LiveBidding, clock: Clock) -> AsyncIterator[TestClient[Any, Any]]:
-    app = build_app(engine=engine, metrics=ExchangeMetrics(), live_bidding=live)
-    app[CLOCK] = clock
+async def client(engine: AsyncEngine, live: LiveBidding, clock: VirtualClock) -> AsyncIterator[TestClient[Any, Any]]:
+    app = build_app(engine=engine, metrics=ExchangeMetrics(), live_bidding=live, clock=clock)
     async with TestClient(TestServer(app)) as client:
         yield client
 
@@ -64,8 +56,8 @@ async def problem(response: aiohttp.ClientResponse, status: int) -> dict[str, An
 
 
 async def test_post_bid_answers_for_each_outcome(client: TestClient[Any, Any], live: LiveBidding,
-                                                 clock: Clock) -> None:
-    live.offer("call-1", CAMPAIGN, CTX, ["b1"], now=clock.now)
+                                                 clock: VirtualClock) -> None:
+    live.offer("call-1", CAMPAIGN, CTX, ["b1"], now=clock.now().timestamp())
 
     accepted = await client.post("/api/v1/bids", json={"call_id": "call-1", "amount": "7.25", "buyer_id": "b1"})
     assert accepted.status == 202
@@ -87,10 +79,10 @@ async def test_post_bid_answers_for_each_outcome(client: TestClient[Any, Any], l
     assert missing["invalid_params"][0]["name"] == "buyer_id"
     not_json = await problem(await client.post("/api/v1/bids", data=b"{nope"), 400)
     assert not_json["detail"].startswith("body is not JSON")
-    clock.now += 1.0
+    clock.advance(1.0)
     await problem(await client.post("/api/v1/bids", json={"call_id": "call-1", "amount": "9", "buyer_id": "b1"}), 409)
 
-    result = live.close("call-1", clock.now)
+    result = live.close("call-1", clock.now().timestamp())
     assert result.winner is not None and (result.winner.target_id, result.winner.amount) == ("b1", 7_250_000)
 
 
@@ -99,12 +91,12 @@ async def receive(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
 
 
 async def test_a_buyer_hears_its_offers_bids_over_the_socket_and_hears_who_won(
-        client: TestClient[Any, Any], live: LiveBidding, clock: Clock) -> None:
+        client: TestClient[Any, Any], live: LiveBidding, clock: VirtualClock) -> None:
     async with client.ws_connect("/ws/v1/bidding?buyer_id=b1") as b1, client.ws_connect("/ws/v1/bidding") as watcher:
         assert await receive(b1) == {"type": "subscribed", "buyer_id": "b1"}
         assert (await receive(watcher))["type"] == "subscribed"
-        live.offer("not-for-b1", CAMPAIGN, CTX, ["b2"], now=clock.now)
-        live.offer("call-1", CAMPAIGN, CTX, ["b1", "b2"], now=clock.now)
+        live.offer("not-for-b1", CAMPAIGN, CTX, ["b2"], now=clock.now().timestamp())
+        live.offer("call-1", CAMPAIGN, CTX, ["b1", "b2"], now=clock.now().timestamp())
 
         offer = await receive(b1)  # only the offer b1 may bid on
         assert (offer["type"], offer["call_id"], offer["caller"]["CID"]) == ("call.offered", "call-1", "+1212555****")
@@ -120,8 +112,8 @@ async def test_a_buyer_hears_its_offers_bids_over_the_socket_and_hears_who_won(
         await watcher.send_json({"type": "bid", "call_id": "call-1", "amount": "13.00"})  # names no buyer
         assert "buyer_id" in (await receive(watcher))["detail"]
 
-        live.close("not-for-b1", clock.now + 1)
-        live.close("call-1", clock.now + 1)
+        live.close("not-for-b1", clock.now().timestamp() + 1)
+        live.close("call-1", clock.now().timestamp() + 1)
         closed = await receive(b1)
         assert closed == {"type": "auction.closed", "call_id": "call-1", "winner": "b1", "amount": "12.00", "bids": 1}
     await asyncio.sleep(0.05)
