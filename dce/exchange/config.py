@@ -110,8 +110,8 @@ class SipConfig(_Section):
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, value: list[str]) -> list[str]:
-        for item in value:
-            _parse_endpoint(item)
+        if not any(_parse_endpoint(item)[0] == "udp" for item in value):
+            raise ValueError("at least one udp: address is required (e.g. udp:0.0.0.0:5060)")
         return value
 
     def endpoints(self) -> list[tuple[str, str, int]]:

@@ -101,8 +101,8 @@ class SipDriver:
                 bound = await listen(host, port)
                 self.addresses.setdefault(kind, bound)
                 local.setdefault(kind, (public_address or bound[0], bound[1]))
-            if "udp" not in local:
-                raise RuntimeError("at least one udp: SIP listen address is required")
+            if "udp" not in local:  # the configuration guarantees one (sip.listen)
+                raise ValueError("at least one udp: SIP listen address is required")
         except BaseException:
             await self.close()
             raise

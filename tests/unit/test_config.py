@@ -76,8 +76,8 @@ database:
 def test_env_listen_accepts_json_or_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DCE_SIP__LISTEN", "udp:10.0.0.1:5060, tcp:[::1]:5061")
     assert load_settings().sip.endpoints() == [("udp", "10.0.0.1", 5060), ("tcp", "::1", 5061)]
-    monkeypatch.setenv("DCE_SIP__LISTEN", '["tcp:10.0.0.1:5062"]')
-    assert load_settings().sip.endpoints() == [("tcp", "10.0.0.1", 5062)]
+    monkeypatch.setenv("DCE_SIP__LISTEN", '["udp:10.0.0.1:5062", "tcp:10.0.0.1:5062"]')
+    assert load_settings().sip.endpoints() == [("udp", "10.0.0.1", 5062), ("tcp", "10.0.0.1", 5062)]
 
 
 def test_media_address_falls_back_to_sip_host() -> None:
@@ -111,6 +111,7 @@ static_routes:
         ({"sip": {"listen": ["sctp:127.0.0.1:5060"]}}, "sip.listen"),
         ({"sip": {"listen": ["udp:127.0.0.1"]}}, "sip.listen"),
         ({"sip": {"listen": []}}, "sip.listen"),
+        ({"sip": {"listen": ["tcp:127.0.0.1:5060"]}}, "sip.listen"),
         ({"sip": {"t1_ms": 0}}, "sip.t1_ms"),
         ({"http": {"listen": "localhost"}}, "http.listen"),
         ({"http": {"cache": {"calls_s": -1}}}, "http.cache.calls_s"),

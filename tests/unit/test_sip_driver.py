@@ -132,7 +132,7 @@ class FailingSockets(RecordedSockets):
 
 @pytest.mark.parametrize(("fail_on", "listen", "error"), [
     ("tcp", [("udp", "127.0.0.1", 0), ("tcp", "127.0.0.1", 5060)], OSError),
-    (None, [("tcp", "127.0.0.1", 5060)], RuntimeError),  # no udp listener
+    (None, [("tcp", "127.0.0.1", 5060)], ValueError),  # no udp listener
 ])
 async def test_a_failed_open_closes_what_it_opened(fail_on, listen, error) -> None:
     sockets = FailingSockets(fail_on)
