@@ -97,13 +97,12 @@ def free_port_range(size: int = 200, host: str = HOST) -> tuple[int, int]:
     range (32768-60999), where :func:`free_port` and every client socket land.
     """
     assert size <= 9000, size
-    for _ in range(100):
-        low = random.randrange(10000, 20000 - size, 2)
+    for low in range(10000, 20000 - size, 2):  # the lowest free block: small ones pack low, large gaps stay high
         block = range(low, low + size)
         if _handed_out.isdisjoint(block) and all(_bindable(p, _KINDS["udp"], host) for p in block[::10]):
             _handed_out.update(block)
             return low, low + size - 1
-    raise RuntimeError("no free RTP port range")
+    raise RuntimeError(f"no free block of {size} RTP ports in 10000-20000")
 
 
 def _wait_bound(port: int, kind: str, timeout: float) -> bool:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from collections import Counter
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,20 @@ STEPS = ("tracing", "database", "records", "media", "sip", "marketplace", "compl
          "settlement", "calls", "http", "gc_policy")
 
 
+@cache
+def _media_ports() -> str:
+    """One relay port block for every exchange here: they run one at a time (a block each would fragment the
+    pool the other tests draw from)."""
+    return "{}-{}".format(*free_port_range(100))
+
+
 def _settings(database_url: str, tmp_path: Path, **extra: Any) -> Settings:
     sip_port = free_port()
     return load_settings(None, {
         "database": {"url": database_url, "spool_path": str(tmp_path / "cdr.spool")},
         "sip": {"listen": [f"udp:127.0.0.1:{sip_port}", f"tcp:127.0.0.1:{sip_port}"]},
         "http": {"listen": f"127.0.0.1:{free_port('tcp')}"},
-        "media": {"mode": "relay", "ports": "{}-{}".format(*free_port_range(100))},
+        "media": {"mode": "relay", "ports": _media_ports()},
         "compliance": {"gdpr": {"retention_days": 30, "pseudonym_key": "k" * 32}},
         **extra,
     })
