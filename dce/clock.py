@@ -57,10 +57,7 @@ class LoopClock(_WallFromMonotonic):
     """Real time on an event loop's own clock (``loop.time()``), which uvloop keeps apart from ``time.monotonic``."""
 
     def __init__(self, loop: _HasTime) -> None:
-        self._loop = loop
-
-    def monotonic(self) -> float:
-        return self._loop.time()
+        self.monotonic = loop.time  # type: ignore[method-assign]  # the loop's own (C) method: read many times a call
 
     def now(self) -> datetime:
         return datetime.now(UTC)

@@ -182,9 +182,9 @@ class SipDriver:
         self.pump()
 
     def release(self, call: Call) -> None:
-        """The call is recorded: unlink it from the transactions that outlive it."""
+        """The call is recorded: unlink it from the transactions that outlive it (nothing to send or time, so no
+        pump)."""
         self.core.release(call)
-        self.pump()
 
     # -- the pump --------------------------------------------------------------------------------------
     def pump(self) -> None:
