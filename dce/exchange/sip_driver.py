@@ -197,15 +197,15 @@ class SipDriver:
             self._again = True
             return
         self._pumping = True
-        reported: set[tuple[str, Address]] = set()
+        reported: frozenset[tuple[str, Address]] = frozenset()  # once per input and command: nothing allocated
         try:
             while True:
                 self._again = False
                 self._dispatch()
-                if refused := self._flush() - reported:
+                if (refused := self._flush()) and (refused := refused - reported):
                     for transport, addr in refused:
                         self._unreachable(transport, addr)
-                    reported |= refused
+                    reported = reported | refused
                 elif not self._again:
                     break
             self._arm()
@@ -223,9 +223,9 @@ class SipDriver:
             except Exception:
                 log.exception("the CallFlow failed handling %s", type(event).__name__)
 
-    def _flush(self) -> set[tuple[str, Address]]:
-        """Send each queued datagram on its own; returns the destinations the sockets refused."""
-        refused: set[tuple[str, Address]] = set()
+    def _flush(self) -> set[tuple[str, Address]] | None:
+        """Send each queued datagram on its own; returns the destinations the sockets refused (None: none)."""
+        refused: set[tuple[str, Address]] | None = None
         send = self.sockets.send
         for data, transport, addr in self.core.datagrams_to_send():
             try:
@@ -233,6 +233,8 @@ class SipDriver:
             except Exception as exc:  # e.g. an address the socket cannot take: that destination only
                 log.warning("cannot send to %s over %s: %s", addr, transport, exc)
                 self.on_error("send_failed")
+                if refused is None:
+                    refused = set()
                 refused.add((transport, addr))
         return refused
 
