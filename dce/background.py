@@ -65,6 +65,14 @@ class Periodic:
         task, self._task = self._task, None
         await cancel_and_wait(task)
 
+    async def __aenter__(self) -> Periodic:
+        """Start the job; it stops when the block (or an exit stack holding it) ends."""
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
     async def _run(self) -> None:
         if not self._immediately:
             await self._pause()

@@ -8,7 +8,6 @@ import random
 import secrets
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -145,7 +144,6 @@ class Exchange:
 
     _stack: AsyncExitStack | None = field(default=None, init=False, repr=False)
     _stop_grace_s: float = field(default=2.0, init=False, repr=False)
-    _calls_ended: bool = field(default=False, init=False, repr=False)
 
     async def start(self) -> None:
         """Open the database, bind SIP and HTTP, and start taking calls.
@@ -156,11 +154,10 @@ class Exchange:
         caches.resize(self.settings.caches.model_dump())  # every per-number cache at its configured size
         self.clock = LoopClock(asyncio.get_running_loop())  # the one clock of the calls: SIP, CallFlow, router
         self._observer = _Observer(self.metrics)
-        self._calls_ended = False
         steps = (self._start_tracing, self._start_database, self._start_records, self._start_media,
                  self._start_sip, self._start_marketplace, self._start_compliance, self._start_retention,
-                 self._start_postbacks, self._start_settlement, self._start_calls, self._start_http,
-                 self._start_gc_policy)
+                 self._start_postbacks, self._start_settlement, self._start_http, self._start_calls,
+                 self._start_gc_policy)  # calls after http: at stop they end while the side API still answers
         stack = AsyncExitStack()
         step_name = "start"
         try:
@@ -272,10 +269,8 @@ class Exchange:
             self.metrics.redis_links_from(self.cluster.guards)
             self.cluster.start()
         self.duplicates = duplicates
-        housekeeping = Periodic("housekeeping", self._keep_house, interval_s=HOUSEKEEPING_INTERVAL_S,
-                                failure="failed; trying again at the next interval")
-        stack.push_async_callback(housekeeping.stop)
-        housekeeping.start()
+        await stack.enter_async_context(Periodic("housekeeping", self._keep_house, interval_s=HOUSEKEEPING_INTERVAL_S,
+                                                 failure="failed; trying again at the next interval"))
 
     async def _start_compliance(self, stack: AsyncExitStack) -> None:
         self.compliance = build_compliance(self.settings.compliance, self.engine, campaign=self._campaign,
@@ -292,10 +287,8 @@ class Exchange:
         if gdpr.key_bytes is None:
             log.error("compliance.gdpr.retention_days is set but pseudonym_key is not: retention is off")
             return
-        retention = Periodic("retention", self._retain, interval_s=gdpr.retention_interval_s, immediately=True,
-                             failure="job failed; retrying at the next interval")
-        stack.push_async_callback(retention.stop)
-        retention.start()
+        await stack.enter_async_context(Periodic("retention", self._retain, interval_s=gdpr.retention_interval_s,
+                                                 immediately=True, failure="job failed; retrying at the next interval"))
 
     async def _start_postbacks(self, stack: AsyncExitStack) -> None:
         """Postbacks load their configs before the first call: events emitted before that would be lost."""
@@ -327,17 +320,16 @@ class Exchange:
                                  bounds=LifeBounds(max_call_duration_s=settings.routing.max_call_duration_s,
                                                    leg_guard_s=self.sip_driver.core.endpoint.timers.timeout))
         self.sip_driver.deliver_to(self.callflow.dispatch)
-        watchdog = Periodic("call-watchdog", self._reap, interval_s=WATCHDOG_INTERVAL_S,
-                            failure="failed; checking again at the next interval")  # the net outlives its own bugs
-        stack.push_async_callback(watchdog.stop)
-        watchdog.start()
-        stack.push_async_callback(self._end_calls)
+        await stack.enter_async_context(Periodic(  # the net under the calls outlives its own bugs
+            "call-watchdog", self._reap, interval_s=WATCHDOG_INTERVAL_S,
+            failure="failed; checking again at the next interval"))
+        stack.push_async_callback(self._end_calls)  # first at stop: calls end, then everything they use closes
 
     async def _reap(self) -> None:
         self.callflow.reap(self.clock.monotonic())
 
     async def _start_http(self, stack: AsyncExitStack) -> None:
-        """The side API; at stop, calls end before it closes."""
+        """The side API."""
         settings = self.settings
         database = settings.database
         register_record_metrics(self.metrics.registry, (self.writer, self.bid_writer), database.stall_after_s)
@@ -357,7 +349,6 @@ class Exchange:
         self.writer.on_written = lambda _count: calls_cache.invalidate()  # a stored CDR shows on the next page
         self.runner: web.AppRunner = await run_http(app, settings.http.host, settings.http.port)
         stack.push_async_callback(self.runner.cleanup)
-        stack.push_async_callback(self._end_calls)  # calls end (once) while the side API still answers
         self.http_address = self.runner.addresses[0][:2]
 
     async def _start_gc_policy(self, stack: AsyncExitStack) -> None:
@@ -375,7 +366,7 @@ class Exchange:
         """Forget duplicate-caller and fraud history no window can still see (bounded memory)."""
         campaigns = (c.campaign for c in self.routing_engine.snapshot.campaigns.values())
         horizon = longest_rule_days(campaigns, minimum=DUPLICATE_HISTORY_DAYS)
-        now = datetime.now(UTC)
+        now = self.clock.now()
         dropped = self.duplicates.expire(now, horizon)
         self.compliance.expire(now.timestamp())
         if dropped:
@@ -487,10 +478,7 @@ class Exchange:
                 "media_sessions": self.media.active_sessions}
 
     async def _end_calls(self) -> None:
-        """Hang up the calls in progress and let them end (CDRs written), then settle outbound INVITEs. Once."""
-        if self._calls_ended:
-            return
-        self._calls_ended = True
+        """Hang up the calls in progress and let them end (CDRs written), then settle outbound INVITEs."""
         grace_s = self._stop_grace_s
         self.sip_driver.hang_up_all("exchange shutting down")
         ended = await self.callflow.drain(grace_s)

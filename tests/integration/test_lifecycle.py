@@ -23,7 +23,7 @@ from tests.integration.sipp import free_port, free_port_range
 pytestmark = pytest.mark.integration
 
 STEPS = ("tracing", "database", "records", "media", "sip", "marketplace", "compliance", "retention", "postbacks",
-         "settlement", "calls", "http", "gc_policy")
+         "settlement", "http", "calls", "gc_policy")
 
 
 @cache
