@@ -306,7 +306,7 @@ class Exchange:
                                 on_load=self.routing_engine.set_balances, interval_s=0.5)
         stack.push_async_callback(self.balances.stop)
         await self.balances.start()
-        self.settler = Settler(self.engine, self.call_events, on_posted=self.balances.notify)
+        self.settler = Settler(self.engine, self.call_events, on_posted=self.balances.notify, clock=self.clock)
         stack.push_async_callback(self.settler.stop)
         self.settler.start()
 

@@ -4,11 +4,11 @@ conversion is posted back. The routing snapshot's buyer balances follow the ledg
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce.background import Periodic
+from dce.clock import Clock, SystemClock
 from dce.db.cdr_repository import get_cdr
 from dce.db.settlement import Settled, settle_pending
 from dce.exchange.call_events import CallEvents
@@ -19,13 +19,13 @@ class Settler:
 
     def __init__(self, engine: AsyncEngine, events: CallEvents | None, *, interval_s: float = 1.0,
                  grace_s: float = 2.0, on_posted: Callable[[], None] | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Clock | None = None) -> None:
         self.engine = engine
         self.events = events
         self.interval_s = interval_s
         self.grace_s = grace_s
         self.on_posted = on_posted  # e.g. reload the routing balances at once
-        self.clock = clock
+        self.clock = clock or SystemClock()
         self.settled = 0
         self._job = Periodic("settler", self.settle, interval_s=interval_s, immediately=True,
                              failure="settlement failed; retrying at the next tick")
@@ -39,7 +39,7 @@ class Settler:
 
     async def settle(self) -> None:
         """Settle the finished calls that are due, once."""
-        self.settled += await settle_pending(self.engine, now=self.clock(), grace_s=self.grace_s,
+        self.settled += await settle_pending(self.engine, now=self.clock.now(), grace_s=self.grace_s,
                                              on_settled=self.announce)
 
     async def announce(self, settled: list[Settled]) -> None:
@@ -53,7 +53,7 @@ class Settler:
                 continue
             cdr = await get_cdr(self.engine, one.call_id)
             if cdr is not None:
-                self.events.converted(cdr, one.settlement.revenue, one.settlement.payout, self.clock())
+                self.events.converted(cdr, one.settlement.revenue, one.settlement.payout, self.clock.now())
 
     async def announce_one(self, settled: Settled) -> None:
         """A buyer's webhook converted a call that had settled unconverted."""
