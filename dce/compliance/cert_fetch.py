@@ -301,9 +301,9 @@ class CertFetcher(Generic[T]):
         except TimeoutError:
             raise FetchError(f"no complete answer from {url} within {settings.timeout_s:g} s") from None
         except aiohttp.ClientError as exc:
-            raise FetchError(f"{url}: {type(exc).__name__}: {exc}") from None
+            raise FetchError(f"{type(exc).__name__}: {exc}") from None
         except OSError as exc:
-            raise FetchError(f"{url}: {exc}") from None
+            raise FetchError(str(exc) or type(exc).__name__) from None
 
     async def close(self) -> None:
         """Stop the fetches in flight and close the HTTP session this fetcher made."""
