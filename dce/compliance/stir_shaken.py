@@ -1,6 +1,8 @@
-"""STIR/SHAKEN verification of an inbound call's Identity header (RFC 8224, RFC 8225, RFC 8588), without network.
+"""STIR/SHAKEN verification of an inbound call's Identity header (RFC 8224, RFC 8225, RFC 8588).
 
-Pure: no clock, no sockets. The caller passes ``now`` (epoch seconds) and the numbers from the SIP headers.
+The verification itself is synchronous and never waits: the caller passes ``now`` (epoch seconds) and the
+numbers from the SIP headers. Certificates come from files, or from their x5u URLs through the store's
+background fetcher (``dce.compliance.cert_fetch``); a certificate still being fetched makes the call "pending".
 
 - :func:`parse_identity`: the Identity header value -> :class:`Identity` (the PASSporT's protected header and
   claims, its signing input and signature, and the header parameters ``info``, ``alg``, ``ppt``). Accepts the
@@ -8,30 +10,36 @@ Pure: no clock, no sockets. The caller passes ``now`` (epoch seconds) and the nu
   optionally quoted, ``info`` optional: the JWS header's ``x5u`` is used instead). The PASSporT *compact form*
   (``..signature``, header and claims left out) is refused: SHAKEN's ``attest`` and ``origid`` cannot be
   rebuilt from SIP. Anything malformed raises a :class:`StirError` subclass whose message says what.
-- :class:`CertificateStore`: trust anchors (CA certificates) and signing certificates read once from two
-  directories; finds the certificate for an ``x5u`` URL, checks its chain up to a trust anchor and its
-  validity at ``now``, and caches both per URL. It also holds the cache of verified signatures.
+- :class:`CertificateStore`: trust anchors (CA certificates) and signing certificates read once from disk,
+  and with fetch settings an x5u fetcher; finds the certificate for an ``x5u`` URL, checks its chain up to a
+  trust anchor (:func:`validate_chain`) and its validity at ``now``, and caches both per URL. It also holds
+  the cache of verified signatures.
 - :func:`verify`: the whole check -> :class:`StirResult` (verstat, attestation, reason code, detail).
 - :func:`policy_findings`: a result and a campaign's policy -> the :class:`Finding` list for the verdict.
-- :class:`StirCheck`: both as a ``dce.compliance.screen`` check (sets ``verstat``, adds the findings).
+- :class:`StirCheck`: both as a ``dce.compliance.screen`` check (sets ``verstat``, adds the findings), and
+  :meth:`StirCheck.prepare`, awaited before screening, which waits a bounded time for a certificate fetch.
 
-Where an ``x5u`` URL finds its certificate (no fetching): in the certificates directory,
+Where an ``x5u`` URL finds its certificate on disk: in the certificates directory,
 
 1. an index file ``x5u.json`` (``{"https://cert.example.org/sp/shaken.pem": "shaken-sp.pem", ...}``), when
    present, maps URLs to file names in that directory; a URL listed there uses that file and nothing else;
-2. otherwise the file whose name equals the URL's last path segment (percent-decoded; query and fragment
-   ignored): ``https://cert.example.org/sp/shaken.pem`` -> ``shaken.pem``.
+2. otherwise, only when the store does not fetch, the file whose name equals the URL's last path segment
+   (percent-decoded; query and fragment ignored): ``https://cert.example.org/sp/shaken.pem`` -> ``shaken.pem``.
 
 Certificate files are PEM (``.pem``, ``.crt``, ``.cer``, ``.cert``; other files are ignored): the first
 certificate is the signing certificate, any further ones are intermediates of its chain (as a SHAKEN x5u
-resource serves them). The chain must end in a certificate issued by one of the trust anchors (every
-certificate in the PEM files of the trust store directory), each link checked with
-``verify_directly_issued_by``; every certificate of the chain, anchor included, must be valid at ``now``.
-The signing key must be an EC P-256 key (ES256).
+resource serves them). The chain must lead to one of the trust anchors (the certificates of the trust store's
+PEM file or files), checked by cryptography's X.509 path validation at ``now``: CA certificates by the Web PKI
+CA profile (basicConstraints CA, keyCertSign), the signing certificate by a SHAKEN one (not a CA,
+digitalSignature when it has a key usage, an EC P-256 key for ES256). It must carry a TNAuthList (RFC 8226,
+``dce.compliance.tn_auth_list``; optional with ``require_tn_auth_list=False``): a list of SPCs covers the
+carrier's numbers, listed numbers or ranges must include ``orig``. Every certificate of the chain must be
+valid at ``now`` (checked on every call).
 
 verstat values follow ATIS-1000074 / RFC 8588 usage: ``TN-Validation-Passed-A|B|C`` (the signature verified
 and the claims match; the letter is the attestation), ``TN-Validation-Failed`` (an Identity header that does
-not verify, is stale, or does not match the call) and ``No-TN-Validation`` (no Identity header).
+not verify, is stale, or does not match the call) and ``No-TN-Validation`` (no Identity header, or its
+certificate is still being fetched: reason ``stir_pending``).
 
 Numbers compare as digits only (``+``, spaces and visual separators dropped); a 10-digit number also equals
 the same number with the NANP country code ``1`` in front (SHAKEN carries ``15551230000``, a SIP From may
