@@ -15,8 +15,11 @@ What is cached is what ``validate(url, chain, now)`` makes of the downloaded cha
   ``failure_ttl_s``);
 - a failure for ``failure_ttl_s`` (negative caching: a dead URL costs one fetch per period, not one per call).
 
-The cache holds at most ``cache_size`` URLs (least recently used first out) and at most ``max_in_flight``
-fetches run at once (a miss beyond that stays pending and is retried by a later call).
+The cache holds at most ``cache_size`` certificates (least recently used first out), and failures apart in a
+second LRU of the same size, so a flood of bogus x5u URLs cannot evict the carriers' certificates. At most
+``max_in_flight`` fetches run at once (a miss beyond that stays pending and is retried by a later call). With
+``allowed_hosts``, only those hosts (``"cert.example.org"``, or ``".example.org"`` for any host under it) are
+fetched from: the others are refused without a request.
 
 The download refuses: a URL that is not ``https:`` (or has credentials or no host), a redirect to another host
 or port (same-host redirects are followed up to ``max_redirects``), any status but 200, an answer larger than
@@ -42,7 +45,8 @@ from urllib.parse import SplitResult, urljoin, urlsplit
 import aiohttp
 from cryptography import x509
 
-__all__ = ["CertFetcher", "FetchError", "FetchSettings", "cache_lifetime", "check_url", "parse_certificates"]
+__all__ = ["CertFetcher", "FetchError", "FetchSettings", "cache_lifetime", "check_url", "host_allowed",
+           "parse_certificates"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,7 @@ class FetchSettings:
     stale_s: float = 3600.0
     max_in_flight: int = 64
     ca_file: str | None = None
+    allowed_hosts: tuple[str, ...] | None = None  # None: any host
 
 
 def check_url(url: str) -> SplitResult:
@@ -89,6 +94,15 @@ def check_url(url: str) -> SplitResult:
     if parts.username is not None or parts.password is not None:
         raise FetchError(f"x5u {url} carries credentials")
     return parts
+
+
+def host_allowed(host: str, allowed: tuple[str, ...] | None) -> bool:
+    """Whether ``host`` is one of ``allowed`` (exact names, or ``.suffix`` for any host under a domain)."""
+    if allowed is None:
+        return True
+    host = host.lower().rstrip(".")
+    return any(host == entry.lower() or (entry.startswith(".") and host.endswith(entry.lower()))
+               for entry in allowed)
 
 
 def _origin(parts: SplitResult) -> tuple[str, int]:
@@ -171,12 +185,13 @@ class CertFetcher(Generic[T]):
         self._clock = clock
         self._session = session
         self._own_session = session is None
-        self._cache: OrderedDict[str, _Entry[T]] = OrderedDict()
+        self._cache: OrderedDict[str, _Entry[T]] = OrderedDict()  # certificates (or what validate made of them)
+        self._failed: OrderedDict[str, _Entry[T]] = OrderedDict()  # failures, apart
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.downloads = 0  # HTTP fetches started (a cache hit starts none)
 
     def __repr__(self) -> str:
-        return f"CertFetcher({len(self._cache)} cached, {len(self._tasks)} in flight)"
+        return f"CertFetcher({len(self._cache)} cached, {len(self._failed)} failed, {len(self._tasks)} in flight)"
 
     # -- the call path: synchronous, never waits ------------------------------------------------------------------
 
@@ -192,8 +207,15 @@ class CertFetcher(Generic[T]):
                 self._start(url)  # stale: keep using it while it is refreshed
                 return entry.value
             del self._cache[url]
+        failed = self._failed.get(url)
+        if failed is not None:
+            if now < failed.fresh_until:
+                return failed.value
+            del self._failed[url]
         try:
-            check_url(url)
+            parts = check_url(url)
+            if not host_allowed(parts.hostname or "", self.settings.allowed_hosts):
+                raise FetchError(f"x5u host {parts.hostname} is not among the allowed hosts")
         except FetchError as exc:
             self._put(url, _Entry(exc, now + self.settings.failure_ttl_s, now + self.settings.failure_ttl_s))
             return exc
@@ -249,7 +271,12 @@ class CertFetcher(Generic[T]):
         self._put(url, _Entry(value, now + ttl, now + ttl + settings.stale_s))
 
     def _put(self, url: str, entry: _Entry[T]) -> None:
-        cache = self._cache
+        if isinstance(entry.value, Exception):
+            cache = self._failed
+            self._cache.pop(url, None)
+        else:
+            cache = self._cache
+            self._failed.pop(url, None)
         cache[url] = entry
         cache.move_to_end(url)
         while len(cache) > self.settings.cache_size:

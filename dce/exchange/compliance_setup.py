@@ -161,7 +161,9 @@ def build_stir(config: StirConfig) -> StirCheck:
         timeout_s=config.fetch_timeout_s, max_bytes=config.fetch_max_bytes, max_redirects=config.fetch_max_redirects,
         cache_size=config.fetch_cache_size, default_ttl_s=config.fetch_default_ttl_s,
         min_ttl_s=config.fetch_min_ttl_s, max_ttl_s=config.fetch_max_ttl_s, failure_ttl_s=config.fetch_failure_ttl_s,
-        max_in_flight=config.fetch_max_in_flight, ca_file=config.fetch_ca_file) if config.fetch else None
+        max_in_flight=config.fetch_max_in_flight, ca_file=config.fetch_ca_file,
+        allowed_hosts=tuple(config.fetch_allowed_hosts) if config.fetch_allowed_hosts is not None else None,
+    ) if config.fetch else None
     store = CertificateStore.load(config.trust_store, config.certificates, fetch=fetch,
                                   require_tn_auth_list=config.require_tn_auth_list)
     return StirCheck(store, max_age_s=config.max_age_s, pending=config.pending, wait_s=config.pending_wait_ms / 1000)

@@ -271,6 +271,8 @@ class StirConfig(_Section):
     fetch_max_ttl_s: float = Field(86400, gt=0)
     fetch_failure_ttl_s: float = Field(30, gt=0)  # a failed fetch is answered from the cache this long
     fetch_max_in_flight: int = Field(64, ge=1, le=10_000)  # concurrent fetches (more misses wait for a later call)
+    # hosts x5u certificates may be fetched from ("cert.example.org", ".example.org" for any under it); None: any
+    fetch_allowed_hosts: list[str] | None = None
     # a call whose certificate is still being fetched waits up to this long, then gets ``pending``
     pending_wait_ms: float = Field(300, ge=0, le=10_000)
     # what such a call gets: the campaign's action for unsigned calls ("unsigned"), for failed verification

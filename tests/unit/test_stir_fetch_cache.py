@@ -20,6 +20,7 @@ from dce.compliance.cert_fetch import (
     FetchSettings,
     cache_lifetime,
     check_url,
+    host_allowed,
     parse_certificates,
 )
 from dce.compliance.screen import Screener
@@ -196,6 +197,33 @@ async def test_a_failed_refresh_keeps_the_stale_certificate(pem: bytes) -> None:
     await fetcher.close()
 
 
+async def test_failures_have_their_own_lru_and_cannot_evict_certificates(pem: bytes) -> None:
+    fetcher = FakeFetcher(FetchSettings(cache_size=2), [NOW])
+    good = "https://a.example/good.pem"
+    fetcher.answers[good] = pem
+    fetcher.gates[good] = asyncio.Event()
+    fetcher.gates[good].set()
+    await fetcher.wait(good, 1, NOW)
+    for i in range(10):  # a flood of refused URLs
+        assert isinstance(fetcher.get(f"http://bogus.example/{i}.pem", NOW), FetchError)
+    assert fetcher.get(good, NOW) == f"ok {good}"
+    assert (len(fetcher._cache), len(fetcher._failed)) == (1, 2)
+    await fetcher.close()
+
+
+def test_allowed_hosts() -> None:
+    allowed = ("cert.example.org", ".sti.example")
+    assert host_allowed("cert.example.org", allowed) and host_allowed("CERT.example.org.", allowed)
+    assert host_allowed("a.b.sti.example", allowed)
+    assert not host_allowed("sti.example", allowed) and not host_allowed("evil-sti.example", allowed)
+    assert not host_allowed("x.cert.example.org", allowed) and not host_allowed("10.0.0.1", allowed)
+    assert host_allowed("anything", None)
+    fetcher = FakeFetcher(FetchSettings(allowed_hosts=allowed), [NOW])
+    refused = fetcher.get("https://10.0.0.1/internal.pem", NOW)
+    assert isinstance(refused, FetchError) and "not among the allowed hosts" in str(refused)
+    assert fetcher.downloads == 0
+
+
 def test_without_an_event_loop_a_miss_stays_pending() -> None:
     fetcher = FakeFetcher(FetchSettings(), [NOW])
     assert fetcher.get("https://a.example/sp.pem", NOW) is None
@@ -209,8 +237,10 @@ def test_without_an_event_loop_a_miss_stays_pending() -> None:
 def test_stir_config_builds_the_check(tmp_path: Path) -> None:
     pki = StirPki(tmp_path)
     check = build_stir(StirConfig(trust_store=str(pki.trust_dir), fetch=True, fetch_ca_file=None, pending="reject",
-                                  pending_wait_ms=250, fetch_cache_size=10, require_tn_auth_list=False))
+                                  pending_wait_ms=250, fetch_cache_size=10, require_tn_auth_list=False,
+                                  fetch_allowed_hosts=[".sti.example"]))
     assert check.store.fetcher is not None and check.store.fetcher.settings.cache_size == 10
+    assert check.store.fetcher.settings.allowed_hosts == (".sti.example",)
     assert (check.pending, check.wait_s, check.store.require_tn_auth_list) == ("reject", 0.25, False)
     assert build_stir(StirConfig(trust_store=str(pki.trust_dir))).store.fetcher is None
     with pytest.raises(ValidationError, match="pending"):
