@@ -6,6 +6,10 @@
     # -> "<jws>;info=<https://certs.example.test/sp-a.pem>;alg=ES256;ppt=shaken"
     rogue = pki.issue("rogue", ca=Authority.create("Untrusted CA"))  # in certs/, chained to an untrusted CA
 
+Signing certificates carry a TNAuthList of one SPC (``tn_auth``: other SPCs, numbers or ranges; None leaves the
+extension out). ``Signer.pem`` is the chain as an x5u resource serves it; ``issue(..., write=False)`` keeps a
+certificate off the disk (a fetch test serves it over HTTPS at an ``x5u`` of its choosing).
+
 ``pki.trust_dir`` and ``pki.cert_dir`` go to ``compliance.stir.trust_store`` / ``certificates`` (or to
 ``CertificateStore.load``). Certificates are valid 2000-01-01 .. 2099-12-31 unless told otherwise, so any
 test ``now`` in between works.
@@ -27,6 +31,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from dce.compliance.tn_auth_list import TN_AUTH_LIST_OID
+
 X5U_BASE = "https://certs.example.test/"
 NOT_BEFORE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 NOT_AFTER = dt.datetime(2099, 12, 31, tzinfo=dt.UTC)
@@ -39,6 +45,35 @@ def _name(common_name: str) -> x509.Name:
 
 def _pem(*certs: x509.Certificate) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def _der(tag: int, content: bytes) -> bytes:
+    size = len(content)
+    if size < 0x80:
+        return bytes([tag, size]) + content
+    raw = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(raw)]) + raw + content
+
+
+@dataclass(frozen=True)
+class TnAuth:
+    """A TNAuthList's entries (RFC 8226): SPCs, single numbers, (start, count) ranges."""
+
+    spcs: tuple[str, ...] = ("DCE1",)
+    numbers: tuple[str, ...] = ()
+    ranges: tuple[tuple[str, int], ...] = ()
+
+    def der(self) -> bytes:
+        """The extension value, DER with the module's explicit tags."""
+        entries = [_der(0xA0, _der(0x16, spc.encode())) for spc in self.spcs]
+        entries += [_der(0xA1, _der(0x30, _der(0x16, start.encode())
+                                    + _der(0x02, count.to_bytes((count.bit_length() + 8) // 8, "big"))))
+                    for start, count in self.ranges]
+        entries += [_der(0xA2, _der(0x16, number.encode())) for number in self.numbers]
+        return _der(0x30, b"".join(entries))
+
+
+SPC_ONLY = TnAuth()
 
 
 @dataclass
@@ -69,8 +104,10 @@ class Authority:
         return cls(key, cert)
 
     def issue_cert(self, common_name: str, key: ec.EllipticCurvePrivateKey, *, ca: bool = False,
-                   not_before: dt.datetime = NOT_BEFORE, not_after: dt.datetime = NOT_AFTER) -> x509.Certificate:
-        return (
+                   not_before: dt.datetime = NOT_BEFORE, not_after: dt.datetime = NOT_AFTER,
+                   tn_auth: TnAuth | None = None) -> x509.Certificate:
+        """A CA certificate (``ca``: with keyCertSign) or a signing certificate (with ``tn_auth`` when given)."""
+        builder = (
             x509.CertificateBuilder()
             .subject_name(_name(common_name))
             .issuer_name(self.cert.subject)
@@ -79,8 +116,14 @@ class Authority:
             .not_valid_before(not_before)
             .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-            .sign(self.key, hashes.SHA256())
+            .add_extension(x509.KeyUsage(digital_signature=not ca, content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=ca,
+                                         crl_sign=ca, encipher_only=False, decipher_only=False), critical=True)
         )
+        if tn_auth is not None:
+            builder = builder.add_extension(x509.UnrecognizedExtension(TN_AUTH_LIST_OID, tn_auth.der()),
+                                            critical=False)
+        return builder.sign(self.key, hashes.SHA256())
 
 
 @dataclass
@@ -90,6 +133,7 @@ class Signer:
     key: ec.EllipticCurvePrivateKey
     cert: x509.Certificate
     x5u: str
+    pem: bytes = b""  # the certificate and its intermediates, as the x5u resource serves them
 
     def jws(self, orig: str, dest: Sequence[str], *, attest: str = "A", iat: float, origid: str | None = None,
             header: dict[str, Any] | None = None, claims: dict[str, Any] | None = None) -> str:
@@ -135,18 +179,22 @@ class StirPki:
         (self.trust_dir / "ca.pem").write_bytes(_pem(self.ca.cert))
 
     def issue(self, name: str, *, ca: Authority | None = None, intermediate: Authority | None = None,
-              not_before: dt.datetime = NOT_BEFORE, not_after: dt.datetime = NOT_AFTER) -> Signer:
-        """A signing certificate from ``ca`` (default: the trusted test CA), written to ``certs/<name>.pem``.
+              not_before: dt.datetime = NOT_BEFORE, not_after: dt.datetime = NOT_AFTER,
+              tn_auth: TnAuth | None = SPC_ONLY, write: bool = True, x5u: str | None = None) -> Signer:
+        """A signing certificate from ``ca`` (default: the trusted test CA), written to ``certs/<name>.pem``
+        unless ``write`` is false; its x5u is ``x5u`` or ``X5U_BASE + <name>.pem``.
 
         With ``intermediate`` (an Authority whose certificate ``ca`` issued), the leaf is issued by the
         intermediate and the file holds leaf + intermediate.
         """
         key = ec.generate_private_key(ec.SECP256R1())
         issuer = intermediate or ca or self.ca
-        cert = issuer.issue_cert(f"SHAKEN {name}", key, not_before=not_before, not_after=not_after)
+        cert = issuer.issue_cert(f"SHAKEN {name}", key, not_before=not_before, not_after=not_after, tn_auth=tn_auth)
         chain = [cert] if intermediate is None else [cert, intermediate.cert]
-        (self.cert_dir / f"{name}.pem").write_bytes(_pem(*chain))
-        return Signer(key, cert, f"{X5U_BASE}{name}.pem")
+        pem = _pem(*chain)
+        if write:
+            (self.cert_dir / f"{name}.pem").write_bytes(pem)
+        return Signer(key, cert, x5u or f"{X5U_BASE}{name}.pem", pem)
 
     def intermediate(self, name: str) -> Authority:
         """An intermediate CA issued by the test CA (not written anywhere: pass it to :meth:`issue`)."""

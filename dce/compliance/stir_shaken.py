@@ -1,6 +1,8 @@
-"""STIR/SHAKEN verification of an inbound call's Identity header (RFC 8224, RFC 8225, RFC 8588), without network.
+"""STIR/SHAKEN verification of an inbound call's Identity header (RFC 8224, RFC 8225, RFC 8588).
 
-Pure: no clock, no sockets. The caller passes ``now`` (epoch seconds) and the numbers from the SIP headers.
+The verification itself is synchronous and never waits: the caller passes ``now`` (epoch seconds) and the
+numbers from the SIP headers. Certificates come from files, or from their x5u URLs through the store's
+background fetcher (``dce.compliance.cert_fetch``); a certificate still being fetched makes the call "pending".
 
 - :func:`parse_identity`: the Identity header value -> :class:`Identity` (the PASSporT's protected header and
   claims, its signing input and signature, and the header parameters ``info``, ``alg``, ``ppt``). Accepts the
@@ -8,30 +10,36 @@ Pure: no clock, no sockets. The caller passes ``now`` (epoch seconds) and the nu
   optionally quoted, ``info`` optional: the JWS header's ``x5u`` is used instead). The PASSporT *compact form*
   (``..signature``, header and claims left out) is refused: SHAKEN's ``attest`` and ``origid`` cannot be
   rebuilt from SIP. Anything malformed raises a :class:`StirError` subclass whose message says what.
-- :class:`CertificateStore`: trust anchors (CA certificates) and signing certificates read once from two
-  directories; finds the certificate for an ``x5u`` URL, checks its chain up to a trust anchor and its
-  validity at ``now``, and caches both per URL. It also holds the cache of verified signatures.
+- :class:`CertificateStore`: trust anchors (CA certificates) and signing certificates read once from disk,
+  and with fetch settings an x5u fetcher; finds the certificate for an ``x5u`` URL, checks its chain up to a
+  trust anchor (:func:`validate_chain`) and its validity at ``now``, and caches both per URL. It also holds
+  the cache of verified signatures.
 - :func:`verify`: the whole check -> :class:`StirResult` (verstat, attestation, reason code, detail).
 - :func:`policy_findings`: a result and a campaign's policy -> the :class:`Finding` list for the verdict.
-- :class:`StirCheck`: both as a ``dce.compliance.screen`` check (sets ``verstat``, adds the findings).
+- :class:`StirCheck`: both as a ``dce.compliance.screen`` check (sets ``verstat``, adds the findings), and
+  :meth:`StirCheck.prepare`, awaited before screening, which waits a bounded time for a certificate fetch.
 
-Where an ``x5u`` URL finds its certificate (no fetching): in the certificates directory,
+Where an ``x5u`` URL finds its certificate on disk: in the certificates directory,
 
 1. an index file ``x5u.json`` (``{"https://cert.example.org/sp/shaken.pem": "shaken-sp.pem", ...}``), when
    present, maps URLs to file names in that directory; a URL listed there uses that file and nothing else;
-2. otherwise the file whose name equals the URL's last path segment (percent-decoded; query and fragment
-   ignored): ``https://cert.example.org/sp/shaken.pem`` -> ``shaken.pem``.
+2. otherwise, only when the store does not fetch, the file whose name equals the URL's last path segment
+   (percent-decoded; query and fragment ignored): ``https://cert.example.org/sp/shaken.pem`` -> ``shaken.pem``.
 
 Certificate files are PEM (``.pem``, ``.crt``, ``.cer``, ``.cert``; other files are ignored): the first
 certificate is the signing certificate, any further ones are intermediates of its chain (as a SHAKEN x5u
-resource serves them). The chain must end in a certificate issued by one of the trust anchors (every
-certificate in the PEM files of the trust store directory), each link checked with
-``verify_directly_issued_by``; every certificate of the chain, anchor included, must be valid at ``now``.
-The signing key must be an EC P-256 key (ES256).
+resource serves them). The chain must lead to one of the trust anchors (the certificates of the trust store's
+PEM file or files), checked by cryptography's X.509 path validation at ``now``: CA certificates by the Web PKI
+CA profile (basicConstraints CA, keyCertSign), the signing certificate by a SHAKEN one (not a CA,
+digitalSignature when it has a key usage, an EC P-256 key for ES256). It must carry a TNAuthList (RFC 8226,
+``dce.compliance.tn_auth_list``; optional with ``require_tn_auth_list=False``): a list of SPCs covers the
+carrier's numbers, listed numbers or ranges must include ``orig``. Every certificate of the chain must be
+valid at ``now`` (checked on every call).
 
 verstat values follow ATIS-1000074 / RFC 8588 usage: ``TN-Validation-Passed-A|B|C`` (the signature verified
 and the claims match; the letter is the attestation), ``TN-Validation-Failed`` (an Identity header that does
-not verify, is stale, or does not match the call) and ``No-TN-Validation`` (no Identity header).
+not verify, is stale, or does not match the call) and ``No-TN-Validation`` (no Identity header, or its
+certificate is still being fetched: reason ``stir_pending``).
 
 Numbers compare as digits only (``+``, spaces and visual separators dropped); a 10-digit number also equals
 the same number with the NANP country code ``1`` in front (SHAKEN carries ``15551230000``, a SIP From may
@@ -45,41 +53,57 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import json
+import math
 import os
 import re
+import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    Policy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
 from jwt.algorithms import ECAlgorithm
 
 from dce.caches import bounded
+from dce.compliance.cert_fetch import CertFetcher, FetchSettings
 from dce.compliance.screen import ScreenedCall, Screening
+from dce.compliance.tn_auth_list import TN_AUTH_LIST_OID, TnAuthList, TnAuthListError, tn_auth_list_of
 from dce.compliance.verdict import Action, Finding, ReasonCode
 
 __all__ = [
     "NO_TN_VALIDATION",
+    "PENDING_POLICIES",
     "TN_VALIDATION_FAILED",
     "BadSignature",
     "CertificateStore",
     "CertificateStoreError",
     "Identity",
     "MalformedIdentity",
+    "PendingCertificate",
     "StirCheck",
     "StirError",
     "StirResult",
+    "UncoveredNumber",
     "UnknownCertificate",
     "UnsupportedPassport",
     "UntrustedCertificate",
     "parse_identity",
     "policy_findings",
+    "validate_chain",
     "verify",
 ]
 
@@ -115,6 +139,16 @@ class UnknownCertificate(StirError):
 
 class UntrustedCertificate(StirError):
     """The signing certificate does not chain to a trust anchor, or is not valid at ``now``."""
+
+
+class PendingCertificate(StirError):
+    """The signing certificate is being fetched: the call cannot be verified yet (verstat No-TN-Validation)."""
+
+    reason = ReasonCode.STIR_PENDING
+
+
+class UncoveredNumber(StirError):
+    """The certificate's TNAuthList lists numbers, and ``orig`` is not one of them."""
 
 
 class BadSignature(StirError):
@@ -365,12 +399,68 @@ def _parse_cached(header_value: str) -> Identity:
 
 @dataclass(frozen=True, slots=True)
 class _Signer:
-    """What a verified x5u resolves to: the signing key and when the whole chain is valid."""
+    """What a verified x5u resolves to: the signing key, when the whole chain is valid, and what it may sign."""
 
     key: ec.EllipticCurvePublicKey
     not_before: float
     not_after: float
     subject: str
+    tn_auth: TnAuthList | None = None  # None only when the store does not require a TNAuthList
+
+
+def _leaf_not_ca(_policy: Policy, _cert: x509.Certificate, value: x509.BasicConstraints | None) -> None:
+    if value is not None and value.ca:
+        raise ValueError("the signing certificate is a CA certificate")
+
+
+def _leaf_signs(_policy: Policy, _cert: x509.Certificate, value: x509.KeyUsage | None) -> None:
+    if value is not None and not value.digital_signature:
+        raise ValueError("the signing certificate's key usage lacks digitalSignature")
+
+
+# CAs (intermediates, anchors): the Web PKI's CA profile (basicConstraints CA, keyCertSign, ...). The SHAKEN
+# signing certificate has no DNS names or EKU, so its own profile: any extensions, not a CA, may sign.
+_CA_POLICY = ExtensionPolicy.webpki_defaults_ca()
+_EE_POLICY = (ExtensionPolicy.permit_all()
+              .may_be_present(x509.BasicConstraints, Criticality.AGNOSTIC, _leaf_not_ca)
+              .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _leaf_signs))
+
+
+def validate_chain(x5u: str, chain: Sequence[x509.Certificate], anchors: Store | None, now: float, *,
+                   require_tn_auth_list: bool = True) -> _Signer:
+    """Check a signing certificate and its intermediates (``chain[0]`` is the signing certificate) at ``now``
+    (epoch seconds) against the trust anchors with cryptography's X.509 path validation, and read its
+    TNAuthList. Raises :class:`UntrustedCertificate` saying why."""
+    leaf = chain[0]
+    subject = leaf.subject.rfc4514_string()
+    key = leaf.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise UntrustedCertificate(f"certificate for {x5u} does not hold an EC P-256 key (ES256)")
+    if anchors is None:
+        raise UntrustedCertificate(f"certificate for {x5u} ({subject}) is not issued by a trusted CA "
+                                   "(no trust anchors configured)")
+    verifier = (PolicyBuilder().store(anchors).time(dt.datetime.fromtimestamp(now, dt.UTC))
+                .max_chain_depth(_MAX_CHAIN).extension_policies(ca_policy=_CA_POLICY, ee_policy=_EE_POLICY)
+                .build_client_verifier())
+    try:
+        verified = verifier.verify(leaf, list(chain[1:]))
+    except VerificationError as exc:
+        if any(not low <= now <= high for low, high in map(_window, chain)):
+            raise UntrustedCertificate(f"certificate for {x5u} ({subject}) is not valid at this time") from None
+        raise UntrustedCertificate(f"certificate for {x5u} ({subject}) is not issued by a trusted CA "
+                                   f"(issuer {leaf.issuer.rfc4514_string()}): {exc}") from None
+    windows = [_window(cert) for cert in verified.chain]
+    tn_auth: TnAuthList | None = None
+    try:
+        tn_auth = tn_auth_list_of(leaf)
+    except TnAuthListError as exc:
+        if require_tn_auth_list or _has_tn_auth_list(leaf):
+            raise UntrustedCertificate(f"certificate for {x5u} ({subject}): {exc}") from None
+    return _Signer(key, max(low for low, _ in windows), min(high for _, high in windows), subject, tn_auth)
+
+
+def _has_tn_auth_list(cert: x509.Certificate) -> bool:
+    return any(ext.oid == TN_AUTH_LIST_OID for ext in cert.extensions)
 
 
 def _read_certificates(path: Path) -> list[x509.Certificate]:
@@ -399,9 +489,17 @@ def x5u_file_name(x5u: str) -> str:
 class CertificateStore:
     """Trust anchors and signing certificates, held in memory; resolves x5u URLs to verified signing keys.
 
-    Build it with :meth:`load` (reads the directories once) or directly from certificates (tests). Immutable
-    after construction except for its caches: the per-x5u resolution cache and the LRU of verified signatures
+    Build it with :meth:`load` (reads the directories once) or directly from certificates (tests). The files
+    never change after construction; its caches do: what each x5u resolved to (a failure is retried after
+    ``failure_ttl_s``, the chain check depending on time) and the LRU of verified signatures
     (``verified_cache_size`` JWS strings).
+
+    With ``fetch`` settings, an x5u that no file provides is fetched over HTTPS (``fetcher``, a
+    :class:`~dce.compliance.cert_fetch.CertFetcher`): until the fetch completes, :meth:`authority` raises
+    :class:`PendingCertificate`; the downloaded chain is validated once, in the background, and cached by the
+    fetcher. A URL then finds a file only through the ``x5u.json`` index (a last path segment such as
+    ``cert.pem`` is too common across carriers to pick a local file by). ``clock`` (epoch seconds) dates a
+    completed fetch.
     """
 
     def __init__(
@@ -411,32 +509,43 @@ class CertificateStore:
         index: dict[str, str] | None = None,
         *,
         verified_cache_size: int = 8192,
+        fetch: FetchSettings | None = None,
+        require_tn_auth_list: bool = True,
+        failure_ttl_s: float = 60.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.anchors = tuple(anchors)
         self.certificates = dict(certificates)  # file name -> [signing certificate, intermediates...]
         self.index = dict(index or {})  # x5u URL -> file name
-        self._by_subject: dict[x509.Name, list[x509.Certificate]] = {}
-        for anchor in self.anchors:
-            self._by_subject.setdefault(anchor.subject, []).append(anchor)
-        self._signers: dict[str, _Signer | StirError] = {}
+        self.require_tn_auth_list = require_tn_auth_list
+        self.failure_ttl_s = failure_ttl_s
+        self._trust = Store(list(self.anchors)) if self.anchors else None
+        self._signers: dict[str, tuple[_Signer | StirError, float]] = {}  # x5u -> (resolution, until)
         self._verified: OrderedDict[str, None] = OrderedDict()
         self._verified_max = verified_cache_size
+        self.fetcher: CertFetcher[_Signer] | None = (
+            CertFetcher(self._validate_fetched, fetch, clock=clock) if fetch is not None else None)
 
     @classmethod
     def load(cls, trust_dir: str | os.PathLike[str] | None, cert_dir: str | os.PathLike[str] | None,
              **kwargs: Any) -> CertificateStore:
-        """Read every CA certificate under ``trust_dir`` and every signing certificate under ``cert_dir``.
+        """Read every CA certificate under ``trust_dir`` (a directory of PEM files, or one PEM file) and every
+        signing certificate under ``cert_dir``.
 
-        Either may be None (nothing trusted / nothing known: every signed call then fails verification).
-        Raises :class:`CertificateStoreError` for a missing directory, an unreadable PEM file or a bad index.
+        Either may be None (nothing trusted / nothing on disk: every signed call then fails verification unless
+        fetching finds it). Raises :class:`CertificateStoreError` for a missing path, an unreadable PEM file or a
+        bad index. ``kwargs`` go to the constructor.
         """
         anchors: list[x509.Certificate] = []
         if trust_dir is not None:
             trust = Path(trust_dir)
-            if not trust.is_dir():
-                raise CertificateStoreError(f"STIR trust store {trust} is not a directory")
-            for path in _cert_files(trust):
-                anchors.extend(_read_certificates(path))
+            if trust.is_file():
+                anchors.extend(_read_certificates(trust))
+            elif trust.is_dir():
+                for path in _cert_files(trust):
+                    anchors.extend(_read_certificates(path))
+            else:
+                raise CertificateStoreError(f"STIR trust store {trust} is not a PEM file or a directory")
         certificates: dict[str, list[x509.Certificate]] = {}
         index: dict[str, str] = {}
         if cert_dir is not None:
@@ -467,71 +576,68 @@ class CertificateStore:
     def __repr__(self) -> str:
         return f"CertificateStore({len(self.anchors)} anchors, {len(self.certificates)} signing certificates)"
 
+    def _disk_chain(self, x5u: str) -> list[x509.Certificate] | None:
+        name = self.index.get(x5u)
+        if name is None and self.fetcher is None:
+            name = x5u_file_name(x5u)
+        return self.certificates.get(name) if name else None
+
     def chain_for(self, x5u: str) -> list[x509.Certificate]:
         """The certificate file an x5u URL names (see the module docstring); raises :class:`UnknownCertificate`."""
-        name = self.index.get(x5u)
-        if name is None:
-            name = x5u_file_name(x5u)
-        chain = self.certificates.get(name)
+        chain = self._disk_chain(x5u)
         if chain is None:
             raise UnknownCertificate(f"no signing certificate for x5u {x5u}")
         return chain
 
-    def _resolve(self, x5u: str) -> _Signer:
-        chain = self.chain_for(x5u)
-        leaf = chain[0]
-        key = leaf.public_key()
-        if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
-            raise UntrustedCertificate(f"certificate for {x5u} does not hold an EC P-256 key (ES256)")
-        not_before, not_after = _window(leaf)
-        current = leaf
-        intermediates = list(chain[1:])
-        for _ in range(_MAX_CHAIN):
-            for anchor in self._by_subject.get(current.issuer, ()):
-                try:
-                    current.verify_directly_issued_by(anchor)
-                except (ValueError, TypeError, InvalidSignature):
-                    continue
-                low, high = _window(anchor)
-                return _Signer(key, max(not_before, low), min(not_after, high), leaf.subject.rfc4514_string())
-            for candidate in intermediates:
-                if candidate.subject != current.issuer:
-                    continue
-                try:
-                    current.verify_directly_issued_by(candidate)
-                except (ValueError, TypeError, InvalidSignature):
-                    continue
-                low, high = _window(candidate)
-                not_before, not_after = max(not_before, low), min(not_after, high)
-                intermediates.remove(candidate)
-                current = candidate
-                break
-            else:
-                break
-        raise UntrustedCertificate(
-            f"certificate for {x5u} ({leaf.subject.rfc4514_string()}) is not issued by a trusted CA "
-            f"(issuer {current.issuer.rfc4514_string()})")
+    def on_disk(self, x5u: str) -> bool:
+        """Whether a certificate file provides ``x5u`` (nothing to fetch)."""
+        return self._disk_chain(x5u) is not None
 
-    def signer(self, x5u: str, now: float) -> ec.EllipticCurvePublicKey:
-        """The verified signing key for ``x5u`` at ``now``; raises a :class:`StirError` subclass.
+    def _validate_fetched(self, x5u: str, chain: list[x509.Certificate], now: float) -> _Signer:
+        return validate_chain(x5u, chain, self._trust, now, require_tn_auth_list=self.require_tn_auth_list)
 
-        The lookup and the chain check are cached per URL (the store never changes); validity is checked
-        against ``now`` on every call.
+    def authority(self, x5u: str, now: float) -> _Signer:
+        """The verified signing certificate for ``x5u`` at ``now``; raises a :class:`StirError` subclass
+        (:class:`PendingCertificate` while its fetch runs).
+
+        Files: the chain check is cached per URL (a failure for ``failure_ttl_s``); fetched certificates: the
+        fetcher's cache. Validity is checked against ``now`` on every call.
         """
-        entry = self._signers.get(x5u)
-        if entry is None:
-            try:
-                entry = self._resolve(x5u)
-            except StirError as exc:
-                entry = exc
-            if len(self._signers) >= 4096:  # bounded: unknown URLs from callers must not grow it forever
-                self._signers.clear()
-            self._signers[x5u] = entry
+        cached = self._signers.get(x5u)
+        if cached is not None and now < cached[1]:
+            entry = cached[0]
+        else:
+            chain = self._disk_chain(x5u)
+            if chain is None and self.fetcher is not None:
+                got = self.fetcher.get(x5u, now)
+                if got is None:
+                    raise PendingCertificate(f"certificate {x5u} is being fetched")
+                if isinstance(got, _Signer | StirError):
+                    entry = got
+                else:
+                    entry = UnknownCertificate(f"certificate {x5u} could not be fetched: {got}")
+            else:
+                if chain is None:
+                    entry = UnknownCertificate(f"no signing certificate for x5u {x5u}")
+                else:
+                    try:
+                        entry = validate_chain(x5u, chain, self._trust, now,
+                                               require_tn_auth_list=self.require_tn_auth_list)
+                    except StirError as exc:
+                        entry = exc
+                if len(self._signers) >= 4096:  # bounded: unknown URLs from callers must not grow it forever
+                    self._signers.clear()
+                until = math.inf if isinstance(entry, _Signer) else now + self.failure_ttl_s
+                self._signers[x5u] = (entry, until)
         if isinstance(entry, StirError):
             raise type(entry)(*entry.args)
         if not entry.not_before <= now <= entry.not_after:
             raise UntrustedCertificate(f"certificate for {x5u} ({entry.subject}) is not valid at this time")
-        return entry.key
+        return entry
+
+    def signer(self, x5u: str, now: float) -> ec.EllipticCurvePublicKey:
+        """The verified signing key for ``x5u`` at ``now`` (see :meth:`authority`)."""
+        return self.authority(x5u, now).key
 
     # signature cache
     def _seen(self, jws: str) -> bool:
@@ -588,10 +694,14 @@ def _check(identity: Identity, orig_tn: str | Sequence[str] | None, dest_tns: Se
         raise UnsupportedPassport(f"PASSporT alg {identity.alg!r} is not ES256")
     if identity.ppt != "shaken":
         raise UnsupportedPassport(f"PASSporT ppt {identity.ppt!r} is not shaken")
-    key = store.signer(identity.x5u, now)
+    authority = store.authority(identity.x5u, now)
     if not store._seen(identity.jws):
-        _check_signature(identity, key)
+        _check_signature(identity, authority.key)
         store._remember(identity.jws)
+    tn_auth = authority.tn_auth
+    if tn_auth is not None and tn_auth.lists_numbers and not tn_auth.covers(identity.orig_norm, normalise_tn):
+        raise UncoveredNumber(f"orig {identity.orig_tn} is not among the numbers the certificate's TNAuthList "
+                              f"covers ({authority.subject})")
     age = now - identity.iat
     if age > max_age_s or age < -max_age_s:
         raise StaleIdentity(f"iat is {age:.0f} s from now (allowed: {max_age_s:g} s)")
@@ -613,14 +723,17 @@ def verify(identity_header: str | None, *, orig_tn: str | Sequence[str] | None, 
     sequence matches when any of its numbers equals the PASSporT's ``orig``. ``dest_tns``: the called numbers
     (To user, Request-URI user); one of them must be among the PASSporT's ``dest`` numbers. ``now`` is epoch
     seconds. Never raises for bad input: failures come back as ``TN-Validation-Failed`` with a reason code
-    (STIR_INVALID for syntax, certificate and signature problems, STIR_STALE, STIR_MISMATCH), and a missing
-    header as ``No-TN-Validation`` with STIR_UNSIGNED.
+    (STIR_INVALID for syntax, certificate and signature problems, STIR_STALE, STIR_MISMATCH), a missing
+    header as ``No-TN-Validation`` with STIR_UNSIGNED, and a certificate still being fetched as
+    ``No-TN-Validation`` with STIR_PENDING.
     """
     if not identity_header or not identity_header.strip():
         return UNSIGNED
     try:
         identity = _parse_cached(identity_header)
         _check(identity, orig_tn, dest_tns, store, now, max_age_s)
+    except PendingCertificate as exc:
+        return StirResult(NO_TN_VALIDATION, None, exc.reason, str(exc))
     except StirError as exc:
         return StirResult(TN_VALIDATION_FAILED, None, exc.reason, str(exc))
     key = (identity.attest, identity.origid)
@@ -645,10 +758,11 @@ def _action(value: str, what: str) -> Action:
 
 
 def policy_findings(result: StirResult, *, min_attestation: str | None, on_failure: str,
-                    on_unsigned: str) -> list[Finding]:
+                    on_unsigned: str, on_pending: str | None = None) -> list[Finding]:
     """A campaign's STIR/SHAKEN policy applied to a verification result.
 
     - no Identity header -> ``on_unsigned`` with STIR_UNSIGNED;
+    - certificate still being fetched -> ``on_pending`` (default: ``on_unsigned``) with STIR_PENDING;
     - verification failed -> ``on_failure`` with the result's reason code;
     - passed, but the attestation is weaker than ``min_attestation`` ("A" > "B" > "C") -> ``on_failure`` with
       STIR_LOW_ATTESTATION.
@@ -658,6 +772,9 @@ def policy_findings(result: StirResult, *, min_attestation: str | None, on_failu
     if result.reason is ReasonCode.STIR_UNSIGNED:
         action = _action(on_unsigned, "on_unsigned")
         return [Finding(action, ReasonCode.STIR_UNSIGNED, result.detail)] if action else []
+    if result.reason is ReasonCode.STIR_PENDING:
+        action = _action(on_unsigned if on_pending is None else on_pending, "on_pending")
+        return [Finding(action, ReasonCode.STIR_PENDING, result.detail)] if action else []
     if result.reason is not None:
         action = _action(on_failure, "on_failure")
         return [Finding(action, result.reason, result.detail)] if action else []
@@ -678,19 +795,46 @@ def policy_findings(result: StirResult, *, min_attestation: str | None, on_failu
 # --------------------------------------------------------------------------------------------- screening check
 
 
+PENDING_POLICIES = ("unsigned", "failure", "allow", "flag", "reject")
+"""What a call whose certificate is still being fetched gets: the campaign's action for unsigned calls, its
+action for failed verification, or one action for every campaign."""
+
+
 class StirCheck:
     """The STIR/SHAKEN check for :class:`dce.compliance.screen.Screener`.
 
     Verifies ``call.identity`` with the caller's numbers (``call.asserted`` — the P-Asserted-Identity user —
     and ``call.ani`` — the From user; ``orig`` may equal either) and the DID as the called number, records the
     verstat on the screening, and adds the findings of the campaign's policy carried on the call.
+
+    With a fetching store, :meth:`prepare` (awaited before screening) starts the fetch of an unknown x5u and
+    waits up to ``wait_s`` for it; a call screened while the fetch still runs gets ``pending`` (one of
+    :data:`PENDING_POLICIES`).
     """
 
-    __slots__ = ("max_age_s", "store")
+    __slots__ = ("max_age_s", "pending", "store", "wait_s")
 
-    def __init__(self, store: CertificateStore, *, max_age_s: float = 60.0) -> None:
+    def __init__(self, store: CertificateStore, *, max_age_s: float = 60.0, pending: str = "unsigned",
+                 wait_s: float = 0.0) -> None:
+        if pending not in PENDING_POLICIES:
+            raise ValueError(f"pending must be one of {', '.join(PENDING_POLICIES)}; got {pending!r}")
         self.store = store
         self.max_age_s = max_age_s
+        self.pending = pending
+        self.wait_s = wait_s
+
+    async def prepare(self, call: ScreenedCall, now: float) -> None:
+        """Before screening ``call``: when its certificate is neither on disk nor cached, start fetching it and
+        wait up to ``wait_s`` (no wait at all on a cache hit, a malformed header or without fetching)."""
+        fetcher = self.store.fetcher
+        if fetcher is None or not call.identity:
+            return
+        try:
+            x5u = parse_identity(call.identity).x5u
+        except StirError:
+            return
+        if not self.store.on_disk(x5u):
+            await fetcher.wait(x5u, self.wait_s, now)
 
     def __call__(self, call: ScreenedCall, now: float, out: Screening) -> None:
         if call.asserted and call.ani and call.asserted != call.ani:
@@ -700,5 +844,9 @@ class StirCheck:
         result = verify(call.identity, orig_tn=callers, dest_tns=(call.did,), store=self.store, now=now,
                         max_age_s=self.max_age_s)
         out.verstat = result.verstat
+        pending = self.pending
+        on_pending = (call.stir_on_unsigned if pending == "unsigned" else
+                      call.stir_on_failure if pending == "failure" else pending)
         out.extend(policy_findings(result, min_attestation=call.stir_min_attestation,
-                                   on_failure=call.stir_on_failure, on_unsigned=call.stir_on_unsigned))
+                                   on_failure=call.stir_on_failure, on_unsigned=call.stir_on_unsigned,
+                                   on_pending=on_pending))

@@ -37,6 +37,7 @@ class ReasonCode(enum.StrEnum):
     STIR_MISMATCH = "stir_mismatch"  # orig/dest do not match the SIP headers
     STIR_LOW_ATTESTATION = "stir_low_attestation"
     STIR_UNSIGNED = "stir_unsigned"
+    STIR_PENDING = "stir_pending"  # signed, but the x5u certificate was still being fetched (not verified yet)
     ANONYMOUS_ANI = "anonymous_ani"
     INVALID_ANI = "invalid_ani"
     VELOCITY_ANI = "velocity_ani"

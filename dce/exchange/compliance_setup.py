@@ -2,7 +2,8 @@
 
 Checks, in the order they run on each call:
   1. number lists (DNC national/state/internal, litigators, blocked ANI/DID; buyers' suppression lists),
-  2. STIR/SHAKEN verification against the local trust store, with the campaign's policy,
+  2. STIR/SHAKEN verification against the trust store (certificates from disk, or fetched from their x5u URLs in
+     the background when ``stir.fetch`` is on), with the campaign's policy,
   3. fraud scoring (velocity, anonymous/invalid ANI, duplicates, conversion clusters, blacklisted ANI).
 Lists and consents are reloaded by version-polling watchers, so API changes apply within a second.
 """
@@ -16,6 +17,7 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from dce.compliance.cert_fetch import FetchSettings
 from dce.compliance.fraud import FraudScorer, FraudSettings, SharedVelocity, classify_ani
 from dce.compliance.lists import ListBook
 from dce.compliance.screen import Check, ScreenedCall, Screener, Screening
@@ -23,7 +25,7 @@ from dce.compliance.stir_shaken import CertificateStore, StirCheck
 from dce.compliance.verdict import Finding, ReasonCode
 from dce.db.list_repository import lists_version, load_book
 from dce.db.watcher import Watcher
-from dce.exchange.config import ComplianceConfig
+from dce.exchange.config import ComplianceConfig, StirConfig
 from dce.exchange.screening import CallGate, CompletionListener
 from dce.routing.model import Campaign
 
@@ -91,6 +93,7 @@ class Compliance:
     watchers: list[Watcher] = field(default_factory=list)  # type: ignore[type-arg]
     fraud: FraudScorer | None = None
     lists: ListsCheck | None = None
+    stir: StirCheck | None = None
 
     async def start(self) -> None:
         """Load every list and start watching; when one fails, the ones started are stopped."""
@@ -107,9 +110,11 @@ class Compliance:
             self.fraud.expire(now)
 
     async def stop(self) -> None:
-        """Stop watching (a watcher never started is a no-op)."""
+        """Stop watching (a watcher never started is a no-op) and stop fetching certificates."""
         for watcher in self.watchers:
             await watcher.stop()
+        if self.stir is not None and self.stir.store.fetcher is not None:
+            await self.stir.store.fetcher.close()
 
     def notify(self) -> None:
         """Reload lists and consents now (an API write happened)."""
@@ -132,9 +137,9 @@ def build_compliance(config: ComplianceConfig, engine: AsyncEngine, *,
     checks.append(lists)
     watchers.append(Watcher(engine, name="lists", version=lists_version, load=load_book, on_load=lists.replace,
                             interval_s=config.refresh_interval_s))
-    if config.stir.enabled:
-        store = CertificateStore.load(config.stir.trust_store, config.stir.certificates)
-        checks.append(StirCheck(store, max_age_s=config.stir.max_age_s))
+    stir = build_stir(config.stir) if config.stir.enabled else None
+    if stir is not None:
+        checks.append(stir)
     fraud = None
     velocity = None
     if config.fraud.enabled:
@@ -145,5 +150,20 @@ def build_compliance(config: ComplianceConfig, engine: AsyncEngine, *,
         if shared_velocity is not None:
             velocity = fraud_check.velocity
     gate = CallGate(Screener(checks), reject_status=config.reject_status, caller_reason=config.caller_reason,
-                    campaign=campaign, conversion_s=conversion_s, listeners=tuple(listeners), velocity=velocity)
-    return Compliance(gate, watchers, fraud, lists)
+                    campaign=campaign, conversion_s=conversion_s, listeners=tuple(listeners), velocity=velocity,
+                    prepare=stir.prepare if stir is not None and stir.store.fetcher is not None else None)
+    return Compliance(gate, watchers, fraud, lists, stir)
+
+
+def build_stir(config: StirConfig) -> StirCheck:
+    """The STIR/SHAKEN check: the certificate store (and its x5u fetcher with ``fetch``) and the pending policy."""
+    fetch = FetchSettings(
+        timeout_s=config.fetch_timeout_s, max_bytes=config.fetch_max_bytes, max_redirects=config.fetch_max_redirects,
+        cache_size=config.fetch_cache_size, default_ttl_s=config.fetch_default_ttl_s,
+        min_ttl_s=config.fetch_min_ttl_s, max_ttl_s=config.fetch_max_ttl_s, failure_ttl_s=config.fetch_failure_ttl_s,
+        max_in_flight=config.fetch_max_in_flight, ca_file=config.fetch_ca_file,
+        allowed_hosts=tuple(config.fetch_allowed_hosts) if config.fetch_allowed_hosts is not None else None,
+    ) if config.fetch else None
+    store = CertificateStore.load(config.trust_store, config.certificates, fetch=fetch,
+                                  require_tn_auth_list=config.require_tn_auth_list)
+    return StirCheck(store, max_age_s=config.max_age_s, pending=config.pending, wait_s=config.pending_wait_ms / 1000)

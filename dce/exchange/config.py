@@ -252,12 +252,38 @@ class FraudConfig(_Section):
 
 
 class StirConfig(_Section):
-    """STIR/SHAKEN verification (RFC 8224/8225/8588) against local certificates; no network fetches."""
+    """STIR/SHAKEN verification (RFC 8224/8225/8588): certificates from disk, and with ``fetch`` from their x5u
+    URLs over HTTPS (``dce.compliance.cert_fetch``)."""
 
     enabled: bool = True
-    trust_store: str | None = None  # directory of PEM CA certificates (trust anchors)
+    trust_store: str | None = None  # STI-CA trust anchors: a directory of PEM files, or one PEM file
     certificates: str | None = None  # directory of PEM signing certificates, matched to the PASSporT's x5u
     max_age_s: float = Field(60, gt=0)  # iat must be within this many seconds of now
+    require_tn_auth_list: bool = True  # a signing certificate without a TNAuthList (RFC 8226) fails
+    fetch: bool = False  # fetch x5u certificates no file provides (https: only); files then match by x5u.json only
+    fetch_ca_file: str | None = None  # CA bundle for the HTTPS fetch's server certificates (default: the system's)
+    fetch_timeout_s: float = Field(2.0, gt=0, le=30)  # one fetch, redirects included
+    fetch_max_bytes: int = Field(65536, ge=1024, le=1 << 20)  # a larger answer is refused
+    fetch_max_redirects: int = Field(3, ge=0, le=10)  # same-host redirects followed; another host is refused
+    fetch_cache_size: int = Field(1024, ge=1, le=1_000_000)  # x5u URLs kept (least recently used out)
+    fetch_default_ttl_s: float = Field(3600, gt=0)  # without Cache-Control max-age or Expires
+    fetch_min_ttl_s: float = Field(60, ge=0)  # no-cache / max-age=0 still keep a certificate this long
+    fetch_max_ttl_s: float = Field(86400, gt=0)
+    fetch_failure_ttl_s: float = Field(30, gt=0)  # a failed fetch is answered from the cache this long
+    fetch_max_in_flight: int = Field(64, ge=1, le=10_000)  # concurrent fetches (more misses wait for a later call)
+    # hosts x5u certificates may be fetched from ("cert.example.org", ".example.org" for any under it); None: any
+    fetch_allowed_hosts: list[str] | None = None
+    # a call whose certificate is still being fetched waits up to this long, then gets ``pending``
+    pending_wait_ms: float = Field(300, ge=0, le=10_000)
+    # what such a call gets: the campaign's action for unsigned calls ("unsigned"), for failed verification
+    # ("failure"), or one action for all ("allow", "flag", "reject"); its verstat is No-TN-Validation
+    pending: Literal["unsigned", "failure", "allow", "flag", "reject"] = "unsigned"
+
+    @model_validator(mode="after")
+    def _check_ttls(self) -> StirConfig:
+        if self.fetch_min_ttl_s > self.fetch_max_ttl_s:
+            raise ValueError("fetch_min_ttl_s must not exceed fetch_max_ttl_s")
+        return self
 
 
 class GdprConfig(_Section):

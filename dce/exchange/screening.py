@@ -45,18 +45,23 @@ def _asserted_number(headers: tuple[tuple[str, str], ...]) -> str | None:
 Velocity = Callable[[ScreenedCall, float], Awaitable[SharedVelocity | None]]
 """Counts a call in the velocity counters every node shares; their counts, or None when unknown."""
 
+Prepare = Callable[[ScreenedCall, float], Awaitable[None]]
+"""Gets a signed call's STIR certificate ready (starts its fetch, waits a bounded time) before screening."""
+
 
 class CallGate:
     """Screens each call before routing goes on; ``reject_status`` is what a rejected caller gets (603/403), and
     ``caller_reason`` what its Reason header tells: "generic" ("call rejected") or "detailed" (the verdict's code
     and detail, e.g. the fraud score and signals); ``dce.exchange.decision`` builds that answer.
 
-    ``velocity``: the shared fraud velocity lookup (one bounded round trip), awaited by ``screen_shared``."""
+    ``velocity``: the shared fraud velocity lookup (one bounded round trip), awaited by ``screen_shared``;
+    ``prepare``: awaited by ``screen_shared`` for a call with an Identity header (the STIR certificate fetch)."""
 
     def __init__(self, screener: Screener, *, reject_status: int = 603, caller_reason: str = "generic",
                  campaign: Callable[[str], Campaign | None] = lambda _id: None,
                  conversion_s: Callable[[str], int | None] = lambda _id: None,
-                 listeners: tuple[CompletionListener, ...] = (), velocity: Velocity | None = None) -> None:
+                 listeners: tuple[CompletionListener, ...] = (), velocity: Velocity | None = None,
+                 prepare: Prepare | None = None) -> None:
         self.screener = screener
         self.reject_status = reject_status
         self.caller_reason = caller_reason
@@ -64,6 +69,7 @@ class CallGate:
         self.conversion_s = conversion_s
         self.listeners = listeners
         self.velocity = velocity
+        self.prepare = prepare
 
     def screen(self, request: CallRequest, routed: Routed, now: float) -> Verdict:
         """The verdict on this call at ``now`` (epoch seconds), from this node's state alone."""
@@ -77,6 +83,8 @@ class CallGate:
         if not self.screener.checks:
             return ALLOW
         call = self._call(request, routed)
+        if self.prepare is not None and call.identity:
+            await self.prepare(call, now)
         if self.velocity is not None:
             call = dataclasses.replace(call, velocity=await self.velocity(call, now))
         return self.screener.screen(call, now)

@@ -277,8 +277,10 @@ def test_store_lookup_errors(pki: StirPki) -> None:
 
 
 def test_store_load_errors(pki: StirPki, tmp_path: Path) -> None:
-    with pytest.raises(CertificateStoreError, match="not a directory"):
+    with pytest.raises(CertificateStoreError, match="not a PEM file or a directory"):
         CertificateStore.load(tmp_path / "missing", pki.cert_dir)
+    with pytest.raises(CertificateStoreError, match="not a directory"):
+        CertificateStore.load(pki.trust_dir, tmp_path / "missing")
     (pki.cert_dir / "broken.pem").write_text("not a certificate")
     with pytest.raises(CertificateStoreError, match=r"broken\.pem"):
         store_of(pki)
