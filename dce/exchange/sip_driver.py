@@ -138,8 +138,11 @@ class SipDriver:
     # -- inputs (from the sockets and the timer) -------------------------------------------------------
     def receive(self, data: bytes, transport: str, addr: Address, *, stream: bool = False) -> None:
         """One datagram, or one framed stream message, from ``addr``."""
+        now = self.clock.monotonic()
+        if self.core.admission is not None:  # digest nonces carry wall time: keep the core's offset current
+            self.core.wall_offset = self.clock.now().timestamp() - now
         try:
-            self.core.receive(data, transport, addr, self.clock.monotonic(), stream=stream)
+            self.core.receive(data, transport, addr, now, stream=stream)
         except Exception:  # a core bug must not kill the transport
             log.exception("SIP core failed on a message from %s", addr)
             self.on_error("core_exception")
