@@ -24,8 +24,10 @@ def static_rule(trunk: StaticTrunkConfig, default_realm: str) -> TrunkRule:
     sha256 = md5 = None
     if trunk.username is not None and trunk.password is not None:
         realm, password = trunk.realm or default_realm, trunk.password.get_secret_value()
-        sha256 = ha1(trunk.username, realm, password, "SHA-256")
-        md5 = ha1(trunk.username, realm, password, "MD5")
+        if "SHA-256" in trunk.algorithms:
+            sha256 = ha1(trunk.username, realm, password, "SHA-256")
+        if "MD5" in trunk.algorithms:
+            md5 = ha1(trunk.username, realm, password, "MD5")
     return TrunkRule(trunk.name, trunk.publisher_id, networks, username=trunk.username, realm=trunk.realm,
                      ha1_sha256=sha256, ha1_md5=md5, transport=trunk.transport, max_cps=trunk.max_cps,
                      max_concurrent=trunk.max_concurrent)

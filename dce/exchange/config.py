@@ -85,6 +85,9 @@ class StaticTrunkConfig(_Section):
     username: str | None = None
     password: SecretStr | None = None
     realm: str | None = None  # default: sip.auth_realm
+    # Digest algorithms challenged with, strongest first (RFC 8760); only their HA1s are kept. A UA that reads
+    # only the first challenge and speaks only MD5 (SIPp 3.6) needs ["MD5"].
+    algorithms: list[Literal["SHA-256", "MD5"]] = Field(default_factory=lambda: ["SHA-256", "MD5"], min_length=1)
     transport: Literal["udp", "tcp", "tls"] | None = None  # only INVITEs arriving over it match
     max_cps: float = Field(0, ge=0)  # new calls a second (token bucket); 0 = unlimited
     max_concurrent: int = Field(0, ge=0)  # calls up at once; 0 = unlimited

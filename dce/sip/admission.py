@@ -235,9 +235,8 @@ class Admission:
                 break
         if credentials is None:
             return self._challenge(rule, source, now_wall)
-        if credentials.uri != request.uri:
-            return Refuse(400, "Authorization uri is not the Request-URI",
-                          (("Reason", _reason(400, "Authorization uri is not the Request-URI")),), rule.name)
+        # credentials.uri is not compared with the Request-URI: UAs differ in what they put there (SIPp sends the
+        # host alone); the digest covers the uri they sent, and the nonce binds the answer to this source and time.
         ha1_hex = _ha1(rule, credentials.algorithm)
         if ha1_hex is None:  # an algorithm this trunk has no HA1 for: offer the ones it has
             return self._challenge(rule, source, now_wall)

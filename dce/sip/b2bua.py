@@ -462,9 +462,9 @@ class B2BUA:
     def _refuse(self, txn: ServerInviteTransaction, request: Request, decision: Challenged | Refuse,
                 local_tag: str, now: float) -> None:
         """Answer an INVITE admission did not let in (the transaction absorbs retransmissions and the ACK)."""
-        status = 401 if isinstance(decision, Challenged) else decision.status
-        self.endpoint.respond(txn, make_response(request, status, to_tag=local_tag, extra=list(decision.headers)),
-                              now)
+        status, phrase = (401, "Unauthorized") if isinstance(decision, Challenged) else (decision.status, None)
+        self.endpoint.respond(txn, make_response(request, status, phrase, to_tag=local_tag,
+                                                 extra=list(decision.headers)), now)
         if isinstance(decision, Refuse):
             self._events.append(CallRefused(txn.addr[0], txn.transport, status, decision.reason, request,
                                             decision.trunk, now, new_token() + new_token()))

@@ -18,7 +18,8 @@ from tests.unit.sipfactory import request
 
 TRUNKS = [{"name": "acme", "networks": ["203.0.113.0/24", "2001:db8::1"], "username": "acme", "password": "pw",
            "max_cps": 10, "max_concurrent": 20},
-          {"name": "open", "networks": ["198.51.100.0/24"], "transport": "tcp"}]
+          {"name": "open", "networks": ["198.51.100.0/24"], "transport": "tcp"},
+          {"name": "legacy", "networks": ["192.0.2.0/24"], "username": "old", "password": "pw", "algorithms": ["MD5"]}]
 
 
 def invite() -> Request:
@@ -42,6 +43,8 @@ def test_config_trunks_become_rules_with_hashed_passwords() -> None:
     assert "pw" not in repr(acme)
     open_ = static_rule(sip.trunks[1], sip.auth_realm)
     assert open_.username is None and open_.ha1_md5 is None and open_.transport == "tcp"
+    legacy = static_rule(sip.trunks[2], sip.auth_realm)
+    assert legacy.ha1_sha256 is None and legacy.ha1_md5 == ha1("old", "edge", "pw", "MD5")
 
 
 @pytest.mark.parametrize("trunks, key", [
