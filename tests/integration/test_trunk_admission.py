@@ -44,6 +44,8 @@ def test_digest_trunk_call_completes_and_its_cdr_names_the_trunk(
     assert (caller.returncode, caller.successful, caller.failed) == (0, 1, 0), caller.describe() + process.log(6000)
     messages = caller.messages()
     assert "401 Unauthorized" in messages and "Authorization: Digest" in messages
+    answered = callee.stop()
+    assert (answered.successful, answered.failed) == (1, 0), answered.describe()
     (cdr,) = fetch_cdrs(process.http_base, 1)
     assert (cdr["disposition"], cdr["final_code"]) == ("answered", 200), cdr
     assert cdr["extra"]["trunk"] == "lab-carrier", cdr
