@@ -68,6 +68,7 @@ class SipDriver:
         self._pumping = False
         self._again = False
         self.addresses: dict[str, Address] = {}  # transport -> the first address bound for it
+        self._wall_checked_at = float("-inf")  # when the core's wall-clock offset was last read
 
     @classmethod
     def from_config(cls, config: SipConfig, *, clock: Clock, observer: Observer | None = None,
@@ -139,7 +140,9 @@ class SipDriver:
     def receive(self, data: bytes, transport: str, addr: Address, *, stream: bool = False) -> None:
         """One datagram, or one framed stream message, from ``addr``."""
         now = self.clock.monotonic()
-        if self.core.admission is not None:  # digest nonces carry wall time: keep the core's offset current
+        if self.core.admission is not None and now >= self._wall_checked_at + 1.0:
+            # digest nonces carry wall time: the core's offset is kept current (read once a second at most)
+            self._wall_checked_at = now
             self.core.wall_offset = self.clock.now().timestamp() - now
         try:
             self.core.receive(data, transport, addr, now, stream=stream)

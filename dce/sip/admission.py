@@ -12,8 +12,8 @@ costs one dict probe per distinct prefix length, however many trunks there are).
 
 from __future__ import annotations
 
-import ipaddress
 import math
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -104,25 +104,34 @@ class _Index:
         for (version, length), table in sorted(by_length.items(), key=lambda item: -item[0][1]):
             self._tables[version].append((length, table))
 
-    def match(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address, transport: str) -> TrunkRule | None:
-        bits = address.max_prefixlen
-        value = int(address)
-        for length, table in self._tables[address.version]:
+    def match(self, version: int, value: int, transport: str) -> TrunkRule | None:
+        bits = 32 if version == 4 else 128
+        for length, table in self._tables[version]:
             for rule in table.get(value >> (bits - length), ()):
                 if rule.transport is None or rule.transport.lower() == transport:
                     return rule
         return None
 
 
-def parse_source(source: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The source address (an IPv4-mapped IPv6 one as IPv4); None when it is not an address."""
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+def parse_source(source: str) -> tuple[int, int] | None:
+    """The source address as ``(version, integer)`` (an IPv4-mapped IPv6 one as IPv4); None when it is not one.
+
+    ``inet_pton`` rather than ``ipaddress.ip_address``: this runs for every new INVITE, and is ten times cheaper.
+    """
     try:
-        address = ipaddress.ip_address(source.strip("[]").partition("%")[0])
-    except ValueError:
+        return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, source), "big")
+    except OSError:
+        pass
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, source.strip("[]").partition("%")[0])
+    except OSError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+    if packed[:12] == _V4_MAPPED:
+        return 4, int.from_bytes(packed[12:], "big")
+    return 6, int.from_bytes(packed, "big")
 
 
 class Admission:
@@ -163,8 +172,10 @@ class Admission:
 
     def match(self, source: str, transport: str) -> TrunkRule | None:
         """The trunk ``source`` belongs to over ``transport`` (longest prefix), or None."""
+        if not self._rules:
+            return None
         address = parse_source(source)
-        return self._index.match(address, transport.lower()) if address is not None else None
+        return self._index.match(*address, transport.lower()) if address is not None else None
 
     def active(self, trunk: str) -> int:
         """Calls up on ``trunk``."""
