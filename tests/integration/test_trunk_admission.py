@@ -36,10 +36,11 @@ def exchange(tmp_path: Path, migrated_database_url: str) -> Iterator[tuple[Excha
         assert alive, f"the exchange died during the test:\n{process.log()}"
 
 
+@pytest.mark.parametrize("transport", ["u1", "t1"])
 def test_digest_trunk_call_completes_and_its_cdr_names_the_trunk(
-        tmp_path: Path, exchange: tuple[ExchangeProcess, SippUas]) -> None:
+        tmp_path: Path, exchange: tuple[ExchangeProcess, SippUas], transport: str) -> None:
     process, callee = exchange
-    caller = run_sipp_uac("uac_auth", process.sip_target, tmp_path, hold_ms=500, timeout=30,
+    caller = run_sipp_uac("uac_auth", process.sip_target, tmp_path, hold_ms=500, timeout=30, transport=transport,
                           extra=["-au", "acme", "-ap", "s3cret"])
     assert (caller.returncode, caller.successful, caller.failed) == (0, 1, 0), caller.describe() + process.log(6000)
     messages = caller.messages()
