@@ -4,6 +4,7 @@
     .venv/bin/python bench/sipp_load.py --mode relay --cps 100 --duration 20
     .venv/bin/python bench/sipp_load.py --peer sippy          # Sippy B2BUA's b2bua_simple instead, for comparison
     .venv/bin/python bench/sipp_load.py --peer direct         # no B2BUA: SIPp to SIPp, the measurement floor
+    .venv/bin/python bench/sipp_load.py --mode passthrough --digest   # plain, then every INVITE digest-challenged
 
 Per run it starts the exchange (a temporary migrated SQLite database, the chosen media mode), a SIPp uas
 (uas_answer) and drives SIPp uac (uac_basic_callers: a distinct caller number per call, INVITE, 1 s hold, BYE)
@@ -49,6 +50,10 @@ from tests.integration.sipp import (  # noqa: E402 (the repo root goes on sys.pa
 )
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# --digest: the caller is a trunk with credentials (MD5: what SIPp answers), unknown sources rejected.
+DIGEST_CONFIG = {"sip": {"unknown_sources": "reject", "trunks": [
+    {"name": "bench", "networks": [f"{HOST}/32"], "username": "bench", "password": "bench-pw", "algorithms": ["MD5"]}]}}
+DIGEST_SIPP = ("-au", "bench", "-ap", "bench-pw")
 # Diagnostic (--gc-off): the exchange with Python's cyclic garbage collector disabled.
 GC_OFF_COMMAND = [
     sys.executable,
@@ -173,16 +178,17 @@ def scrape(http_base: str) -> str:
 # ------------------------------------------------------------------------------------------- one run
 
 
-def drive(args: argparse.Namespace, label: str, target: str, workdir: Path, pid: int) -> tuple[SippResult, float]:
+def drive(args: argparse.Namespace, label: str, target: str, workdir: Path, pid: int,
+          digest: bool = False) -> tuple[SippResult, float]:
     calls = int(args.cps * args.duration)
     limit = int(args.cps * (args.hold_ms / 1000 + 2) * 2) + 50
     cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
-    scenario, inject = "uac_basic", []
+    scenario, inject = ("uac_auth", [*DIGEST_SIPP]) if digest else ("uac_basic", [])
     if args.callers == "distinct":  # one caller per call, as real traffic (one number at 300 CPS is fraud)
         numbers = workdir / f"callers_{label}.csv"
         numbers.write_text("SEQUENTIAL\n" + "".join(f"+1212{200 + n // 10_000 % 800}{n % 10_000:04d}\n"
                                                        for n in range(calls)))
-        scenario, inject = "uac_basic_callers", ["-inf", str(numbers)]
+        scenario, inject = f"{scenario}_callers", [*inject, "-inf", str(numbers)]
     result = run_sipp_uac(
         scenario,
         target,
@@ -217,8 +223,9 @@ def summarise(label: str, args: argparse.Namespace, result: SippResult, uas: Sip
     return run
 
 
-def run_exchange(args: argparse.Namespace, mode: str, root: Path) -> RunResult:
-    workdir = root / mode
+def run_exchange(args: argparse.Namespace, mode: str, root: Path, *, digest: bool = False) -> RunResult:
+    label = f"{mode}_digest" if digest else mode
+    workdir = root / label
     uas = SippUas(
         "uas_answer",
         workdir,
@@ -236,6 +243,7 @@ def run_exchange(args: argparse.Namespace, mode: str, root: Path) -> RunResult:
             log_level="WARNING",
             rtp_port_count=6000,
             command=GC_OFF_COMMAND if args.gc_off else None,
+            extra_config=DIGEST_CONFIG if digest else {},
         )
         exchange.start(timeout=60)
         before = delay_buckets(scrape(exchange.http_base))
@@ -244,14 +252,14 @@ def run_exchange(args: argparse.Namespace, mode: str, root: Path) -> RunResult:
             f"{args.duration:g} s ...",
             flush=True,
         )
-        result, cpu = drive(args, mode, exchange.sip_target, workdir, exchange.pid)
+        result, cpu = drive(args, label, exchange.sip_target, workdir, exchange.pid, digest)
         after = delay_buckets(scrape(exchange.http_base))
         alive = exchange.alive()
     finally:
         if exchange is not None:
             exchange.stop()
         uas_result = uas.stop(timeout=5)
-    run = summarise(mode, args, result, uas_result, cpu)
+    run = summarise(label, args, result, uas_result, cpu)
     run.added_delay_p99_ms = histogram_quantile(before, after, 0.99) * 1000
     if not alive:
         run.notes.append(f"the exchange died during the run; log: {exchange.log_path}")
@@ -348,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--gc-off", action="store_true", help="diagnostic: run the exchange with Python's cyclic GC disabled"
     )
+    parser.add_argument("--digest", action="store_true",
+                        help="after each plain run, one where every INVITE is digest-challenged (401, then again)")
     parser.add_argument("--workdir", help="keep SIPp/exchange files here (default: a temporary directory)")
     args = parser.parse_args(argv)
     if sipp_binary() is None:
@@ -365,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for mode in ("passthrough", "relay") if args.mode == "both" else (args.mode,):
             runs.append(run_exchange(args, mode, root))
+            if args.digest:  # the same run's plain figure is the baseline beside it
+                runs.append(run_exchange(args, mode, root, digest=True))
     for run in runs:
         print("\n".join(run.lines()), flush=True)
 

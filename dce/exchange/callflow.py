@@ -72,10 +72,12 @@ from dce.sip.b2bua import (
     CallEnded,
     CallEvent,
     CallOffered,
+    CallRefused,
     DialAnswered,
     DialFailed,
     DialProgress,
 )
+from dce.sip.message import header_uri, uri_user
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +155,9 @@ class CallFlow:
     # -- event dispatch (called by the SIP driver's pump) ---------------------
     def dispatch(self, event: CallEvent) -> None:
         """Route a B2BUA event to its call's task (starting the task for a new call)."""
+        if isinstance(event, CallRefused):
+            self._record_refused(event)
+            return
         call = event.call
         if isinstance(event, CallOffered):
             queue: asyncio.Queue[CallEvent] = asyncio.Queue()
@@ -397,6 +402,27 @@ class CallFlow:
                 self.router.release(c.routed, held)
         return stats
 
+    def _record_refused(self, refused: CallRefused) -> None:
+        """A ``rejected`` CDR for an INVITE refused at admission (no call task): it names the source and trunk."""
+        request = refused.request
+        caller_user = uri_user(header_uri(request.get("From") or ""))
+        called_user = uri_user(request.uri)
+        did = to_e164(called_user) or called_user
+        at = self.clock.wall(refused.at)
+        extra = {"source": refused.source, "transport": refused.transport}
+        if refused.trunk is not None:
+            extra["trunk"] = refused.trunk
+        cdr = CallDetailRecord(
+            call_id=refused.id, a_leg_call_id=request.call_id, b_leg_call_id=None,
+            caller=to_e164(caller_user) or caller_user, called=did, did=did, destination=None,
+            invite_at=at, end_at=at, disposition=Disposition.REJECTED, final_code=refused.status,
+            hangup_side=HangupSide.SYSTEM, reason=f"{refused.reason} ({refused.source})", extra=extra)
+        self.observer.call_started()
+        self.cdrs.submit(cdr)
+        self.observer.call_finished(cdr)
+        if self.events is not None:
+            self.events.finished(cdr)
+
     # -- step 6, record: exactly one CDR per call ------------------------------------------------------
     def _record(self, c: _CallState, outcome: Outcome, stats: MediaStats | None) -> None:
         call, times, target, routed, verdict = c.call, c.times, c.target, c.routed, c.verdict
@@ -424,7 +450,8 @@ class CallFlow:
             reason=outcome.reason,
             packets_relayed=packets,
             bytes_relayed=bytes_,
-            extra={**_routing_details(target, routed), **_screening_details(verdict)},
+            extra={**_routing_details(target, routed), **_screening_details(verdict),
+                   **({"trunk": call.trunk} if call.trunk is not None else {})},
             verstat=verdict.verstat,
             dial_at=times.dial_at,
             terms=self.router.terms(routed, target) if routed is not None else None,

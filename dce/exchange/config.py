@@ -76,6 +76,38 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class StaticTrunkConfig(_Section):
+    """An inbound trunk named in the config file (``sip.trunks``); its password is hashed (HA1) at load."""
+
+    name: str = Field(min_length=1, max_length=64)
+    networks: list[str] = Field(min_length=1)  # source CIDRs (IPv4/IPv6); a bare address is a /32 or /128
+    publisher_id: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    realm: str | None = None  # default: sip.auth_realm
+    # Digest algorithms challenged with, strongest first (RFC 8760); only their HA1s are kept. A UA that reads
+    # only the first challenge and speaks only MD5 (SIPp 3.6) needs ["MD5"].
+    algorithms: list[Literal["SHA-256", "MD5"]] = Field(default_factory=lambda: ["SHA-256", "MD5"], min_length=1)
+    transport: Literal["udp", "tcp", "tls"] | None = None  # only INVITEs arriving over it match
+    max_cps: float = Field(0, ge=0)  # new calls a second (token bucket); 0 = unlimited
+    max_concurrent: int = Field(0, ge=0)  # calls up at once; 0 = unlimited
+
+    @field_validator("networks")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
+        return value
+
+    @model_validator(mode="after")
+    def _credentials_in_pairs(self) -> StaticTrunkConfig:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        return self
+
+
 class SipConfig(_Section):
     """SIP listeners, identity and RFC 3261 timer values."""
 
@@ -96,6 +128,12 @@ class SipConfig(_Section):
     tcp_max_connections_per_source: int = Field(128, ge=1)  # accepted TCP connections from one IP address
     max_calls_per_source: int = Field(0, ge=0)  # inbound calls up at once from one IP address; 0 = unlimited
     source_retry_after_s: int = Field(5, ge=1, le=3600)  # Retry-After of the 503 over max_calls_per_source
+    # Admission by trunk (README "Inbound trunks"): who may send INVITEs, digest challenges, per-trunk limits.
+    unknown_sources: Literal["reject", "allow"] = "reject"  # an INVITE from no trunk's network: 403, or let in
+    auth_realm: str = Field("dce", min_length=1)  # digest realm of trunks that name none
+    nonce_secret: SecretStr | None = None  # HMAC key of digest nonces (>= 16 bytes); unset: from auth.secret
+    nonce_lifetime_s: float = Field(300, gt=0)  # an older nonce is answered 401 stale=true
+    trunks: list[StaticTrunkConfig] = Field(default_factory=list)  # merged with the trunks table (these first)
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -117,6 +155,21 @@ class SipConfig(_Section):
     def endpoints(self) -> list[tuple[str, str, int]]:
         """The listeners as ``(transport, host, port)`` tuples."""
         return [_parse_endpoint(item) for item in self.listen]
+
+    @field_validator("nonce_secret")
+    @classmethod
+    def _check_nonce_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < 16:
+            raise ValueError("at least 16 bytes")
+        return value
+
+    @field_validator("trunks")
+    @classmethod
+    def _unique_trunks(cls, value: list[StaticTrunkConfig]) -> list[StaticTrunkConfig]:
+        names = [trunk.name for trunk in value]
+        if len(set(names)) != len(names):
+            raise ValueError("trunk names must be unique")
+        return value
 
 
 class HttpCacheConfig(_Section):

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 import secrets
+from collections.abc import Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ from dce.db.postback_dispatcher import PostbackDispatcher
 from dce.db.record_codec import BID_CODEC, CDR_CODEC
 from dce.db.tracing import trace_statements
 from dce.db.watcher import Watcher
+from dce.exchange.admission_setup import build_admission, merge_rules
 from dce.exchange.call_events import CallEvents
 from dce.exchange.callflow import CallFlow
 from dce.exchange.cluster import Cluster
@@ -74,6 +76,7 @@ from dce.routing.engine import RoutingEngine
 from dce.routing.model import Campaign, format_money
 from dce.routing.snapshot import MarketplaceSnapshot
 from dce.routing.static import StaticRoutes
+from dce.sip.trunk_rule import TrunkRule
 
 log = logging.getLogger(__name__)
 
@@ -237,8 +240,19 @@ class Exchange:
         self.sip_driver = SipDriver.from_config(sip, clock=self.clock, observer=self._observer,
                                                 on_error=self.metrics.sip_dropped)
         stack.push_async_callback(self.sip_driver.close)
+        auth_secret = settings.auth.secret.get_secret_value() if settings.auth.secret else None
+        self.admission = build_admission(sip, auth_secret=auth_secret, retry_after_s=sip.source_retry_after_s,
+                                         on_outcome=self.metrics.trunk_call)
+        self._static_trunks = self.admission.rules
+        self.sip_driver.core.admission = self.admission  # before listening: no INVITE gets past it
+        log.info("SIP admission: %d trunks from sip.trunks; sources no trunk matches: %s", len(self._static_trunks),
+                 sip.unknown_sources)
         await self.sip_driver.open(sip.endpoints(), public_address=sip.public_address)
         self.sip_addresses.update(self.sip_driver.addresses)
+
+    def on_trunk_rules(self, rules: Iterable[TrunkRule]) -> None:
+        """The trunks table's rules (its watcher): in force at once after ``sip.trunks``, which come first."""
+        self.admission.replace_rules(merge_rules(self._static_trunks, rules))
 
     async def _start_marketplace(self, stack: AsyncExitStack) -> None:
         """Load the marketplace into memory, keep it fresh (API writes, other nodes), and route with it."""

@@ -68,6 +68,7 @@ class SipDriver:
         self._pumping = False
         self._again = False
         self.addresses: dict[str, Address] = {}  # transport -> the first address bound for it
+        self._wall_checked_at = float("-inf")  # when the core's wall-clock offset was last read
 
     @classmethod
     def from_config(cls, config: SipConfig, *, clock: Clock, observer: Observer | None = None,
@@ -138,8 +139,13 @@ class SipDriver:
     # -- inputs (from the sockets and the timer) -------------------------------------------------------
     def receive(self, data: bytes, transport: str, addr: Address, *, stream: bool = False) -> None:
         """One datagram, or one framed stream message, from ``addr``."""
+        now = self.clock.monotonic()
+        if self.core.admission is not None and now >= self._wall_checked_at + 1.0:
+            # digest nonces carry wall time: the core's offset is kept current (read once a second at most)
+            self._wall_checked_at = now
+            self.core.wall_offset = self.clock.now().timestamp() - now
         try:
-            self.core.receive(data, transport, addr, self.clock.monotonic(), stream=stream)
+            self.core.receive(data, transport, addr, now, stream=stream)
         except Exception:  # a core bug must not kill the transport
             log.exception("SIP core failed on a message from %s", addr)
             self.on_error("core_exception")

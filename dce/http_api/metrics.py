@@ -52,6 +52,7 @@ VIOLATION_TYPES = frozenset(c.value for c in ReasonCode)
 RTP_DIRECTIONS = frozenset({"a_to_b", "b_to_a"})
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 HTTP_STATUSES = frozenset(str(code) for code in range(100, 600))
+TRUNK_OUTCOMES = frozenset({"admitted", "challenged", "refused", "limited"})  # dce.sip.admission.Outcome
 MAX_BUYER_SERIES = 1000  # distinct buyer ids on dce_calls_total; later ones count as buyer="other"
 
 
@@ -254,6 +255,12 @@ class ExchangeMetrics:
             "http_request_duration_seconds", "HTTP request handling time by method and route template",
             ("method", "route"), buckets=HTTP_BUCKETS, registry=self.registry,
         )
+        self.trunk_calls_total = Counter(
+            "dce_trunk_calls_total", "New INVITEs at admission by inbound trunk and outcome (admitted, challenged, "
+            "refused, limited); sources no trunk matches count as trunk=\"unknown\"", ("trunk", "outcome"),
+            registry=self.registry,
+        )
+        self._trunk_calls = _Children(self.trunk_calls_total, (None, TRUNK_OUTCOMES))
         self._sip = _Children(self.sip_messages_total, (SIP_DIRECTIONS, SIP_METHODS))
         self._drops = _Children(self.sip_dropped_total, (SIP_DROP_REASONS,))
         self._bids = _Children(self.bids_total, (BID_STATUSES,))
@@ -274,12 +281,20 @@ class ExchangeMetrics:
             "http_requests_total": {"method": HTTP_METHODS, "route": routes, "status": HTTP_STATUSES},
             "http_request_duration_seconds": {"method": HTTP_METHODS, "route": routes},
             "dce_redis_up": {"component": REDIS_COMPONENTS},
+            "dce_trunk_calls_total": {"trunk": Bounded("inbound trunk names (sip.trunks, the trunks table) or "
+                                                       "'unknown'; never a source address"),
+                                      "outcome": TRUNK_OUTCOMES},
             "dce_redis_failures_total": {"component": REDIS_COMPONENTS},
         }
 
     def sip_message(self, direction: Direction, method: str) -> None:
         """Count one SIP message; ``method`` is the request method (unknown ones count as "other"), or "response"."""
         self._sip.get(direction, method).inc()
+
+    def trunk_call(self, trunk: str, outcome: str) -> None:
+        """Count one admission decision: ``trunk`` is a trunk's name or "unknown", ``outcome`` one of
+        :data:`TRUNK_OUTCOMES`."""
+        self._trunk_calls.get(trunk, outcome).inc()
 
     def sip_dropped(self, reason: str) -> None:
         """Count one dropped SIP message (one of :data:`SIP_DROP_REASONS`)."""

@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
+from dce.sip.admission import Admission, Admit, Challenged, Refuse
 from dce.sip.dialog import Dialog
 from dce.sip.endpoint import SipEndpoint, new_token
 from dce.sip.message import (
@@ -126,7 +127,22 @@ class CallEnded:
     at: float
 
 
-CallEvent = CallOffered | DialProgress | DialAnswered | DialFailed | CallCancelled | CallEnded
+@dataclass(slots=True)
+class CallRefused:
+    """An INVITE refused at admission (403 unknown source or bad credentials, 503 over a trunk limit): no Call
+    was created; the CallFlow records a ``rejected`` CDR naming the source."""
+
+    source: str
+    transport: str
+    status: int
+    reason: str
+    request: Request
+    trunk: str | None
+    at: float
+    id: str  # the exchange's id for the refused call (its CDR's call_id)
+
+
+CallEvent = CallOffered | DialProgress | DialAnswered | DialFailed | CallCancelled | CallEnded | CallRefused
 
 
 # -- legs and calls ------------------------------------------------------------------------------------
@@ -194,6 +210,7 @@ class Call:
     pending_reinvite: bool = False
     attempts: int = 0
     source: str = ""  # the caller's IP address (what the per-source limit counts)
+    trunk: str | None = None  # the inbound trunk admission matched (None: no admission, or an unknown source)
     max_duration: float | None = None  # seconds from answer; None: unlimited
     deadline: float | None = None
     heap_deadline: float | None = None
@@ -236,6 +253,8 @@ class B2BUA:
         self.calls: dict[str, Call] = {}
         self._dialogs: dict[tuple[str, str, str], tuple[Call, Side]] = {}
         self._events: deque[CallEvent] = deque()
+        self.admission: Admission | None = None  # set: each new INVITE must pass it (trunk, digest, limits)
+        self.wall_offset = 0.0  # wall-clock epoch seconds minus ``now`` (set by the driver; for digest nonces)
 
     # -- adapter pass-through ------------------------------------------------------------------------
     def receive(self, data: bytes, transport: str, addr: Address, now: float, *, stream: bool = False) -> None:
@@ -420,16 +439,35 @@ class B2BUA:
                 ("Unsupported", ", ".join(unsupported))]), now)
             return
         source = txn.addr[0]
+        trunk: str | None = None
+        if self.admission is not None:
+            decision = self.admission.admit(request, source, txn.transport, now + self.wall_offset, now)
+            if not isinstance(decision, Admit):
+                self._refuse(txn, request, decision, local_tag, now)
+                return
+            trunk = decision.trunk
         if not self.source_limit.acquire(source):  # before any work: the CallFlow never sees it
+            if trunk is not None and self.admission is not None:
+                self.admission.release(trunk)
             self.endpoint.observer.dropped("source_call_limit")
             self.endpoint.respond(txn, make_response(request, 503, to_tag=local_tag, extra=[
                 ("Retry-After", str(self.retry_after_s)), ("Reason", SOURCE_LIMIT_REASON)]), now)
             return
         call = Call(id=new_token() + new_token(), b2bua=self, a=InboundLeg(txn, request, local_tag),
-                    invite_at=now, source=source)
+                    invite_at=now, source=source, trunk=trunk)
         txn.user_data = call
         self.calls[call.id] = call
         self._events.append(CallOffered(call, now))
+
+    def _refuse(self, txn: ServerInviteTransaction, request: Request, decision: Challenged | Refuse,
+                local_tag: str, now: float) -> None:
+        """Answer an INVITE admission did not let in (the transaction absorbs retransmissions and the ACK)."""
+        status, phrase = (401, "Unauthorized") if isinstance(decision, Challenged) else (decision.status, None)
+        self.endpoint.respond(txn, make_response(request, status, phrase, to_tag=local_tag,
+                                                 extra=list(decision.headers)), now)
+        if isinstance(decision, Refuse):
+            self._events.append(CallRefused(txn.addr[0], txn.transport, status, decision.reason, request,
+                                            decision.trunk, now, new_token() + new_token()))
 
     def _in_dialog_request(self, txn: ServerTransaction, request: Request, now: float) -> None:
         found = self._dialogs.get((request.call_id, request.to_tag or "", request.from_tag or ""))
@@ -629,6 +667,8 @@ class B2BUA:
         call.deadline = None
         if self.calls.pop(call.id, None) is not None:
             self.source_limit.release(call.source)
+            if call.trunk is not None and self.admission is not None:
+                self.admission.release(call.trunk)
         for dialog in (call.a.dialog, call.b.dialog if call.b else None):
             if dialog is not None:
                 self._dialogs.pop(dialog.id, None)

@@ -95,7 +95,8 @@ class Party(pj.Account):
             self.events.append("playing tone")
 
 
-def make_party(ep: pj.Endpoint, name: str, sip_port: int, rtp_port: int) -> Party:
+def make_party(ep: pj.Endpoint, name: str, sip_port: int, rtp_port: int, username: str | None = None,
+               password: str = "") -> Party:
     transport_cfg = pj.TransportConfig()
     transport_cfg.port = sip_port
     transport_cfg.boundAddress = "127.0.0.1"
@@ -112,6 +113,8 @@ def make_party(ep: pj.Endpoint, name: str, sip_port: int, rtp_port: int) -> Part
     acc_cfg.natConfig.sdpNatRewriteUse = 0
     acc_cfg.natConfig.viaRewriteUse = 0
     acc_cfg.natConfig.contactRewriteUse = 0
+    if username is not None:  # any realm; pjsip picks the challenge's algorithm
+        acc_cfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", username, 0, password))
     party = Party(name)
     party.create(acc_cfg)
     return party
@@ -143,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wav", required=True, help="where B records the call audio")
     parser.add_argument("--seconds", type=float, default=3.0, help="talk time before A hangs up")
     parser.add_argument("--log-level", type=int, default=2)
+    parser.add_argument("--username", help="A answers digest challenges with this user (and --password)")
+    parser.add_argument("--password", default="")
     args = parser.parse_args(argv)
 
     ep = pj.Endpoint()
@@ -157,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     ep_cfg.medConfig.clockRate = 8000
     ep.libInit(ep_cfg)
     ep.audDevManager().setNullDev()
-    a = make_party(ep, "alice", args.a_port, args.rtp_port)
+    a = make_party(ep, "alice", args.a_port, args.rtp_port, args.username, args.password)
     b = make_party(ep, "bob", args.b_port, args.rtp_port + 20)
     b.wav = args.wav
     a.callee = b

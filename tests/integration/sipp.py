@@ -198,6 +198,7 @@ class ExchangeProcess:
             "sip": {
                 "listen": [f"{t}:{HOST}:{self.sip_port}" for t in self.transports],
                 "public_address": None,
+                "unknown_sources": "allow",  # a test wanting trunks passes extra_config (sip.unknown_sources: reject)
             },
             "http": {"listen": f"{HOST}:{self.http_port}"},
             "media": {"mode": self.media_mode, "ports": f"{low}-{high}", "rtp_timeout_s": self.rtp_timeout_s},

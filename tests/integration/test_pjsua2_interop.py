@@ -33,7 +33,8 @@ def _pjsua2() -> None:
     require(importlib.util.find_spec("pjsua2") is not None, "pjsua2 (pip install pjsua2-python)")
 
 
-def tone_call(workdir: Path, a_port: int, b_port: int, target: str | None) -> tuple[dict[str, Any], Path]:
+def tone_call(workdir: Path, a_port: int, b_port: int, target: str | None,
+              extra: tuple[str, ...] = ()) -> tuple[dict[str, Any], Path]:
     wav = workdir / "b.wav"
     args = [
         sys.executable,
@@ -51,6 +52,7 @@ def tone_call(workdir: Path, a_port: int, b_port: int, target: str | None) -> tu
     ]
     if target:
         args += ["--target", target]
+    args += extra
     proc = subprocess.run(args, cwd=workdir, capture_output=True, text=True, timeout=90, check=False)
     (workdir / "pjsua2.log").write_text(proc.stdout + proc.stderr)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -104,3 +106,23 @@ def test_pjsua2_tone_crosses_the_exchange_relay(tmp_path: Path, migrated_databas
     # ~3 s of 20 ms frames each way is ~300 packets; at least B's share of them crossed the relay
     assert cdr["packets_relayed"] >= 100, cdr
     assert cdr["billable_s"] >= 2, cdr
+
+
+def test_pjsua2_answers_a_sha256_only_digest_challenge(tmp_path: Path, migrated_database_url: str) -> None:
+    """A trunk that keeps only the SHA-256 HA1 (RFC 8760): pjsua2 answers its 401 and the call goes through."""
+    a_port, b_port = free_port("udp"), free_port("udp")
+    trunk = {"name": "pjsip", "networks": [f"{HOST}/32"], "username": "alice", "password": "pj-secret",
+             "algorithms": ["SHA-256"]}
+    exchange = ExchangeProcess(
+        tmp_path / "dce", migrated_database_url, {DID: [f"sip:bob@{HOST}:{b_port}"]}, media_mode="relay",
+        extra_config={"sip": {"unknown_sources": "reject", "trunks": [trunk]}})
+    with exchange:
+        report, _ = tone_call(tmp_path, a_port, b_port, target=f"sip:{DID}@{exchange.sip_target}",
+                              extra=("--username", "alice", "--password", "pj-secret"))
+        assert report["answered"] and report["b_media"], report  # the audio itself: the relay test above
+        cdrs = fetch_cdrs(exchange.http_base, 1)
+        metrics = exchange.metrics()
+        assert exchange.alive(), exchange.log()
+    (cdr,) = cdrs
+    assert (cdr["disposition"], cdr["extra"]["trunk"]) == ("answered", "pjsip"), cdr
+    assert 'dce_trunk_calls_total{outcome="challenged",trunk="pjsip"} 1.0' in metrics
