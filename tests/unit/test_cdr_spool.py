@@ -37,7 +37,7 @@ CDRS = st.builds(
     ring_at=st.none() | TIMES, answer_at=st.none() | TIMES, hangup_side=st.none() | st.sampled_from(HangupSide),
     reason=st.none() | ODD_TEXT, packets_relayed=st.integers(0, 2**62), bytes_relayed=st.integers(0, 2**62),
     extra=st.dictionaries(ODD_TEXT, ODD_TEXT, max_size=4), verstat=st.none() | ODD_TEXT,
-    dial_at=st.none() | TIMES, terms=st.none() | TERMS,
+    dial_at=st.none() | TIMES, terms=st.none() | TERMS, trunk=st.none() | ODD_TEXT,
 )
 
 
