@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,13 @@ import pytest
 
 from dce.db import trunk_repository as repo
 from dce.db.engine import create_engine
-from dce.exchange.config import load_settings
+from dce.db.trunk_watcher import TrunkWatcher
+from dce.exchange import service
+from dce.exchange.config import Settings, load_settings
 from dce.exchange.service import Exchange
 from dce.sip.trunk_rule import TrunkRule
 from tests.integration.sipp import free_port
+from tests.redis_server import redis_test_url
 
 pytestmark = pytest.mark.integration
 
@@ -31,6 +35,17 @@ async def _wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0) -> N
             await asyncio.sleep(0.02)
 
 
+def _settings(database_url: str, spool: Path, **extra: Any) -> Settings:
+    return load_settings(None, {
+        "database": {"url": database_url, "spool_path": str(spool)},
+        "sip": {"listen": [f"udp:127.0.0.1:{free_port()}"]},
+        "http": {"listen": f"127.0.0.1:{free_port('tcp')}"},
+        "media": {"mode": "passthrough"},
+        "auth": {"bootstrap_admin_key": ADMIN_KEY},
+        **extra,
+    })
+
+
 @pytest.fixture
 async def exchange(migrated_database_url: str, tmp_path: Path) -> AsyncIterator[tuple[Exchange, list[Any]]]:
     engine = create_engine(migrated_database_url)
@@ -38,14 +53,7 @@ async def exchange(migrated_database_url: str, tmp_path: Path) -> AsyncIterator[
         await repo.create_trunk(engine, repo.Trunk(id="t0", name="before-start", networks=("192.0.2.0/24",)))
     finally:
         await engine.dispose()
-    sip_port = free_port()
-    exchange = Exchange(load_settings(None, {
-        "database": {"url": migrated_database_url, "spool_path": str(tmp_path / "cdr.spool")},
-        "sip": {"listen": [f"udp:127.0.0.1:{sip_port}"]},
-        "http": {"listen": f"127.0.0.1:{free_port('tcp')}"},
-        "media": {"mode": "passthrough"},
-        "auth": {"bootstrap_admin_key": ADMIN_KEY},
-    }))
+    exchange = Exchange(_settings(migrated_database_url, tmp_path / "cdr.spool"))
     heard: list[tuple[TrunkRule, ...]] = []
     exchange.on_trunk_rules = heard.append  # type: ignore[method-assign]  # what the admission step will hook
     await exchange.start()
@@ -84,3 +92,28 @@ async def test_writes_made_elsewhere_arrive_by_polling(exchange: tuple[Exchange,
     finally:
         await engine.dispose()
     await _wait_for(lambda: "by-cli" in {r.name for r in node.trunk_rules})
+
+
+async def test_an_api_write_on_one_node_reloads_the_other_through_redis(
+        migrated_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class NoPolling(TrunkWatcher):  # only a notification reloads: the poll cannot be what delivers
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **{**kwargs, "interval_s": 3600})
+
+    monkeypatch.setattr(service, "TrunkWatcher", NoPolling)
+    redis = {"url": redis_test_url(), "key_prefix": f"dce-test-{uuid.uuid4().hex[:8]}:"}
+    nodes = [Exchange(_settings(migrated_database_url, tmp_path / f"cdr-{n}.spool", redis=redis)) for n in (1, 2)]
+    for node in nodes:
+        await node.start()
+    try:
+        first, second = nodes
+        assert first.http_address is not None
+        await asyncio.sleep(0.2)  # both subscribed
+        async with aiohttp.ClientSession(headers={"X-API-Key": ADMIN_KEY}) as http, http.post(
+                "http://{}:{}/api/v1/trunks".format(*first.http_address),
+                json={"name": "carrier-a", "networks": ["192.0.2.0/24"]}) as response:
+            assert response.status == 201, await response.text()
+        await _wait_for(lambda: [r.name for r in second.trunk_rules] == ["carrier-a"], timeout_s=5)
+    finally:
+        for node in reversed(nodes):
+            await node.stop(grace_s=0.1)
