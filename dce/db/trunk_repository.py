@@ -1,7 +1,7 @@
 """Storing and reading the inbound trunks (:mod:`dce.db.trunk_models`), and the rules the INVITE path matches.
 
 :class:`Trunk` is a stored trunk as the API and CLI see it; its digest credentials are HA1s only
-(:func:`hashed`: SHA-256 per RFC 8760 and MD5, from username, realm and password; the password is never kept).
+(SHA-256 per RFC 8760 and MD5, made by :func:`dce.http_api.trunks.with_password`; the password is never kept).
 :func:`load_trunk_rules` turns the enabled trunks into :class:`~dce.sip.trunk_rule.TrunkRule` values for the
 in-memory copy the INVITE path reads (:class:`dce.db.trunk_watcher.TrunkWatcher`).
 
@@ -25,7 +25,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from dce.db.marketplace_models import PublisherRow
 from dce.db.queries import bump_version, exists, find, page, record, table_of, values, version_of
 from dce.db.trunk_models import TrunkRow, TrunksVersionRow
-from dce.sip.digest import ha1
 from dce.sip.trunk_rule import TrunkRule
 
 log = logging.getLogger(__name__)
@@ -36,7 +35,6 @@ _publishers = table_of(PublisherRow)
 
 Transport = Literal["udp", "tcp", "tls"]
 TRANSPORTS: tuple[str, ...] = get_args(Transport)
-DEFAULT_REALM = "dce"  # the digest realm of a trunk whose credentials name none
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -79,11 +77,6 @@ def network(text: str) -> Network:
         raise ValueError(f"host bits set: did you mean {loose}?") from None
 
 
-def hashed(username: str, realm: str, password: str) -> tuple[str, str]:
-    """The HA1s kept instead of the password: ``(sha256, md5)``."""
-    return ha1(username, realm, password, "SHA-256"), ha1(username, realm, password, "MD5")
-
-
 @dataclass(frozen=True, slots=True)
 class Trunk:
     """A stored trunk. ``networks`` are normalised CIDR strings; ``max_cps``/``max_concurrent`` 0: unlimited;
@@ -107,12 +100,6 @@ class Trunk:
     @property
     def has_credentials(self) -> bool:
         return self.username is not None and self.ha1_sha256 is not None
-
-    def with_password(self, username: str, realm: str | None, password: str) -> Trunk:
-        """This trunk with digest credentials (``realm`` None: :data:`DEFAULT_REALM`), stored as HA1s."""
-        realm = realm or DEFAULT_REALM
-        sha256, md5 = hashed(username, realm, password)
-        return replace(self, username=username, realm=realm, ha1_sha256=sha256, ha1_md5=md5)
 
     def without_credentials(self) -> Trunk:
         return replace(self, username=None, realm=None, ha1_sha256=None, ha1_md5=None)

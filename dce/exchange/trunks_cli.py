@@ -26,7 +26,7 @@ from dce.db.engine import create_engine
 from dce.exchange.cli_args import add_config_args, settings_from_args
 from dce.http_api.inputs import validated
 from dce.http_api.problems import ProblemError
-from dce.http_api.trunks import TrunkIn
+from dce.http_api.trunks import DEFAULT_REALM, TrunkIn
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add.add_argument("--max-concurrent", type=int, default=0, help="calls at once (0: unlimited)")
     add.add_argument("--disabled", action="store_true", help="store it disabled (its calls are not admitted)")
     add.add_argument("--username", help="digest credentials: challenge its INVITEs (asks for the password)")
-    add.add_argument("--realm", help=f"the digest realm (default: {repo.DEFAULT_REALM})")
+    add.add_argument("--realm", help=f"the digest realm (default: {DEFAULT_REALM})")
     add.add_argument("--password-stdin", action="store_true",
                      help="read the password from standard input (else it is asked for)")
     add_config_args(add)

@@ -12,7 +12,7 @@
 ``networks``: a non-empty list of source networks, IPv4 or IPv6 CIDRs (a bare address is a /32 or /128; host bits
 set are refused, naming the network meant). ``transport``: udp, tcp or tls (null: any). ``max_cps`` (calls per
 second, fractions allowed) and ``max_concurrent``: 0 means unlimited. Digest credentials: ``username`` and
-``password`` together (``realm`` defaults to :data:`~dce.db.trunk_repository.DEFAULT_REALM`); only the HA1s
+``password`` together (``realm`` defaults to :data:`DEFAULT_REALM`); only the HA1s
 (SHA-256 and MD5) are stored and the password is write-only: answers carry ``has_credentials``, ``username`` and
 ``realm``, never a password or hash. A PATCH that changes ``username`` or ``realm`` of a trunk with credentials
 must give the ``password`` again (the HA1s depend on all three); ``"username": null`` removes the credentials.
@@ -25,6 +25,7 @@ Bad input -> 422 problem+json naming the field (``networks[1]``); a taken id or 
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from typing import Annotated, Any
 
 from aiohttp import web
@@ -39,10 +40,24 @@ from dce.http_api.keys import ENGINE, wall_now
 from dce.http_api.paging import page, page_params
 from dce.http_api.permissions import require
 from dce.http_api.problems import ProblemError, invalid_parameter
+from dce.sip.digest import ha1
 
 READ = "trunks:read"  # no role but admin grants these
 WRITE = "trunks:write"
 MAX_NETWORKS = 256
+DEFAULT_REALM = "dce"  # the digest realm of credentials given without one
+
+
+def hashed(username: str, realm: str, password: str) -> tuple[str, str]:
+    """The HA1s kept instead of the password: ``(sha256, md5)``."""
+    return ha1(username, realm, password, "SHA-256"), ha1(username, realm, password, "MD5")
+
+
+def with_password(trunk: Trunk, username: str, realm: str | None, password: str) -> Trunk:
+    """``trunk`` with digest credentials (``realm`` None: :data:`DEFAULT_REALM`), kept as HA1s only."""
+    realm = realm or DEFAULT_REALM
+    sha256, md5 = hashed(username, realm, password)
+    return replace(trunk, username=username, realm=realm, ha1_sha256=sha256, ha1_md5=md5)
 
 
 @documented({"type": "string", "description": "an IPv4 or IPv6 network in CIDR form (192.0.2.0/24, "
@@ -103,7 +118,7 @@ class TrunkIn(_Input):
                       transport=self.transport, max_cps=self.max_cps, max_concurrent=self.max_concurrent,
                       enabled=self.enabled)
         if self.username is not None and self.password is not None:
-            trunk = trunk.with_password(self.username, self.realm, self.password.get_secret_value())
+            trunk = with_password(trunk, self.username, self.realm, self.password.get_secret_value())
         return trunk
 
 
@@ -151,12 +166,12 @@ class TrunkPatch(_Input):
         if self.password is not None:
             if username is None:
                 raise invalid_parameter("username", "required to set a password")
-            return trunk.with_password(username, realm, self.password.get_secret_value())
+            return with_password(trunk, username, realm, self.password.get_secret_value())
         if not given & {"username", "realm"}:
             return trunk
         if username is None:
             raise invalid_parameter("username", "required to set a realm")
-        if username != trunk.username or (realm or repo.DEFAULT_REALM) != trunk.realm:
+        if username != trunk.username or (realm or DEFAULT_REALM) != trunk.realm:
             raise invalid_parameter("password", "required when the username or realm changes "
                                                 "(only hashes of username, realm and password are stored)")
         return trunk

@@ -19,6 +19,7 @@ from dce.http_api.app import build_app
 from dce.http_api.auth import AuthConfig, Authenticator
 from dce.http_api.changes import Changes
 from dce.http_api.metrics import ExchangeMetrics
+from dce.http_api.trunks import DEFAULT_REALM
 from dce.routing.model import Buyer, Publisher
 from dce.sip.digest import ha1
 
@@ -117,7 +118,7 @@ async def test_patching_credentials(api: tuple[Client, list[str], Authenticator]
     await ok(await client.post("/api/v1/trunks", json={**TRUNK, "id": "t1", "username": "acme",
                                                        "password": PASSWORD}, headers=ADMIN), 201)
     stored = await repo.get_trunk(engine, "t1")
-    assert stored.realm == repo.DEFAULT_REALM and stored.ha1_sha256 == ha1("acme", "dce", PASSWORD)
+    assert stored.realm == DEFAULT_REALM and stored.ha1_sha256 == ha1("acme", "dce", PASSWORD)
 
     # the HA1s bind username and realm: changing either needs the password again
     for change in ({"username": "acme2"}, {"realm": "other.example"}):
@@ -142,7 +143,7 @@ async def test_patching_credentials(api: tuple[Client, list[str], Authenticator]
     assert invalid(lonely) == {"username"}
     added = await ok(await client.patch("/api/v1/trunks/t1", json={"username": "new", "password": "new-password-2"},
                                         headers=ADMIN))
-    assert added["has_credentials"] is True and added["realm"] == repo.DEFAULT_REALM
+    assert added["has_credentials"] is True and added["realm"] == DEFAULT_REALM
 
 
 @pytest.mark.parametrize(("body", "field"), [

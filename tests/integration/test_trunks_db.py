@@ -28,6 +28,7 @@ from dce.db.models import Base
 from dce.db.report_repository import list_calls, summary
 from dce.db.trunk_repository import Trunk
 from dce.db.trunk_watcher import TrunkWatcher
+from dce.http_api.trunks import DEFAULT_REALM, with_password
 from dce.routing.model import Publisher
 from dce.sip.digest import ha1
 from dce.sip.trunk_rule import TrunkRule
@@ -194,7 +195,7 @@ async def test_every_write_bumps_the_version(engine: AsyncEngine) -> None:
 
 
 async def test_rules_are_the_enabled_trunks_with_parsed_networks_and_ha1s(engine: AsyncEngine) -> None:
-    secured = CARRIER.with_password("acme", None, "s3cret-pass")
+    secured = with_password(CARRIER, "acme", None, "s3cret-pass")
     await repo.create_trunk(engine, secured)
     await repo.create_trunk(engine, Trunk(id="t2", name="a-off", networks=("10.0.0.0/8",), enabled=False))
     await repo.create_trunk(engine, Trunk(id="t3", name="b-open", networks=("::1/128",)))
@@ -204,13 +205,13 @@ async def test_rules_are_the_enabled_trunks_with_parsed_networks_and_ha1s(engine
     assert rule == TrunkRule(
         name="carrier-a", publisher_id=None,
         networks=(ipaddress.ip_network("192.0.2.0/24"), ipaddress.ip_network("2001:db8::/32")),
-        username="acme", realm=repo.DEFAULT_REALM, ha1_sha256=ha1("acme", "dce", "s3cret-pass", "SHA-256"),
+        username="acme", realm=DEFAULT_REALM, ha1_sha256=ha1("acme", "dce", "s3cret-pass", "SHA-256"),
         ha1_md5=ha1("acme", "dce", "s3cret-pass", "MD5"), transport="udp", max_cps=12.5, max_concurrent=40)
     assert rules[0].username is None and rules[0].max_cps == 0 and rules[0].max_concurrent == 0
 
 
 async def test_the_password_is_not_stored(engine: AsyncEngine) -> None:
-    await repo.create_trunk(engine, CARRIER.with_password("acme", "sip.example.com", "s3cret-pass"))
+    await repo.create_trunk(engine, with_password(CARRIER, "acme", "sip.example.com", "s3cret-pass"))
     async with engine.connect() as connection:
         row = (await connection.execute(text("SELECT * FROM trunks"))).mappings().one()
     assert "s3cret-pass" not in str(dict(row))

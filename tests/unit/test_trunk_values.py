@@ -7,7 +7,8 @@ import ipaddress
 
 import pytest
 
-from dce.db.trunk_repository import DEFAULT_REALM, Trunk, hashed, network
+from dce.db.trunk_repository import Trunk, network
+from dce.http_api.trunks import DEFAULT_REALM, hashed, with_password
 from dce.sip.digest import ha1
 from dce.sip.trunk_rule import TrunkRule
 
@@ -39,7 +40,7 @@ def test_bad_networks_say_why(text: str, reason: str) -> None:
 
 
 def test_credentials_are_kept_as_ha1s_for_both_algorithms() -> None:
-    trunk = Trunk(id="t1", name="carrier", networks=("192.0.2.0/24",)).with_password("acme", None, "pa55word!")
+    trunk = with_password(Trunk(id="t1", name="carrier", networks=("192.0.2.0/24",)), "acme", None, "pa55word!")
     assert trunk.realm == DEFAULT_REALM and trunk.has_credentials
     assert (trunk.ha1_sha256, trunk.ha1_md5) == hashed("acme", DEFAULT_REALM, "pa55word!")
     assert trunk.ha1_sha256 == ha1("acme", "dce", "pa55word!", "SHA-256") and len(trunk.ha1_sha256) == 64
@@ -50,8 +51,8 @@ def test_credentials_are_kept_as_ha1s_for_both_algorithms() -> None:
 
 
 def test_the_rule_the_invite_path_gets() -> None:
-    trunk = Trunk(id="t1", name="carrier", networks=("192.0.2.0/24", "2001:db8::/32"), publisher_id="p1",
-                  transport="tls", max_cps=2.5, max_concurrent=10).with_password("acme", "sip.example", "pa55word!")
+    trunk = with_password(Trunk(id="t1", name="carrier", networks=("192.0.2.0/24", "2001:db8::/32"), publisher_id="p1",
+                                transport="tls", max_cps=2.5, max_concurrent=10), "acme", "sip.example", "pa55word!")
     assert trunk.rule() == TrunkRule(
         name="carrier", publisher_id="p1",
         networks=(ipaddress.IPv4Network("192.0.2.0/24"), ipaddress.IPv6Network("2001:db8::/32")),
