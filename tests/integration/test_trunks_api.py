@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dce.bidding.live import LiveBidding
 from dce.db import marketplace_repository as market
 from dce.db import trunk_repository as repo
+from dce.db.cdr_repository import insert_cdrs
 from dce.http_api.app import build_app
 from dce.http_api.auth import AuthConfig, Authenticator
 from dce.http_api.changes import Changes
@@ -22,6 +24,7 @@ from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.trunks import DEFAULT_REALM
 from dce.routing.model import Buyer, Publisher
 from dce.sip.digest import ha1
+from tests.cdr_factory import make_cdr
 
 pytestmark = pytest.mark.integration
 
@@ -252,3 +255,21 @@ async def test_documented_with_its_body_models(api: tuple[Client, list[str], Aut
     assert password["writeOnly"] is True and password["format"] == "password"
     assert schema["properties"]["networks"]["items"]["type"] == "string"
     assert schema["properties"]["transport"]["anyOf"][0]["enum"] == ["udp", "tcp", "tls"]
+
+
+async def test_reports_group_and_filter_by_trunk(api: tuple[Client, list[str], Authenticator],
+                                                 engine: AsyncEngine) -> None:
+    client, _, _ = api
+    await insert_cdrs(engine, [replace(make_cdr(n), trunk="carrier-a" if n < 3 else None) for n in range(5)])
+    window = "from=2025-03-01&to=2025-03-02"
+    summary = await ok(await client.get(f"/api/v1/reports/summary?{window}&group_by=trunk", headers=ADMIN))
+    assert [(g["key"], g["incoming"]) for g in summary["groups"]] == [("carrier-a", 3), (None, 2)]
+    assert summary["totals"]["incoming"] == 5
+    only = await ok(await client.get(f"/api/v1/reports/summary?{window}&group_by=day&trunk=carrier-a", headers=ADMIN))
+    assert only["filters"] == {"trunk": "carrier-a"} and only["totals"]["incoming"] == 3
+    csv = await (await client.get(f"/api/v1/reports/summary.csv?{window}&group_by=trunk", headers=ADMIN)).text()
+    assert csv.splitlines()[0].startswith("row,trunk,incoming") and "group,carrier-a,3," in csv
+    calls = await ok(await client.get("/api/v1/reports/calls?trunk=carrier-a", headers=ADMIN))
+    assert calls["total"] == 3 and {c["trunk"] for c in calls["items"]} == {"carrier-a"}
+    every = await ok(await client.get("/api/v1/calls?limit=5", headers=ADMIN))
+    assert {c["trunk"] for c in every["items"]} == {"carrier-a", None}  # the CDR's trunk is in the call list
