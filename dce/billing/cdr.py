@@ -13,7 +13,7 @@ from dce.billing.storable import storable, storable_json
 # named here (free text such as ``reason``) are bounded by TEXT_LIMIT; ``extra`` keys and values by EXTRA_LIMIT.
 TEXT_LIMITS: dict[str, int] = {
     "call_id": 128, "a_leg_call_id": 255, "b_leg_call_id": 255, "caller": 255, "called": 64, "did": 64,
-    "destination": 1024, "verstat": 32,
+    "destination": 1024, "verstat": 32, "trunk": 64,
     # SaleTerms
     "campaign_id": 64, "publisher_id": 64, "buyer_id": 64, "target_id": 64, "duplicate_after": 16, "bid_id": 128,
 }
@@ -115,6 +115,7 @@ class CallDetailRecord:
     verstat: str | None = None  # STIR/SHAKEN verification status of the inbound call, when verified
     dial_at: datetime | None = None  # the first outbound INVITE
     terms: SaleTerms | None = None  # marketplace calls: who sold and bought it, at what price
+    trunk: str | None = None  # the inbound trunk's name the call came in on (None: no trunk matched)
 
     def __post_init__(self) -> None:
         _make_storable(self)

@@ -95,6 +95,8 @@ class CallRecordRow(Base):
     settled_revenue: Mapped[int | None] = mapped_column(BigInteger)
     settled_payout: Mapped[int | None] = mapped_column(BigInteger)
     settled_at: Mapped[datetime | None]
+    # the inbound trunk the call came in on, by name (None: no trunk matched, or trunks were not in use)
+    trunk: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_calls_invite_at", "invite_at"),
@@ -106,6 +108,7 @@ class CallRecordRow(Base):
         Index("ix_calls_target_id_invite_at", "target_id", "invite_at"),
         Index("ix_calls_caller_campaign_id", "caller", "campaign_id"),
         Index("ix_calls_settled_at", "settled_at"),
+        Index("ix_calls_trunk_invite_at", "trunk", "invite_at"),
     )
 
 
@@ -119,3 +122,4 @@ from dce.db import ledger_models as ledger_models  # noqa: E402
 from dce.db import list_models as list_models  # noqa: E402
 from dce.db import marketplace_models as marketplace_models  # noqa: E402
 from dce.db import postback_models as postback_models  # noqa: E402
+from dce.db import trunk_models as trunk_models  # noqa: E402

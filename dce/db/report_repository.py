@@ -1,9 +1,9 @@
 """Reports over the ``calls`` table: the summary (one aggregate query per request) and the call detail list.
 
-The summary counts and sums per group (campaign, publisher, buyer, target, UTC hour or UTC day) over a required
-``[since, until)`` range on ``invite_at``; the range and the optional term filters hit the ``(x_id, invite_at)``
-and ``invite_at`` indexes. The totals row is added up from the group rows (every figure is a count or a sum, so
-no second scan is needed). Money stays integer micros here; the HTTP layer formats it.
+The summary counts and sums per group (campaign, publisher, buyer, target, inbound trunk, UTC hour or UTC day) over a
+required ``[since, until)`` range on ``invite_at``; the range and the optional term filters hit the ``(x_id,
+invite_at)`` and ``invite_at`` indexes. The totals row is added up from the group rows (every figure is a count or a
+sum, so no second scan is needed). Money stays integer micros here; the HTTP layer formats it.
 
 ``tenant`` (``{"buyer_id": ...}`` or ``{"publisher_id": ...}``, from ``http_api.permissions.tenant_filter``) scopes
 every query to one buyer's or seller's calls, on top of (AND) the caller's own filters: a seller asking for another
@@ -25,20 +25,20 @@ from dce.db.queries import page, table_of
 
 calls = table_of(CallRecordRow)
 
-GroupBy = Literal["campaign", "publisher", "buyer", "target", "hour", "day"]
+GroupBy = Literal["campaign", "publisher", "buyer", "target", "trunk", "hour", "day"]
 GROUP_BYS: tuple[str, ...] = get_args(GroupBy)
 TERM_GROUPS: dict[str, str] = {"campaign": "campaign_id", "publisher": "publisher_id", "buyer": "buyer_id",
-                               "target": "target_id"}
+                               "target": "target_id", "trunk": "trunk"}
 TENANT_COLUMNS: frozenset[str] = frozenset({"buyer_id", "publisher_id"})
-FILTERS: tuple[str, ...] = ("campaign_id", "publisher_id", "buyer_id", "target_id")
+FILTERS: tuple[str, ...] = ("campaign_id", "publisher_id", "buyer_id", "target_id", "trunk")
 
 
 @dataclass(frozen=True, slots=True)
 class SummaryRow:
     """One group of the summary (or the totals, ``is_total``). Money in micros.
 
-    ``key`` is the campaign/publisher/buyer/target id (None for calls without one) or, for hour/day, the start of
-    the UTC bucket as an aware datetime; None on the totals row.
+    ``key`` is the campaign/publisher/buyer/target id or the trunk name (None for calls without one) or, for
+    hour/day, the start of the UTC bucket as an aware datetime; None on the totals row.
     """
 
     key: str | datetime | None
@@ -149,8 +149,9 @@ async def summary(
 ) -> list[SummaryRow]:
     """Per-group counts and sums of the calls whose INVITE is in ``[since, until)``, then the totals row.
 
-    ``group_by``: campaign|publisher|buyer|target (the id; calls without one form the group None) or hour|day
-    (UTC bucket starts, aware datetimes). ``filters``: any of campaign_id/publisher_id/buyer_id/target_id;
+    ``group_by``: campaign|publisher|buyer|target (the id), trunk (the inbound trunk's name; calls without one
+    form the group None) or hour|day (UTC bucket starts, aware datetimes). ``filters``: any of
+    campaign_id/publisher_id/buyer_id/target_id/trunk;
     ``tenant``: only that buyer's or publisher's calls count.
     Groups come ordered by key (None last); the last row is the totals (``is_total``), present even when empty.
     """
@@ -177,7 +178,7 @@ async def summary(
 
 
 CALL_FILTERS: tuple[str, ...] = ("campaign_id", "publisher_id", "buyer_id", "target_id", "caller", "disposition",
-                                 "did")
+                                 "did", "trunk")
 
 
 def _calls_filtered(
@@ -218,7 +219,7 @@ async def list_calls(
 ) -> tuple[list[dict[str, Any]], int]:
     """A page of calls, newest INVITE first, and the total matching: the call detail list of the reports.
 
-    ``filters``: any of campaign_id/publisher_id/buyer_id/target_id/caller/disposition/did (exact match);
+    ``filters``: any of campaign_id/publisher_id/buyer_id/target_id/caller/disposition/did/trunk (exact match);
     ``converted`` True/False (False includes calls not settled yet); ``tenant``: only that buyer's or publisher's
     calls. Rows are dicts of every calls column.
     """

@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from dce.exchange import auth_cli, gdpr_cli, lists_cli
+from dce.exchange import auth_cli, gdpr_cli, lists_cli, trunks_cli
 from dce.exchange.cli_args import add_config_args, overrides, settings_from_args
 from dce.exchange.config import ConfigError, Settings, load_settings
 from dce.exchange.demo import demo_config, demo_howto, seed_demo_url
@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     lists_cli.register(sub)
     auth_cli.register(sub)
     gdpr_cli.register(sub)
+    trunks_cli.register(sub)
     return parser
 
 

@@ -37,6 +37,7 @@ from dce.db.marketplace_watcher import MarketplaceWatcher
 from dce.db.postback_dispatcher import PostbackDispatcher
 from dce.db.record_codec import BID_CODEC, CDR_CODEC
 from dce.db.tracing import trace_statements
+from dce.db.trunk_watcher import TrunkWatcher
 from dce.db.watcher import Watcher
 from dce.exchange.admission_setup import build_admission, merge_rules
 from dce.exchange.call_events import CallEvents
@@ -158,7 +159,8 @@ class Exchange:
         self.clock = LoopClock(asyncio.get_running_loop())  # the one clock of the calls: SIP, CallFlow, router
         self._observer = _Observer(self.metrics)
         steps = (self._start_tracing, self._start_database, self._start_records, self._start_media,
-                 self._start_sip, self._start_marketplace, self._start_compliance, self._start_retention,
+                 self._start_sip, self._start_marketplace, self._start_trunks,
+                 self._start_compliance, self._start_retention,
                  self._start_postbacks, self._start_settlement, self._start_http, self._start_calls,
                  self._start_gc_policy)  # calls after http: at stop they end while the side API still answers
         stack = AsyncExitStack()
@@ -286,6 +288,31 @@ class Exchange:
         await stack.enter_async_context(Periodic("housekeeping", self._keep_house, interval_s=HOUSEKEEPING_INTERVAL_S,
                                                  failure="failed; trying again at the next interval"))
 
+    async def _start_trunks(self, stack: AsyncExitStack) -> None:
+        """The enabled trunks in memory for the INVITE path, reloaded on API writes, other nodes' writes (Redis)
+        and every ``interval_s`` poll of their change counter."""
+        self.trunk_rules: tuple[TrunkRule, ...] = ()
+        self.trunk_watcher = TrunkWatcher(self.engine, self._load_trunks)
+        stack.push_async_callback(self.trunk_watcher.stop)
+        await self.trunk_watcher.start()
+        if self.cluster is not None:
+            self.cluster.on_change("trunks", self.trunk_watcher.notify)
+
+    def _load_trunks(self, rules: tuple[TrunkRule, ...]) -> None:
+        self.trunk_rules = rules
+        self.on_trunk_rules(rules)
+        log.info("trunks v%s: %d enabled (%s)", self.trunk_watcher.version, len(rules),
+                 ", ".join(rule.name for rule in rules[:10]) + (", ..." if len(rules) > 10 else ""))
+
+    def on_trunk_rules(self, rules: tuple[TrunkRule, ...]) -> None:
+        """Hook: the INVITE path's admission takes the new trunks here (``self.trunk_rules`` holds them too)."""
+
+    def _trunks_changed(self) -> None:
+        """An API write: reload here now, and on every other node through Redis when configured."""
+        self.trunk_watcher.notify()
+        if self.cluster is not None:
+            self.cluster.announce("trunks")
+
     async def _start_compliance(self, stack: AsyncExitStack) -> None:
         self.compliance = build_compliance(self.settings.compliance, self.engine, campaign=self._campaign,
                                            conversion_s=self._conversion_s,
@@ -351,7 +378,8 @@ class Exchange:
                         changes=Changes(marketplace=self._marketplace_changed, lists=self.compliance.notify,
                                         consents=self.compliance.notify,
                                         postbacks=self.postbacks.notify_configs_changed,
-                                        ledger=self.balances.notify, converted=self.settler.announce_one),
+                                        ledger=self.balances.notify, converted=self.settler.announce_one,
+                                        trunks=self._trunks_changed),
                         rtb_pings=self._rtb_pings(), live_bidding=self.router.live, state=self._api_state(),
                         cors_origins=settings.http.cors_origins, auth=self._authenticator(),
                         rate_limiter=self._rate_limiter(), cache_ttls=CacheTtls(**settings.http.cache.model_dump()),

@@ -47,6 +47,7 @@ from dce.http_api.reports import report_routes
 from dce.http_api.rtb import RTB_PINGS, RtbPingService, rtb_routes
 from dce.http_api.security import hide_server_software, security_middlewares
 from dce.http_api.tracing import tracing_middleware
+from dce.http_api.trunks import trunk_routes
 from dce.http_api.ws_outbox import install as install_open_sockets
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ def build_app(
     api.add_routes(ledger_routes())
     api.add_routes(debug_api_routes())
     api.add_routes(auth_routes())
+    api.add_routes(trunk_routes())
     app.add_subapp("/api/v1", api)
     setup_docs(app)  # /api/openapi.json and /swagger, built from the route table above
     return app

@@ -31,6 +31,7 @@ class Change(StrEnum):
     CONSENTS = "consents"
     POSTBACKS = "postbacks"
     LEDGER = "ledger"
+    TRUNKS = "trunks"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,7 @@ class Changes:
     consents: OnChange | None = None
     postbacks: OnChange | None = None
     ledger: OnChange | None = None
+    trunks: OnChange | None = None  # the INVITE path's trunks (dce.db.trunk_watcher)
     converted: Callable[[Settled], Awaitable[None]] | None = None
 
     async def notify(self, kind: Change) -> None:

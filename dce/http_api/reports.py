@@ -1,10 +1,11 @@
 """``/api/v1/reports``: the summary report (JSON and CSV) and the call detail list with the sale-term filters.
 
-``GET /reports/summary?from=&to=&group_by=campaign|publisher|buyer|target|hour|day[&campaign_id=&publisher_id=
-&buyer_id=&target_id=]``: ``from``/``to`` are ISO 8601 times with a zone or dates (``YYYY-MM-DD`` = UTC midnight),
-``to`` exclusive, ``from < to``, at most 366 days apart; without either the report covers today (UTC), with one of
-them the day from ``from`` (or up to ``to``). ``GET /reports/summary.csv``: the same rows as CSV.
-``GET /reports/calls?since=&until=&campaign_id=&publisher_id=&buyer_id=&target_id=&caller=&converted=&limit=
+``GET /reports/summary?from=&to=&group_by=campaign|publisher|buyer|target|trunk|hour|day[&campaign_id=&publisher_id=
+&buyer_id=&target_id=&trunk=]`` (``trunk``: the inbound trunk's name): ``from``/``to`` are ISO 8601 times with a zone
+or dates (``YYYY-MM-DD`` = UTC midnight), ``to`` exclusive, ``from < to``, at most 366 days apart; without either the
+report covers today (UTC), with one of them the day from ``from`` (or up to ``to``). ``GET /reports/summary.csv``:
+the same rows as CSV.
+``GET /reports/calls?since=&until=&campaign_id=&publisher_id=&buyer_id=&target_id=&trunk=&caller=&converted=&limit=
 &offset=``: a page of calls, newest first. Money is a decimal string of currency units everywhere.
 
 A buyer or seller (a principal with a tenant, see ``permissions.tenant_filter``) sees only its own calls in every
@@ -42,7 +43,7 @@ MAX_SPAN = timedelta(days=366)
 ONE_DAY = timedelta(days=1)  # the summary's range when from or to is left out
 MAX_ID_LENGTH = 64
 KEY_NAMES = {"campaign": "campaign_id", "publisher": "publisher_id", "buyer": "buyer_id", "target": "target_id",
-             "hour": "hour", "day": "day"}
+             "trunk": "trunk", "hour": "hour", "day": "day"}
 SUMMARY_FIELDS = ("incoming", "connected", "converted", "blocked", "duplicates", "revenue", "payout", "profit",
                   "average_duration_s", "conversion_rate")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")

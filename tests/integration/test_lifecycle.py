@@ -22,8 +22,8 @@ from tests.integration.sipp import free_port, free_port_range
 
 pytestmark = pytest.mark.integration
 
-STEPS = ("tracing", "database", "records", "media", "sip", "marketplace", "compliance", "retention", "postbacks",
-         "settlement", "http", "calls", "gc_policy")
+STEPS = ("tracing", "database", "records", "media", "sip", "marketplace", "trunks", "compliance", "retention",
+         "postbacks", "settlement", "http", "calls", "gc_policy")
 
 
 @cache

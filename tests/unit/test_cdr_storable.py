@@ -58,7 +58,8 @@ def test_text_limits_are_the_column_lengths() -> None:
     for name, limit in TEXT_LIMITS.items():
         column_type = table.c[name].type
         assert isinstance(column_type, String) and column_type.length == limit, name
-    text_fields = {"call_id", "a_leg_call_id", "b_leg_call_id", "caller", "called", "did", "destination", "verstat"}
+    text_fields = {"call_id", "a_leg_call_id", "b_leg_call_id", "caller", "called", "did", "destination", "verstat",
+                   "trunk"}
     assert text_fields <= TEXT_LIMITS.keys()
 
 
