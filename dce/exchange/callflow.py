@@ -410,13 +410,12 @@ class CallFlow:
         did = to_e164(called_user) or called_user
         at = self.clock.wall(refused.at)
         extra = {"source": refused.source, "transport": refused.transport}
-        if refused.trunk is not None:
-            extra["trunk"] = refused.trunk
         cdr = CallDetailRecord(
             call_id=refused.id, a_leg_call_id=request.call_id, b_leg_call_id=None,
             caller=to_e164(caller_user) or caller_user, called=did, did=did, destination=None,
             invite_at=at, end_at=at, disposition=Disposition.REJECTED, final_code=refused.status,
-            hangup_side=HangupSide.SYSTEM, reason=f"{refused.reason} ({refused.source})", extra=extra)
+            hangup_side=HangupSide.SYSTEM, reason=f"{refused.reason} ({refused.source})", extra=extra,
+            trunk=refused.trunk)
         self.observer.call_started()
         self.cdrs.submit(cdr)
         self.observer.call_finished(cdr)
@@ -450,8 +449,8 @@ class CallFlow:
             reason=outcome.reason,
             packets_relayed=packets,
             bytes_relayed=bytes_,
-            extra={**_routing_details(target, routed), **_screening_details(verdict),
-                   **({"trunk": call.trunk} if call.trunk is not None else {})},
+            extra={**_routing_details(target, routed), **_screening_details(verdict)},
+            trunk=call.trunk,
             verstat=verdict.verstat,
             dial_at=times.dial_at,
             terms=self.router.terms(routed, target) if routed is not None else None,

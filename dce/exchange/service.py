@@ -304,9 +304,6 @@ class Exchange:
         log.info("trunks v%s: %d enabled (%s)", self.trunk_watcher.version, len(rules),
                  ", ".join(rule.name for rule in rules[:10]) + (", ..." if len(rules) > 10 else ""))
 
-    def on_trunk_rules(self, rules: tuple[TrunkRule, ...]) -> None:
-        """Hook: the INVITE path's admission takes the new trunks here (``self.trunk_rules`` holds them too)."""
-
     def _trunks_changed(self) -> None:
         """An API write: reload here now, and on every other node through Redis when configured."""
         self.trunk_watcher.notify()

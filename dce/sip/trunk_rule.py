@@ -1,7 +1,9 @@
 """One inbound trunk as the INVITE path sees it (loaded from the trunks table)."""
 from __future__ import annotations
+
 import ipaddress
 from dataclasses import dataclass
+
 
 @dataclass(frozen=True, slots=True)
 class TrunkRule:

@@ -124,5 +124,5 @@ def test_pjsua2_answers_a_sha256_only_digest_challenge(tmp_path: Path, migrated_
         metrics = exchange.metrics()
         assert exchange.alive(), exchange.log()
     (cdr,) = cdrs
-    assert (cdr["disposition"], cdr["extra"]["trunk"]) == ("answered", "pjsip"), cdr
+    assert (cdr["disposition"], cdr["trunk"]) == ("answered", "pjsip"), cdr
     assert 'dce_trunk_calls_total{outcome="challenged",trunk="pjsip"} 1.0' in metrics

@@ -31,7 +31,7 @@ async def test_unknown_source_gets_403_and_a_rejected_cdr_naming_the_source() ->
     (cdr,) = h.cdrs
     assert cdr.disposition is Disposition.REJECTED and cdr.final_code == 403
     assert cdr.hangup_side is HangupSide.SYSTEM and cdr.did == DID and cdr.caller == "+13125550199"
-    assert cdr.extra["source"] == "198.51.100.99" and "trunk" not in cdr.extra
+    assert cdr.extra["source"] == "198.51.100.99" and cdr.trunk is None
     assert cdr.reason == "unknown source (198.51.100.99)"
     assert cdr.invite_at == h.clock.now() and h.active == 0
     assert cdr.a_leg_call_id == "call-1@192.0.2.10"
@@ -55,7 +55,7 @@ async def test_challenge_leaves_no_cdr_and_the_admitted_call_names_its_trunk() -
     sent = await h.feed(response_to(out.request, 486, to_tag="b"), ("198.51.100.20", 5060))
     assert 486 in statuses(sent)
     (cdr,) = h.cdrs
-    assert cdr.extra["trunk"] == "acme" and cdr.disposition is Disposition.BUSY
+    assert cdr.trunk == "acme" and cdr.disposition is Disposition.BUSY
     assert h.b2bua.admission is not None and h.b2bua.admission.active("acme") == 0
 
 
@@ -66,4 +66,4 @@ async def test_trunk_limit_gets_503_and_a_rejected_cdr_naming_the_trunk() -> Non
     sent = await h.feed(second, CALLER)
     assert statuses(sent)[-1] == 503
     refused = [c for c in h.cdrs if c.final_code == 503]
-    assert len(refused) == 1 and refused[0].extra["trunk"] == "busy" and refused[0].extra["source"] == "192.0.2.10"
+    assert len(refused) == 1 and refused[0].trunk == "busy" and refused[0].extra["source"] == "192.0.2.10"
