@@ -236,6 +236,7 @@ class Exchange:
                         "ulimit -Hn) or lower those settings", available, needed)
         self.sip_driver = SipDriver.from_config(sip, clock=self.clock, observer=self._observer,
                                                 on_error=self.metrics.sip_dropped)
+        self.metrics.flood_from(self.sip_driver.flood)
         stack.push_async_callback(self.sip_driver.close)
         await self.sip_driver.open(sip.endpoints(), public_address=sip.public_address)
         self.sip_addresses.update(self.sip_driver.addresses)
