@@ -44,7 +44,8 @@ _DEMO_CONFIG = f"""\
 # Demo exchange. The marketplace (campaigns, targets, numbers) lives in the database: `dce demo --seed` stores the
 # demo one, and marketplace DIDs take precedence over static_routes. The static route below only answers while
 # {DEMO_DID} is not a marketplace number (e.g. a database that was never seeded).
-sip:   {{listen: ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"], public_address: null}}
+sip:   {{listen: ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"], public_address: null,
+        flood: {{trusted: ["127.0.0.1/32"]}}}}  # SIPp load from this host is not a flood (README "Edge")
 http:  {{listen: "127.0.0.1:8080"}}
 media: {{mode: relay, ports: "16384-32767", rtp_timeout_s: 60}}
 database: {{url: "sqlite+aiosqlite:///./dce.db"}}
