@@ -4,6 +4,8 @@ Each source IP's requests are counted in a window (``window_s``, 2 s by default)
 ``requests_per_window`` in one window is banned for ``ban_s``. Other offences (a scanner's signature, a wrong
 digest password) are ``strike``\\ s: ``strikes_to_ban`` of them within ``strike_window_s`` ban the source too.
 Trusted networks are counted but never banned. While banned, everything from the source is dropped unread.
+A source is an IPv4 address, or an IPv6 /64 (one host holds a whole /64: counting its addresses one by one would
+let it rotate through them).
 
 Memory is bounded: at most ``max_sources`` windows, strike records and bans each, the oldest evicted first.
 Nothing is swept by a timer: windows reset when their source is next seen, and expired bans and strikes are
@@ -57,35 +59,36 @@ class FloodGuard:
 
         Requests are counted; responses only meet the ban (they answer requests we chose to send).
         """
+        key = source if ":" not in source else source_key(source)
         bans = self._bans
         if bans:
             self._expire_bans(now)
-            if source in bans:
+            if key in bans:
                 return DROP_BANNED
         if data[:4] == b"SIP/":
             return None
         if is_scanner(data):
             self.ban(source, now, "scanner")
             return DROP_SCANNER
-        if not self._count(source, now):
-            return DROP_BANNED if source in bans else None
+        if not self._count(key, source, now):
+            return DROP_BANNED if key in bans else None
         return None
 
-    def _count(self, source: str, now: float) -> bool:
+    def _count(self, key: str, source: str, now: float) -> bool:
         """Count one request; False when it took the source over the limit (banned unless trusted)."""
         windows = self._windows
-        window = windows.get(source)
+        window = windows.get(key)
         if window is None or now - window[0] >= self.window_s:
             if window is not None:
-                del windows[source]  # re-inserted last: the table stays ordered by window start
+                del windows[key]  # re-inserted last: the table stays ordered by window start
             elif len(windows) >= self.max_sources:
                 self._evict(windows, now, self.window_s, self.max_sources)
-            windows[source] = [now, 1.0]
+            windows[key] = [now, 1.0]
             return True
         window[1] += 1
         if window[1] <= self.requests_per_window:
             return True
-        del windows[source]
+        del windows[key]
         self.ban(source, now, "flood")
         return False
 
@@ -95,38 +98,40 @@ class FloodGuard:
 
         Its positional signature is ``on_auth_failure(source, now)``'s.
         """
+        key = source_key(source)
         strikes = self._strikes
         if strikes:
             self._expire(strikes, now, self.strike_window_s)
-        record = strikes.get(source)
+        record = strikes.get(key)
         if record is None:
             if len(strikes) >= self.max_sources:
                 self._evict(strikes, now, self.strike_window_s, self.max_sources)
-            strikes[source] = record = [now, 0.0]
+            strikes[key] = record = [now, 0.0]
         record[1] += 1
         if record[1] < self.strikes_to_ban:
             return False
-        del strikes[source]
+        del strikes[key]
         return self.ban(source, now, reason)
 
     def ban(self, source: str, now: float, reason: str) -> bool:
         """Ban ``source`` for ``ban_s`` (one WARNING); False, banning nothing, when it is trusted."""
         if self.is_trusted(source):
             return False
+        key = source_key(source)
         bans = self._bans
-        if source in bans:
-            del bans[source]
+        if key in bans:
+            del bans[key]
         elif len(bans) >= self.max_sources:
             del bans[next(iter(bans))]  # the ban closest to its end
-        bans[source] = now + self.ban_s
+        bans[key] = now + self.ban_s
         self.bans_total[reason if reason in BAN_REASONS else "strikes"] += 1
-        log.warning("SIP source %s banned for %g s: %s", source, self.ban_s, reason)
+        log.warning("SIP source %s banned for %g s: %s", key, self.ban_s, reason)
         return True
 
     # -- reading ---------------------------------------------------------------------------------------
     def is_banned(self, source: str, now: float) -> bool:
         """Whether ``source`` is banned at ``now`` (e.g. a TCP connection being accepted)."""
-        until = self._bans.get(source)
+        until = self._bans.get(source_key(source))
         return until is not None and now < until
 
     def is_trusted(self, source: str) -> bool:
@@ -172,3 +177,13 @@ class FloodGuard:
         FloodGuard._expire(table, now, lifetime)
         if len(table) >= cap:
             del table[next(iter(table))]
+
+
+def source_key(source: str) -> str:
+    """What a source is counted and banned as: an IPv4 address as is, an IPv6 address as its /64."""
+    if ":" not in source:
+        return source
+    try:
+        return str(ipaddress.IPv6Network((source.partition("%")[0], 64), strict=False))
+    except ValueError:
+        return source

@@ -74,6 +74,16 @@ def test_one_warning_per_ban_not_per_dropped_message(caplog: pytest.LogCaptureFi
     assert FLOODER in warnings[0].getMessage() and "flood" in warnings[0].getMessage()
 
 
+def test_an_ipv6_source_is_its_slash_64() -> None:
+    guard = FloodGuard(requests_per_window=10)
+    for i in range(11):  # one host rotating through its /64
+        verdict = guard.screen(options(), f"2001:db8:1:2::{i + 1:x}", 1.0 + i * 0.01)
+    assert verdict == "flood_banned"
+    assert guard.is_banned("2001:db8:1:2:ffff::1", 1.5)
+    assert not guard.is_banned("2001:db8:1:3::1", 1.5)  # the next /64 is someone else
+    assert guard.screen(options(), "2001:db8:1:3::1", 1.6) is None
+
+
 # -- strikes ------------------------------------------------------------------------------------------------
 def test_strikes_ban_after_strikes_to_ban_within_the_strike_window() -> None:
     guard = FloodGuard(strikes_to_ban=3, strike_window_s=60.0, ban_s=30.0)
