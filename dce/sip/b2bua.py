@@ -423,8 +423,9 @@ class B2BUA:
                 ("Unsupported", ", ".join(unsupported))]), now)
             return
         content_type = (request.get("Content-Type") or "").partition(";")[0].strip().lower()
-        if request.body and content_type != "application/sdp" and not content_type.startswith("multipart/"):
-            # RFC 3261 §8.2.3 (RFC 4475 invut): a body we cannot read; multipart (SIP-I) passes as before
+        if request.body and content_type not in ("application/sdp", "") and not content_type.startswith("multipart/"):
+            # RFC 3261 §8.2.3 (RFC 4475 invut): a body we cannot read; multipart (SIP-I) and a body without a
+            # Content-Type (read as SDP, as dial() relays it) pass as before
             self.endpoint.respond(txn, make_response(request, 415, to_tag=local_tag, extra=[
                 ("Accept", "application/sdp")]), now)
             return

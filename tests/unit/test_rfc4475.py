@@ -187,11 +187,12 @@ def test_register_gets_the_same_answer_whoever_the_user() -> None:
     ([("Accept", "application/*")], True),
     ([("Accept", "text/plain")], False),
     ([("Content-Type", "multipart/mixed;boundary=x")], True),  # SIP-I bodies pass, as before
+    ([("Content-Type", "")], True),  # no Content-Type: read as SDP, as before
 ])
 def test_what_an_invite_may_accept_and_carry(extra: list[tuple[str, str]], offered: bool) -> None:
     data = request("INVITE", body=SDP_A, extra=extra)
     if any(name == "Content-Type" for name, _ in extra):
-        data = data.replace(b"Content-Type: application/sdp\r\n", b"")
+        data = data.replace(b"Content-Type: application/sdp\r\n", b"").replace(b"Content-Type: \r\n", b"")
     rig = Rig()
     labels = describe(rig.feed(data))
     assert (labels == ["100"]) is offered and bool(rig.events) is offered
