@@ -58,10 +58,12 @@ def nonce_secret(sip: SipConfig, auth_secret: str | None) -> bytes:
 
 
 def build_admission(sip: SipConfig, *, auth_secret: str | None, retry_after_s: int,
-                    on_outcome: Callable[[str, Outcome], None] | None = None) -> Admission:
-    """The exchange's admission: ``sip.trunks`` in force until the trunks table adds its own."""
+                    on_outcome: Callable[[str, Outcome], None] | None = None,
+                    on_auth_failure: Callable[[str, float], None] | None = None) -> Admission:
+    """The exchange's admission: ``sip.trunks`` in force until the trunks table adds its own; every bad password
+    or forged nonce is reported to ``on_auth_failure(source, now)`` (the flood guard's strike)."""
     rules = [static_rule(trunk, sip.auth_realm) for trunk in sip.trunks]
     settings = AdmissionSettings(unknown_sources=sip.unknown_sources, realm=sip.auth_realm,
                                  retry_after_s=retry_after_s)
     signer = NonceSigner(nonce_secret(sip, auth_secret), lifetime_s=sip.nonce_lifetime_s)
-    return Admission(rules, signer, settings, on_outcome=on_outcome)
+    return Admission(rules, signer, settings, on_outcome=on_outcome, on_auth_failure=on_auth_failure)

@@ -6,6 +6,7 @@ Environment variables use ``DCE_`` and ``__`` for nesting (``DCE_SIP__PUBLIC_ADD
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from contextvars import ContextVar
@@ -107,6 +108,28 @@ class StaticTrunkConfig(_Section):
             raise ValueError("username and password go together")
         return self
 
+class FloodConfig(_Section):
+    """Per-source flood limits and bans at the SIP edge (README "Edge"), in the style of Kamailio's pike."""
+
+    enabled: bool = True
+    requests_per_window: int = Field(200, ge=1)  # requests from one IP per window; more bans it
+    window_s: float = Field(2.0, gt=0)
+    ban_s: float = Field(300.0, gt=0)  # how long a banned source is dropped silently
+    strikes_to_ban: int = Field(5, ge=1)  # other offences (wrong digest password, ...) within strike_window_s
+    strike_window_s: float = Field(600.0, gt=0)
+    max_sources: int = Field(65536, ge=1)  # sources tracked at most (windows, strikes and bans each)
+    trusted: list[str] = Field(default_factory=list)  # CIDRs never banned (counted, but never dropped)
+
+    @field_validator("trusted")
+    @classmethod
+    def _check_trusted(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not an IP network (e.g. 192.0.2.0/24)") from exc
+        return value
+
 
 class SipConfig(_Section):
     """SIP listeners, identity and RFC 3261 timer values."""
@@ -134,6 +157,7 @@ class SipConfig(_Section):
     nonce_secret: SecretStr | None = None  # HMAC key of digest nonces (>= 16 bytes); unset: from auth.secret
     nonce_lifetime_s: float = Field(300, gt=0)  # an older nonce is answered 401 stale=true
     trunks: list[StaticTrunkConfig] = Field(default_factory=list)  # merged with the trunks table (these first)
+    flood: FloodConfig = Field(default_factory=FloodConfig)  # per-source request limits, bans, scanner drops
 
     @field_validator("listen", mode="before")
     @classmethod

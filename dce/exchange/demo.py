@@ -45,7 +45,8 @@ _DEMO_CONFIG = f"""\
 # demo one, and marketplace DIDs take precedence over static_routes. The static route below only answers while
 # {DEMO_DID} is not a marketplace number (e.g. a database that was never seeded).
 # unknown_sources: allow lets any caller in (a lab); production rejects INVITEs from sources no trunk names.
-sip:   {{listen: ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"], public_address: null, unknown_sources: allow}}
+sip:   {{listen: ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"], public_address: null, unknown_sources: allow,
+        flood: {{trusted: ["127.0.0.1/32"]}}}}  # SIPp load from this host is not a flood (README "Edge")
 http:  {{listen: "127.0.0.1:8080"}}
 media: {{mode: relay, ports: "16384-32767", rtp_timeout_s: 60}}
 database: {{url: "sqlite+aiosqlite:///./dce.db"}}

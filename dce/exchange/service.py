@@ -241,11 +241,15 @@ class Exchange:
                         "ulimit -Hn) or lower those settings", available, needed)
         self.sip_driver = SipDriver.from_config(sip, clock=self.clock, observer=self._observer,
                                                 on_error=self.metrics.sip_dropped)
+        self.metrics.flood_from(self.sip_driver.flood)
         stack.push_async_callback(self.sip_driver.close)
         auth_secret = settings.auth.secret.get_secret_value() if settings.auth.secret else None
+        flood = self.sip_driver.flood
         self.admission = build_admission(sip, auth_secret=auth_secret, retry_after_s=sip.source_retry_after_s,
-                                         on_outcome=self.metrics.trunk_call)
+                                         on_outcome=self.metrics.trunk_call,
+                                         on_auth_failure=flood.strike if flood is not None else None)
         self._static_trunks = self.admission.rules
+        self._trust_trunks(self._static_trunks)
         self.sip_driver.core.admission = self.admission  # before listening: no INVITE gets past it
         log.info("SIP admission: %d trunks from sip.trunks; sources no trunk matches: %s", len(self._static_trunks),
                  sip.unknown_sources)
@@ -254,7 +258,16 @@ class Exchange:
 
     def on_trunk_rules(self, rules: Iterable[TrunkRule]) -> None:
         """The trunks table's rules (its watcher): in force at once after ``sip.trunks``, which come first."""
-        self.admission.replace_rules(merge_rules(self._static_trunks, rules))
+        merged = merge_rules(self._static_trunks, rules)
+        self.admission.replace_rules(merged)
+        self._trust_trunks(merged)
+
+    def _trust_trunks(self, rules: Iterable[TrunkRule]) -> None:
+        """A trunk's own networks are never flood-banned (a 50 CPS carrier sends ~300 requests a window), unless
+        wider than /16 (IPv4) or /48 (IPv6): a trunk open to the internet relies on its password, not its address."""
+        if (flood := self.sip_driver.flood) is not None:
+            flood.trust_also(network for rule in rules for network in rule.networks
+                             if network.prefixlen >= (16 if network.version == 4 else 48))
 
     async def _start_marketplace(self, stack: AsyncExitStack) -> None:
         """Load the marketplace into memory, keep it fresh (API writes, other nodes), and route with it."""

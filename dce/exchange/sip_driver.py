@@ -21,6 +21,7 @@ from dce.clock import Clock
 from dce.exchange.config import SipConfig
 from dce.sip.b2bua import B2BUA, Call, CallEvent
 from dce.sip.endpoint import Observer, SipEndpoint
+from dce.sip.flood import FloodGuard
 from dce.sip.transaction import TimerConfig
 from dce.sip.transport import Address, SipTransport, TcpLimits
 
@@ -50,17 +51,20 @@ class SipDriver:
     """Owns the SIP core and its sockets; every input and every command ends in :meth:`pump`."""
 
     def __init__(self, core: B2BUA, *, clock: Clock, sockets: Sockets | None = None, timers: Timers | None = None,
-                 tcp: TcpLimits | None = None, on_error: Callable[[str], None] | None = None) -> None:
+                 tcp: TcpLimits | None = None, on_error: Callable[[str], None] | None = None,
+                 flood: FloodGuard | None = None) -> None:
         """``sockets`` and ``timers`` default to a :class:`SipTransport` (with ``tcp`` limits) and the running loop.
 
-        ``on_error`` counts drops by a fixed reason (the ``sip_dropped`` metric).
+        ``on_error`` counts drops by a fixed reason (the ``sip_dropped`` metric). ``flood``, when given, screens
+        every message before the core reads it and every TCP connection before it is accepted.
         """
         self.core = core
         self.clock = clock
         self.on_error = on_error or (lambda reason: None)
+        self.flood = flood
         self._on_event: Callable[[CallEvent], None] | None = None  # the CallFlow's entry point (deliver_to)
-        self.sockets: Sockets = sockets if sockets is not None else SipTransport(self, on_error=self.on_error,
-                                                                                 tcp=tcp)
+        self.sockets: Sockets = sockets if sockets is not None else SipTransport(
+            self, on_error=self.on_error, tcp=tcp, admit_peer=self.admits if flood is not None else None)
         self._timers: Timers = timers if timers is not None else asyncio.get_running_loop()
         self._timer: Cancellable | None = None
         self._timer_at: float | None = None
@@ -83,7 +87,12 @@ class SipDriver:
                         max_connections=config.tcp_max_connections,
                         max_connections_per_source=config.tcp_max_connections_per_source,
                         max_message_bytes=config.max_message_bytes)
-        return cls(core, clock=clock, tcp=tcp, on_error=on_error)
+        flood = config.flood
+        guard = FloodGuard(requests_per_window=flood.requests_per_window, window_s=flood.window_s,
+                           ban_s=flood.ban_s, strikes_to_ban=flood.strikes_to_ban,
+                           strike_window_s=flood.strike_window_s, max_sources=flood.max_sources,
+                           trusted=flood.trusted) if flood.enabled else None
+        return cls(core, clock=clock, tcp=tcp, on_error=on_error, flood=guard)
 
     def deliver_to(self, on_event: Callable[[CallEvent], None]) -> None:
         """Hand the core's events to ``on_event`` (the CallFlow) from now on; those already waiting go at once."""
@@ -138,8 +147,12 @@ class SipDriver:
 
     # -- inputs (from the sockets and the timer) -------------------------------------------------------
     def receive(self, data: bytes, transport: str, addr: Address, *, stream: bool = False) -> None:
-        """One datagram, or one framed stream message, from ``addr``."""
+        """One datagram, or one framed stream message, from ``addr``; a banned source's or a scanner's is
+        dropped unread and unanswered."""
         now = self.clock.monotonic()
+        if self.flood is not None and (drop := self.flood.screen(data, addr[0], now)) is not None:
+            self.on_error(drop)
+            return
         if self.core.admission is not None and now >= self._wall_checked_at + 1.0:
             # digest nonces carry wall time: the core's offset is kept current (read once a second at most)
             self._wall_checked_at = now
@@ -150,6 +163,10 @@ class SipDriver:
             log.exception("SIP core failed on a message from %s", addr)
             self.on_error("core_exception")
         self.pump()
+
+    def admits(self, host: str) -> bool:
+        """Whether a TCP connection from ``host`` may be accepted (False while it is banned)."""
+        return self.flood is None or not self.flood.is_banned(host, self.clock.monotonic())
 
     def transport_error(self, transport: str, addr: Address) -> None:
         """Nothing can reach ``addr`` (e.g. a refused TCP connect): its transactions fail now."""

@@ -44,8 +44,9 @@ SIP_DIRECTIONS = frozenset({"in", "out"})
 SIP_DROP_REASONS = frozenset({
     "too_large", "malformed", "malformed_answered", "core_exception", "tcp_connect_failed", "tcp_garbage",
     "unresolvable_destination", "source_call_limit", "send_failed", "tcp_limit", "tcp_slow_message", "tcp_idle",
-    "tcp_not_reading",
+    "tcp_not_reading", "flood_banned", "scanner",
 })  # add a new drop reason here, or it is counted as "other"
+SIP_BAN_REASONS = frozenset({"flood", "scanner", "strikes"})  # dce.sip.flood.BAN_REASONS
 CALL_STATUSES = frozenset(d.value for d in Disposition)
 BID_STATUSES = frozenset({*(o.value for o in Outcome), *(f"{Outcome.REJECTED}:{r}" for r in RejectReason)})
 VIOLATION_TYPES = frozenset(c.value for c in ReasonCode)
@@ -171,6 +172,37 @@ class RedisHealth(Collector):
         yield failures
 
 
+class FloodState(Protocol):
+    """What the flood metrics read off the SIP edge's guard (``dce.sip.flood.FloodGuard``)."""
+
+    bans_total: dict[str, int]
+
+    @property
+    def banned(self) -> int: ...
+
+
+class FloodBans(Collector):
+    """``dce_sip_bans_total{reason}`` (sources banned: flood, scanner, strikes) and ``dce_sip_banned_sources``
+    (banned now), read off the guard at scrape time: nothing is counted on the message path."""
+
+    def __init__(self, guard: FloodState, registry: CollectorRegistry) -> None:
+        self._guard = guard
+        registry.register(self)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        bans = Metric("dce_sip_bans", "SIP sources banned at the edge, by reason", "counter")
+        for reason, count in sorted(self._guard.bans_total.items()):
+            bans.add_sample("dce_sip_bans_total", {"reason": closed(reason, SIP_BAN_REASONS)}, float(count))
+        banned = Metric("dce_sip_banned_sources", "SIP sources banned now (their messages are dropped unread)",
+                        "gauge")
+        banned.add_sample("dce_sip_banned_sources", {}, float(self._guard.banned))
+        yield bans
+        yield banned
+
+
 class _Children:
     """Label children of one metric, each label value mapped into its closed set first. Only children whose values
     were all in their sets are cached under the raw values, so unknown values cannot grow the cache either."""
@@ -285,6 +317,7 @@ class ExchangeMetrics:
                                                        "'unknown'; never a source address"),
                                       "outcome": TRUNK_OUTCOMES},
             "dce_redis_failures_total": {"component": REDIS_COMPONENTS},
+            "dce_sip_bans_total": {"reason": SIP_BAN_REASONS},
         }
 
     def sip_message(self, direction: Direction, method: str) -> None:
@@ -326,6 +359,12 @@ class ExchangeMetrics:
     def media_sessions_from(self, count: Callable[[], float]) -> None:
         """Read ``dce_media_sessions`` from ``count()`` at scrape time (e.g. the media plane's active_sessions)."""
         self.media_sessions.set_function(count)
+
+    def flood_from(self, guard: FloodState | None) -> None:
+        """Expose the SIP edge's bans (``dce_sip_bans_total``, ``dce_sip_banned_sources``); None: flood limits
+        are off, nothing to expose."""
+        if guard is not None:
+            FloodBans(guard, self.registry)
 
     def redis_links_from(self, links: Callable[[], Iterable[RedisLink]]) -> None:
         """Expose the health of the Redis-backed components ``links()`` names at each scrape."""

@@ -398,6 +398,9 @@ class B2BUA:
             self.endpoint.respond(txn, make_response(request, 416, to_tag=new_token()), now)
         elif method == "INVITE":
             self._new_call(txn, request, now)  # type: ignore[arg-type]
+        elif unsupported := _unsupported(request):  # RFC 3261 §8.2.2.3 (RFC 4475 bext01)
+            self.endpoint.respond(txn, make_response(request, 420, to_tag=new_token(), extra=[
+                ("Unsupported", ", ".join(unsupported))]), now)
         elif method == "OPTIONS":
             self.endpoint.respond(txn, make_response(request, 200, to_tag=new_token(), extra=[
                 ("Allow", ALLOW), ("Accept", "application/sdp")]), now)
@@ -433,10 +436,21 @@ class B2BUA:
         if max_forwards is not None and int(max_forwards) <= 0:
             self.endpoint.respond(txn, make_response(request, 483, to_tag=local_tag), now)
             return
-        unsupported = [opt for opt in _options(request.get_all("Require")) if opt not in SUPPORTED_OPTIONS]
+        unsupported = _unsupported(request)
         if unsupported:
             self.endpoint.respond(txn, make_response(request, 420, to_tag=local_tag, extra=[
                 ("Unsupported", ", ".join(unsupported))]), now)
+            return
+        content_type = (request.get("Content-Type") or "").partition(";")[0].strip().lower()
+        if request.body and content_type not in ("application/sdp", "") and not content_type.startswith("multipart/"):
+            # RFC 3261 §8.2.3 (RFC 4475 invut): a body we cannot read; multipart (SIP-I) and a body without a
+            # Content-Type (read as SDP, as dial() relays it) pass as before
+            self.endpoint.respond(txn, make_response(request, 415, to_tag=local_tag, extra=[
+                ("Accept", "application/sdp")]), now)
+            return
+        if not _accepts_sdp(request.get_all("Accept")):  # our answer will be SDP (RFC 4475 sdp01)
+            self.endpoint.respond(txn, make_response(request, 406, to_tag=local_tag, extra=[
+                ("Accept", "application/sdp")]), now)
             return
         source = txn.addr[0]
         trunk: str | None = None
@@ -757,6 +771,19 @@ def _failure_kind(status: int) -> str:
     if status in (408, 480):
         return "no_answer"
     return "failed"
+
+
+def _unsupported(request: Request) -> list[str]:
+    """The option tags ``request`` requires that we do not support."""
+    return [opt for opt in _options(request.get_all("Require")) if opt not in SUPPORTED_OPTIONS]
+
+
+def _accepts_sdp(accept: list[str]) -> bool:
+    """Whether an Accept header list (empty: no header, SDP implied) admits application/sdp."""
+    if not accept:
+        return True
+    types = {item.partition(";")[0].strip().lower() for item in accept}
+    return bool(types & {"application/sdp", "application/*", "*/*"}) or types == {""}
 
 
 def _options(values: list[str]) -> list[str]:

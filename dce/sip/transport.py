@@ -63,8 +63,10 @@ class SipTransport:
     """Owns the SIP sockets: hands what arrives to ``receiver`` and sends what it is given."""
 
     def __init__(self, receiver: SipReceiver, *, on_error: Callable[[str], None] | None = None,
-                 tcp: TcpLimits | None = None) -> None:
+                 tcp: TcpLimits | None = None, admit_peer: Callable[[str], bool] | None = None) -> None:
+        """``admit_peer(ip)`` False refuses a connection at accept (a banned source), counted "flood_banned"."""
         self.receiver = receiver
+        self.admit_peer = admit_peer
         self.loop = asyncio.get_running_loop()
         self.on_error = on_error or (lambda reason: None)
         self.tcp = tcp or TcpLimits()
@@ -167,6 +169,9 @@ class SipTransport:
         """Take a new connection into account, or refuse it when an accepted one is over a limit."""
         if connection.accepted:
             source = connection.peer[0]
+            if self.admit_peer is not None and not self.admit_peer(source):
+                self.on_error("flood_banned")
+                return False
             count = self._accepted_per_source.get(source, 0)
             if self._accepted >= self.tcp.max_connections or count >= self.tcp.max_connections_per_source:
                 self.on_error("tcp_limit")

@@ -199,6 +199,9 @@ class ExchangeProcess:
                 "listen": [f"{t}:{HOST}:{self.sip_port}" for t in self.transports],
                 "public_address": None,
                 "unknown_sources": "allow",  # a test wanting trunks passes extra_config (sip.unknown_sources: reject)
+                # SIPp callers run from HOST, at up to hundreds of CPS: trusted, as a carrier's trunk would be
+                # (a test of the flood guard floods from another loopback address, 127.0.0.2 and up)
+                "flood": {"trusted": [f"{HOST}/32"]},
             },
             "http": {"listen": f"{HOST}:{self.http_port}"},
             "media": {"mode": self.media_mode, "ports": f"{low}-{high}", "rtp_timeout_s": self.rtp_timeout_s},

@@ -62,3 +62,34 @@ async def test_table_trunks_swap_in_after_config_ones(migrated_database_url: str
             assert await _final_status(sock, target, "removed@x") == 403
     finally:
         await exchange.stop(grace_s=0.5)
+
+
+async def test_trunk_networks_are_trusted_by_the_flood_guard_and_bad_passwords_strike(
+        migrated_database_url: str, tmp_path: Path) -> None:
+    sip_port = free_port()
+    settings = load_settings(None, {
+        "database": {"url": migrated_database_url, "spool_path": str(tmp_path / "cdr.spool")},
+        "sip": {"listen": [f"udp:127.0.0.1:{sip_port}"], "unknown_sources": "reject",
+                "flood": {"strikes_to_ban": 2},
+                "trunks": [{"name": "config", "networks": ["192.0.2.0/24"]},
+                           {"name": "open", "networks": ["0.0.0.0/0"], "username": "u", "password": "p"}]},
+        "http": {"listen": f"127.0.0.1:{free_port('tcp')}"},
+        "media": {"mode": "passthrough", "ports": "{}-{}".format(*free_port_range(10))},
+    })
+    exchange = Exchange(settings)
+    await exchange.start()
+    try:
+        flood = exchange.sip_driver.flood
+        assert flood is not None
+        assert flood.is_trusted("192.0.2.7") and not flood.is_trusted("198.51.100.1")  # /0 is too wide to trust
+        exchange.on_trunk_rules([TrunkRule("table", None, (ipaddress.ip_network("2001:db8::/48"),))])
+        assert flood.is_trusted("2001:db8::1") and flood.is_trusted("192.0.2.7")
+        exchange.on_trunk_rules([])
+        assert not flood.is_trusted("2001:db8::1")
+        # every wrong password is a strike: two ban the source
+        now = exchange.clock.monotonic()
+        for _ in range(2):
+            exchange.admission.on_auth_failure("198.51.100.1", now)
+        assert flood.is_banned("198.51.100.1", now)
+    finally:
+        await exchange.stop(grace_s=0.5)

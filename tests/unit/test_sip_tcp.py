@@ -137,6 +137,40 @@ def test_a_message_trickling_in_is_cut_off(loop_name: str) -> None:
 
 
 @pytest.mark.parametrize("loop_name", list(LOOPS))
+def test_a_body_that_never_arrives_is_cut_off_holding_one_message_at_most(loop_name: str) -> None:
+    """Complete headers announcing a body (within max_message_bytes) that then never comes: closed once the
+    message is older than header_timeout_s, and nothing beyond that one message was buffered."""
+    async def scenario() -> None:
+        transport, core, address = await serve(TcpLimits(header_timeout_s=0.4, idle_timeout_s=60,
+                                                         max_message_bytes=4096))
+        try:
+            sock = await connect(address)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            head = request("OPTIONS", transport="TCP", content_length=3000)
+            await loop.sock_sendall(sock, head + b"x" * 100)  # 100 of the 3000 body bytes, then silence
+            closed = False
+            for _ in range(30):  # a byte every 50 ms keeps the connection from looking idle
+                try:
+                    await loop.sock_sendall(sock, b"x")
+                except ConnectionError:
+                    closed = True
+                    break
+                if await closed_by_peer(sock, 0.05):
+                    closed = True
+                    break
+            assert closed, "a connection stalling in its body stayed open"
+            assert loop.time() - started < 1.5
+            assert core.received == []
+            sock.close()
+            assert await settle(lambda: transport.tcp_connections == 0)
+        finally:
+            await transport.close()
+
+    run(loop_name, scenario)
+
+
+@pytest.mark.parametrize("loop_name", list(LOOPS))
 def test_a_connection_that_never_speaks_is_closed(loop_name: str) -> None:
     async def scenario() -> None:
         transport, _, address = await serve(TcpLimits(header_timeout_s=0.3, idle_timeout_s=60))
