@@ -76,6 +76,8 @@ from dce.sip.b2bua import (
     DialFailed,
     DialProgress,
 )
+from dce.sip.outbound_auth import OutboundCredentials
+from dce.sip.resolver import MAX_HOPS_PER_TARGET, NextHop, ResolveError, SipResolver
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,8 @@ class SipCommands(Protocol):
     """The B2BUA commands the CallFlow uses, through the SIP driver (each one stamped and pumped to the wire)."""
 
     def reject(self, call: Call, status: int, *, reason_header: str | None = None) -> None: ...
-    def dial(self, call: Call, destination: str, *, ring_timeout: float, max_duration: float | None) -> None: ...
+    def dial(self, call: Call, destination: str, *, ring_timeout: float, max_duration: float | None,
+             next_hop: NextHop | None = None, credentials: OutboundCredentials | None = None) -> None: ...
     def hangup(self, call: Call, *, reason: str) -> None: ...
     def release(self, call: Call) -> None: ...
 
@@ -135,7 +138,8 @@ class CallFlow:
     def __init__(self, *, sip: SipCommands, router: Router, media: MediaPlane, cdrs: CdrSink,
                  observer: CallObserver, clock: Clock, trunk: OutboundTrunk | None = None,
                  gate: CallGate | None = None, events: CallEvents | None = None,
-                 tracer: Tracer | None = None, bounds: LifeBounds | None = None) -> None:
+                 tracer: Tracer | None = None, bounds: LifeBounds | None = None,
+                 resolver: SipResolver | None = None) -> None:
         self.sip = sip
         self.router = router
         self.trunk = trunk or OutboundTrunk(None)
@@ -147,6 +151,7 @@ class CallFlow:
         self.events = events
         self.tracer = tracer or NoOpTracer()  # spans are observability only: no decision reads them
         self.watchdog = Watchdog(bounds or LifeBounds())
+        self.resolver = resolver  # RFC 3263 next hops; None: the URI's host must be an IP address
         self._queues: dict[str, asyncio.Queue[CallEvent]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -341,32 +346,61 @@ class CallFlow:
         media timeout or shutdown, the maximum call duration).
         """
         call, times = c.call, c.times
+        hops = await self._next_hops(call, uri)
+        if isinstance(hops, DialFailed):  # the name does not resolve: this target fails like an unreachable one
+            _traced_leg(leg, hops.status, hops.reason)
+            self.router.release(routed, target)
+            return hops
+        credentials = _credentials(target)
+        for index, hop in enumerate(hops):
+            try:
+                self.sip.dial(call, uri, ring_timeout=target.ring_timeout_s, max_duration=max_duration,
+                              next_hop=hop, credentials=credentials)
+            except ValueError as exc:  # the caller's SDP offer cannot be relayed
+                times.end(self.clock.monotonic())
+                _traced_leg(leg, 488, "bad_offer")
+                return self._reject(call, REFUSALS["bad_offer"].reject(f"bad SDP offer: {exc}"))
+            if call.attempts == 1:
+                now = self.clock.monotonic()
+                times.dial(now)
+                self.observer.dialled(now - call.invite_at)
+            while True:
+                match event := await events.get():
+                    case DialProgress():
+                        times.ring(event.at)
+                    case DialAnswered():
+                        _traced_leg(leg, 200, "answered")
+                        return await self._talk(c, routed, target, media, times.answer(event.at), events)
+                    case CallCancelled() | CallEnded():  # before answer: the caller or the exchange
+                        times.end(event.at)
+                        outcome = ended(event, answered=False)
+                        _traced_leg(leg, outcome.final_code, outcome.disposition.value)
+                        return outcome
+                    case DialFailed():
+                        break
+            if event.failover and index + 1 < len(hops):  # RFC 3263 §4.3: the next hop of the same name
+                log.info("call %s: %s failed at %s (%d); trying its next hop", call.id, uri, hop, event.status)
+                continue
+            _traced_leg(leg, event.status, event.reason)
+            self.router.release(routed, target)
+            return event
+        raise AssertionError("unreachable: a target has at least one hop")
+
+    async def _next_hops(self, call: Call, uri: str) -> list[NextHop | None] | DialFailed:
+        """Where to send the INVITE for ``uri``: the resolver's next hops (a cache hit without waiting, a miss
+        looked up without blocking other calls), at most MAX_HOPS_PER_TARGET; [None] (the URI's own host) with no
+        resolver; a DialFailed naming the DNS failure when the name does not resolve."""
+        resolver = self.resolver
+        if resolver is None:
+            return [None]
         try:
-            self.sip.dial(call, uri, ring_timeout=target.ring_timeout_s, max_duration=max_duration)
-        except ValueError as exc:  # the caller's SDP offer cannot be relayed
-            times.end(self.clock.monotonic())
-            _traced_leg(leg, 488, "bad_offer")
-            return self._reject(call, REFUSALS["bad_offer"].reject(f"bad SDP offer: {exc}"))
-        if call.attempts == 1:
-            now = self.clock.monotonic()
-            times.dial(now)
-            self.observer.dialled(now - call.invite_at)
-        while True:
-            match event := await events.get():
-                case DialProgress():
-                    times.ring(event.at)
-                case DialAnswered():
-                    _traced_leg(leg, 200, "answered")
-                    return await self._talk(c, routed, target, media, times.answer(event.at), events)
-                case CallCancelled() | CallEnded():  # before answer: the caller or the exchange
-                    times.end(event.at)
-                    outcome = ended(event, answered=False)
-                    _traced_leg(leg, outcome.final_code, outcome.disposition.value)
-                    return outcome
-                case DialFailed():
-                    _traced_leg(leg, event.status, event.reason)
-                    self.router.release(routed, target)
-                    return event
+            hops = resolver.cached(uri, self.clock.monotonic())
+            if hops is None:
+                hops = await resolver.resolve(uri)
+        except ResolveError as exc:
+            log.warning("call %s: cannot resolve %s: %s", call.id, uri, exc)
+            return DialFailed(call, 503, "failed", self.clock.monotonic(), detail=str(exc))
+        return list(hops[:MAX_HOPS_PER_TARGET]) or [None]
 
     async def _talk(self, c: _CallState, routed: Routed, target: PlannedTarget, media: MediaSession,
                     answered_at: datetime, events: asyncio.Queue[CallEvent]) -> Outcome:
@@ -437,6 +471,14 @@ class CallFlow:
             self.router.completed(routed, target, cdr.billable_s, cdr.end_at)
             if self.gate is not None:
                 self.gate.completed(routed, target.target_id, cdr.billable_s, cdr.end_at.timestamp())
+
+
+def _credentials(target: PlannedTarget) -> OutboundCredentials | None:
+    """The target's outbound digest credentials, for the B2BUA to answer one 401/407 with."""
+    auth = target.auth
+    if auth is None:
+        return None
+    return OutboundCredentials(auth.username, auth.password, auth.realm, dict(auth.ha1))
 
 
 def _held_target(routed: Routed | None) -> PlannedTarget | None:

@@ -38,6 +38,7 @@ NextHop = tuple[str, str, int]  # (transport: udp | tcp | tls, IP address, port)
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 SRV_PREFIX = {"udp": "_sip._udp.", "tcp": "_sip._tcp.", "tls": "_sips._tcp."}
 NAPTR_SERVICES = {"SIP+D2U": "udp", "SIP+D2T": "tcp", "SIPS+D2T": "tls"}
+MAX_HOPS_PER_TARGET = 4  # failover stops here: each hop may take up to timer B, and the call's life is bounded
 
 
 class ResolveError(Exception):
