@@ -76,8 +76,10 @@ from dce.sip.b2bua import (
     DialFailed,
     DialProgress,
 )
+from dce.sip.digest import ALGORITHMS
 from dce.sip.outbound_auth import OutboundCredentials
 from dce.sip.resolver import MAX_HOPS_PER_TARGET, NextHop, ResolveError, SipResolver
+from dce.sip.secret_box import SecretBox, SecretBoxError
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +141,7 @@ class CallFlow:
                  observer: CallObserver, clock: Clock, trunk: OutboundTrunk | None = None,
                  gate: CallGate | None = None, events: CallEvents | None = None,
                  tracer: Tracer | None = None, bounds: LifeBounds | None = None,
-                 resolver: SipResolver | None = None) -> None:
+                 resolver: SipResolver | None = None, credentials_box: SecretBox | None = None) -> None:
         self.sip = sip
         self.router = router
         self.trunk = trunk or OutboundTrunk(None)
@@ -152,6 +154,8 @@ class CallFlow:
         self.tracer = tracer or NoOpTracer()  # spans are observability only: no decision reads them
         self.watchdog = Watchdog(bounds or LifeBounds())
         self.resolver = resolver  # RFC 3263 next hops; None: the URI's host must be an IP address
+        self.credentials_box = credentials_box  # opens targets' sealed passwords
+        self._opened: dict[str, str] = {}  # sealed -> plain, so a Fernet decrypt is not paid per call
         self._queues: dict[str, asyncio.Queue[CallEvent]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -351,7 +355,7 @@ class CallFlow:
             _traced_leg(leg, hops.status, hops.reason)
             self.router.release(routed, target)
             return hops
-        credentials = _credentials(target)
+        credentials = self._credentials(target)
         for index, hop in enumerate(hops):
             try:
                 self.sip.dial(call, uri, ring_timeout=target.ring_timeout_s, max_duration=max_duration,
@@ -385,6 +389,31 @@ class CallFlow:
             self.router.release(routed, target)
             return event
         raise AssertionError("unreachable: a target has at least one hop")
+
+    def _credentials(self, target: PlannedTarget) -> OutboundCredentials | None:
+        """The target's digest credentials for the B2BUA to answer one 401/407 with (a sealed password opened
+        once per seal and kept in memory; None when it cannot be opened: the challenge then fails the leg)."""
+        auth = target.auth
+        if auth is None:
+            return None
+        password = auth.password
+        if password is None and auth.sealed_password is not None:
+            password = self._opened.get(auth.sealed_password)
+            if password is None:
+                if self.credentials_box is None:
+                    log.warning("target %s: its password is sealed but no secrets.target_credentials_key is set",
+                                target.target_id)
+                    return None
+                try:
+                    password = self.credentials_box.open(auth.sealed_password)
+                except SecretBoxError:
+                    log.warning("target %s: its sealed password does not open with this key", target.target_id)
+                    return None
+                if len(self._opened) >= 4096:
+                    self._opened.clear()
+                self._opened[auth.sealed_password] = password
+        ha1 = {algorithm: value for algorithm, value in auth.ha1 if algorithm in ALGORITHMS}
+        return OutboundCredentials(auth.username, password, auth.realm, ha1)  # type: ignore[arg-type]
 
     async def _next_hops(self, call: Call, uri: str) -> list[NextHop | None] | DialFailed:
         """Where to send the INVITE for ``uri``: the resolver's next hops (a cache hit without waiting, a miss
@@ -471,14 +500,6 @@ class CallFlow:
             self.router.completed(routed, target, cdr.billable_s, cdr.end_at)
             if self.gate is not None:
                 self.gate.completed(routed, target.target_id, cdr.billable_s, cdr.end_at.timestamp())
-
-
-def _credentials(target: PlannedTarget) -> OutboundCredentials | None:
-    """The target's outbound digest credentials, for the B2BUA to answer one 401/407 with."""
-    auth = target.auth
-    if auth is None:
-        return None
-    return OutboundCredentials(auth.username, auth.password, auth.realm, dict(auth.ha1))
 
 
 def _held_target(routed: Routed | None) -> PlannedTarget | None:

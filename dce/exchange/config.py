@@ -76,6 +76,19 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class SipDnsConfig(_Section):
+    """RFC 3263 resolution of destinations by name (README "Buyers reached by name")."""
+
+    enabled: bool = True  # false: a destination's host must be an IP address
+    nameservers: list[str] = Field(default_factory=list)  # "ip[:port]"; empty: the system's resolv.conf
+    timeout_s: float = Field(2.0, gt=0)  # one query to one server
+    lifetime_s: float = Field(4.0, gt=0)  # one lookup in all (every server, every retry)
+    cache_size: int = Field(10_000, ge=1)  # names remembered (LRU)
+    max_ttl_s: float = Field(3600.0, gt=0)  # a longer TTL is cut to this
+    negative_ttl_s: float = Field(30.0, ge=0)  # a name that did not resolve is not asked again for this long
+    ipv6: bool = True  # look up AAAA too (tried after the A addresses)
+
+
 class SipConfig(_Section):
     """SIP listeners, identity and RFC 3261 timer values."""
 
@@ -96,6 +109,7 @@ class SipConfig(_Section):
     tcp_max_connections_per_source: int = Field(128, ge=1)  # accepted TCP connections from one IP address
     max_calls_per_source: int = Field(0, ge=0)  # inbound calls up at once from one IP address; 0 = unlimited
     source_retry_after_s: int = Field(5, ge=1, le=3600)  # Retry-After of the 503 over max_calls_per_source
+    dns: SipDnsConfig = Field(default_factory=SipDnsConfig)
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -306,6 +320,14 @@ class AuthSettings(_Section):
     bootstrap_admin_key: SecretStr | None = None  # an X-API-Key accepted as admin, for first setup
 
 
+class SecretsConfig(_Section):
+    """Keys for secrets stored encrypted."""
+
+    # Seals targets' outbound SIP passwords: a Fernet key or any secret of 16+ bytes; unset: derived from
+    # auth.secret; neither: passwords cannot be stored (HA1 with a realm still can)
+    target_credentials_key: SecretStr | None = None
+
+
 class RateLimitSettings(_Section):
     """Token buckets per caller and endpoint class (the seed's defaults: bids 1000/s burst 2000, calls 500/s
     burst 1000, webhooks 100/s burst 200)."""
@@ -402,6 +424,7 @@ class Settings(BaseSettings):
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     caches: CachesConfig = Field(default_factory=CachesConfig)
+    secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     static_routes: dict[str, list[str]] = Field(default_factory=dict)
 
     @field_validator("static_routes")

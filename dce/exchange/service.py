@@ -45,6 +45,7 @@ from dce.exchange.config import Settings
 from dce.exchange.descriptors import descriptors_needed, ensure_descriptors
 from dce.exchange.gc_policy import GcPolicy
 from dce.exchange.marketplace_router import MarketplaceRouter
+from dce.exchange.outbound import credentials_box, resolver_from
 from dce.exchange.personal_data import ERASERS, EXPORTERS
 from dce.exchange.router import OutboundTrunk, StaticRouter
 from dce.exchange.settler import Settler
@@ -318,7 +319,9 @@ class Exchange:
                                  trunk=OutboundTrunk(settings.routing.outbound_trunk), gate=self.compliance.gate,
                                  events=self.call_events, tracer=self.tracing.tracer("dce.exchange.callflow"),
                                  bounds=LifeBounds(max_call_duration_s=settings.routing.max_call_duration_s,
-                                                   leg_guard_s=self.sip_driver.core.endpoint.timers.timeout))
+                                                   leg_guard_s=self.sip_driver.core.endpoint.timers.timeout),
+                                 resolver=resolver_from(settings.sip.dns, self.clock),
+                                 credentials_box=credentials_box(settings))
         self.sip_driver.deliver_to(self.callflow.dispatch)
         await stack.enter_async_context(Periodic(  # the net under the calls outlives its own bugs
             "call-watchdog", self._reap, interval_s=WATCHDOG_INTERVAL_S,

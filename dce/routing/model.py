@@ -119,13 +119,15 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class TargetAuth:
-    """A target's outbound digest credentials, in memory: the password (decrypted when loaded), or HA1s per
-    algorithm for one realm."""
+    """A target's outbound digest credentials as stored: its password sealed (encrypted, opened only to answer a
+    challenge), or HA1s per algorithm for one realm. ``password`` (plain) only travels from the API to the sealing
+    and is never stored."""
 
     username: str
-    password: str | None = field(default=None, repr=False)
     realm: str | None = None
+    sealed_password: str | None = field(default=None, repr=False)
     ha1: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (algorithm, hex)
+    password: str | None = field(default=None, repr=False)
 
 
 class RoutingStrategy(enum.StrEnum):

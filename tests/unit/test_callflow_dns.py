@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+from cryptography.fernet import Fernet
+
 from dce.billing.cdr import Disposition
 from dce.routing.model import PlannedTarget, RoutingPlan, TargetAuth
 from dce.sip.digest import Challenge, Credentials, ha1, verify
 from dce.sip.endpoint import is_ip_literal
 from dce.sip.message import parse, uri_hostport
 from dce.sip.resolver import NextHop, ResolveError
+from dce.sip.secret_box import SecretBox, SecretBoxError
 from tests.unit.sipfactory import request, response_to
 from tests.unit.test_callflow import CALLER, DID, Harness, PlannedRouter, invite, requests_of, statuses
 
@@ -114,7 +118,7 @@ async def test_a_cache_miss_does_not_hold_up_other_calls() -> None:
 
 
 async def test_the_targets_credentials_answer_the_buyers_challenge() -> None:
-    auth = TargetAuth("acct", password="pw")
+    auth = TargetAuth("acct", password="pw")  # plain (as a static route would give it); sealed: see test below
     h, _ = harness([PlannedTarget("t1", "sip:buyer@buyer.test", 1, 20, auth=auth)],
                    FakeResolver({"buyer.test": [HOP_1]}))
     [first] = requests_of(await h.feed(invite()), "INVITE")
@@ -147,3 +151,43 @@ async def test_a_caller_leaving_during_the_lookup_is_recorded_once_and_nothing_i
     [cdr] = h.cdrs
     assert cdr.disposition is Disposition.CANCELLED
     assert router.log == ["acquire t1", "release t1"]
+
+
+async def test_a_sealed_password_is_opened_with_the_box_and_ha1_answers_its_realm() -> None:
+    box = SecretBox.from_secret("a secret of some length for tests")
+    sealed = TargetAuth("acct", sealed_password=box.seal("pw"))
+    hashed = TargetAuth("acct", realm="buyer.test", ha1=(("MD5", ha1("acct", "buyer.test", "pw", "MD5")),))
+    for auth in (sealed, hashed):
+        h, _ = harness([PlannedTarget("t1", "sip:buyer@buyer.test", 1, 20, auth=auth)],
+                       FakeResolver({"buyer.test": [HOP_1]}))
+        h.flow.credentials_box = box
+        [first] = requests_of(await h.feed(invite()), "INVITE")
+        challenge = Challenge("buyer.test", "n1", "MD5", ("auth",))
+        sent = await h.feed(response_to(first.request, 401, to_tag="x",
+                                        extra=[("WWW-Authenticate", str(challenge))]), addr=first.addr)
+        [retry] = requests_of(sent, "INVITE")
+        assert verify(Credentials.parse(retry.request.get("Authorization") or ""), method="INVITE",
+                      ha1_hex=ha1("acct", "buyer.test", "pw", "MD5"))
+
+
+async def test_a_seal_the_box_cannot_open_fails_the_challenged_leg_not_the_exchange() -> None:
+    other = SecretBox.from_secret("another secret of some length")
+    auth = TargetAuth("acct", sealed_password=other.seal("pw"))
+    h, _ = harness([PlannedTarget("t1", "sip:buyer@buyer.test", 1, 20, auth=auth)],
+                   FakeResolver({"buyer.test": [HOP_1]}))
+    h.flow.credentials_box = SecretBox.from_secret("a secret of some length for tests")
+    [first] = requests_of(await h.feed(invite()), "INVITE")
+    sent = await h.feed(response_to(first.request, 401, to_tag="x", extra=[(
+        "WWW-Authenticate", str(Challenge("buyer.test", "n1")))]), addr=first.addr)
+    assert statuses(sent) == [401]
+
+
+def test_secret_box_round_trip_and_keys() -> None:
+    key = Fernet.generate_key().decode()
+    box = SecretBox.from_secret(key)
+    sealed = box.seal("pässword")
+    assert "pässword" not in sealed and box.open(sealed) == "pässword"
+    with pytest.raises(SecretBoxError):
+        SecretBox.from_secret("x" * 40).open(sealed)
+    with pytest.raises(ValueError):
+        SecretBox.from_secret("short")
