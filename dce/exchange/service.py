@@ -62,6 +62,7 @@ from dce.http_api.gdpr import ERASERS as ERASERS_KEY
 from dce.http_api.gdpr import EXPORTERS as EXPORTERS_KEY
 from dce.http_api.gdpr import PSEUDONYM_KEY
 from dce.http_api.health import READY_CHECKS
+from dce.http_api.marketplace import TARGET_CREDENTIALS
 from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.rate_limit import InProcessRateLimiter, RateLimiter
 from dce.http_api.read_cache import CALLS_CACHE, CacheTtls
@@ -416,6 +417,8 @@ class Exchange:
         key = compliance.gdpr.key_bytes
         if key is not None:
             state[PSEUDONYM_KEY] = key
+        if (box := credentials_box(self.settings)) is not None:
+            state[TARGET_CREDENTIALS] = box
         return state
 
     async def _retain(self) -> None:
