@@ -73,23 +73,28 @@ def parse_nameserver(text: str) -> tuple[str, int]:
 
 
 def weighted_order(records: Sequence[tuple[int, tuple[NextHop, ...]]], rng: random.Random) -> list[NextHop]:
-    """RFC 2782: repeatedly pick a record with probability weight/sum (a zero weight only on a zero draw, so
-    mostly last; all zero: an equal chance each); its hops in their order."""
-    pool = sorted(records, key=lambda record: record[0])  # zero weights first, as RFC 2782 asks
+    """RFC 2782: repeatedly pick a record with probability weight/sum of those left (zero weights last, unless
+    all left are zero: then an equal chance each); the picked records' hops in that order."""
+    pool = list(records)
+    total = sum(weight for weight, _ in pool)
+    draw_uniform = rng.random
     hops: list[NextHop] = []
-    while pool:
-        total = sum(weight for weight, _ in pool)
-        if total == 0:  # all zero: an equal chance each
-            hops.extend(pool.pop(rng.randrange(len(pool)))[1])
-            continue
-        draw = rng.randint(0, total)
-        running = 0
-        for index, (weight, record_hops) in enumerate(pool):
-            running += weight
-            if running >= draw:
-                hops.extend(record_hops)
-                del pool[index]
-                break
+    while len(pool) > 1:
+        index = len(pool) - 1
+        if total == 0:
+            index = int(draw_uniform() * len(pool))
+        else:
+            draw, running = draw_uniform() * total, 0
+            for position, (weight, _) in enumerate(pool):
+                running += weight
+                if running > draw:
+                    index = position
+                    break
+        weight, picked = pool.pop(index)
+        hops.extend(picked)
+        total -= weight
+    if pool:
+        hops.extend(pool[0][1])
     return hops
 
 
@@ -116,6 +121,8 @@ class SipResolver:
         self.monotonic = monotonic
         self.rng = rng or random.Random()
         self._cache: OrderedDict[tuple[str, str, int | None, str | None], _Entry] = OrderedDict()
+        # URI text -> its cache key, or the next hop itself for a numeric host (parsing is most of a hit's cost)
+        self._parsed: dict[str, tuple[str, str, int | None, str | None] | NextHop] = {}
         self._inflight: dict[tuple[str, str, int | None, str | None], asyncio.Future[_Entry]] = {}
         self.lookups = 0  # DNS queries sent (for tests and the bench)
 
@@ -123,18 +130,18 @@ class SipResolver:
     def cached(self, uri: str, now: float) -> list[NextHop] | None:
         """The next hops for ``uri`` without waiting: a numeric host at once, a name from the cache; None when a
         lookup is needed. Raises :class:`ResolveError` for a name whose failure is cached."""
-        key = _key(uri)
-        scheme, host, port, transport = key
-        if is_ip_literal(host.strip("[]")):
-            kind = transport or ("tls" if scheme == "sips" else "udp")
-            return [(kind, host.strip("[]"), port or DEFAULT_PORTS.get(kind, 5060))]
-        entry = self._cache.get(key)
+        key = self._parsed.get(uri)
+        if key is None:
+            key = self._parse(uri)
+        if len(key) == 3:  # a numeric host: the next hop itself
+            return [key]  # type: ignore[list-item]
+        entry = self._cache.get(key)  # type: ignore[arg-type]
         if entry is None:
             return None
         if entry.expires <= now:
-            del self._cache[key]
+            del self._cache[key]  # type: ignore[arg-type]
             return None
-        self._cache.move_to_end(key)
+        self._cache.move_to_end(key)  # type: ignore[arg-type]
         if entry.error is not None:
             raise ResolveError(entry.error)
         if entry.fixed is not None:
@@ -166,6 +173,19 @@ class SipResolver:
         if entry.error is not None:
             raise ResolveError(entry.error)
         return list(entry.fixed) if entry.fixed is not None else self._order(entry.groups)
+
+    def _parse(self, uri: str) -> tuple[str, str, int | None, str | None] | NextHop:
+        """``uri``'s cache key, or its one next hop when the host is numeric; remembered (bounded)."""
+        key = _key(uri)
+        scheme, host, port, transport = key
+        parsed: tuple[str, str, int | None, str | None] | NextHop = key
+        if is_ip_literal(host.strip("[]")):
+            kind = transport or ("tls" if scheme == "sips" else "udp")
+            parsed = (kind, host.strip("[]"), port or DEFAULT_PORTS.get(kind, 5060))
+        if len(self._parsed) >= self.max_entries * 4:
+            self._parsed.clear()
+        self._parsed[uri] = parsed
+        return parsed
 
     def clear(self) -> None:
         """Forget every cached answer."""
