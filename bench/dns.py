@@ -8,7 +8,7 @@
 
 Needs dnsmasq (apt-get install dnsmasq). The last line is machine-readable.
 
-    PYTHONPATH=. .venv/bin/python bench/dns.py [--hits 200000] [--misses 50]
+    .venv/bin/python bench/dns.py [--hits 200000] [--misses 50]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)  # run as a script, this file would shadow dnspython's ``dns`` package
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.dns_server
 
 import argparse
 import asyncio
