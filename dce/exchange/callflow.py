@@ -384,6 +384,7 @@ class CallFlow:
                         break
             if event.failover and index + 1 < len(hops):  # RFC 3263 §4.3: the next hop of the same name
                 log.info("call %s: %s failed at %s (%d); trying its next hop", call.id, uri, hop, event.status)
+                self.watchdog.extend(call.id, target.ring_timeout_s + self.watchdog.bounds.leg_guard_s)
                 continue
             _traced_leg(leg, event.status, event.reason)
             self.router.release(routed, target)

@@ -191,3 +191,12 @@ def test_secret_box_round_trip_and_keys() -> None:
         SecretBox.from_secret("x" * 40).open(sealed)
     with pytest.raises(ValueError):
         SecretBox.from_secret("short")
+
+
+async def test_a_failover_extends_the_calls_longest_life_by_one_more_leg() -> None:
+    h, _ = harness([PlannedTarget("t1", "sip:buyer@buyer.test", 1, 20)], FakeResolver({"buyer.test": [HOP_1, HOP_2]}))
+    [first] = requests_of(await h.feed(invite()), "INVITE")
+    [watched] = list(h.flow.watchdog._watched.values())
+    before = watched.deadline
+    await h.feed(response_to(first.request, 503, to_tag="x"), addr=first.addr)
+    assert watched.deadline == before + 20 + h.flow.watchdog.bounds.leg_guard_s
