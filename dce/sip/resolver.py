@@ -20,6 +20,7 @@ transport's business.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections import OrderedDict
@@ -32,6 +33,8 @@ import dns.resolver
 
 from dce.sip.endpoint import is_ip_literal
 from dce.sip.message import uri_hostport
+
+log = logging.getLogger(__name__)
 
 NextHop = tuple[str, str, int]  # (transport: udp | tcp | tls, IP address, port)
 
@@ -107,7 +110,11 @@ class SipResolver:
                  rng: random.Random | None = None, resolver: dns.asyncresolver.Resolver | None = None) -> None:
         servers = [parse_nameserver(item) for item in nameservers]
         if resolver is None:
-            resolver = dns.asyncresolver.Resolver(configure=not servers)
+            try:
+                resolver = dns.asyncresolver.Resolver(configure=not servers)
+            except dns.resolver.NoResolverConfiguration:  # no usable resolv.conf: every name fails, clearly
+                log.warning("no DNS servers: /etc/resolv.conf is unusable and sip.dns.nameservers is empty")
+                resolver = dns.asyncresolver.Resolver(configure=False)
             if servers:
                 resolver.nameservers = [host for host, _ in servers]
                 resolver.nameserver_ports = {host: port for host, port in servers}

@@ -200,3 +200,22 @@ async def test_a_failover_extends_the_calls_longest_life_by_one_more_leg() -> No
     before = watched.deadline
     await h.feed(response_to(first.request, 503, to_tag="x"), addr=first.addr)
     assert watched.deadline == before + 20 + h.flow.watchdog.bounds.leg_guard_s
+
+
+def test_the_credentials_key_comes_from_secrets_else_from_the_auth_secret() -> None:
+    from dce.exchange.config import Settings
+    from dce.exchange.outbound import credentials_box, resolver_from
+
+    assert credentials_box(Settings()) is None
+    own = credentials_box(Settings(secrets={"target_credentials_key": Fernet.generate_key().decode()}))
+    derived = credentials_box(Settings(auth={"secret": "x" * 40}))
+    assert own is not None and derived is not None
+    assert derived.open(credentials_box(Settings(auth={"secret": "x" * 40})).seal("pw")) == "pw"  # type: ignore[union-attr]
+    settings = Settings(sip={"dns": {"nameservers": ["127.0.0.1:5353"], "enabled": True}})
+    assert resolver_from(settings.sip.dns, h_clock()) is not None
+    assert resolver_from(Settings(sip={"dns": {"enabled": False}}).sip.dns, h_clock()) is None
+
+
+def h_clock():
+    from dce.clock import VirtualClock
+    return VirtualClock()

@@ -9,6 +9,7 @@ import socket
 import time
 from collections import Counter
 
+import dns.asyncresolver
 import pytest
 
 from dce.sip.resolver import ResolveError, SipResolver, parse_nameserver, weighted_order
@@ -193,3 +194,16 @@ async def test_a_silent_server_times_out_without_blocking_the_loop() -> None:
 def test_bad_transport_param_is_an_error() -> None:
     with pytest.raises(ResolveError, match="transport"):
         SipResolver(nameservers=["127.0.0.1:9"]).cached("sip:x@buyer.test;transport=sctp", 0)
+
+
+async def test_aaaa_addresses_follow_the_a_ones() -> None:
+    with Dnsmasq(srv=[("_sip._udp.buyer.test", "a.buyer.test", 5070, 10, 10)],
+                 hosts=[("a.buyer.test", "127.0.0.11"), ("a.buyer.test", "::1")]) as server:
+        hops = await SipResolver(nameservers=[server.nameserver]).resolve("sip:x@buyer.test")
+    assert hops == [("udp", "127.0.0.11", 5070), ("udp", "::1", 5070)]
+
+
+async def test_no_servers_at_all_is_a_clear_error() -> None:
+    resolver = SipResolver(resolver=dns.asyncresolver.Resolver(configure=False), lifetime_s=0.5)
+    with pytest.raises(ResolveError, match="DNS"):
+        await resolver.resolve("sip:x@buyer.test")
