@@ -8,6 +8,9 @@ import pytest
 from cryptography.fernet import Fernet
 
 from dce.billing.cdr import Disposition
+from dce.clock import VirtualClock
+from dce.exchange.config import Settings
+from dce.exchange.outbound import credentials_box, resolver_from
 from dce.routing.model import PlannedTarget, RoutingPlan, TargetAuth
 from dce.sip.digest import Challenge, Credentials, ha1, verify
 from dce.sip.endpoint import is_ip_literal
@@ -203,19 +206,12 @@ async def test_a_failover_extends_the_calls_longest_life_by_one_more_leg() -> No
 
 
 def test_the_credentials_key_comes_from_secrets_else_from_the_auth_secret() -> None:
-    from dce.exchange.config import Settings
-    from dce.exchange.outbound import credentials_box, resolver_from
-
     assert credentials_box(Settings()) is None
     own = credentials_box(Settings(secrets={"target_credentials_key": Fernet.generate_key().decode()}))
     derived = credentials_box(Settings(auth={"secret": "x" * 40}))
     assert own is not None and derived is not None
     assert derived.open(credentials_box(Settings(auth={"secret": "x" * 40})).seal("pw")) == "pw"  # type: ignore[union-attr]
     settings = Settings(sip={"dns": {"nameservers": ["127.0.0.1:5353"], "enabled": True}})
-    assert resolver_from(settings.sip.dns, h_clock()) is not None
-    assert resolver_from(Settings(sip={"dns": {"enabled": False}}).sip.dns, h_clock()) is None
+    assert resolver_from(settings.sip.dns, VirtualClock()) is not None
+    assert resolver_from(Settings(sip={"dns": {"enabled": False}}).sip.dns, VirtualClock()) is None
 
-
-def h_clock():
-    from dce.clock import VirtualClock
-    return VirtualClock()
