@@ -11,7 +11,7 @@ import pytest
 
 from tests.dns_server import Dnsmasq
 from tests.externals import require_binary
-from tests.integration.sipp import DID, ExchangeProcess, SippUas, fetch_cdrs, run_sipp_uac
+from tests.integration.sipp import DID, ExchangeProcess, SippUas, fetch_cdrs, free_port, run_sipp_uac
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -90,3 +90,22 @@ def test_a_name_with_no_records_fails_the_call_with_the_dns_reason(
     [cdr] = fetch_cdrs(exchange.http_base, 1)
     assert cdr["disposition"] == "failed" and cdr["final_code"] == 503, cdr
     assert cdr["reason"] == "last destination: DNS: no such domain gone.test"
+
+
+def test_a_silent_first_srv_record_is_passed_over_for_the_next(
+        tmp_path: Path, migrated_database_url: str, peers: list[Any]) -> None:
+    silent = free_port("udp")  # nothing listens there: no answer (or ICMP unreachable), then the next record
+    second = start_uas(peers, tmp_path, "uas_answer", calls=1)
+    dns = Dnsmasq(srv=[("_sip._udp.buyer.test", "a.buyer.test", silent, 10, 10),
+                       ("_sip._udp.buyer.test", "b.buyer.test", second.port, 20, 10)],
+                  hosts=[("a.buyer.test", "127.0.0.1"), ("b.buyer.test", "127.0.0.1")])
+    peers.append(dns.__enter__())
+    exchange = start_exchange(peers, tmp_path, migrated_database_url, {DID: [BUYER_URI]}, dns.nameserver,
+                              ring_timeout_s=15, extra_config={"sip": {"t1_ms": 50}})  # timer B: 3.2 s
+
+    caller = run_sipp_uac("uac_basic", exchange.sip_target, tmp_path, hold_ms=500, timeout=30)
+
+    assert_sipp_ok(caller, exchange)
+    assert_sipp_ok(second.stop(), exchange)
+    [cdr] = fetch_cdrs(exchange.http_base, 1)
+    assert (cdr["disposition"], cdr["final_code"]) == ("answered", 200)
