@@ -218,9 +218,10 @@ class TargetAuthIn(_Input):
     or as HA1s (MD5 and SHA-256) when ``realm`` is given; omitted on an update, the stored one is kept."""
 
     username: AuthText
-    password: AuthText | None = None
+    password: Annotated[AuthText | None, Field(json_schema_extra={"writeOnly": True})] = None
     realm: AuthText | None = None
-    password_set: bool | None = None  # what reads show; ignored on input (so a read can be PUT back)
+    # what reads show; ignored on input (so a read can be PUT back)
+    password_set: Annotated[bool | None, Field(json_schema_extra={"readOnly": True})] = None
 
     def to_model(self) -> TargetAuth:
         return TargetAuth(self.username, self.realm, password=self.password)
