@@ -130,7 +130,7 @@ class SipResolver:
         self._cache: OrderedDict[tuple[str, str, int | None, str | None], _Entry] = OrderedDict()
         # URI text -> its cache key, or the next hop itself for a numeric host (parsing is most of a hit's cost)
         self._parsed: dict[str, tuple[str, str, int | None, str | None] | NextHop] = {}
-        self._inflight: dict[tuple[str, str, int | None, str | None], asyncio.Future[_Entry]] = {}
+        self._inflight: dict[tuple[str, str, int | None, str | None], asyncio.Task[_Entry]] = {}
         self.lookups = 0  # DNS queries sent (for tests and the bench)
 
     # -- the hot path ----------------------------------------------------------------------------------
@@ -161,25 +161,22 @@ class SipResolver:
         if hops is not None:
             return hops
         key = _key(uri)
-        future = self._inflight.get(key)
-        if future is None:
-            future = asyncio.get_running_loop().create_future()
-            self._inflight[key] = future
-            try:
-                entry = await self._lookup(key)
-            except BaseException as exc:
-                future.set_exception(exc)
-                future.exception()  # retrieved: nobody else may be waiting
-                raise
-            finally:
-                self._inflight.pop(key, None)
-            future.set_result(entry)
-            self._store(key, entry)
-        else:
-            entry = await asyncio.shield(future)
+        lookup = self._inflight.get(key)
+        if lookup is None:  # one lookup per name, its own task: a caller that goes away does not cancel it
+            lookup = asyncio.get_running_loop().create_task(self._lookup_and_store(key))
+            self._inflight[key] = lookup
+        entry = await asyncio.shield(lookup)
         if entry.error is not None:
             raise ResolveError(entry.error)
         return list(entry.fixed) if entry.fixed is not None else self._order(entry.groups)
+
+    async def _lookup_and_store(self, key: tuple[str, str, int | None, str | None]) -> _Entry:
+        try:
+            entry = await self._lookup(key)
+        finally:
+            self._inflight.pop(key, None)
+        self._store(key, entry)
+        return entry
 
     def _parse(self, uri: str) -> tuple[str, str, int | None, str | None] | NextHop:
         """``uri``'s cache key, or its one next hop when the host is numeric; remembered (bounded)."""

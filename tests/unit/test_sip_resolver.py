@@ -207,3 +207,16 @@ async def test_no_servers_at_all_is_a_clear_error() -> None:
     resolver = SipResolver(resolver=dns.asyncresolver.Resolver(configure=False), lifetime_s=0.5)
     with pytest.raises(ResolveError, match="DNS"):
         await resolver.resolve("sip:x@buyer.test")
+
+
+async def test_a_caller_cancelled_while_waiting_does_not_cancel_the_lookup_for_others() -> None:
+    with Dnsmasq(srv=[("_sip._udp.buyer.test", "a.buyer.test", 5070, 10, 10)], hosts=HOSTS) as server:
+        resolver = resolver_for(server)
+        first = asyncio.create_task(resolver.resolve("sip:x@buyer.test"))
+        second = asyncio.create_task(resolver.resolve("sip:y@buyer.test"))
+        await asyncio.sleep(0)
+        first.cancel()
+        assert await second == [("udp", "127.0.0.11", 5070)]
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert resolver.cached("sip:z@buyer.test", time.monotonic()) == [("udp", "127.0.0.11", 5070)]
