@@ -99,6 +99,11 @@ class TargetRow(Base):
     cost: Mapped[int] = mapped_column(BigInteger)
     bid_url: Mapped[str | None] = mapped_column(String(2048))
     enabled: Mapped[bool] = mapped_column(Boolean)
+    # outbound digest credentials (migration 0016): the password sealed (Fernet), or HA1s for auth_realm
+    auth_username: Mapped[str | None] = mapped_column(String(255))
+    auth_realm: Mapped[str | None] = mapped_column(String(255))
+    auth_secret: Mapped[str | None] = mapped_column(String(1024))
+    auth_ha1: Mapped[str | None] = mapped_column(String(512))  # "MD5:<hex> SHA-256:<hex>"
 
     __table_args__ = (Index("ix_targets_buyer_id", "buyer_id"),)
 

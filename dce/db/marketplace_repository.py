@@ -47,6 +47,7 @@ from dce.routing.model import (
     RoutingStrategy,
     StirAction,
     Target,
+    TargetAuth,
     TrackingNumber,
     UnmatchedCaller,
 )
@@ -119,10 +120,28 @@ def _buyer(row: Any) -> Buyer:
     return record(Buyer, row)
 
 
+def _auth_columns(auth: TargetAuth | None) -> dict[str, Any]:
+    """The credentials' columns; a plain password is never stored (the API seals it first)."""
+    if auth is None:
+        return {"auth_username": None, "auth_realm": None, "auth_secret": None, "auth_ha1": None}
+    if auth.password is not None:
+        raise ValueError("a target's password must be sealed before it is stored")
+    return {"auth_username": auth.username, "auth_realm": auth.realm, "auth_secret": auth.sealed_password,
+            "auth_ha1": " ".join(f"{algorithm}:{value}" for algorithm, value in auth.ha1) or None}
+
+
+def _auth(row: Any) -> TargetAuth | None:
+    if row.auth_username is None:
+        return None
+    ha1 = tuple(tuple(item.split(":", 1)) for item in (row.auth_ha1 or "").split() if ":" in item)
+    return TargetAuth(row.auth_username, row.auth_realm, row.auth_secret, ha1)  # type: ignore[arg-type]
+
+
 def _target_row(t: Target) -> dict[str, Any]:
     return values(
         t,
-        omit=("caps",),
+        omit=("caps", "auth"),
+        **_auth_columns(t.auth),
         ring_timeout_s=float(t.ring_timeout_s),
         hours=[{"weekday": h.weekday, "start": h.start.isoformat(), "end": h.end.isoformat()} for h in t.hours],
         criteria=[
@@ -153,7 +172,7 @@ def _target(row: Any) -> Target:
         Criterion(field=c["field"], op=CriterionOp(c["op"]), values=tuple(c.get("values", ())), negate=c["negate"])
         for c in row.criteria
     )
-    return record(Target, row, caps=caps, hours=hours, criteria=criteria, skills=tuple(row.skills))
+    return record(Target, row, caps=caps, hours=hours, criteria=criteria, skills=tuple(row.skills), auth=_auth(row))
 
 
 def _campaign_rows(c: Campaign) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:

@@ -77,7 +77,11 @@ from dce.sip.b2bua import (
     DialFailed,
     DialProgress,
 )
+from dce.sip.digest import ALGORITHMS
 from dce.sip.message import header_uri, uri_user
+from dce.sip.outbound_auth import OutboundCredentials
+from dce.sip.resolver import MAX_HOPS_PER_TARGET, NextHop, ResolveError, SipResolver
+from dce.sip.secret_box import SecretBox, SecretBoxError
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +90,8 @@ class SipCommands(Protocol):
     """The B2BUA commands the CallFlow uses, through the SIP driver (each one stamped and pumped to the wire)."""
 
     def reject(self, call: Call, status: int, *, reason_header: str | None = None) -> None: ...
-    def dial(self, call: Call, destination: str, *, ring_timeout: float, max_duration: float | None) -> None: ...
+    def dial(self, call: Call, destination: str, *, ring_timeout: float, max_duration: float | None,
+             next_hop: NextHop | None = None, credentials: OutboundCredentials | None = None) -> None: ...
     def hangup(self, call: Call, *, reason: str) -> None: ...
     def release(self, call: Call) -> None: ...
 
@@ -137,7 +142,8 @@ class CallFlow:
     def __init__(self, *, sip: SipCommands, router: Router, media: MediaPlane, cdrs: CdrSink,
                  observer: CallObserver, clock: Clock, trunk: OutboundTrunk | None = None,
                  gate: CallGate | None = None, events: CallEvents | None = None,
-                 tracer: Tracer | None = None, bounds: LifeBounds | None = None) -> None:
+                 tracer: Tracer | None = None, bounds: LifeBounds | None = None,
+                 resolver: SipResolver | None = None, credentials_box: SecretBox | None = None) -> None:
         self.sip = sip
         self.router = router
         self.trunk = trunk or OutboundTrunk(None)
@@ -149,6 +155,9 @@ class CallFlow:
         self.events = events
         self.tracer = tracer or NoOpTracer()  # spans are observability only: no decision reads them
         self.watchdog = Watchdog(bounds or LifeBounds())
+        self.resolver = resolver  # RFC 3263 next hops; None: the URI's host must be an IP address
+        self.credentials_box = credentials_box  # opens targets' sealed passwords
+        self._opened: dict[str, str] = {}  # sealed -> plain, so a Fernet decrypt is not paid per call
         self._queues: dict[str, asyncio.Queue[CallEvent]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -346,32 +355,87 @@ class CallFlow:
         media timeout or shutdown, the maximum call duration).
         """
         call, times = c.call, c.times
+        hops = await self._next_hops(call, uri)
+        if isinstance(hops, DialFailed):  # the name does not resolve: this target fails like an unreachable one
+            _traced_leg(leg, hops.status, hops.reason)
+            self.router.release(routed, target)
+            return hops
+        credentials = self._credentials(target)
+        for index, hop in enumerate(hops):
+            try:
+                self.sip.dial(call, uri, ring_timeout=target.ring_timeout_s, max_duration=max_duration,
+                              next_hop=hop, credentials=credentials)
+            except ValueError as exc:  # the caller's SDP offer cannot be relayed
+                times.end(self.clock.monotonic())
+                _traced_leg(leg, 488, "bad_offer")
+                return self._reject(call, REFUSALS["bad_offer"].reject(f"bad SDP offer: {exc}"))
+            if call.attempts == 1:
+                now = self.clock.monotonic()
+                times.dial(now)
+                self.observer.dialled(now - call.invite_at)
+            while True:
+                match event := await events.get():
+                    case DialProgress():
+                        times.ring(event.at)
+                    case DialAnswered():
+                        _traced_leg(leg, 200, "answered")
+                        return await self._talk(c, routed, target, media, times.answer(event.at), events)
+                    case CallCancelled() | CallEnded():  # before answer: the caller or the exchange
+                        times.end(event.at)
+                        outcome = ended(event, answered=False)
+                        _traced_leg(leg, outcome.final_code, outcome.disposition.value)
+                        return outcome
+                    case DialFailed():
+                        break
+            if event.failover and index + 1 < len(hops):  # RFC 3263 §4.3: the next hop of the same name
+                log.info("call %s: %s failed at %s (%d); trying its next hop", call.id, uri, hop, event.status)
+                self.watchdog.extend(call.id, target.ring_timeout_s + self.watchdog.bounds.leg_guard_s)
+                continue
+            _traced_leg(leg, event.status, event.reason)
+            self.router.release(routed, target)
+            return event
+        raise AssertionError("unreachable: a target has at least one hop")
+
+    def _credentials(self, target: PlannedTarget) -> OutboundCredentials | None:
+        """The target's digest credentials for the B2BUA to answer one 401/407 with (a sealed password opened
+        once per seal and kept in memory; None when it cannot be opened: the challenge then fails the leg)."""
+        auth = target.auth
+        if auth is None:
+            return None
+        password = auth.password
+        if password is None and auth.sealed_password is not None:
+            password = self._opened.get(auth.sealed_password)
+            if password is None:
+                if self.credentials_box is None:
+                    log.warning("target %s: its password is sealed but no secrets.target_credentials_key is set",
+                                target.target_id)
+                    return None
+                try:
+                    password = self.credentials_box.open(auth.sealed_password)
+                except SecretBoxError:
+                    log.warning("target %s: its sealed password does not open with this key", target.target_id)
+                    return None
+                if len(self._opened) >= 4096:
+                    self._opened.clear()
+                self._opened[auth.sealed_password] = password
+        ha1 = {algorithm: value for algorithm, value in auth.ha1 if algorithm in ALGORITHMS}
+        return OutboundCredentials(auth.username, password, auth.realm, ha1)  # type: ignore[arg-type]
+
+    async def _next_hops(self, call: Call, uri: str) -> list[NextHop | None] | DialFailed:
+        """Where to send the INVITE for ``uri``: the resolver's next hops (a cache hit without waiting, a miss
+        looked up without blocking other calls), at most MAX_HOPS_PER_TARGET; [None] (the URI's own host) with no
+        resolver; a DialFailed naming the DNS failure when the name does not resolve."""
+        resolver = self.resolver
+        if resolver is None:
+            return [None]
         try:
-            self.sip.dial(call, uri, ring_timeout=target.ring_timeout_s, max_duration=max_duration)
-        except ValueError as exc:  # the caller's SDP offer cannot be relayed
-            times.end(self.clock.monotonic())
-            _traced_leg(leg, 488, "bad_offer")
-            return self._reject(call, REFUSALS["bad_offer"].reject(f"bad SDP offer: {exc}"))
-        if call.attempts == 1:
-            now = self.clock.monotonic()
-            times.dial(now)
-            self.observer.dialled(now - call.invite_at)
-        while True:
-            match event := await events.get():
-                case DialProgress():
-                    times.ring(event.at)
-                case DialAnswered():
-                    _traced_leg(leg, 200, "answered")
-                    return await self._talk(c, routed, target, media, times.answer(event.at), events)
-                case CallCancelled() | CallEnded():  # before answer: the caller or the exchange
-                    times.end(event.at)
-                    outcome = ended(event, answered=False)
-                    _traced_leg(leg, outcome.final_code, outcome.disposition.value)
-                    return outcome
-                case DialFailed():
-                    _traced_leg(leg, event.status, event.reason)
-                    self.router.release(routed, target)
-                    return event
+            hops = resolver.cached(uri, self.clock.monotonic())
+            if hops is None:
+                hops = await resolver.resolve(uri)
+        except ResolveError as exc:
+            log.warning("call %s: cannot resolve %s: %s", call.id, uri, exc)
+            return DialFailed(call, 503, "failed", self.clock.monotonic(), detail=str(exc))
+        return list(hops[:MAX_HOPS_PER_TARGET]) or [None]
 
     async def _talk(self, c: _CallState, routed: Routed, target: PlannedTarget, media: MediaSession,
                     answered_at: datetime, events: asyncio.Queue[CallEvent]) -> Outcome:

@@ -108,6 +108,7 @@ class StaticTrunkConfig(_Section):
             raise ValueError("username and password go together")
         return self
 
+
 class FloodConfig(_Section):
     """Per-source flood limits and bans at the SIP edge (README "Edge"), in the style of Kamailio's pike."""
 
@@ -129,6 +130,19 @@ class FloodConfig(_Section):
             except ValueError as exc:
                 raise ValueError(f"{cidr!r} is not an IP network (e.g. 192.0.2.0/24)") from exc
         return value
+
+
+class SipDnsConfig(_Section):
+    """RFC 3263 resolution of destinations by name (README "Buyers reached by name")."""
+
+    enabled: bool = True  # false: a destination's host must be an IP address
+    nameservers: list[str] = Field(default_factory=list)  # "ip[:port]"; empty: the system's resolv.conf
+    timeout_s: float = Field(2.0, gt=0)  # one query to one server
+    lifetime_s: float = Field(4.0, gt=0)  # one lookup in all (every server, every retry)
+    cache_size: int = Field(10_000, ge=1)  # names remembered (LRU)
+    max_ttl_s: float = Field(3600.0, gt=0)  # a longer TTL is cut to this
+    negative_ttl_s: float = Field(30.0, ge=0)  # a name that did not resolve is not asked again for this long
+    ipv6: bool = True  # look up AAAA too (tried after the A addresses)
 
 
 class SipConfig(_Section):
@@ -158,6 +172,7 @@ class SipConfig(_Section):
     nonce_lifetime_s: float = Field(300, gt=0)  # an older nonce is answered 401 stale=true
     trunks: list[StaticTrunkConfig] = Field(default_factory=list)  # merged with the trunks table (these first)
     flood: FloodConfig = Field(default_factory=FloodConfig)  # per-source request limits, bans, scanner drops
+    dns: SipDnsConfig = Field(default_factory=SipDnsConfig)
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -409,6 +424,14 @@ class AuthSettings(_Section):
     bootstrap_admin_key: SecretStr | None = None  # an X-API-Key accepted as admin, for first setup
 
 
+class SecretsConfig(_Section):
+    """Keys for secrets stored encrypted."""
+
+    # Seals targets' outbound SIP passwords: a Fernet key or any secret of 16+ bytes; unset: derived from
+    # auth.secret; neither: passwords cannot be stored (HA1 with a realm still can)
+    target_credentials_key: SecretStr | None = None
+
+
 class RateLimitSettings(_Section):
     """Token buckets per caller and endpoint class (the seed's defaults: bids 1000/s burst 2000, calls 500/s
     burst 1000, webhooks 100/s burst 200)."""
@@ -505,6 +528,7 @@ class Settings(BaseSettings):
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     caches: CachesConfig = Field(default_factory=CachesConfig)
+    secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     static_routes: dict[str, list[str]] = Field(default_factory=dict)
 
     @field_validator("static_routes")

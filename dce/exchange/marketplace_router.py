@@ -37,6 +37,7 @@ from dce.routing.model import (
     DuplicateAfter,
     PlannedTarget,
     RoutingPlan,
+    TargetAuth,
     UnmatchedCaller,
 )
 
@@ -121,8 +122,10 @@ class MarketplaceRouter:
         if not bidders and live is None:
             if reserved is None or reserved.target_id not in by_id:
                 return routed  # nothing bids on this call: the campaign's own order stands
-            first = PlannedTarget(reserved.target_id, reserved.destination or by_id[reserved.target_id].destination,
-                                  reserved.amount, by_id[reserved.target_id].ring_timeout_s, bid_id=reserved.bid_id)
+            base = by_id[reserved.target_id]
+            first = PlannedTarget(reserved.target_id, reserved.destination or base.destination,
+                                  reserved.amount, base.ring_timeout_s, bid_id=reserved.bid_id,
+                                  auth=_auth_for(base, reserved.destination))
             rest = tuple(p for p in routed.plan.targets if p.target_id != reserved.target_id)
             return Routed(RoutingPlan((first, *rest)), ctx, routed.held)
         auction = Auction(reserve=campaign.reserve, started_at=started)
@@ -162,7 +165,8 @@ class MarketplaceRouter:
                     continue  # its buyer's balance and credit cannot cover this price
                 placed.add(base.target_id)
                 planned.append(PlannedTarget(base.target_id, bid.destination or base.destination, bid.amount,
-                                             base.ring_timeout_s, bid_id=None if is_static else bid.bid_id))
+                                             base.ring_timeout_s, bid_id=None if is_static else bid.bid_id,
+                                             auth=_auth_for(base, bid.destination)))
         reason = None if planned else "no bid at or above the reserve"
         return Routed(RoutingPlan(tuple(planned), reason), ctx, routed.held)
 
@@ -339,3 +343,8 @@ class MarketplaceRouter:
 def _outcome_label(outcome: Outcome, reason: RejectReason | None) -> str:
     """``won``, ``lost``, ``rejected:late``, ... (the bid outcome counter's key)."""
     return f"{outcome}:{reason}" if reason is not None else str(outcome)
+
+
+def _auth_for(base: PlannedTarget, destination: str | None) -> TargetAuth | None:
+    """The target's credentials, only when the dial goes to its own destination (never to a URI a bid named)."""
+    return base.auth if destination is None or destination == base.destination else None

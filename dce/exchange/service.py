@@ -48,6 +48,7 @@ from dce.exchange.config import Settings
 from dce.exchange.descriptors import descriptors_needed, ensure_descriptors
 from dce.exchange.gc_policy import GcPolicy
 from dce.exchange.marketplace_router import MarketplaceRouter
+from dce.exchange.outbound import credentials_box, resolver_from
 from dce.exchange.personal_data import ERASERS, EXPORTERS
 from dce.exchange.router import OutboundTrunk, StaticRouter
 from dce.exchange.settler import Settler
@@ -64,6 +65,7 @@ from dce.http_api.gdpr import ERASERS as ERASERS_KEY
 from dce.http_api.gdpr import EXPORTERS as EXPORTERS_KEY
 from dce.http_api.gdpr import PSEUDONYM_KEY
 from dce.http_api.health import READY_CHECKS
+from dce.http_api.marketplace import TARGET_CREDENTIALS
 from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.rate_limit import InProcessRateLimiter, RateLimiter
 from dce.http_api.read_cache import CALLS_CACHE, CacheTtls
@@ -369,7 +371,9 @@ class Exchange:
                                  trunk=OutboundTrunk(settings.routing.outbound_trunk), gate=self.compliance.gate,
                                  events=self.call_events, tracer=self.tracing.tracer("dce.exchange.callflow"),
                                  bounds=LifeBounds(max_call_duration_s=settings.routing.max_call_duration_s,
-                                                   leg_guard_s=self.sip_driver.core.endpoint.timers.timeout))
+                                                   leg_guard_s=self.sip_driver.core.endpoint.timers.timeout),
+                                 resolver=resolver_from(settings.sip.dns, self.clock),
+                                 credentials_box=credentials_box(settings))
         self.sip_driver.deliver_to(self.callflow.dispatch)
         await stack.enter_async_context(Periodic(  # the net under the calls outlives its own bugs
             "call-watchdog", self._reap, interval_s=WATCHDOG_INTERVAL_S,
@@ -465,6 +469,8 @@ class Exchange:
         key = compliance.gdpr.key_bytes
         if key is not None:
             state[PSEUDONYM_KEY] = key
+        if (box := credentials_box(self.settings)) is not None:
+            state[TARGET_CREDENTIALS] = box
         return state
 
     async def _retain(self) -> None:

@@ -22,6 +22,7 @@ from dce.exchange.config import SipConfig
 from dce.sip.b2bua import B2BUA, Call, CallEvent
 from dce.sip.endpoint import Observer, SipEndpoint
 from dce.sip.flood import FloodGuard
+from dce.sip.outbound_auth import OutboundCredentials
 from dce.sip.transaction import TimerConfig
 from dce.sip.transport import Address, SipTransport, TcpLimits
 
@@ -188,10 +189,12 @@ class SipDriver:
         self.core.reject(call, status, self.clock.monotonic(), reason_header=reason_header)
         self.pump()
 
-    def dial(self, call: Call, destination: str, *, ring_timeout: float, max_duration: float | None) -> None:
-        """INVITE ``destination`` for the caller (raises ValueError, sending nothing, on an unreadable offer)."""
+    def dial(self, call: Call, destination: str, *, ring_timeout: float, max_duration: float | None,
+             next_hop: tuple[str, str, int] | None = None, credentials: OutboundCredentials | None = None) -> None:
+        """INVITE ``destination`` for the caller (raises ValueError, sending nothing, on an unreadable offer), to
+        ``next_hop`` when given (RFC 3263, resolved by the CallFlow), answering one 401/407 with ``credentials``."""
         self.core.dial(call, destination, self.clock.monotonic(), ring_timeout=ring_timeout,
-                       max_duration=max_duration)
+                       max_duration=max_duration, next_hop=next_hop, credentials=credentials)
         self.pump()
 
     def cancel(self, call: Call, *, reason: str) -> None:

@@ -72,6 +72,12 @@ class Watchdog:
         """The call's plan is known: its deadline becomes its longest possible life."""
         watched.deadline = watched.started_at + self.bounds.longest_life(targets, limits)
 
+    def extend(self, call_id: str, seconds: float) -> None:
+        """The call rings one more leg than its plan counted (a failover to a target's next DNS hop)."""
+        watched = self._watched.get(call_id)
+        if watched is not None:
+            watched.deadline += seconds
+
     def forget(self, call_id: str) -> None:
         """The call's task is finishing."""
         self._watched.pop(call_id, None)

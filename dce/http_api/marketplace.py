@@ -33,7 +33,7 @@ import re
 import uuid
 import zoneinfo
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import time
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -69,11 +69,16 @@ from dce.routing.model import (
     RoutingStrategy,
     StirAction,
     Target,
+    TargetAuth,
     TrackingNumber,
     UnmatchedCaller,
 )
 from dce.routing.model import format_money as money_text  # the API's money out
 from dce.routing.numbers import to_e164
+from dce.sip.digest import PREFERRED, ha1
+from dce.sip.secret_box import SecretBox
+
+TARGET_CREDENTIALS = web.AppKey("target_credentials", SecretBox)  # seals targets' outbound SIP passwords
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +210,23 @@ class CriterionIn(_Input):
         return self
 
 
+AuthText = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+class TargetAuthIn(_Input):
+    """Outbound digest credentials for the buyer's 401/407. ``password`` is write-only: stored sealed (encrypted),
+    or as HA1s (MD5 and SHA-256) when ``realm`` is given; omitted on an update, the stored one is kept."""
+
+    username: AuthText
+    password: Annotated[AuthText | None, Field(json_schema_extra={"writeOnly": True})] = None
+    realm: AuthText | None = None
+    # what reads show; ignored on input (so a read can be PUT back)
+    password_set: Annotated[bool | None, Field(json_schema_extra={"readOnly": True})] = None
+
+    def to_model(self) -> TargetAuth:
+        return TargetAuth(self.username, self.realm, password=self.password)
+
+
 class TargetIn(_Input):
     id: Id | None = None
     buyer_id: Id
@@ -222,6 +244,7 @@ class TargetIn(_Input):
     cost: Money = 0
     bid_url: Annotated[str, Field(pattern=r"^https?://\S+$", max_length=2048)] | None = None
     enabled: bool = True
+    auth: TargetAuthIn | None = None
 
     def to_model(self, key: str) -> Target:
         return Target(
@@ -243,6 +266,7 @@ class TargetIn(_Input):
             cost=self.cost,
             bid_url=self.bid_url,
             enabled=self.enabled,
+            auth=self.auth.to_model() if self.auth is not None else None,
         )
 
 
@@ -388,7 +412,32 @@ def target_json(t: Target) -> dict[str, Any]:
         "cost": money_text(t.cost),
         "bid_url": t.bid_url,
         "enabled": t.enabled,
+        "auth": None if t.auth is None else {
+            "username": t.auth.username, "realm": t.auth.realm,
+            "password_set": t.auth.sealed_password is not None or bool(t.auth.ha1)},
     }
+
+
+async def seal_target(request: web.Request, target: Target, existing: Target | None) -> Target:
+    """The target as stored: a new password sealed with the exchange's key, or hashed to HA1s for its realm; no
+    new password keeps the stored one when the username and realm are unchanged (422 otherwise)."""
+    auth = target.auth
+    if auth is None:
+        return target
+    if auth.password is None:
+        kept = existing.auth if existing is not None else None
+        if kept is None or (kept.username, kept.realm) != (auth.username, auth.realm):
+            raise invalid_parameter("auth.password", "required with a new username or realm")
+        return replace(target, auth=kept)
+    if auth.realm is not None:
+        hashes = tuple((algorithm, ha1(auth.username, auth.realm, auth.password, algorithm))
+                       for algorithm in PREFERRED)
+        return replace(target, auth=TargetAuth(auth.username, auth.realm, ha1=hashes))
+    box = request.config_dict.get(TARGET_CREDENTIALS)
+    if box is None:
+        raise invalid_parameter("auth.password", "cannot be stored: no secrets.target_credentials_key (nor "
+                                                 "auth.secret) is configured; give a realm to store it as HA1 instead")
+    return replace(target, auth=TargetAuth(auth.username, None, sealed_password=box.seal(auth.password)))
 
 
 def campaign_json(c: Campaign) -> dict[str, Any]:
@@ -479,6 +528,16 @@ class Resource:
     update: Callable[..., Coroutine[Any, Any, Any]]
     delete: Callable[..., Coroutine[Any, Any, None]]
     generated_keys: bool = True
+    # turns a validated model into what is stored (e.g. sealing secrets), given the stored one on updates
+    prepare: Callable[[web.Request, Any, Any], Coroutine[Any, Any, Any]] | None = None
+
+    async def _prepared(self, request: web.Request, model: Any, key: str, *, updating: bool) -> Any:
+        if self.prepare is None:
+            return model
+        existing = None
+        if updating:
+            existing = await _repo_call(self.get(request.config_dict[ENGINE], key))
+        return await self.prepare(request, model, existing)
 
     def path_key(self, request: web.Request) -> str:
         raw = request.match_info["key"]
@@ -530,7 +589,8 @@ class Resource:
                 if not self.generated_keys:
                     raise invalid_parameter(self.key_field, "required")
                 key = uuid.uuid4().hex
-            created = await _repo_call(self.create(request.config_dict[ENGINE], data.to_model(key)))
+            model = await self._prepared(request, data.to_model(key), key, updating=False)
+            created = await _repo_call(self.create(request.config_dict[ENGINE], model))
             await _changed(request)
             return web.json_response(self.to_json(created), status=201, headers={"Location": f"{request.path}/{key}"})
 
@@ -539,7 +599,8 @@ class Resource:
             data = self.validate(body)
             if getattr(data, self.key_field) not in (None, key):
                 raise invalid_parameter(self.key_field, f"does not match the path ({key!r}); keys cannot change")
-            updated = await _repo_call(self.update(request.config_dict[ENGINE], data.to_model(key)))
+            model = await self._prepared(request, data.to_model(key), key, updating=True)
+            updated = await _repo_call(self.update(request.config_dict[ENGINE], model))
             await _changed(request)
             return web.json_response(self.to_json(updated))
 
@@ -607,6 +668,7 @@ RESOURCES: tuple[Resource, ...] = (
         repo.list_targets,
         repo.update_target,
         repo.delete_target,
+        prepare=seal_target,
     ),
     Resource(
         "campaigns",

@@ -114,6 +114,20 @@ class Target:
     cost: Micros = 0  # for cost-based routing: what the exchange pays to reach it
     bid_url: str | None = None
     enabled: bool = True
+    auth: TargetAuth | None = None  # digest credentials for the buyer's 401/407
+
+
+@dataclass(frozen=True, slots=True)
+class TargetAuth:
+    """A target's outbound digest credentials as stored: its password sealed (encrypted, opened only to answer a
+    challenge), or HA1s per algorithm for one realm. ``password`` (plain) only travels from the API to the sealing
+    and is never stored."""
+
+    username: str
+    realm: str | None = None
+    sealed_password: str | None = field(default=None, repr=False)
+    ha1: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (algorithm, hex)
+    password: str | None = field(default=None, repr=False)
 
 
 class RoutingStrategy(enum.StrEnum):
@@ -231,6 +245,7 @@ class PlannedTarget:
     revenue: Micros
     ring_timeout_s: float
     bid_id: str | None = None  # set when the revenue comes from an RTB bid
+    auth: TargetAuth | None = None  # the target's digest credentials, carried to the dial
 
 
 @dataclass(frozen=True, slots=True)

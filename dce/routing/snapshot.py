@@ -105,7 +105,7 @@ def _compile_target(t: Target, buyer: Buyer) -> CompiledTarget:
         capped=counted or caps.concurrency is not None,
         counted=counted,
         skills=frozenset(s.lower() for s in t.skills),
-        planned=PlannedTarget(t.id, t.destination, t.revenue, t.ring_timeout_s),
+        planned=PlannedTarget(t.id, t.destination, t.revenue, t.ring_timeout_s, auth=t.auth),
         margin=t.revenue - t.cost,
         priority=t.priority,
         cost_key=(t.cost - t.revenue, t.priority),

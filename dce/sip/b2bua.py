@@ -29,6 +29,7 @@ from dce.sip.message import (
     uri_hostport,
     uri_user,
 )
+from dce.sip.outbound_auth import OutboundCredentials, authorized_retry
 from dce.sip.source_limit import SourceLimit
 from dce.sip.transaction import (
     Address,
@@ -106,6 +107,8 @@ class DialFailed:
     status: int
     reason: str  # busy | no_answer | failed | timeout
     at: float
+    detail: str | None = None  # why, when not the callee's answer (e.g. the name did not resolve)
+    failover: bool = False  # 503, timer B or unreachable: another next hop of the same name may serve (RFC 3263)
 
 
 @dataclass(slots=True)
@@ -177,6 +180,8 @@ class OutboundLeg:
     deadline_name: str | None = None
     deadline: float | None = None
     heap_deadline: float | None = None
+    credentials: OutboundCredentials | None = None  # answer one 401/407 with these
+    auth_tried: bool = False
 
     @property
     def call_id(self) -> str:
@@ -298,19 +303,25 @@ class B2BUA:
         self._end(call, CallEnded(call, "system", f"rejected {status}", now))
 
     def dial(self, call: Call, destination: str, now: float, *, ring_timeout: float,
-             max_duration: float | None = None) -> OutboundLeg | None:
+             max_duration: float | None = None, next_hop: tuple[str, str, int] | None = None,
+             credentials: OutboundCredentials | None = None) -> OutboundLeg | None:
         """Send an INVITE to ``destination`` on behalf of the caller (replacing any failed B leg).
 
         ``max_duration``: once answered, the call is hung up after this many seconds (BYE to both legs).
+        ``next_hop``: ``(transport, ip, port)`` to send it to (RFC 3263, resolved above us); the Request-URI stays
+        ``destination``. Default: the URI's own host and port. ``credentials``: answer one 401/407 with them.
         Returns None, sending nothing, when the call already ended (its terminal event is already queued).
         """
         if call.state is CallState.ENDED:
             return None
         a_request = call.a.request
         uri = destination if uri_user(destination) else _with_user(destination, call.called_user)
-        host, port, params = uri_hostport(uri)
-        transport = (params.get("transport") or "udp").lower()
-        if transport not in self.endpoint.local:
+        if next_hop is not None:
+            transport, host, port = next_hop
+        else:
+            host, port, params = uri_hostport(uri)
+            transport = (params.get("transport") or "udp").lower()
+        if transport not in self.endpoint.local:  # e.g. tls with no TLS listener yet: sent as today, over udp
             transport = "udp"
         local_tag = new_token()
         request = Request(method="INVITE", uri=uri)
@@ -337,7 +348,7 @@ class B2BUA:
         txn = self.endpoint.send_request(request, transport, (host.strip("[]"), port or 5060), now)
         assert isinstance(txn, ClientInviteTransaction)
         leg = OutboundLeg(call=call, destination=destination, request=request, txn=txn,
-                          ring_timeout=ring_timeout)
+                          ring_timeout=ring_timeout, credentials=credentials)
         txn.user_data = leg
         call.b = leg
         call.state = CallState.DIALING
@@ -571,8 +582,29 @@ class B2BUA:
             self._events.append(DialProgress(call, status, now))
         elif status < 300:
             self._leg_answered(leg, response, now)
+        elif status in (401, 407) and self._retry_authorized(leg, txn, response, now):
+            return
         else:
             self._leg_failed(leg, status, now)
+
+    def _retry_authorized(self, leg: OutboundLeg, txn: ClientTransaction, response: Response, now: float) -> bool:
+        """Answer the callee's first challenge once (its transaction ACKs the 401/407): the same INVITE with
+        credentials, CSeq + 1, a new branch. False (the leg fails) on a second challenge, no credentials, a leg
+        being cancelled or a challenge they cannot answer."""
+        call = leg.call
+        if (leg.credentials is None or leg.auth_tried or leg.finished or leg.cancel_pending or txn is not leg.txn
+                or call.b is not leg or call.state is not CallState.DIALING):
+            return False
+        retry = authorized_retry(leg.request, response, leg.credentials)
+        if retry is None:
+            return False
+        leg.auth_tried = True
+        retried = self.endpoint.send_request(retry, txn.transport, txn.addr, now)
+        assert isinstance(retried, ClientInviteTransaction)
+        txn.user_data = None  # the challenged transaction only absorbs retransmissions now
+        retried.user_data = leg
+        leg.txn, leg.request, leg.provisional = retried, retry, False
+        return True
 
     def _leg_answered(self, leg: OutboundLeg, response: Response, now: float) -> None:
         call = leg.call
@@ -606,7 +638,7 @@ class B2BUA:
             self.endpoint.schedule(call)
         self._events.append(DialAnswered(call, now))
 
-    def _leg_failed(self, leg: OutboundLeg, status: int, now: float) -> None:
+    def _leg_failed(self, leg: OutboundLeg, status: int, now: float, timed_out: bool = False) -> None:
         if leg.finished:
             return
         leg.finished = True
@@ -617,7 +649,8 @@ class B2BUA:
         if leg.cancel_reason == "no_answer":
             self._events.append(DialFailed(call, 408, "no_answer", now))
         else:
-            self._events.append(DialFailed(call, status, _failure_kind(status), now))
+            self._events.append(DialFailed(call, status, _failure_kind(status), now,
+                                           failover=timed_out or status == 503))
 
     def _relay_response(self, relay: _Relay, txn: ClientTransaction, response: Response, now: float) -> None:
         status = response.status
@@ -653,7 +686,7 @@ class B2BUA:
     def on_client_timeout(self, txn: ClientTransaction, now: float) -> None:
         owner = txn.user_data
         if isinstance(owner, OutboundLeg) and txn.request.method == "INVITE":
-            self._leg_failed(owner, 408, now)
+            self._leg_failed(owner, 408, now, timed_out=True)  # nothing final within timer B: try the next hop
         elif isinstance(owner, _Relay):
             if txn.request.method == "INVITE":
                 owner.call.pending_reinvite = False

@@ -46,7 +46,7 @@ async def engine(any_database_url: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-HEAD = "0015_trunks"
+HEAD = "0016_target_credentials"
 
 
 async def _schema_state(url: str) -> tuple[str, list[object]]:
