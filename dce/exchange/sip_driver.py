@@ -21,6 +21,7 @@ from dce.clock import Clock
 from dce.exchange.config import SipConfig
 from dce.sip.b2bua import B2BUA, Call, CallEvent
 from dce.sip.endpoint import Observer, SipEndpoint
+from dce.sip.tls import TlsSettings
 from dce.sip.transaction import TimerConfig
 from dce.sip.transport import Address, SipTransport, TcpLimits
 
@@ -33,6 +34,7 @@ class Sockets(Protocol):
     def send(self, data: bytes, transport: str, addr: Address) -> None: ...
     async def listen_udp(self, host: str, port: int) -> Address: ...
     async def listen_tcp(self, host: str, port: int) -> Address: ...
+    async def listen_tls(self, host: str, port: int) -> Address: ...
     async def close(self) -> None: ...
 
 
@@ -50,8 +52,10 @@ class SipDriver:
     """Owns the SIP core and its sockets; every input and every command ends in :meth:`pump`."""
 
     def __init__(self, core: B2BUA, *, clock: Clock, sockets: Sockets | None = None, timers: Timers | None = None,
-                 tcp: TcpLimits | None = None, on_error: Callable[[str], None] | None = None) -> None:
-        """``sockets`` and ``timers`` default to a :class:`SipTransport` (with ``tcp`` limits) and the running loop.
+                 tcp: TcpLimits | None = None, tls: TlsSettings | None = None,
+                 on_error: Callable[[str], None] | None = None) -> None:
+        """``sockets`` and ``timers`` default to a :class:`SipTransport` (with ``tcp`` limits and ``tls``
+        settings) and the running loop.
 
         ``on_error`` counts drops by a fixed reason (the ``sip_dropped`` metric).
         """
@@ -60,7 +64,7 @@ class SipDriver:
         self.on_error = on_error or (lambda reason: None)
         self._on_event: Callable[[CallEvent], None] | None = None  # the CallFlow's entry point (deliver_to)
         self.sockets: Sockets = sockets if sockets is not None else SipTransport(self, on_error=self.on_error,
-                                                                                 tcp=tcp)
+                                                                                 tcp=tcp, tls=tls)
         self._timers: Timers = timers if timers is not None else asyncio.get_running_loop()
         self._timer: Cancellable | None = None
         self._timer_at: float | None = None
@@ -68,6 +72,7 @@ class SipDriver:
         self._pumping = False
         self._again = False
         self.addresses: dict[str, Address] = {}  # transport -> the first address bound for it
+        self._endpoint: SipEndpoint | None = getattr(core, "endpoint", None)  # (test doubles of the core have none)
 
     @classmethod
     def from_config(cls, config: SipConfig, *, clock: Clock, observer: Observer | None = None,
@@ -82,7 +87,11 @@ class SipDriver:
                         max_connections=config.tcp_max_connections,
                         max_connections_per_source=config.tcp_max_connections_per_source,
                         max_message_bytes=config.max_message_bytes)
-        return cls(core, clock=clock, tcp=tcp, on_error=on_error)
+        t = config.tls
+        tls = TlsSettings(cert_file=t.cert_file, key_file=t.key_file, client_ca_file=t.client_ca_file,
+                          verify_clients=t.verify_clients, ca_file=t.ca_file, verify_server=t.verify_server,
+                          keepalive_s=t.keepalive_s, keepalive_timeout_s=t.keepalive_timeout_s)
+        return cls(core, clock=clock, tcp=tcp, tls=tls, on_error=on_error)
 
     def deliver_to(self, on_event: Callable[[CallEvent], None]) -> None:
         """Hand the core's events to ``on_event`` (the CallFlow) from now on; those already waiting go at once."""
@@ -92,15 +101,23 @@ class SipDriver:
     # -- lifetime --------------------------------------------------------------------------------------
     async def open(self, endpoints: Iterable[tuple[str, str, int]], *, public_address: str | None = None) -> None:
         """Listen on every ``(transport, host, port)``; our Via and Contact name each transport's first address
-        (its host replaced by ``public_address`` when set). A UDP one is required. On failure nothing stays open.
+        (its host replaced by ``public_address`` when set): an IPv4 one where there is one, and the first IPv6
+        one for IPv6 peers. A UDP one is required. On failure nothing stays open.
         """
-        local = self.core.endpoint.local
+        endpoint = self.core.endpoint
+        local, local6 = endpoint.local, endpoint.local6
+        listeners = {"udp": self.sockets.listen_udp, "tcp": self.sockets.listen_tcp}
         try:
             for kind, host, port in endpoints:
-                listen = self.sockets.listen_udp if kind == "udp" else self.sockets.listen_tcp
+                listen = listeners.get(kind) or self.sockets.listen_tls
                 bound = await listen(host, port)
                 self.addresses.setdefault(kind, bound)
-                local.setdefault(kind, (public_address or bound[0], bound[1]))
+                sent_by = (public_address or bound[0], bound[1])
+                if ":" in bound[0]:
+                    local6.setdefault(kind, sent_by)
+                    local.setdefault(kind, sent_by)
+                elif kind not in local or ":" in local[kind][0]:
+                    local[kind] = sent_by
             if "udp" not in local:  # the configuration guarantees one (sip.listen)
                 raise ValueError("at least one udp: SIP listen address is required")
         except BaseException:
@@ -145,9 +162,10 @@ class SipDriver:
             self.on_error("core_exception")
         self.pump()
 
-    def transport_error(self, transport: str, addr: Address) -> None:
-        """Nothing can reach ``addr`` (e.g. a refused TCP connect): its transactions fail now."""
-        self._unreachable(transport, addr)
+    def transport_error(self, transport: str, addr: Address, reason: str = "") -> None:
+        """Nothing can reach ``addr`` (e.g. a refused TCP connect, a TLS certificate refused): its transactions
+        fail now, with ``reason``."""
+        self._unreachable(transport, addr, reason)
         self.pump()
 
     def handle_timer(self) -> None:
@@ -204,7 +222,7 @@ class SipDriver:
                 self._dispatch()
                 if (refused := self._flush()) and (refused := refused - reported):
                     for transport, addr in refused:
-                        self._unreachable(transport, addr)
+                        self._unreachable(transport, addr, "cannot send")
                     reported = reported | refused
                 elif not self._again:
                     break
@@ -226,6 +244,12 @@ class SipDriver:
     def _flush(self) -> set[tuple[str, Address]] | None:
         """Send each queued datagram on its own; returns the destinations the sockets refused (None: none)."""
         refused: set[tuple[str, Address]] | None = None
+        endpoint = self._endpoint
+        if endpoint is not None and endpoint.aliases:  # RFC 5923 aliases learnt now: before requests using them
+            alias = getattr(self.sockets, "alias", None)
+            for transport, name, flow in endpoint.take_aliases():
+                if alias is not None:
+                    alias(transport, name, flow)
         send = self.sockets.send
         for data, transport, addr in self.core.datagrams_to_send():
             try:
@@ -238,9 +262,9 @@ class SipDriver:
                 refused.add((transport, addr))
         return refused
 
-    def _unreachable(self, transport: str, addr: Address) -> None:
+    def _unreachable(self, transport: str, addr: Address, reason: str = "") -> None:
         try:
-            self.core.transport_error(transport, addr, self.clock.monotonic())
+            self.core.transport_error(transport, addr, self.clock.monotonic(), reason)
         except Exception:
             log.exception("SIP core failed handling a transport error")
 

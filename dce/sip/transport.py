@@ -1,4 +1,4 @@
-"""asyncio adapters for SIP: UDP and TCP sockets, nothing else.
+"""asyncio adapters for SIP: UDP, TCP and TLS sockets (IPv4 and IPv6), nothing else.
 
 Pure I/O: what arrives (a datagram, a framed stream message, a peer that cannot be reached) goes to a
 :class:`SipReceiver` (the exchange's SIP driver), and :meth:`SipTransport.send` puts bytes on the wire. The
@@ -7,6 +7,13 @@ adapter never calls the SIP core and keeps no SIP timer: the driver does both.
 TCP peers are bounded by :class:`TcpLimits`: connections in all and per source IP, the time a message may take
 to arrive once started (and a new connection's first one), idle time, and the bytes of one message. A peer over
 a bound is closed (reset), counted by ``on_error`` with a fixed reason, and nothing it held stays behind.
+
+TLS is the TCP path with ``ssl`` contexts (:mod:`dce.sip.tls`): the same framing and limits, plus a handshake
+bounded by ``header_timeout_s``. Connections are reused: one per (transport, peer address), and an accepted
+connection also serves requests to the address its peer names in its Via with ``;alias`` (RFC 5923), which the
+core reports through :meth:`SipTransport.alias`. CRLF keep-alive (RFC 5626 §4.4.1): a double-CRLF ping on any
+stream is answered with a single CRLF pong, and our outbound TLS connections send a ping every
+``keepalive_s`` of silence and are closed when its pong does not come within ``keepalive_timeout_s``.
 """
 
 from __future__ import annotations
@@ -14,16 +21,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from dce.sip.endpoint import is_ip_literal
 from dce.sip.message import SipParseError, StreamFramer
+from dce.sip.tls import TlsSettings, client_context, describe_failure, server_context
 
 log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
+FlowKey = tuple[str, Address]  # (transport, peer address)
+PING = b"\r\n\r\n"  # RFC 5626 §4.4.1 keep-alive on streams
+PONG = b"\r\n"
 UDP_BUFFER_BYTES = 4 * 1024 * 1024  # capped by net.core.rmem_max / wmem_max
 
 
@@ -31,7 +43,7 @@ class SipReceiver(Protocol):
     """Where the adapter hands what arrives (the SIP driver)."""
 
     def receive(self, data: bytes, transport: str, addr: Address, *, stream: bool = False) -> None: ...
-    def transport_error(self, transport: str, addr: Address) -> None: ...
+    def transport_error(self, transport: str, addr: Address, reason: str = "") -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,19 +75,26 @@ class SipTransport:
     """Owns the SIP sockets: hands what arrives to ``receiver`` and sends what it is given."""
 
     def __init__(self, receiver: SipReceiver, *, on_error: Callable[[str], None] | None = None,
-                 tcp: TcpLimits | None = None) -> None:
+                 tcp: TcpLimits | None = None, tls: TlsSettings | None = None) -> None:
+        """``tls``: the settings TLS needs (no TLS listener nor TLS destination without them); the client
+        context is built here, so a disabled server verification is logged at start."""
         self.receiver = receiver
         self.loop = asyncio.get_running_loop()
         self.on_error = on_error or (lambda reason: None)
         self.tcp = tcp or TcpLimits()
-        self._udp: asyncio.DatagramTransport | None = None
+        self.tls = tls
+        self._client_tls: ssl.SSLContext | None = client_context(tls) if tls is not None else None
+        self._udp: asyncio.DatagramTransport | None = None  # the first IPv4 UDP socket
+        self._udp6: asyncio.DatagramTransport | None = None  # the first IPv6 one
         self._servers: list[asyncio.AbstractServer] = []
-        self._connections: dict[Address, _TcpConnection] = {}  # by peer address: where stream data goes
+        self._connections: dict[FlowKey, _TcpConnection] = {}  # by (transport, peer): where stream data goes
+        self._aliases: dict[FlowKey, _TcpConnection] = {}  # RFC 5923: (transport, peer's Via sent-by) -> flow
         self._streams: set[_TcpConnection] = set()  # every open connection, for timeouts and close
         self._accepted = 0
         self._accepted_per_source: dict[str, int] = {}
         self._sweeper: asyncio.TimerHandle | None = None
-        self._pending_connects: dict[Address, list[bytes]] = {}
+        self._pending_connects: dict[FlowKey, list[bytes]] = {}
+        self.connects = 0  # outbound stream connections opened (how reuse is observed)
         self.local: dict[str, Address] = {}
 
     # -- setup -----------------------------------------------------------------------------------------
@@ -92,7 +111,10 @@ class SipTransport:
             sock.close()
             raise
         transport, _ = await self.loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=sock)
-        if self._udp is None:
+        if family == socket.AF_INET6:
+            if self._udp6 is None:
+                self._udp6 = transport  # type: ignore[assignment]
+        elif self._udp is None:
             self._udp = transport  # type: ignore[assignment]
         bound = transport.get_extra_info("sockname")[:2]
         self.local.setdefault("udp", bound)
@@ -100,11 +122,21 @@ class SipTransport:
 
     async def listen_tcp(self, host: str, port: int) -> Address:
         """Listen for TCP connections; returns the bound address."""
-        server = await self.loop.create_server(lambda: _TcpConnection(self, accepted=True), host, port,
-                                               reuse_address=True)
+        return await self._listen_stream("tcp", host, port, None)
+
+    async def listen_tls(self, host: str, port: int) -> Address:
+        """Listen for TLS connections (our certificate; a client's required for mutual TLS); returns the bound
+        address. Raises :class:`dce.sip.tls.TlsSetupError` when the settings lack or cannot load a certificate."""
+        context = server_context(self.tls or TlsSettings())
+        return await self._listen_stream("tls", host, port, context)
+
+    async def _listen_stream(self, kind: str, host: str, port: int, context: ssl.SSLContext | None) -> Address:
+        extra = {"ssl": context, "ssl_handshake_timeout": self.tcp.header_timeout_s} if context else {}
+        server = await self.loop.create_server(lambda: _TcpConnection(self, kind, accepted=True), host, port,
+                                               reuse_address=True, **extra)  # type: ignore[arg-type]
         self._servers.append(server)
         bound = server.sockets[0].getsockname()[:2]
-        self.local.setdefault("tcp", bound)
+        self.local.setdefault(kind, bound)
         return bound
 
     async def close(self) -> None:
@@ -112,8 +144,9 @@ class SipTransport:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        if self._udp is not None:
-            self._udp.close()
+        for udp in (self._udp, self._udp6):
+            if udp is not None:
+                udp.close()
         for connection in list(self._streams):
             connection.shut()
         for server in self._servers:
@@ -122,8 +155,18 @@ class SipTransport:
 
     @property
     def tcp_connections(self) -> int:
-        """Open TCP connections, accepted and our own."""
+        """Open stream (TCP and TLS) connections, accepted and our own."""
         return len(self._streams)
+
+    def alias(self, transport: str, alias: Address, flow: Address) -> None:
+        """Use the open connection from ``flow`` for requests to ``alias`` too (RFC 5923: the peer's Via said
+        ``;alias``), for as long as it stays open."""
+        connection = self._connections.get((transport, flow))
+        key = (transport, alias)
+        if connection is None or key in self._connections or self._aliases.get(key) is connection:
+            return
+        self._aliases[key] = connection
+        connection.aliases.append(key)
 
     # -- sending -------------------------------------------------------------------------------------
     def send(self, data: bytes, transport: str, addr: Address) -> None:
@@ -131,36 +174,49 @@ class SipTransport:
         if not is_ip_literal(addr[0]):  # sockets would resolve it, blocking the loop (or not at all)
             raise ValueError("not an IP address")
         if transport == "udp":
-            if self._udp is not None:
-                self._udp.sendto(data, addr)
+            udp = self._udp6 if ":" in addr[0] else self._udp
+            if udp is None:
+                raise ValueError(f"no UDP listener for {'IPv6' if ':' in addr[0] else 'IPv4'}")
+            udp.sendto(data, addr)
+        elif transport == "tls" and self._client_tls is None:
+            raise ValueError("TLS is not configured (no sip.tls settings)")
         else:
-            self._send_stream(data, addr)
+            self._send_stream(data, transport, addr)
 
-    # -- TCP -------------------------------------------------------------------------------------------
-    def _send_stream(self, data: bytes, addr: Address) -> None:
-        connection = self._connections.get(addr)
+    # -- streams (TCP and TLS) -------------------------------------------------------------------------
+    def _send_stream(self, data: bytes, transport: str, addr: Address) -> None:
+        key = (transport, addr)
+        connection = self._connections.get(key) or self._aliases.get(key)
         if connection is not None:
             connection.write(data)
             return
-        pending = self._pending_connects.get(addr)
+        pending = self._pending_connects.get(key)
         if pending is not None:
             pending.append(data)
             return
-        self._pending_connects[addr] = [data]
-        self.loop.create_task(self._connect(addr))
+        self._pending_connects[key] = [data]
+        self.loop.create_task(self._connect(transport, addr))
 
-    async def _connect(self, addr: Address) -> None:
+    async def _connect(self, transport: str, addr: Address) -> None:
+        key = (transport, addr)
+        secure = transport == "tls"
+        # The destination's certificate must name the address we dial (its IP: no DNS names reach us yet).
+        extra = {"ssl": self._client_tls, "server_hostname": addr[0],
+                 "ssl_handshake_timeout": self.tcp.header_timeout_s} if secure else {}
         try:
             _, connection = await asyncio.wait_for(
-                self.loop.create_connection(lambda: _TcpConnection(self, accepted=False), addr[0], addr[1]),
-                timeout=5)
-        except (OSError, TimeoutError) as exc:
-            log.warning("TCP connect to %s failed: %s", addr, exc)
-            self._pending_connects.pop(addr, None)
-            self.on_error("tcp_connect_failed")
-            self.receiver.transport_error("tcp", addr)
+                self.loop.create_connection(lambda: _TcpConnection(self, transport, accepted=False), addr[0],
+                                            addr[1], **extra),  # type: ignore[arg-type]
+                timeout=5 + (self.tcp.header_timeout_s if secure else 0))
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            reason = describe_failure(exc) if secure else f"TCP connect failed: {exc}"
+            log.warning("%s connect to %s failed: %s", transport.upper(), addr, reason)
+            self._pending_connects.pop(key, None)
+            self.on_error(f"{transport}_connect_failed")
+            self.receiver.transport_error(transport, addr, reason)
             return
-        for data in self._pending_connects.pop(addr, []):
+        self.connects += 1
+        for data in self._pending_connects.pop(key, []):
             connection.write(data)
 
     def _admit(self, connection: _TcpConnection) -> bool:
@@ -174,16 +230,20 @@ class SipTransport:
             self._accepted += 1
             self._accepted_per_source[source] = count + 1
         self._streams.add(connection)
-        self._connections[connection.peer] = connection
+        self._connections[(connection.kind, connection.peer)] = connection
         if self._sweeper is None:
-            self._sweeper = self.loop.call_later(self.tcp.sweep_interval_s, self._sweep)
+            self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)
         return True
 
     def _forget(self, connection: _TcpConnection) -> None:
         """Undo :meth:`_admit` once the connection is gone."""
         self._streams.discard(connection)
-        if self._connections.get(connection.peer) is connection:
-            del self._connections[connection.peer]
+        key = (connection.kind, connection.peer)
+        if self._connections.get(key) is connection:
+            del self._connections[key]
+        for alias in connection.aliases:
+            if self._aliases.get(alias) is connection:
+                del self._aliases[alias]
         if connection.accepted:
             self._accepted -= 1
             source = connection.peer[0]
@@ -197,6 +257,8 @@ class SipTransport:
         now = self.loop.time()
         idle_since = now - self.tcp.idle_timeout_s
         started_since = now - self.tcp.header_timeout_s
+        tls = self.tls
+        keepalive = tls.keepalive_s if tls is not None else 0.0
         for connection in list(self._streams):
             if connection.message_started is not None and connection.message_started < started_since:
                 self.on_error("tcp_slow_message")
@@ -204,9 +266,26 @@ class SipTransport:
             elif connection.last_activity < idle_since:
                 self.on_error("tcp_idle")
                 connection.close()
+            elif keepalive and connection.kind == "tls" and not connection.accepted:
+                self._keep_alive(connection, now, keepalive, tls.keepalive_timeout_s)  # type: ignore[union-attr]
         if self._streams:
-            self._sweeper = self.loop.call_later(self.tcp.sweep_interval_s, self._sweep)
+            self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)
 
+    def _sweep_interval(self) -> float:
+        interval = self.tcp.sweep_interval_s
+        if self.tls is not None and self.tls.keepalive_s:
+            interval = min(interval, max(0.05, min(self.tls.keepalive_s, self.tls.keepalive_timeout_s) / 4))
+        return interval
+
+    def _keep_alive(self, connection: _TcpConnection, now: float, every: float, timeout: float) -> None:
+        """RFC 5626 §4.4.1 on one of our connections: ping after ``every`` of silence; close when no pong."""
+        if connection.ping_sent is not None:
+            if connection.ping_sent < now - timeout:
+                log.info("no keep-alive pong from %s within %.1fs: closing", connection.peer, timeout)
+                self.on_error("keepalive_timeout")
+                connection.abort()
+        elif connection.last_received < now - every:
+            connection.ping(now)
 
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, owner: SipTransport) -> None:
@@ -220,16 +299,22 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
 
 class _TcpConnection(asyncio.Protocol):
-    """One TCP connection: frames its byte stream into messages and keeps the times its limits need."""
+    """One TCP or TLS connection: frames its byte stream into messages, answers keep-alive pings, and keeps
+    the times its limits need."""
 
-    def __init__(self, owner: SipTransport, *, accepted: bool) -> None:
+    def __init__(self, owner: SipTransport, kind: str = "tcp", *, accepted: bool) -> None:
         self.owner = owner
+        self.kind = kind  # "tcp" or "tls": what the core is told messages arrived over
         self.accepted = accepted  # a peer connected to us (counted against the limits) or we connected out
         self.framer = StreamFramer(owner.tcp.max_message_bytes)
         self.transport: asyncio.Transport | None = None
         self.peer: Address = ("", 0)
         self.admitted = False
+        self.aliases: list[FlowKey] = []  # other addresses this connection serves (RFC 5923)
+        self.crlfs = 0  # CRLF pairs received between messages (two in a row: a keep-alive ping)
+        self.ping_sent: float | None = None  # when our unanswered keep-alive ping went
         self.last_activity = owner.loop.time()
+        self.last_received = self.last_activity
         # When the message being received began (an accepted connection owes its first one from the start).
         self.message_started: float | None = self.last_activity if accepted else None
 
@@ -246,6 +331,13 @@ class _TcpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = self.owner.loop.time()
+        self.last_received = now
+        awaiting_pong, self.ping_sent = self.ping_sent is not None, None  # any byte back shows the flow is alive
+        if not self.framer.partial and data[:1] in (b"\r", b"\n"):
+            data = self._keep_alives(data, awaiting_pong)
+            if not data:
+                return
+        self.crlfs = 0
         self.last_activity = now
         try:
             messages = self.framer.feed(data)
@@ -258,8 +350,31 @@ class _TcpConnection(asyncio.Protocol):
             self.message_started = None
         elif messages or self.message_started is None:
             self.message_started = now
+        receive, kind = self.owner.receiver.receive, self.kind
         for message in messages:
-            self.owner.receiver.receive(message, "tcp", self.peer, stream=True)
+            receive(message, kind, self.peer, stream=True)
+
+    def _keep_alives(self, data: bytes, awaiting_pong: bool) -> bytes:
+        """Take the CRLFs that begin ``data`` between messages: answer a double-CRLF ping with a pong (a lone
+        CRLF while our ping is out is its pong); return the rest."""
+        stripped = data.lstrip(b"\r\n")
+        pairs = (len(data) - len(stripped)) // 2
+        if awaiting_pong and pairs == 1 and not self.crlfs:
+            return stripped
+        self.crlfs += pairs
+        if self.crlfs >= 2:
+            self.crlfs = 0
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(PONG)
+        return stripped
+
+    def ping(self, now: float) -> None:
+        """Send a keep-alive ping (the pong is any byte back)."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            self.ping_sent = now
+            transport.write(PING)
 
     def write(self, data: bytes) -> None:
         transport = self.transport
