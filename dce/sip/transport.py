@@ -311,7 +311,6 @@ class _TcpConnection(asyncio.Protocol):
         self.peer: Address = ("", 0)
         self.admitted = False
         self.aliases: list[FlowKey] = []  # other addresses this connection serves (RFC 5923)
-        self.crlfs = 0  # CRLF pairs received between messages (two in a row: a keep-alive ping)
         self.ping_sent: float | None = None  # when our unanswered keep-alive ping went
         self.last_activity = owner.loop.time()
         self.last_received = self.last_activity
@@ -333,19 +332,17 @@ class _TcpConnection(asyncio.Protocol):
         now = self.owner.loop.time()
         self.last_received = now
         awaiting_pong, self.ping_sent = self.ping_sent is not None, None  # any byte back shows the flow is alive
-        if not self.framer.partial and data[:1] in (b"\r", b"\n"):
-            data = self._keep_alives(data, awaiting_pong)
-            if not data:
-                return
-        self.crlfs = 0
-        self.last_activity = now
+        framer = self.framer
         try:
-            messages = self.framer.feed(data)
+            messages = framer.feed(data)
         except SipParseError as exc:
             log.debug("closing TCP connection from %s: %s", self.peer, exc)
             self.owner.on_error("tcp_garbage")
             self.abort()
             return
+        if framer.crlfs:
+            self._keep_alives(awaiting_pong, bool(messages))
+        self.last_activity = now  # a keep-alive too: it is what keeps an idle flow (RFC 5626)
         if not self.framer.partial:
             self.message_started = None
         elif messages or self.message_started is None:
@@ -354,20 +351,19 @@ class _TcpConnection(asyncio.Protocol):
         for message in messages:
             receive(message, kind, self.peer, stream=True)
 
-    def _keep_alives(self, data: bytes, awaiting_pong: bool) -> bytes:
-        """Take the CRLFs that begin ``data`` between messages: answer a double-CRLF ping with a pong (a lone
-        CRLF while our ping is out is its pong); return the rest."""
-        stripped = data.lstrip(b"\r\n")
-        pairs = (len(data) - len(stripped)) // 2
-        if awaiting_pong and pairs == 1 and not self.crlfs:
-            return stripped
-        self.crlfs += pairs
-        if self.crlfs >= 2:
-            self.crlfs = 0
+    def _keep_alives(self, awaiting_pong: bool, had_messages: bool) -> None:
+        """Answer a double-CRLF ping between messages with a single-CRLF pong (a lone CRLF while our ping is out
+        is its pong; one left over waits for its other half, unless a message came between)."""
+        framer = self.framer
+        pairs, framer.crlfs = framer.crlfs, 0
+        if awaiting_pong and pairs == 1:
+            return
+        if pairs >= 2:
             transport = self.transport
             if transport is not None and not transport.is_closing():
                 transport.write(PONG)
-        return stripped
+        elif not had_messages:
+            framer.crlfs = pairs
 
     def ping(self, now: float) -> None:
         """Send a keep-alive ping (the pong is any byte back)."""
