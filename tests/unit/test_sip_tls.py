@@ -187,3 +187,13 @@ def test_alias_in_a_tls_via_is_reported_for_the_same_ip_only() -> None:
                              branch=new_branch()).replace(b";branch=", b";alias;branch="), "tls", flow, 0.0,
                      stream=True)
     assert endpoint.take_aliases() == []  # another host's address is never captured
+
+
+def test_the_cdr_reason_names_the_tls_failure_and_the_caller_hears_only_destination_failed() -> None:
+    from dce.exchange.decision import exhausted
+
+    _, _, call = _core({"udp": ("10.0.0.1", 5060)})
+    reject = exhausted(DialFailed(call, 503, "failed", 1.0, detail="TLS certificate rejected: Hostname mismatch"))
+    assert reject.status == 503
+    assert reject.reason == "last destination: 503 failed (TLS certificate rejected: Hostname mismatch)"
+    assert 'text="destination failed"' in (reject.reason_header or "")
