@@ -288,9 +288,14 @@ class SipEndpoint:
     # -- TU-facing API ---------------------------------------------------------------------------------
     def send_request(self, request: Request, transport: str, addr: Address, now: float,
                      *, branch: str | None = None) -> ClientTransaction:
-        """Start a client transaction for ``request`` (we add the top Via)."""
+        """Start a client transaction for ``request`` (we add the top Via).
+
+        One to a destination no transport can use (a hostname; a transport we do not listen on) fails with a
+        transport error through the timer."""
         branch = branch or self.new_branch()
-        request.prepend("Via", f"SIP/2.0/{transport.upper()} {self.sent_by(transport, addr)};branch={branch};rport")
+        usable = transport in self.local
+        sent_by = self.sent_by(transport if usable else "udp", addr)
+        request.prepend("Via", f"SIP/2.0/{transport.upper()} {sent_by};branch={branch};rport")
         if not request.has("Max-Forwards"):
             request.add("Max-Forwards", "70")
         method = request.method
@@ -298,7 +303,10 @@ class SipEndpoint:
         cls = ClientInviteTransaction if method == "INVITE" else ClientNonInviteTransaction
         txn = cls(self, key, request, transport, addr, self.timers)
         self.client_transactions[key] = txn
-        if is_ip_literal(addr[0]):
+        if not usable:
+            self.observer.dropped("no_listener_for_transport")
+            self._unreachable.add(txn, now)
+        elif is_ip_literal(addr[0]):
             txn.start(now)
         else:
             self.observer.dropped("unresolvable_destination")
@@ -322,6 +330,9 @@ class SipEndpoint:
         """Send a request outside any transaction (the ACK for a 2xx, §13.2.2.4)."""
         if not is_ip_literal(addr[0]):
             self.observer.dropped("unresolvable_destination")
+            return
+        if transport not in self.local:
+            self.observer.dropped("no_listener_for_transport")
             return
         request.prepend("Via", f"SIP/2.0/{transport.upper()} {self.sent_by(transport, addr)};"
                                f"branch={self.new_branch()};rport")

@@ -197,3 +197,22 @@ def test_the_cdr_reason_names_the_tls_failure_and_the_caller_hears_only_destinat
     assert reject.status == 503
     assert reject.reason == "last destination: 503 failed (TLS certificate rejected: Hostname mismatch)"
     assert 'text="destination failed"' in (reject.reason_header or "")
+
+
+def test_a_route_over_tls_without_a_tls_listener_fails_that_request_instead_of_raising() -> None:
+    from tests.unit.sipfactory import response_to
+
+    endpoint, b2bua, call = _core({"udp": ("10.0.0.1", 5060)})
+    b2bua.dial(call, "sip:bob@198.51.100.20", 0.0, ring_timeout=60)
+    [invite] = parse_outbox(endpoint.datagrams_to_send())
+    ok = response_to(invite.request, 200, to_tag="t", contact="<sip:bob@198.51.100.20:5060>", body=SDP_A,
+                     record_route=["<sip:198.51.100.1:5061;transport=tls;lr>"])
+    b2bua.receive(ok, "udp", ("198.51.100.20", 5060), 0.1)  # raised KeyError('tls') before
+    sent = parse_outbox(endpoint.datagrams_to_send())
+    assert describe(sent) == ["200"]  # A is answered; the ACK that cannot go is dropped
+    b2bua.hangup(call, 0.2)
+    sent = parse_outbox(endpoint.datagrams_to_send())
+    assert describe(sent) == ["BYE"] and sent[0].addr == ALICE  # B's BYE fails through the timer, not a raise
+    b2bua.handle_timer(0.2)
+    assert not [t for t in endpoint.client_transactions.values() if t.request.method == "BYE"
+                and t.transport == "tls"]
