@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
 
 
-class TlsSetupError(ValueError):
-    """A certificate, key or CA file that cannot be used (names the file and why)."""
+class TlsSetupError(OSError):
+    """A certificate, key or CA file that cannot be used (names the file and why): like a port in use, a fault
+    of the machine's setup, reported at start without a traceback."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -153,3 +153,16 @@ def test_sips_destination_without_a_tls_listener_is_refused_not_sent_over_udp(
         finally:
             exchange.stop()
         assert "INVITE" not in callee.stop(timeout=1).messages()  # nothing reached it over UDP
+
+
+def test_an_unloadable_certificate_stops_the_start_with_the_key_named_and_no_traceback(
+        tmp_path: Path, migrated_database_url: str) -> None:
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate\n")
+    exchange = ExchangeProcess(tmp_path / "dce", migrated_database_url, {}, transports=("udp",))
+    exchange.extra_config = {"sip": {"listen": [f"udp:{HOST}:{exchange.sip_port}", f"tls:{HOST}:{free_port('tcp')}"],
+                                     "tls": {"cert_file": str(bad), "key_file": str(bad)}}}
+    with pytest.raises(RuntimeError, match="exited with 1") as failed:
+        exchange.start(timeout=20)
+    assert "cannot load sip.tls.cert_file" in str(failed.value)
+    assert "Traceback" not in str(failed.value)
