@@ -54,7 +54,7 @@ request_route {{
         $ru = "sip:" + $rU + "@{to_udp}";  # before record_route(): a sips Record-Route on the UDP side
         $du = "sip:{to_udp};transport=udp";  # would send the callee's in-dialog requests over TLS
     }} else {{
-        $du = "sip:{to_tls};transport=tls";
+        $du = "sip:{to_tls};transport={forward}";
     }}
     record_route();
     if (!t_relay()) {{ sl_reply_error(); }}
@@ -91,7 +91,8 @@ class Kamailio:
     """One Kamailio bridging UDP and TLS (see the module docstring); a context manager."""
 
     def __init__(self, workdir: Path, *, udp_port: int, tls_port: int, to_tls: str, to_udp: str, cert: Issued,
-                 ca_file: Path, require_client_cert: bool = True) -> None:
+                 ca_file: Path, require_client_cert: bool = True, forward: str = "tls") -> None:
+        """``forward``: the transport towards ``to_tls`` ("udp" for a plain baseline through the same proxy)."""
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.udp_port, self.tls_port = udp_port, tls_port
@@ -102,7 +103,7 @@ class Kamailio:
         self.config = workdir / "kamailio.cfg"
         self.config.write_text(CONFIG.format(
             host=HOST, udp_port=udp_port, tls_port=tls_port, mpath=mpath, tls_cfg=tls_cfg, to_tls=to_tls,
-            to_udp=to_udp, loads="\n".join(f'loadmodule "{m}.so"' for m in MODULES)))
+            to_udp=to_udp, forward=forward, loads="\n".join(f'loadmodule "{m}.so"' for m in MODULES)))
         self.log_path = workdir / "kamailio.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
