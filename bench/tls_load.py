@@ -39,6 +39,8 @@ def run(args: argparse.Namespace, transport: str, root: Path, pki: TlsPki) -> si
     exchange: ExchangeProcess | None = None
     kamailio: Kamailio | None = None
     alive = False
+    before: dict[float, float] = {}
+    after: dict[float, float] = {}
     try:
         exchange = ExchangeProcess(workdir / "dce", f"sqlite+aiosqlite:///{workdir / 'bench.db'}", {DID: [uas.uri]},
                                    transports=("udp",), log_level="WARNING")
@@ -57,7 +59,9 @@ def run(args: argparse.Namespace, transport: str, root: Path, pki: TlsPki) -> si
         print(f"-- {transport}: exchange pid {exchange.pid}, Kamailio -> {to_exchange} over {transport}; "
               f"{args.cps:g} CPS for {args.duration:g} s ...", flush=True)
         args.callers = "distinct"
+        before = sipp_load.delay_buckets(sipp_load.scrape(exchange.http_base))
         result, cpu = sipp_load.drive(args, transport, f"{HOST}:{kam_udp}", workdir, exchange.pid)
+        after = sipp_load.delay_buckets(sipp_load.scrape(exchange.http_base))
         alive = exchange.alive()
     finally:
         if kamailio is not None:
@@ -66,6 +70,7 @@ def run(args: argparse.Namespace, transport: str, root: Path, pki: TlsPki) -> si
             exchange.stop()
         uas_result = uas.stop(timeout=5)
     outcome = sipp_load.summarise(transport, args, result, uas_result, cpu)
+    outcome.added_delay_p99_ms = sipp_load.histogram_quantile(before, after, 0.99) * 1000
     if not alive:
         outcome.notes.append(f"the exchange died during the run; log: {exchange.log_path if exchange else '?'}")
     return outcome
@@ -95,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         headline[f"{outcome.label}_failed"] = str(outcome.failed)
         headline[f"{outcome.label}_rtt_p99_ms"] = f"{outcome.rtt_p99_ms:.2f}"
         headline[f"{outcome.label}_exchange_cpu_pct"] = f"{outcome.cpu_pct:.1f}"
+        headline[f"{outcome.label}_added_delay_p99_ms"] = f"{outcome.added_delay_p99_ms:.2f}"
     print(" ".join(f"{k}={v}" for k, v in headline.items()), flush=True)
     return 0 if all(outcome.failed == 0 for outcome in runs) else 1
 
