@@ -8,6 +8,7 @@ Kamailio's tls module instead).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -318,3 +319,23 @@ def test_ipv6_and_ipv4_udp_sockets_each_send_to_their_family() -> None:
         assert sorted(addr[0] for _, _, addr in recorder.received) == ["127.0.0.1", "::1"]
         await transport.close()
     run("asyncio", scenario)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_a_connection_that_never_finishes_its_handshake_is_cut_after_the_header_timeout(
+        loop_name: str, pki: TlsPki, ours: Issued) -> None:
+    async def scenario() -> None:
+        transport = SipTransport(Recorder(), tcp=TcpLimits(header_timeout_s=0.5),
+                                 tls=TlsSettings(cert_file=ours.cert_file, key_file=ours.key_file))
+        address = await transport.listen_tls("127.0.0.1", 0)
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        sock.setblocking(False)
+        await loop.sock_connect(sock, address)
+        started = loop.time()
+        with contextlib.suppress(ConnectionResetError):
+            assert await asyncio.wait_for(loop.sock_recv(sock, 10), 5) == b""
+        assert loop.time() - started < 3
+        sock.close()
+        await transport.close()
+    run(loop_name, scenario)
