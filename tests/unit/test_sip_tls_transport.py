@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -339,3 +340,28 @@ def test_a_connection_that_never_finishes_its_handshake_is_cut_after_the_header_
         sock.close()
         await transport.close()
     run(loop_name, scenario)
+
+
+def test_the_driver_opens_tls_and_ipv6_listeners_from_the_config_and_warns_when_verification_is_off(
+        pki: TlsPki, ours: Issued, caplog: pytest.LogCaptureFixture) -> None:
+    from dce.clock import LoopClock
+    from dce.exchange.config import load_settings
+    from dce.exchange.sip_driver import SipDriver
+
+    v6 = has_ipv6_loopback()
+    endpoints = [*([("udp", "::1", 0)] if v6 else []), ("udp", "127.0.0.1", 0), ("tls", "127.0.0.1", 0)]
+    settings = load_settings(overrides={"sip": {"listen": ["udp:127.0.0.1:5060"], "tls": {
+        "cert_file": str(ours.cert_file), "key_file": str(ours.key_file), "verify_server": False}}})
+
+    async def scenario() -> None:
+        with caplog.at_level(logging.WARNING, logger="dce.sip.tls"):
+            driver = SipDriver.from_config(settings.sip, clock=LoopClock(asyncio.get_running_loop()))
+        assert any("NOT checked" in r.getMessage() for r in caplog.records)
+        await driver.open(endpoints)  # an IPv6 UDP listener first: IPv4 peers still get the IPv4 address
+        endpoint = driver.core.endpoint
+        assert endpoint.local["udp"][0] == "127.0.0.1" and endpoint.local["tls"][0] == "127.0.0.1"
+        if v6:
+            assert endpoint.local6["udp"][0] == "::1"
+        assert set(driver.addresses) == {"udp", "tls"}
+        await driver.close()
+    run("asyncio", scenario)
