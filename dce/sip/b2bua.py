@@ -284,7 +284,9 @@ class B2BUA:
         """Send an INVITE to ``destination`` on behalf of the caller (replacing any failed B leg).
 
         ``max_duration``: once answered, the call is hung up after this many seconds (BYE to both legs).
-        Returns None, sending nothing, when the call already ended (its terminal event is already queued).
+        Returns None, sending nothing, when the call already ended (its terminal event is already queued), or
+        when ``destination`` wants TLS (``sips:``, ``;transport=tls``) and we have no tls: listener: that leg
+        fails at once (``DialFailed`` 503 with a ``detail``), never downgraded to another transport.
         """
         if call.state is CallState.ENDED:
             return None
