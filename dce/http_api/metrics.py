@@ -44,7 +44,7 @@ SIP_DIRECTIONS = frozenset({"in", "out"})
 SIP_DROP_REASONS = frozenset({
     "too_large", "malformed", "malformed_answered", "core_exception", "tcp_connect_failed", "tcp_garbage",
     "unresolvable_destination", "source_call_limit", "send_failed", "tcp_limit", "tcp_slow_message", "tcp_idle",
-    "tcp_not_reading", "tls_connect_failed", "keepalive_timeout", "no_listener_for_transport",
+    "tcp_not_reading", "tls_connect_failed", "tls_handshake_failed", "keepalive_timeout", "no_listener_for_transport",
 })  # add a new drop reason here, or it is counted as "other"
 CALL_STATUSES = frozenset(d.value for d in Disposition)
 BID_STATUSES = frozenset({*(o.value for o in Outcome), *(f"{Outcome.REJECTED}:{r}" for r in RejectReason)})

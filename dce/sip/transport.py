@@ -8,12 +8,13 @@ TCP peers are bounded by :class:`TcpLimits`: connections in all and per source I
 to arrive once started (and a new connection's first one), idle time, and the bytes of one message. A peer over
 a bound is closed (reset), counted by ``on_error`` with a fixed reason, and nothing it held stays behind.
 
-TLS is the TCP path with ``ssl`` contexts (:mod:`dce.sip.tls`): the same framing and limits, plus a handshake
-bounded by ``header_timeout_s``. Connections are reused: one per (transport, peer address), and an accepted
-connection also serves requests to the address its peer names in its Via with ``;alias`` (RFC 5923), which the
-core reports through :meth:`SipTransport.alias`. CRLF keep-alive (RFC 5626 §4.4.1): a double-CRLF ping on any
-stream is answered with a single CRLF pong, and our outbound TLS connections send a ping every
-``keepalive_s`` of silence and are closed when its pong does not come within ``keepalive_timeout_s``.
+TLS is the TCP path with ``ssl`` contexts (:mod:`dce.sip.tls`): the same framing and limits. An accepted TLS
+connection is admitted (counted, or reset over a limit) as a plain TCP one, before its handshake, which it must
+finish, with its first message, within ``header_timeout_s``. Connections are reused: one per (transport, peer
+address), and an accepted connection also serves requests to the address its peer names in its Via with ``;alias``
+(RFC 5923), which the core reports through :meth:`SipTransport.alias`. CRLF keep-alive (RFC 5626 §4.4.1): a
+double-CRLF ping on any stream is answered with a single CRLF pong, and our outbound TLS connections send a ping
+every ``keepalive_s`` of silence and are closed when its pong does not come within ``keepalive_timeout_s``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import asyncio
 import logging
 import socket
 import ssl
+from asyncio import sslproto
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -84,6 +86,7 @@ class SipTransport:
         self.tcp = tcp or TcpLimits()
         self.tls = tls
         self._client_tls: ssl.SSLContext | None = client_context(tls) if tls is not None else None
+        self._server_tls: ssl.SSLContext | None = None  # built by listen_tls
         self._udp: asyncio.DatagramTransport | None = None  # the first IPv4 UDP socket
         self._udp6: asyncio.DatagramTransport | None = None  # the first IPv6 one
         self._servers: list[asyncio.AbstractServer] = []
@@ -122,18 +125,19 @@ class SipTransport:
 
     async def listen_tcp(self, host: str, port: int) -> Address:
         """Listen for TCP connections; returns the bound address."""
-        return await self._listen_stream("tcp", host, port, None)
+        return await self._listen_stream("tcp", host, port)
 
     async def listen_tls(self, host: str, port: int) -> Address:
         """Listen for TLS connections (our certificate; a client's required for mutual TLS); returns the bound
         address. Raises :class:`dce.sip.tls.TlsSetupError` when the settings lack or cannot load a certificate."""
-        context = server_context(self.tls or TlsSettings())
-        return await self._listen_stream("tls", host, port, context)
+        self._server_tls = server_context(self.tls or TlsSettings())
+        return await self._listen_stream("tls", host, port)
 
-    async def _listen_stream(self, kind: str, host: str, port: int, context: ssl.SSLContext | None) -> Address:
-        extra = {"ssl": context, "ssl_handshake_timeout": self.tcp.header_timeout_s} if context else {}
+    async def _listen_stream(self, kind: str, host: str, port: int) -> Address:
+        # A tls: listener accepts plain TCP and wraps it once admitted (_TcpConnection.connection_made), so the
+        # limits see a connection before it costs a handshake.
         server = await self.loop.create_server(lambda: _TcpConnection(self, kind, accepted=True), host, port,
-                                               reuse_address=True, **extra)  # type: ignore[arg-type]
+                                               reuse_address=True)
         self._servers.append(server)
         bound = server.sockets[0].getsockname()[:2]
         self.local.setdefault(kind, bound)
@@ -311,6 +315,7 @@ class _TcpConnection(asyncio.Protocol):
         self.peer: Address = ("", 0)
         self.admitted = False
         self.aliases: list[FlowKey] = []  # other addresses this connection serves (RFC 5923)
+        self.handshaking = False  # an accepted TLS connection until its handshake is done: nothing is written
         self.ping_sent: float | None = None  # when our unanswered keep-alive ping went
         self.last_activity = owner.loop.time()
         self.last_received = self.last_activity
@@ -318,6 +323,10 @@ class _TcpConnection(asyncio.Protocol):
         self.message_started: float | None = self.last_activity if accepted else None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.handshaking:  # the TLS layer we put under an accepted connection finished its handshake
+            self.handshaking = False
+            self.transport = transport  # type: ignore[assignment]
+            return
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         if not peer:  # reset before this ran: nothing to serve; release the descriptor now
@@ -327,6 +336,31 @@ class _TcpConnection(asyncio.Protocol):
         self.admitted = self.owner._admit(self)
         if not self.admitted:
             transport.abort()  # type: ignore[attr-defined]
+        elif self.accepted and self.kind == "tls":
+            self._wrap(transport)  # type: ignore[arg-type]
+
+    def _wrap(self, raw: asyncio.Transport) -> None:
+        """Put TLS (server side) under this admitted connection, now: the peer's ClientHello may already be in
+        the next read. asyncio's own TLS layer (``asyncio.sslproto``, what ``start_tls`` uses; it works over
+        uvloop's transports too) calls :meth:`connection_made` again once the handshake is done."""
+        owner = self.owner
+        done = owner.loop.create_future()
+        layer = sslproto.SSLProtocol(owner.loop, self, owner._server_tls, done, server_side=True,
+                                     ssl_handshake_timeout=owner.tcp.header_timeout_s)
+        self.handshaking = True
+        raw.set_protocol(layer)
+        layer.connection_made(raw)
+        done.add_done_callback(self._handshake_done)
+
+    def _handshake_done(self, done: asyncio.Future[None]) -> None:
+        if not self.handshaking:
+            return
+        # Failed, timed out or closed before it finished: the TLS layer does not tell us, so release it here.
+        exc = None if done.cancelled() else done.exception()
+        log.debug("TLS handshake from %s failed: %s", self.peer, exc or "closed")
+        self.owner.on_error("tls_handshake_failed")
+        self.handshaking = False
+        self.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         now = self.owner.loop.time()
@@ -374,7 +408,7 @@ class _TcpConnection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         transport = self.transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self.handshaking:
             return
         self.last_activity = self.owner.loop.time()
         transport.write(data)

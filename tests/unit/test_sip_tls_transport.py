@@ -365,3 +365,34 @@ def test_the_driver_opens_tls_and_ipv6_listeners_from_the_config_and_warns_when_
         assert set(driver.addresses) == {"udp", "tls"}
         await driver.close()
     run("asyncio", scenario)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_tls_connections_count_against_the_limits_before_their_handshake(
+        loop_name: str, pki: TlsPki, ours: Issued) -> None:
+    async def scenario() -> None:
+        recorder = Recorder()
+        transport = SipTransport(recorder, tcp=TcpLimits(max_connections_per_source=2, header_timeout_s=0.5),
+                                 tls=TlsSettings(cert_file=ours.cert_file, key_file=ours.key_file))
+        address = await transport.listen_tls("127.0.0.1", 0)
+        loop = asyncio.get_running_loop()
+        socks = []
+        for _ in range(3):
+            sock = socket.socket()
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+            socks.append(sock)
+        assert await settle(lambda: transport.tcp_connections == 2, timeout=2)  # no handshake yet
+        with contextlib.suppress(ConnectionResetError):  # over the limit: reset at once
+            assert await asyncio.wait_for(loop.sock_recv(socks[2], 10), 2) == b""
+        assert await settle(lambda: transport.tcp_connections == 0, timeout=3)  # no handshake in 0.5 s: cut
+        for sock in socks:
+            sock.close()
+        # and a client that does shake hands is served as before
+        _, writer = await asyncio.open_connection(*address, ssl=client_ctx(pki))
+        writer.write(MESSAGE)
+        assert await settle(lambda: len(recorder.received) == 1)
+        writer.close()
+        assert await settle(lambda: transport.tcp_connections == 0)
+        await transport.close()
+    run(loop_name, scenario)
