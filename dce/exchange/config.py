@@ -27,7 +27,8 @@ from pydantic_settings import (
 )
 from sipmessage import URI
 
-_TRANSPORTS = ("udp", "tcp")
+_TRANSPORTS = ("udp", "tcp", "tls")
+_TLS_DEFAULT_PORT = 5061  # a tls: listener without a port
 _DEFAULT_REGION = "US"
 
 # The YAML file of the load_settings() call in progress (read by Settings.settings_customise_sources).
@@ -64,11 +65,14 @@ def _split_host_port(value: str) -> tuple[str, int]:
 
 
 def _parse_endpoint(value: str) -> tuple[str, str, int]:
-    """Parse ``udp|tcp:host:port`` into ``(transport, host, port)``."""
+    """Parse ``udp|tcp|tls:host:port`` (``[v6]`` hosts bracketed; ``tls:host`` is port 5061) into
+    ``(transport, host, port)``."""
     transport, sep, rest = value.partition(":")
     transport = transport.lower()
     if not sep or transport not in _TRANSPORTS:
-        raise ValueError(f"expected udp:host:port or tcp:host:port, got {value!r}")
+        raise ValueError(f"expected udp:host:port, tcp:host:port or tls:host:port, got {value!r}")
+    if transport == "tls" and (rest.endswith("]") or ":" not in rest):
+        rest = f"{rest}:{_TLS_DEFAULT_PORT}"
     host, port = _split_host_port(rest)
     return transport, host, port
 
@@ -145,6 +149,27 @@ class SipDnsConfig(_Section):
     ipv6: bool = True  # look up AAAA too (tried after the A addresses)
 
 
+class SipTlsConfig(_Section):
+    """SIP over TLS (README "TLS"): our certificate, whom we trust, and how connections are kept."""
+
+    cert_file: Path | None = None  # PEM certificate chain a tls: listener presents (and our client certificate)
+    key_file: Path | None = None  # its private key (PEM)
+    client_ca_file: Path | None = None  # CAs that sign the client certificates of mutual TLS peers
+    verify_clients: bool = False  # mutual TLS: a peer connecting to a tls: listener must present a certificate
+    ca_file: Path | None = None  # CAs trusted for sips:/transport=tls destinations; None: the system's
+    verify_server: bool = True  # false only by explicit choice: destinations' certificates are not checked
+    keepalive_s: float = Field(30, ge=0)  # CRLF ping on our outbound TLS connections this often; 0 = off
+    keepalive_timeout_s: float = Field(10, gt=0)  # no pong this long after a ping: the connection is closed
+
+    @model_validator(mode="after")
+    def _check_files(self) -> SipTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        if self.verify_clients and self.client_ca_file is None:
+            raise ValueError("verify_clients needs client_ca_file (the CAs client certificates must chain to)")
+        return self
+
+
 class SipConfig(_Section):
     """SIP listeners, identity and RFC 3261 timer values."""
 
@@ -173,6 +198,7 @@ class SipConfig(_Section):
     trunks: list[StaticTrunkConfig] = Field(default_factory=list)  # merged with the trunks table (these first)
     flood: FloodConfig = Field(default_factory=FloodConfig)  # per-source request limits, bans, scanner drops
     dns: SipDnsConfig = Field(default_factory=SipDnsConfig)
+    tls: SipTlsConfig = Field(default_factory=SipTlsConfig)
 
     @field_validator("listen", mode="before")
     @classmethod
@@ -190,6 +216,12 @@ class SipConfig(_Section):
         if not any(_parse_endpoint(item)[0] == "udp" for item in value):
             raise ValueError("at least one udp: address is required (e.g. udp:0.0.0.0:5060)")
         return value
+
+    @model_validator(mode="after")
+    def _check_tls_listener(self) -> SipConfig:
+        if any(kind == "tls" for kind, _, _ in self.endpoints()) and self.tls.cert_file is None:
+            raise ValueError("a tls: listener needs sip.tls.cert_file and sip.tls.key_file")
+        return self
 
     def endpoints(self) -> list[tuple[str, str, int]]:
         """The listeners as ``(transport, host, port)`` tuples."""

@@ -127,8 +127,8 @@ def exhausted(failure: DialFailed | None) -> Reject:
         return REFUSALS["not_dialled"].reject(NOT_DIALLED)
     response = FAILURE_RESPONSES[failure.reason]
     passed_on = failure.reason == "failed" and 400 <= failure.status < 500
-    said = failure.detail or f"{failure.status} {failure.reason}"
-    return response.reject(f"last destination: {said}",
+    detail = f" ({failure.detail})" if failure.detail else ""
+    return response.reject(f"last destination: {failure.status} {failure.reason}{detail}",
                            status=failure.status if passed_on else None)
 
 

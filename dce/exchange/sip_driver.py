@@ -20,9 +20,11 @@ from typing import Protocol
 from dce.clock import Clock
 from dce.exchange.config import SipConfig
 from dce.sip.b2bua import B2BUA, Call, CallEvent
-from dce.sip.endpoint import Observer, SipEndpoint
+from dce.sip.endpoint import Observer, SipEndpoint, is_ip_literal
 from dce.sip.flood import FloodGuard
+from dce.sip.message import uri_hostport
 from dce.sip.outbound_auth import OutboundCredentials
+from dce.sip.tls import TlsSettings
 from dce.sip.transaction import TimerConfig
 from dce.sip.transport import Address, SipTransport, TcpLimits
 
@@ -33,8 +35,10 @@ class Sockets(Protocol):
     """What the driver sends through and listens with (the asyncio adapter; a recorder in tests)."""
 
     def send(self, data: bytes, transport: str, addr: Address) -> None: ...
+    def expect_tls_name(self, addr: Address, name: str) -> None: ...
     async def listen_udp(self, host: str, port: int) -> Address: ...
     async def listen_tcp(self, host: str, port: int) -> Address: ...
+    async def listen_tls(self, host: str, port: int) -> Address: ...
     async def close(self) -> None: ...
 
 
@@ -52,9 +56,10 @@ class SipDriver:
     """Owns the SIP core and its sockets; every input and every command ends in :meth:`pump`."""
 
     def __init__(self, core: B2BUA, *, clock: Clock, sockets: Sockets | None = None, timers: Timers | None = None,
-                 tcp: TcpLimits | None = None, on_error: Callable[[str], None] | None = None,
-                 flood: FloodGuard | None = None) -> None:
-        """``sockets`` and ``timers`` default to a :class:`SipTransport` (with ``tcp`` limits) and the running loop.
+                 tcp: TcpLimits | None = None, tls: TlsSettings | None = None,
+                 on_error: Callable[[str], None] | None = None, flood: FloodGuard | None = None) -> None:
+        """``sockets`` and ``timers`` default to a :class:`SipTransport` (with ``tcp`` limits and ``tls``
+        settings) and the running loop.
 
         ``on_error`` counts drops by a fixed reason (the ``sip_dropped`` metric). ``flood``, when given, screens
         every message before the core reads it and every TCP connection before it is accepted.
@@ -65,7 +70,7 @@ class SipDriver:
         self.flood = flood
         self._on_event: Callable[[CallEvent], None] | None = None  # the CallFlow's entry point (deliver_to)
         self.sockets: Sockets = sockets if sockets is not None else SipTransport(
-            self, on_error=self.on_error, tcp=tcp, admit_peer=self.admits if flood is not None else None)
+            self, on_error=self.on_error, tcp=tcp, tls=tls, admit_peer=self.admits if flood is not None else None)
         self._timers: Timers = timers if timers is not None else asyncio.get_running_loop()
         self._timer: Cancellable | None = None
         self._timer_at: float | None = None
@@ -74,6 +79,7 @@ class SipDriver:
         self._again = False
         self.addresses: dict[str, Address] = {}  # transport -> the first address bound for it
         self._wall_checked_at = float("-inf")  # when the core's wall-clock offset was last read
+        self._endpoint: SipEndpoint | None = getattr(core, "endpoint", None)  # (test doubles of the core have none)
 
     @classmethod
     def from_config(cls, config: SipConfig, *, clock: Clock, observer: Observer | None = None,
@@ -93,7 +99,11 @@ class SipDriver:
                            ban_s=flood.ban_s, strikes_to_ban=flood.strikes_to_ban,
                            strike_window_s=flood.strike_window_s, max_sources=flood.max_sources,
                            trusted=flood.trusted) if flood.enabled else None
-        return cls(core, clock=clock, tcp=tcp, on_error=on_error, flood=guard)
+        t = config.tls
+        tls = TlsSettings(cert_file=t.cert_file, key_file=t.key_file, client_ca_file=t.client_ca_file,
+                          verify_clients=t.verify_clients, ca_file=t.ca_file, verify_server=t.verify_server,
+                          keepalive_s=t.keepalive_s, keepalive_timeout_s=t.keepalive_timeout_s)
+        return cls(core, clock=clock, tcp=tcp, tls=tls, on_error=on_error, flood=guard)
 
     def deliver_to(self, on_event: Callable[[CallEvent], None]) -> None:
         """Hand the core's events to ``on_event`` (the CallFlow) from now on; those already waiting go at once."""
@@ -103,15 +113,23 @@ class SipDriver:
     # -- lifetime --------------------------------------------------------------------------------------
     async def open(self, endpoints: Iterable[tuple[str, str, int]], *, public_address: str | None = None) -> None:
         """Listen on every ``(transport, host, port)``; our Via and Contact name each transport's first address
-        (its host replaced by ``public_address`` when set). A UDP one is required. On failure nothing stays open.
+        (its host replaced by ``public_address`` when set): an IPv4 one where there is one, and the first IPv6
+        one for IPv6 peers. A UDP one is required. On failure nothing stays open.
         """
-        local = self.core.endpoint.local
+        endpoint = self.core.endpoint
+        local, local6 = endpoint.local, endpoint.local6
+        listeners = {"udp": self.sockets.listen_udp, "tcp": self.sockets.listen_tcp}
         try:
             for kind, host, port in endpoints:
-                listen = self.sockets.listen_udp if kind == "udp" else self.sockets.listen_tcp
+                listen = listeners.get(kind) or self.sockets.listen_tls
                 bound = await listen(host, port)
                 self.addresses.setdefault(kind, bound)
-                local.setdefault(kind, (public_address or bound[0], bound[1]))
+                sent_by = (public_address or bound[0], bound[1])
+                if ":" in bound[0]:
+                    local6.setdefault(kind, sent_by)
+                    local.setdefault(kind, sent_by)
+                elif kind not in local or ":" in local[kind][0]:
+                    local[kind] = sent_by
             if "udp" not in local:  # the configuration guarantees one (sip.listen)
                 raise ValueError("at least one udp: SIP listen address is required")
         except BaseException:
@@ -169,9 +187,10 @@ class SipDriver:
         """Whether a TCP connection from ``host`` may be accepted (False while it is banned)."""
         return self.flood is None or not self.flood.is_banned(host, self.clock.monotonic())
 
-    def transport_error(self, transport: str, addr: Address) -> None:
-        """Nothing can reach ``addr`` (e.g. a refused TCP connect): its transactions fail now."""
-        self._unreachable(transport, addr)
+    def transport_error(self, transport: str, addr: Address, reason: str = "") -> None:
+        """Nothing can reach ``addr`` (e.g. a refused TCP connect, a TLS certificate refused): its transactions
+        fail now, with ``reason``."""
+        self._unreachable(transport, addr, reason)
         self.pump()
 
     def handle_timer(self) -> None:
@@ -193,6 +212,9 @@ class SipDriver:
              next_hop: tuple[str, str, int] | None = None, credentials: OutboundCredentials | None = None) -> None:
         """INVITE ``destination`` for the caller (raises ValueError, sending nothing, on an unreadable offer), to
         ``next_hop`` when given (RFC 3263, resolved by the CallFlow), answering one 401/407 with ``credentials``."""
+        if next_hop is not None and next_hop[0] == "tls" and not is_ip_literal(
+                host := uri_hostport(destination)[0].strip("[]")):
+            self.sockets.expect_tls_name((next_hop[1], next_hop[2]), host)
         self.core.dial(call, destination, self.clock.monotonic(), ring_timeout=ring_timeout,
                        max_duration=max_duration, next_hop=next_hop, credentials=credentials)
         self.pump()
@@ -230,7 +252,7 @@ class SipDriver:
                 self._dispatch()
                 if (refused := self._flush()) and (refused := refused - reported):
                     for transport, addr in refused:
-                        self._unreachable(transport, addr)
+                        self._unreachable(transport, addr, "cannot send")
                     reported = reported | refused
                 elif not self._again:
                     break
@@ -252,6 +274,12 @@ class SipDriver:
     def _flush(self) -> set[tuple[str, Address]] | None:
         """Send each queued datagram on its own; returns the destinations the sockets refused (None: none)."""
         refused: set[tuple[str, Address]] | None = None
+        endpoint = self._endpoint
+        if endpoint is not None and endpoint.aliases:  # RFC 5923 aliases learnt now: before requests using them
+            alias = getattr(self.sockets, "alias", None)
+            for transport, name, flow in endpoint.take_aliases():
+                if alias is not None:
+                    alias(transport, name, flow)
         send = self.sockets.send
         for data, transport, addr in self.core.datagrams_to_send():
             try:
@@ -264,9 +292,9 @@ class SipDriver:
                 refused.add((transport, addr))
         return refused
 
-    def _unreachable(self, transport: str, addr: Address) -> None:
+    def _unreachable(self, transport: str, addr: Address, reason: str = "") -> None:
         try:
-            self.core.transport_error(transport, addr, self.clock.monotonic())
+            self.core.transport_error(transport, addr, self.clock.monotonic(), reason)
         except Exception:
             log.exception("SIP core failed handling a transport error")
 

@@ -20,7 +20,7 @@ from typing import Protocol
 
 from dce.sip.admission import Admission, Admit, Challenged, Refuse
 from dce.sip.dialog import Dialog
-from dce.sip.endpoint import SipEndpoint, new_token
+from dce.sip.endpoint import SipEndpoint, default_port, new_token
 from dce.sip.message import (
     Request,
     Response,
@@ -107,7 +107,7 @@ class DialFailed:
     status: int
     reason: str  # busy | no_answer | failed | timeout
     at: float
-    detail: str | None = None  # why, when not the callee's answer (e.g. the name did not resolve)
+    detail: str = ""  # why, when we know more than the status (the name did not resolve, "TLS certificate ...")
     failover: bool = False  # 503, timer B or unreachable: another next hop of the same name may serve (RFC 3263)
 
 
@@ -270,9 +270,9 @@ class B2BUA:
         """Fire due timers."""
         self.endpoint.handle_timer(now)
 
-    def transport_error(self, transport: str, addr: Address, now: float) -> None:
+    def transport_error(self, transport: str, addr: Address, now: float, reason: str = "") -> None:
         """The transport cannot reach ``addr`` (see SipEndpoint.transport_error)."""
-        self.endpoint.transport_error(transport, addr, now)
+        self.endpoint.transport_error(transport, addr, now, reason)
 
     def next_timer(self) -> float | None:
         """Earliest deadline."""
@@ -310,19 +310,29 @@ class B2BUA:
         ``max_duration``: once answered, the call is hung up after this many seconds (BYE to both legs).
         ``next_hop``: ``(transport, ip, port)`` to send it to (RFC 3263, resolved above us); the Request-URI stays
         ``destination``. Default: the URI's own host and port. ``credentials``: answer one 401/407 with them.
-        Returns None, sending nothing, when the call already ended (its terminal event is already queued).
+        Returns None, sending nothing, when the call already ended (its terminal event is already queued), or
+        when ``destination`` wants TLS (``sips:``, ``;transport=tls``) and we have no tls: listener: that leg
+        fails at once (``DialFailed`` 503 with a ``detail``), never downgraded to another transport.
         """
         if call.state is CallState.ENDED:
             return None
         a_request = call.a.request
         uri = destination if uri_user(destination) else _with_user(destination, call.called_user)
+        secure = uri[:5].lower() == "sips:"
         if next_hop is not None:
             transport, host, port = next_hop
+            secure = secure or transport == "tls"
         else:
             host, port, params = uri_hostport(uri)
-            transport = (params.get("transport") or "udp").lower()
-        if transport not in self.endpoint.local:  # e.g. tls with no TLS listener yet: sent as today, over udp
+            transport = "tls" if secure else (params.get("transport") or "udp").lower()
+        if transport == "tls" and "tls" not in self.endpoint.local:
+            # Never downgrade a sips:/transport=tls destination to a transport anyone on the path can read.
+            self._events.append(DialFailed(call, 503, "failed", now,
+                                           detail="TLS destination but no tls: SIP listener is configured"))
+            return None
+        if transport not in self.endpoint.local:
             transport = "udp"
+        addr = (host.strip("[]"), port or default_port(transport))
         local_tag = new_token()
         request = Request(method="INVITE", uri=uri)
         headers = request.headers
@@ -331,7 +341,7 @@ class B2BUA:
         headers.append(("To", f"<{uri}>"))
         headers.append(("Call-ID", new_token() + new_token()))
         headers.append(("CSeq", "1 INVITE"))
-        headers.append(("Contact", self._contact(transport)))
+        headers.append(("Contact", self._contact(transport, addr, secure)))
         max_forwards = a_request.get("Max-Forwards")
         headers.append(("Max-Forwards", str(int(max_forwards) - 1) if max_forwards else "69"))
         headers.append(("Allow", ALLOW))
@@ -345,7 +355,7 @@ class B2BUA:
             # An offer the media plane cannot read raises here (ValueError) before anything is sent.
             request.body = call.media.rewrite_from_a(a_request.body) if call.media else a_request.body
             headers.append(("Content-Type", a_request.get("Content-Type") or "application/sdp"))
-        txn = self.endpoint.send_request(request, transport, (host.strip("[]"), port or 5060), now)
+        txn = self.endpoint.send_request(request, transport, addr, now)
         assert isinstance(txn, ClientInviteTransaction)
         leg = OutboundLeg(call=call, destination=destination, request=request, txn=txn,
                           ring_timeout=ring_timeout, credentials=credentials)
@@ -540,7 +550,8 @@ class B2BUA:
         other = Side.B if side is Side.A else Side.A
         dialog = self._dialog(call, other)
         transport, addr = dialog.next_hop()
-        forward = dialog.create_request(request.method, contact=self._contact(transport))
+        forward = dialog.create_request(request.method,
+                                        contact=self._contact(transport, addr, _secure(dialog.remote_target)))
         if max_forwards:
             forward.add("Max-Forwards", str(max(0, int(max_forwards) - 1)))
         if request.body:
@@ -574,7 +585,7 @@ class B2BUA:
             if leg.finished or call.b is not leg or call.state is not CallState.DIALING:
                 return
             relayed = make_response(call.a.request, status, response.reason, to_tag=call.a.local_tag,
-                                    extra=[("Contact", self._contact(call.a.txn.transport))])
+                                    extra=[("Contact", self._contact_a(call.a))])
             if response.body:
                 relayed.body = self._rewrite(call, Side.B, response.body)
                 relayed.add("Content-Type", response.get("Content-Type") or "application/sdp")
@@ -624,7 +635,7 @@ class B2BUA:
         self._clear_leg_timer(leg)
         a = call.a
         answer = make_response(a.request, 200, to_tag=a.local_tag,
-                               extra=[("Contact", self._contact(a.txn.transport)), ("Allow", ALLOW)])
+                               extra=[("Contact", self._contact_a(a)), ("Allow", ALLOW)])
         if response.body:
             answer.body = self._rewrite(call, Side.B, response.body)
             answer.add("Content-Type", response.get("Content-Type") or "application/sdp")
@@ -638,7 +649,8 @@ class B2BUA:
             self.endpoint.schedule(call)
         self._events.append(DialAnswered(call, now))
 
-    def _leg_failed(self, leg: OutboundLeg, status: int, now: float, timed_out: bool = False) -> None:
+    def _leg_failed(self, leg: OutboundLeg, status: int, now: float, timed_out: bool = False,
+                    detail: str = "") -> None:
         if leg.finished:
             return
         leg.finished = True
@@ -649,7 +661,7 @@ class B2BUA:
         if leg.cancel_reason == "no_answer":
             self._events.append(DialFailed(call, 408, "no_answer", now))
         else:
-            self._events.append(DialFailed(call, status, _failure_kind(status), now,
+            self._events.append(DialFailed(call, status, _failure_kind(status), now, detail,
                                            failover=timed_out or status == 503))
 
     def _relay_response(self, relay: _Relay, txn: ClientTransaction, response: Response, now: float) -> None:
@@ -669,7 +681,7 @@ class B2BUA:
         origin = relay.origin
         reply = make_response(origin.request, status, response.reason)
         if 200 <= status < 300 and origin.request.method == "INVITE":
-            reply.add("Contact", self._contact(origin.transport))
+            reply.add("Contact", self._contact(origin.transport, origin.addr, _secure(origin.request.uri)))
         if response.body:
             reply.body = self._rewrite(call, other, response.body)
             reply.add("Content-Type", response.get("Content-Type") or "application/sdp")
@@ -692,10 +704,10 @@ class B2BUA:
                 owner.call.pending_reinvite = False
             self.endpoint.respond(owner.origin, make_response(owner.origin.request, 408), now)
 
-    def on_transport_error(self, txn: ClientTransaction, now: float) -> None:
+    def on_transport_error(self, txn: ClientTransaction, now: float, reason: str = "") -> None:
         owner = txn.user_data
         if isinstance(owner, OutboundLeg) and txn.request.method == "INVITE":
-            self._leg_failed(owner, 503, now)  # unreachable: fail over at once
+            self._leg_failed(owner, 503, now, detail=reason)  # unreachable: fail over at once
         elif isinstance(owner, _Relay):
             if txn.request.method == "INVITE":
                 owner.call.pending_reinvite = False
@@ -783,10 +795,20 @@ class B2BUA:
         leg.deadline = None
         leg.deadline_name = None
 
-    def _contact(self, transport: str) -> str:
-        host, port = self.endpoint.local.get(transport) or self.endpoint.local["udp"]
+    def _contact(self, transport: str, addr: Address, secure: bool = False) -> str:
+        """Our Contact for a message over ``transport`` to ``addr``: ``sips:`` when the request was sips
+        (§8.1.1.8), else ``;transport=`` naming a stream transport."""
+        endpoint = self.endpoint
+        if transport not in endpoint.local:
+            transport = "udp"
+        hostport = endpoint.sent_by(transport, addr)
+        if secure and transport == "tls":
+            return f"<sips:{hostport}>"
         suffix = f";transport={transport}" if transport != "udp" else ""
-        return f"<sip:{host}:{port}{suffix}>"
+        return f"<sip:{hostport}{suffix}>"
+
+    def _contact_a(self, a: InboundLeg) -> str:
+        return self._contact(a.txn.transport, a.txn.addr, _secure(a.request.uri))
 
     def _rewrite(self, call: Call, side: Side, body: bytes) -> bytes:
         media = call.media
@@ -796,6 +818,10 @@ class B2BUA:
             return media.rewrite_from_a(body) if side is Side.A else media.rewrite_from_b(body)
         except ValueError:
             return body  # undecodable SDP passes untouched rather than failing the call
+
+
+def _secure(uri: str) -> bool:
+    return uri[:5].lower() == "sips:"
 
 
 def _failure_kind(status: int) -> str:

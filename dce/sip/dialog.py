@@ -87,8 +87,11 @@ class Dialog:
             return self.transport, self.flow
         target = header_uri(self.route_set[0]) if self.route_set else self.remote_target
         host, port, params = uri_hostport(target)
-        transport = (params.get("transport") or self.transport or "udp").lower()
-        return transport, (host.strip("[]"), port or 5060)
+        if target[:5].lower() == "sips:":
+            transport = "tls"
+        else:
+            transport = (params.get("transport") or self.transport or "udp").lower()
+        return transport, (host.strip("[]"), port or (5061 if transport == "tls" else 5060))
 
     def accept_remote_cseq(self, request: Request) -> bool:
         """Check and record the CSeq of an in-dialog request (§12.2.2): lower than the last -> reject (500)."""

@@ -41,6 +41,17 @@ from dce.sip.transaction import (
 
 MAX_MESSAGE = 65535  # the default bound on one message, datagram or framed (what UDP can carry)
 BRANCH_MAGIC = "z9hG4bK"
+DEFAULT_PORTS = {"tls": 5061}  # RFC 3261 §19.1.2: 5061 for sips/TLS, 5060 otherwise
+
+
+def default_port(transport: str) -> int:
+    """The port of a URI or Via that names none, for ``transport``."""
+    return DEFAULT_PORTS.get(transport, 5060)
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port`` with an IPv6 host in brackets (RFC 3261 §25.1, RFC 5118)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class TransactionUser(Protocol):
@@ -52,7 +63,7 @@ class TransactionUser(Protocol):
     def on_response(self, txn: ClientTransaction, response: Response, now: float) -> None: ...
     def on_stray_response(self, response: Response, now: float) -> None: ...
     def on_client_timeout(self, txn: ClientTransaction, now: float) -> None: ...
-    def on_transport_error(self, txn: ClientTransaction, now: float) -> None: ...
+    def on_transport_error(self, txn: ClientTransaction, now: float, reason: str = "") -> None: ...
     def on_server_timeout(self, txn: ServerTransaction, now: float) -> None: ...
 
 
@@ -131,6 +142,7 @@ class SipEndpoint:
                  user_agent: str = "dce", observer: Observer | None = None,
                  max_message_bytes: int = MAX_MESSAGE) -> None:
         self.local = local  # transport -> sent-by (host, port) we put in our Via headers
+        self.local6: dict[str, Address] = {}  # the same for IPv6 destinations, when we listen on IPv6 too
         self.timers = timers or TimerConfig()
         self.user_agent = user_agent
         self.tu: TransactionUser | None = None
@@ -147,6 +159,7 @@ class SipEndpoint:
         self._branches = itertools.count(1)
         self._branch_prefix = BRANCH_MAGIC + new_token()
         self._unreachable = _Unreachable(self)
+        self.aliases: list[tuple[str, Address, Address]] = []  # RFC 5923 (transport, alias, flow) for the adapter
 
     # -- adapter-facing API --------------------------------------------------------------------------
     def invites_awaiting_final(self) -> int:
@@ -200,20 +213,31 @@ class SipEndpoint:
             item.handle_timer(now)
             self.schedule(item)
 
-    def transport_error(self, transport: str, addr: Address, now: float) -> None:
-        """Nothing can be sent to ``addr`` (e.g. a refused TCP connect): its client transactions fail now
-        (§17.1.4) instead of waiting for timer B or F."""
+    def transport_error(self, transport: str, addr: Address, now: float, reason: str = "") -> None:
+        """Nothing can be sent to ``addr`` (e.g. a refused TCP connect, a TLS certificate refused): its client
+        transactions fail now (§17.1.4) instead of waiting for timer B or F; ``reason`` says why."""
         for txn in list(self.client_transactions.values()):
             if txn.transport == transport and txn.addr == addr:
-                self.fail_transaction(txn, now)
+                self.fail_transaction(txn, now, reason)
 
-    def fail_transaction(self, txn: ClientTransaction, now: float) -> None:
+    def fail_transaction(self, txn: ClientTransaction, now: float, reason: str = "") -> None:
         """Nothing can be sent for ``txn``: tell the TU, then end it (§17.1.4)."""
         if txn.state is State.TERMINATED:
             return
         if self.tu is not None:
-            self.tu.on_transport_error(txn, now)
+            self.tu.on_transport_error(txn, now, reason)
         txn.transport_error(now)
+
+    def sent_by(self, transport: str, addr: Address) -> str:
+        """Our ``host:port`` for a message over ``transport`` to ``addr`` (the IPv6 listener's for an IPv6 one)."""
+        local = self.local6.get(transport) if ":" in addr[0] else None
+        host, port = local or self.local[transport]
+        return host_port(host, port)
+
+    def take_aliases(self) -> list[tuple[str, Address, Address]]:
+        """Connection aliases learnt since the last call: (transport, alias address, flow address)."""
+        aliases, self.aliases = self.aliases, []
+        return aliases
 
     # -- transaction-owner API (called by transactions) ------------------------------------------------
     def send(self, data: bytes, transport: str, addr: Address) -> None:
@@ -264,10 +288,14 @@ class SipEndpoint:
     # -- TU-facing API ---------------------------------------------------------------------------------
     def send_request(self, request: Request, transport: str, addr: Address, now: float,
                      *, branch: str | None = None) -> ClientTransaction:
-        """Start a client transaction for ``request`` (we add the top Via)."""
+        """Start a client transaction for ``request`` (we add the top Via).
+
+        One to a destination no transport can use (a hostname; a transport we do not listen on) fails with a
+        transport error through the timer."""
         branch = branch or self.new_branch()
-        host, port = self.local[transport]
-        request.prepend("Via", f"SIP/2.0/{transport.upper()} {host}:{port};branch={branch};rport")
+        usable = transport in self.local
+        sent_by = self.sent_by(transport if usable else "udp", addr)
+        request.prepend("Via", f"SIP/2.0/{transport.upper()} {sent_by};branch={branch};rport")
         if not request.has("Max-Forwards"):
             request.add("Max-Forwards", "70")
         method = request.method
@@ -275,7 +303,10 @@ class SipEndpoint:
         cls = ClientInviteTransaction if method == "INVITE" else ClientNonInviteTransaction
         txn = cls(self, key, request, transport, addr, self.timers)
         self.client_transactions[key] = txn
-        if is_ip_literal(addr[0]):
+        if not usable:
+            self.observer.dropped("no_listener_for_transport")
+            self._unreachable.add(txn, now)
+        elif is_ip_literal(addr[0]):
             txn.start(now)
         else:
             self.observer.dropped("unresolvable_destination")
@@ -300,8 +331,11 @@ class SipEndpoint:
         if not is_ip_literal(addr[0]):
             self.observer.dropped("unresolvable_destination")
             return
-        host, port = self.local[transport]
-        request.prepend("Via", f"SIP/2.0/{transport.upper()} {host}:{port};branch={self.new_branch()};rport")
+        if transport not in self.local:
+            self.observer.dropped("no_listener_for_transport")
+            return
+        request.prepend("Via", f"SIP/2.0/{transport.upper()} {self.sent_by(transport, addr)};"
+                               f"branch={self.new_branch()};rport")
         if not request.has("Max-Forwards"):
             request.add("Max-Forwards", "70")
         self.send(request.serialize(), transport, addr)
@@ -325,6 +359,8 @@ class SipEndpoint:
     def _receive_request(self, request: Request, transport: str, addr: Address, now: float) -> None:
         via = request.top_via
         response_addr = self._stamp_via(request, via, transport, addr)
+        if transport != "udp" and "alias" in via.params:
+            self._learn_alias(via, transport, addr)
         method = request.method
         branch = via.branch
         if branch and branch.startswith(BRANCH_MAGIC):
@@ -387,6 +423,14 @@ class SipEndpoint:
         txn.receive(response, now)  # type: ignore[attr-defined]
 
     # -- helpers ---------------------------------------------------------------------------------------
+    def _learn_alias(self, via: Via, transport: str, addr: Address) -> None:
+        """RFC 5923: the peer asks us to reuse this connection for requests to its Via sent-by. Only for its
+        own IP address (a peer may not capture another host's traffic)."""
+        host = via.host.strip("[]")
+        alias = (host, via.port or default_port(transport))
+        if host == addr[0] and alias != addr and len(self.aliases) < 64:
+            self.aliases.append((transport, alias, addr))
+
     @staticmethod
     def _stamp_via(request: Request, via: Via, transport: str, addr: Address) -> Address:
         """Add received/rport to the top Via (RFC 3261 §18.2.1, RFC 3581) and return where responses go."""

@@ -606,7 +606,8 @@ def _validate_request_uri(request: Request) -> None:
 class StreamFramer:
     """Splits a TCP byte stream into SIP messages by Content-Length (RFC 3261 §18.3).
 
-    ``feed`` returns complete messages; CRLF keep-alives between messages are skipped. Garbage, or a message
+    ``feed`` returns complete messages; CRLF keep-alives between messages are skipped and counted in ``crlfs``
+    (the connection answers RFC 5626 pings from that count and resets it). Garbage, or a message
     (headers and body) longer than ``max_message_bytes``, raises SipParseError, after which the connection
     should be closed: at most one message's worth is ever buffered.
     """
@@ -614,6 +615,7 @@ class StreamFramer:
     def __init__(self, max_message_bytes: int = 65535) -> None:
         self.max_message_bytes = max_message_bytes
         self._buffer = bytearray()
+        self.crlfs = 0  # CRLF pairs skipped between messages since the reader last reset it
 
     @property
     def partial(self) -> bool:
@@ -628,6 +630,7 @@ class StreamFramer:
         while True:
             while self._buffer[:2] == b"\r\n":
                 del self._buffer[:2]
+                self.crlfs += 1
             if self._buffer[:1] == b"\n":
                 del self._buffer[:1]
             end = self._buffer.find(b"\r\n\r\n", 0, limit + 4)

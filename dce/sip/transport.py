@@ -1,4 +1,4 @@
-"""asyncio adapters for SIP: UDP and TCP sockets, nothing else.
+"""asyncio adapters for SIP: UDP, TCP and TLS sockets (IPv4 and IPv6), nothing else.
 
 Pure I/O: what arrives (a datagram, a framed stream message, a peer that cannot be reached) goes to a
 :class:`SipReceiver` (the exchange's SIP driver), and :meth:`SipTransport.send` puts bytes on the wire. The
@@ -7,6 +7,14 @@ adapter never calls the SIP core and keeps no SIP timer: the driver does both.
 TCP peers are bounded by :class:`TcpLimits`: connections in all and per source IP, the time a message may take
 to arrive once started (and a new connection's first one), idle time, and the bytes of one message. A peer over
 a bound is closed (reset), counted by ``on_error`` with a fixed reason, and nothing it held stays behind.
+
+TLS is the TCP path with ``ssl`` contexts (:mod:`dce.sip.tls`): the same framing and limits. An accepted TLS
+connection is admitted (counted, or reset over a limit) as a plain TCP one, before its handshake, which it must
+finish, with its first message, within ``header_timeout_s``. Connections are reused: one per (transport, peer
+address), and an accepted connection also serves requests to the address its peer names in its Via with ``;alias``
+(RFC 5923), which the core reports through :meth:`SipTransport.alias`. CRLF keep-alive (RFC 5626 §4.4.1): a
+double-CRLF ping on any stream is answered with a single CRLF pong, and our outbound TLS connections send a ping
+every ``keepalive_s`` of silence and are closed when its pong does not come within ``keepalive_timeout_s``.
 """
 
 from __future__ import annotations
@@ -14,16 +22,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
+from asyncio import sslproto
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from dce.sip.endpoint import is_ip_literal
 from dce.sip.message import SipParseError, StreamFramer
+from dce.sip.tls import TlsSettings, client_context, describe_failure, server_context
 
 log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
+FlowKey = tuple[str, Address]  # (transport, peer address)
+PING = b"\r\n\r\n"  # RFC 5626 §4.4.1 keep-alive on streams
+PONG = b"\r\n"
 UDP_BUFFER_BYTES = 4 * 1024 * 1024  # capped by net.core.rmem_max / wmem_max
 
 
@@ -31,7 +45,7 @@ class SipReceiver(Protocol):
     """Where the adapter hands what arrives (the SIP driver)."""
 
     def receive(self, data: bytes, transport: str, addr: Address, *, stream: bool = False) -> None: ...
-    def transport_error(self, transport: str, addr: Address) -> None: ...
+    def transport_error(self, transport: str, addr: Address, reason: str = "") -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,21 +77,32 @@ class SipTransport:
     """Owns the SIP sockets: hands what arrives to ``receiver`` and sends what it is given."""
 
     def __init__(self, receiver: SipReceiver, *, on_error: Callable[[str], None] | None = None,
-                 tcp: TcpLimits | None = None, admit_peer: Callable[[str], bool] | None = None) -> None:
-        """``admit_peer(ip)`` False refuses a connection at accept (a banned source), counted "flood_banned"."""
+                 tcp: TcpLimits | None = None, tls: TlsSettings | None = None,
+                 admit_peer: Callable[[str], bool] | None = None) -> None:
+        """``tls``: the settings TLS needs (no TLS listener nor TLS destination without them); the client
+        context is built here, so a disabled server verification is logged at start. ``admit_peer(ip)`` False
+        refuses a connection at accept (a banned source), counted "flood_banned"."""
         self.receiver = receiver
         self.admit_peer = admit_peer
         self.loop = asyncio.get_running_loop()
         self.on_error = on_error or (lambda reason: None)
         self.tcp = tcp or TcpLimits()
-        self._udp: asyncio.DatagramTransport | None = None
+        self.tls = tls
+        self._client_tls: ssl.SSLContext | None = client_context(tls) if tls is not None else None
+        # address -> the domain its certificate must name (RFC 5922 §7.3: the SIP URI's host, not the SRV target)
+        self._tls_names: dict[Address, str] = {}
+        self._server_tls: ssl.SSLContext | None = None  # built by listen_tls
+        self._udp: asyncio.DatagramTransport | None = None  # the first IPv4 UDP socket
+        self._udp6: asyncio.DatagramTransport | None = None  # the first IPv6 one
         self._servers: list[asyncio.AbstractServer] = []
-        self._connections: dict[Address, _TcpConnection] = {}  # by peer address: where stream data goes
+        self._connections: dict[FlowKey, _TcpConnection] = {}  # by (transport, peer): where stream data goes
+        self._aliases: dict[FlowKey, _TcpConnection] = {}  # RFC 5923: (transport, peer's Via sent-by) -> flow
         self._streams: set[_TcpConnection] = set()  # every open connection, for timeouts and close
         self._accepted = 0
         self._accepted_per_source: dict[str, int] = {}
         self._sweeper: asyncio.TimerHandle | None = None
-        self._pending_connects: dict[Address, list[bytes]] = {}
+        self._pending_connects: dict[FlowKey, list[bytes]] = {}
+        self.connects = 0  # outbound stream connections opened (how reuse is observed)
         self.local: dict[str, Address] = {}
 
     # -- setup -----------------------------------------------------------------------------------------
@@ -94,7 +119,10 @@ class SipTransport:
             sock.close()
             raise
         transport, _ = await self.loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=sock)
-        if self._udp is None:
+        if family == socket.AF_INET6:
+            if self._udp6 is None:
+                self._udp6 = transport  # type: ignore[assignment]
+        elif self._udp is None:
             self._udp = transport  # type: ignore[assignment]
         bound = transport.get_extra_info("sockname")[:2]
         self.local.setdefault("udp", bound)
@@ -102,11 +130,22 @@ class SipTransport:
 
     async def listen_tcp(self, host: str, port: int) -> Address:
         """Listen for TCP connections; returns the bound address."""
-        server = await self.loop.create_server(lambda: _TcpConnection(self, accepted=True), host, port,
+        return await self._listen_stream("tcp", host, port)
+
+    async def listen_tls(self, host: str, port: int) -> Address:
+        """Listen for TLS connections (our certificate; a client's required for mutual TLS); returns the bound
+        address. Raises :class:`dce.sip.tls.TlsSetupError` when the settings lack or cannot load a certificate."""
+        self._server_tls = server_context(self.tls or TlsSettings())
+        return await self._listen_stream("tls", host, port)
+
+    async def _listen_stream(self, kind: str, host: str, port: int) -> Address:
+        # A tls: listener accepts plain TCP and wraps it once admitted (_TcpConnection.connection_made), so the
+        # limits see a connection before it costs a handshake.
+        server = await self.loop.create_server(lambda: _TcpConnection(self, kind, accepted=True), host, port,
                                                reuse_address=True)
         self._servers.append(server)
         bound = server.sockets[0].getsockname()[:2]
-        self.local.setdefault("tcp", bound)
+        self.local.setdefault(kind, bound)
         return bound
 
     async def close(self) -> None:
@@ -114,8 +153,9 @@ class SipTransport:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        if self._udp is not None:
-            self._udp.close()
+        for udp in (self._udp, self._udp6):
+            if udp is not None:
+                udp.close()
         for connection in list(self._streams):
             connection.shut()
         for server in self._servers:
@@ -124,45 +164,72 @@ class SipTransport:
 
     @property
     def tcp_connections(self) -> int:
-        """Open TCP connections, accepted and our own."""
+        """Open stream (TCP and TLS) connections, accepted and our own."""
         return len(self._streams)
 
+    def alias(self, transport: str, alias: Address, flow: Address) -> None:
+        """Use the open connection from ``flow`` for requests to ``alias`` too (RFC 5923: the peer's Via said
+        ``;alias``), for as long as it stays open."""
+        connection = self._connections.get((transport, flow))
+        key = (transport, alias)
+        if connection is None or key in self._connections or self._aliases.get(key) is connection:
+            return
+        self._aliases[key] = connection
+        connection.aliases.append(key)
+
     # -- sending -------------------------------------------------------------------------------------
+    def expect_tls_name(self, addr: Address, name: str) -> None:
+        """A TLS connection to ``addr`` (resolved from ``name``) must present a certificate for ``name``."""
+        self._tls_names[addr] = name
+
     def send(self, data: bytes, transport: str, addr: Address) -> None:
         """Send one message to ``addr``; raises when it cannot go (e.g. ``addr`` is not an IP address)."""
         if not is_ip_literal(addr[0]):  # sockets would resolve it, blocking the loop (or not at all)
             raise ValueError("not an IP address")
         if transport == "udp":
-            if self._udp is not None:
-                self._udp.sendto(data, addr)
+            udp = self._udp6 if ":" in addr[0] else self._udp
+            if udp is None:
+                raise ValueError(f"no UDP listener for {'IPv6' if ':' in addr[0] else 'IPv4'}")
+            udp.sendto(data, addr)
+        elif transport == "tls" and self._client_tls is None:
+            raise ValueError("TLS is not configured (no sip.tls settings)")
         else:
-            self._send_stream(data, addr)
+            self._send_stream(data, transport, addr)
 
-    # -- TCP -------------------------------------------------------------------------------------------
-    def _send_stream(self, data: bytes, addr: Address) -> None:
-        connection = self._connections.get(addr)
+    # -- streams (TCP and TLS) -------------------------------------------------------------------------
+    def _send_stream(self, data: bytes, transport: str, addr: Address) -> None:
+        key = (transport, addr)
+        connection = self._connections.get(key) or self._aliases.get(key)
         if connection is not None:
             connection.write(data)
             return
-        pending = self._pending_connects.get(addr)
+        pending = self._pending_connects.get(key)
         if pending is not None:
             pending.append(data)
             return
-        self._pending_connects[addr] = [data]
-        self.loop.create_task(self._connect(addr))
+        self._pending_connects[key] = [data]
+        self.loop.create_task(self._connect(transport, addr))
 
-    async def _connect(self, addr: Address) -> None:
+    async def _connect(self, transport: str, addr: Address) -> None:
+        key = (transport, addr)
+        secure = transport == "tls"
+        # The destination's certificate must name the domain we resolved (else the address we dial).
+        extra = {"ssl": self._client_tls, "server_hostname": self._tls_names.get(addr, addr[0]),
+                 "ssl_handshake_timeout": self.tcp.header_timeout_s} if secure else {}
         try:
             _, connection = await asyncio.wait_for(
-                self.loop.create_connection(lambda: _TcpConnection(self, accepted=False), addr[0], addr[1]),
-                timeout=5)
-        except (OSError, TimeoutError) as exc:
-            log.warning("TCP connect to %s failed: %s", addr, exc)
-            self._pending_connects.pop(addr, None)
-            self.on_error("tcp_connect_failed")
-            self.receiver.transport_error("tcp", addr)
+                self.loop.create_connection(lambda: _TcpConnection(self, transport, accepted=False), addr[0],
+                                            addr[1], **extra),  # type: ignore[arg-type]
+                timeout=5 + (self.tcp.header_timeout_s if secure else 0))
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            reason = describe_failure(exc) if secure else f"TCP connect failed: {exc}"
+            log.warning("%s connect to %s failed: %s", transport.upper(), addr, reason)
+            self._pending_connects.pop(key, None)
+            self.on_error(f"{transport}_connect_failed")
+            self.receiver.transport_error(transport, addr, reason)
             return
-        for data in self._pending_connects.pop(addr, []):
+        self.connects += 1
+        for data in self._pending_connects.pop(key, []):
             connection.write(data)
 
     def _admit(self, connection: _TcpConnection) -> bool:
@@ -179,16 +246,20 @@ class SipTransport:
             self._accepted += 1
             self._accepted_per_source[source] = count + 1
         self._streams.add(connection)
-        self._connections[connection.peer] = connection
+        self._connections[(connection.kind, connection.peer)] = connection
         if self._sweeper is None:
-            self._sweeper = self.loop.call_later(self.tcp.sweep_interval_s, self._sweep)
+            self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)
         return True
 
     def _forget(self, connection: _TcpConnection) -> None:
         """Undo :meth:`_admit` once the connection is gone."""
         self._streams.discard(connection)
-        if self._connections.get(connection.peer) is connection:
-            del self._connections[connection.peer]
+        key = (connection.kind, connection.peer)
+        if self._connections.get(key) is connection:
+            del self._connections[key]
+        for alias in connection.aliases:
+            if self._aliases.get(alias) is connection:
+                del self._aliases[alias]
         if connection.accepted:
             self._accepted -= 1
             source = connection.peer[0]
@@ -202,6 +273,8 @@ class SipTransport:
         now = self.loop.time()
         idle_since = now - self.tcp.idle_timeout_s
         started_since = now - self.tcp.header_timeout_s
+        tls = self.tls
+        keepalive = tls.keepalive_s if tls is not None else 0.0
         for connection in list(self._streams):
             if connection.message_started is not None and connection.message_started < started_since:
                 self.on_error("tcp_slow_message")
@@ -209,9 +282,26 @@ class SipTransport:
             elif connection.last_activity < idle_since:
                 self.on_error("tcp_idle")
                 connection.close()
+            elif keepalive and connection.kind == "tls" and not connection.accepted:
+                self._keep_alive(connection, now, keepalive, tls.keepalive_timeout_s)  # type: ignore[union-attr]
         if self._streams:
-            self._sweeper = self.loop.call_later(self.tcp.sweep_interval_s, self._sweep)
+            self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)
 
+    def _sweep_interval(self) -> float:
+        interval = self.tcp.sweep_interval_s
+        if self.tls is not None and self.tls.keepalive_s:
+            interval = min(interval, max(0.05, min(self.tls.keepalive_s, self.tls.keepalive_timeout_s) / 4))
+        return interval
+
+    def _keep_alive(self, connection: _TcpConnection, now: float, every: float, timeout: float) -> None:
+        """RFC 5626 §4.4.1 on one of our connections: ping after ``every`` of silence; close when no pong."""
+        if connection.ping_sent is not None:
+            if connection.ping_sent < now - timeout:
+                log.info("no keep-alive pong from %s within %.1fs: closing", connection.peer, timeout)
+                self.on_error("keepalive_timeout")
+                connection.abort()
+        elif connection.last_received < now - every:
+            connection.ping(now)
 
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, owner: SipTransport) -> None:
@@ -225,20 +315,30 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
 
 class _TcpConnection(asyncio.Protocol):
-    """One TCP connection: frames its byte stream into messages and keeps the times its limits need."""
+    """One TCP or TLS connection: frames its byte stream into messages, answers keep-alive pings, and keeps
+    the times its limits need."""
 
-    def __init__(self, owner: SipTransport, *, accepted: bool) -> None:
+    def __init__(self, owner: SipTransport, kind: str = "tcp", *, accepted: bool) -> None:
         self.owner = owner
+        self.kind = kind  # "tcp" or "tls": what the core is told messages arrived over
         self.accepted = accepted  # a peer connected to us (counted against the limits) or we connected out
         self.framer = StreamFramer(owner.tcp.max_message_bytes)
         self.transport: asyncio.Transport | None = None
         self.peer: Address = ("", 0)
         self.admitted = False
+        self.aliases: list[FlowKey] = []  # other addresses this connection serves (RFC 5923)
+        self.handshaking = False  # an accepted TLS connection until its handshake is done: nothing is written
+        self.ping_sent: float | None = None  # when our unanswered keep-alive ping went
         self.last_activity = owner.loop.time()
+        self.last_received = self.last_activity
         # When the message being received began (an accepted connection owes its first one from the start).
         self.message_started: float | None = self.last_activity if accepted else None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.handshaking:  # the TLS layer we put under an accepted connection finished its handshake
+            self.handshaking = False
+            self.transport = transport  # type: ignore[assignment]
+            return
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         if not peer:  # reset before this ran: nothing to serve; release the descriptor now
@@ -248,27 +348,79 @@ class _TcpConnection(asyncio.Protocol):
         self.admitted = self.owner._admit(self)
         if not self.admitted:
             transport.abort()  # type: ignore[attr-defined]
+        elif self.accepted and self.kind == "tls":
+            self._wrap(transport)  # type: ignore[arg-type]
+
+    def _wrap(self, raw: asyncio.Transport) -> None:
+        """Put TLS (server side) under this admitted connection, now: the peer's ClientHello may already be in
+        the next read. asyncio's own TLS layer (``asyncio.sslproto``, what ``start_tls`` uses; it works over
+        uvloop's transports too) calls :meth:`connection_made` again once the handshake is done."""
+        owner = self.owner
+        done = owner.loop.create_future()
+        layer = sslproto.SSLProtocol(owner.loop, self, owner._server_tls, done, server_side=True,
+                                     ssl_handshake_timeout=owner.tcp.header_timeout_s)
+        self.handshaking = True
+        raw.set_protocol(layer)
+        layer.connection_made(raw)
+        done.add_done_callback(self._handshake_done)
+
+    def _handshake_done(self, done: asyncio.Future[None]) -> None:
+        if not self.handshaking:
+            return
+        # Failed, timed out or closed before it finished: the TLS layer does not tell us, so release it here.
+        exc = None if done.cancelled() else done.exception()
+        log.debug("TLS handshake from %s failed: %s", self.peer, exc or "closed")
+        self.owner.on_error("tls_handshake_failed")
+        self.handshaking = False
+        self.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         now = self.owner.loop.time()
-        self.last_activity = now
+        self.last_received = now
+        awaiting_pong, self.ping_sent = self.ping_sent is not None, None  # any byte back shows the flow is alive
+        framer = self.framer
         try:
-            messages = self.framer.feed(data)
+            messages = framer.feed(data)
         except SipParseError as exc:
             log.debug("closing TCP connection from %s: %s", self.peer, exc)
             self.owner.on_error("tcp_garbage")
             self.abort()
             return
+        if framer.crlfs:
+            self._keep_alives(awaiting_pong, bool(messages))
+        self.last_activity = now  # a keep-alive too: it is what keeps an idle flow (RFC 5626)
         if not self.framer.partial:
             self.message_started = None
         elif messages or self.message_started is None:
             self.message_started = now
+        receive, kind = self.owner.receiver.receive, self.kind
         for message in messages:
-            self.owner.receiver.receive(message, "tcp", self.peer, stream=True)
+            receive(message, kind, self.peer, stream=True)
+
+    def _keep_alives(self, awaiting_pong: bool, had_messages: bool) -> None:
+        """Answer a double-CRLF ping between messages with a single-CRLF pong (a lone CRLF while our ping is out
+        is its pong; one left over waits for its other half, unless a message came between)."""
+        framer = self.framer
+        pairs, framer.crlfs = framer.crlfs, 0
+        if awaiting_pong and pairs == 1:
+            return
+        if pairs >= 2:
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(PONG)
+        elif not had_messages:
+            framer.crlfs = pairs
+
+    def ping(self, now: float) -> None:
+        """Send a keep-alive ping (the pong is any byte back)."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            self.ping_sent = now
+            transport.write(PING)
 
     def write(self, data: bytes) -> None:
         transport = self.transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self.handshaking:
             return
         self.last_activity = self.owner.loop.time()
         transport.write(data)

@@ -89,7 +89,7 @@ def test_a_name_with_no_records_fails_the_call_with_the_dns_reason(
     assert_sipp_ok(caller, exchange)
     [cdr] = fetch_cdrs(exchange.http_base, 1)
     assert cdr["disposition"] == "failed" and cdr["final_code"] == 503, cdr
-    assert cdr["reason"] == "last destination: DNS: no such domain gone.test"
+    assert cdr["reason"] == "last destination: 503 failed (DNS: no such domain gone.test)"
 
 
 def test_a_silent_first_srv_record_is_passed_over_for_the_next(

@@ -39,11 +39,14 @@ def test_next_hop_is_where_the_invite_goes_while_the_request_uri_keeps_the_name(
     assert sent.request.uri == NAME_URI
 
 
-def test_tls_next_hop_without_a_tls_listener_falls_back_to_udp_for_now() -> None:
+def test_tls_next_hop_without_a_tls_listener_fails_the_leg_never_downgrading() -> None:
     h = Harness()
     call = h.offer()
-    sent = dial(h, call, hop=("tls", "198.51.100.20", 5061))
-    assert sent.transport == "udp" and sent.addr == ("198.51.100.20", 5061)
+    h.events()
+    assert h.b2bua.dial(call, NAME_URI, h.now, ring_timeout=60.0, next_hop=("tls", "198.51.100.20", 5061)) is None
+    assert h.take() == []  # nothing goes out over udp
+    [failed] = h.events()
+    assert isinstance(failed, DialFailed) and failed.status == 503 and "no tls: SIP listener" in failed.detail
 
 
 @pytest.mark.parametrize("status", [401, 407])

@@ -35,9 +35,13 @@ class RecordedSockets:
 
     def __init__(self) -> None:
         self.sent: list[tuple[bytes, str, tuple[str, int]]] = []
+        self.tls_names: dict[tuple[str, int], str] = {}
 
     def send(self, data: bytes, transport: str, addr: tuple[str, int]) -> None:
         self.sent.append((data, transport, addr))
+
+    def expect_tls_name(self, addr: tuple[str, int], name: str) -> None:
+        self.tls_names[addr] = name
 
     def take(self) -> list[tuple[bytes, str, tuple[str, int]]]:
         out, self.sent = self.sent, []

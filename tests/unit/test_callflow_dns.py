@@ -102,7 +102,7 @@ async def test_a_name_that_does_not_resolve_fails_the_target_with_a_clear_reason
     assert 'text="destination failed"' in (sent[-1].response.get("Reason") or "")  # DNS details stay ours
     [cdr] = h.cdrs
     assert cdr.disposition is Disposition.FAILED
-    assert cdr.reason == "last destination: DNS: no such domain nowhere.test"
+    assert cdr.reason == "last destination: 503 failed (DNS: no such domain nowhere.test)"
     assert router.log == ["acquire t1", "release t1"]
 
 

@@ -116,7 +116,7 @@ class BatchCore:
     def handle_timer(self, now: float) -> None:
         pass
 
-    def transport_error(self, transport: str, addr: tuple[str, int], now: float) -> None:
+    def transport_error(self, transport: str, addr: tuple[str, int], now: float, reason: str = "") -> None:
         self.errors.append((transport, addr))
 
     def next_timer(self) -> float | None:

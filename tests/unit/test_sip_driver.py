@@ -161,3 +161,15 @@ async def test_nothing_is_armed_once_closed() -> None:
     await rig.driver.close()
     rig.driver.dial(rig.events[0].call, "sip:127.0.0.1:5080", ring_timeout=30, max_duration=None)  # a late task
     assert rig.b2bua.next_timer() is not None and rig.timer.armed is None
+
+
+def test_a_tls_next_hop_resolved_from_a_name_expects_a_certificate_for_that_name() -> None:
+    rig = Rig()
+    rig.driver.deliver_to(rig.events.append)
+    rig.driver.receive(invite(), "udp", CALLER)
+    [offered] = rig.events
+    rig.driver.dial(offered.call, "sips:buyer@buyer.test", ring_timeout=30, max_duration=None,
+                    next_hop=("tls", "192.0.2.8", 5061))
+    rig.driver.dial(offered.call, "sips:buyer@192.0.2.9", ring_timeout=30, max_duration=None,
+                    next_hop=("tls", "192.0.2.9", 5061))
+    assert rig.wire.tls_names == {("192.0.2.8", 5061): "buyer.test"}  # an address literal is checked as itself

@@ -32,7 +32,7 @@ class RecordingReceiver:
     def receive(self, data: bytes, transport: str, addr: tuple[str, int], *, stream: bool = False) -> None:
         self.received.append((data, addr))
 
-    def transport_error(self, transport: str, addr: tuple[str, int]) -> None:
+    def transport_error(self, transport: str, addr: tuple[str, int], reason: str = "") -> None:
         pass
 
 
