@@ -19,6 +19,7 @@ from sqlalchemy import Column, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from dce.db.errors import Conflict, NotFound, RepositoryError, UnknownReference
 from dce.db.marketplace_models import (
     BuyerRow,
     CampaignPublisherRow,
@@ -62,31 +63,7 @@ tracking_numbers = table_of(TrackingNumberRow)
 marketplace_version = table_of(MarketplaceVersionRow)
 
 
-class MarketplaceError(Exception):
-    """Base of the repository's errors."""
-
-
-class NotFound(MarketplaceError):
-    """No ``entity`` with ``key``."""
-
-    def __init__(self, entity: str, key: str) -> None:
-        super().__init__(f"no {entity} {key!r}")
-        self.entity = entity
-        self.key = key
-
-
-class Conflict(MarketplaceError):
-    """The write clashes with what is stored (duplicate id/DID/key, or a delete of something still in use)."""
-
-
-class UnknownReference(MarketplaceError):
-    """``field`` refers to a ``entity`` ``key`` that does not exist."""
-
-    def __init__(self, field: str, entity: str, key: str) -> None:
-        super().__init__(f"{field}: no {entity} {key!r}")
-        self.field = field
-        self.entity = entity
-        self.key = key
+MarketplaceError = RepositoryError  # the marketplace's errors: NotFound, Conflict, UnknownReference
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from dce.db.errors import Conflict, NotFound, RepositoryError, UnknownReference
 from dce.db.marketplace_models import PublisherRow
 from dce.db.queries import bump_version, exists, find, page, record, table_of, values, version_of
 from dce.db.trunk_models import TrunkRow, TrunksVersionRow
@@ -38,28 +39,7 @@ TRANSPORTS: tuple[str, ...] = get_args(Transport)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class TrunkError(Exception):
-    """Base of the repository's errors."""
-
-
-class NotFound(TrunkError):
-    def __init__(self, key: str) -> None:
-        super().__init__(f"no trunk {key!r}")
-        self.key = key
-
-
-class Conflict(TrunkError):
-    """A taken id or name."""
-
-
-class UnknownReference(TrunkError):
-    """``field`` names a ``entity`` that does not exist."""
-
-    def __init__(self, field: str, entity: str, key: str) -> None:
-        super().__init__(f"{field}: no {entity} {key!r}")
-        self.field = field
-        self.entity = entity
-        self.key = key
+TrunkError = RepositoryError  # a trunk's errors: NotFound, Conflict, UnknownReference
 
 
 def network(text: str) -> Network:
@@ -176,7 +156,7 @@ async def update_trunk(engine: AsyncEngine, trunk: Trunk, *, now: datetime | Non
             created = (await connection.execute(
                 select(trunks.c.created_at).where(trunks.c.id == trunk.id))).scalar_one_or_none()
             if created is None:
-                raise NotFound(trunk.id)
+                raise NotFound("trunk", trunk.id)
             await _check(connection, trunk)
             await connection.execute(update(trunks).where(trunks.c.id == trunk.id).values(**row, updated_at=now))
     except IntegrityError as exc:
@@ -190,7 +170,7 @@ async def delete_trunk(engine: AsyncEngine, key: str) -> None:
         await bump_version(connection, trunks_version_table)
         result = await connection.execute(delete(trunks).where(trunks.c.id == key))
         if result.rowcount == 0:
-            raise NotFound(key)
+            raise NotFound("trunk", key)
 
 
 # ---------------------------------------------------------------------------------------------------- reads
@@ -200,7 +180,7 @@ async def get_trunk(engine: AsyncEngine, key: str) -> Trunk:
     """The trunk with id ``key``; :class:`NotFound` if there is none."""
     row = await find(engine, trunks.c.id, key)
     if row is None:
-        raise NotFound(key)
+        raise NotFound("trunk", key)
     return _trunk(row)
 
 
@@ -210,7 +190,7 @@ async def find_trunk(engine: AsyncEngine, id_or_name: str) -> Trunk:
         rows = (await connection.execute(
             select(trunks).where(or_(trunks.c.id == id_or_name, trunks.c.name == id_or_name)))).all()
     if not rows:
-        raise NotFound(id_or_name)
+        raise NotFound("trunk", id_or_name)
     return _trunk(next((r for r in rows if r.id == id_or_name), rows[0]))
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import secrets
 import sys
 from datetime import UTC, datetime
@@ -25,7 +24,7 @@ from typing import Any
 from dce.db import auth_repository as repo
 from dce.db.auth_repository import AuthStoreError
 from dce.db.engine import create_engine
-from dce.exchange.cli_args import add_config_args, settings_from_args
+from dce.exchange.cli_args import add_config_args, read_password, settings_from_args
 from dce.http_api.auth import MIN_PASSWORD, ROLES, AuthConfig, Authenticator
 
 
@@ -147,21 +146,13 @@ def _revoke_key(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_password(args: argparse.Namespace) -> str:
-    if args.password_stdin:
-        return sys.stdin.readline().rstrip("\r\n")
-    first = getpass.getpass("password: ")
-    if getpass.getpass("again: ") != first:
-        raise ValueError("the passwords differ")
-    return first
-
 
 def _create_user(args: argparse.Namespace) -> int:
     if error := _tenant_error(args):
         print(f"dce auth: {error}", file=sys.stderr)
         return 2
     try:
-        password = _read_password(args)
+        password = read_password(args)
     except ValueError as exc:
         print(f"dce auth: {exc}", file=sys.stderr)
         return 2

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import sys
 from typing import Any
 
 from dce.exchange.config import Settings, load_settings
@@ -31,3 +33,13 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """The settings of ``--config`` (and the environment) with the command line's overrides."""
     return load_settings(getattr(args, "config", None), overrides(args))
+
+
+def read_password(args: argparse.Namespace) -> str:
+    """One line from stdin with ``--password-stdin``, else typed twice at a prompt (ValueError when they differ)."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise ValueError("the passwords differ")
+    return first

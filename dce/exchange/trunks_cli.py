@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import sys
 import uuid
 from typing import Any
 
 from dce.db import trunk_repository as repo
 from dce.db.engine import create_engine
-from dce.exchange.cli_args import add_config_args, settings_from_args
+from dce.exchange.cli_args import add_config_args, read_password, settings_from_args
 from dce.http_api.inputs import validated
 from dce.http_api.problems import ProblemError
 from dce.http_api.trunks import DEFAULT_REALM, TrunkIn
@@ -66,14 +65,6 @@ def _fail(message: str, status: int = 1) -> int:
     return status
 
 
-def _read_password(args: argparse.Namespace) -> str:
-    if args.password_stdin:
-        return sys.stdin.readline().rstrip("\r\n")
-    first = getpass.getpass("password: ")
-    if getpass.getpass("again: ") != first:
-        raise ValueError("the passwords differ")
-    return first
-
 
 def _add(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {
@@ -84,7 +75,7 @@ def _add(args: argparse.Namespace) -> int:
         body["realm"] = args.realm
     if args.username is not None:
         try:
-            body["username"], body["password"] = args.username, _read_password(args)
+            body["username"], body["password"] = args.username, read_password(args)
         except ValueError as exc:
             return _fail(str(exc), 2)
     elif args.password_stdin:

@@ -49,7 +49,7 @@ from dce.http_api.keys import ENGINE
 from dce.http_api.money import Money
 from dce.http_api.paging import page, page_params
 from dce.http_api.permissions import require
-from dce.http_api.problems import ProblemError, invalid_parameter
+from dce.http_api.problems import invalid_parameter, repository_call
 from dce.http_api.read_cache import MARKETPLACE_CACHE, cached, invalidate
 from dce.routing.criteria import compile_criterion
 from dce.routing.model import (
@@ -487,16 +487,6 @@ async def _body(request: web.Request) -> dict[str, Any]:
 T = TypeVar("T")
 
 
-async def _repo_call(call: Coroutine[Any, Any, T]) -> T:
-    try:
-        return await call
-    except repo.NotFound as exc:
-        raise ProblemError(404, str(exc)) from None
-    except repo.Conflict as exc:
-        raise ProblemError(409, str(exc)) from None
-    except repo.UnknownReference as exc:
-        raise invalid_parameter(exc.field, f"no {exc.entity} {exc.key!r}") from None
-
 
 async def _changed(request: web.Request) -> None:
     """After a successful write: drop the cached reads (read-your-writes on this node), then the app's hook."""
@@ -536,7 +526,7 @@ class Resource:
             return model
         existing = None
         if updating:
-            existing = await _repo_call(self.get(request.config_dict[ENGINE], key))
+            existing = await repository_call(self.get(request.config_dict[ENGINE], key))
         return await self.prepare(request, model, existing)
 
     def path_key(self, request: web.Request) -> str:
@@ -575,7 +565,7 @@ class Resource:
             key = self.path_key(request)
 
             async def compute() -> web.Response:
-                found = await _repo_call(self.get(request.config_dict[ENGINE], key))
+                found = await repository_call(self.get(request.config_dict[ENGINE], key))
                 return web.json_response(self.to_json(found))
 
             return await cached(request, MARKETPLACE_CACHE, (self.collection, "item", key), compute)
@@ -590,7 +580,7 @@ class Resource:
                     raise invalid_parameter(self.key_field, "required")
                 key = uuid.uuid4().hex
             model = await self._prepared(request, data.to_model(key), key, updating=False)
-            created = await _repo_call(self.create(request.config_dict[ENGINE], model))
+            created = await repository_call(self.create(request.config_dict[ENGINE], model))
             await _changed(request)
             return web.json_response(self.to_json(created), status=201, headers={"Location": f"{request.path}/{key}"})
 
@@ -600,7 +590,7 @@ class Resource:
             if getattr(data, self.key_field) not in (None, key):
                 raise invalid_parameter(self.key_field, f"does not match the path ({key!r}); keys cannot change")
             model = await self._prepared(request, data.to_model(key), key, updating=True)
-            updated = await _repo_call(self.update(request.config_dict[ENGINE], model))
+            updated = await repository_call(self.update(request.config_dict[ENGINE], model))
             await _changed(request)
             return web.json_response(self.to_json(updated))
 
@@ -615,13 +605,13 @@ class Resource:
         @require(WRITE)
         async def patch_item(request: web.Request) -> web.Response:
             patch = await _body(request)
-            current = await _repo_call(self.get(request.config_dict[ENGINE], self.path_key(request)))
+            current = await repository_call(self.get(request.config_dict[ENGINE], self.path_key(request)))
             return await _replace(request, _merge(self.to_json(current), patch))
 
         @describe(f"Delete one of the {noun}", status=204, content_type=None, problems=(404, 409))
         @require(WRITE)
         async def delete_item(request: web.Request) -> web.Response:
-            await _repo_call(self.delete(request.config_dict[ENGINE], self.path_key(request)))
+            await repository_call(self.delete(request.config_dict[ENGINE], self.path_key(request)))
             await _changed(request)
             return web.Response(status=204)
 

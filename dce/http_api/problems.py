@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+
+from dce.db import errors
 
 log = logging.getLogger(__name__)
 
@@ -63,3 +66,18 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except Exception:
         log.exception("unhandled error serving %s %s", request.method, request.path)
         return problem(500, "internal error; see the server log")
+
+
+T = TypeVar("T")
+
+
+async def repository_call(call: Awaitable[T]) -> T:
+    """Await a repository call, its errors answered as problems: not found 404, conflict 409, unknown reference 422."""
+    try:
+        return await call
+    except errors.NotFound as exc:
+        raise ProblemError(404, str(exc)) from None
+    except errors.Conflict as exc:
+        raise ProblemError(409, str(exc)) from None
+    except errors.UnknownReference as exc:
+        raise invalid_parameter(exc.field, f"no {exc.entity} {exc.key!r}") from None

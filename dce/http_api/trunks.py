@@ -39,7 +39,7 @@ from dce.http_api.inputs import documented, invalid_value, read_json_object, sho
 from dce.http_api.keys import ENGINE, wall_now
 from dce.http_api.paging import page, page_params
 from dce.http_api.permissions import require
-from dce.http_api.problems import ProblemError, invalid_parameter
+from dce.http_api.problems import invalid_parameter, repository_call
 from dce.sip.digest import ha1
 
 READ = "trunks:read"  # no role but admin grants these
@@ -195,16 +195,6 @@ def trunk_json(t: Trunk) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------------------- plumbing
 
 
-async def _repo_call(call: Any) -> Any:
-    try:
-        return await call
-    except repo.NotFound as exc:
-        raise ProblemError(404, str(exc)) from None
-    except repo.Conflict as exc:
-        raise ProblemError(409, str(exc)) from None
-    except repo.UnknownReference as exc:
-        raise invalid_parameter(exc.field, f"no {exc.entity} {exc.key!r}") from None
-
 
 # -------------------------------------------------------------------------------------------------- handlers
 
@@ -223,7 +213,7 @@ async def list_trunks(request: web.Request) -> web.Response:
 async def create_trunk(request: web.Request) -> web.Response:
     data = validated(TrunkIn, await read_json_object(request))
     key = data.id or uuid.uuid4().hex
-    created = await _repo_call(repo.create_trunk(request.config_dict[ENGINE], data.to_trunk(key),
+    created = await repository_call(repo.create_trunk(request.config_dict[ENGINE], data.to_trunk(key),
                                                  now=wall_now(request)))
     await notify(request, Change.TRUNKS)
     return web.json_response(trunk_json(created), status=201, headers={"Location": f"{request.path}/{key}"})
@@ -232,7 +222,7 @@ async def create_trunk(request: web.Request) -> web.Response:
 @describe("A trunk", problems=(404,))
 @require(READ)
 async def get_trunk(request: web.Request) -> web.Response:
-    found = await _repo_call(repo.get_trunk(request.config_dict[ENGINE], request.match_info["key"]))
+    found = await repository_call(repo.get_trunk(request.config_dict[ENGINE], request.match_info["key"]))
     return web.json_response(trunk_json(found))
 
 
@@ -242,8 +232,8 @@ async def get_trunk(request: web.Request) -> web.Response:
 async def patch_trunk(request: web.Request) -> web.Response:
     patch = validated(TrunkPatch, await read_json_object(request))  # before the lookup: a bad body is a 422
     engine = request.config_dict[ENGINE]
-    current = await _repo_call(repo.get_trunk(engine, request.match_info["key"]))
-    updated = await _repo_call(repo.update_trunk(engine, patch.apply(current), now=wall_now(request)))
+    current = await repository_call(repo.get_trunk(engine, request.match_info["key"]))
+    updated = await repository_call(repo.update_trunk(engine, patch.apply(current), now=wall_now(request)))
     await notify(request, Change.TRUNKS)
     return web.json_response(trunk_json(updated))
 
@@ -251,7 +241,7 @@ async def patch_trunk(request: web.Request) -> web.Response:
 @describe("Delete a trunk", status=204, content_type=None, problems=(404,))
 @require(WRITE)
 async def delete_trunk(request: web.Request) -> web.Response:
-    await _repo_call(repo.delete_trunk(request.config_dict[ENGINE], request.match_info["key"]))
+    await repository_call(repo.delete_trunk(request.config_dict[ENGINE], request.match_info["key"]))
     await notify(request, Change.TRUNKS)
     return web.Response(status=204)
 
