@@ -181,6 +181,7 @@ class SessionTimer:
     we_refresh: bool
     expires_at: float
     refreshing: bool = False
+    not_before: float = 0.0  # a refused refresh is tried again no earlier than this
 
     @classmethod
     def start(cls, interval: float, we_refresh: bool, now: float) -> SessionTimer:
@@ -192,7 +193,7 @@ class SessionTimer:
         """When we send our refresh (half the interval), or None when the peer refreshes or one is in flight."""
         if not self.we_refresh or self.refreshing:
             return None
-        return self.expires_at - self.interval / 2
+        return max(self.expires_at - self.interval / 2, self.not_before)
 
     @property
     def end_at(self) -> float:
@@ -223,3 +224,9 @@ class SessionTimer:
             self.we_refresh = we_refresh
         self.expires_at = now + self.interval
         self.refreshing = False
+        self.not_before = 0.0
+
+    def retry(self, now: float, delay: float) -> None:
+        """Our refresh was refused (e.g. 491): try again ``delay`` seconds from ``now`` (if still in time)."""
+        self.refreshing = False
+        self.not_before = now + delay

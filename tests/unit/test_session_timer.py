@@ -122,3 +122,12 @@ def test_the_other_side_ends_the_session_min_32_or_a_third_early(interval: int, 
     assert timer.due(interval - margin - 0.001) is None and timer.due(interval - margin) == "expired"
     timer.refreshed(50, interval=600, we_refresh=True)
     assert (timer.expires_at, timer.refresh_at) == (650, 350)
+
+
+def test_a_refused_refresh_is_retried_after_a_delay() -> None:
+    timer = SessionTimer.start(100, True, now=0)
+    timer.refreshing = True
+    timer.retry(50, 4)
+    assert timer.refresh_at == 54 and timer.due(53) is None and timer.due(54) == "refresh"
+    timer.refreshed(55)
+    assert timer.refresh_at == 105
