@@ -96,6 +96,18 @@ class SipConfig(_Section):
     tcp_max_connections_per_source: int = Field(128, ge=1)  # accepted TCP connections from one IP address
     max_calls_per_source: int = Field(0, ge=0)  # inbound calls up at once from one IP address; 0 = unlimited
     source_retry_after_s: int = Field(5, ge=1, le=3600)  # Retry-After of the 503 over max_calls_per_source
+    # RFC 4028 session timers on both legs (README "Session timers and call limits"). min_se_s below 90 is
+    # for tests only: RFC 4028 forbids a Min-SE under 90 s on the wire.
+    session_timers: bool = True  # false: no Session-Expires offered or answered (a Require: timer still works)
+    session_expires_s: int = Field(1800, ge=1, le=86400)  # the interval we offer the buyer and accept at most
+    min_se_s: int = Field(90, ge=1, le=86400)  # the smallest interval we accept (422 below it)
+
+    @model_validator(mode="after")
+    def _check_session_timers(self) -> SipConfig:
+        if self.min_se_s > self.session_expires_s:
+            raise ValueError(f"sip.min_se_s ({self.min_se_s}) exceeds sip.session_expires_s "
+                             f"({self.session_expires_s})")
+        return self
 
     @field_validator("listen", mode="before")
     @classmethod
