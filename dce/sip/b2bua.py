@@ -565,8 +565,10 @@ class B2BUA:
         Our 2xx repeats the SDP we last sent that leg (unchanged, so the session stays as it is): as the answer
         to a repeated offer, or as the offer a re-INVITE without a body asks for (the ACK's answer changes nothing).
         """
-        if self.session_timers is None or call.state is not CallState.ANSWERED or call.pending_reinvite:
+        if self.session_timers is None or call.state is not CallState.ANSWERED:
             return False
+        if call.pending_reinvite and request.method == "INVITE":
+            return False  # an INVITE is under way: the relay path answers 491 (RFC 3261 §14.2)
         if not dialog.is_same_session(request.body):
             return False
         timer = dialog.session

@@ -215,6 +215,17 @@ def test_as_refresher_we_send_a_reinvite_repeating_our_sdp_and_ack_its_200() -> 
     assert h.advance(h.now + 290) == []
 
 
+def test_while_our_reinvite_refresh_is_pending_a_reinvite_gets_491_and_an_update_is_still_answered() -> None:
+    h = Harness(TimerPolicy(session_expires_s=600, min_se_s=90))
+    call = h.offer()  # no timer support: we refresh A, with a re-INVITE (no UPDATE in its Allow)
+    answered(h, call, b_extra=[("Session-Expires", "600;refresher=uas")])
+    sent = h.advance(h.now + 300)
+    assert describe(sent) == ["INVITE"] and sent[0].addr == ALICE
+    assert describe(h.feed(h.a_request("INVITE", call, 2, body=SDP_A))) == ["100", "491"]
+    sent = h.feed(h.a_request("UPDATE", call, 3))
+    assert describe(sent) == ["200"] and sent[0].addr == ALICE
+
+
 def test_a_refresh_answered_481_ends_the_call() -> None:
     h = Harness(TimerPolicy(session_expires_s=600, min_se_s=90))
     call = h.offer(extra=[TIMER, ("Session-Expires", "600;refresher=uac")])
