@@ -111,6 +111,31 @@ def test_a_vanished_caller_is_ended_by_its_session_timer(tmp_path: Path, exchang
     assert re.search(r"^dce_active_calls 0\.0$", metrics, re.M), metrics
 
 
+def test_a_vanished_caller_without_timer_support_is_ended_when_our_refresh_goes_unanswered(
+        tmp_path: Path, exchanges: Any, callees: Any) -> None:
+    """Passthrough, the common carrier: no session timers of its own. Our 200 makes us the refresher
+    (refresher=uas); at half the interval we re-INVITE it, nobody answers, and when that transaction times out
+    (64*T1, here T1 = 50 ms: before the session expires) both legs get BYE: reason "session refresh failed"."""
+    callee = callees("uas_timer", calls=1)
+    exchange = exchanges({DID: [callee.uri]}, media_mode="passthrough",
+                         extra_config={"sip": {**SHORT_TIMERS["sip"], "t1_ms": 50}})
+
+    started = time.monotonic()
+    caller = run_sipp_uac("uac_vanish", exchange.sip_target, tmp_path, timeout=30)
+    assert_ok(caller, exchange=exchange)
+    result = callee.stop(timeout=40)
+    elapsed = time.monotonic() - started
+    assert_ok(result, exchange=exchange)
+    assert 5 + 3 <= elapsed <= 25, f"the call ended {elapsed:.1f} s after the INVITE"
+    byes = bye_reasons(result.messages())
+    assert byes and all('text="session refresh failed"' in m for m in byes), result.messages()
+    cdr = only(fetch_cdrs(exchange.http_base, 1))
+    assert (cdr["disposition"], cdr["hangup_side"], cdr["reason"]) == ("answered", "system",
+                                                                      "session refresh failed"), cdr
+    metrics = wait_for_metric(exchange, r"^dce_active_calls 0\.0$", 5)
+    assert re.search(r"^dce_active_calls 0\.0$", metrics, re.M), metrics
+
+
 def test_after_a_burst_where_half_the_callers_vanish_no_call_is_left_up(tmp_path: Path, exchanges: Any,
                                                                         callees: Any) -> None:
     """20 calls at 10 CPS, half from callers that vanish after the ACK, half that hang up after 1 s. Once the
