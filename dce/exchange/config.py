@@ -98,7 +98,7 @@ class SipConfig(_Section):
     source_retry_after_s: int = Field(5, ge=1, le=3600)  # Retry-After of the 503 over max_calls_per_source
     # RFC 4028 session timers on both legs (README "Session timers and call limits"). min_se_s below 90 is
     # for tests only: RFC 4028 forbids a Min-SE under 90 s on the wire.
-    session_timers: bool = True  # false: no Session-Expires offered or answered (a Require: timer still works)
+    session_timers: bool = True  # false: no Session-Expires offered or answered; Require: timer gets 420
     session_expires_s: int = Field(1800, ge=1, le=86400)  # the interval we offer the buyer and accept at most
     min_se_s: int = Field(90, ge=1, le=86400)  # the smallest interval we accept (422 below it)
 

@@ -488,7 +488,8 @@ class B2BUA:
             self.endpoint.respond(txn, make_response(request, 483, to_tag=local_tag), now)
             return
         required = _options(request.get_all("Require"))
-        unsupported = [opt for opt in required if opt not in SUPPORTED_OPTIONS]
+        supported = SUPPORTED_OPTIONS if self.session_timers is not None else SUPPORTED_OPTIONS - {"timer"}
+        unsupported = [opt for opt in required if opt not in supported]
         if unsupported:
             self.endpoint.respond(txn, make_response(request, 420, to_tag=local_tag, extra=[
                 ("Unsupported", ", ".join(unsupported))]), now)

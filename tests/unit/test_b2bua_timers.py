@@ -80,6 +80,12 @@ def test_timers_off_nothing_is_offered_or_answered() -> None:
     assert not ok.has("Session-Expires") and call.session_timers() == []
 
 
+def test_timers_off_require_timer_gets_420() -> None:
+    h = Harness(session_timers=None)
+    sent = h.feed(request("INVITE", body=SDP_A, extra=[("Require", "timer"), ("Session-Expires", "900")]))
+    assert describe(sent) == ["100", "420"] and sent[1].response.get("Unsupported") == "timer"
+
+
 # -- the buyer's INVITE (we are its UAC) -----------------------------------------------------------------
 def test_our_invite_offers_session_expires_and_min_se() -> None:
     h = Harness(TimerPolicy(session_expires_s=600, min_se_s=90))
