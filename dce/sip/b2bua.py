@@ -14,6 +14,7 @@ Every way a call ends goes through ``_end``, which queues exactly one terminal e
 from __future__ import annotations
 
 import enum
+import os
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -48,12 +49,13 @@ from dce.sip.transaction import (
     State,
 )
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK"
 COPIED_HEADERS = ("P-Asserted-Identity", "Privacy", "Identity", "Subject")
 PASS_THROUGH_METHODS = ("UPDATE", "INFO")  # forwarded end to end inside a dialog, like re-INVITE
-# timer: RFC 4028 on both legs. 100rel: RFC 3262's fallback (§3) for a caller that requires it: we send it no
-# provisional response but 100, so nothing needs PRACK; its Require is never passed on to the callee.
+# timer: RFC 4028 on both legs. 100rel: a caller that requires it gets its provisional responses reliably (RSeq,
+# retransmitted until its PRACK, RFC 3262 §3); its Require is never passed on to the callee.
 SUPPORTED_OPTIONS: frozenset[str] = frozenset({"timer", "100rel"})
+NO_PRACK = "no PRACK from caller"  # a reliable provisional unacknowledged for 64*T1 (RFC 3262 §3): the call ends
 SESSION_EXPIRED = "session timer expired"  # the CallEnded reason (and the CDR's) when a session was not refreshed
 REFRESH_FAILED = "session refresh failed"  # our refresh got 408/481 or no answer: the peer is gone
 REFRESH_RETRY_S = 4.0  # a refresh refused otherwise (491 glare, 5xx) is tried again after this
@@ -154,7 +156,10 @@ class InboundLeg:
     local_tag: str
     dialog: Dialog | None = None
     session_terms: UasTerms | None = None  # what our 2xx says about session timers (None: timers off)
-    no_provisionals: bool = False  # the caller requires 100rel: RFC 3262 §3's fallback, no 1xx but 100
+    reliable: bool = False  # the caller requires 100rel: our provisionals to it are reliable (RFC 3262)
+    rseq: int = 0  # the RSeq of our last reliable provisional
+    unacked: _Reliable1xx | None = None  # the reliable provisional awaiting its PRACK (one at a time)
+    queued: tuple[int, str] | None = None  # the latest provisional (status, reason) waiting for that PRACK
 
     @property
     def call_id(self) -> str:
@@ -258,6 +263,27 @@ class Call:
         return [d.session for d in dialogs if d is not None and d.session is not None]
 
 
+@dataclass(slots=True, eq=False, weakref_slot=True)
+class _Reliable1xx:
+    """A reliable provisional response to the caller (RFC 3262 §3): resent at T1, 2*T1, 4*T1... until its PRACK;
+    after 64*T1 without one the call ends."""
+
+    call: Call
+    response: Response
+    rseq: int
+    interval: float
+    deadline: float | None
+    give_up_at: float
+    heap_deadline: float | None = None
+
+    def next_deadline(self) -> float | None:
+        return self.deadline
+
+    def handle_timer(self, now: float) -> None:
+        if self.deadline is not None and now >= self.deadline:
+            self.call.b2bua._resend_reliable(self, now)
+
+
 @dataclass(slots=True, eq=False)
 class _Refresh:
     """Our own session refresh (re-INVITE or UPDATE) on one leg, awaiting its final response."""
@@ -290,6 +316,7 @@ class B2BUA:
         self.retry_after_s = retry_after_s
         self.calls: dict[str, Call] = {}
         self._dialogs: dict[tuple[str, str, str], tuple[Call, Side]] = {}
+        self._early: dict[tuple[str, str, str], Call] = {}  # A's early dialogs with a reliable 1xx (PRACK's match)
         self._events: deque[CallEvent] = deque()
 
     # -- adapter pass-through ------------------------------------------------------------------------
@@ -504,7 +531,8 @@ class B2BUA:
                 ("Retry-After", str(self.retry_after_s)), ("Reason", SOURCE_LIMIT_REASON)]), now)
             return
         call = Call(id=new_token() + new_token(), b2bua=self, a=InboundLeg(
-            txn, request, local_tag, session_terms=terms or None, no_provisionals="100rel" in required),
+            txn, request, local_tag, session_terms=terms or None, reliable="100rel" in required,
+            rseq=int.from_bytes(os.urandom(2)) + 1),
                     invite_at=now, source=source)
         txn.user_data = call
         self.calls[call.id] = call
@@ -533,9 +561,14 @@ class B2BUA:
         return terms
 
     def _in_dialog_request(self, txn: ServerTransaction, request: Request, now: float) -> None:
-        found = self._dialogs.get((request.call_id, request.to_tag or "", request.from_tag or ""))
+        key = (request.call_id, request.to_tag or "", request.from_tag or "")
+        found = self._dialogs.get(key)
         if found is None:
-            self.endpoint.respond(txn, make_response(request, 481), now)
+            early = self._early.get(key) if request.method == "PRACK" else None
+            if early is not None:
+                self._prack(early, txn, request, now)
+            else:
+                self.endpoint.respond(txn, make_response(request, 481), now)
             return
         call, side = found
         dialog = call.a.dialog if side is Side.A else (call.b.dialog if call.b else None)
@@ -544,7 +577,9 @@ class B2BUA:
             self.endpoint.respond(txn, make_response(request, 500, "CSeq out of order"), now)
             return
         method = request.method
-        if method == "BYE":
+        if method == "PRACK" and side is Side.A:
+            self._prack(call, txn, request, now)
+        elif method == "BYE":
             self.endpoint.respond(txn, make_response(request, 200), now)
             other = Side.B if side is Side.A else Side.A
             self._send_bye(call, other, now, "hangup")
@@ -735,7 +770,8 @@ class B2BUA:
                 return
             if leg.finished or call.b is not leg or call.state is not CallState.DIALING:
                 return
-            if call.a.no_provisionals:  # RFC 3262 §3: the caller requires 100rel; it hears 100, then the final
+            if call.a.reliable:
+                self._send_reliable(call, status, response.reason, now)
                 self._events.append(DialProgress(call, status, now))
                 return
             relayed = make_response(call.a.request, status, response.reason, to_tag=call.a.local_tag,
@@ -751,6 +787,56 @@ class B2BUA:
             return
         else:
             self._leg_failed(leg, status, now)
+
+    def _send_reliable(self, call: Call, status: int, reason: str, now: float) -> None:
+        """Relay a provisional to a caller that requires 100rel: reliably (Require: 100rel, RSeq), one at a time
+        (a later one waits for the PRACK; only the latest is kept). No SDP: the answer comes in our 2xx, so the
+        2xx never waits for a PRACK (RFC 3262 §3) and early media is not offered to such a caller."""
+        a = call.a
+        if a.unacked is not None:
+            a.queued = (status, reason)
+            return
+        a.rseq += 1
+        response = make_response(a.request, status, reason, to_tag=a.local_tag, extra=[
+            ("Contact", self._contact(a.txn.transport)), ("Require", "100rel"), ("RSeq", str(a.rseq))])
+        self.endpoint.respond(a.txn, response, now)
+        t1 = self.endpoint.timers.t1
+        a.unacked = _Reliable1xx(call, response, a.rseq, t1, now + t1, now + self.endpoint.timers.timeout)
+        self._early[(a.call_id, a.local_tag, a.request.from_tag or "")] = call
+        self.endpoint.schedule(a.unacked)
+
+    def _resend_reliable(self, reliable: _Reliable1xx, now: float) -> None:
+        call = reliable.call
+        if call.a.unacked is not reliable or call.state is not CallState.DIALING:
+            reliable.deadline = None
+            return
+        if now >= reliable.give_up_at:  # §3: no PRACK in 64*T1: the caller gets a failure, the callee a CANCEL
+            reliable.deadline = None
+            call.a.unacked = None
+            self.hangup(call, now, reason=NO_PRACK)
+            return
+        self.endpoint.respond(call.a.txn, reliable.response, now)
+        reliable.interval *= 2
+        reliable.deadline = min(now + reliable.interval, reliable.give_up_at)
+
+    def _prack(self, call: Call, txn: ServerTransaction, request: Request, now: float) -> None:
+        """A PRACK: 200 when its RAck names our unacknowledged reliable provisional (then the next one may go),
+        else 481 (RFC 3262 §3)."""
+        a = call.a
+        unacked = a.unacked
+        rack = (request.get("RAck") or "").split()
+        wanted = [str(unacked.rseq), str(a.request.cseq[0]), "INVITE"] if unacked is not None else None
+        if wanted is None or [part.upper() if i == 2 else part for i, part in enumerate(rack)] != wanted:
+            self.endpoint.respond(txn, make_response(request, 481), now)
+            return
+        self.endpoint.respond(txn, make_response(request, 200), now)
+        assert unacked is not None
+        unacked.deadline = None
+        a.unacked = None
+        if a.queued is not None and call.state is CallState.DIALING:
+            status, reason = a.queued
+            a.queued = None
+            self._send_reliable(call, status, reason, now)
 
     def _retry_422(self, leg: OutboundLeg, response: Response, now: float) -> bool:
         """RFC 4028 §7.4: the callee wants a longer session interval: INVITE once more (same Call-ID, CSeq+1)
@@ -800,6 +886,7 @@ class B2BUA:
         leg.finished = True
         self._clear_leg_timer(leg)
         a = call.a
+        self._forget_early(call)
         answer = make_response(a.request, 200, to_tag=a.local_tag,
                                extra=[("Contact", self._contact(a.txn.transport)), ("Allow", ALLOW)])
         if a.session_terms is not None:
@@ -933,12 +1020,23 @@ class B2BUA:
         """The one way a call ends: forget it and queue its terminal event for the CallFlow."""
         call.state = CallState.ENDED
         call.deadline = None
+        self._forget_early(call)
         if self.calls.pop(call.id, None) is not None:
             self.source_limit.release(call.source)
         for dialog in (call.a.dialog, call.b.dialog if call.b else None):
             if dialog is not None:
                 self._dialogs.pop(dialog.id, None)
         self._events.append(event)
+
+    def _forget_early(self, call: Call) -> None:
+        """The early dialog is over (answered or ended): no more reliable provisionals, no PRACK to wait for."""
+        a = call.a
+        if a.unacked is not None:
+            a.unacked.deadline = None
+            a.unacked = None
+        a.queued = None
+        if a.reliable:
+            self._early.pop((a.call_id, a.local_tag, a.request.from_tag or ""), None)
 
     def _dialog(self, call: Call, side: Side) -> Dialog:
         dialog = call.a.dialog if side is Side.A else (call.b.dialog if call.b else None)

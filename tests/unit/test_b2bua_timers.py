@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dce.sip.b2bua import REFRESH_FAILED, SESSION_EXPIRED, Call, CallEnded, DialFailed, DialProgress
+from dce.sip.b2bua import NO_PRACK, REFRESH_FAILED, SESSION_EXPIRED, Call, CallEnded, DialFailed, DialProgress
 from dce.sip.message import Request, Response, parse
 from dce.sip.session_timer import TimerPolicy
 from tests.unit.sipfactory import SDP_A, SDP_A2, SDP_B, Sent, ack_for, describe, new_branch, request, response_to
@@ -273,15 +273,62 @@ def test_supported_100rel_is_never_420_and_provisionals_are_relayed() -> None:
     assert describe(h.b_says(180)) == ["180"]
 
 
-def test_require_100rel_gets_no_provisional_but_100_and_is_not_passed_on() -> None:
-    h = Harness()
+def reliable_call(h: Harness) -> tuple[Call, Response]:
+    """A caller requiring 100rel, B ringing: the reliable 180 A got."""
     call = h.offer(extra=[("Require", "100rel"), ("Supported", "100rel")])
     invite = h.dial(call)
-    assert not invite.has("Require")
-    assert h.b_says(180) == [] and h.b_says(183, body=SDP_B) == []  # RFC 3262 §3: no unreliable 1xx
-    assert [type(e) for e in h.events()] == [DialProgress, DialProgress]  # ringing still counts for the CDR
+    assert not invite.has("Require") and "100rel" not in invite.get_all("Supported")  # never passed on
+    sent = h.b_says(180)
+    assert describe(sent) == ["180"] and sent[0].addr == ALICE
+    ringing = sent[0].response
+    assert ringing.get_all("Require") == ["100rel"] and ringing.get("RSeq", "").isdigit() and not ringing.body
+    return call, ringing
+
+
+def prack(h: Harness, call: Call, rack: str, cseq: int = 2) -> bytes:
+    return h.a_request("PRACK", call, cseq, extra=[("RAck", rack)])
+
+
+def test_require_100rel_gets_reliable_provisionals_resent_until_their_prack() -> None:
+    h = Harness()
+    call, ringing = reliable_call(h)
+    rseq = int(ringing.get("RSeq") or 0)
+    assert [s.response.get("RSeq") for s in h.advance(h.now + 0.5)] == [str(rseq)]  # T1
+    assert describe(h.advance(h.now + 0.9)) == []
+    assert describe(h.advance(h.now + 0.1)) == ["180"]  # 2*T1 later
+    assert h.b_says(183, body=SDP_B) == []  # waits for the 180's PRACK
+    assert describe(h.feed(prack(h, call, f"{rseq + 5} 1 INVITE"))) == ["481"]  # not ours
+    sent = h.feed(prack(h, call, f"{rseq} 1 INVITE", cseq=3))
+    assert describe(sent) == ["200", "183"]  # the PRACK answered; the 183 waited for it
+    progress = sent[1].response
+    assert progress.get("RSeq") == str(rseq + 1) and not progress.body  # the answer comes in the 2xx
+    assert describe(h.feed(prack(h, call, f"{rseq + 1} 1 INVITE", cseq=4))) == ["200"]
+    assert describe(h.advance(h.now + 10)) == []  # nothing left to resend
+    assert [type(e) for e in h.events()] == [DialProgress, DialProgress]
     sent = h.b_says(200, body=SDP_B)
-    assert describe(sent) == ["ACK", "200"]
+    assert describe(sent) == ["ACK", "200"] and sent[1].response.body == SDP_B
+
+
+def test_a_2xx_before_the_prack_stops_the_resends_and_a_late_prack_gets_481() -> None:
+    h = Harness()
+    call, ringing = reliable_call(h)
+    h.events()
+    sent = h.b_says(200, body=SDP_B)
+    assert describe(sent) == ["ACK", "200"]  # no SDP was in the 180: the 2xx need not wait (RFC 3262 §3)
+    assert h.feed(ack_for(h.a_invite, sent[1].response, branch=new_branch())) == []
+    assert "180" not in describe(h.advance(h.now + 5))
+    assert describe(h.feed(prack(h, call, f"{ringing.get('RSeq')} 1 INVITE"))) == ["481"]
+
+
+def test_no_prack_within_64_t1_ends_the_call() -> None:
+    h = Harness()
+    reliable_call(h)
+    h.events()
+    sent = h.advance(h.now + 32.0)
+    assert describe(sent).count("180") == 6  # at 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s
+    assert sorted(describe([s for s in sent if s.addr == ALICE and describe([s]) != ["180"]])) == ["480"]
+    assert describe(by_addr(sent, BOB)) == ["CANCEL"]
+    assert ended(h).reason == NO_PRACK
 
 
 # -- delayed offer --------------------------------------------------------------------------------------
