@@ -3,7 +3,8 @@
 - a caller that vanishes (no BYE, no RTP, no refresh) is ended by its session timer (RFC 4028), in passthrough
   mode where no media timeout can see it; a burst where half the callers vanish leaves no call up;
 - an answered call that never sends RTP is ended at media.rtp_timeout_s in relay mode;
-- a delayed-offer caller (INVITE without SDP) gets media both ways through the in-process relay.
+- a delayed-offer caller (INVITE without SDP) gets media both ways through the in-process relay;
+- a caller that requires 100rel gets a reliable 180 and its PRACK is answered (RFC 3262).
 
 Session timers here use test values below RFC 4028's 90 s minimum (sip.session_expires_s 10, sip.min_se_s 5).
 """
@@ -222,3 +223,22 @@ def test_delayed_offer_media_flows_both_ways_through_the_relay(tmp_path: Path, e
         assert to_caller > 50, f"caller got {to_caller} RTP packets from the relay; seen {dict(sniffer.counts)}"
         assert sniffer.received(callee.media_port, src=caller_media) == 0, dict(sniffer.counts)
         assert sniffer.received(caller_media, src=callee.media_port) == 0, dict(sniffer.counts)
+
+
+def test_a_caller_requiring_100rel_gets_a_reliable_180_and_its_prack_answered(tmp_path: Path, exchanges: Any,
+                                                                              callees: Any) -> None:
+    """Require: 100rel is not 420: the 180 carries Require: 100rel and RSeq, the PRACK gets 200, the call goes on;
+    the callee never sees Require: 100rel."""
+    callee = callees("uas_ring_answer", calls=1)
+    exchange = exchanges({DID: [callee.uri]})
+
+    caller = run_sipp_uac("uac_100rel", exchange.sip_target, tmp_path, hold_ms=500, timeout=30)
+
+    assert_ok(caller, exchange=exchange)
+    result = callee.stop()
+    assert_ok(result, exchange=exchange)
+    invites = [m for m in re.split(r"\n-{20,}", result.messages()) if "\nINVITE " in m]
+    assert invites and not re.search(r"^(Require|Supported):.*100rel", invites[0], re.M), result.messages()
+    cdr = only(fetch_cdrs(exchange.http_base, 1))
+    assert (cdr["disposition"], cdr["hangup_side"]) == ("answered", "caller"), cdr
+    assert cdr["ring_at"], cdr
