@@ -157,7 +157,7 @@ class InboundLeg:
     dialog: Dialog | None = None
     session_terms: UasTerms | None = None  # what our 2xx says about session timers (None: timers off)
     reliable: bool = False  # the caller requires 100rel: our provisionals to it are reliable (RFC 3262)
-    rseq: int = 0  # the RSeq of our last reliable provisional
+    rseq: int = 0  # the RSeq of our last reliable provisional (0: none sent yet)
     unacked: _Reliable1xx | None = None  # the reliable provisional awaiting its PRACK (one at a time)
     queued: tuple[int, str] | None = None  # the latest provisional (status, reason) waiting for that PRACK
 
@@ -531,8 +531,7 @@ class B2BUA:
                 ("Retry-After", str(self.retry_after_s)), ("Reason", SOURCE_LIMIT_REASON)]), now)
             return
         call = Call(id=new_token() + new_token(), b2bua=self, a=InboundLeg(
-            txn, request, local_tag, session_terms=terms or None, reliable="100rel" in required,
-            rseq=int.from_bytes(os.urandom(2)) + 1),
+            txn, request, local_tag, session_terms=terms or None, reliable="100rel" in required),
                     invite_at=now, source=source)
         txn.user_data = call
         self.calls[call.id] = call
@@ -796,7 +795,7 @@ class B2BUA:
         if a.unacked is not None:
             a.queued = (status, reason)
             return
-        a.rseq += 1
+        a.rseq = a.rseq + 1 if a.rseq else int.from_bytes(os.urandom(2)) + 1  # §7.1: the first one random
         response = make_response(a.request, status, reason, to_tag=a.local_tag, extra=[
             ("Contact", self._contact(a.txn.transport)), ("Require", "100rel"), ("RSeq", str(a.rseq))])
         self.endpoint.respond(a.txn, response, now)
