@@ -199,6 +199,18 @@ class SipConfig(_Section):
     flood: FloodConfig = Field(default_factory=FloodConfig)  # per-source request limits, bans, scanner drops
     dns: SipDnsConfig = Field(default_factory=SipDnsConfig)
     tls: SipTlsConfig = Field(default_factory=SipTlsConfig)
+    # RFC 4028 session timers on both legs (README "Session timers and call limits"). min_se_s below 90 is
+    # for tests only: RFC 4028 forbids a Min-SE under 90 s on the wire.
+    session_timers: bool = True  # false: no Session-Expires offered or answered; Require: timer gets 420
+    session_expires_s: int = Field(1800, ge=1, le=86400)  # the interval we offer the buyer and accept at most
+    min_se_s: int = Field(90, ge=1, le=86400)  # the smallest interval we accept (422 below it)
+
+    @model_validator(mode="after")
+    def _check_session_timers(self) -> SipConfig:
+        if self.min_se_s > self.session_expires_s:
+            raise ValueError(f"sip.min_se_s ({self.min_se_s}) exceeds sip.session_expires_s "
+                             f"({self.session_expires_s})")
+        return self
 
     @field_validator("listen", mode="before")
     @classmethod

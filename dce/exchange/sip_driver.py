@@ -24,6 +24,7 @@ from dce.sip.endpoint import Observer, SipEndpoint, is_ip_literal
 from dce.sip.flood import FloodGuard
 from dce.sip.message import uri_hostport
 from dce.sip.outbound_auth import OutboundCredentials
+from dce.sip.session_timer import TimerPolicy
 from dce.sip.tls import TlsSettings
 from dce.sip.transaction import TimerConfig
 from dce.sip.transport import Address, SipTransport, TcpLimits
@@ -88,8 +89,10 @@ class SipDriver:
         timers = TimerConfig(t1=config.t1_ms / 1000, t2=config.t2_ms / 1000, t4=config.t4_ms / 1000)
         endpoint = SipEndpoint(local={}, timers=timers, user_agent=config.user_agent, observer=observer,
                                max_message_bytes=config.max_message_bytes)
+        session_timers = (TimerPolicy(config.session_expires_s, config.min_se_s) if config.session_timers
+                          else None)
         core = B2BUA(endpoint, max_calls_per_source=config.max_calls_per_source,
-                     retry_after_s=config.source_retry_after_s)
+                     retry_after_s=config.source_retry_after_s, session_timers=session_timers)
         tcp = TcpLimits(idle_timeout_s=config.tcp_idle_timeout_s, header_timeout_s=config.tcp_header_timeout_s,
                         max_connections=config.tcp_max_connections,
                         max_connections_per_source=config.tcp_max_connections_per_source,

@@ -14,9 +14,10 @@ Every way a call ends goes through ``_end``, which queues exactly one terminal e
 from __future__ import annotations
 
 import enum
+import os
 from collections import deque
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from dce.sip.admission import Admission, Admit, Challenged, Refuse
 from dce.sip.dialog import Dialog
@@ -30,6 +31,16 @@ from dce.sip.message import (
     uri_user,
 )
 from dce.sip.outbound_auth import OutboundCredentials, authorized_retry
+from dce.sip.session_timer import (
+    SessionTimer,
+    TimerPolicy,
+    TooSmall,
+    UasTerms,
+    negotiate_uas,
+    retry_after_422,
+    supports_timer,
+    uac_terms,
+)
 from dce.sip.source_limit import SourceLimit
 from dce.sip.transaction import (
     Address,
@@ -40,10 +51,16 @@ from dce.sip.transaction import (
     State,
 )
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK"
 COPIED_HEADERS = ("P-Asserted-Identity", "Privacy", "Identity", "Subject")
 PASS_THROUGH_METHODS = ("UPDATE", "INFO")  # forwarded end to end inside a dialog, like re-INVITE
-SUPPORTED_OPTIONS: frozenset[str] = frozenset()  # no 100rel/timer yet: a Require for them is answered 420
+# timer: RFC 4028 on both legs. 100rel: a caller that requires it gets its provisional responses reliably (RSeq,
+# retransmitted until its PRACK, RFC 3262 §3); its Require is never passed on to the callee.
+SUPPORTED_OPTIONS: frozenset[str] = frozenset({"timer", "100rel"})
+NO_PRACK = "no PRACK from caller"  # a reliable provisional unacknowledged for 64*T1 (RFC 3262 §3): the call ends
+SESSION_EXPIRED = "session timer expired"  # the CallEnded reason (and the CDR's) when a session was not refreshed
+REFRESH_FAILED = "session refresh failed"  # our refresh got 408/481 or no answer: the peer is gone
+REFRESH_RETRY_S = 4.0  # a refresh refused otherwise (491 glare, 5xx) is tried again after this
 URI_SCHEMES = frozenset({"sip", "sips", "tel"})  # Request-URI schemes we serve; any other is answered 416
 # RFC 3398: Q.850 cause 34 maps to 503. Not 486: that says the callee is busy, and a carrier would not advance
 # its route; a 503 with Retry-After tells this source alone to back off or try another route.
@@ -157,6 +174,11 @@ class InboundLeg:
     request: Request
     local_tag: str
     dialog: Dialog | None = None
+    session_terms: UasTerms | None = None  # what our 2xx says about session timers (None: timers off)
+    reliable: bool = False  # the caller requires 100rel: our provisionals to it are reliable (RFC 3262)
+    rseq: int = 0  # the RSeq of our last reliable provisional (0: none sent yet)
+    unacked: _Reliable1xx | None = None  # the reliable provisional awaiting its PRACK (one at a time)
+    queued: tuple[int, str] | None = None  # the latest provisional (status, reason) waiting for that PRACK
 
     @property
     def call_id(self) -> str:
@@ -182,6 +204,10 @@ class OutboundLeg:
     heap_deadline: float | None = None
     credentials: OutboundCredentials | None = None  # answer one 401/407 with these
     auth_tried: bool = False
+    session_expires: int = 0  # the Session-Expires we offered (0: none)
+    retried_422: bool = False  # a 422 is answered with one retry, not more
+    ack_pending: bool = False  # delayed offer: the 2xx carried the offer, its ACK waits for the caller's answer
+    ack_body: bytes = b""  # the answer our ACK carries (sent again for a retransmitted 2xx)
 
     @property
     def call_id(self) -> str:
@@ -229,12 +255,63 @@ class Call:
         return uri_user(self.a.request.uri)
 
     def next_deadline(self) -> float | None:
-        return self.deadline
+        """The earliest of the maximum duration and each leg's session timer."""
+        if self.state is not CallState.ANSWERED:
+            return self.deadline
+        deadline = self.deadline
+        for timer in self.session_timers():
+            at = timer.next_deadline()
+            deadline = at if deadline is None else min(deadline, at)
+        return deadline
 
     def handle_timer(self, now: float) -> None:
         if self.deadline is not None and now >= self.deadline:
             self.deadline = None
             self.b2bua.hangup(self, now, reason="max call duration")
+            return
+        if self.state is CallState.ANSWERED:
+            for side, dialog in ((Side.A, self.a.dialog), (Side.B, self.b.dialog if self.b else None)):
+                timer = dialog.session if dialog is not None else None
+                due = timer.due(now) if timer is not None else None
+                if due == "expired":
+                    self.b2bua.hangup(self, now, reason=SESSION_EXPIRED)
+                    return
+                if due == "refresh":
+                    self.b2bua._refresh(self, side, now)
+
+    def session_timers(self) -> list[SessionTimer]:
+        """The legs' session timers (none before answer, or with timers off)."""
+        dialogs = (self.a.dialog, self.b.dialog if self.b is not None else None)
+        return [d.session for d in dialogs if d is not None and d.session is not None]
+
+
+@dataclass(slots=True, eq=False, weakref_slot=True)
+class _Reliable1xx:
+    """A reliable provisional response to the caller (RFC 3262 §3): resent at T1, 2*T1, 4*T1... until its PRACK;
+    after 64*T1 without one the call ends."""
+
+    call: Call
+    response: Response
+    rseq: int
+    interval: float
+    deadline: float | None
+    give_up_at: float
+    heap_deadline: float | None = None
+
+    def next_deadline(self) -> float | None:
+        return self.deadline
+
+    def handle_timer(self, now: float) -> None:
+        if self.deadline is not None and now >= self.deadline:
+            self.call.b2bua._resend_reliable(self, now)
+
+
+@dataclass(slots=True, eq=False)
+class _Refresh:
+    """Our own session refresh (re-INVITE or UPDATE) on one leg, awaiting its final response."""
+
+    call: Call
+    side: Side
 
 
 @dataclass(slots=True, eq=False)
@@ -245,18 +322,23 @@ class _Relay:
     origin: ServerTransaction
     from_side: Side
     forwarded: ClientTransaction | None = None
+    terms: UasTerms | None = None  # the session-timer terms of our 2xx to the origin (re-INVITE/UPDATE)
 
 
 class B2BUA:
     """Transaction user that pairs legs into calls. Drive it through its endpoint; read ``next_event()``."""
 
-    def __init__(self, endpoint: SipEndpoint, *, max_calls_per_source: int = 0, retry_after_s: int = 5) -> None:
+    def __init__(self, endpoint: SipEndpoint, *, max_calls_per_source: int = 0, retry_after_s: int = 5,
+                 session_timers: TimerPolicy | None = TimerPolicy()) -> None:
+        """``session_timers``: RFC 4028 terms for both legs (None: no Session-Expires offered or answered)."""
         self.endpoint = endpoint
+        self.session_timers = session_timers
         endpoint.tu = self
         self.source_limit = SourceLimit(max_calls_per_source)
         self.retry_after_s = retry_after_s
         self.calls: dict[str, Call] = {}
         self._dialogs: dict[tuple[str, str, str], tuple[Call, Side]] = {}
+        self._early: dict[tuple[str, str, str], Call] = {}  # A's early dialogs with a reliable 1xx (PRACK's match)
         self._events: deque[CallEvent] = deque()
         self.admission: Admission | None = None  # set: each new INVITE must pass it (trunk, digest, limits)
         self.wall_offset = 0.0  # wall-clock epoch seconds minus ``now`` (set by the driver; for digest nonces)
@@ -345,6 +427,11 @@ class B2BUA:
         max_forwards = a_request.get("Max-Forwards")
         headers.append(("Max-Forwards", str(int(max_forwards) - 1) if max_forwards else "69"))
         headers.append(("Allow", ALLOW))
+        policy = self.session_timers
+        if policy is not None:  # RFC 4028 §7.1: offer ours, let the callee pick the refresher
+            headers.append(("Supported", "timer"))
+            headers.append(("Session-Expires", str(policy.session_expires_s)))
+            headers.append(("Min-SE", str(policy.min_se_s)))
         for name in COPIED_HEADERS:
             for value in a_request.get_all(name):
                 headers.append((name, value))
@@ -358,7 +445,8 @@ class B2BUA:
         txn = self.endpoint.send_request(request, transport, addr, now)
         assert isinstance(txn, ClientInviteTransaction)
         leg = OutboundLeg(call=call, destination=destination, request=request, txn=txn,
-                          ring_timeout=ring_timeout, credentials=credentials)
+                          ring_timeout=ring_timeout, credentials=credentials,
+                          session_expires=policy.session_expires_s if policy else 0)
         txn.user_data = leg
         call.b = leg
         call.state = CallState.DIALING
@@ -419,7 +507,7 @@ class B2BUA:
             self.endpoint.respond(txn, make_response(request, 416, to_tag=new_token()), now)
         elif method == "INVITE":
             self._new_call(txn, request, now)  # type: ignore[arg-type]
-        elif unsupported := _unsupported(request):  # RFC 3261 §8.2.2.3 (RFC 4475 bext01)
+        elif unsupported := _unsupported(request, timers=self.session_timers is not None):  # §8.2.2.3 (bext01)
             self.endpoint.respond(txn, make_response(request, 420, to_tag=new_token(), extra=[
                 ("Unsupported", ", ".join(unsupported))]), now)
         elif method == "OPTIONS":
@@ -432,8 +520,21 @@ class B2BUA:
                                                      extra=[("Allow", ALLOW)]), now)
 
     def on_ack(self, request: Request, now: float) -> None:
-        # A's ACK for our 2xx: the B leg was ACKed when its 2xx arrived, so there is nothing to forward.
-        return
+        """A's ACK for our 2xx. The B leg was ACKed when its 2xx arrived, except after a delayed offer: then this
+        ACK carries the caller's answer, which our ACK to the callee relays (rewritten)."""
+        found = self._dialogs.get((request.call_id, request.to_tag or "", request.from_tag or ""))
+        if found is None or found[1] is not Side.A:
+            return
+        call = found[0]
+        leg = call.b
+        if leg is None or not leg.ack_pending or request.cseq[0] != call.a.request.cseq[0]:
+            return
+        leg.ack_pending = False
+        if request.body:
+            leg.ack_body = self._rewrite(call, Side.A, request.body)
+            assert call.a.dialog is not None and leg.dialog is not None
+            call.a.dialog.remote_sdp, leg.dialog.local_sdp = request.body, leg.ack_body
+        self._send_ack(leg, now)
 
     def on_cancel(self, invite_txn: ServerInviteTransaction, cancel: Request, now: float) -> None:
         call = invite_txn.user_data
@@ -457,7 +558,8 @@ class B2BUA:
         if max_forwards is not None and int(max_forwards) <= 0:
             self.endpoint.respond(txn, make_response(request, 483, to_tag=local_tag), now)
             return
-        unsupported = _unsupported(request)
+        required = _options(request.get_all("Require"))
+        unsupported = _unsupported(request, timers=self.session_timers is not None)
         if unsupported:
             self.endpoint.respond(txn, make_response(request, 420, to_tag=local_tag, extra=[
                 ("Unsupported", ", ".join(unsupported))]), now)
@@ -472,6 +574,9 @@ class B2BUA:
         if not _accepts_sdp(request.get_all("Accept")):  # our answer will be SDP (RFC 4475 sdp01)
             self.endpoint.respond(txn, make_response(request, 406, to_tag=local_tag, extra=[
                 ("Accept", "application/sdp")]), now)
+            return
+        terms = self._session_terms(txn, request, now, local_tag=local_tag)
+        if terms is False:
             return
         source = txn.addr[0]
         trunk: str | None = None
@@ -488,7 +593,8 @@ class B2BUA:
             self.endpoint.respond(txn, make_response(request, 503, to_tag=local_tag, extra=[
                 ("Retry-After", str(self.retry_after_s)), ("Reason", SOURCE_LIMIT_REASON)]), now)
             return
-        call = Call(id=new_token() + new_token(), b2bua=self, a=InboundLeg(txn, request, local_tag),
+        call = Call(id=new_token() + new_token(), b2bua=self, a=InboundLeg(
+            txn, request, local_tag, session_terms=terms or None, reliable="100rel" in required),
                     invite_at=now, source=source, trunk=trunk)
         txn.user_data = call
         self.calls[call.id] = call
@@ -503,11 +609,37 @@ class B2BUA:
         if isinstance(decision, Refuse):
             self._events.append(CallRefused(txn.addr[0], txn.transport, status, decision.reason, request,
                                             decision.trunk, now, new_token() + new_token()))
+    def _session_terms(self, txn: ServerTransaction, request: Request, now: float, *, local_tag: str | None = None,
+                       peer_refreshed: bool = True) -> UasTerms | Literal[False] | None:
+        """RFC 4028 §9: the session-timer terms of our 2xx to ``request``; None with timers off; False when the
+        request was answered here (422 with our Min-SE, or 400 for an unreadable Session-Expires/Min-SE)."""
+        policy = self.session_timers
+        if policy is None:
+            return None
+        options = [*request.get_all("Supported"), *request.get_all("Require")]
+        try:
+            terms = negotiate_uas(request.get("Session-Expires"), request.get("Min-SE"), supports_timer(options),
+                                  policy, peer_refreshed=peer_refreshed)
+        except ValueError as exc:
+            warning = str(exc).replace('"', "'")
+            self.endpoint.respond(txn, make_response(request, 400, "Bad Session-Expires or Min-SE", to_tag=local_tag,
+                                                     extra=[("Warning", f'399 dce "{warning}"')]), now)
+            return False
+        if isinstance(terms, TooSmall):
+            self.endpoint.respond(txn, make_response(request, 422, "Session Interval Too Small", to_tag=local_tag,
+                                                     extra=[("Min-SE", str(terms.min_se))]), now)
+            return False
+        return terms
 
     def _in_dialog_request(self, txn: ServerTransaction, request: Request, now: float) -> None:
-        found = self._dialogs.get((request.call_id, request.to_tag or "", request.from_tag or ""))
+        key = (request.call_id, request.to_tag or "", request.from_tag or "")
+        found = self._dialogs.get(key)
         if found is None:
-            self.endpoint.respond(txn, make_response(request, 481), now)
+            early = self._early.get(key) if request.method == "PRACK" else None
+            if early is not None:
+                self._prack(early, txn, request, now)
+            else:
+                self.endpoint.respond(txn, make_response(request, 481), now)
             return
         call, side = found
         dialog = call.a.dialog if side is Side.A else (call.b.dialog if call.b else None)
@@ -516,7 +648,9 @@ class B2BUA:
             self.endpoint.respond(txn, make_response(request, 500, "CSeq out of order"), now)
             return
         method = request.method
-        if method == "BYE":
+        if method == "PRACK" and side is Side.A:
+            self._prack(call, txn, request, now)
+        elif method == "BYE":
             self.endpoint.respond(txn, make_response(request, 200), now)
             other = Side.B if side is Side.A else Side.A
             self._send_bye(call, other, now, "hangup")
@@ -524,9 +658,111 @@ class B2BUA:
         elif method == "OPTIONS":
             self.endpoint.respond(txn, make_response(request, 200, extra=[("Allow", ALLOW)]), now)
         elif method == "INVITE" or method in PASS_THROUGH_METHODS:
+            if method != "INFO" and self._answered_refresh(call, dialog, txn, request, now):
+                return
             self._relay_in_dialog(call, side, txn, request, now)
         else:
             self.endpoint.respond(txn, make_response(request, 405, extra=[("Allow", ALLOW)]), now)
+
+    def _answered_refresh(self, call: Call, dialog: Dialog, txn: ServerTransaction, request: Request,
+                          now: float) -> bool:
+        """A re-INVITE/UPDATE that changes no SDP is a session refresh (RFC 4028): answered here, its leg's timer
+        restarted, and not relayed (the other leg has its own timer). True when answered (422/400 included).
+
+        Our 2xx repeats the SDP we last sent that leg (unchanged, so the session stays as it is): as the answer
+        to a repeated offer, or as the offer a re-INVITE without a body asks for (the ACK's answer changes nothing).
+        """
+        if self.session_timers is None or call.state is not CallState.ANSWERED:
+            return False
+        if call.pending_reinvite and request.method == "INVITE":
+            return False  # an INVITE is under way: the relay path answers 491 (RFC 3261 §14.2)
+        if not dialog.is_same_session(request.body):
+            return False
+        timer = dialog.session
+        terms = self._session_terms(txn, request, now, peer_refreshed=timer is None or not timer.we_refresh)
+        if terms is False:
+            return True
+        assert terms is not None
+        dialog.update_target(request)
+        dialog.learn_peer(request)
+        body = dialog.local_sdp if request.method == "INVITE" or request.body else b""
+        contact = self._contact(txn.transport, txn.addr, _secure(dialog.remote_target))
+        extra = [("Contact", contact), ("Allow", ALLOW), ("Supported", "timer"), *terms.headers()]
+        self.endpoint.respond(txn, make_response(request, 200, extra=extra, body=body,
+                                                 content_type="application/sdp" if body else None), now)
+        interval = terms.session_expires.interval
+        if timer is None:
+            dialog.session = SessionTimer.start(interval, terms.we_refresh, now)
+        else:
+            timer.refreshed(now, interval, terms.we_refresh)
+        self.endpoint.schedule(call)
+        return True
+
+    def _refresh(self, call: Call, side: Side, now: float) -> None:
+        """Our turn to refresh ``side``'s session (RFC 4028 §7.4): UPDATE when the peer allows it, else a
+        re-INVITE repeating the SDP we last sent it (unchanged: nothing is renegotiated)."""
+        dialog = self._dialog(call, side)
+        timer = dialog.session
+        assert timer is not None
+        timer.refreshing = True
+        method = "UPDATE" if dialog.peer_allows_update else "INVITE"
+        if method == "INVITE":
+            if call.pending_reinvite:  # another re-INVITE is under way (relayed, or ours on the other leg)
+                timer.retry(now, 1.0)
+                return
+            call.pending_reinvite = True  # one INVITE at a time in a dialog (RFC 3261 §14.1)
+        transport, addr = dialog.next_hop()
+        request = dialog.create_request(method, contact=self._contact(transport, addr, _secure(dialog.remote_target)))
+        request.add("Supported", "timer")
+        request.add("Session-Expires", f"{int(timer.interval)};refresher=uac")
+        if self.session_timers is not None:
+            request.add("Min-SE", str(self.session_timers.min_se_s))
+        if method == "INVITE" and dialog.local_sdp:
+            request.body = dialog.local_sdp
+            request.add("Content-Type", "application/sdp")
+        client = self.endpoint.send_request(request, transport, addr, now)
+        client.user_data = _Refresh(call, side)
+
+    def _refresh_response(self, refresh: _Refresh, txn: ClientTransaction, response: Response, now: float) -> None:
+        """The final response to our refresh: 2xx restarts the timer (ACKed for an INVITE); 408/481 mean the
+        peer is gone (RFC 3261 §12.2.1.2): the call ends; anything else is retried a little later."""
+        status = response.status
+        if status < 200:
+            return
+        call, side = refresh.call, refresh.side
+        dialog = call.a.dialog if side is Side.A else (call.b.dialog if call.b is not None else None)
+        if dialog is None:
+            return
+        is_invite = txn.request.method == "INVITE"
+        if is_invite:
+            call.pending_reinvite = False
+            if status < 300:
+                dialog.update_target(response)
+                transport, addr = dialog.next_hop()
+                self.endpoint.send_stateless(dialog.create_request("ACK", cseq=txn.request.cseq[0]), transport, addr)
+        timer = dialog.session
+        if call.state is not CallState.ANSWERED or timer is None:
+            return
+        if status < 300:
+            timer.refreshed(now, *uac_terms(response.get("Session-Expires"), int(timer.interval)))
+        elif status in (408, 481):
+            self.hangup(call, now, reason=REFRESH_FAILED)
+            return
+        else:
+            if status == 422 and (wanted := retry_after_422(response.get("Min-SE"), int(timer.interval))):
+                timer.interval = wanted
+                timer.retry(now, 0.0)
+            else:
+                timer.retry(now, REFRESH_RETRY_S)
+        self.endpoint.schedule(call)
+
+    def _refresh_failed(self, refresh: _Refresh, txn: ClientTransaction, now: float) -> None:
+        """Our refresh had no answer at all (timeout, unreachable): the peer is gone."""
+        call = refresh.call
+        if txn.request.method == "INVITE":
+            call.pending_reinvite = False
+        if call.state is CallState.ANSWERED:
+            self.hangup(call, now, reason=REFRESH_FAILED)
 
     def _relay_in_dialog(self, call: Call, side: Side, txn: ServerTransaction, request: Request,
                          now: float) -> None:
@@ -545,8 +781,22 @@ class B2BUA:
             call.pending_reinvite = True
         own = call.a.dialog if side is Side.A else call.b.dialog  # type: ignore[union-attr]
         assert own is not None
-        if request.method in ("INVITE", "UPDATE"):
+        terms: UasTerms | None = None
+        refreshes = request.method in ("INVITE", "UPDATE")
+        if refreshes:
+            # A new offer is relayed, and refreshes both legs' sessions when it succeeds: our 2xx to it states
+            # this leg's terms, and the forwarded request offers the other leg's current ones.
+            found = self._session_terms(txn, request, now, peer_refreshed=own.session is None
+                                        or not own.session.we_refresh)
+            if found is False:
+                if request.method == "INVITE":
+                    call.pending_reinvite = False
+                return
+            terms = found
             own.update_target(request)
+            own.learn_peer(request)
+            if request.body:
+                own.remote_sdp = request.body
         other = Side.B if side is Side.A else Side.A
         dialog = self._dialog(call, other)
         transport, addr = dialog.next_hop()
@@ -554,11 +804,17 @@ class B2BUA:
                                         contact=self._contact(transport, addr, _secure(dialog.remote_target)))
         if max_forwards:
             forward.add("Max-Forwards", str(max(0, int(max_forwards) - 1)))
+        if refreshes and dialog.session is not None:
+            forward.add("Supported", "timer")
+            refresher = "uac" if dialog.session.we_refresh else "uas"
+            forward.add("Session-Expires", f"{int(dialog.session.interval)};refresher={refresher}")
         if request.body:
             forward.body = self._rewrite(call, side, request.body)
             forward.add("Content-Type", request.get("Content-Type") or "application/sdp")
+            if refreshes:
+                dialog.local_sdp = forward.body
         client = self.endpoint.send_request(forward, transport, addr, now)
-        relay = _Relay(call, txn, side, client)
+        relay = _Relay(call, txn, side, client, terms)
         client.user_data = relay
         txn.user_data = relay  # so a CANCEL of a re-INVITE reaches the forwarded one
 
@@ -569,6 +825,8 @@ class B2BUA:
             self._leg_response(owner, txn, response, now)
         elif isinstance(owner, _Relay):
             self._relay_response(owner, txn, response, now)
+        elif isinstance(owner, _Refresh):
+            self._refresh_response(owner, txn, response, now)
 
     def _leg_response(self, leg: OutboundLeg, txn: ClientTransaction, response: Response, now: float) -> None:
         if txn.request.method != "INVITE":
@@ -584,6 +842,10 @@ class B2BUA:
                 return
             if leg.finished or call.b is not leg or call.state is not CallState.DIALING:
                 return
+            if call.a.reliable:
+                self._send_reliable(call, status, response.reason, now)
+                self._events.append(DialProgress(call, status, now))
+                return
             relayed = make_response(call.a.request, status, response.reason, to_tag=call.a.local_tag,
                                     extra=[("Contact", self._contact_a(call.a))])
             if response.body:
@@ -593,8 +855,9 @@ class B2BUA:
             self._events.append(DialProgress(call, status, now))
         elif status < 300:
             self._leg_answered(leg, response, now)
-        elif status in (401, 407) and self._retry_authorized(leg, txn, response, now):
-            return
+        elif (status in (401, 407) and self._retry_authorized(leg, txn, response, now)) or (
+                status == 422 and self._retry_422(leg, response, now)):
+            return  # asked again with credentials, or with the callee's longer session interval
         else:
             self._leg_failed(leg, status, now)
 
@@ -617,14 +880,95 @@ class B2BUA:
         leg.txn, leg.request, leg.provisional = retried, retry, False
         return True
 
+    def _send_reliable(self, call: Call, status: int, reason: str, now: float) -> None:
+        """Relay a provisional to a caller that requires 100rel: reliably (Require: 100rel, RSeq), one at a time
+        (a later one waits for the PRACK; only the latest is kept). No SDP: the answer comes in our 2xx, so the
+        2xx never waits for a PRACK (RFC 3262 §3) and early media is not offered to such a caller."""
+        a = call.a
+        if a.unacked is not None:
+            a.queued = (status, reason)
+            return
+        a.rseq = a.rseq + 1 if a.rseq else int.from_bytes(os.urandom(2)) + 1  # §7.1: the first one random
+        response = make_response(a.request, status, reason, to_tag=a.local_tag, extra=[
+            ("Contact", self._contact_a(a)), ("Require", "100rel"), ("RSeq", str(a.rseq))])
+        self.endpoint.respond(a.txn, response, now)
+        t1 = self.endpoint.timers.t1
+        a.unacked = _Reliable1xx(call, response, a.rseq, t1, now + t1, now + self.endpoint.timers.timeout)
+        self._early[(a.call_id, a.local_tag, a.request.from_tag or "")] = call
+        self.endpoint.schedule(a.unacked)
+
+    def _resend_reliable(self, reliable: _Reliable1xx, now: float) -> None:
+        call = reliable.call
+        if call.a.unacked is not reliable or call.state is not CallState.DIALING:
+            reliable.deadline = None
+            return
+        if now >= reliable.give_up_at:  # §3: no PRACK in 64*T1: the caller gets a failure, the callee a CANCEL
+            reliable.deadline = None
+            call.a.unacked = None
+            self.hangup(call, now, reason=NO_PRACK)
+            return
+        self.endpoint.respond(call.a.txn, reliable.response, now)
+        reliable.interval *= 2
+        reliable.deadline = min(now + reliable.interval, reliable.give_up_at)
+
+    def _prack(self, call: Call, txn: ServerTransaction, request: Request, now: float) -> None:
+        """A PRACK: 200 when its RAck names our unacknowledged reliable provisional (then the next one may go),
+        else 481 (RFC 3262 §3)."""
+        a = call.a
+        unacked = a.unacked
+        rack = (request.get("RAck") or "").split()
+        wanted = [str(unacked.rseq), str(a.request.cseq[0]), "INVITE"] if unacked is not None else None
+        if wanted is None or [part.upper() if i == 2 else part for i, part in enumerate(rack)] != wanted:
+            self.endpoint.respond(txn, make_response(request, 481), now)
+            return
+        self.endpoint.respond(txn, make_response(request, 200), now)
+        assert unacked is not None
+        unacked.deadline = None
+        a.unacked = None
+        if a.queued is not None and call.state is CallState.DIALING:
+            status, reason = a.queued
+            a.queued = None
+            self._send_reliable(call, status, reason, now)
+
+    def _retry_422(self, leg: OutboundLeg, response: Response, now: float) -> bool:
+        """RFC 4028 §7.4: the callee wants a longer session interval: INVITE once more (same Call-ID, CSeq+1)
+        with its Min-SE. False when there is nothing to retry (no larger Min-SE, already retried, leg over)."""
+        call = leg.call
+        if leg.retried_422 or leg.finished or call.b is not leg or call.state is not CallState.DIALING:
+            return False
+        interval = retry_after_422(response.get("Min-SE"), leg.session_expires)
+        if interval is None:
+            return False
+        old = leg.request
+        request = Request(method="INVITE", uri=old.uri, body=old.body)
+        for name, value in old.headers:
+            if name == "Via":
+                continue
+            if name == "CSeq":
+                value = f"{old.cseq[0] + 1} INVITE"
+            elif name in ("Session-Expires", "Min-SE"):
+                value = str(interval)
+            request.headers.append((name, value))
+        txn = self.endpoint.send_request(request, leg.txn.transport, leg.txn.addr, now)
+        assert isinstance(txn, ClientInviteTransaction)
+        leg.txn.user_data = None
+        leg.txn, leg.request, txn.user_data = txn, request, leg
+        leg.retried_422, leg.session_expires, leg.provisional = True, interval, False
+        return True
+
     def _leg_answered(self, leg: OutboundLeg, response: Response, now: float) -> None:
         call = leg.call
-        if leg.dialog is not None:  # retransmitted 2xx: our ACK was lost
-            self._send_ack(leg, now)
+        if leg.dialog is not None:  # retransmitted 2xx: our ACK was lost (or still waits for the caller's answer)
+            if not leg.ack_pending:
+                self._send_ack(leg, now)
             return
         leg.dialog = Dialog.as_uac(leg.request, response, leg.txn.transport, leg.txn.addr)
-        self._send_ack(leg, now)
         wanted = not leg.finished and call.b is leg and call.state is CallState.DIALING
+        # Delayed offer (RFC 3261 §13.2.1): the 2xx carries the offer and our ACK must carry the caller's answer,
+        # which comes in the caller's ACK. Until then the ACK waits.
+        leg.ack_pending = wanted and not call.a.request.body and bool(response.body)
+        if not leg.ack_pending:
+            self._send_ack(leg, now)
         if not wanted:
             # The 2xx crossed our CANCEL (or the leg was abandoned): confirm and immediately release it.
             leg.finished = True
@@ -634,19 +978,34 @@ class B2BUA:
         leg.finished = True
         self._clear_leg_timer(leg)
         a = call.a
+        self._forget_early(call)
         answer = make_response(a.request, 200, to_tag=a.local_tag,
                                extra=[("Contact", self._contact_a(a)), ("Allow", ALLOW)])
+        if a.session_terms is not None:
+            answer.headers.append(("Supported", "timer"))
+            answer.headers.extend(a.session_terms.headers())
         if response.body:
             answer.body = self._rewrite(call, Side.B, response.body)
             answer.add("Content-Type", response.get("Content-Type") or "application/sdp")
         self.endpoint.respond(a.txn, answer, now)
         a.dialog = Dialog.as_uas(a.request, a.local_tag, a.txn.transport, a.txn.addr)
+        a.dialog.learn_peer(a.request)
+        a.dialog.remote_sdp, a.dialog.local_sdp = a.request.body, answer.body
+        b = leg.dialog
+        b.learn_peer(response)
+        b.local_sdp, b.remote_sdp = leg.request.body, response.body
+        if a.session_terms is not None:
+            terms = a.session_terms.session_expires
+            a.dialog.session = SessionTimer.start(terms.interval, a.session_terms.we_refresh, now)
+        if leg.session_expires:
+            interval, we_refresh = uac_terms(response.get("Session-Expires"), leg.session_expires)
+            b.session = SessionTimer.start(interval, we_refresh, now)
         self._dialogs[a.dialog.id] = (call, Side.A)
-        self._dialogs[leg.dialog.id] = (call, Side.B)
+        self._dialogs[b.id] = (call, Side.B)
         call.state = CallState.ANSWERED
         if call.max_duration is not None:
             call.deadline = now + call.max_duration
-            self.endpoint.schedule(call)
+        self.endpoint.schedule(call)
         self._events.append(DialAnswered(call, now))
 
     def _leg_failed(self, leg: OutboundLeg, status: int, now: float, timed_out: bool = False,
@@ -685,7 +1044,34 @@ class B2BUA:
         if response.body:
             reply.body = self._rewrite(call, other, response.body)
             reply.add("Content-Type", response.get("Content-Type") or "application/sdp")
+        if txn.request.method in ("INVITE", "UPDATE") and call.state is CallState.ANSWERED:
+            self._relayed_refresh(relay, other, response, reply, now)
         self.endpoint.respond(origin, reply, now)
+
+    def _relayed_refresh(self, relay: _Relay, other: Side, response: Response, reply: Response, now: float) -> None:
+        """A relayed re-INVITE/UPDATE ended: on 2xx both legs' sessions are refreshed (our reply states the
+        origin leg's terms); otherwise a refresh of ours that waited for it is due again."""
+        call = relay.call
+        own, peer = self._dialog(call, relay.from_side), self._dialog(call, other)
+        if 200 <= response.status < 300:
+            peer.learn_peer(response)
+            if response.body:
+                peer.remote_sdp, own.local_sdp = response.body, reply.body
+            if relay.terms is not None:
+                reply.headers.append(("Supported", "timer"))
+                reply.headers.extend(relay.terms.headers())
+                expires = relay.terms.session_expires
+                if own.session is None:
+                    own.session = SessionTimer.start(expires.interval, relay.terms.we_refresh, now)
+                else:
+                    own.session.refreshed(now, expires.interval, relay.terms.we_refresh)
+            if peer.session is not None:
+                peer.session.refreshed(now, *uac_terms(response.get("Session-Expires"), int(peer.session.interval)))
+        else:
+            for timer in call.session_timers():
+                if timer.refreshing:
+                    timer.retry(now, 0.0)
+        self.endpoint.schedule(call)
 
     def on_stray_response(self, response: Response, now: float) -> None:
         # A 2xx retransmitted after the INVITE transaction ended: re-ACK if it is one of our dialogs.
@@ -697,7 +1083,9 @@ class B2BUA:
 
     def on_client_timeout(self, txn: ClientTransaction, now: float) -> None:
         owner = txn.user_data
-        if isinstance(owner, OutboundLeg) and txn.request.method == "INVITE":
+        if isinstance(owner, _Refresh):
+            self._refresh_failed(owner, txn, now)
+        elif isinstance(owner, OutboundLeg) and txn.request.method == "INVITE":
             self._leg_failed(owner, 408, now, timed_out=True)  # nothing final within timer B: try the next hop
         elif isinstance(owner, _Relay):
             if txn.request.method == "INVITE":
@@ -706,7 +1094,9 @@ class B2BUA:
 
     def on_transport_error(self, txn: ClientTransaction, now: float, reason: str = "") -> None:
         owner = txn.user_data
-        if isinstance(owner, OutboundLeg) and txn.request.method == "INVITE":
+        if isinstance(owner, _Refresh):
+            self._refresh_failed(owner, txn, now)
+        elif isinstance(owner, OutboundLeg) and txn.request.method == "INVITE":
             self._leg_failed(owner, 503, now, detail=reason)  # unreachable: fail over at once
         elif isinstance(owner, _Relay):
             if txn.request.method == "INVITE":
@@ -724,6 +1114,7 @@ class B2BUA:
         """The one way a call ends: forget it and queue its terminal event for the CallFlow."""
         call.state = CallState.ENDED
         call.deadline = None
+        self._forget_early(call)
         if self.calls.pop(call.id, None) is not None:
             self.source_limit.release(call.source)
             if call.trunk is not None and self.admission is not None:
@@ -733,6 +1124,16 @@ class B2BUA:
                 self._dialogs.pop(dialog.id, None)
         self._events.append(event)
 
+    def _forget_early(self, call: Call) -> None:
+        """The early dialog is over (answered or ended): no more reliable provisionals, no PRACK to wait for."""
+        a = call.a
+        if a.unacked is not None:
+            a.unacked.deadline = None
+            a.unacked = None
+        a.queued = None
+        if a.reliable:
+            self._early.pop((a.call_id, a.local_tag, a.request.from_tag or ""), None)
+
     def _dialog(self, call: Call, side: Side) -> Dialog:
         dialog = call.a.dialog if side is Side.A else (call.b.dialog if call.b else None)
         assert dialog is not None, "leg has no dialog"
@@ -741,6 +1142,9 @@ class B2BUA:
     def _send_bye(self, call: Call, side: Side, now: float, reason: str) -> None:
         dialog = call.a.dialog if side is Side.A else (call.b.dialog if call.b else None)
         if dialog is not None:
+            if side is Side.B and call.b is not None and call.b.ack_pending:  # the caller never answered the
+                call.b.ack_pending = False  # delayed offer: confirm the callee's 2xx before ending its dialog
+                self._send_ack(call.b, now)
             self._send_bye_on(dialog, now, reason)
 
     def _send_bye_on(self, dialog: Dialog, now: float, reason: str) -> None:
@@ -755,6 +1159,9 @@ class B2BUA:
         assert dialog is not None
         transport, addr = dialog.next_hop()
         ack = dialog.create_request("ACK", cseq=leg.request.cseq[0])
+        if leg.ack_body:
+            ack.body = leg.ack_body
+            ack.add("Content-Type", "application/sdp")
         self.endpoint.send_stateless(ack, transport, addr)
 
     def _cancel_leg(self, leg: OutboundLeg, now: float, reason: str, reason_header: str | None = None) -> None:
@@ -832,9 +1239,10 @@ def _failure_kind(status: int) -> str:
     return "failed"
 
 
-def _unsupported(request: Request) -> list[str]:
-    """The option tags ``request`` requires that we do not support."""
-    return [opt for opt in _options(request.get_all("Require")) if opt not in SUPPORTED_OPTIONS]
+def _unsupported(request: Request, *, timers: bool = True) -> list[str]:
+    """The option tags ``request`` requires that we do not support (``timers`` False: session timers are off)."""
+    supported = SUPPORTED_OPTIONS if timers else SUPPORTED_OPTIONS - {"timer"}
+    return [opt for opt in _options(request.get_all("Require")) if opt not in supported]
 
 
 def _accepts_sdp(accept: list[str]) -> bool:

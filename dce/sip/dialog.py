@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dce.sip.message import Request, Response, header_uri, uri_hostport
+from dce.sip.session_timer import SessionTimer
 from dce.sip.transaction import Address
 
 
@@ -23,6 +24,12 @@ class Dialog:
     remote_cseq: int | None = None
     transport: str = "udp"
     flow: Address | None = None  # for stream transports: the connection the dialog arrived on
+    # The session on this dialog (RFC 4028 and RFC 3264), kept so a refresh can be sent or answered locally.
+    session: SessionTimer | None = None  # its session timer, once confirmed
+    peer_allows_update: bool = False  # the peer listed UPDATE in Allow: we refresh with it rather than re-INVITE
+    peer_supports_timer: bool = False  # the peer listed timer in Supported/Require
+    local_sdp: bytes = b""  # the last session description we sent the peer
+    remote_sdp: bytes = b""  # the last one the peer sent us
 
     @property
     def id(self) -> tuple[str, str, str]:
@@ -109,6 +116,21 @@ class Dialog:
         if contact:
             self.remote_target = header_uri(contact)
 
+    def learn_peer(self, message: Request | Response) -> None:
+        """Note what the peer said it allows and supports (its INVITE, its 2xx, or a target refresh)."""
+        allow = message.get_all("Allow")
+        if allow:
+            self.peer_allows_update = any(m.strip().upper() == "UPDATE" for m in allow)
+        options = [o.strip().lower() for o in (*message.get_all("Supported"), *message.get_all("Require"))]
+        if options:
+            self.peer_supports_timer = "timer" in options
+
+    def is_same_session(self, sdp: bytes) -> bool:
+        """Whether ``sdp`` from the peer changes nothing: no body, or the very bytes it sent last. Such a
+        re-INVITE/UPDATE is a session refresh (RFC 4028), not a new offer. Byte equality rather than an unchanged
+        ``o=`` version (RFC 3264 §8): a peer that changes its SDP without bumping the version is still relayed."""
+        return not sdp or sdp == self.remote_sdp
+
     def _request_uri_and_routes(self) -> tuple[str, list[str]]:
         if not self.route_set:
             return self.remote_target, []
@@ -117,3 +139,4 @@ class Dialog:
             return self.remote_target, list(self.route_set)
         # strict router (§12.2.1.1): its URI becomes the Request-URI, the remote target goes last
         return first, [*self.route_set[1:], f"<{self.remote_target}>"]
+

@@ -18,6 +18,8 @@ SDP_A = (
     b"v=0\r\no=alice 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n"
     b"m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
 )
+# A new offer from A (version 2, on hold)
+SDP_A2 = SDP_A.replace(b"o=alice 1 1", b"o=alice 1 2").replace(b"PCMU/8000", b"PCMU/8000\r\na=sendonly")
 SDP_B = (
     b"v=0\r\no=bob 2 2 IN IP4 198.51.100.20\r\ns=-\r\nc=IN IP4 198.51.100.20\r\nt=0 0\r\n"
     b"m=audio 50000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"

@@ -18,7 +18,19 @@ from dce.sip.b2bua import (
 )
 from dce.sip.endpoint import SipEndpoint
 from dce.sip.message import Request, Response, parse
-from tests.unit.sipfactory import SDP_A, SDP_B, Sent, ack_for, describe, new_branch, parse_outbox, request, response_to
+from dce.sip.session_timer import TimerPolicy
+from tests.unit.sipfactory import (
+    SDP_A,
+    SDP_A2,
+    SDP_B,
+    Sent,
+    ack_for,
+    describe,
+    new_branch,
+    parse_outbox,
+    request,
+    response_to,
+)
 
 ALICE = ("192.0.2.10", 5060)
 BOB = ("198.51.100.20", 5060)
@@ -40,9 +52,9 @@ class FakeMedia:
 class Harness:
     """One B2BUA on a virtual clock, with helpers to play A and B."""
 
-    def __init__(self) -> None:
+    def __init__(self, session_timers: TimerPolicy | None = TimerPolicy()) -> None:
         self.endpoint = SipEndpoint(local={"udp": ("10.0.0.1", 5060)})
-        self.b2bua = B2BUA(self.endpoint)
+        self.b2bua = B2BUA(self.endpoint, session_timers=session_timers)
         self.now = 0.0
         self.a_invite = b""
         self.a_branch = ""
@@ -104,7 +116,8 @@ class Harness:
             self.b_ok = parse(data)  # type: ignore[assignment]
         return self.feed(data, addr)
 
-    def b_request(self, method: str, cseq: int, body: bytes = b"") -> bytes:
+    def b_request(self, method: str, cseq: int, body: bytes = b"",
+                  extra: list[tuple[str, str]] | None = None) -> bytes:
         """An in-dialog request from B, built from our INVITE to B and B's 200."""
         assert self.b_invite is not None and self.b_ok is not None
         lines = [
@@ -116,6 +129,7 @@ class Harness:
             f"Call-ID: {self.b_invite.call_id}",
             f"CSeq: {cseq} {method}",
             f"Contact: {BOB_CONTACT}",
+            *(f"{name}: {value}" for name, value in extra or ()),
         ]
         if body:
             lines.append("Content-Type: application/sdp")
@@ -294,9 +308,9 @@ def test_max_forwards_zero_answered_483() -> None:
 
 def test_unsupported_require_gets_420() -> None:
     h = Harness()
-    sent = h.feed(request("INVITE", extra=[("Require", "100rel, foo")], body=SDP_A))
+    sent = h.feed(request("INVITE", extra=[("Require", "100rel, timer, foo")], body=SDP_A))
     assert describe(sent) == ["100", "420"]
-    assert sent[1].response.get_all("Unsupported") == ["100rel", "foo"]
+    assert sent[1].response.get_all("Unsupported") == ["foo"]  # 100rel and timer are supported
     assert h.events() == []
 
 
@@ -345,7 +359,7 @@ def test_second_reinvite_while_one_pending_gets_491() -> None:
     h = Harness()
     call = h.offer()
     h.answer(call)
-    sent = h.feed(h.a_request("INVITE", call, 2, body=SDP_A))
+    sent = h.feed(h.a_request("INVITE", call, 2, body=SDP_A2))  # a new offer: relayed
     assert describe(sent) == ["100", "INVITE"]
     sent = h.feed(h.b_request("INVITE", 1, body=SDP_B), BOB)
     assert describe(sent) == ["100", "491"]
@@ -356,7 +370,7 @@ def test_reinvite_failure_relayed_back() -> None:
     h = Harness()
     call = h.offer()
     h.answer(call)
-    reinvite = h.feed(h.a_request("INVITE", call, 2, body=SDP_A))[1].request
+    reinvite = h.feed(h.a_request("INVITE", call, 2, body=SDP_A2))[1].request
     sent = h.feed(response_to(reinvite, 488), BOB)
     assert describe(sent) == ["ACK", "488"]  # the transaction ACKs B's 488; A gets the 488
     assert sent[1].addr == ALICE
@@ -490,7 +504,7 @@ def test_cancel_of_a_pending_reinvite_gets_487_and_cancels_the_forwarded_one() -
     call = h.offer()
     h.answer(call)
     branch = new_branch()
-    forwarded = h.feed(h.a_request("INVITE", call, 2, body=SDP_A, branch=branch))[1].request
+    forwarded = h.feed(h.a_request("INVITE", call, 2, body=SDP_A2, branch=branch))[1].request
     assert h.feed(response_to(forwarded, 180), BOB) == []  # not relayed, but now the CANCEL may go out
     sent = h.feed(h.a_request("CANCEL", call, 2, branch=branch))
     assert sorted(describe(sent)) == ["200", "487", "CANCEL"]
@@ -543,7 +557,7 @@ def test_every_way_a_call_ends_queues_exactly_one_terminal_event(name: str) -> N
 
 
 def test_max_call_duration_ends_both_legs_with_a_reason_naming_the_limit() -> None:
-    h = Harness()
+    h = Harness(session_timers=None)  # nobody here answers session refreshes
     call = h.offer()
     h.dial(call, ring_timeout=300.0, max_duration=3600.0)
     h.b_says(180)
