@@ -13,66 +13,32 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.externals import require_binary
 from tests.integration.sipp import (
     DID,
-    ExchangeProcess,
-    SippUas,
     UdpSniffer,
     fetch_cdrs,
     free_media_port,
     run_sipp_uac,
 )
-from tests.integration.test_sipp_calls import assert_cdr_common, assert_ok, only
+from tests.integration.test_sipp_calls import (  # noqa: F401 (pytest fixtures)
+    _sipp,
+    assert_cdr_common,
+    assert_ok,
+    exchange_factory,
+    only,
+    uas_factory,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 SHORT_TIMERS = {"sip": {"session_expires_s": 10, "min_se_s": 5}}
 EXPIRED = "session timer expired"
-
-
-@pytest.fixture(autouse=True)
-def _sipp() -> None:
-    require_binary("sipp")
-
-
-@pytest.fixture
-def exchanges(tmp_path: Path, migrated_database_url: str) -> Iterator[Any]:
-    """Start one exchange on free ports; stopped (and checked not to have crashed) at teardown."""
-    started: list[ExchangeProcess] = []
-
-    def start(routes: dict[str, list[str]], **kwargs: Any) -> ExchangeProcess:
-        exchange = ExchangeProcess(tmp_path / f"dce{len(started)}", migrated_database_url, routes, **kwargs)
-        exchange.start()
-        started.append(exchange)
-        return exchange
-
-    yield start
-    for exchange in started:
-        alive = exchange.alive()
-        exchange.stop()
-        assert alive, f"the exchange died during the test:\n{exchange.log()}"
-
-
-@pytest.fixture
-def callees(tmp_path: Path) -> Iterator[Any]:
-    peers: list[SippUas] = []
-
-    def start(scenario_name: str, **kwargs: Any) -> SippUas:
-        peer = SippUas(scenario_name, tmp_path, name=f"{scenario_name}_{len(peers)}", **kwargs)
-        peers.append(peer)
-        return peer.start()
-
-    yield start
-    for peer in peers:
-        peer.__exit__(None, None, None)
 
 
 def wait_for_metric(exchange: Any, pattern: str, timeout: float) -> str:
@@ -88,12 +54,12 @@ def bye_reasons(messages: str) -> list[str]:
     return [m for m in messages.split("\n\n") if m.lstrip().startswith("BYE ")]
 
 
-def test_a_vanished_caller_is_ended_by_its_session_timer(tmp_path: Path, exchanges: Any,
-                                                         callees: Any) -> None:
+def test_a_vanished_caller_is_ended_by_its_session_timer(
+        tmp_path: Path, exchange_factory: Any, uas_factory: Any) -> None:  # noqa: F811
     """Passthrough: the caller negotiates Session-Expires 10 s as refresher, ACKs and is gone. Without a refresh
     the exchange BYEs both legs min(32, 10/3) s before expiry: the call is over ~6.7 s after the answer."""
-    callee = callees("uas_timer", calls=1)
-    exchange = exchanges({DID: [callee.uri]}, media_mode="passthrough", extra_config=SHORT_TIMERS)
+    callee = uas_factory("uas_timer", calls=1)
+    exchange = exchange_factory({DID: [callee.uri]}, media_mode="passthrough", extra_config=SHORT_TIMERS)
 
     started = time.monotonic()
     caller = run_sipp_uac("uac_vanish_timer", exchange.sip_target, tmp_path, timeout=30)
@@ -113,12 +79,12 @@ def test_a_vanished_caller_is_ended_by_its_session_timer(tmp_path: Path, exchang
 
 
 def test_a_vanished_caller_without_timer_support_is_ended_when_our_refresh_goes_unanswered(
-        tmp_path: Path, exchanges: Any, callees: Any) -> None:
+        tmp_path: Path, exchange_factory: Any, uas_factory: Any) -> None:  # noqa: F811
     """Passthrough, the common carrier: no session timers of its own. Our 200 makes us the refresher
     (refresher=uas); at half the interval we re-INVITE it, nobody answers, and when that transaction times out
     (64*T1, here T1 = 50 ms: before the session expires) both legs get BYE: reason "session refresh failed"."""
-    callee = callees("uas_timer", calls=1)
-    exchange = exchanges({DID: [callee.uri]}, media_mode="passthrough",
+    callee = uas_factory("uas_timer", calls=1)
+    exchange = exchange_factory({DID: [callee.uri]}, media_mode="passthrough",
                          extra_config={"sip": {**SHORT_TIMERS["sip"], "t1_ms": 50}})
 
     started = time.monotonic()
@@ -137,13 +103,13 @@ def test_a_vanished_caller_without_timer_support_is_ended_when_our_refresh_goes_
     assert re.search(r"^dce_active_calls 0\.0$", metrics, re.M), metrics
 
 
-def test_after_a_burst_where_half_the_callers_vanish_no_call_is_left_up(tmp_path: Path, exchanges: Any,
-                                                                        callees: Any) -> None:
+def test_after_a_burst_where_half_the_callers_vanish_no_call_is_left_up(
+        tmp_path: Path, exchange_factory: Any, uas_factory: Any) -> None:  # noqa: F811
     """20 calls at 10 CPS, half from callers that vanish after the ACK, half that hang up after 1 s. Once the
     session timers run out, /metrics shows no active call and every call has exactly one CDR."""
     per_kind = 10
-    callee = callees("uas_timer", calls=2 * per_kind)
-    exchange = exchanges({DID: [callee.uri]}, media_mode="passthrough", extra_config={
+    callee = uas_factory("uas_timer", calls=2 * per_kind)
+    exchange = exchange_factory({DID: [callee.uri]}, media_mode="passthrough", extra_config={
         **SHORT_TIMERS, "compliance": {"fraud": {"enabled": False}}})  # one caller number, 20 calls: no velocity
 
     with ThreadPoolExecutor(2) as pool:
@@ -165,12 +131,12 @@ def test_after_a_burst_where_half_the_callers_vanish_no_call_is_left_up(tmp_path
     assert re.search(r"^dce_calls_reaped_total 0\.0$", metrics, re.M), metrics
 
 
-def test_an_answered_call_that_never_sends_rtp_ends_at_the_rtp_timeout(tmp_path: Path, exchanges: Any,
-                                                                      callees: Any) -> None:
+def test_an_answered_call_that_never_sends_rtp_ends_at_the_rtp_timeout(
+        tmp_path: Path, exchange_factory: Any, uas_factory: Any) -> None:  # noqa: F811
     """Relay mode: neither side ever sends a packet. The inactivity timeout counts from the answer, so the call
     is hung up media.rtp_timeout_s after it (BYE to both, reason "media timeout")."""
-    callee = callees("uas_answer", calls=1)
-    exchange = exchanges({DID: [callee.uri]}, media_mode="relay", rtp_timeout_s=1.5)
+    callee = uas_factory("uas_answer", calls=1)
+    exchange = exchange_factory({DID: [callee.uri]}, media_mode="relay", rtp_timeout_s=1.5)
 
     caller = run_sipp_uac("uac_wait_bye", exchange.sip_target, tmp_path, timeout=30)
 
@@ -188,13 +154,13 @@ def test_an_answered_call_that_never_sends_rtp_ends_at_the_rtp_timeout(tmp_path:
     assert re.search(r"^dce_media_sessions 0\.0$", metrics, re.M), metrics
 
 
-def test_delayed_offer_media_flows_both_ways_through_the_relay(tmp_path: Path, exchanges: Any,
-                                                               callees: Any) -> None:
+def test_delayed_offer_media_flows_both_ways_through_the_relay(
+        tmp_path: Path, exchange_factory: Any, uas_factory: Any) -> None:  # noqa: F811
     """The caller's INVITE has no SDP: the callee's 200 carries the offer (rewritten to the relay), the caller's
     ACK the answer, which our ACK to the callee carries (rewritten). Both play g711a.pcap: each side receives
     the other's packets from the relay, and none bypass it."""
-    callee = callees("uas_rtp", calls=1)
-    exchange = exchanges({DID: [callee.uri]}, media_mode="relay")
+    callee = uas_factory("uas_rtp", calls=1)
+    exchange = exchange_factory({DID: [callee.uri]}, media_mode="relay")
     caller_media = free_media_port()
     sniffer = UdpSniffer({caller_media, callee.media_port}) if UdpSniffer.available() else None
 
@@ -225,12 +191,12 @@ def test_delayed_offer_media_flows_both_ways_through_the_relay(tmp_path: Path, e
         assert sniffer.received(caller_media, src=callee.media_port) == 0, dict(sniffer.counts)
 
 
-def test_a_caller_requiring_100rel_gets_a_reliable_180_and_its_prack_answered(tmp_path: Path, exchanges: Any,
-                                                                              callees: Any) -> None:
+def test_a_caller_requiring_100rel_gets_a_reliable_180_and_its_prack_answered(
+        tmp_path: Path, exchange_factory: Any, uas_factory: Any) -> None:  # noqa: F811
     """Require: 100rel is not 420: the 180 carries Require: 100rel and RSeq, the PRACK gets 200, the call goes on;
     the callee never sees Require: 100rel."""
-    callee = callees("uas_ring_answer", calls=1)
-    exchange = exchanges({DID: [callee.uri]})
+    callee = uas_factory("uas_ring_answer", calls=1)
+    exchange = exchange_factory({DID: [callee.uri]})
 
     caller = run_sipp_uac("uac_100rel", exchange.sip_target, tmp_path, hold_ms=500, timeout=30)
 
