@@ -57,6 +57,7 @@ PASS_THROUGH_METHODS = ("UPDATE", "INFO")  # forwarded end to end inside a dialo
 # timer: RFC 4028 on both legs. 100rel: a caller that requires it gets its provisional responses reliably (RSeq,
 # retransmitted until its PRACK, RFC 3262 §3); its Require is never passed on to the callee.
 SUPPORTED_OPTIONS: frozenset[str] = frozenset({"timer", "100rel"})
+_SUPPORTED_WITHOUT_TIMERS = SUPPORTED_OPTIONS - {"timer"}  # sip.session_timers: false
 NO_PRACK = "no PRACK from caller"  # a reliable provisional unacknowledged for 64*T1 (RFC 3262 §3): the call ends
 SESSION_EXPIRED = "session timer expired"  # the CallEnded reason (and the CDR's) when a session was not refreshed
 REFRESH_FAILED = "session refresh failed"  # our refresh got 408/481 or no answer: the peer is gone
@@ -507,7 +508,8 @@ class B2BUA:
             self.endpoint.respond(txn, make_response(request, 416, to_tag=new_token()), now)
         elif method == "INVITE":
             self._new_call(txn, request, now)  # type: ignore[arg-type]
-        elif unsupported := _unsupported(request, timers=self.session_timers is not None):  # §8.2.2.3 (bext01)
+        elif unsupported := _unsupported(_options(request.get_all("Require")),  # RFC 3261 §8.2.2.3 (bext01)
+                                         timers=self.session_timers is not None):
             self.endpoint.respond(txn, make_response(request, 420, to_tag=new_token(), extra=[
                 ("Unsupported", ", ".join(unsupported))]), now)
         elif method == "OPTIONS":
@@ -559,7 +561,7 @@ class B2BUA:
             self.endpoint.respond(txn, make_response(request, 483, to_tag=local_tag), now)
             return
         required = _options(request.get_all("Require"))
-        unsupported = _unsupported(request, timers=self.session_timers is not None)
+        unsupported = _unsupported(required, timers=self.session_timers is not None)
         if unsupported:
             self.endpoint.respond(txn, make_response(request, 420, to_tag=local_tag, extra=[
                 ("Unsupported", ", ".join(unsupported))]), now)
@@ -1239,10 +1241,10 @@ def _failure_kind(status: int) -> str:
     return "failed"
 
 
-def _unsupported(request: Request, *, timers: bool = True) -> list[str]:
-    """The option tags ``request`` requires that we do not support (``timers`` False: session timers are off)."""
-    supported = SUPPORTED_OPTIONS if timers else SUPPORTED_OPTIONS - {"timer"}
-    return [opt for opt in _options(request.get_all("Require")) if opt not in supported]
+def _unsupported(required: list[str], *, timers: bool = True) -> list[str]:
+    """The ``required`` option tags we do not support (``timers`` False: session timers are off)."""
+    supported = SUPPORTED_OPTIONS if timers else _SUPPORTED_WITHOUT_TIMERS
+    return [opt for opt in required if opt not in supported]
 
 
 def _accepts_sdp(accept: list[str]) -> bool:
