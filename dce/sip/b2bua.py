@@ -27,6 +27,7 @@ from dce.sip.message import (
     Response,
     header_uri,
     make_response,
+    next_request,
     uri_hostport,
     uri_user,
 )
@@ -875,12 +876,18 @@ class B2BUA:
         if retry is None:
             return False
         leg.auth_tried = True
-        retried = self.endpoint.send_request(retry, txn.transport, txn.addr, now)
-        assert isinstance(retried, ClientInviteTransaction)
-        txn.user_data = None  # the challenged transaction only absorbs retransmissions now
-        retried.user_data = leg
-        leg.txn, leg.request, leg.provisional = retried, retry, False
+        self._reissue(leg, retry, now)
         return True
+
+    def _reissue(self, leg: OutboundLeg, request: Request, now: float) -> None:
+        """Send the leg's INVITE asked again (``request``) as its new transaction; the old one (ACKed by itself)
+        only absorbs retransmissions now."""
+        old = leg.txn
+        txn = self.endpoint.send_request(request, old.transport, old.addr, now)
+        assert isinstance(txn, ClientInviteTransaction)
+        old.user_data = None
+        txn.user_data = leg
+        leg.txn, leg.request, leg.provisional = txn, request, False
 
     def _send_reliable(self, call: Call, status: int, reason: str, now: float) -> None:
         """Relay a provisional to a caller that requires 100rel: reliably (Require: 100rel, RSeq), one at a time
@@ -941,21 +948,9 @@ class B2BUA:
         interval = retry_after_422(response.get("Min-SE"), leg.session_expires)
         if interval is None:
             return False
-        old = leg.request
-        request = Request(method="INVITE", uri=old.uri, body=old.body)
-        for name, value in old.headers:
-            if name == "Via":
-                continue
-            if name == "CSeq":
-                value = f"{old.cseq[0] + 1} INVITE"
-            elif name in ("Session-Expires", "Min-SE"):
-                value = str(interval)
-            request.headers.append((name, value))
-        txn = self.endpoint.send_request(request, leg.txn.transport, leg.txn.addr, now)
-        assert isinstance(txn, ClientInviteTransaction)
-        leg.txn.user_data = None
-        leg.txn, leg.request, txn.user_data = txn, request, leg
-        leg.retried_422, leg.session_expires, leg.provisional = True, interval, False
+        self._reissue(leg, next_request(leg.request, replace={"Session-Expires": str(interval),
+                                                                "Min-SE": str(interval)}), now)
+        leg.retried_422, leg.session_expires = True, interval
         return True
 
     def _leg_answered(self, leg: OutboundLeg, response: Response, now: float) -> None:

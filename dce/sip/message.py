@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import sipmessage
@@ -681,3 +681,25 @@ def make_response(request: Request, status: int, reason: str | None = None, *, t
         if content_type:
             headers.append(("Content-Type", content_type))
     return response
+
+
+def next_request(request: Request, *, replace: Mapping[str, str | None] | None = None,
+                 add: Iterable[tuple[str, str]] = ()) -> Request:
+    """``request`` asked again as a new transaction (RFC 3261 §8.1.3.5, §22.2): the same Call-ID, tags and body,
+    CSeq + 1 and no Via (the endpoint adds one with a new branch). Headers named in ``replace`` (canonical
+    names) take the value given, or are left out for None; ``add`` is appended."""
+    replace = replace or {}
+    again = Request(method=request.method, uri=request.uri, body=request.body)
+    for name, value in request.headers:
+        name = canonical_name(name)
+        if name == "Via":
+            continue
+        if name == "CSeq":
+            value = f"{request.cseq[0] + 1} {request.method}"
+        elif name in replace:
+            if (new := replace[name]) is None:
+                continue
+            value = new
+        again.headers.append((name, value))
+    again.headers.extend(add)
+    return again

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from dce.sip.digest import Algorithm, Challenge, authorization
 from dce.sip.endpoint import new_token
-from dce.sip.message import Request, Response
+from dce.sip.message import Request, Response, next_request
 
 CHALLENGE_HEADERS = {401: ("WWW-Authenticate", "Authorization"), 407: ("Proxy-Authenticate", "Proxy-Authorization")}
 
@@ -51,18 +51,5 @@ def authorized_retry(request: Request, response: Response, credentials: Outbound
             break
     if value is None:
         return None
-    retry = Request(method=request.method, uri=request.uri)
-    seen_via = False
-    for name, text in request.headers:
-        lower = name.lower()
-        if lower in ("via", "v") and not seen_via:
-            seen_via = True
-            continue
-        if lower == "cseq":
-            text = f"{request.cseq[0] + 1} {request.method}"
-        elif lower in ("authorization", "proxy-authorization"):
-            continue  # a previous answer (there is none today: one retry only)
-        retry.headers.append((name, text))
-    retry.headers.append((answer_header, value))
-    retry.body = request.body
-    return retry
+    return next_request(request, replace={"Authorization": None, "Proxy-Authorization": None},
+                        add=[(answer_header, value)])  # a previous answer is left out (one retry only, today)
