@@ -76,9 +76,10 @@ from dce.sip.b2bua import (
     DialAnswered,
     DialFailed,
     DialProgress,
+    called_user,
+    caller_user,
 )
 from dce.sip.digest import ALGORITHMS
-from dce.sip.message import header_uri, uri_user
 from dce.sip.outbound_auth import OutboundCredentials
 from dce.sip.resolver import MAX_HOPS_PER_TARGET, NextHop, ResolveError, SipResolver
 from dce.sip.secret_box import SecretBox, SecretBoxError
@@ -225,8 +226,8 @@ class CallFlow:
                       headers: tuple[tuple[str, str], ...], span: Span) -> None:
         """Walk the call, whatever ends it: a bug, a cancelled task (watchdog, shutdown); then record it once."""
         self.observer.call_started()
-        did = to_e164(call.called_user) or call.called_user
-        c = _CallState(call, did, to_e164(call.caller_user) or call.caller_user,
+        did = _number(call.called_user)
+        c = _CallState(call, did, _number(call.caller_user),
                        CallRequest(did, call.caller_user, headers), _Times(self.clock, watched.started_at))
         cancelled = False
         try:
@@ -469,18 +470,20 @@ class CallFlow:
     def _record_refused(self, refused: CallRefused) -> None:
         """A ``rejected`` CDR for an INVITE refused at admission (no call task): it names the source and trunk."""
         request = refused.request
-        caller_user = uri_user(header_uri(request.get("From") or ""))
-        called_user = uri_user(request.uri)
-        did = to_e164(called_user) or called_user
+        did = _number(called_user(request))
         at = self.clock.wall(refused.at)
         extra = {"source": refused.source, "transport": refused.transport}
         cdr = CallDetailRecord(
             call_id=refused.id, a_leg_call_id=request.call_id, b_leg_call_id=None,
-            caller=to_e164(caller_user) or caller_user, called=did, did=did, destination=None,
+            caller=_number(caller_user(request)), called=did, did=did, destination=None,
             invite_at=at, end_at=at, disposition=Disposition.REJECTED, final_code=refused.status,
             hangup_side=HangupSide.SYSTEM, reason=f"{refused.reason} ({refused.source})", extra=extra,
             trunk=refused.trunk)
         self.observer.call_started()
+        self._publish(cdr)
+
+    def _publish(self, cdr: CallDetailRecord) -> None:
+        """The call's one CDR: to the writer, the metrics and the live event feed."""
         self.cdrs.submit(cdr)
         self.observer.call_finished(cdr)
         if self.events is not None:
@@ -519,10 +522,7 @@ class CallFlow:
             dial_at=times.dial_at,
             terms=self.router.terms(routed, target) if routed is not None else None,
         )
-        self.cdrs.submit(cdr)
-        self.observer.call_finished(cdr)
-        if self.events is not None:
-            self.events.finished(cdr)
+        self._publish(cdr)
         if routed is not None and target is not None and cdr.disposition is Disposition.ANSWERED:
             self.router.completed(routed, target, cdr.billable_s, cdr.end_at)
             if self.gate is not None:
@@ -649,3 +649,8 @@ async def _terminal(events: asyncio.Queue[CallEvent]) -> CallEnded | CallCancell
         event = await events.get()
         if isinstance(event, CallEnded | CallCancelled):
             return event
+
+
+def _number(user: str) -> str:
+    """A number as the records keep it: E.164 when it reads as one, else as sent."""
+    return to_e164(user) or user

@@ -229,6 +229,16 @@ class OutboundLeg:
             b2bua._give_up_leg(self, now)
 
 
+def caller_user(request: Request) -> str:
+    """The user part of an INVITE's From URI (the caller's number as sent)."""
+    return uri_user(header_uri(request.get("From") or ""))
+
+
+def called_user(request: Request) -> str:
+    """The user part of an INVITE's Request-URI (the number called, as sent)."""
+    return uri_user(request.uri)
+
+
 @dataclass(slots=True, eq=False, weakref_slot=True)
 class Call:
     """A call through the B2BUA. Its one timer is the maximum call duration, armed at answer."""
@@ -250,11 +260,11 @@ class Call:
 
     @property
     def caller_user(self) -> str:
-        return uri_user(header_uri(self.a.request.get("From") or ""))
+        return caller_user(self.a.request)
 
     @property
     def called_user(self) -> str:
-        return uri_user(self.a.request.uri)
+        return called_user(self.a.request)
 
     def next_deadline(self) -> float | None:
         """The earliest of the maximum duration and each leg's session timer."""
