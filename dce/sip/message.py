@@ -239,7 +239,8 @@ class Message:
         for key, value in self.headers:
             if key == name:
                 if name in _LIST_CANONICAL:
-                    return split_list(value)[0] if value else value
+                    parts = split_list(value)
+                    return parts[0] if parts else ""  # "Via: ," lists nothing: read as empty
                 return value
         return default
 

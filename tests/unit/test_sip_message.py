@@ -403,3 +403,15 @@ def test_fuzz_stream_framer(chunks: list[bytes]) -> None:
                 _parse_or_parse_error(message, stream=True)
     except SipParseError:
         pass
+
+
+def test_a_list_header_of_only_commas_reads_as_empty_not_as_a_crash() -> None:
+    """Found by the fuzz: ``Via: ,`` beside a bad Content-Length made answering the 400 raise IndexError."""
+    data = (b"INVITE sip:+18005550100@10.0.0.1 SIP/2.0\r\nVia: ,\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\n"
+            b"Call-ID: x@y\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: x\r\n\r\n")
+    with pytest.raises(SipParseError) as raised:
+        parse(data)
+    request = raised.value.request
+    assert request is not None and request.get("Via") == ""
+    with pytest.raises(ValueError):
+        request.top_via  # noqa: B018 (the property is what is tested)
