@@ -99,9 +99,11 @@ class MemoryBindings:
 
 @dataclass(frozen=True, slots=True)
 class RegistrarSettings:
-    """``realm`` challenges users no account names; expiries in seconds; ``max_bindings`` devices per agent."""
+    """``realm`` challenges users no account names; ``algorithms`` are offered in this order (one challenge each);
+    expiries in seconds; ``max_bindings`` devices per agent."""
 
     realm: str = "dce"
+    algorithms: tuple[Algorithm, ...] = PREFERRED
     default_expires: int = 3600
     min_expires: int = 60
     max_expires: int = 7200
@@ -225,7 +227,7 @@ class Registrar:
     def _challenge(self, account: Account | None, realm: str, source: str, now_wall: float, *,
                    stale: bool = False) -> Reply:
         nonce = self.signer.issue(source, now_wall)
-        offered = PREFERRED if account is None else [a for a in PREFERRED if account.ha1(a) is not None]
+        offered = [a for a in self.settings.algorithms if account is None or account.ha1(a) is not None]
         headers = tuple(("WWW-Authenticate", str(Challenge(realm, nonce, algorithm, QOP, stale=stale)))
                         for algorithm in offered)
         return Reply(401, "Unauthorized", headers, None, "challenged")

@@ -250,3 +250,10 @@ def test_store_is_pluggable() -> None:
     authed(registrar, register("<sip:alice@192.0.2.1>"))
     [(agent_id, bindings)] = [(a, store.get(a)) for a in store.agents()]
     assert agent_id == "a1" and isinstance(bindings[0], Binding)
+
+
+def test_offered_algorithms_follow_the_settings() -> None:
+    registrar = make(algorithms=("MD5",))
+    for user in ("alice", "mallory"):
+        reply = registrar.register(register("<sip:x@192.0.2.1>", user=user), PHONE, "udp", T0, WALL)
+        assert [Challenge.parse(v).algorithm for _, v in reply.headers] == ["MD5"]
