@@ -1,10 +1,13 @@
-"""Agents register on a real ``dce serve``: a SIPp device answers the digest challenge, the side API shows its
-binding, and its unregister (``Contact: *``, ``Expires: 0``) removes it; a wrong password gets 401 then 403, and an
-unknown username the very same answers."""
+"""Agents register on a real ``dce serve``: a SIPp device (UDP, TCP) and a pjsua2 UA (TLS) answer the digest
+challenge, the side API shows their binding, and their unregister (``Contact: *``/``Expires: 0``) removes it; a
+wrong password gets 401 then 403, and an unknown username the very same answers."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -14,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.externals import require_binary
-from tests.integration.sipp import ExchangeProcess, admin_headers, http_get, run_sipp_uac
+from tests.externals import require, require_binary
+from tests.integration.sipp import HOST, ExchangeProcess, admin_headers, free_port, http_get, run_sipp_uac
+from tests.tls_pki import TlsPki
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -35,12 +39,10 @@ def _registrations(process: ExchangeProcess, agent_id: str) -> list[dict[str, An
     return json.loads(body)["items"]  # type: ignore[no-any-return]
 
 
-@pytest.fixture
-def exchange(tmp_path: Path, migrated_database_url: str) -> Iterator[ExchangeProcess]:
-    """An exchange with one buyer and its agent ``alice`` (stored through the API, after start)."""
-    require_binary("sipp")
-    process = ExchangeProcess(tmp_path / "dce", migrated_database_url,
-                              extra_config={"sip": {"registrar": {"algorithms": ["MD5"]}}})  # SIPp 3.6: MD5 only
+PJSUA2_SCRIPT = Path(__file__).with_name("pjsua2_register.py")
+
+
+def _start(process: ExchangeProcess) -> Iterator[ExchangeProcess]:
     process.start()
     try:
         _post(f"{process.http_base}/api/v1/buyers", {"id": "b1", "name": "Call centre"})
@@ -51,6 +53,28 @@ def exchange(tmp_path: Path, migrated_database_url: str) -> Iterator[ExchangePro
         alive = process.alive()
         process.stop()
         assert alive, f"the exchange died during the test:\n{process.log()}"
+
+
+@pytest.fixture
+def exchange(tmp_path: Path, migrated_database_url: str) -> Iterator[ExchangeProcess]:
+    """An exchange with one buyer and its agent ``alice`` (stored through the API, after start)."""
+    require_binary("sipp")
+    yield from _start(ExchangeProcess(tmp_path / "dce", migrated_database_url,  # SIPp 3.6 answers MD5 only
+                                      extra_config={"sip": {"registrar": {"algorithms": ["MD5"]}}}))
+
+
+@pytest.fixture
+def tls_exchange(tmp_path: Path, migrated_database_url: str) -> Iterator[tuple[ExchangeProcess, int, Path]]:
+    """The same with a tls: listener (a certificate for 127.0.0.1 from a test CA), challenging SHA-256 and MD5."""
+    require(importlib.util.find_spec("pjsua2") is not None, "pjsua2 (pip install pjsua2-python)")
+    pki = TlsPki(tmp_path / "pki")
+    ours = pki.issue("dce", ips=[HOST])
+    process = ExchangeProcess(tmp_path / "dce", migrated_database_url, transports=("udp",))
+    tls_port = free_port("tcp")
+    process.extra_config = {"sip": {"listen": [f"udp:{HOST}:{process.sip_port}", f"tls:{HOST}:{tls_port}"],
+                                    "tls": {"cert_file": str(ours.cert_file), "key_file": str(ours.key_file)}}}
+    for started in _start(process):
+        yield started, tls_port, pki.ca_file
 
 
 @pytest.mark.parametrize("transport", ["u1", "t1"])
@@ -89,4 +113,33 @@ def test_wrong_password_and_unknown_user_get_the_same_401_then_403(
         answers.append([line.split("nonce=")[0] for line in messages.splitlines()
                         if line.startswith(("WWW-Authenticate", "Reason", "SIP/2.0 4"))])
     assert answers[0] == answers[1]  # nothing tells which username exists
+    assert _registrations(process, "a1") == []
+
+
+def test_a_pjsua2_agent_registers_over_tls_and_unregisters(
+        tmp_path: Path, tls_exchange: tuple[ExchangeProcess, int, Path]) -> None:
+    process, tls_port, ca_file = tls_exchange
+    args = [sys.executable, str(PJSUA2_SCRIPT), "--registrar", f"{HOST}:{tls_port}", "--transport", "tls",
+            "--ca-file", str(ca_file), "--username", "alice", "--password", PASSWORD, "--expires", "300"]
+    with subprocess.Popen(args, cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True) as agent:
+        assert agent.stdin is not None and agent.stdout is not None
+        try:
+            lines: list[str] = []
+            while not any(line.startswith('{"step": "registered"') for line in lines):
+                line = agent.stdout.readline()
+                assert line, "".join(lines[-80:]) + process.log(6000)
+                lines.append(line)
+            registered = json.loads(lines[-1])
+            assert registered["status"] == 200, "".join(lines[-80:]) + process.log(6000)
+            (binding,) = _registrations(process, "a1")
+            assert binding["transport"] == "tls" and 290 <= binding["expires_in"] <= 300, binding
+            agent.stdin.write("unregister\n")
+            agent.stdin.flush()
+            rest = agent.stdout.read()
+            assert agent.wait(timeout=30) == 0, rest + process.log(6000)
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+    assert '"step": "unregistered", "status": 200' in rest
     assert _registrations(process, "a1") == []
