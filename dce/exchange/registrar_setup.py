@@ -13,13 +13,14 @@ from dce.sip.registrar import Registrar, RegistrarSettings
 
 
 def build_registrar(sip: SipConfig, signer: NonceSigner, *,
-                    on_auth_failure: Callable[[str, float], None] | None = None) -> Registrar:
+                    on_auth_failure: Callable[[str, float], None] | None = None,
+                    on_outcome: Callable[[str], None] | None = None) -> Registrar:
     """A registrar challenging with ``sip.auth_realm`` and the admission's nonces (any node verifies them)."""
     config = sip.registrar
     settings = RegistrarSettings(realm=sip.auth_realm, default_expires=config.default_expires_s,
                                  min_expires=config.min_expires_s, max_expires=config.max_expires_s,
                                  max_bindings=config.max_devices, algorithms=tuple(config.algorithms))
-    return Registrar(signer, settings, on_auth_failure=on_auth_failure)
+    return Registrar(signer, settings, on_auth_failure=on_auth_failure, on_outcome=on_outcome)
 
 
 def registrations(registrar: Registrar, clock: Clock, agent_id: str) -> list[dict[str, Any]]:

@@ -258,8 +258,9 @@ class Exchange:
         self._static_trunks = self.admission.rules
         self._trust_trunks(self._static_trunks)
         self.sip_driver.core.admission = self.admission  # before listening: no INVITE gets past it
-        self.registrar = build_registrar(sip, self.admission.signer,
+        self.registrar = build_registrar(sip, self.admission.signer, on_outcome=self.metrics.registration,
                                          on_auth_failure=flood.strike if flood is not None else None)
+        self.metrics.registered_bindings.set_function(self.registrar.binding_count)
         self.sip_driver.core.registrar = self.registrar  # REGISTER answers 405 until agents are loaded
         log.info("SIP admission: %d trunks from sip.trunks; sources no trunk matches: %s", len(self._static_trunks),
                  sip.unknown_sources)

@@ -21,12 +21,15 @@ import heapq
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol, get_args
 
 from dce.sip.digest import PREFERRED, Algorithm, Challenge, Credentials, NonceSigner, verify
 from dce.sip.message import Request, header_uri, parse_params, split_list, uri_user
 
 QOP = ("auth",)
+Outcome = Literal["registered", "unregistered", "queried", "challenged", "refused", "invalid", "too_brief",
+                  "out_of_order", "too_many"]
+OUTCOMES: tuple[str, ...] = get_args(Outcome)
 _CONTACT_PARAMS = re.compile(r">\s*(;.*)\Z", re.DOTALL)
 
 
@@ -121,22 +124,25 @@ class Reply:
     reason: str | None
     headers: tuple[tuple[str, str], ...]
     agent_id: str | None
-    outcome: str
+    outcome: Outcome
 
 
 class Registrar:
     """Registers agents' devices. ``on_auth_failure(source, now)`` hears wrong usernames/passwords and forged
-    nonces (the flood guard counts them); ``on_change(agent_id)`` hears every change of an agent's bindings."""
+    nonces (the flood guard counts them); ``on_change(agent_id)`` hears every change of an agent's bindings;
+    ``on_outcome(outcome)`` every REGISTER's outcome (metrics: one of :data:`OUTCOMES`)."""
 
     def __init__(self, signer: NonceSigner, settings: RegistrarSettings | None = None,
                  store: BindingStore | None = None, *,
                  on_auth_failure: Callable[[str, float], None] | None = None,
-                 on_change: Callable[[str], None] | None = None) -> None:
+                 on_change: Callable[[str], None] | None = None,
+                 on_outcome: Callable[[Outcome], None] | None = None) -> None:
         self.signer = signer
         self.settings = settings or RegistrarSettings()
         self.store: BindingStore = store if store is not None else MemoryBindings()
         self.on_auth_failure = on_auth_failure
         self.on_change = on_change
+        self.on_outcome = on_outcome
         self._accounts: dict[str, Account] = {}
         self._by_id: dict[str, Account] = {}
         self._deadlines: list[tuple[float, str]] = []  # (expires_at, agent id), stale entries skipped
@@ -159,6 +165,10 @@ class Registrar:
 
     def account(self, agent_id: str) -> Account | None:
         return self._by_id.get(agent_id)
+
+    def binding_count(self) -> int:
+        """Bindings held, the expired ones not yet swept included (a gauge read at scrape time)."""
+        return sum(len(self.store.get(agent_id)) for agent_id in self.store.agents())
 
     def bindings(self, agent_id: str, now: float) -> tuple[Binding, ...]:
         """The agent's bindings not yet expired at ``now``."""
@@ -195,6 +205,13 @@ class Registrar:
     # -- REGISTER -------------------------------------------------------------------------------------
     def register(self, request: Request, addr: tuple[str, int], transport: str, now: float, now_wall: float) -> Reply:
         """The answer to a REGISTER from ``addr`` (IP address, port) over ``transport``."""
+        reply = self._register(request, addr, transport, now, now_wall)
+        if self.on_outcome is not None:
+            self.on_outcome(reply.outcome)
+        return reply
+
+    def _register(self, request: Request, addr: tuple[str, int], transport: str, now: float,
+                  now_wall: float) -> Reply:
         source = addr[0]
         username = uri_user(header_uri(request.get("To") or ""))
         account = self._accounts.get(username)
@@ -278,7 +295,7 @@ class Registrar:
             self._put(agent_id, updated)
         return self._ok(agent_id, updated, now, "registered" if updated else "unregistered")
 
-    def _ok(self, agent_id: str, bindings: tuple[Binding, ...], now: float, outcome: str) -> Reply:
+    def _ok(self, agent_id: str, bindings: tuple[Binding, ...], now: float, outcome: Outcome) -> Reply:
         headers = tuple(("Contact", f"<{b.uri}>;expires={b.expires_in(now)}") for b in bindings)
         return Reply(200, None, headers, agent_id, outcome)
 

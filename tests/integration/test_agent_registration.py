@@ -98,6 +98,10 @@ def test_register_shows_the_binding_and_unregister_removes_it(
     messages = result.messages()
     assert "401 Unauthorized" in messages and "Authorization: Digest" in messages
     assert _registrations(process, "a1") == []  # unregistered
+    metrics = process.metrics()
+    for outcome in ("challenged", "registered", "unregistered"):
+        assert f'dce_registrations_total{{outcome="{outcome}"}} 1.0' in metrics, outcome
+    assert "dce_registered_bindings 0.0" in metrics
 
 
 def test_wrong_password_and_unknown_user_get_the_same_401_then_403(

@@ -7,9 +7,10 @@ from collections.abc import Iterable
 
 import pytest
 
+from dce.http_api.metrics import REGISTRATION_OUTCOMES
 from dce.sip.digest import Challenge, NonceSigner, authorization, ha1
 from dce.sip.message import Request, parse
-from dce.sip.registrar import Account, Binding, MemoryBindings, Registrar, RegistrarSettings, Reply
+from dce.sip.registrar import OUTCOMES, Account, Binding, MemoryBindings, Registrar, RegistrarSettings, Reply
 from tests.unit.sipfactory import request
 
 WALL = 1_767_600_000.0
@@ -257,3 +258,14 @@ def test_offered_algorithms_follow_the_settings() -> None:
     for user in ("alice", "mallory"):
         reply = registrar.register(register("<sip:x@192.0.2.1>", user=user), PHONE, "udp", T0, WALL)
         assert [Challenge.parse(v).algorithm for _, v in reply.headers] == ["MD5"]
+
+
+def test_every_outcome_is_heard_and_is_a_metrics_label() -> None:
+    heard: list[str] = []
+    registrar = make()
+    registrar.on_outcome = heard.append
+    authed(registrar, register("<sip:alice@192.0.2.1>"))
+    authed(registrar, register("*", cseq=3, extra=[("Expires", "0")]))
+    assert heard == ["challenged", "registered", "challenged", "unregistered"]
+    assert set(OUTCOMES) == REGISTRATION_OUTCOMES
+    assert registrar.binding_count() == 0
