@@ -38,6 +38,7 @@ from dce.db.marketplace_repository import MarketplaceData
 from dce.db.marketplace_watcher import MarketplaceWatcher
 from dce.db.postback_dispatcher import PostbackDispatcher
 from dce.db.record_codec import BID_CODEC, CDR_CODEC
+from dce.db.redis_bindings import RedisBindings
 from dce.db.tracing import trace_statements
 from dce.db.trunk_watcher import TrunkWatcher
 from dce.db.watcher import Watcher
@@ -335,7 +336,13 @@ class Exchange:
             self.cluster.announce("trunks")
 
     async def _start_agents(self, stack: AsyncExitStack) -> None:
-        """Buyers' agents in memory for REGISTER (no database on it), reloaded like the trunks."""
+        """Buyers' agents in memory for REGISTER (no database on it), reloaded like the trunks; with Redis, their
+        bindings shared by every node (before the agents load: until then REGISTER is not served)."""
+        if self.cluster is not None:
+            bindings = RedisBindings(self.cluster.client, clock=self.clock, prefix=self.settings.redis.key_prefix)
+            await bindings.start()
+            stack.push_async_callback(bindings.stop)
+            self.registrar.store = bindings
         self.agent_watcher = AgentWatcher(self.engine, self._load_agents)
         stack.push_async_callback(self.agent_watcher.stop)
         await self.agent_watcher.start()

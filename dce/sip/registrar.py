@@ -150,12 +150,14 @@ class Registrar:
 
     # -- accounts -------------------------------------------------------------------------------------
     def replace_accounts(self, accounts: Iterable[Account]) -> None:
-        """Swap in the agents allowed to register; bindings of agents no longer there are dropped."""
+        """Swap in the agents allowed to register; the bindings of agents removed since the last call are dropped
+        (only those: a shared store may hold bindings of an agent another node knows of first)."""
         accounts = tuple(accounts)
+        removed = self._by_id.keys() - {account.id for account in accounts}
         self._accounts = {account.username: account for account in accounts}
         self._by_id = {account.id: account for account in accounts}
-        for agent_id in list(self.store.agents()):
-            if agent_id not in self._by_id:
+        for agent_id in removed:
+            if self.store.get(agent_id):
                 self._put(agent_id, ())
 
     @property

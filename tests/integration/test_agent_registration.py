@@ -1,6 +1,7 @@
 """Agents register on a real ``dce serve``: a SIPp device (UDP, TCP) and a pjsua2 UA (TLS) answer the digest
 challenge, the side API shows their binding, and their unregister (``Contact: *``/``Expires: 0``) removes it; a
-wrong password gets 401 then 403, and an unknown username the very same answers."""
+wrong password gets 401 then 403, and an unknown username the very same answers. With Redis, a second node sees
+the binding made on the first."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +21,8 @@ import pytest
 
 from tests.externals import require, require_binary
 from tests.integration.sipp import HOST, ExchangeProcess, admin_headers, free_port, http_get, run_sipp_uac
+from tests.integration.test_sipp_calls import exchange_factory  # noqa: F401 (a pytest fixture)
+from tests.redis_server import redis_test_url
 from tests.tls_pki import TlsPki
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -147,3 +151,31 @@ def test_a_pjsua2_agent_registers_over_tls_and_unregisters(
                 agent.kill()
     assert '"step": "unregistered", "status": 200' in rest
     assert _registrations(process, "a1") == []
+
+
+def test_a_second_node_sees_the_binding_through_redis(
+        tmp_path: Path, exchange_factory: Any) -> None:  # noqa: F811
+    require_binary("sipp")
+    config = {"redis": {"url": redis_test_url(), "key_prefix": f"dce-test-{uuid.uuid4().hex[:12]}:",
+                        "timeout_ms": 1000},
+              "sip": {"registrar": {"algorithms": ["MD5"]}}}
+    node_a, node_b = exchange_factory({}, extra_config=config), exchange_factory({}, extra_config=config)
+    _post(f"{node_a.http_base}/api/v1/buyers", {"id": "b1", "name": "Call centre"})
+    _post(f"{node_a.http_base}/api/v1/agents", {"id": "a1", "buyer_id": "b1", "username": "alice",
+                                                "password": PASSWORD})
+    with ThreadPoolExecutor(1) as pool:
+        device = pool.submit(run_sipp_uac, "uac_register", node_a.sip_target, tmp_path, service="alice",
+                             hold_ms=4000, timeout=30, extra=["-au", "alice", "-ap", PASSWORD])
+        deadline = time.monotonic() + 10
+        seen: list[dict[str, Any]] = []
+        while not seen and time.monotonic() < deadline and not device.done():
+            time.sleep(0.1)
+            seen = _registrations(node_b, "a1")
+        result = device.result()
+    assert (result.returncode, result.successful, result.failed) == (0, 1, 0), result.describe() + node_a.log(6000)
+    (binding,) = seen
+    assert binding["uri"].startswith("sip:alice@127.0.0.1:") and 590 <= binding["expires_in"] <= 600
+    deadline = time.monotonic() + 5
+    while _registrations(node_b, "a1") and time.monotonic() < deadline:  # the unregister made on A
+        time.sleep(0.1)
+    assert _registrations(node_b, "a1") == []

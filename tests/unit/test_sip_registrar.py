@@ -240,8 +240,9 @@ def test_removed_agent_loses_its_bindings() -> None:
     registrar.replace_accounts([account("a2", "bob")])
     assert registrar.bindings("a1", T0) == () and registrar.account("a1") is None
     assert registrar.has_accounts
-    registrar.replace_accounts([])
-    assert not registrar.has_accounts
+    registrar.store.put("a9", (Binding("sip:x@192.0.2.9", T0 + 60, "c", 1, "192.0.2.9:5060", "udp"),))
+    registrar.replace_accounts([])  # a9's bindings (another node's agent this one does not know yet) stay
+    assert not registrar.has_accounts and registrar.store.get("a9")
 
 
 def test_store_is_pluggable() -> None:
