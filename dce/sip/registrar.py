@@ -11,8 +11,8 @@ Nothing tells a stranger which usernames exist: an unknown user is challenged ex
 same algorithms) and any answer to that challenge is the same 403 as a wrong password.
 
 Bindings live in a :class:`BindingStore`; :class:`MemoryBindings` is the in-process one. A store shared between
-nodes (Redis) implements the same synchronous interface over a local replica it keeps fresh (the registrar's
-``on_change`` hook says which agent's bindings to publish).
+nodes (:class:`dce.db.redis_bindings.RedisBindings`) implements the same synchronous interface over a local replica
+it keeps fresh, writing each ``put`` behind.
 """
 
 from __future__ import annotations
@@ -129,19 +129,17 @@ class Reply:
 
 class Registrar:
     """Registers agents' devices. ``on_auth_failure(source, now)`` hears wrong usernames/passwords and forged
-    nonces (the flood guard counts them); ``on_change(agent_id)`` hears every change of an agent's bindings;
-    ``on_outcome(outcome)`` every REGISTER's outcome (metrics: one of :data:`OUTCOMES`)."""
+    nonces (the flood guard counts them); ``on_outcome(outcome)`` every REGISTER's outcome (metrics: one of
+    :data:`OUTCOMES`)."""
 
     def __init__(self, signer: NonceSigner, settings: RegistrarSettings | None = None,
                  store: BindingStore | None = None, *,
                  on_auth_failure: Callable[[str, float], None] | None = None,
-                 on_change: Callable[[str], None] | None = None,
                  on_outcome: Callable[[Outcome], None] | None = None) -> None:
         self.signer = signer
         self.settings = settings or RegistrarSettings()
         self.store: BindingStore = store if store is not None else MemoryBindings()
         self.on_auth_failure = on_auth_failure
-        self.on_change = on_change
         self.on_outcome = on_outcome
         self._accounts: dict[str, Account] = {}
         self._by_id: dict[str, Account] = {}
@@ -201,8 +199,6 @@ class Registrar:
         self.store.put(agent_id, bindings)
         if bindings:  # the earliest expiry of the new set; entries of earlier sets are skipped when due
             heapq.heappush(self._deadlines, (min(b.expires_at for b in bindings), agent_id))
-        if self.on_change is not None:
-            self.on_change(agent_id)
 
     # -- REGISTER -------------------------------------------------------------------------------------
     def register(self, request: Request, addr: tuple[str, int], transport: str, now: float, now_wall: float) -> Reply:

@@ -160,9 +160,7 @@ def test_too_brief_is_423_with_min_expires() -> None:
 
 
 def test_two_devices_expire_and_are_swept_by_deadline() -> None:
-    changed: list[str] = []
     registrar = make()
-    registrar.on_change = changed.append
     authed(registrar, register("<sip:alice@192.0.2.10>", extra=[("Expires", "100")]))
     reply = authed(registrar, register("<sip:alice@192.0.2.20>", call_id="desk", extra=[("Expires", "200")]),
                    addr=("192.0.2.20", 5060))
@@ -174,7 +172,6 @@ def test_two_devices_expire_and_are_swept_by_deadline() -> None:
     assert registrar.next_timer() == T0 + 200
     assert registrar.handle_timer(T0 + 200) == ["a1"]
     assert registrar.store.get("a1") == () and registrar.next_timer() is None
-    assert changed == ["a1", "a1", "a1", "a1"]
 
 
 def test_refresh_moves_the_deadline() -> None:
