@@ -31,13 +31,12 @@ class RedisBindings:
     """A :class:`~dce.sip.registrar.BindingStore` replicated through Redis. ``await start()`` loads what other
     nodes hold and begins writing and listening; ``await stop()`` ends both (pending writes are flushed first)."""
 
-    def __init__(self, client: aioredis.Redis, *, clock: Clock, prefix: str = "dce:", timeout_s: float = 1.0) -> None:
+    def __init__(self, client: aioredis.Redis, *, clock: Clock, prefix: str = "dce:") -> None:
         self.client = client
         self.clock = clock
         self.node = uuid.uuid4().hex
         self.key_prefix = prefix + "reg:"
         self.channel = prefix + "reg"
-        self.timeout_s = timeout_s
         self._local = MemoryBindings()
         self._pending: set[str] = set()
         self._writer = Periodic("bindings-writer", self.flush, interval_s=1.0,
