@@ -113,6 +113,7 @@ class CallRecordRow(Base):
 
 
 # The marketplace tables live in their own module; importing it here registers them on Base.metadata.
+from dce.db import agent_models as agent_models  # noqa: E402
 from dce.db import audit_models as audit_models  # noqa: E402
 from dce.db import auth_models as auth_models  # noqa: E402
 from dce.db import bid_models as bid_models  # noqa: E402

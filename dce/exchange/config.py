@@ -170,6 +170,22 @@ class SipTlsConfig(_Section):
         return self
 
 
+class RegistrarConfig(_Section):
+    """REGISTER of buyers' agents (the agents API): binding lifetimes in seconds, and devices per agent."""
+
+    default_expires_s: int = Field(3600, ge=1, le=86400)  # a Contact with no expires (nor Expires header)
+    min_expires_s: int = Field(60, ge=1, le=86400)  # a shorter one gets 423 with Min-Expires
+    max_expires_s: int = Field(7200, ge=1, le=86400)  # a longer one is cut to this
+    max_devices: int = Field(10, ge=1, le=1000)  # bindings one agent may hold at once
+    algorithms: list[Literal["SHA-256", "MD5"]] = Field(default_factory=lambda: ["SHA-256", "MD5"], min_length=1)
+
+    @model_validator(mode="after")
+    def _check_expiries(self) -> RegistrarConfig:
+        if not self.min_expires_s <= self.default_expires_s <= self.max_expires_s:
+            raise ValueError("need min_expires_s <= default_expires_s <= max_expires_s")
+        return self
+
+
 class SipConfig(_Section):
     """SIP listeners, identity and RFC 3261 timer values."""
 
@@ -199,6 +215,7 @@ class SipConfig(_Section):
     flood: FloodConfig = Field(default_factory=FloodConfig)  # per-source request limits, bans, scanner drops
     dns: SipDnsConfig = Field(default_factory=SipDnsConfig)
     tls: SipTlsConfig = Field(default_factory=SipTlsConfig)
+    registrar: RegistrarConfig = Field(default_factory=RegistrarConfig)
     # RFC 4028 session timers on both legs (README "Session timers and call limits"). min_se_s below 90 is
     # for tests only: RFC 4028 forbids a Min-SE under 90 s on the wire.
     session_timers: bool = True  # false: no Session-Expires offered or answered; Require: timer gets 420

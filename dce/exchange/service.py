@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -26,6 +27,7 @@ from dce.billing.cdr import CallDetailRecord
 from dce.clock import LoopClock
 from dce.compliance.tcpa import CallingHours
 from dce.compliance.verdict import Verdict
+from dce.db.agent_watcher import AgentWatcher
 from dce.db.bid_repository import insert_bids
 from dce.db.cdr_spool import Spool
 from dce.db.cdr_writer import BatchWriter, CdrWriter
@@ -36,6 +38,7 @@ from dce.db.marketplace_repository import MarketplaceData
 from dce.db.marketplace_watcher import MarketplaceWatcher
 from dce.db.postback_dispatcher import PostbackDispatcher
 from dce.db.record_codec import BID_CODEC, CDR_CODEC
+from dce.db.redis_bindings import RedisBindings
 from dce.db.tracing import trace_statements
 from dce.db.trunk_watcher import TrunkWatcher
 from dce.db.watcher import Watcher
@@ -50,11 +53,13 @@ from dce.exchange.gc_policy import GcPolicy
 from dce.exchange.marketplace_router import MarketplaceRouter
 from dce.exchange.outbound import credentials_box, resolver_from
 from dce.exchange.personal_data import ERASERS, EXPORTERS
+from dce.exchange.registrar_setup import build_registrar, registrations
 from dce.exchange.router import OutboundTrunk, StaticRouter
 from dce.exchange.settler import Settler
 from dce.exchange.sip_driver import SipDriver
 from dce.exchange.tracing import setup_tracing
 from dce.exchange.watchdog import LifeBounds
+from dce.http_api.agents import REGISTRATIONS
 from dce.http_api.app import build_app, run_http
 from dce.http_api.auth import AuthConfig, Authenticator
 from dce.http_api.changes import Changes
@@ -79,6 +84,7 @@ from dce.routing.engine import RoutingEngine
 from dce.routing.model import Campaign, format_money
 from dce.routing.snapshot import MarketplaceSnapshot
 from dce.routing.static import StaticRoutes
+from dce.sip.registrar import Account
 from dce.sip.trunk_rule import TrunkRule
 
 log = logging.getLogger(__name__)
@@ -161,7 +167,7 @@ class Exchange:
         self.clock = LoopClock(asyncio.get_running_loop())  # the one clock of the calls: SIP, CallFlow, router
         self._observer = _Observer(self.metrics)
         steps = (self._start_tracing, self._start_database, self._start_records, self._start_media,
-                 self._start_sip, self._start_marketplace, self._start_trunks,
+                 self._start_sip, self._start_marketplace, self._start_trunks, self._start_agents,
                  self._start_compliance, self._start_retention,
                  self._start_postbacks, self._start_settlement, self._start_http, self._start_calls,
                  self._start_gc_policy)  # calls after http: at stop they end while the side API still answers
@@ -253,6 +259,10 @@ class Exchange:
         self._static_trunks = self.admission.rules
         self._trust_trunks(self._static_trunks)
         self.sip_driver.core.admission = self.admission  # before listening: no INVITE gets past it
+        self.registrar = build_registrar(sip, self.admission.signer, on_outcome=self.metrics.registration,
+                                         on_auth_failure=flood.strike if flood is not None else None)
+        self.metrics.registered_bindings.set_function(self.registrar.binding_count)
+        self.sip_driver.core.registrar = self.registrar  # REGISTER answers 405 until agents are loaded
         log.info("SIP admission: %d trunks from sip.trunks; sources no trunk matches: %s", len(self._static_trunks),
                  sip.unknown_sources)
         await self.sip_driver.open(sip.endpoints(), public_address=sip.public_address)
@@ -325,6 +335,30 @@ class Exchange:
         if self.cluster is not None:
             self.cluster.announce("trunks")
 
+    async def _start_agents(self, stack: AsyncExitStack) -> None:
+        """Buyers' agents in memory for REGISTER (no database on it), reloaded like the trunks; with Redis, their
+        bindings shared by every node (before the agents load: until then REGISTER is not served)."""
+        if self.cluster is not None:
+            bindings = RedisBindings(self.cluster.client, clock=self.clock, prefix=self.settings.redis.key_prefix)
+            await bindings.start()
+            stack.push_async_callback(bindings.stop)
+            self.registrar.store = bindings
+        self.agent_watcher = AgentWatcher(self.engine, self._load_agents)
+        stack.push_async_callback(self.agent_watcher.stop)
+        await self.agent_watcher.start()
+        if self.cluster is not None:
+            self.cluster.on_change("agents", self.agent_watcher.notify)
+
+    def _load_agents(self, accounts: tuple[Account, ...]) -> None:
+        self.registrar.replace_accounts(accounts)
+        log.info("agents v%s: %d enabled", self.agent_watcher.version, len(accounts))
+
+    def _agents_changed(self) -> None:
+        """An API write: reload here now, and on every other node through Redis when configured."""
+        self.agent_watcher.notify()
+        if self.cluster is not None:
+            self.cluster.announce("agents")
+
     async def _start_compliance(self, stack: AsyncExitStack) -> None:
         self.compliance = build_compliance(self.settings.compliance, self.engine, campaign=self._campaign,
                                            conversion_s=self._conversion_s,
@@ -393,7 +427,7 @@ class Exchange:
                                         consents=self.compliance.notify,
                                         postbacks=self.postbacks.notify_configs_changed,
                                         ledger=self.balances.notify, converted=self.settler.announce_one,
-                                        trunks=self._trunks_changed),
+                                        trunks=self._trunks_changed, agents=self._agents_changed),
                         rtb_pings=self._rtb_pings(), live_bidding=self.router.live, state=self._api_state(),
                         cors_origins=settings.http.cors_origins, auth=self._authenticator(),
                         rate_limiter=self._rate_limiter(), cache_ttls=CacheTtls(**settings.http.cache.model_dump()),
@@ -463,6 +497,7 @@ class Exchange:
             ERASERS_KEY: ERASERS,
             EXPORTERS_KEY: EXPORTERS,
             READY_CHECKS: self._ready_checks,
+            REGISTRATIONS: partial(registrations, self.registrar, self.clock),
         }
         if self.compliance.lists is not None:
             state[OUTBOUND_LISTS] = self.compliance.lists.outbound

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce.bidding.live import LiveBidding
 from dce.clock import Clock, SystemClock
+from dce.http_api.agents import agent_routes
 from dce.http_api.auth import AUTHENTICATOR, Authenticator, auth_middleware
 from dce.http_api.auth_api import auth_routes
 from dce.http_api.bids import routes as bid_routes
@@ -154,6 +155,7 @@ def build_app(
     api.add_routes(debug_api_routes())
     api.add_routes(auth_routes())
     api.add_routes(trunk_routes())
+    api.add_routes(agent_routes())
     app.add_subapp("/api/v1", api)
     setup_docs(app)  # /api/openapi.json and /swagger, built from the route table above
     return app

@@ -4,11 +4,11 @@ middleware (the ``/auth`` routes that use them are in :mod:`dce.http_api.auth_ap
 Roles (:data:`ROLES`, from the seed)::
 
     admin   *
-    buyer   calls:read bids:create bids:read + ledger:read analytics:read
+    buyer   calls:read bids:create bids:read + ledger:read analytics:read agents:read agents:write
     seller  calls:create calls:read analytics:read + ledger:read
 
-The seed's roles, plus reading one's own ledger lines and reports (tenant-scoped: a buyer or seller sees only its
-own calls, bids, reports and ledger lines).
+The seed's roles, plus reading one's own ledger lines and reports, and a buyer's managing its own call-centre agents
+(tenant-scoped: a buyer or seller sees only its own calls, bids, reports, ledger lines and agents).
 
 A granted permission matches a needed one when it is ``*``, equal to it, or ``resource:*`` and the needed one is
 ``resource:<anything>``. Every permission a handler needs (``marketplace.require``) that no non-admin role grants
@@ -87,7 +87,8 @@ SELLER = "seller"
 
 ROLES: Mapping[str, frozenset[str]] = {
     ADMIN: frozenset({"*"}),
-    BUYER: frozenset({"calls:read", "bids:create", "bids:read", "ledger:read", "analytics:read"}),
+    BUYER: frozenset({"calls:read", "bids:create", "bids:read", "ledger:read", "analytics:read", "agents:read",
+                      "agents:write"}),
     SELLER: frozenset({"calls:create", "calls:read", "analytics:read", "ledger:read"}),
 }
 TENANT_FIELD: Mapping[str, str] = {BUYER: "buyer_id", SELLER: "publisher_id"}  # the tenant each role must have

@@ -32,6 +32,7 @@ class Change(StrEnum):
     POSTBACKS = "postbacks"
     LEDGER = "ledger"
     TRUNKS = "trunks"
+    AGENTS = "agents"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ class Changes:
     postbacks: OnChange | None = None
     ledger: OnChange | None = None
     trunks: OnChange | None = None  # the INVITE path's trunks (dce.db.trunk_watcher)
+    agents: OnChange | None = None  # the registrar's agents (dce.db.agent_watcher)
     converted: Callable[[Settled], Awaitable[None]] | None = None
 
     async def notify(self, kind: Change) -> None:

@@ -55,6 +55,8 @@ RTP_DIRECTIONS = frozenset({"a_to_b", "b_to_a"})
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 HTTP_STATUSES = frozenset(str(code) for code in range(100, 600))
 TRUNK_OUTCOMES = frozenset({"admitted", "challenged", "refused", "limited"})  # dce.sip.admission.Outcome
+REGISTRATION_OUTCOMES = frozenset({"registered", "unregistered", "queried", "challenged", "refused", "invalid",
+                                   "too_brief", "out_of_order", "too_many"})  # dce.sip.registrar.OUTCOMES
 MAX_BUYER_SERIES = 1000  # distinct buyer ids on dce_calls_total; later ones count as buyer="other"
 
 
@@ -294,6 +296,13 @@ class ExchangeMetrics:
             registry=self.registry,
         )
         self._trunk_calls = _Children(self.trunk_calls_total, (None, TRUNK_OUTCOMES))
+        self.registrations_total = Counter(
+            "dce_registrations_total", "REGISTER requests of agents' devices by outcome", ("outcome",),
+            registry=self.registry,
+        )
+        self._registrations = _Children(self.registrations_total, (REGISTRATION_OUTCOMES,))
+        self.registered_bindings = Gauge("dce_registered_bindings", "Agents' device bindings held by the registrar",
+                                         registry=self.registry)
         self._sip = _Children(self.sip_messages_total, (SIP_DIRECTIONS, SIP_METHODS))
         self._drops = _Children(self.sip_dropped_total, (SIP_DROP_REASONS,))
         self._bids = _Children(self.bids_total, (BID_STATUSES,))
@@ -317,6 +326,7 @@ class ExchangeMetrics:
             "dce_trunk_calls_total": {"trunk": Bounded("inbound trunk names (sip.trunks, the trunks table) or "
                                                        "'unknown'; never a source address"),
                                       "outcome": TRUNK_OUTCOMES},
+            "dce_registrations_total": {"outcome": REGISTRATION_OUTCOMES},
             "dce_redis_failures_total": {"component": REDIS_COMPONENTS},
             "dce_sip_bans_total": {"reason": SIP_BAN_REASONS},
         }
@@ -329,6 +339,10 @@ class ExchangeMetrics:
         """Count one admission decision: ``trunk`` is a trunk's name or "unknown", ``outcome`` one of
         :data:`TRUNK_OUTCOMES`."""
         self._trunk_calls.get(trunk, outcome).inc()
+
+    def registration(self, outcome: str) -> None:
+        """Count one REGISTER's outcome (one of :data:`REGISTRATION_OUTCOMES`)."""
+        self._registrations.get(outcome).inc()
 
     def sip_dropped(self, reason: str) -> None:
         """Count one dropped SIP message (one of :data:`SIP_DROP_REASONS`)."""

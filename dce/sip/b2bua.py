@@ -32,6 +32,7 @@ from dce.sip.message import (
     uri_user,
 )
 from dce.sip.outbound_auth import OutboundCredentials, authorized_retry
+from dce.sip.registrar import Registrar
 from dce.sip.session_timer import (
     SessionTimer,
     TimerPolicy,
@@ -353,6 +354,7 @@ class B2BUA:
         self._early: dict[tuple[str, str, str], Call] = {}  # A's early dialogs with a reliable 1xx (PRACK's match)
         self._events: deque[CallEvent] = deque()
         self.admission: Admission | None = None  # set: each new INVITE must pass it (trunk, digest, limits)
+        self.registrar: Registrar | None = None  # set, with agents: REGISTER registers them (else 405 as before)
         self.wall_offset = 0.0  # wall-clock epoch seconds minus ``now`` (set by the driver; for digest nonces)
 
     # -- adapter pass-through ------------------------------------------------------------------------
@@ -526,11 +528,20 @@ class B2BUA:
         elif method == "OPTIONS":
             self.endpoint.respond(txn, make_response(request, 200, to_tag=new_token(), extra=[
                 ("Allow", ALLOW), ("Accept", "application/sdp")]), now)
+        elif method == "REGISTER" and self.registrar is not None and self.registrar.has_accounts:
+            self._register(self.registrar, txn, request, now)
         elif method == "BYE":
             self.endpoint.respond(txn, make_response(request, 481, to_tag=new_token()), now)
         else:
             self.endpoint.respond(txn, make_response(request, 405, to_tag=new_token(),
                                                      extra=[("Allow", ALLOW)]), now)
+
+    def _register(self, registrar: Registrar, txn: ServerTransaction, request: Request, now: float) -> None:
+        """Answer a REGISTER with the registrar's reply; its binding expiries join the endpoint's timer heap."""
+        reply = registrar.register(request, txn.addr, txn.transport, now, now + self.wall_offset)
+        self.endpoint.respond(txn, make_response(request, reply.status, reply.reason, to_tag=new_token(),
+                                                 extra=list(reply.headers)), now)
+        self.endpoint.schedule(registrar)
 
     def on_ack(self, request: Request, now: float) -> None:
         """A's ACK for our 2xx. The B leg was ACKed when its 2xx arrived, except after a delayed offer: then this

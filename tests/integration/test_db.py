@@ -46,7 +46,7 @@ async def engine(any_database_url: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-HEAD = "0016_target_credentials"
+HEAD = "0017_agents"
 
 
 async def _schema_state(url: str) -> tuple[str, list[object]]:

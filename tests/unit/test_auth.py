@@ -69,7 +69,8 @@ def test_permission_matcher(granted: str, needed: str, expected: bool) -> None:
 def test_seed_roles() -> None:
     assert ROLES["admin"] == {"*"}
     # the seed's roles plus reading one's own (tenant-scoped) ledger account and reports
-    assert ROLES["buyer"] == {"calls:read", "bids:create", "bids:read", "ledger:read", "analytics:read"}
+    assert ROLES["buyer"] == {"calls:read", "bids:create", "bids:read", "ledger:read", "analytics:read", "agents:read",
+                              "agents:write"}
     assert ROLES["seller"] == {"calls:create", "calls:read", "analytics:read", "ledger:read"}
     assert allows(ROLES["buyer"], "bids:create")
     assert not allows(ROLES["seller"], "bids:create")

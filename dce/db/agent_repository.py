@@ -1,0 +1,301 @@
+"""Storing and reading buyers' agents and agent groups (:mod:`dce.db.agent_models`), and the accounts the
+registrar authenticates.
+
+:class:`Agent` is a stored agent as the API sees it; its password is kept only as HA1s (SHA-256 and MD5, made by
+:func:`dce.http_api.agents.with_password`). :class:`AgentGroup` lists its members in ring order; every member is
+an agent of the group's buyer. :func:`load_accounts` turns the enabled agents into
+:class:`~dce.sip.registrar.Account` values for the registrar's in-memory copy
+(:class:`dce.db.agent_watcher.AgentWatcher`).
+
+Reads and writes take an optional ``buyer_id`` (a tenant): with it, another buyer's agent or group is
+:class:`NotFound`, as if it did not exist. Every write runs in one transaction that bumps ``agents_version``.
+Errors are typed: :class:`NotFound`, :class:`Conflict` (a taken id or username; deleting a buyer still used is
+refused by the foreign key) and :class:`UnknownReference` (no such buyer, or a member that is not an agent of the
+group's buyer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Literal, get_args
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from dce.db.agent_models import AgentGroupMemberRow, AgentGroupRow, AgentRow, AgentsVersionRow
+from dce.db.errors import Conflict, NotFound, RepositoryError, UnknownReference
+from dce.db.marketplace_models import BuyerRow
+from dce.db.queries import bump_version, exists, page, record, table_of, values, version_of
+from dce.sip.registrar import Account
+
+agents = table_of(AgentRow)
+groups = table_of(AgentGroupRow)
+members = table_of(AgentGroupMemberRow)
+agents_version_table = table_of(AgentsVersionRow)
+_buyers = table_of(BuyerRow)
+
+Strategy = Literal["ring_all", "round_robin", "longest_idle"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+AgentError = RepositoryError  # NotFound, Conflict, UnknownReference
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """A stored agent. ``created_at``/``updated_at`` are set by the repository."""
+
+    id: str
+    buyer_id: str
+    username: str
+    realm: str
+    ha1_sha256: str
+    ha1_md5: str
+    display_name: str | None = None
+    enabled: bool = True
+    max_concurrent: int = 1
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def account(self) -> Account:
+        """What the registrar authenticates."""
+        return Account(self.id, self.username, self.realm, self.ha1_sha256, self.ha1_md5, self.buyer_id,
+                       self.max_concurrent)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentGroup:
+    """A stored group of a buyer's agents: ``members`` are agent ids in ring order."""
+
+    id: str
+    buyer_id: str
+    name: str
+    strategy: Strategy = "ring_all"
+    members: tuple[str, ...] = ()
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+def _now(now: datetime | None) -> datetime:
+    return now if now is not None else datetime.now(UTC)
+
+
+def _owned(row: Any, buyer_id: str | None) -> bool:
+    return row is not None and (buyer_id is None or row.buyer_id == buyer_id)
+
+
+async def _check_buyer(connection: AsyncConnection, buyer_id: str) -> None:
+    if not await exists(connection, _buyers.c.id, buyer_id):
+        raise UnknownReference("buyer_id", "buyer", buyer_id)
+
+
+async def _write(engine: AsyncEngine, what: str, work: Callable[[AsyncConnection], Any]) -> Any:
+    """Run ``work`` in a transaction that bumps ``agents_version`` first (serialising writers on PostgreSQL)."""
+    try:
+        async with engine.begin() as connection:
+            await bump_version(connection, agents_version_table)
+            return await work(connection)
+    except IntegrityError as exc:  # a concurrent write of the same id or username, a buyer still referenced
+        raise Conflict(f"{what}: {exc.orig}") from exc
+
+
+# ---------------------------------------------------------------------------------------------------- agents
+
+
+def _agent_row(agent: Agent) -> dict[str, Any]:
+    return values(agent, omit=("created_at", "updated_at"))
+
+
+async def _check_agent(connection: AsyncConnection, agent: Agent) -> None:
+    await _check_buyer(connection, agent.buyer_id)
+    taken = (await connection.execute(select(agents.c.id).where(
+        agents.c.username == agent.username, agents.c.id != agent.id).limit(1))).first()
+    if taken is not None:
+        raise Conflict(f"username {agent.username!r} is taken")  # not by whom: it may be another buyer's
+
+
+async def create_agent(engine: AsyncEngine, agent: Agent, *, now: datetime | None = None) -> Agent:
+    """Store a new agent; :class:`Conflict` when its id or username is taken."""
+    now = _now(now)
+
+    async def work(connection: AsyncConnection) -> None:
+        if await exists(connection, agents.c.id, agent.id):
+            raise Conflict(f"agent {agent.id!r} already exists")
+        await _check_agent(connection, agent)
+        await connection.execute(insert(agents).values(**_agent_row(agent), created_at=now, updated_at=now))
+
+    await _write(engine, f"agent {agent.id!r}", work)
+    return replace(agent, created_at=now, updated_at=now)
+
+
+async def update_agent(engine: AsyncEngine, agent: Agent, *, now: datetime | None = None,
+                       buyer_id: str | None = None) -> Agent:
+    """Replace the stored agent ``agent.id`` (its ``created_at`` stays; a tenant's: of ``buyer_id``)."""
+    now = _now(now)
+
+    async def work(connection: AsyncConnection) -> datetime:
+        row = (await connection.execute(select(agents).where(agents.c.id == agent.id))).first()
+        if not _owned(row, buyer_id):
+            raise NotFound("agent", agent.id)
+        if row.buyer_id != agent.buyer_id and await exists(connection, members.c.agent_id, agent.id):
+            raise Conflict(f"agent {agent.id!r} is in groups of buyer {row.buyer_id!r}: remove it from them first")
+        await _check_agent(connection, agent)
+        fields = _agent_row(agent)
+        del fields["id"]
+        await connection.execute(update(agents).where(agents.c.id == agent.id).values(**fields, updated_at=now))
+        return row.created_at  # type: ignore[no-any-return]
+
+    created = await _write(engine, f"agent {agent.id!r}", work)
+    return replace(agent, created_at=created, updated_at=now)
+
+
+async def delete_agent(engine: AsyncEngine, key: str, *, buyer_id: str | None = None) -> None:
+    """Delete agent ``key`` (it leaves its groups); :class:`NotFound` if there is none (for this tenant)."""
+
+    async def work(connection: AsyncConnection) -> None:
+        row = (await connection.execute(select(agents.c.buyer_id).where(agents.c.id == key))).first()
+        if not _owned(row, buyer_id):
+            raise NotFound("agent", key)
+        await connection.execute(delete(members).where(members.c.agent_id == key))
+        await connection.execute(delete(agents).where(agents.c.id == key))
+
+    await _write(engine, f"agent {key!r}", work)
+
+
+async def get_agent(engine: AsyncEngine, key: str, *, buyer_id: str | None = None) -> Agent:
+    """The agent with id ``key``; :class:`NotFound` if there is none (for this tenant)."""
+    async with engine.connect() as connection:
+        row = (await connection.execute(select(agents).where(agents.c.id == key))).first()
+    if not _owned(row, buyer_id):
+        raise NotFound("agent", key)
+    return record(Agent, row)
+
+
+async def list_agents(engine: AsyncEngine, limit: int = 50, offset: int = 0, *,
+                      buyer_id: str | None = None) -> tuple[list[Agent], int]:
+    """A page of agents (a tenant's only, with ``buyer_id``) ordered by username, and how many there are."""
+    where = [agents.c.buyer_id == buyer_id] if buyer_id is not None else []
+    rows, total = await page(engine, agents, order_by=[agents.c.username], limit=limit, offset=offset, where=where)
+    return [record(Agent, row) for row in rows], total
+
+
+async def agents_version(engine: AsyncEngine) -> int:
+    """The change counter: it grows with every agent or group write (cheap to poll)."""
+    return await version_of(engine, agents_version_table)
+
+
+async def load_accounts(engine: AsyncEngine) -> tuple[Account, ...]:
+    """Every enabled agent as a registrar :class:`Account`, ordered by username."""
+    async with engine.connect() as connection:
+        rows = (await connection.execute(
+            select(agents).where(agents.c.enabled.is_(True)).order_by(agents.c.username))).all()
+    return tuple(record(Agent, row).account() for row in rows)
+
+
+# ---------------------------------------------------------------------------------------------------- groups
+
+
+async def _members(connection: AsyncConnection, group_ids: list[str]) -> dict[str, tuple[str, ...]]:
+    if not group_ids:
+        return {}
+    rows = (await connection.execute(select(members).where(members.c.group_id.in_(group_ids))
+                                     .order_by(members.c.group_id, members.c.position))).all()
+    found: dict[str, list[str]] = {}
+    for row in rows:
+        found.setdefault(row.group_id, []).append(row.agent_id)
+    return {key: tuple(value) for key, value in found.items()}
+
+
+async def _check_group(connection: AsyncConnection, group: AgentGroup) -> None:
+    await _check_buyer(connection, group.buyer_id)
+    if len(set(group.members)) != len(group.members):
+        raise Conflict("members: an agent is listed twice")
+    if not group.members:
+        return
+    owned = set((await connection.execute(select(agents.c.id).where(
+        agents.c.id.in_(group.members), agents.c.buyer_id == group.buyer_id))).scalars())
+    for index, agent_id in enumerate(group.members):
+        if agent_id not in owned:  # another buyer's agent reads as no agent at all
+            raise UnknownReference(f"members[{index}]", f"agent of buyer {group.buyer_id!r}", agent_id)
+
+
+async def _set_members(connection: AsyncConnection, group: AgentGroup) -> None:
+    await connection.execute(delete(members).where(members.c.group_id == group.id))
+    if group.members:
+        await connection.execute(insert(members), [
+            {"group_id": group.id, "agent_id": agent_id, "position": position}
+            for position, agent_id in enumerate(group.members)])
+
+
+def _group_row(group: AgentGroup) -> dict[str, Any]:
+    return values(group, omit=("created_at", "updated_at", "members"))
+
+
+async def create_group(engine: AsyncEngine, group: AgentGroup, *, now: datetime | None = None) -> AgentGroup:
+    """Store a new group; :class:`Conflict` when its id is taken."""
+    now = _now(now)
+
+    async def work(connection: AsyncConnection) -> None:
+        if await exists(connection, groups.c.id, group.id):
+            raise Conflict(f"agent group {group.id!r} already exists")
+        await _check_group(connection, group)
+        await connection.execute(insert(groups).values(**_group_row(group), created_at=now, updated_at=now))
+        await _set_members(connection, group)
+
+    await _write(engine, f"agent group {group.id!r}", work)
+    return replace(group, created_at=now, updated_at=now)
+
+
+async def update_group(engine: AsyncEngine, group: AgentGroup, *, now: datetime | None = None,
+                       buyer_id: str | None = None) -> AgentGroup:
+    """Replace the stored group ``group.id`` and its members (a tenant's: of ``buyer_id``)."""
+    now = _now(now)
+
+    async def work(connection: AsyncConnection) -> datetime:
+        row = (await connection.execute(select(groups).where(groups.c.id == group.id))).first()
+        if not _owned(row, buyer_id):
+            raise NotFound("agent group", group.id)
+        await _check_group(connection, group)
+        fields = _group_row(group)
+        del fields["id"]
+        await connection.execute(update(groups).where(groups.c.id == group.id).values(**fields, updated_at=now))
+        await _set_members(connection, group)
+        return row.created_at  # type: ignore[no-any-return]
+
+    created = await _write(engine, f"agent group {group.id!r}", work)
+    return replace(group, created_at=created, updated_at=now)
+
+
+async def delete_group(engine: AsyncEngine, key: str, *, buyer_id: str | None = None) -> None:
+    """Delete group ``key``; :class:`NotFound` if there is none (for this tenant)."""
+
+    async def work(connection: AsyncConnection) -> None:
+        row = (await connection.execute(select(groups.c.buyer_id).where(groups.c.id == key))).first()
+        if not _owned(row, buyer_id):
+            raise NotFound("agent group", key)
+        await connection.execute(delete(members).where(members.c.group_id == key))
+        await connection.execute(delete(groups).where(groups.c.id == key))
+
+    await _write(engine, f"agent group {key!r}", work)
+
+
+async def get_group(engine: AsyncEngine, key: str, *, buyer_id: str | None = None) -> AgentGroup:
+    """The group with id ``key`` and its members; :class:`NotFound` if there is none (for this tenant)."""
+    async with engine.connect() as connection:
+        row = (await connection.execute(select(groups).where(groups.c.id == key))).first()
+        if not _owned(row, buyer_id):
+            raise NotFound("agent group", key)
+        found = await _members(connection, [key])
+    return record(AgentGroup, row, members=found.get(key, ()))
+
+
+async def list_groups(engine: AsyncEngine, limit: int = 50, offset: int = 0, *,
+                      buyer_id: str | None = None) -> tuple[list[AgentGroup], int]:
+    """A page of groups (a tenant's only, with ``buyer_id``) ordered by name, and how many there are."""
+    where = [groups.c.buyer_id == buyer_id] if buyer_id is not None else []
+    rows, total = await page(engine, groups, order_by=[groups.c.name, groups.c.id], limit=limit, offset=offset,
+                             where=where)
+    async with engine.connect() as connection:
+        found = await _members(connection, [row.id for row in rows])
+    return [record(AgentGroup, row, members=found.get(row.id, ())) for row in rows], total
