@@ -3,9 +3,9 @@ registrar authenticates.
 
 :class:`Agent` is a stored agent as the API sees it; its password is kept only as HA1s (SHA-256 and MD5, made by
 :func:`dce.http_api.agents.with_password`). :class:`AgentGroup` lists its members in ring order; every member is
-an agent of the group's buyer. :func:`load_accounts` turns the enabled agents into
-:class:`~dce.sip.registrar.Account` values for the registrar's in-memory copy
-(:class:`dce.db.agent_watcher.AgentWatcher`).
+an agent of the group's buyer. :func:`load_book` reads what the exchange keeps in memory
+(:class:`dce.db.agent_watcher.AgentWatcher`): the enabled agents as :class:`~dce.sip.registrar.Account` values for
+the registrar, and every agent and group as routing sees them.
 
 Reads and writes take an optional ``buyer_id`` (a tenant): with it, another buyer's agent or group is
 :class:`NotFound`, as if it did not exist. Every write runs in one transaction that bumps ``agents_version``.
@@ -29,6 +29,7 @@ from dce.db.agent_models import AgentGroupMemberRow, AgentGroupRow, AgentRow, Ag
 from dce.db.errors import Conflict, NotFound, RepositoryError, UnknownReference
 from dce.db.marketplace_models import BuyerRow
 from dce.db.queries import bump_version, exists, page, record, table_of, values, version_of
+from dce.routing.agents import AgentInfo, GroupInfo
 from dce.sip.registrar import Account
 
 agents = table_of(AgentRow)
@@ -185,12 +186,27 @@ async def agents_version(engine: AsyncEngine) -> int:
     return await version_of(engine, agents_version_table)
 
 
-async def load_accounts(engine: AsyncEngine) -> tuple[Account, ...]:
-    """Every enabled agent as a registrar :class:`Account`, ordered by username."""
+@dataclass(frozen=True, slots=True)
+class AgentBook:
+    """What the exchange keeps in memory: ``accounts`` (enabled agents, by username) for the registrar, every agent
+    and group for routing."""
+
+    accounts: tuple[Account, ...]
+    agents: tuple[AgentInfo, ...]
+    groups: tuple[GroupInfo, ...]
+
+
+async def load_book(engine: AsyncEngine) -> AgentBook:
+    """Every agent and group (one consistent read)."""
     async with engine.connect() as connection:
-        rows = (await connection.execute(
-            select(agents).where(agents.c.enabled.is_(True)).order_by(agents.c.username))).all()
-    return tuple(record(Agent, row).account() for row in rows)
+        rows = (await connection.execute(select(agents).order_by(agents.c.username))).all()
+        group_rows = (await connection.execute(select(groups).order_by(groups.c.id))).all()
+        found = await _members(connection, [row.id for row in group_rows])
+    stored = [record(Agent, row) for row in rows]
+    return AgentBook(
+        accounts=tuple(agent.account() for agent in stored if agent.enabled),
+        agents=tuple(AgentInfo(a.id, a.buyer_id, a.enabled, a.max_concurrent) for a in stored),
+        groups=tuple(GroupInfo(row.id, row.buyer_id, row.strategy, found.get(row.id, ())) for row in group_rows))
 
 
 # ---------------------------------------------------------------------------------------------------- groups

@@ -64,6 +64,7 @@ from dce.exchange.tracing import DID as DID_ATTR
 from dce.exchange.watchdog import REAPED, SHUTDOWN, LifeBounds, Watchdog, Watched
 from dce.media.ports import PortsExhausted
 from dce.media.relay import MediaPlane, MediaSession, MediaStats
+from dce.routing.agents import AgentDirectory, agent_reference
 from dce.routing.model import PlannedTarget
 from dce.routing.numbers import to_e164
 from dce.sip.b2bua import (
@@ -144,7 +145,8 @@ class CallFlow:
                  observer: CallObserver, clock: Clock, trunk: OutboundTrunk | None = None,
                  gate: CallGate | None = None, events: CallEvents | None = None,
                  tracer: Tracer | None = None, bounds: LifeBounds | None = None,
-                 resolver: SipResolver | None = None, credentials_box: SecretBox | None = None) -> None:
+                 resolver: SipResolver | None = None, credentials_box: SecretBox | None = None,
+                 agents: AgentDirectory | None = None) -> None:
         self.sip = sip
         self.router = router
         self.trunk = trunk or OutboundTrunk(None)
@@ -158,6 +160,7 @@ class CallFlow:
         self.watchdog = Watchdog(bounds or LifeBounds())
         self.resolver = resolver  # RFC 3263 next hops; None: the URI's host must be an IP address
         self.credentials_box = credentials_box  # opens targets' sealed passwords
+        self.agents = agents if agents is not None else AgentDirectory()  # agent targets: who to ring, their calls
         self._opened: dict[str, str] = {}  # sealed -> plain, so a Fernet decrypt is not paid per call
         self._queues: dict[str, asyncio.Queue[CallEvent]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -329,28 +332,36 @@ class CallFlow:
         failure: DialFailed | None = None
         tried: PlannedTarget | None = None
         for target in routed.plan.targets:
-            uri = self.trunk.uri_for(target.destination)
-            if uri is None:
-                log.warning("call %s: no outbound trunk to dial %s (target %s)", c.call.id, target.destination,
-                            target.target_id)
+            attempts = self._attempts(c, target)
+            if not attempts:
                 continue
             if not await self.router.acquire(routed, target, self.clock.now()):
                 continue  # its concurrency slot went to another call since the plan was made
             tried = target
-            with open_span(
-                    self.tracer, DIAL_SPAN, kind=SpanKind.CLIENT,
-                    attributes={TARGET_ID: target.target_id, DESTINATION: uri, ATTEMPT: c.call.attempts + 1}) as leg:
-                result = await self._dial(c, routed, target, uri, max_duration, media, events, leg)
-            if not isinstance(result, DialFailed):
-                return result, target
-            failure = result
+            rung = 0
+            for agent_id, uri in attempts:
+                if agent_id is not None and not self.agents.hold(agent_id, c.call.id):
+                    continue  # another call took its last free line since the hunt was ordered
+                rung += 1
+                if rung > 1:  # hunting on within this target: the call may live one more ring
+                    self.watchdog.extend(c.call.id, target.ring_timeout_s + self.watchdog.bounds.leg_guard_s)
+                with open_span(
+                        self.tracer, DIAL_SPAN, kind=SpanKind.CLIENT,
+                        attributes={TARGET_ID: target.target_id, DESTINATION: uri,
+                                    ATTEMPT: c.call.attempts + 1}) as leg:
+                    result = await self._dial(c, routed, target, uri, max_duration, media, events, leg)
+                if not isinstance(result, DialFailed):
+                    return result, target
+                self.agents.release(c.call.id, None)  # unanswered: the agent is free again, its idle time kept
+                failure = result
+            self.router.release(routed, target)
         reject = exhausted(failure)
         c.times.end(failure.at if failure is not None else self.clock.monotonic())
         return self._reject(c.call, reject), tried
 
     async def _dial(self, c: _CallState, routed: Routed, target: PlannedTarget, uri: str, max_duration: float,
                     media: MediaSession, events: asyncio.Queue[CallEvent], leg: Span) -> Outcome | DialFailed:
-        """One target: its failure (its slot given back), or the call's outcome when it answers or the call ends.
+        """One URI of a target: its failure, or the call's outcome when it answers or the call ends.
 
         Every wait takes the call's terminal event, whichever way it ended (caller, callee, the exchange's hangup on
         media timeout or shutdown, the maximum call duration).
@@ -359,7 +370,6 @@ class CallFlow:
         hops = await self._next_hops(call, uri)
         if isinstance(hops, DialFailed):  # the name does not resolve: this target fails like an unreachable one
             _traced_leg(leg, hops.status, hops.reason)
-            self.router.release(routed, target)
             return hops
         credentials = self._credentials(target)
         for index, hop in enumerate(hops):
@@ -393,9 +403,26 @@ class CallFlow:
                 self.watchdog.extend(call.id, target.ring_timeout_s + self.watchdog.bounds.leg_guard_s)
                 continue
             _traced_leg(leg, event.status, event.reason)
-            self.router.release(routed, target)
             return event
         raise AssertionError("unreachable: a target has at least one hop")
+
+    def _attempts(self, c: _CallState, target: PlannedTarget) -> list[tuple[str | None, str]]:
+        """What dialling ``target`` rings, in order, as (agent id or None, URI): an agent's or a group's available
+        agents by the group's strategy, each agent's registered devices one after the other; else the target's
+        own URI (a number through the outbound trunk). Empty when there is nothing to ring."""
+        if agent_reference(target.destination) is not None:
+            attempts: list[tuple[str | None, str]] = [
+                (ring.agent_id, contact) for ring in self.agents.hunt(target.destination) for contact in ring.contacts]
+            if not attempts:
+                log.info("call %s: no available agent for %s (target %s)", c.call.id, target.destination,
+                         target.target_id)
+            return attempts
+        uri = self.trunk.uri_for(target.destination)
+        if uri is None:
+            log.warning("call %s: no outbound trunk to dial %s (target %s)", c.call.id, target.destination,
+                        target.target_id)
+            return []
+        return [(None, uri)]
 
     def _credentials(self, target: PlannedTarget) -> OutboundCredentials | None:
         """The target's digest credentials for the B2BUA to answer one 401/407 with (a sealed password opened
@@ -462,6 +489,7 @@ class CallFlow:
         stats = c.media.stats if c.media is not None else None
         if c.media is not None:
             c.media.close()
+        self.agents.release(c.call.id, self.clock.monotonic() if c.times.answer_at is not None else None)
         if c.routed is not None:
             for held in [t for t in c.routed.plan.targets if t.target_id in c.routed.held]:
                 self.router.release(c.routed, held)

@@ -27,6 +27,7 @@ from dce.billing.cdr import CallDetailRecord
 from dce.clock import LoopClock
 from dce.compliance.tcpa import CallingHours
 from dce.compliance.verdict import Verdict
+from dce.db.agent_repository import AgentBook
 from dce.db.agent_watcher import AgentWatcher
 from dce.db.bid_repository import insert_bids
 from dce.db.cdr_spool import Spool
@@ -43,6 +44,7 @@ from dce.db.tracing import trace_statements
 from dce.db.trunk_watcher import TrunkWatcher
 from dce.db.watcher import Watcher
 from dce.exchange.admission_setup import build_admission, merge_rules
+from dce.exchange.agent_presence import RegistrarPresence
 from dce.exchange.call_events import CallEvents
 from dce.exchange.callflow import CallFlow
 from dce.exchange.cluster import Cluster
@@ -78,13 +80,13 @@ from dce.http_api.record_metrics import register as register_record_metrics
 from dce.http_api.rtb import RtbPingService
 from dce.media.ports import ephemeral_overlap
 from dce.media.relay import MediaPlane, MediaRelay, PassthroughMedia
+from dce.routing.agents import AgentDirectory
 from dce.routing.counters import InMemoryCounters
 from dce.routing.duplicates import DuplicateLedger, longest_rule_days
 from dce.routing.engine import RoutingEngine
 from dce.routing.model import Campaign, format_money
 from dce.routing.snapshot import MarketplaceSnapshot
 from dce.routing.static import StaticRoutes
-from dce.sip.registrar import Account
 from dce.sip.trunk_rule import TrunkRule
 
 log = logging.getLogger(__name__)
@@ -286,7 +288,8 @@ class Exchange:
         self.routes = StaticRoutes(self.settings.static_routes)
         fallback = StaticRouter(self.routes, self.settings.routing.ring_timeout_s)
         counters, duplicates = InMemoryCounters(), DuplicateLedger()  # shared by planning and leg accounting
-        self.routing_engine = RoutingEngine(MarketplaceSnapshot.empty(), counters, duplicates, random.Random())
+        self.routing_engine = RoutingEngine(MarketplaceSnapshot.empty(), counters, duplicates, random.Random(),
+                                            AgentDirectory(RegistrarPresence(self.registrar, self.clock)))
         self.http_client = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=1000, ttl_dns_cache=300),
             headers={"User-Agent": self.settings.sip.user_agent}, trace_configs=self.tracing.client_trace_configs())
@@ -349,9 +352,10 @@ class Exchange:
         if self.cluster is not None:
             self.cluster.on_change("agents", self.agent_watcher.notify)
 
-    def _load_agents(self, accounts: tuple[Account, ...]) -> None:
-        self.registrar.replace_accounts(accounts)
-        log.info("agents v%s: %d enabled", self.agent_watcher.version, len(accounts))
+    def _load_agents(self, book: AgentBook) -> None:
+        self.registrar.replace_accounts(book.accounts)
+        self.routing_engine.agents.replace(book.agents, book.groups, self.clock.monotonic())
+        log.info("agents v%s: %d enabled, %d groups", self.agent_watcher.version, len(book.accounts), len(book.groups))
 
     def _agents_changed(self) -> None:
         """An API write: reload here now, and on every other node through Redis when configured."""
@@ -407,7 +411,7 @@ class Exchange:
                                  bounds=LifeBounds(max_call_duration_s=settings.routing.max_call_duration_s,
                                                    leg_guard_s=self.sip_driver.core.endpoint.timers.timeout),
                                  resolver=resolver_from(settings.sip.dns, self.clock),
-                                 credentials_box=credentials_box(settings))
+                                 credentials_box=credentials_box(settings), agents=self.routing_engine.agents)
         self.sip_driver.deliver_to(self.callflow.dispatch)
         await stack.enter_async_context(Periodic(  # the net under the calls outlives its own bugs
             "call-watchdog", self._reap, interval_s=WATCHDOG_INTERVAL_S,

@@ -184,7 +184,7 @@ async def test_a_buyer_with_agents_cannot_be_deleted_and_the_watcher_loads_enabl
                                    headers=ADMIN), 201)
     await problem(await client.delete("/api/v1/buyers/b1", headers=ADMIN), 409)
     loaded: list[tuple[Account, ...]] = []
-    watcher = AgentWatcher(engine, loaded.append)
+    watcher = AgentWatcher(engine, lambda book: loaded.append(book.accounts))
     await watcher.start()
     try:
         assert [a.id for a in loaded[-1]] == ["a1"]
