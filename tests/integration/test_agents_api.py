@@ -194,3 +194,27 @@ async def test_a_buyer_with_agents_cannot_be_deleted_and_the_watcher_loads_enabl
         assert await watcher.refresh() is None  # nothing changed since
     finally:
         await watcher.stop()
+
+
+async def test_a_target_may_point_at_its_buyers_agent_or_group_only(
+        api: tuple[Client, list[str], Authenticator]) -> None:
+    client, _, _ = api
+    for key, buyer in (("a1", "b1"), ("a2", "b2")):
+        await ok(await client.post("/api/v1/agents", json={"id": key, "buyer_id": buyer, "username": f"u{key}",
+                                                           "password": PASSWORD}, headers=ADMIN), 201)
+    await ok(await client.post("/api/v1/agent_groups", json={"id": "g1", "buyer_id": "b1", "name": "Sales",
+                                                             "strategy": "round_robin", "members": ["a1"]},
+                               headers=ADMIN), 201)
+    for key, destination in (("t1", "agent:a1"), ("t2", "group:g1")):
+        created = await ok(await client.post("/api/v1/targets", json={"id": key, "buyer_id": "b1", "name": key,
+                                                                      "destination": destination},
+                                             headers=ADMIN), 201)
+        assert created["destination"] == destination
+    for destination, why in (("agent:a2", "no agent of buyer 'b1' 'a2'"), ("group:nope", "no agent group"),
+                             ("agent:", "expected agent:ID or group:ID")):
+        body = await problem(await client.post("/api/v1/targets", json={
+            "id": "t9", "buyer_id": "b1", "name": "t9", "destination": destination}, headers=ADMIN), 422)
+        assert invalid(body) == {"destination"}, body
+        assert why in json.dumps(body), body
+    moved = await client.patch("/api/v1/targets/t1", json={"buyer_id": "b2"}, headers=ADMIN)
+    assert invalid(await problem(moved, 422)) == {"destination"}, "the agent stays with its buyer"
