@@ -222,6 +222,12 @@ class SipDriver:
                        max_duration=max_duration, next_hop=next_hop, credentials=credentials)
         self.pump()
 
+    def fork(self, call: Call, destinations: list[str], *, ring_timeout: float, max_duration: float | None) -> None:
+        """INVITE every destination at once; the first to answer is bridged, the others are cancelled."""
+        self.core.fork(call, destinations, self.clock.monotonic(), ring_timeout=ring_timeout,
+                       max_duration=max_duration)
+        self.pump()
+
     def cancel(self, call: Call, *, reason: str) -> None:
         """Stop ringing the current B leg; the caller keeps waiting."""
         self.core.cancel_dial(call, self.clock.monotonic(), reason=reason)
