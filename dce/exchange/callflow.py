@@ -94,6 +94,8 @@ class SipCommands(Protocol):
     def reject(self, call: Call, status: int, *, reason_header: str | None = None) -> None: ...
     def dial(self, call: Call, destination: str, *, ring_timeout: float, max_duration: float | None,
              next_hop: NextHop | None = None, credentials: OutboundCredentials | None = None) -> None: ...
+    def fork(self, call: Call, destinations: list[str], *, ring_timeout: float,
+             max_duration: float | None) -> None: ...
     def hangup(self, call: Call, *, reason: str) -> None: ...
     def release(self, call: Call) -> None: ...
 
@@ -133,6 +135,8 @@ class _CallState:
     terms: SaleTerms | None = None  # the campaign and publisher, for the events (the same after any auction)
     media: MediaSession | None = None
     target: PlannedTarget | None = None  # the target the CDR names
+    ringing: dict[str, str] | None = None  # an agent target's URIs being rung -> their agents
+    agent_id: str | None = None  # the agent who answered (an agent target)
 
 
 class CallFlow:
@@ -339,48 +343,58 @@ class CallFlow:
                 continue  # its concurrency slot went to another call since the plan was made
             tried = target
             rung = 0
-            for agent_id, uri in attempts:
-                if agent_id is not None and not self.agents.hold(agent_id, c.call.id):
-                    continue  # another call took its last free line since the hunt was ordered
+            for wave in attempts:
+                held = {agent_id for agent_id, _ in wave if agent_id is not None}
+                held = {agent_id for agent_id in held if self.agents.hold(agent_id, c.call.id)}
+                wave = [(agent_id, uri) for agent_id, uri in wave if agent_id is None or agent_id in held]
+                if not wave:
+                    continue  # other calls took their last free lines since the hunt was ordered
                 rung += 1
                 if rung > 1:  # hunting on within this target: the call may live one more ring
                     self.watchdog.extend(c.call.id, target.ring_timeout_s + self.watchdog.bounds.leg_guard_s)
+                c.ringing = {uri: agent_id for agent_id, uri in wave if agent_id is not None}
+                uris = [uri for _, uri in wave]
                 with open_span(
                         self.tracer, DIAL_SPAN, kind=SpanKind.CLIENT,
-                        attributes={TARGET_ID: target.target_id, DESTINATION: uri,
+                        attributes={TARGET_ID: target.target_id, DESTINATION: ",".join(uris),
                                     ATTEMPT: c.call.attempts + 1}) as leg:
-                    result = await self._dial(c, routed, target, uri, max_duration, media, events, leg)
+                    result = await self._dial(c, routed, target, uris, max_duration, media, events, leg)
                 if not isinstance(result, DialFailed):
                     return result, target
-                self.agents.release(c.call.id, None)  # unanswered: the agent is free again, its idle time kept
+                self.agents.release(c.call.id, None)  # unanswered: the agents are free again, idle times kept
                 failure = result
             self.router.release(routed, target)
         reject = exhausted(failure)
         c.times.end(failure.at if failure is not None else self.clock.monotonic())
         return self._reject(c.call, reject), tried
 
-    async def _dial(self, c: _CallState, routed: Routed, target: PlannedTarget, uri: str, max_duration: float,
-                    media: MediaSession, events: asyncio.Queue[CallEvent], leg: Span) -> Outcome | DialFailed:
-        """One URI of a target: its failure, or the call's outcome when it answers or the call ends.
+    async def _dial(self, c: _CallState, routed: Routed, target: PlannedTarget, uris: list[str],
+                    max_duration: float, media: MediaSession, events: asyncio.Queue[CallEvent],
+                    leg: Span) -> Outcome | DialFailed:
+        """One URI of a target (or several rung at once, each at its own host): its failure, or the call's outcome
+        when it answers or the call ends.
 
         Every wait takes the call's terminal event, whichever way it ended (caller, callee, the exchange's hangup on
         media timeout or shutdown, the maximum call duration).
         """
-        call, times = c.call, c.times
-        hops = await self._next_hops(call, uri)
+        call, times, uri = c.call, c.times, uris[0]
+        hops = await self._next_hops(call, uri) if len(uris) == 1 else [None]
         if isinstance(hops, DialFailed):  # the name does not resolve: this target fails like an unreachable one
             _traced_leg(leg, hops.status, hops.reason)
             return hops
         credentials = self._credentials(target)
         for index, hop in enumerate(hops):
             try:
-                self.sip.dial(call, uri, ring_timeout=target.ring_timeout_s, max_duration=max_duration,
-                              next_hop=hop, credentials=credentials)
+                if len(uris) > 1:
+                    self.sip.fork(call, uris, ring_timeout=target.ring_timeout_s, max_duration=max_duration)
+                else:
+                    self.sip.dial(call, uri, ring_timeout=target.ring_timeout_s, max_duration=max_duration,
+                                  next_hop=hop, credentials=credentials)
             except ValueError as exc:  # the caller's SDP offer cannot be relayed
                 times.end(self.clock.monotonic())
                 _traced_leg(leg, 488, "bad_offer")
                 return self._reject(call, REFUSALS["bad_offer"].reject(f"bad SDP offer: {exc}"))
-            if call.attempts == 1:
+            if call.attempts and times.dial_at is None:  # the call's first INVITE out
                 now = self.clock.monotonic()
                 times.dial(now)
                 self.observer.dialled(now - call.invite_at)
@@ -406,13 +420,15 @@ class CallFlow:
             return event
         raise AssertionError("unreachable: a target has at least one hop")
 
-    def _attempts(self, c: _CallState, target: PlannedTarget) -> list[tuple[str | None, str]]:
-        """What dialling ``target`` rings, in order, as (agent id or None, URI): an agent's or a group's available
-        agents by the group's strategy, each agent's registered devices one after the other; else the target's
-        own URI (a number through the outbound trunk). Empty when there is nothing to ring."""
+    def _attempts(self, c: _CallState, target: PlannedTarget) -> list[list[tuple[str | None, str]]]:
+        """What dialling ``target`` rings, wave after wave, each wave's (agent id or None, URI) rung at once: an
+        agent's devices together; a group's available agents by its strategy (ring_all: every agent's devices in one
+        wave; round_robin, longest_idle: one agent a wave); else the target's own URI (a number through the
+        outbound trunk). Empty when there is nothing to ring."""
         if agent_reference(target.destination) is not None:
-            attempts: list[tuple[str | None, str]] = [
-                (ring.agent_id, contact) for ring in self.agents.hunt(target.destination) for contact in ring.contacts]
+            attempts: list[list[tuple[str | None, str]]] = [
+                [(ring.agent_id, contact) for ring in wave for contact in ring.contacts]
+                for wave in self.agents.hunt(target.destination)]
             if not attempts:
                 log.info("call %s: no available agent for %s (target %s)", c.call.id, target.destination,
                          target.target_id)
@@ -422,7 +438,7 @@ class CallFlow:
             log.warning("call %s: no outbound trunk to dial %s (target %s)", c.call.id, target.destination,
                         target.target_id)
             return []
-        return [(None, uri)]
+        return [[(None, uri)]]
 
     def _credentials(self, target: PlannedTarget) -> OutboundCredentials | None:
         """The target's digest credentials for the B2BUA to answer one 401/407 with (a sealed password opened
@@ -469,6 +485,10 @@ class CallFlow:
                     answered_at: datetime, events: asyncio.Queue[CallEvent]) -> Outcome:
         """The target answered: count the connect, tell the listeners, wait for the call to end."""
         media.answered()  # RTP inactivity counts from here, not while ringing
+        if c.ringing:  # the agent whose device answered keeps its line; the others rung with it are free again
+            answering = c.call.b.destination if c.call.b is not None else None
+            c.agent_id = c.ringing.get(answering or "")
+            self.agents.release(c.call.id, None, keep=c.agent_id)
         self.router.connected(routed, target, answered_at)
         if self.events is not None:
             self.events.connected(c.call.id, answered_at, c.caller, c.did, self.router.terms(routed, target))
@@ -544,7 +564,8 @@ class CallFlow:
             reason=outcome.reason,
             packets_relayed=packets,
             bytes_relayed=bytes_,
-            extra={**_routing_details(target, routed), **_screening_details(verdict)},
+            extra={**_routing_details(target, routed), **_screening_details(verdict),
+                   **({"agent_id": c.agent_id} if c.agent_id else {})},
             trunk=call.trunk,
             verstat=verdict.verstat,
             dial_at=times.dial_at,

@@ -2,12 +2,13 @@
 in which order to ring them. Pure and in memory: no clock of its own (``now`` comes in), no I/O.
 
 An agent is *available* when it is enabled, registered (the :class:`Presence` view lists at least one contact) and
-idle (its calls in progress are below its maximum). A group picks among its available members by its strategy:
-``ring_all`` and ``round_robin`` in member order (round robin starting one further each call), ``longest_idle`` the
-agent idle longest first (the time it last became idle; never busy since loading counts as idle from then).
+idle (its calls in progress are below its maximum). An agent's devices ring together. A group picks among its
+available members by its strategy: ``ring_all`` every one at once; ``round_robin`` one after the other in member
+order, starting one further each call; ``longest_idle`` one after the other, the agent idle longest first (the time
+it last became idle; never busy since loading counts as idle from then).
 
-Calls in progress are counted here, per node (:meth:`AgentDirectory.hold` when an agent is rung,
-:meth:`AgentDirectory.release` when that leg or the call ends).
+Calls in progress are counted here, per node (:meth:`AgentDirectory.hold` when an agent is rung, several at once for
+a ``ring_all`` wave; :meth:`AgentDirectory.release` when those legs or the call end, keeping the agent who answered).
 """
 
 from __future__ import annotations
@@ -138,24 +139,22 @@ class AgentDirectory:
         return None
 
     # -- ring order ---------------------------------------------------------------------------------------
-    def hunt(self, destination: str) -> list[Ring]:
-        """The available agents behind ``destination`` in the order to ring them, each with its contacts."""
+    def hunt(self, destination: str) -> list[tuple[Ring, ...]]:
+        """The available agents behind ``destination``, each with its contacts, in waves: the agents of a wave are
+        rung at once (an agent alone, or a ``ring_all`` group's), the waves one after the other."""
         ref = agent_reference(destination)
         if ref is None:
             return []
         kind, key = ref
-        if kind == "agent":
-            order: list[str] = [key]
-        else:
-            group = self._groups.get(key)
-            if group is None:
-                return []
-            order = self._ordered(group)
-        rings = []
-        for agent_id in order:
-            if self._why_not(agent_id) is None:
-                rings.append(Ring(agent_id, self.presence.contacts(agent_id)))
-        return rings
+        group = self._groups.get(key) if kind == "group" else None
+        if kind == "group" and group is None:
+            return []
+        order = self._ordered(group) if group is not None else [key]
+        rings = [Ring(agent_id, self.presence.contacts(agent_id)) for agent_id in order
+                 if self._why_not(agent_id) is None]
+        if group is not None and group.strategy == "ring_all":
+            return [tuple(rings)] if rings else []
+        return [(ring,) for ring in rings]
 
     def _ordered(self, group: GroupInfo) -> list[str]:
         members = list(group.members)
@@ -171,26 +170,33 @@ class AgentDirectory:
 
     # -- calls in progress ----------------------------------------------------------------------------------
     def hold(self, agent_id: str, call_id: str) -> bool:
-        """Count ``call_id`` against the agent before ringing it; False (nothing held) when it is no longer
-        available. A call holds one agent at a time."""
-        if self._why_not(agent_id) is not None:
+        """Count ``call_id`` against the agent before ringing it; False (nothing held) when it is not available
+        (or this call holds it already)."""
+        held = self._holds.setdefault(call_id, [])
+        if agent_id in held or self._why_not(agent_id) is not None:
+            if not held:
+                del self._holds[call_id]
             return False
-        self.release(call_id, None)
-        self._holds[call_id] = agent_id
+        held.append(agent_id)
         self._calls[agent_id] = self._calls.get(agent_id, 0) + 1
         return True
 
-    def release(self, call_id: str, now: float | None) -> str | None:
-        """The call's agent leg ended (unanswered, or the call is over): the agent it held, back to idle at ``now``
-        when that was its last call (``now`` None: the agent was not really engaged, its idle time stays)."""
-        agent_id = self._holds.pop(call_id, None)
-        if agent_id is None:
-            return None
-        left = self._calls.get(agent_id, 0) - 1
-        if left > 0:
-            self._calls[agent_id] = left
-        else:
-            self._calls.pop(agent_id, None)
-            if now is not None:
-                self._idle_since[agent_id] = now
-        return agent_id
+    def release(self, call_id: str, now: float | None, *, keep: str | None = None) -> list[str]:
+        """The call's agent legs ended (unanswered, or the call is over): the agents it held but ``keep``, each
+        back to idle at ``now`` when that was its last call (``now`` None: not really engaged, its idle time
+        stays)."""
+        held = self._holds.pop(call_id, None)
+        if not held:
+            return []
+        released = [agent_id for agent_id in held if agent_id != keep]
+        if keep is not None and keep in held:
+            self._holds[call_id] = [keep]
+        for agent_id in released:
+            left = self._calls.get(agent_id, 0) - 1
+            if left > 0:
+                self._calls[agent_id] = left
+            else:
+                self._calls.pop(agent_id, None)
+                if now is not None:
+                    self._idle_since[agent_id] = now
+        return released

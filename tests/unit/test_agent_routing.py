@@ -67,9 +67,9 @@ def test_an_agent_is_available_only_when_enabled_registered_and_idle():
     assert d.hold("a1", "call-1")
     assert d.calls("a1") == 1 and d.unavailable("agent:a1") == AGENTS_BUSY
     assert not d.hold("a1", "call-2"), "max_concurrent 1: a second call cannot take it"
-    assert d.release("call-1", 10.0) == "a1"
+    assert d.release("call-1", 10.0) == ["a1"]
     assert d.calls("a1") == 0 and d.unavailable("agent:a1") is None
-    assert d.release("call-1", 11.0) is None, "releasing twice is harmless"
+    assert d.release("call-1", 11.0) == [], "releasing twice is harmless"
 
 
 def test_max_concurrent_calls_counts_each_call():
@@ -93,41 +93,45 @@ def test_a_group_is_available_while_one_member_is_and_otherwise_says_the_weighti
     assert d.unavailable("group:unknown") == NO_REGISTERED_AGENT
 
 
-def test_ring_all_rings_available_members_in_member_order_with_every_device():
+def test_ring_all_rings_every_available_member_with_every_device_in_one_wave():
     presence = Registered(a1=("sip:a1@desk", "sip:a1@browser"), a3=("sip:a3@h",))
     d = directory(presence, *(AgentInfo(k, "b") for k in ("a1", "a2", "a3")),
                   groups=(GroupInfo("g", "b", "ring_all", ("a3", "a2", "a1")),))
-    assert d.hunt("group:g") == [Ring("a3", ("sip:a3@h",)), Ring("a1", ("sip:a1@desk", "sip:a1@browser"))]
-    assert d.hunt("agent:a1") == [Ring("a1", ("sip:a1@desk", "sip:a1@browser"))]
-    assert d.hunt("agent:a2") == [] and d.hunt("sip:x@y") == []
+    assert d.hunt("group:g") == [(Ring("a3", ("sip:a3@h",)), Ring("a1", ("sip:a1@desk", "sip:a1@browser")))]
+    assert d.hunt("agent:a1") == [(Ring("a1", ("sip:a1@desk", "sip:a1@browser")),)]
+    assert d.hunt("agent:a2") == [] and d.hunt("sip:x@y") == [] and d.hunt("group:none") == []
+    assert d.hold("a3", "c1") and d.hold("a1", "c1") and not d.hold("a1", "c1")  # one call rings both
+    assert d.release("c1", 5.0, keep="a1") == ["a3"]  # a1 answered: a3 is free, a1 keeps its line
+    assert d.calls("a1") == 1 and d.calls("a3") == 0
+    assert d.release("c1", 9.0) == ["a1"] and d.calls("a1") == 0
 
 
 def test_round_robin_starts_one_member_further_each_call():
     presence = Registered(a1=("sip:a1@h",), a2=("sip:a2@h",), a3=("sip:a3@h",))
     d = directory(presence, *(AgentInfo(k, "b") for k in ("a1", "a2", "a3")),
                   groups=(GroupInfo("g", "b", "round_robin", ("a1", "a2", "a3")),))
-    firsts = [[r.agent_id for r in d.hunt("group:g")] for _ in range(4)]
+    firsts = [[r.agent_id for (r,) in d.hunt("group:g")] for _ in range(4)]
     assert firsts == [["a1", "a2", "a3"], ["a2", "a3", "a1"], ["a3", "a1", "a2"], ["a1", "a2", "a3"]]
     d.hold("a2", "c1")  # busy members are skipped, the turn still moves on
-    assert [r.agent_id for r in d.hunt("group:g")] == ["a3", "a1"]
+    assert [r.agent_id for (r,) in d.hunt("group:g")] == ["a3", "a1"]
 
 
 def test_longest_idle_rings_the_agent_idle_longest_first_on_a_virtual_clock():
     presence = Registered(a1=("sip:a1@h",), a2=("sip:a2@h",), a3=("sip:a3@h",))
     d = directory(presence, *(AgentInfo(k, "b") for k in ("a1", "a2", "a3")),
                   groups=(GroupInfo("g", "b", "longest_idle", ("a1", "a2", "a3")),), now=100.0)
-    assert [r.agent_id for r in d.hunt("group:g")] == ["a1", "a2", "a3"]  # all idle since loading: member order
+    assert [r.agent_id for (r,) in d.hunt("group:g")] == ["a1", "a2", "a3"]  # all idle since loading: member order
     d.hold("a1", "c1")
     d.hold("a2", "c2")
     d.release("c2", 130.0)  # a2 talked until 130
     d.release("c1", 160.0)  # a1 until 160
-    assert [r.agent_id for r in d.hunt("group:g")] == ["a3", "a2", "a1"]
+    assert [r.agent_id for (r,) in d.hunt("group:g")] == ["a3", "a2", "a1"]
     d.hold("a3", "c3")
     d.release("c3", None)  # rung, not answered: still idle since loading
-    assert [r.agent_id for r in d.hunt("group:g")] == ["a3", "a2", "a1"]
+    assert [r.agent_id for (r,) in d.hunt("group:g")] == ["a3", "a2", "a1"]
     d.replace([AgentInfo(k, "b") for k in ("a1", "a2", "a3")],
               [GroupInfo("g", "b", "longest_idle", ("a1", "a2", "a3"))], 500.0)
-    assert [r.agent_id for r in d.hunt("group:g")] == ["a3", "a2", "a1"], "a reload keeps idle times"
+    assert [r.agent_id for (r,) in d.hunt("group:g")] == ["a3", "a2", "a1"], "a reload keeps idle times"
 
 
 # -- the engine: agents' availability is part of eligibility, and the decision says why ------------------------------
@@ -219,7 +223,7 @@ async def test_a_group_target_hunts_to_the_next_agent_on_no_answer_and_the_answe
     assert agents.calls("b") == 0 and agents.unavailable("agent:b") is None
     agents.replace([AgentInfo("a", "b"), AgentInfo("b", "b")],
                    [GroupInfo("g", "b", "longest_idle", ("a", "b"))], h.clock.monotonic())
-    assert [r.agent_id for r in agents.hunt("group:g")] == ["a", "b"], "bob became idle at the call's end"
+    assert [r.agent_id for (r,) in agents.hunt("group:g")] == ["a", "b"], "bob became idle at the call's end"
 
 
 async def test_a_group_with_no_available_agent_at_dial_time_gets_the_no_target_answer():
@@ -230,3 +234,31 @@ async def test_a_group_with_no_available_agent_at_dial_time_gets_the_no_target_a
     assert statuses(sent)[-1] == 480
     [cdr] = h.cdrs
     assert cdr.disposition is Disposition.NO_ROUTE
+
+
+async def test_a_ring_all_group_rings_every_agent_at_once_and_frees_the_others_when_one_answers():
+    h, agents = _agent_harness("ring_all")
+    agents.presence = Registered(a=("sip:alice@192.0.2.21:5062",),
+                                 b=("sip:bob@192.0.2.22:5062", "sip:bob@192.0.2.23:5064"))
+    a_invite = invite()
+    sent = await h.feed(a_invite)
+    invites = {s.addr: s.request for s in requests_of(sent, "INVITE")}
+    assert set(invites) == {AGENT_A, AGENT_B, ("192.0.2.23", 5064)}  # alice and both of bob's devices
+    assert agents.calls("a") == 1 and agents.calls("b") == 1
+    for addr, tag in ((AGENT_A, "a"), (AGENT_B, "b1"), (("192.0.2.23", 5064), "b2")):
+        await h.feed(response_to(invites[addr], 180, to_tag=tag), addr=addr)
+
+    sent = await h.feed(response_to(invites[AGENT_B], 200, to_tag="b1", contact="<sip:bob@192.0.2.22:5062>",
+                                    body=b"v=0\r\n"), addr=AGENT_B)
+    assert {s.addr for s in requests_of(sent, "CANCEL")} == {AGENT_A, ("192.0.2.23", 5064)}
+    ok = next(s for s in sent if s.addr == CALLER and s.message.__class__.__name__ == "Response")
+    assert ok.response.status == 200
+    assert agents.calls("a") == 0 and agents.calls("b") == 1, "alice is free as soon as bob answered"
+    await h.feed(ack_for(a_invite, ok.response, branch=new_branch()))
+    bye = request("BYE", "sip:10.0.0.1:5060", call_id="call-1@192.0.2.10", to_tag=ok.response.to_tag, cseq=2,
+                  from_uri="sip:+13125550199@192.0.2.10", to_uri=f"sip:{DID}@10.0.0.1")
+    await h.feed(bye)
+    await h.pump()
+    [cdr] = h.cdrs
+    assert cdr.disposition is Disposition.ANSWERED and cdr.extra["agent_id"] == "b"
+    assert agents.calls("b") == 0
