@@ -68,3 +68,27 @@ def test_a_call_reaches_a_registered_agent_and_not_an_unregistered_one(
     assert (second["disposition"], second["destination"]) == ("answered", "agent:a1")
     assert second["extra"]["target_id"] == "t1" and second["extra"]["revenue_micros"] == "9000000"
     assert second["buyer_id"] == "b1" and second["revenue"] == "9.00", second
+
+
+def test_an_agents_two_devices_ring_together_and_the_one_not_answering_is_cancelled(
+        tmp_path: Path, exchange_factory: Any, uas_factory: Any) -> None:  # noqa: F811
+    exchange = exchange_factory({}, extra_config={"sip": {"registrar": {"algorithms": ["MD5"]}}})
+    _configure(exchange)
+    ports = [free_port("udp"), free_port("udp")]
+    for index, port in enumerate(ports):
+        registered = run_sipp_uac("uac_register_only", exchange.sip_target, tmp_path, service="alice", timeout=15,
+                                  port=port, extra=["-au", "alice", "-ap", PASSWORD], name=f"register-{index}")
+        assert_ok(registered, exchange=exchange)
+    assert len(exchange.get_json("/api/v1/agents/a1/registrations")["items"]) == 2
+    desk = uas_factory("uas_ring_answer", calls=1, port=ports[0])
+    browser = uas_factory("uas_no_answer", calls=1, port=ports[1])
+    time.sleep(1.0)  # API changes reach live routing within 1 s
+
+    caller = run_sipp_uac("uac_basic", exchange.sip_target, tmp_path, hold_ms=500, timeout=30)
+    assert_ok(caller, exchange=exchange)
+    assert_ok(desk.stop(), exchange=exchange)
+    cancelled = browser.stop()
+    assert_ok(cancelled, exchange=exchange)  # it rang, then got CANCEL (and answered 487)
+    assert "Call completed elsewhere" in cancelled.messages()
+    [cdr] = fetch_cdrs(exchange.http_base, 1)
+    assert (cdr["disposition"], cdr["extra"]["agent_id"]) == ("answered", "a1")
