@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dce.db.agent_models import AgentGroupMemberRow, AgentGroupRow, AgentRow, AgentsVersionRow
 from dce.db.errors import Conflict, NotFound, RepositoryError, UnknownReference
-from dce.db.marketplace_models import BuyerRow
+from dce.db.marketplace_models import BuyerRow, TargetRow
 from dce.db.queries import bump_version, exists, page, record, table_of, values, version_of
 from dce.routing.agents import AgentInfo, GroupInfo
 from dce.sip.registrar import Account
@@ -37,6 +37,7 @@ groups = table_of(AgentGroupRow)
 members = table_of(AgentGroupMemberRow)
 agents_version_table = table_of(AgentsVersionRow)
 _buyers = table_of(BuyerRow)
+_targets = table_of(TargetRow)
 
 Strategy = Literal["ring_all", "round_robin", "longest_idle"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
@@ -76,6 +77,16 @@ class AgentGroup:
     members: tuple[str, ...] = ()
     created_at: datetime | None = None
     updated_at: datetime | None = None
+
+
+async def _check_untargeted(connection: AsyncConnection, kind: str, key: str, change: str) -> None:
+    """:class:`Conflict` when a target's destination is this agent or group (``change`` would strand it)."""
+    names = (await connection.execute(select(_targets.c.id).where(
+        _targets.c.destination == f"{kind}:{key}").order_by(_targets.c.id).limit(5))).scalars().all()
+    if names:
+        entity = "agent" if kind == "agent" else "agent group"
+        raise Conflict(f"{entity} {key!r} is the destination of target(s) {', '.join(names)}: "
+                       f"point them elsewhere before {change}")
 
 
 def _now(now: datetime | None) -> datetime:
@@ -141,6 +152,8 @@ async def update_agent(engine: AsyncEngine, agent: Agent, *, now: datetime | Non
             raise NotFound("agent", agent.id)
         if row.buyer_id != agent.buyer_id and await exists(connection, members.c.agent_id, agent.id):
             raise Conflict(f"agent {agent.id!r} is in groups of buyer {row.buyer_id!r}: remove it from them first")
+        if row.buyer_id != agent.buyer_id:
+            await _check_untargeted(connection, "agent", agent.id, "moving it to another buyer")
         await _check_agent(connection, agent)
         fields = _agent_row(agent)
         del fields["id"]
@@ -158,6 +171,7 @@ async def delete_agent(engine: AsyncEngine, key: str, *, buyer_id: str | None = 
         row = (await connection.execute(select(agents.c.buyer_id).where(agents.c.id == key))).first()
         if not _owned(row, buyer_id):
             raise NotFound("agent", key)
+        await _check_untargeted(connection, "agent", key, "deleting it")
         await connection.execute(delete(members).where(members.c.agent_id == key))
         await connection.execute(delete(agents).where(agents.c.id == key))
 
@@ -272,6 +286,8 @@ async def update_group(engine: AsyncEngine, group: AgentGroup, *, now: datetime 
         row = (await connection.execute(select(groups).where(groups.c.id == group.id))).first()
         if not _owned(row, buyer_id):
             raise NotFound("agent group", group.id)
+        if row.buyer_id != group.buyer_id:
+            await _check_untargeted(connection, "group", group.id, "moving it to another buyer")
         await _check_group(connection, group)
         fields = _group_row(group)
         del fields["id"]
@@ -290,6 +306,7 @@ async def delete_group(engine: AsyncEngine, key: str, *, buyer_id: str | None = 
         row = (await connection.execute(select(groups.c.buyer_id).where(groups.c.id == key))).first()
         if not _owned(row, buyer_id):
             raise NotFound("agent group", key)
+        await _check_untargeted(connection, "group", key, "deleting it")
         await connection.execute(delete(members).where(members.c.group_id == key))
         await connection.execute(delete(groups).where(groups.c.id == key))
 

@@ -218,3 +218,10 @@ async def test_a_target_may_point_at_its_buyers_agent_or_group_only(
         assert why in json.dumps(body), body
     moved = await client.patch("/api/v1/targets/t1", json={"buyer_id": "b2"}, headers=ADMIN)
     assert invalid(await problem(moved, 422)) == {"destination"}, "the agent stays with its buyer"
+    for path in ("/api/v1/agents/a1", "/api/v1/agent_groups/g1"):  # a target points at it: not stranded
+        refused = await problem(await client.delete(path, headers=ADMIN), 409)
+        assert "is the destination of target(s) t" in refused["detail"], refused
+    await ok(await client.delete("/api/v1/targets/t2", headers=ADMIN), 204)
+    await ok(await client.delete("/api/v1/agent_groups/g1", headers=ADMIN), 204)
+    moved = await problem(await client.patch("/api/v1/agents/a1", json={"buyer_id": "b2"}, headers=ADMIN), 409)
+    assert "target(s) t1" in moved["detail"], moved
