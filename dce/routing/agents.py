@@ -132,10 +132,10 @@ class AgentDirectory:
             return NO_REGISTERED_AGENT
         if not agent.enabled:
             return AGENT_DISABLED
+        if self._calls.get(agent_id, 0) >= agent.max_concurrent:  # before presence: a dict read, not a scan
+            return AGENTS_BUSY
         if not self.presence.contacts(agent_id):
             return NO_REGISTERED_AGENT
-        if self._calls.get(agent_id, 0) >= agent.max_concurrent:
-            return AGENTS_BUSY
         return None
 
     # -- ring order ---------------------------------------------------------------------------------------
