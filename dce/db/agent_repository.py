@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from dce.db.agent_models import AgentGroupMemberRow, AgentGroupRow, AgentRow, AgentsVersionRow
 from dce.db.errors import Conflict, NotFound, RepositoryError, UnknownReference
 from dce.db.marketplace_models import BuyerRow, TargetRow
-from dce.db.queries import bump_version, exists, page, record, table_of, values, version_of
+from dce.db.queries import bump_version, exists, load_consistent, page, record, table_of, values, version_of
 from dce.routing.agents import AgentInfo, GroupInfo
 from dce.sip.registrar import Account
 
@@ -211,11 +211,14 @@ class AgentBook:
 
 
 async def load_book(engine: AsyncEngine) -> AgentBook:
-    """Every agent and group (one consistent read)."""
-    async with engine.connect() as connection:
+    """Every agent and group, read in one snapshot (a group never names an agent the same read lacks)."""
+
+    async def read(connection: AsyncConnection) -> tuple[Any, Any, dict[str, tuple[str, ...]]]:
         rows = (await connection.execute(select(agents).order_by(agents.c.username))).all()
         group_rows = (await connection.execute(select(groups).order_by(groups.c.id))).all()
-        found = await _members(connection, [row.id for row in group_rows])
+        return rows, group_rows, await _members(connection, [row.id for row in group_rows])
+
+    (rows, group_rows, found), _ = await load_consistent(engine, agents_version_table, read)
     stored = [record(Agent, row) for row in rows]
     return AgentBook(
         accounts=tuple(agent.account() for agent in stored if agent.enabled),
