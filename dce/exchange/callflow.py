@@ -28,6 +28,7 @@ from dce.billing.cdr import CallDetailRecord, Disposition, HangupSide, SaleTerms
 from dce.clock import Clock
 from dce.compliance.screen import rejected
 from dce.compliance.verdict import ALLOW, Verdict
+from dce.exchange.agent_lines import AgentLines
 from dce.exchange.call_events import CallEvents
 from dce.exchange.decision import REFUSALS, Dial, Gone, Outcome, Reject, decide, ended, exhausted
 from dce.exchange.eager import start_eagerly
@@ -150,7 +151,7 @@ class CallFlow:
                  gate: CallGate | None = None, events: CallEvents | None = None,
                  tracer: Tracer | None = None, bounds: LifeBounds | None = None,
                  resolver: SipResolver | None = None, credentials_box: SecretBox | None = None,
-                 agents: AgentDirectory | None = None) -> None:
+                 agents: AgentLines | None = None) -> None:
         self.sip = sip
         self.router = router
         self.trunk = trunk or OutboundTrunk(None)
@@ -164,7 +165,7 @@ class CallFlow:
         self.watchdog = Watchdog(bounds or LifeBounds())
         self.resolver = resolver  # RFC 3263 next hops; None: the URI's host must be an IP address
         self.credentials_box = credentials_box  # opens targets' sealed passwords
-        self.agents = agents if agents is not None else AgentDirectory()  # agent targets: who to ring, their calls
+        self.agents = agents if agents is not None else AgentLines(AgentDirectory())  # agent targets: who to ring
         self._opened: dict[str, str] = {}  # sealed -> plain, so a Fernet decrypt is not paid per call
         self._queues: dict[str, asyncio.Queue[CallEvent]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -344,8 +345,7 @@ class CallFlow:
             tried = target
             rung = 0
             for wave in attempts:
-                held = {agent_id for agent_id, _ in wave if agent_id is not None}
-                held = {agent_id for agent_id in held if self.agents.hold(agent_id, c.call.id)}
+                held = await self.agents.hold({agent_id for agent_id, _ in wave if agent_id is not None}, c.call.id)
                 wave = [(agent_id, uri) for agent_id, uri in wave if agent_id is None or agent_id in held]
                 if not wave:
                     continue  # other calls took their last free lines since the hunt was ordered

@@ -40,10 +40,12 @@ from dce.db.marketplace_watcher import MarketplaceWatcher
 from dce.db.postback_dispatcher import PostbackDispatcher
 from dce.db.record_codec import BID_CODEC, CDR_CODEC
 from dce.db.redis_bindings import RedisBindings
+from dce.db.redis_slots import RedisSlots
 from dce.db.tracing import trace_statements
 from dce.db.trunk_watcher import TrunkWatcher
 from dce.db.watcher import Watcher
 from dce.exchange.admission_setup import build_admission, merge_rules
+from dce.exchange.agent_lines import AgentLines
 from dce.exchange.agent_presence import RegistrarPresence
 from dce.exchange.call_events import CallEvents
 from dce.exchange.callflow import CallFlow
@@ -352,6 +354,16 @@ class Exchange:
         if self.cluster is not None:
             self.cluster.on_change("agents", self.agent_watcher.notify)
 
+    def _agent_lines(self) -> AgentLines:
+        """Agents' calls counted on this node, and with Redis on every node (slots outliving a crashed node expire
+        after the longest call)."""
+        slots = None
+        if self.cluster is not None:
+            redis = self.settings.redis
+            slots = RedisSlots(self.cluster.client, prefix=redis.key_prefix, timeout_s=redis.timeout_ms / 1000,
+                               ttl_s=int(self.settings.routing.max_call_duration_s) + 300)
+        return AgentLines(self.routing_engine.agents, slots)
+
     def _load_agents(self, book: AgentBook) -> None:
         self.registrar.replace_accounts(book.accounts)
         self.routing_engine.agents.replace(book.agents, book.groups, self.clock.monotonic())
@@ -411,7 +423,7 @@ class Exchange:
                                  bounds=LifeBounds(max_call_duration_s=settings.routing.max_call_duration_s,
                                                    leg_guard_s=self.sip_driver.core.endpoint.timers.timeout),
                                  resolver=resolver_from(settings.sip.dns, self.clock),
-                                 credentials_box=credentials_box(settings), agents=self.routing_engine.agents)
+                                 credentials_box=credentials_box(settings), agents=self._agent_lines())
         self.sip_driver.deliver_to(self.callflow.dispatch)
         await stack.enter_async_context(Periodic(  # the net under the calls outlives its own bugs
             "call-watchdog", self._reap, interval_s=WATCHDOG_INTERVAL_S,

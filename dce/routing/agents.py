@@ -105,6 +105,11 @@ class AgentDirectory:
         """The agent's calls in progress on this node."""
         return self._calls.get(agent_id, 0)
 
+    def max_concurrent(self, agent_id: str) -> int:
+        """How many calls the agent may have at once (0 for an agent not loaded here)."""
+        agent = self._agents.get(agent_id)
+        return agent.max_concurrent if agent is not None else 0
+
     # -- eligibility ------------------------------------------------------------------------------------
     def unavailable(self, destination: str) -> str | None:
         """None when some agent behind ``destination`` may take a call now, else why not (one of
@@ -180,6 +185,20 @@ class AgentDirectory:
         held.append(agent_id)
         self._calls[agent_id] = self._calls.get(agent_id, 0) + 1
         return True
+
+    def unhold(self, agent_id: str, call_id: str) -> None:
+        """Undo :meth:`hold` of ``agent_id`` for ``call_id`` before it was rung (its idle time stays)."""
+        held = self._holds.get(call_id)
+        if held is None or agent_id not in held:
+            return
+        held.remove(agent_id)
+        if not held:
+            del self._holds[call_id]
+        left = self._calls.get(agent_id, 0) - 1
+        if left > 0:
+            self._calls[agent_id] = left
+        else:
+            self._calls.pop(agent_id, None)
 
     def release(self, call_id: str, now: float | None, *, keep: str | None = None) -> list[str]:
         """The call's agent legs ended (unanswered, or the call is over): the agents it held but ``keep``, each

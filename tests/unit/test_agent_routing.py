@@ -3,10 +3,12 @@ when no agent can take it, the groups' ring strategies on a virtual clock, and t
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import UTC, datetime
 
 from dce.billing.cdr import Disposition
+from dce.exchange.agent_lines import AgentLines
 from dce.exchange.callflow import CallFlow
 from dce.exchange.router import StaticRouter
 from dce.media.relay import PassthroughMedia
@@ -183,7 +185,7 @@ def _agent_harness(strategy: str = "round_robin") -> tuple[Harness, AgentDirecto
     agents = directory(presence, AgentInfo("a", "b"), AgentInfo("b", "b"),
                        groups=(GroupInfo("g", "b", strategy, ("a", "b")),), now=h.clock.monotonic())  # type: ignore[arg-type]
     h.flow = CallFlow(sip=h.sip, router=StaticRouter(StaticRoutes({DID: ["group:g"]}), 20.0),
-                      media=PassthroughMedia(), cdrs=h, observer=h, clock=h.clock, agents=agents)
+                      media=PassthroughMedia(), cdrs=h, observer=h, clock=h.clock, agents=AgentLines(agents))
     h.sip.deliver_to(h.flow.dispatch)
     return h, agents
 
@@ -262,3 +264,31 @@ async def test_a_ring_all_group_rings_every_agent_at_once_and_frees_the_others_w
     [cdr] = h.cdrs
     assert cdr.disposition is Disposition.ANSWERED and cdr.extra["agent_id"] == "b"
     assert agents.calls("b") == 0
+
+
+class SlowSlots:
+    """Shared slots whose answers the test gives: records what is given back."""
+
+    def __init__(self) -> None:
+        self.answer: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
+        self.released: list[str] = []
+
+    async def acquire(self, key: str, limit: int | None) -> bool | None:
+        return await self.answer
+
+    async def release(self, key: str) -> None:
+        self.released.append(key)
+
+
+async def test_a_call_ending_while_its_shared_line_is_taken_gives_that_line_back():
+    slots = SlowSlots()
+    lines = AgentLines(directory(Registered(a1=("sip:a1@h",)), AgentInfo("a1", "b")), slots)  # type: ignore[arg-type]
+    holding = asyncio.ensure_future(lines.hold({"a1"}, "c1"))
+    await asyncio.sleep(0)
+    holding.cancel()  # the call ended (watchdog, shutdown) while Redis was answering
+    await asyncio.sleep(0)
+    slots.answer.set_result(True)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert holding.cancelled() and slots.released == ["@agent:a1"]
+    assert lines.release("c1", None) == ["a1"] and lines.calls("a1") == 0  # the CallFlow's release: this node's
