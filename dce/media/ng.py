@@ -160,7 +160,7 @@ class NgClient:
             return
         try:
             body = bencodepy.decode(payload)
-        except Exception:  # noqa: BLE001 (the library raises assorted errors on bad input)
+        except Exception:
             log.warning("rtpengine %s: unreadable reply to %s: %r", pending.instance, cookie.decode(), data[:80])
             return
         if not isinstance(body, dict):

@@ -126,5 +126,5 @@ def test_parse_instance() -> None:
     assert parse_instance("udp:rtp.example:2223=5") == NgInstance("rtp.example", 2223, 5)
     assert parse_instance("udp:[::1]:2223") == NgInstance("::1", 2223)
     for bad in ("127.0.0.1:2223", "tcp:127.0.0.1:2223", "udp:127.0.0.1", "udp:h:70000", "udp:h:1=0"):
-        with pytest.raises(ValueError, match="udp:HOST:PORT|out of range|weight"):
+        with pytest.raises(ValueError, match=r"udp:HOST:PORT|out of range|weight"):
             parse_instance(bad)
