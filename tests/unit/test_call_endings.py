@@ -305,6 +305,8 @@ class Watching:
         plane = self
 
         class Session:
+            deferred = False
+
             def rewrite_from_a(self, sdp: bytes) -> bytes:
                 return sdp
 
@@ -317,7 +319,8 @@ class Watching:
             def close(self) -> None:
                 plane.active_sessions -= 1
 
-            stats = None
+            async def finish(self) -> None:
+                self.close()
 
         self.active_sessions += 1
         return Session()
