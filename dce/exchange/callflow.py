@@ -476,7 +476,7 @@ class CallFlow:
         try:
             body = await session.rewrite(event.side, event.body, offer=event.offer)
         except Exception as exc:  # refused, unavailable, or a bug: the call must not hang on a held message
-            log.warning("call %s: media plane failed on an SDP %s from %s: %s", call.id,
+            log.warning("call %s: media plane failed on an SDP %s from %s: %r", call.id,
                         "offer" if event.offer else "answer", event.side, exc)
             self.sip.sdp_ready(call, event.token, event.body)
             self.sip.hangup(call, reason="media unavailable")

@@ -78,6 +78,7 @@ class RtpengineSession:
         Raises :class:`RtpengineUnavailable` when no instance answers, :class:`NgError` (a ValueError) when
         rtpengine refuses the SDP.
         """
+        side = str(side)  # the B2BUA's Side is a StrEnum: plain text for bencode
         if side not in SIDES:
             raise ValueError(f"side must be 'a' or 'b', got {side!r}")
         async with self._lock:
