@@ -157,3 +157,25 @@ def test_a_silent_instance_is_failed_over_and_the_call_goes_through(
     cdr = only(fetch_cdrs(exchange.http_base, 1))
     assert cdr["disposition"] == "answered" and cdr["packets_relayed"] > 200, cdr
     assert_no_session_left(exchange, rtpengine)
+
+
+def test_reinvite_hold_and_unhold_through_rtpengine(
+        tmp_path: Path, exchange_factory: Any, uas_factory: Any, rtpengine: RtpengineProcess) -> None:  # noqa: F811
+    """The caller's re-INVITEs (a=sendonly, then a=sendrecv) are ng offers, the callee's 200s ng answers: each
+    reaches the other side rewritten by rtpengine, direction kept (uas_reinvite and uac_reinvite_hold check)."""
+    callee = uas_factory("uas_reinvite", calls=1)
+    exchange = exchange_factory({DID: [callee.uri]}, media_mode="rtpengine",
+                                extra_config=media_config(rtpengine.ng))
+
+    caller = run_sipp_uac("uac_reinvite_hold", exchange.sip_target, tmp_path, timeout=30)
+
+    assert_ok(caller, exchange=exchange)
+    result = callee.stop()
+    assert_ok(result, exchange=exchange)
+    low, high = rtpengine.rtp_ports
+    received = "".join(m for m in re.split(r"\n-{20,}", result.messages()) if "message received" in m)
+    offers = re.findall(r"m=audio (\d+)", received)  # what reached the callee: the INVITE and 2 re-INVITEs
+    assert len(offers) >= 3 and all(low <= int(port) <= high for port in offers), result.messages()
+    cdr = only(fetch_cdrs(exchange.http_base, 1))
+    assert (cdr["disposition"], cdr["final_code"], cdr["hangup_side"]) == ("answered", 200, "caller")
+    assert_no_session_left(exchange, rtpengine)
