@@ -114,8 +114,9 @@ class RtpengineSession:
     # -- inactivity ------------------------------------------------------------------------------------
     def answered(self) -> None:
         """The call is answered: from now on, no packet through rtpengine for ``rtp_timeout_s`` (or rtpengine
-        forgetting the call) calls ``on_timeout``. Watched with ``query`` every half timeout."""
-        if self._closed or self._poll is not None or self._on_timeout is None or self._instance is None:
+        forgetting the call) calls ``on_timeout``. Watched with ``query`` every half timeout, once a first offer
+        is in (a delayed offer's may still be on its way at the answer)."""
+        if self._closed or self._poll is not None or self._on_timeout is None:
             return
         self._poll = asyncio.ensure_future(self._watch())
 
@@ -125,6 +126,9 @@ class RtpengineSession:
         last_count, last_change = -1, loop.time()
         while not self._closed:
             await asyncio.sleep(timeout / 2)
+            if self._instance is None:  # no offer yet: nothing on rtpengine to watch
+                last_change = loop.time()
+                continue
             try:
                 reply = await self._plane.transport.call({"command": "query", "call-id": self.call_id},
                                                          instance=self._instance)

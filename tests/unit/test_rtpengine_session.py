@@ -146,3 +146,17 @@ async def test_rtpengine_forgetting_the_call_is_a_media_timeout() -> None:
     session.answered()
     await asyncio.sleep(0.15)
     assert fired == ["timeout"]
+
+
+async def test_the_watch_waits_for_a_delayed_offer_that_lands_after_the_answer() -> None:
+    ng = FakeNg()
+    media = RtpengineMedia(ng, rtp_timeout_s=0.1)  # type: ignore[arg-type]
+    fired: list[str] = []
+    session = await media.allocate("call-9", on_timeout=lambda: fired.append("timeout"))
+    session.answered()  # the callee's 200 (the offer) is still with rtpengine
+    await asyncio.sleep(0.15)
+    assert fired == [] and ng.commands == []
+    await session.rewrite("b", OFFER, offer=True)
+    await asyncio.sleep(0.4)  # no packets counted by the queries from now on
+    assert fired == ["timeout"]
+    await session.finish()
