@@ -179,3 +179,21 @@ def test_reinvite_hold_and_unhold_through_rtpengine(
     cdr = only(fetch_cdrs(exchange.http_base, 1))
     assert (cdr["disposition"], cdr["final_code"], cdr["hangup_side"]) == ("answered", 200, "caller")
     assert_no_session_left(exchange, rtpengine)
+
+
+def test_an_answered_call_without_rtp_ends_at_the_rtp_timeout_through_rtpengine(
+        tmp_path: Path, exchange_factory: Any, uas_factory: Any, rtpengine: RtpengineProcess) -> None:  # noqa: F811
+    """Neither side sends a packet: rtpengine's counts (ng query) stay still, and media.rtp_timeout_s after the
+    answer both legs get BYE, reason "media timeout"."""
+    callee = uas_factory("uas_answer", calls=1)
+    exchange = exchange_factory({DID: [callee.uri]}, media_mode="rtpengine", rtp_timeout_s=1.5,
+                                extra_config=media_config(rtpengine.ng))
+
+    caller = run_sipp_uac("uac_wait_bye", exchange.sip_target, tmp_path, timeout=30)
+
+    assert_ok(caller, exchange=exchange)
+    assert_ok(callee.stop(), exchange=exchange)
+    cdr = only(fetch_cdrs(exchange.http_base, 1))
+    assert (cdr["disposition"], cdr["hangup_side"], cdr["reason"]) == ("answered", "system", "media timeout")
+    assert 1 <= cdr["billable_s"] <= 5 and cdr["packets_relayed"] == 0, cdr
+    assert_no_session_left(exchange, rtpengine)
