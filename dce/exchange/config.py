@@ -181,6 +181,9 @@ class SipConfig(_Section):
     t1_ms: int = Field(500, gt=0)
     t2_ms: int = Field(4000, gt=0)
     t4_ms: int = Field(5000, gt=0)
+    # An outbound INVITE that hears nothing (not even 100 Trying) this long is given up and the next SRV hop tried
+    # (Kamailio's fr_timer); keep it well under a target's ring timeout. 0: only timer B (64*T1) gives up.
+    no_response_timeout_s: float = Field(5.0, ge=0)
     user_agent: str = "dce"  # Server/User-Agent header of SIP and outgoing HTTP: no version by default
     # The edge's bounds (README "Edge limits"): what one peer, or all of them, may hold.
     max_message_bytes: int = Field(65535, ge=1024, le=65535)  # one message, headers and body (TCP framing)

@@ -92,7 +92,8 @@ class SipDriver:
         session_timers = (TimerPolicy(config.session_expires_s, config.min_se_s) if config.session_timers
                           else None)
         core = B2BUA(endpoint, max_calls_per_source=config.max_calls_per_source,
-                     retry_after_s=config.source_retry_after_s, session_timers=session_timers)
+                     retry_after_s=config.source_retry_after_s, session_timers=session_timers,
+                     no_response_s=config.no_response_timeout_s or None)
         tcp = TcpLimits(idle_timeout_s=config.tcp_idle_timeout_s, header_timeout_s=config.tcp_header_timeout_s,
                         max_connections=config.tcp_max_connections,
                         max_connections_per_source=config.tcp_max_connections_per_source,
