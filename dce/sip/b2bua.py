@@ -64,6 +64,9 @@ SESSION_EXPIRED = "session timer expired"  # the CallEnded reason (and the CDR's
 REFRESH_FAILED = "session refresh failed"  # our refresh got 408/481 or no answer: the peer is gone
 REFRESH_RETRY_S = 4.0  # a refresh refused otherwise (491 glare, 5xx) is tried again after this
 URI_SCHEMES = frozenset({"sip", "sips", "tel"})  # Request-URI schemes we serve; any other is answered 416
+# A sips: Request-URI asks for TLS on every hop (RFC 3261 §26.2.2): one that came over another transport is refused
+# with RFC 5630's warn-code for a SIPS request that cannot be served as such (§5.3: 480 with Warning 380).
+SIPS_NOT_ALLOWED = '380 dce "SIPS Not Allowed"'
 # RFC 3398: Q.850 cause 34 maps to 503. Not 486: that says the callee is busy, and a carrier would not advance
 # its route; a 503 with Retry-After tells this source alone to back off or try another route.
 SOURCE_LIMIT_REASON = 'Q.850;cause=34;text="no circuit/channel available"'
@@ -528,6 +531,10 @@ class B2BUA:
         method = request.method
         if request.uri.partition(":")[0].lower() not in URI_SCHEMES:  # RFC 3261 §8.2.2.1, before any work
             self.endpoint.respond(txn, make_response(request, 416, to_tag=new_token()), now)
+        elif _secure(request.uri) and txn.transport != "tls":
+            self.endpoint.respond(txn, make_response(request, 480, to_tag=new_token(), extra=[
+                ("Warning", SIPS_NOT_ALLOWED),
+                ("Reason", f'SIP;cause=480;text="sips: Request-URI over {txn.transport}, not TLS"')]), now)
         elif method == "INVITE":
             self._new_call(txn, request, now)  # type: ignore[arg-type]
         elif unsupported := _unsupported(_options(request.get_all("Require")),  # RFC 3261 §8.2.2.3 (bext01)
