@@ -158,8 +158,6 @@ class SipTlsConfig(_Section):
     verify_clients: bool = False  # mutual TLS: a peer connecting to a tls: listener must present a certificate
     ca_file: Path | None = None  # CAs trusted for sips:/transport=tls destinations; None: the system's
     verify_server: bool = True  # false only by explicit choice: destinations' certificates are not checked
-    keepalive_s: float = Field(30, ge=0)  # CRLF ping on our outbound TLS connections this often; 0 = off
-    keepalive_timeout_s: float = Field(10, gt=0)  # no pong this long after a ping: the connection is closed
 
     @model_validator(mode="after")
     def _check_files(self) -> SipTlsConfig:
@@ -191,6 +189,8 @@ class SipConfig(_Section):
     tcp_header_timeout_s: float = Field(10, gt=0)  # a message must be complete this long after it starts
     tcp_max_connections: int = Field(2048, ge=1)  # accepted TCP connections in all
     tcp_max_connections_per_source: int = Field(128, ge=1)  # accepted TCP connections from one IP address
+    tcp_keepalive_s: float = Field(30, ge=0)  # CRLF ping on our outbound TCP/TLS connections this often; 0 = off
+    tcp_keepalive_timeout_s: float = Field(10, gt=0)  # no pong this long after a ping: the connection is closed
     max_calls_per_source: int = Field(0, ge=0)  # inbound calls up at once from one IP address; 0 = unlimited
     source_retry_after_s: int = Field(5, ge=1, le=3600)  # Retry-After of the 503 over max_calls_per_source
     # Admission by trunk (README "Inbound trunks"): who may send INVITEs, digest challenges, per-trunk limits.

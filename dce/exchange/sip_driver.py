@@ -97,7 +97,8 @@ class SipDriver:
         tcp = TcpLimits(idle_timeout_s=config.tcp_idle_timeout_s, header_timeout_s=config.tcp_header_timeout_s,
                         max_connections=config.tcp_max_connections,
                         max_connections_per_source=config.tcp_max_connections_per_source,
-                        max_message_bytes=config.max_message_bytes)
+                        max_message_bytes=config.max_message_bytes, keepalive_s=config.tcp_keepalive_s,
+                        keepalive_timeout_s=config.tcp_keepalive_timeout_s)
         flood = config.flood
         guard = FloodGuard(requests_per_window=flood.requests_per_window, window_s=flood.window_s,
                            ban_s=flood.ban_s, strikes_to_ban=flood.strikes_to_ban,
@@ -105,8 +106,7 @@ class SipDriver:
                            trusted=flood.trusted) if flood.enabled else None
         t = config.tls
         tls = TlsSettings(cert_file=t.cert_file, key_file=t.key_file, client_ca_file=t.client_ca_file,
-                          verify_clients=t.verify_clients, ca_file=t.ca_file, verify_server=t.verify_server,
-                          keepalive_s=t.keepalive_s, keepalive_timeout_s=t.keepalive_timeout_s)
+                          verify_clients=t.verify_clients, ca_file=t.ca_file, verify_server=t.verify_server)
         return cls(core, clock=clock, tcp=tcp, tls=tls, on_error=on_error, flood=guard)
 
     def deliver_to(self, on_event: Callable[[CallEvent], None]) -> None:
