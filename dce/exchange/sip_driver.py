@@ -219,8 +219,10 @@ class SipDriver:
         if next_hop is not None and next_hop[0] == "tls" and not is_ip_literal(
                 host := uri_hostport(destination)[0].strip("[]")):
             self.sockets.expect_tls_name((next_hop[1], next_hop[2]), host)
-        self.core.dial(call, destination, self.clock.monotonic(), ring_timeout=ring_timeout,
-                       max_duration=max_duration, next_hop=next_hop, credentials=credentials)
+        leg = self.core.dial(call, destination, self.clock.monotonic(), ring_timeout=ring_timeout,
+                             max_duration=max_duration, next_hop=next_hop, credentials=credentials)
+        if leg is not None and self.flood is not None and is_ip_literal(leg.txn.addr[0]):
+            self.flood.trust_peer(leg.txn.addr[0])  # the buyer's own requests (BYE, re-INVITE) never get it banned
         self.pump()
 
     def cancel(self, call: Call, *, reason: str) -> None:
