@@ -57,7 +57,7 @@ def status_lines(replies: list[bytes]) -> list[bytes]:
 
 def test_calls_over_the_per_source_limit_get_503_with_retry_after(tmp_path: Path,
                                                                    migrated_database_url: str) -> None:
-    silent = f"sip:{HOST}:{free_port('udp')}"  # nobody answers: the first call keeps ringing
+    silent = f"sip:{HOST}:{free_port('udp')}"  # nobody answers: the first call waits (no_response_timeout_s)
     exchange = ExchangeProcess(tmp_path / "dce", migrated_database_url, {DID: [silent]}, ring_timeout_s=60,
                                extra_config={"sip": {"max_calls_per_source": 1, "source_retry_after_s": 9}})
     with exchange, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as first, \
