@@ -160,8 +160,6 @@ class SipTlsConfig(_Section):
     verify_clients: bool = False  # mutual TLS: a peer connecting to a tls: listener must present a certificate
     ca_file: Path | None = None  # CAs trusted for sips:/transport=tls destinations; None: the system's
     verify_server: bool = True  # false only by explicit choice: destinations' certificates are not checked
-    keepalive_s: float = Field(30, ge=0)  # CRLF ping on our outbound TLS connections this often; 0 = off
-    keepalive_timeout_s: float = Field(10, gt=0)  # no pong this long after a ping: the connection is closed
 
     @model_validator(mode="after")
     def _check_files(self) -> SipTlsConfig:
@@ -199,6 +197,9 @@ class SipConfig(_Section):
     t1_ms: int = Field(500, gt=0)
     t2_ms: int = Field(4000, gt=0)
     t4_ms: int = Field(5000, gt=0)
+    # An outbound INVITE that hears nothing (not even 100 Trying) this long is given up and the next SRV hop tried
+    # (Kamailio's fr_timer); keep it well under a target's ring timeout. 0: only timer B (64*T1) gives up.
+    no_response_timeout_s: float = Field(5.0, ge=0)
     user_agent: str = "dce"  # Server/User-Agent header of SIP and outgoing HTTP: no version by default
     # The edge's bounds (README "Edge limits"): what one peer, or all of them, may hold.
     max_message_bytes: int = Field(65535, ge=1024, le=65535)  # one message, headers and body (TCP framing)
@@ -206,6 +207,8 @@ class SipConfig(_Section):
     tcp_header_timeout_s: float = Field(10, gt=0)  # a message must be complete this long after it starts
     tcp_max_connections: int = Field(2048, ge=1)  # accepted TCP connections in all
     tcp_max_connections_per_source: int = Field(128, ge=1)  # accepted TCP connections from one IP address
+    tcp_keepalive_s: float = Field(30, ge=0)  # CRLF ping on our outbound TCP/TLS connections this often; 0 = off
+    tcp_keepalive_timeout_s: float = Field(10, gt=0)  # no pong this long after a ping: the connection is closed
     max_calls_per_source: int = Field(0, ge=0)  # inbound calls up at once from one IP address; 0 = unlimited
     source_retry_after_s: int = Field(5, ge=1, le=3600)  # Retry-After of the 503 over max_calls_per_source
     # Admission by trunk (README "Inbound trunks"): who may send INVITEs, digest challenges, per-trunk limits.

@@ -66,6 +66,9 @@ SESSION_EXPIRED = "session timer expired"  # the CallEnded reason (and the CDR's
 REFRESH_FAILED = "session refresh failed"  # our refresh got 408/481 or no answer: the peer is gone
 REFRESH_RETRY_S = 4.0  # a refresh refused otherwise (491 glare, 5xx) is tried again after this
 URI_SCHEMES = frozenset({"sip", "sips", "tel"})  # Request-URI schemes we serve; any other is answered 416
+# A sips: Request-URI asks for TLS on every hop (RFC 3261 §26.2.2): one that came over another transport is refused
+# with RFC 5630's warn-code for a SIPS request that cannot be served as such (§5.3: 480 with Warning 380).
+SIPS_NOT_ALLOWED = '380 dce "SIPS Not Allowed"'
 # RFC 3398: Q.850 cause 34 maps to 503. Not 486: that says the callee is busy, and a carrier would not advance
 # its route; a 503 with Retry-After tells this source alone to back off or try another route.
 SOURCE_LIMIT_REASON = 'Q.850;cause=34;text="no circuit/channel available"'
@@ -235,6 +238,7 @@ class OutboundLeg:
     ack_pending: bool = False  # delayed offer: the 2xx carried the offer, its ACK waits for the caller's answer
     ack_body: bytes = b""  # the answer our ACK carries (sent again for a retransmitted 2xx)
     ack_rewriting: bool = False  # that answer is with the media plane (SdpNeeded): the ACK still waits
+    ring_at: float = 0.0  # when the ring timeout ends this attempt (armed once anything answers)
 
     @property
     def call_id(self) -> str:
@@ -252,6 +256,8 @@ class OutboundLeg:
             b2bua._ring_timeout(self, now)
         elif name == "cancel_guard":
             b2bua._give_up_leg(self, now)
+        elif name == "no_response":
+            b2bua._no_response(self, now)
 
 
 def caller_user(request: Request) -> str:
@@ -366,10 +372,14 @@ class B2BUA:
     """Transaction user that pairs legs into calls. Drive it through its endpoint; read ``next_event()``."""
 
     def __init__(self, endpoint: SipEndpoint, *, max_calls_per_source: int = 0, retry_after_s: int = 5,
-                 session_timers: TimerPolicy | None = TimerPolicy()) -> None:
-        """``session_timers``: RFC 4028 terms for both legs (None: no Session-Expires offered or answered)."""
+                 session_timers: TimerPolicy | None = TimerPolicy(), no_response_s: float | None = None) -> None:
+        """``session_timers``: RFC 4028 terms for both legs (None: no Session-Expires offered or answered).
+        ``no_response_s``: an outbound INVITE that heard nothing at all (not even 100 Trying) this long after it
+        was sent is given up as a timeout that another next hop may serve (Kamailio's ``fr_timer``); None: only
+        timer B (64*T1) or the ring timeout gives up on a silent destination."""
         self.endpoint = endpoint
         self.session_timers = session_timers
+        self.no_response_s = no_response_s
         endpoint.tu = self
         self.source_limit = SourceLimit(max_calls_per_source)
         self.retry_after_s = retry_after_s
@@ -486,13 +496,17 @@ class B2BUA:
         assert isinstance(txn, ClientInviteTransaction)
         leg = OutboundLeg(call=call, destination=destination, request=request, txn=txn,
                           ring_timeout=ring_timeout, credentials=credentials,
-                          session_expires=policy.session_expires_s if policy else 0)
+                          session_expires=policy.session_expires_s if policy else 0, ring_at=now + ring_timeout)
         txn.user_data = leg
         call.b = leg
         call.state = CallState.DIALING
         call.attempts += 1
         call.max_duration = max_duration
-        self._set_leg_timer(leg, "ring", now + ring_timeout)
+        wait = self.no_response_s
+        if wait is not None and wait < ring_timeout:  # the ring timer takes over at the first response
+            self._set_leg_timer(leg, "no_response", now + wait)
+        else:
+            self._set_leg_timer(leg, "ring", leg.ring_at)
         return leg
 
     def cancel_dial(self, call: Call, now: float, *, reason: str = "cancelled") -> None:
@@ -552,6 +566,10 @@ class B2BUA:
         method = request.method
         if request.uri.partition(":")[0].lower() not in URI_SCHEMES:  # RFC 3261 §8.2.2.1, before any work
             self.endpoint.respond(txn, make_response(request, 416, to_tag=new_token()), now)
+        elif _secure(request.uri) and txn.transport != "tls":
+            self.endpoint.respond(txn, make_response(request, 480, to_tag=new_token(), extra=[
+                ("Warning", SIPS_NOT_ALLOWED),
+                ("Reason", f'SIP;cause=480;text="sips: Request-URI over {txn.transport}, not TLS"')]), now)
         elif method == "INVITE":
             self._new_call(txn, request, now)  # type: ignore[arg-type]
         elif unsupported := _unsupported(_options(request.get_all("Require")),  # RFC 3261 §8.2.2.3 (bext01)
@@ -903,6 +921,8 @@ class B2BUA:
     def _leg_response(self, leg: OutboundLeg, txn: ClientTransaction, response: Response, now: float) -> None:
         if txn.request.method != "INVITE":
             return  # responses to our CANCEL/BYE need no action
+        if leg.deadline_name == "no_response":  # the destination is alive: it has until the ring timeout
+            self._set_leg_timer(leg, "ring", leg.ring_at)
         status = response.status
         call = leg.call
         if status < 200:
@@ -1269,6 +1289,17 @@ class B2BUA:
         if not leg.provisional:
             # Nothing heard at all: give up now rather than wait for timer B.
             self._leg_failed(leg, 408, now)
+
+    def _no_response(self, leg: OutboundLeg, now: float) -> None:
+        """Nothing at all answered the INVITE within ``no_response_s``: the leg fails as a timeout (408, another
+        next hop may serve). No CANCEL (§9.1: not before a provisional); the INVITE is no longer retransmitted,
+        and its transaction stays until timer B so a late 1xx still gets our CANCEL and a late 2xx ACK and BYE."""
+        if leg.finished or leg.dialog is not None:
+            return
+        leg.txn.stop_retransmitting()
+        self.endpoint.schedule(leg.txn)
+        self._leg_failed(leg, 408, now, timed_out=True, detail=f"no response within {self.no_response_s:g} s")
+        leg.cancel_reason, leg.cancel_pending = "no_response", True
 
     def _give_up_leg(self, leg: OutboundLeg, now: float) -> None:
         """The callee never answered our CANCEL with a final response (§9.1: give up after 64*T1)."""
