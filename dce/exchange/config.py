@@ -27,6 +27,8 @@ from pydantic_settings import (
 )
 from sipmessage import URI
 
+from dce.media.ng import NgInstance, parse_instance
+
 _TRANSPORTS = ("udp", "tcp", "tls")
 _TLS_DEFAULT_PORT = 5061  # a tls: listener without a port
 _DEFAULT_REGION = "US"
@@ -158,8 +160,6 @@ class SipTlsConfig(_Section):
     verify_clients: bool = False  # mutual TLS: a peer connecting to a tls: listener must present a certificate
     ca_file: Path | None = None  # CAs trusted for sips:/transport=tls destinations; None: the system's
     verify_server: bool = True  # false only by explicit choice: destinations' certificates are not checked
-    keepalive_s: float = Field(30, ge=0)  # CRLF ping on our outbound TLS connections this often; 0 = off
-    keepalive_timeout_s: float = Field(10, gt=0)  # no pong this long after a ping: the connection is closed
 
     @model_validator(mode="after")
     def _check_files(self) -> SipTlsConfig:
@@ -197,6 +197,9 @@ class SipConfig(_Section):
     t1_ms: int = Field(500, gt=0)
     t2_ms: int = Field(4000, gt=0)
     t4_ms: int = Field(5000, gt=0)
+    # An outbound INVITE that hears nothing (not even 100 Trying) this long is given up and the next SRV hop tried
+    # (Kamailio's fr_timer); keep it well under a target's ring timeout. 0: only timer B (64*T1) gives up.
+    no_response_timeout_s: float = Field(5.0, ge=0)
     user_agent: str = "dce"  # Server/User-Agent header of SIP and outgoing HTTP: no version by default
     # The edge's bounds (README "Edge limits"): what one peer, or all of them, may hold.
     max_message_bytes: int = Field(65535, ge=1024, le=65535)  # one message, headers and body (TCP framing)
@@ -204,6 +207,8 @@ class SipConfig(_Section):
     tcp_header_timeout_s: float = Field(10, gt=0)  # a message must be complete this long after it starts
     tcp_max_connections: int = Field(2048, ge=1)  # accepted TCP connections in all
     tcp_max_connections_per_source: int = Field(128, ge=1)  # accepted TCP connections from one IP address
+    tcp_keepalive_s: float = Field(30, ge=0)  # CRLF ping on our outbound TCP/TLS connections this often; 0 = off
+    tcp_keepalive_timeout_s: float = Field(10, gt=0)  # no pong this long after a ping: the connection is closed
     max_calls_per_source: int = Field(0, ge=0)  # inbound calls up at once from one IP address; 0 = unlimited
     source_retry_after_s: int = Field(5, ge=1, le=3600)  # Retry-After of the 503 over max_calls_per_source
     # Admission by trunk (README "Inbound trunks"): who may send INVITEs, digest challenges, per-trunk limits.
@@ -318,9 +323,14 @@ _PORT_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 
 
 class MediaConfig(_Section):
-    """Media plane: relay or passthrough, RTP port range and the address advertised in SDP."""
+    """Media plane: relay, passthrough or rtpengine; RTP port range and the address advertised in SDP (relay);
+    the rtpengine instances' ng addresses (``udp:HOST:PORT[=WEIGHT]``) and the ng timeouts (rtpengine)."""
 
-    mode: Literal["relay", "passthrough"] = "relay"
+    mode: Literal["relay", "passthrough", "rtpengine"] = "relay"
+    rtpengine: list[str] = []  # ng control addresses; weight (default 1): share of new calls
+    rtpengine_timeout_s: float = Field(1.0, gt=0)  # per instance, before the next one is tried (or the call fails)
+    rtpengine_retransmit_s: float = Field(0.25, gt=0)  # resend a request not answered after this
+    rtpengine_down_s: float = Field(10.0, ge=0)  # an instance that timed out gets no new calls for this long
     # RTP on even ports, RTCP on the odd one above; below Linux's ephemeral range (32768-60999), where the
     # kernel picks client ports (a relay port taken by an outgoing connection cannot be bound). Checked at start.
     ports: str = "16384-32767"
@@ -337,6 +347,26 @@ class MediaConfig(_Section):
         if not 1024 <= low < high <= 65535:
             raise ValueError(f"need 1024 <= low < high <= 65535, got {low}-{high}")
         return f"{low}-{high}"
+
+    @field_validator("rtpengine")
+    @classmethod
+    def _check_rtpengine(cls, value: list[str]) -> list[str]:
+        for item in value:
+            parse_instance(item)  # ValueError: "expected udp:HOST:PORT or udp:HOST:PORT=WEIGHT, got ..."
+        return value
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> MediaConfig:
+        if self.mode == "rtpengine" and not self.rtpengine:
+            raise ValueError("media.mode rtpengine needs media.rtpengine: a list of udp:HOST:PORT ng addresses")
+        if self.rtpengine_retransmit_s > self.rtpengine_timeout_s:
+            raise ValueError("media.rtpengine_retransmit_s must not exceed media.rtpengine_timeout_s")
+        return self
+
+    @property
+    def rtpengine_instances(self) -> list[NgInstance]:
+        """``rtpengine`` parsed."""
+        return [parse_instance(item) for item in self.rtpengine]
 
     @property
     def port_range(self) -> tuple[int, int]:

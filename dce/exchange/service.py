@@ -82,6 +82,7 @@ from dce.http_api.record_metrics import register as register_record_metrics
 from dce.http_api.rtb import RtbPingService
 from dce.media.ports import ephemeral_overlap
 from dce.media.relay import MediaPlane, MediaRelay, PassthroughMedia
+from dce.media.rtpengine import RtpengineMedia
 from dce.routing.agents import AgentDirectory
 from dce.routing.counters import InMemoryCounters
 from dce.routing.duplicates import DuplicateLedger, longest_rule_days
@@ -235,6 +236,12 @@ class Exchange:
                             "net.ipv4.ip_local_port_range", settings.media.ports, *clash)
             self.media = MediaRelay(address=settings.media_address, port_range=settings.media.port_range,
                                     rtp_timeout_s=settings.media.rtp_timeout_s)
+        elif settings.media.mode == "rtpengine":
+            media = settings.media
+            self.media = await RtpengineMedia.open(
+                media.rtpengine_instances, timeout_s=media.rtpengine_timeout_s,
+                retransmit_s=media.rtpengine_retransmit_s, down_s=media.rtpengine_down_s,
+                rtp_timeout_s=media.rtp_timeout_s)
         else:
             self.media = PassthroughMedia()
         stack.push_async_callback(self.media.close)

@@ -92,11 +92,13 @@ class SipDriver:
         session_timers = (TimerPolicy(config.session_expires_s, config.min_se_s) if config.session_timers
                           else None)
         core = B2BUA(endpoint, max_calls_per_source=config.max_calls_per_source,
-                     retry_after_s=config.source_retry_after_s, session_timers=session_timers)
+                     retry_after_s=config.source_retry_after_s, session_timers=session_timers,
+                     no_response_s=config.no_response_timeout_s or None)
         tcp = TcpLimits(idle_timeout_s=config.tcp_idle_timeout_s, header_timeout_s=config.tcp_header_timeout_s,
                         max_connections=config.tcp_max_connections,
                         max_connections_per_source=config.tcp_max_connections_per_source,
-                        max_message_bytes=config.max_message_bytes)
+                        max_message_bytes=config.max_message_bytes, keepalive_s=config.tcp_keepalive_s,
+                        keepalive_timeout_s=config.tcp_keepalive_timeout_s)
         flood = config.flood
         guard = FloodGuard(requests_per_window=flood.requests_per_window, window_s=flood.window_s,
                            ban_s=flood.ban_s, strikes_to_ban=flood.strikes_to_ban,
@@ -104,8 +106,7 @@ class SipDriver:
                            trusted=flood.trusted) if flood.enabled else None
         t = config.tls
         tls = TlsSettings(cert_file=t.cert_file, key_file=t.key_file, client_ca_file=t.client_ca_file,
-                          verify_clients=t.verify_clients, ca_file=t.ca_file, verify_server=t.verify_server,
-                          keepalive_s=t.keepalive_s, keepalive_timeout_s=t.keepalive_timeout_s)
+                          verify_clients=t.verify_clients, ca_file=t.ca_file, verify_server=t.verify_server)
         return cls(core, clock=clock, tcp=tcp, tls=tls, on_error=on_error, flood=guard)
 
     def deliver_to(self, on_event: Callable[[CallEvent], None]) -> None:
@@ -218,8 +219,10 @@ class SipDriver:
         if next_hop is not None and next_hop[0] == "tls" and not is_ip_literal(
                 host := uri_hostport(destination)[0].strip("[]")):
             self.sockets.expect_tls_name((next_hop[1], next_hop[2]), host)
-        self.core.dial(call, destination, self.clock.monotonic(), ring_timeout=ring_timeout,
-                       max_duration=max_duration, next_hop=next_hop, credentials=credentials)
+        leg = self.core.dial(call, destination, self.clock.monotonic(), ring_timeout=ring_timeout,
+                             max_duration=max_duration, next_hop=next_hop, credentials=credentials)
+        if leg is not None and self.flood is not None and is_ip_literal(leg.txn.addr[0]):
+            self.flood.trust_peer(leg.txn.addr[0])  # the buyer's own requests (BYE, re-INVITE) never get it banned
         self.pump()
 
     def fork(self, call: Call, destinations: list[str], *, ring_timeout: float, max_duration: float | None) -> None:
@@ -236,6 +239,11 @@ class SipDriver:
     def hangup(self, call: Call, *, reason: str) -> None:
         """End the call from our side: BYE both legs when answered, else CANCEL B and 480 A."""
         self.core.hangup(call, self.clock.monotonic(), reason=reason)
+        self.pump()
+
+    def sdp_ready(self, call: Call, token: int, body: bytes) -> None:
+        """The media plane's rewrite of a held SDP body (``SdpNeeded``): the message waiting for it goes out."""
+        self.core.sdp_ready(call, token, body, self.clock.monotonic())
         self.pump()
 
     def release(self, call: Call) -> None:

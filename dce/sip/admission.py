@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from dce.sip.digest import PREFERRED, Algorithm, Challenge, Credentials, NonceSigner, verify
+from dce.sip.digest import PREFERRED, Algorithm, Challenge, Credentials, NonceCounts, NonceSigner, verify
 from dce.sip.message import Request
 from dce.sip.trunk_rule import TrunkRule
 
@@ -140,6 +140,11 @@ class Admission:
     ``on_auth_failure(source, now_mono)`` hears every wrong username, wrong password or forged nonce (a flood/ban
     module counts them). ``on_outcome(trunk_label, outcome)`` hears every decision (metrics; the label is a
     trunk name or ``"unknown"``).
+
+    Digest nonce counts are checked in this node's memory (:class:`NonceCounts`): a replayed request (an nc not
+    above the last one accepted for its nonce) is challenged again with a fresh nonce (``stale=false``), so a
+    captured INVITE cannot be sent again while a client that slipped gets a nonce to answer. A UDP retransmission
+    of one INVITE never gets here: its server transaction absorbs it.
     """
 
     def __init__(self, rules: Iterable[TrunkRule], signer: NonceSigner, settings: AdmissionSettings | None = None,
@@ -147,6 +152,7 @@ class Admission:
                  on_outcome: Callable[[str, Outcome], None] | None = None) -> None:
         self.settings = settings or AdmissionSettings()
         self.signer = signer
+        self.nonce_counts = NonceCounts(signer.lifetime_s)
         self.on_auth_failure = on_auth_failure
         self.on_outcome = on_outcome
         self._rules: tuple[TrunkRule, ...] = ()
@@ -259,6 +265,9 @@ class Admission:
             return Refuse(403, "bad credentials", (("Reason", _reason(403, "bad credentials")),), rule.name)
         if nonce == "stale":  # the right password on an old nonce: ask again without bothering the user
             return self._challenge(rule, source, now_wall, stale=True)
+        if credentials.nc is not None and not self.nonce_counts.advance(credentials.nonce, int(credentials.nc, 16),
+                                                                         now_wall):
+            return self._challenge(rule, source, now_wall)  # a replay proves nothing: a fresh nonce to answer
         return None
 
     def _limit(self, rule: TrunkRule, now_mono: float) -> Decision:

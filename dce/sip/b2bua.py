@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import os
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -65,6 +66,9 @@ SESSION_EXPIRED = "session timer expired"  # the CallEnded reason (and the CDR's
 REFRESH_FAILED = "session refresh failed"  # our refresh got 408/481 or no answer: the peer is gone
 REFRESH_RETRY_S = 4.0  # a refresh refused otherwise (491 glare, 5xx) is tried again after this
 URI_SCHEMES = frozenset({"sip", "sips", "tel"})  # Request-URI schemes we serve; any other is answered 416
+# A sips: Request-URI asks for TLS on every hop (RFC 3261 §26.2.2): one that came over another transport is refused
+# with RFC 5630's warn-code for a SIPS request that cannot be served as such (§5.3: 480 with Warning 380).
+SIPS_NOT_ALLOWED = '380 dce "SIPS Not Allowed"'
 # RFC 3398: Q.850 cause 34 maps to 503. Not 486: that says the callee is busy, and a carrier would not advance
 # its route; a 503 with Retry-After tells this source alone to back off or try another route.
 COMPLETED_ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"'  # RFC 3326: why a losing fork is cancelled
@@ -72,7 +76,13 @@ SOURCE_LIMIT_REASON = 'Q.850;cause=34;text="no circuit/channel available"'
 
 
 class SdpRewriter(Protocol):
-    """The media plane's view of a call (relay or passthrough)."""
+    """The media plane's view of a call (relay, passthrough or rtpengine).
+
+    A session with a true ``deferred`` attribute (rtpengine: a network round trip per body) is not asked
+    synchronously once the call is dialled: the core queues :class:`SdpNeeded` and holds the message carrying
+    the body until :meth:`B2BUA.sdp_ready`. Its ``rewrite_from_a`` is still called by ``dial`` for the caller's
+    offer, which the CallFlow has it prepare before dialling.
+    """
 
     def rewrite_from_a(self, sdp: bytes) -> bytes: ...
     def rewrite_from_b(self, sdp: bytes) -> bytes: ...
@@ -166,7 +176,23 @@ class CallRefused:
     id: str  # the exchange's id for the refused call (its CDR's call_id)
 
 
-CallEvent = CallOffered | DialProgress | DialAnswered | DialFailed | CallCancelled | CallEnded | CallRefused
+@dataclass(slots=True)
+class SdpNeeded:
+    """The call's media session rewrites SDP asynchronously: rewrite ``body`` (an offer or an answer) received
+    from ``side`` and hand it back with ``B2BUA.sdp_ready(call, token, rewritten, now)``; until then the
+    message that relays it waits (the core's state has moved on already)."""
+
+    call: Call
+    side: Side
+    body: bytes
+    offer: bool
+    token: int
+    at: float
+
+
+CallEvent = (CallOffered | DialProgress | DialAnswered | DialFailed | CallCancelled | CallEnded | CallRefused
+             | SdpNeeded)
+SdpThen = Callable[[bytes, float], None]
 
 
 # -- legs and calls ------------------------------------------------------------------------------------
@@ -212,6 +238,8 @@ class OutboundLeg:
     retried_422: bool = False  # a 422 is answered with one retry, not more
     ack_pending: bool = False  # delayed offer: the 2xx carried the offer, its ACK waits for the caller's answer
     ack_body: bytes = b""  # the answer our ACK carries (sent again for a retransmitted 2xx)
+    ack_rewriting: bool = False  # that answer is with the media plane (SdpNeeded): the ACK still waits
+    ring_at: float = 0.0  # when the ring timeout ends this attempt (armed once anything answers)
 
     @property
     def call_id(self) -> str:
@@ -229,6 +257,8 @@ class OutboundLeg:
             b2bua._ring_timeout(self, now)
         elif name == "cancel_guard":
             b2bua._give_up_leg(self, now)
+        elif name == "no_response":
+            b2bua._no_response(self, now)
 
 
 def caller_user(request: Request) -> str:
@@ -344,10 +374,14 @@ class B2BUA:
     """Transaction user that pairs legs into calls. Drive it through its endpoint; read ``next_event()``."""
 
     def __init__(self, endpoint: SipEndpoint, *, max_calls_per_source: int = 0, retry_after_s: int = 5,
-                 session_timers: TimerPolicy | None = TimerPolicy()) -> None:
-        """``session_timers``: RFC 4028 terms for both legs (None: no Session-Expires offered or answered)."""
+                 session_timers: TimerPolicy | None = TimerPolicy(), no_response_s: float | None = None) -> None:
+        """``session_timers``: RFC 4028 terms for both legs (None: no Session-Expires offered or answered).
+        ``no_response_s``: an outbound INVITE that heard nothing at all (not even 100 Trying) this long after it
+        was sent is given up as a timeout that another next hop may serve (Kamailio's ``fr_timer``); None: only
+        timer B (64*T1) or the ring timeout gives up on a silent destination."""
         self.endpoint = endpoint
         self.session_timers = session_timers
+        self.no_response_s = no_response_s
         endpoint.tu = self
         self.source_limit = SourceLimit(max_calls_per_source)
         self.retry_after_s = retry_after_s
@@ -358,6 +392,8 @@ class B2BUA:
         self.admission: Admission | None = None  # set: each new INVITE must pass it (trunk, digest, limits)
         self.registrar: Registrar | None = None  # set, with agents: REGISTER registers them (else 405 as before)
         self.wall_offset = 0.0  # wall-clock epoch seconds minus ``now`` (set by the driver; for digest nonces)
+        self._held: dict[int, SdpThen] = {}  # SdpNeeded token -> what sends the message once its body is back
+        self._next_token = 1
 
     # -- adapter pass-through ------------------------------------------------------------------------
     def receive(self, data: bytes, transport: str, addr: Address, now: float, *, stream: bool = False) -> None:
@@ -463,13 +499,17 @@ class B2BUA:
         assert isinstance(txn, ClientInviteTransaction)
         leg = OutboundLeg(call=call, destination=destination, request=request, txn=txn,
                           ring_timeout=ring_timeout, credentials=credentials,
-                          session_expires=policy.session_expires_s if policy else 0)
+                          session_expires=policy.session_expires_s if policy else 0, ring_at=now + ring_timeout)
         txn.user_data = leg
         call.b = leg
         call.state = CallState.DIALING
         call.attempts += 1
         call.max_duration = max_duration
-        self._set_leg_timer(leg, "ring", now + ring_timeout)
+        wait = self.no_response_s
+        if wait is not None and wait < ring_timeout:  # the ring timer takes over at the first response
+            self._set_leg_timer(leg, "no_response", now + wait)
+        else:
+            self._set_leg_timer(leg, "ring", leg.ring_at)
         return leg
 
     def fork(self, call: Call, destinations: list[str], now: float, *, ring_timeout: float,
@@ -521,6 +561,13 @@ class B2BUA:
             return
         self._end(call, CallEnded(call, "system", reason, now))
 
+    def sdp_ready(self, call: Call, token: int, body: bytes, now: float) -> None:
+        """The media plane's rewrite of an :class:`SdpNeeded` body: the held message goes out with it (also
+        after the call ended, so every transaction gets its message; a stale provisional is dropped)."""
+        then = self._held.pop(token, None)
+        if then is not None:
+            then(body, now)
+
     def release(self, call: Call) -> None:
         """Unlink an ended call from the transactions that outlive it (up to 64*T1, absorbing retransmissions).
 
@@ -551,6 +598,10 @@ class B2BUA:
         method = request.method
         if request.uri.partition(":")[0].lower() not in URI_SCHEMES:  # RFC 3261 §8.2.2.1, before any work
             self.endpoint.respond(txn, make_response(request, 416, to_tag=new_token()), now)
+        elif _secure(request.uri) and txn.transport != "tls":
+            self.endpoint.respond(txn, make_response(request, 480, to_tag=new_token(), extra=[
+                ("Warning", SIPS_NOT_ALLOWED),
+                ("Reason", f'SIP;cause=480;text="sips: Request-URI over {txn.transport}, not TLS"')]), now)
         elif method == "INVITE":
             self._new_call(txn, request, now)  # type: ignore[arg-type]
         elif unsupported := _unsupported(_options(request.get_all("Require")),  # RFC 3261 §8.2.2.3 (bext01)
@@ -583,14 +634,21 @@ class B2BUA:
             return
         call = found[0]
         leg = call.b
-        if leg is None or not leg.ack_pending or request.cseq[0] != call.a.request.cseq[0]:
+        if leg is None or not leg.ack_pending or leg.ack_rewriting or request.cseq[0] != call.a.request.cseq[0]:
             return
-        leg.ack_pending = False
-        if request.body:
-            leg.ack_body = self._rewrite(call, Side.A, request.body)
-            assert call.a.dialog is not None and leg.dialog is not None
-            call.a.dialog.remote_sdp, leg.dialog.local_sdp = request.body, leg.ack_body
-        self._send_ack(leg, now)
+        leg.ack_rewriting = True
+
+        def send(body: bytes, now: float) -> None:
+            if not leg.ack_pending:  # the call ended meanwhile: _send_bye confirmed the 2xx already
+                return
+            leg.ack_pending = leg.ack_rewriting = False
+            if body:
+                leg.ack_body = body
+                assert call.a.dialog is not None and leg.dialog is not None
+                call.a.dialog.remote_sdp, leg.dialog.local_sdp = request.body, body
+            self._send_ack(leg, now)
+
+        self._with_sdp(call, Side.A, request.body, False, send, now)
 
     def on_cancel(self, invite_txn: ServerInviteTransaction, cancel: Request, now: float) -> None:
         call = invite_txn.user_data
@@ -865,15 +923,23 @@ class B2BUA:
             forward.add("Supported", "timer")
             refresher = "uac" if dialog.session.we_refresh else "uas"
             forward.add("Session-Expires", f"{int(dialog.session.interval)};refresher={refresher}")
-        if request.body:
-            forward.body = self._rewrite(call, side, request.body)
-            forward.add("Content-Type", request.get("Content-Type") or "application/sdp")
-            if refreshes:
-                dialog.local_sdp = forward.body
-        client = self.endpoint.send_request(forward, transport, addr, now)
-        relay = _Relay(call, txn, side, client, terms)
-        client.user_data = relay
+        relay = _Relay(call, txn, side, None, terms)
         txn.user_data = relay  # so a CANCEL of a re-INVITE reaches the forwarded one
+
+        def send(body: bytes, now: float) -> None:
+            if txn.state not in (State.TRYING, State.PROCEEDING):  # answered meanwhile (CANCEL, call ended)
+                if request.method == "INVITE":
+                    call.pending_reinvite = False
+                return
+            if body:
+                forward.body = body
+                forward.add("Content-Type", request.get("Content-Type") or "application/sdp")
+                if refreshes:
+                    dialog.local_sdp = body
+            relay.forwarded = client = self.endpoint.send_request(forward, transport, addr, now)
+            client.user_data = relay
+
+        self._with_sdp(call, side, request.body, True, send, now)
 
     # -- TransactionUser: responses --------------------------------------------------------------------
     def on_response(self, txn: ClientTransaction, response: Response, now: float) -> None:
@@ -888,6 +954,8 @@ class B2BUA:
     def _leg_response(self, leg: OutboundLeg, txn: ClientTransaction, response: Response, now: float) -> None:
         if txn.request.method != "INVITE":
             return  # responses to our CANCEL/BYE need no action
+        if leg.deadline_name == "no_response":  # the destination is alive: it has until the ring timeout
+            self._set_leg_timer(leg, "ring", leg.ring_at)
         status = response.status
         call = leg.call
         if status < 200:
@@ -905,10 +973,16 @@ class B2BUA:
                 return
             relayed = make_response(call.a.request, status, response.reason, to_tag=call.a.local_tag,
                                     extra=[("Contact", self._contact_a(call.a))])
-            if response.body:
-                relayed.body = self._rewrite(call, Side.B, response.body)
-                relayed.add("Content-Type", response.get("Content-Type") or "application/sdp")
-            self.endpoint.respond(call.a.txn, relayed, now)
+
+            def send(body: bytes, now: float) -> None:
+                if leg.finished or not _current(call, leg) or call.state is not CallState.DIALING:
+                    return  # answered, failed or ended while the media plane rewrote it
+                if body:
+                    relayed.body = body
+                    relayed.add("Content-Type", response.get("Content-Type") or "application/sdp")
+                self.endpoint.respond(call.a.txn, relayed, now)
+
+            self._with_sdp(call, Side.B, response.body, not call.a.request.body, send, now)
             self._events.append(DialProgress(call, status, now))
         elif status < 300:
             self._leg_answered(leg, response, now)
@@ -1040,13 +1114,18 @@ class B2BUA:
         if a.session_terms is not None:
             answer.headers.append(("Supported", "timer"))
             answer.headers.extend(a.session_terms.headers())
-        if response.body:
-            answer.body = self._rewrite(call, Side.B, response.body)
-            answer.add("Content-Type", response.get("Content-Type") or "application/sdp")
-        self.endpoint.respond(a.txn, answer, now)
-        a.dialog = Dialog.as_uas(a.request, a.local_tag, a.txn.transport, a.txn.addr)
+        a.dialog = dialog = Dialog.as_uas(a.request, a.local_tag, a.txn.transport, a.txn.addr)
         a.dialog.learn_peer(a.request)
-        a.dialog.remote_sdp, a.dialog.local_sdp = a.request.body, answer.body
+        a.dialog.remote_sdp = a.request.body
+
+        def send(body: bytes, now: float) -> None:
+            if body:
+                answer.body = body
+                answer.add("Content-Type", response.get("Content-Type") or "application/sdp")
+            self.endpoint.respond(a.txn, answer, now)
+            dialog.local_sdp = answer.body
+
+        self._with_sdp(call, Side.B, response.body, not a.request.body, send, now)
         b = leg.dialog
         b.learn_peer(response)
         b.local_sdp, b.remote_sdp = leg.request.body, response.body
@@ -1099,12 +1178,16 @@ class B2BUA:
         reply = make_response(origin.request, status, response.reason)
         if 200 <= status < 300 and origin.request.method == "INVITE":
             reply.add("Contact", self._contact(origin.transport, origin.addr, _secure(origin.request.uri)))
-        if response.body:
-            reply.body = self._rewrite(call, other, response.body)
-            reply.add("Content-Type", response.get("Content-Type") or "application/sdp")
-        if txn.request.method in ("INVITE", "UPDATE") and call.state is CallState.ANSWERED:
-            self._relayed_refresh(relay, other, response, reply, now)
-        self.endpoint.respond(origin, reply, now)
+
+        def send(body: bytes, now: float) -> None:
+            if body:
+                reply.body = body
+                reply.add("Content-Type", response.get("Content-Type") or "application/sdp")
+            if txn.request.method in ("INVITE", "UPDATE") and call.state is CallState.ANSWERED:
+                self._relayed_refresh(relay, other, response, reply, now)
+            self.endpoint.respond(origin, reply, now)
+
+        self._with_sdp(call, other, response.body, not txn.request.body, send, now)
 
     def _relayed_refresh(self, relay: _Relay, other: Side, response: Response, reply: Response, now: float) -> None:
         """A relayed re-INVITE/UPDATE ended: on 2xx both legs' sessions are refreshed (our reply states the
@@ -1247,6 +1330,17 @@ class B2BUA:
             # Nothing heard at all: give up now rather than wait for timer B.
             self._leg_failed(leg, 408, now)
 
+    def _no_response(self, leg: OutboundLeg, now: float) -> None:
+        """Nothing at all answered the INVITE within ``no_response_s``: the leg fails as a timeout (408, another
+        next hop may serve). No CANCEL (§9.1: not before a provisional); the INVITE is no longer retransmitted,
+        and its transaction stays until timer B so a late 1xx still gets our CANCEL and a late 2xx ACK and BYE."""
+        if leg.finished or leg.dialog is not None:
+            return
+        leg.txn.stop_retransmitting()
+        self.endpoint.schedule(leg.txn)
+        self._leg_failed(leg, 408, now, timed_out=True, detail=f"no response within {self.no_response_s:g} s")
+        leg.cancel_reason, leg.cancel_pending = "no_response", True
+
     def _give_up_leg(self, leg: OutboundLeg, now: float) -> None:
         """The callee never answered our CANCEL with a final response (§9.1: give up after 64*T1)."""
         self._leg_failed(leg, 408, now)
@@ -1275,14 +1369,24 @@ class B2BUA:
     def _contact_a(self, a: InboundLeg) -> str:
         return self._contact(a.txn.transport, a.txn.addr, _secure(a.request.uri))
 
-    def _rewrite(self, call: Call, side: Side, body: bytes) -> bytes:
+    def _with_sdp(self, call: Call, side: Side, body: bytes, offer: bool, then: SdpThen, now: float) -> None:
+        """Send a message relaying ``body`` from ``side`` (``offer``: an offer, else an answer): ``then`` gets the
+        body rewritten by the call's media plane, now, or once a deferred session hands it back (SdpNeeded)."""
         media = call.media
-        if media is None:
-            return body
-        try:
-            return media.rewrite_from_a(body) if side is Side.A else media.rewrite_from_b(body)
-        except ValueError:
-            return body  # undecodable SDP passes untouched rather than failing the call
+        if media is None or not body:
+            then(body, now)
+        elif not getattr(media, "deferred", False):
+            try:
+                rewritten = media.rewrite_from_a(body) if side is Side.A else media.rewrite_from_b(body)
+            except ValueError:
+                rewritten = body  # undecodable SDP passes untouched rather than failing the call
+            then(rewritten, now)
+        elif not body.lstrip().startswith(b"v="):
+            then(body, now)  # not SDP (an INFO's DTMF, ...): nothing for the media plane
+        else:
+            token, self._next_token = self._next_token, self._next_token + 1
+            self._held[token] = then
+            self._events.append(SdpNeeded(call, side, body, offer, token, now))
 
 
 def _current(call: Call, leg: OutboundLeg) -> bool:

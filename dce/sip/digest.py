@@ -2,8 +2,9 @@
 
 Both sides use it: the edge challenges trunks (:class:`Challenge` out, :class:`Credentials` in, :func:`verify`)
 and outbound legs answer a buyer's 401/407 (:func:`authorization`). Passwords are kept only as HA1
-(:func:`ha1`), one per algorithm. Nonces are stateless (:class:`NonceSigner`): the issue time and an HMAC over
-time and source, so any node holding the secret verifies a nonce another node issued.
+(:func:`ha1`), one per algorithm. Nonces are stateless (:class:`NonceSigner`): the issue time, a random salt and
+an HMAC over them and the source, so any node holding the secret verifies a nonce another node issued. Replays are
+caught per node (:class:`NonceCounts`: the nonce count must grow).
 
 sipmessage's auth parser splits quoted values at commas (``qop="auth,auth-int"``), so the header grammar
 (``scheme param=value, param="quoted, value"``) is parsed here.
@@ -14,7 +15,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,6 +27,7 @@ PREFERRED: tuple[Algorithm, ...] = ("SHA-256", "MD5")  # RFC 8760 §2.4: challen
 _HASHES = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
 _QUOTED = frozenset({"realm", "nonce", "opaque", "username", "uri", "response", "cnonce", "qop", "domain"})
 _UNQUOTED_IN_CREDENTIALS = frozenset({"qop", "nc", "algorithm"})  # RFC 2617: message-qop and nc are tokens
+_NC = re.compile(r"[0-9A-Fa-f]{8}")  # RFC 2617 §3.2.2: nc-value = 8LHEX
 _PARAM = re.compile(r'\s*([A-Za-z0-9_.!%*+`\'~-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*)\s*(?:,|$)')
 
 
@@ -141,6 +145,8 @@ class Credentials:
             raise ValueError(f"missing {missing.args[0]}") from None
         if credentials.qop is not None and (credentials.nc is None or credentials.cnonce is None):
             raise ValueError("qop without nc/cnonce")
+        if credentials.nc is not None and not _NC.fullmatch(credentials.nc):
+            raise ValueError("nc is not 8 hex digits")
         return credentials
 
     def __str__(self) -> str:
@@ -180,11 +186,13 @@ NonceCheck = Literal["fresh", "stale", "invalid"]
 
 
 class NonceSigner:
-    """Stateless nonces: ``<issued epoch seconds>.<HMAC(secret, issued:source)>``, valid ``lifetime_s``.
+    """Stateless nonces: ``<issued epoch seconds>.<salt>.<HMAC(secret, issued:salt:source)>``, valid
+    ``lifetime_s``.
 
     Any node with the same secret verifies a nonce another node issued; an expired one is ``stale`` (the client
     retries with the new nonce without asking its user again, RFC 2617 ``stale=true``). A nonce is bound to the
-    source address, so one captured from another host is ``invalid``.
+    source address, so one captured from another host is ``invalid``. The random salt makes every challenge's
+    nonce unique (two calls challenged in the same second from one carrier each count their own nc from 1).
     """
 
     def __init__(self, secret: bytes, lifetime_s: float = 300.0) -> None:
@@ -193,19 +201,62 @@ class NonceSigner:
         self._secret = secret
         self.lifetime_s = lifetime_s
 
-    def _mac(self, issued: int, source: str) -> str:
-        digest = hmac.new(self._secret, f"{issued}:{source}".encode(), hashlib.sha256).digest()[:18]
+    def _mac(self, issued: int, salt: str, source: str) -> str:
+        digest = hmac.new(self._secret, f"{issued}:{salt}:{source}".encode(), hashlib.sha256).digest()[:18]
         return base64.urlsafe_b64encode(digest).decode()
 
     def issue(self, source: str, now: float) -> str:
-        """A nonce for ``source`` at wall time ``now`` (epoch seconds)."""
+        """A new nonce for ``source`` at wall time ``now`` (epoch seconds)."""
         issued = int(now)
-        return f"{issued}.{self._mac(issued, source)}"
+        salt = base64.urlsafe_b64encode(os.urandom(9)).decode()
+        return f"{issued}.{salt}.{self._mac(issued, salt, source)}"
 
     def check(self, nonce: str, source: str, now: float) -> NonceCheck:
         """``fresh``, ``stale`` (ours but too old) or ``invalid`` (not ours, or for another source)."""
-        issued_text, _, mac = nonce.partition(".")
-        if not issued_text.isdigit() or not hmac.compare_digest(mac, self._mac(int(issued_text), source)):
+        issued_text, _, rest = nonce.partition(".")
+        salt, _, mac = rest.partition(".")
+        if not issued_text.isdigit() or not hmac.compare_digest(mac, self._mac(int(issued_text), salt, source)):
             return "invalid"
         age = now - int(issued_text)
         return "fresh" if -5 <= age <= self.lifetime_s else "stale"
+
+
+class NonceCounts:
+    """The highest nonce count (``nc``, qop=auth) accepted per nonce: a request whose nc is not above it is a replay
+    (RFC 7616 §3.4.5 / RFC 2617 §3.2.2: the server keeps its own copy of the count; the same nc twice is a replay).
+
+    Per node: nonces are stateless HMACs that any node verifies, but these counts live in one node's memory, so a
+    request replayed to another node is not caught there (a load balancer that keeps a source on one node closes
+    that gap). Bounded: at most ``max_nonces`` (the least recently used dropped first), and a nonce is forgotten
+    ``lifetime_s`` after it was first counted, when it is stale anyway. Pure: ``now`` comes in.
+    """
+
+    def __init__(self, lifetime_s: float, max_nonces: int = 65536) -> None:
+        if max_nonces < 1:
+            raise ValueError("max_nonces must be >= 1")
+        self.lifetime_s = lifetime_s
+        self.max_nonces = max_nonces
+        self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()  # nonce -> (forget at, highest nc)
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def advance(self, nonce: str, nc: int, now: float) -> bool:
+        """Count ``nc`` for ``nonce``: False (a replay: nothing recorded) when it is not above the highest yet."""
+        seen = self._seen
+        while seen:  # forget expired nonces from the least recently used end
+            oldest = next(iter(seen.values()))
+            if oldest[0] > now:
+                break
+            seen.popitem(last=False)
+        entry = seen.get(nonce)
+        if entry is None:
+            if len(seen) >= self.max_nonces:
+                seen.popitem(last=False)
+            seen[nonce] = (now + self.lifetime_s, nc)
+            return True
+        if nc <= entry[1]:
+            return False
+        seen[nonce] = (entry[0], nc)
+        seen.move_to_end(nonce)
+        return True

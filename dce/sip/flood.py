@@ -3,11 +3,14 @@
 Each source IP's requests are counted in a window (``window_s``, 2 s by default); a source that sends more than
 ``requests_per_window`` in one window is banned for ``ban_s``. Other offences (a scanner's signature, a wrong
 digest password) are ``strike``\\ s: ``strikes_to_ban`` of them within ``strike_window_s`` ban the source too.
-Trusted networks are counted but never banned. While banned, everything from the source is dropped unread.
+Trusted networks are counted but never banned, and so are the peers we dial (:meth:`FloodGuard.trust_peer`: a busy
+buyer's responses, BYEs and re-INVITEs come from the address we sent its INVITEs to). While banned, everything from
+the source is dropped unread.
 A source is an IPv4 address, or an IPv6 /64 (one host holds a whole /64: counting its addresses one by one would
 let it rotate through them).
 
-Memory is bounded: at most ``max_sources`` windows, strike records and bans each, the oldest evicted first.
+Memory is bounded: at most ``max_sources`` windows, strike records, bans and dialled peers each, the oldest
+evicted first.
 Nothing is swept by a timer: windows reset when their source is next seen, and expired bans and strikes are
 pruned from the front of their (time-ordered) tables as requests arrive, at a constant cost per request.
 """
@@ -52,6 +55,7 @@ class FloodGuard:
         self._windows: dict[str, list[float]] = {}  # source -> [window start, requests in it]
         self._strikes: dict[str, list[float]] = {}  # source -> [first strike, strikes since]
         self._bans: dict[str, float] = {}  # source -> banned until
+        self._peers: dict[str, None] = {}  # sources we dial (least recently dialled first)
         self.bans_total: dict[str, int] = dict.fromkeys(BAN_REASONS, 0)
 
     # -- the edge's one call per message ----------------------------------------------------------------
@@ -135,12 +139,28 @@ class FloodGuard:
         until = self._bans.get(source_key(source))
         return until is not None and now < until
 
+    def trust_peer(self, address: str) -> None:
+        """Trust ``address`` (an IPv6 one as its /64), a destination we are sending an INVITE to: a buyer's
+        in-dialog requests must not get it banned. Its ban, if any, is lifted (its answers would be dropped).
+        The ``max_sources`` most recently dialled are kept."""
+        key = source_key(address)
+        peers = self._peers
+        if key in peers:
+            del peers[key]  # re-inserted last: the least recently dialled stays first
+        else:
+            self._bans.pop(key, None)
+            if len(peers) >= self.max_sources:
+                del peers[next(iter(peers))]
+        peers[key] = None
+
     def trust_also(self, networks: Iterable[Network]) -> None:
         """Trust ``networks`` besides the configured ones (replacing the last call's: the trunks in force)."""
         self.trusted = self._configured + tuple(networks)
 
     def is_trusted(self, source: str) -> bool:
-        """Whether ``source`` is in a trusted network (never banned)."""
+        """Whether ``source`` is in a trusted network or a peer we dialled (never banned)."""
+        if self._peers and source_key(source) in self._peers:
+            return True
         if not self.trusted:
             return False
         try:
@@ -156,8 +176,8 @@ class FloodGuard:
 
     @property
     def tracked(self) -> int:
-        """Entries held in all (windows, strike records and bans): at most 3 x ``max_sources``."""
-        return len(self._windows) + len(self._strikes) + len(self._bans)
+        """Entries held in all (windows, strike records, bans, dialled peers): at most 4 x ``max_sources``."""
+        return len(self._windows) + len(self._strikes) + len(self._bans) + len(self._peers)
 
     # -- upkeep ----------------------------------------------------------------------------------------
     def _expire_bans(self, now: float) -> None:

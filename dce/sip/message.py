@@ -234,15 +234,20 @@ class Message:
 
     # -- header access -------------------------------------------------------------------------------
     def get(self, name: str, default: str | None = None) -> str | None:
-        """The first value of a header (the first list element for list headers)."""
+        """The first value of a header (the first list element for list headers, as :meth:`get_all` reads them:
+        a header line listing nothing, ``Via: ,``, is passed over; only such lines read as empty)."""
         name = canonical_name(name)
+        listed_nothing = False
         for key, value in self.headers:
             if key == name:
                 if name in _LIST_CANONICAL:
                     parts = split_list(value)
-                    return parts[0] if parts else ""  # "Via: ," lists nothing: read as empty
+                    if not parts:
+                        listed_nothing = True
+                        continue
+                    return parts[0]
                 return value
-        return default
+        return "" if listed_nothing else default
 
     def get_all(self, name: str) -> list[str]:
         """Every value of a header, splitting comma-separated lists for list headers."""
@@ -291,6 +296,9 @@ class Message:
         for i, (key, value) in enumerate(self.headers):
             if key == name:
                 items = split_list(value)
+                if not items:  # a line listing nothing ("Via: ,"): dropped, the next one holds the first value
+                    del self.headers[i]
+                    return self.pop_first(name)
                 if len(items) > 1:
                     self.headers[i] = (name, ", ".join(items[1:]))
                 else:

@@ -33,8 +33,6 @@ class TlsSettings:
     verify_clients: bool = False
     ca_file: Path | None = None
     verify_server: bool = True
-    keepalive_s: float = 30.0
-    keepalive_timeout_s: float = 10.0
 
 
 def server_context(settings: TlsSettings) -> ssl.SSLContext:

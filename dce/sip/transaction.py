@@ -169,6 +169,11 @@ class ClientInviteTransaction(ClientTransaction):
             self.owner.send(self.ack_wire, self.transport, self.addr)  # retransmitted final: ACK again
         self.owner.schedule(self)
 
+    def stop_retransmitting(self) -> None:
+        """The TU gave up on an INVITE nothing answered: timer A stops; timer B still ends the transaction, and a
+        late response is still matched and delivered until then."""
+        self.deadlines.pop("A", None)
+
     def _fire(self, name: str, now: float) -> None:
         if name == "A" and self.state is State.CALLING:
             self._send_request()

@@ -13,8 +13,9 @@ connection is admitted (counted, or reset over a limit) as a plain TCP one, befo
 finish, with its first message, within ``header_timeout_s``. Connections are reused: one per (transport, peer
 address), and an accepted connection also serves requests to the address its peer names in its Via with ``;alias``
 (RFC 5923), which the core reports through :meth:`SipTransport.alias`. CRLF keep-alive (RFC 5626 §4.4.1): a
-double-CRLF ping on any stream is answered with a single CRLF pong, and our outbound TLS connections send a ping
-every ``keepalive_s`` of silence and are closed when its pong does not come within ``keepalive_timeout_s``.
+double-CRLF ping on any stream (TCP or TLS) is answered with a single CRLF pong, and our outbound TCP and TLS
+connections send a ping every ``keepalive_s`` of silence and are closed when its pong does not come within
+``keepalive_timeout_s``.
 """
 
 from __future__ import annotations
@@ -58,10 +59,14 @@ class TcpLimits:
     max_connections: int = 2048  # accepted connections in all
     max_connections_per_source: int = 128  # accepted connections from one IP address
     max_message_bytes: int = 65535  # headers and body of one message (what a UDP datagram can carry)
+    keepalive_s: float = 30.0  # our outbound TCP/TLS connections: a CRLF ping after this much silence; 0 = none
+    keepalive_timeout_s: float = 10.0  # no pong this long after a ping: the connection is closed
 
     def __post_init__(self) -> None:
-        if self.idle_timeout_s <= 0 or self.header_timeout_s <= 0:
+        if self.idle_timeout_s <= 0 or self.header_timeout_s <= 0 or self.keepalive_timeout_s <= 0:
             raise ValueError("TCP timeouts must be > 0")
+        if self.keepalive_s < 0:
+            raise ValueError("keepalive_s must be >= 0 (0: no pings)")
         if self.max_connections < 1 or self.max_connections_per_source < 1:
             raise ValueError("TCP connection limits must be >= 1")
         if not 1024 <= self.max_message_bytes <= 65535:
@@ -69,8 +74,11 @@ class TcpLimits:
 
     @property
     def sweep_interval_s(self) -> float:
-        """How often timeouts are checked: a quarter of the shorter one, within 50 ms..1 s."""
-        return min(1.0, max(0.05, min(self.idle_timeout_s, self.header_timeout_s) / 4))
+        """How often timeouts (and keep-alive pings) are checked: a quarter of the shortest, within 50 ms..1 s."""
+        shortest = min(self.idle_timeout_s, self.header_timeout_s)
+        if self.keepalive_s:
+            shortest = min(shortest, self.keepalive_s, self.keepalive_timeout_s)
+        return min(1.0, max(0.05, shortest / 4))
 
 
 class SipTransport:
@@ -248,7 +256,7 @@ class SipTransport:
         self._streams.add(connection)
         self._connections[(connection.kind, connection.peer)] = connection
         if self._sweeper is None:
-            self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)
+            self._sweeper = self.loop.call_later(self.tcp.sweep_interval_s, self._sweep)
         return True
 
     def _forget(self, connection: _TcpConnection) -> None:
@@ -273,8 +281,7 @@ class SipTransport:
         now = self.loop.time()
         idle_since = now - self.tcp.idle_timeout_s
         started_since = now - self.tcp.header_timeout_s
-        tls = self.tls
-        keepalive = tls.keepalive_s if tls is not None else 0.0
+        keepalive, keepalive_timeout = self.tcp.keepalive_s, self.tcp.keepalive_timeout_s
         for connection in list(self._streams):
             if connection.message_started is not None and connection.message_started < started_since:
                 self.on_error("tcp_slow_message")
@@ -282,16 +289,10 @@ class SipTransport:
             elif connection.last_activity < idle_since:
                 self.on_error("tcp_idle")
                 connection.close()
-            elif keepalive and connection.kind == "tls" and not connection.accepted:
-                self._keep_alive(connection, now, keepalive, tls.keepalive_timeout_s)  # type: ignore[union-attr]
+            elif keepalive and not connection.accepted:
+                self._keep_alive(connection, now, keepalive, keepalive_timeout)
         if self._streams:
-            self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)
-
-    def _sweep_interval(self) -> float:
-        interval = self.tcp.sweep_interval_s
-        if self.tls is not None and self.tls.keepalive_s:
-            interval = min(interval, max(0.05, min(self.tls.keepalive_s, self.tls.keepalive_timeout_s) / 4))
-        return interval
+            self._sweeper = self.loop.call_later(self.tcp.sweep_interval_s, self._sweep)
 
     def _keep_alive(self, connection: _TcpConnection, now: float, every: float, timeout: float) -> None:
         """RFC 5626 §4.4.1 on one of our connections: ping after ``every`` of silence; close when no pong."""

@@ -3,6 +3,8 @@ callees, failing over between SRV records; and buyers that challenge the exchang
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ import pytest
 
 from tests.dns_server import Dnsmasq
 from tests.externals import require_binary
-from tests.integration.sipp import DID, ExchangeProcess, SippUas, fetch_cdrs, free_port, run_sipp_uac
+from tests.integration.sipp import DID, ExchangeProcess, SippUas, fetch_cdrs, run_sipp_uac
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -92,20 +94,28 @@ def test_a_name_with_no_records_fails_the_call_with_the_dns_reason(
     assert cdr["reason"] == "last destination: 503 failed (DNS: no such domain gone.test)"
 
 
-def test_a_silent_first_srv_record_is_passed_over_for_the_next(
+def test_a_silent_first_srv_record_is_passed_over_for_the_next_with_default_timers(
         tmp_path: Path, migrated_database_url: str, peers: list[Any]) -> None:
-    silent = free_port("udp")  # nothing listens there: no answer (or ICMP unreachable), then the next record
-    second = start_uas(peers, tmp_path, "uas_answer", calls=1)
-    dns = Dnsmasq(srv=[("_sip._udp.buyer.test", "a.buyer.test", silent, 10, 10),
-                       ("_sip._udp.buyer.test", "b.buyer.test", second.port, 20, 10)],
-                  hosts=[("a.buyer.test", "127.0.0.1"), ("b.buyer.test", "127.0.0.1")])
-    peers.append(dns.__enter__())
-    exchange = start_exchange(peers, tmp_path, migrated_database_url, {DID: [BUYER_URI]}, dns.nameserver,
-                              ring_timeout_s=15, extra_config={"sip": {"t1_ms": 50}})  # timer B: 3.2 s
+    """The first record's host takes the INVITE and never answers (a bound socket: no ICMP unreachable either).
+    With default timers (T1 500 ms: timer B 32 s; ring timeout 30 s) only sip.no_response_timeout_s (5 s) moves
+    the call to the next record before the ring timeout ends it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.settimeout(2)
+        second = start_uas(peers, tmp_path, "uas_answer", calls=1)
+        dns = Dnsmasq(srv=[("_sip._udp.buyer.test", "a.buyer.test", silent.getsockname()[1], 10, 10),
+                           ("_sip._udp.buyer.test", "b.buyer.test", second.port, 20, 10)],
+                      hosts=[("a.buyer.test", "127.0.0.1"), ("b.buyer.test", "127.0.0.1")])
+        peers.append(dns.__enter__())
+        exchange = start_exchange(peers, tmp_path, migrated_database_url, {DID: [BUYER_URI]}, dns.nameserver)
 
-    caller = run_sipp_uac("uac_basic", exchange.sip_target, tmp_path, hold_ms=500, timeout=30)
+        started = time.monotonic()
+        caller = run_sipp_uac("uac_basic", exchange.sip_target, tmp_path, hold_ms=500, timeout=40)
+        elapsed = time.monotonic() - started
 
-    assert_sipp_ok(caller, exchange)
-    assert_sipp_ok(second.stop(), exchange)
+        assert_sipp_ok(caller, exchange)
+        assert_sipp_ok(second.stop(), exchange)
+        assert silent.recv(65535).startswith(b"INVITE sip:buyer@buyer.test SIP/2.0")  # it was tried first
+    assert elapsed < 5 + 4, elapsed  # the no-response timer, the second hop's answer and the 500 ms hold
     [cdr] = fetch_cdrs(exchange.http_base, 1)
     assert (cdr["disposition"], cdr["final_code"]) == ("answered", 200)

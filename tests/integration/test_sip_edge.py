@@ -24,16 +24,21 @@ from tests.integration.sipp import (
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 
-def invite(sock: socket.socket, exchange: ExchangeProcess) -> list[bytes]:
-    """Send a new INVITE from ``sock``; the status lines of what comes back within a second."""
+def invite(sock: socket.socket, exchange: ExchangeProcess, scheme: str = "sip") -> list[bytes]:
+    """Send a new INVITE from ``sock`` (UDP, or a connected TCP socket); what comes back within a second."""
     host, port = sock.getsockname()
     branch = f"z9hG4bK-{uuid.uuid4().hex[:12]}"
-    uri = f"sip:{DID}@{HOST}:{exchange.sip_port}"
-    sock.sendto((
-        f"INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {host}:{port};branch={branch};rport\r\n"
+    uri = f"{scheme}:{DID}@{HOST}:{exchange.sip_port}"
+    tcp = sock.type == socket.SOCK_STREAM
+    data = (
+        f"INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/{'TCP' if tcp else 'UDP'} {host}:{port};branch={branch};rport\r\n"
         f"From: <sip:+12025550123@{host}>;tag={uuid.uuid4().hex[:8]}\r\nTo: <{uri}>\r\n"
         f"Call-ID: {uuid.uuid4().hex}@{host}\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@{host}:{port}>\r\n"
-        f"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode(), (HOST, exchange.sip_port))
+        f"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+    if tcp:
+        sock.sendall(data)
+    else:
+        sock.sendto(data, (HOST, exchange.sip_port))
     replies: list[bytes] = []
     deadline = time.monotonic() + 1.0
     sock.settimeout(0.2)
@@ -52,7 +57,7 @@ def status_lines(replies: list[bytes]) -> list[bytes]:
 
 def test_calls_over_the_per_source_limit_get_503_with_retry_after(tmp_path: Path,
                                                                    migrated_database_url: str) -> None:
-    silent = f"sip:{HOST}:{free_port('udp')}"  # nobody answers: the first call keeps ringing
+    silent = f"sip:{HOST}:{free_port('udp')}"  # nobody answers: the first call waits (no_response_timeout_s)
     exchange = ExchangeProcess(tmp_path / "dce", migrated_database_url, {DID: [silent]}, ring_timeout_s=60,
                                extra_config={"sip": {"max_calls_per_source": 1, "source_retry_after_s": 9}})
     with exchange, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as first, \
@@ -81,3 +86,21 @@ def test_a_hostname_destination_fails_over_to_the_next(tmp_path: Path, migrated_
             (cdr,) = fetch_cdrs(exchange.http_base, 1)
             assert (cdr["disposition"], cdr["final_code"], cdr["destination"]) == ("answered", 200, callee.uri)
             assert "Traceback" not in exchange.log(100_000)
+
+
+def test_a_sips_invite_over_udp_or_tcp_is_refused_480_sips_not_allowed(tmp_path: Path,
+                                                                      migrated_database_url: str) -> None:
+    """RFC 3261 §26.2.2: sips: asks for TLS on every hop; RFC 5630's Warning 380 says why it was refused."""
+    exchange = ExchangeProcess(tmp_path / "dce", migrated_database_url, {DID: [f"sip:{HOST}:{free_port('udp')}"]})
+    with exchange, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
+            socket.create_connection((HOST, exchange.sip_port)) as tcp:
+        udp.bind((HOST, 0))
+        for sock, transport in ((udp, "udp"), (tcp, "tcp")):
+            wire = b"".join(invite(sock, exchange, scheme="sips"))  # TCP may bring 100 and 480 in one read
+            refusal = wire[wire.index(b"SIP/2.0 480 Temporarily Unavailable\r\n"):]
+            assert b'\r\nWarning: 380 dce "SIPS Not Allowed"\r\n' in refusal
+            assert f'text="sips: Request-URI over {transport}, not TLS"'.encode() in refusal
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:  # (udp still hears the 480 resent)
+            plain.bind((HOST, 0))
+            assert status_lines(invite(plain, exchange)) == [b"SIP/2.0 100 Trying"]  # a sip: one goes through
+        assert exchange.alive()

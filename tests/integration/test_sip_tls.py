@@ -53,12 +53,12 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> TlsPki:
     return TlsPki(tmp_path_factory.mktemp("pki"))
 
 
-def tls_config(pki: TlsPki, port: int, sip_port: int, **tls: Any) -> dict[str, Any]:
+def tls_config(pki: TlsPki, port: int, sip_port: int, **sip: Any) -> dict[str, Any]:
     ours = pki.issue(f"dce-{port}", ips=[HOST])
     return {"sip": {"listen": [f"udp:{HOST}:{sip_port}", f"tls:{HOST}:{port}"],
                     "tls": {"cert_file": str(ours.cert_file), "key_file": str(ours.key_file),
                             "client_ca_file": str(pki.ca_file), "verify_clients": True,
-                            "ca_file": str(pki.ca_file), **tls}}}
+                            "ca_file": str(pki.ca_file)}, **sip}}
 
 
 def start_exchange(workdir: Path, database_url: str, routes: dict[str, list[str]],
@@ -76,8 +76,8 @@ def stack(tmp_path: Path, migrated_database_url: str, pki: TlsPki) -> Iterator[d
     kam_udp, kam_tls, dce_tls = free_port("udp"), free_port("tcp"), free_port("tcp")
     routes = {DID: [f"sips:{HOST}:{kam_tls}"]}
     exchange = start_exchange(tmp_path / "dce", migrated_database_url, routes,
-                              lambda sip_port: tls_config(pki, dce_tls, sip_port, keepalive_s=0.5,
-                                                          keepalive_timeout_s=1))
+                              lambda sip_port: tls_config(pki, dce_tls, sip_port, tcp_keepalive_s=0.5,
+                                                          tcp_keepalive_timeout_s=1))
     kamailio = Kamailio(tmp_path / "kam", udp_port=kam_udp, tls_port=kam_tls, to_tls=f"{HOST}:{dce_tls}",
                         to_udp=f"{HOST}:{uas.port}", cert=pki.issue("kamailio", ips=[HOST]), ca_file=pki.ca_file)
     kamailio.start()

@@ -114,3 +114,25 @@ def test_parsed_401_carries_our_to_tag_and_no_call_remains() -> None:
     response = parse(sent[-1].raw)
     assert response.to_tag is not None  # type: ignore[union-attr]
     assert h.b2bua.calls == {}
+
+
+def test_a_retransmitted_authenticated_invite_is_absorbed_but_a_new_transaction_replaying_it_is_challenged() -> None:
+    h = harness(carrier())
+    sent = h.feed(request("INVITE", URI, body=SDP_A))
+    challenge = Challenge.parse(sent[-1].response.get_all("WWW-Authenticate")[0])
+    credentials = authorization(challenge, username="acme", password="pw", method="INVITE", uri=URI, cnonce="c1")
+    authorized = request("INVITE", URI, branch=new_branch(), body=SDP_A, cseq=2,
+                         extra=[("Authorization", str(credentials))])
+    assert describe(h.feed(authorized)) == ["100"]
+    (offered,) = h.events()
+    assert isinstance(offered, CallOffered)
+    assert describe(h.feed(authorized)) == ["100"]  # a UDP retransmission: the transaction answers, no admission
+    assert h.events() == [] and h.b2bua.active_calls == 1
+
+    replay = request("INVITE", URI, branch=new_branch(), body=SDP_A, cseq=2, call_id="replayed@192.0.2.10",
+                     extra=[("Authorization", str(credentials))])  # the captured INVITE sent again as a new one
+    sent = h.feed(replay)
+    assert describe(sent) == ["100", "401"]
+    fresh = [Challenge.parse(v) for v in sent[-1].response.get_all("WWW-Authenticate")]
+    assert all(not c.stale and c.nonce != challenge.nonce for c in fresh)
+    assert h.events() == [] and h.b2bua.active_calls == 1

@@ -167,3 +167,63 @@ def test_ring_timeout_is_not_a_failover() -> None:
     h.advance(6)
     [failed] = h.events()
     assert isinstance(failed, DialFailed) and not failed.failover
+
+
+def silent_dial(h: Harness, *, no_response_s: float = 5.0, ring_timeout: float = 30.0):
+    h.b2bua.no_response_s = no_response_s
+    call = h.offer()
+    h.b2bua.dial(call, NAME_URI, h.now, ring_timeout=ring_timeout, next_hop=HOP)
+    [invite] = h.take()
+    h.b_invite = invite.request
+    return call
+
+
+def test_an_invite_nothing_answers_fails_over_at_the_no_response_timer_without_cancel() -> None:
+    h = Harness()
+    call = silent_dial(h)
+    sent = h.advance(4.9)
+    assert set(describe(sent)) == {"INVITE"} and h.events() == []  # timer A retransmissions until then
+    sent = h.advance(5.0)
+    assert "CANCEL" not in describe(sent)  # RFC 3261 §9.1: nothing provisional, no CANCEL
+    [failed] = h.events()
+    assert isinstance(failed, DialFailed) and failed.failover and failed.status == 408
+    assert "no response within 5 s" in failed.detail
+    assert call.state is CallState.DIALING  # the caller waits for the next hop
+    assert h.advance(40.0) == []  # no more retransmissions, and timer B adds nothing
+    assert h.events() == []
+
+
+def test_a_late_provisional_after_the_no_response_timer_gets_our_cancel_and_a_late_2xx_ack_and_bye() -> None:
+    h = Harness()
+    silent_dial(h)
+    h.advance(5.0)
+    h.events()
+    sent = h.feed(response_to(h.b_invite, 180, to_tag="late"), HOP_ADDR)  # type: ignore[arg-type]
+    assert describe(sent) == ["CANCEL"] and h.events() == []
+
+    h2 = Harness()
+    silent_dial(h2)
+    h2.advance(5.0)
+    h2.events()
+    sent = h2.feed(response_to(h2.b_invite, 200, to_tag="late", contact="<sip:b@198.51.100.20:5070>",  # type: ignore[arg-type]
+                               body=SDP_B), HOP_ADDR)
+    assert describe(sent) == ["ACK", "BYE"] and h2.events() == []
+
+
+def test_any_response_hands_the_leg_to_the_ring_timeout() -> None:
+    h = Harness()
+    call = silent_dial(h)
+    h.feed(response_to(h.b_invite, 100), HOP_ADDR)  # type: ignore[arg-type]
+    assert h.advance(29.0) == [] and h.events() == []  # alive: no failover at 5 s
+    h.advance(30.0)
+    [failed] = h.events()
+    assert isinstance(failed, DialFailed) and not failed.failover and failed.reason == "no_answer"
+    assert call.state is CallState.DIALING
+
+
+def test_a_no_response_timer_not_shorter_than_the_ring_timeout_leaves_it_to_the_ring_timeout() -> None:
+    h = Harness()
+    silent_dial(h, no_response_s=10.0, ring_timeout=8.0)
+    h.advance(8.0)
+    [failed] = h.events()
+    assert isinstance(failed, DialFailed) and not failed.failover

@@ -1,10 +1,21 @@
-"""Digest authentication values: RFC 7616's published vectors, header round trips, stateless nonces."""
+"""Digest authentication values: RFC 7616's published vectors, header round trips, stateless nonces, nonce
+counts."""
 
 from __future__ import annotations
 
 import pytest
 
-from dce.sip.digest import Challenge, Credentials, NonceSigner, authorization, ha1, parse_header, response, verify
+from dce.sip.digest import (
+    Challenge,
+    Credentials,
+    NonceCounts,
+    NonceSigner,
+    authorization,
+    ha1,
+    parse_header,
+    response,
+    verify,
+)
 
 # RFC 7616 §3.9.1 (the same computation SIP uses, RFC 8760 for SHA-256)
 USER, REALM, PASSWORD = "Mufasa", "http-auth@example.org", "Circle of Life"
@@ -77,5 +88,42 @@ def test_nonces_are_bound_to_source_and_time():
     assert NonceSigner(b"another-secret-of-20b").check(nonce, "192.0.2.1", now=1_000_001.0) == "invalid"
     assert signer.check("garbage", "192.0.2.1", now=1_000_001.0) == "invalid"
     assert signer.check(nonce.replace(".", ".x", 1), "192.0.2.1", now=1_000_001.0) == "invalid"
+
+
+def test_every_nonce_is_unique_even_for_one_source_in_one_second():
+    signer = NonceSigner(b"0123456789abcdef0123")
+    nonces = {signer.issue("192.0.2.1", now=1_000_000.0) for _ in range(100)}
+    assert len(nonces) == 100  # else two calls challenged at once would share one nc sequence
+    assert all(signer.check(nonce, "192.0.2.1", now=1_000_000.5) == "fresh" for nonce in nonces)
     with pytest.raises(ValueError):
         NonceSigner(b"short")
+
+
+@pytest.mark.parametrize("nc", ["1", "0000000g", "0x000001", "000000001"])
+def test_an_nc_that_is_not_8_hex_digits_is_a_value_error(nc: str) -> None:
+    with pytest.raises(ValueError, match="nc"):
+        Credentials.parse(f'Digest username="u", realm="r", nonce="n", uri="sip:x", response="00", qop=auth, '
+                          f'nc={nc}, cnonce="c"')
+
+
+def test_nonce_counts_accept_only_a_growing_nc_per_nonce() -> None:
+    counts = NonceCounts(lifetime_s=300)
+    assert counts.advance("n1", 1, 0.0)
+    assert not counts.advance("n1", 1, 1.0)  # the same request again: a replay
+    assert counts.advance("n1", 3, 2.0)
+    assert not counts.advance("n1", 2, 3.0)  # below the highest: refused, and it does not lower it
+    assert not counts.advance("n1", 3, 4.0)
+    assert counts.advance("n2", 1, 5.0)  # each nonce counts on its own
+
+
+def test_nonce_counts_forget_a_nonce_after_its_lifetime_and_hold_a_bounded_number() -> None:
+    counts = NonceCounts(lifetime_s=300, max_nonces=3)
+    assert counts.advance("old", 1, 0.0)
+    assert counts.advance("a", 1, 299.0)
+    assert len(counts) == 2
+    assert counts.advance("b", 1, 300.0)  # "old" is past its lifetime (stale: the signer refuses it anyway)
+    assert len(counts) == 2
+    for index in range(10):
+        assert counts.advance(f"n{index}", 1, 301.0)
+    assert len(counts) == 3  # the least recently used dropped first
+    assert not counts.advance("n9", 1, 302.0)

@@ -93,12 +93,12 @@ def test_many_trunks_match_fast_enough() -> None:
 # -- digest ------------------------------------------------------------------------------------------------
 def test_challenge_then_answer_is_admitted_with_sha256_first() -> None:
     admission = make(trunk("carrier", "203.0.113.0/24", password="s3cret"))
-    first = admission.admit(invite(), CARRIER, "udp", WALL, MONO)
-    assert isinstance(first, Challenged) and first.trunk == "carrier"
-    algorithms = [Challenge.parse(value).algorithm for _, value in first.headers]
-    assert algorithms == ["SHA-256", "MD5"]
-    assert all(Challenge.parse(v).qop == ("auth",) and not Challenge.parse(v).stale for _, v in first.headers)
     for index in (0, 1):  # either algorithm proves the password
+        first = admission.admit(invite(), CARRIER, "udp", WALL, MONO)
+        assert isinstance(first, Challenged) and first.trunk == "carrier"
+        algorithms = [Challenge.parse(value).algorithm for _, value in first.headers]
+        assert algorithms == ["SHA-256", "MD5"]
+        assert all(Challenge.parse(v).qop == ("auth",) and not Challenge.parse(v).stale for _, v in first.headers)
         assert admission.admit(invite(answer(first, index=index), cseq=2), CARRIER, "udp", WALL + 1,
                                MONO + 1) == Admit("carrier")
 
@@ -158,6 +158,41 @@ def test_digest_uri_may_differ_from_the_request_uri() -> None:
     assert isinstance(first, Challenged)
     host_only = answer(first, uri="sip:10.0.0.1:5060")  # what SIPp puts in uri=
     assert admission.admit(invite(host_only), CARRIER, "udp", WALL, MONO) == Admit("carrier")
+
+
+def test_a_replayed_nonce_count_is_challenged_again_with_a_fresh_nonce_and_a_growing_one_is_admitted() -> None:
+    failures: list[tuple[str, float]] = []
+    admission = make(trunk("carrier", "203.0.113.0/24", password="s3cret"),
+                     on_auth_failure=lambda source, now: failures.append((source, now)))
+    first = admission.admit(invite(), CARRIER, "udp", WALL, MONO)
+    assert isinstance(first, Challenged)
+    header = answer(first)
+    assert admission.admit(invite(header, cseq=2), CARRIER, "udp", WALL + 1, MONO + 1) == Admit("carrier")
+
+    replayed = admission.admit(invite(header, cseq=2), CARRIER, "udp", WALL + 2, MONO + 2)  # the same nc again
+    assert isinstance(replayed, Challenged)  # not admitted, and nothing to ban: a client may have slipped
+    challenges = [Challenge.parse(v) for _, v in replayed.headers]
+    assert all(not c.stale and c.nonce != Challenge.parse(first.headers[0][1]).nonce for c in challenges)
+    assert failures == []
+
+    challenge = Challenge.parse(first.headers[0][1])  # the same nonce, the next count: a client reusing it
+    again = authorization(challenge, username="carrier", password="s3cret", method="INVITE", uri=URI,
+                          cnonce="abc124", nc=2)
+    assert admission.admit(invite(("Authorization", str(again)), cseq=3), CARRIER, "udp", WALL + 3,
+                           MONO + 3) == Admit("carrier")
+    assert isinstance(admission.admit(invite(("Authorization", str(again)), cseq=3), CARRIER, "udp", WALL + 4,
+                                      MONO + 4), Challenged)
+
+
+def test_a_bad_attempt_does_not_spend_the_nonce_count_of_the_real_client() -> None:
+    admission = make(trunk("carrier", "203.0.113.0/24", password="s3cret"))
+    first = admission.admit(invite(), CARRIER, "udp", WALL, MONO)
+    assert isinstance(first, Challenged)
+    challenge = Challenge.parse(first.headers[0][1])
+    forged = authorization(challenge, username="carrier", password="guess", method="INVITE", uri=URI, cnonce="x",
+                           nc=0xFFFFFFFF)
+    assert admission.admit(invite(("Authorization", str(forged))), CARRIER, "udp", WALL, MONO).status == 403  # type: ignore[union-attr]
+    assert admission.admit(invite(answer(first), cseq=2), CARRIER, "udp", WALL + 1, MONO + 1) == Admit("carrier")
 
 
 # -- limits --------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Answer what can be answered: lenient text, 400 with a reason for every malformed shape that can be routed,
-416 for a Request-URI scheme we do not serve (RFC 3261 §8.2.2.1)."""
+416 for a Request-URI scheme we do not serve (RFC 3261 §8.2.2.1), 480 for a sips: one that came over no TLS."""
 
 from __future__ import annotations
 
@@ -135,8 +135,33 @@ def test_rfc4475_unknown_scheme_options_get_416(name: str) -> None:
     assert describe(sent) == ["416"]
 
 
-@pytest.mark.parametrize("uri", ["sip:+18005550100@10.0.0.1", "sips:bob@10.0.0.1", "tel:+18005550100"])
+@pytest.mark.parametrize("uri", ["sip:+18005550100@10.0.0.1", "tel:+18005550100"])
 def test_understood_schemes_are_offered(uri: str) -> None:
     sent, events, _ = feed(request("INVITE", uri=uri))
     assert describe(sent) == ["100"] and isinstance(events[0], CallOffered)
     assert isinstance(events[0].call.a.request, Request)
+
+
+# -- sips: needs TLS on every hop ---------------------------------------------------------------------------
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+@pytest.mark.parametrize("method", ["INVITE", "OPTIONS"])
+def test_a_sips_request_over_a_transport_that_is_not_tls_gets_480_sips_not_allowed(transport: str,
+                                                                                   method: str) -> None:
+    b2bua, _ = exchange()
+    b2bua.receive(request(method, uri="sips:+18005550100@10.0.0.1", transport=transport.upper()), transport,
+                  SOURCE, 0.0)
+    sent = parse_outbox(b2bua.datagrams_to_send())
+    assert describe(sent)[-1] == "480"
+    refusal = sent[-1].response
+    assert refusal.get("Warning") == '380 dce "SIPS Not Allowed"'  # RFC 5630's warn-code
+    assert refusal.get("Reason") == f'SIP;cause=480;text="sips: Request-URI over {transport}, not TLS"'
+    assert b2bua.next_event() is None  # never offered to the CallFlow
+
+
+def test_a_sips_invite_over_tls_is_offered() -> None:
+    endpoint = SipEndpoint(local={"udp": ("10.0.0.1", 5060), "tls": ("10.0.0.1", 5061)})
+    b2bua = B2BUA(endpoint)
+    b2bua.receive(request("INVITE", uri="sips:+18005550100@10.0.0.1", transport="TLS"), "tls", SOURCE, 0.0,
+                  stream=True)
+    assert describe(parse_outbox(b2bua.datagrams_to_send())) == ["100"]
+    assert isinstance(b2bua.next_event(), CallOffered)

@@ -108,6 +108,22 @@ def test_trusted_networks_are_never_banned() -> None:
     assert guard.strike("192.0.3.1", 4.0)  # outside the trusted networks
 
 
+def test_a_peer_we_dial_is_trusted_its_ban_lifted_and_the_peers_kept_are_bounded() -> None:
+    guard = FloodGuard(requests_per_window=5, strikes_to_ban=1, max_sources=3)
+    assert guard.strike(OTHER, 1.0) and guard.is_banned(OTHER, 1.0)  # banned before we ever dialled it
+    guard.trust_peer(OTHER)
+    assert not guard.is_banned(OTHER, 1.1)  # else its answers to our INVITE would be dropped
+    for i in range(100):  # a busy buyer's BYEs and re-INVITEs
+        assert guard.screen(options(), OTHER, 2.0 + i * 1e-3) is None
+    assert not guard.strike(OTHER, 3.0) and guard.banned == 0
+    guard.trust_peer("2001:db8:1::5")
+    assert guard.is_trusted("2001:db8:1::9")  # an IPv6 peer is its /64, as bans are
+    for address in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+        guard.trust_peer(address)
+    assert not guard.is_trusted(OTHER) and guard.is_trusted("192.0.2.3")  # the least recently dialled went first
+    assert guard.tracked <= 4 * 3
+
+
 # -- scanners ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("ua", ["friendly-scanner", "Friendly-Scanner", "sipcli/v1.8", "SIPVicious 0.3.4",
                                 "VaxSIPUserAgent/3.1", "iWar", "sip-scan", "sundayddr", "pplsip"])
@@ -226,6 +242,21 @@ def test_the_driver_drops_a_banned_source_silently_before_the_core_reads_it() ->
     assert wire.take() == [] and drops.reasons[-1] == "scanner" and guard.is_banned(OTHER, 100.0)
     drv.receive(options(), "tcp", ("192.0.2.200", 5060), stream=True)  # an ordinary source: answered
     assert describe(parse_outbox(wire.take())) == ["200"]
+
+
+def test_the_driver_trusts_the_buyers_it_dials() -> None:
+    guard = FloodGuard(requests_per_window=3)
+    drv, wire, drops, _ = driver(guard)
+    events: list[object] = []
+    drv.deliver_to(events.append)
+    drv.receive(request("INVITE"), "udp", ("192.0.2.10", 5060))
+    [offered] = events
+    drv.dial(offered.call, f"sip:buyer@{OTHER}:5080", ring_timeout=30, max_duration=None)  # type: ignore[attr-defined]
+    assert describe(parse_outbox(wire.take())) == ["100", "INVITE"]
+    for _ in range(20):  # far over its window: a busy buyer's own requests from the address we dial
+        drv.receive(options(), "udp", (OTHER, 5080))
+    assert describe(parse_outbox(wire.take())) == ["200"] * 20
+    assert drops.reasons == [] and not guard.is_banned(OTHER, 100.0)
 
 
 def test_the_driver_without_a_guard_screens_nothing() -> None:

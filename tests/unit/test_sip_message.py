@@ -415,3 +415,17 @@ def test_a_list_header_of_only_commas_reads_as_empty_not_as_a_crash() -> None:
     assert request is not None and request.get("Via") == ""
     with pytest.raises(ValueError):
         request.top_via  # noqa: B018 (the property is what is tested)
+
+
+def test_a_list_header_line_of_only_commas_before_a_real_one_is_passed_over() -> None:
+    """Found by the fuzz: ``Via: ,`` then a valid Via passed validation (which reads the list as a whole) but the
+    top Via read the empty line and raised, a traceback in the core instead of an answer."""
+    data = (b"INVITE sip:+18005550100@10.0.0.1 SIP/2.0\r\nVia: ,\r\n"
+            b"Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKx\r\n"
+            b"From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x@y\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n"
+            b"Content-Length: 0\r\n\r\n")
+    request = parse(data)
+    assert isinstance(request, Request)
+    assert request.top_via.host == "192.0.2.10" and request.get_all("Via") == [request.get("Via")]
+    assert request.pop_first("Via") == "SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKx"
+    assert not request.has("Via")

@@ -2,7 +2,7 @@
 
 Resets before the handler runs, connections that never finish a message (slowloris), idle connections, too
 many connections from one source or in all, oversized messages: each is closed cleanly and nothing leaks
-(open descriptors return to where they started).
+(open descriptors return to where they started). RFC 5626 CRLF keep-alive on plain TCP, against raw sockets.
 """
 
 from __future__ import annotations
@@ -276,3 +276,84 @@ def test_limits_are_validated() -> None:
         TcpLimits(max_message_bytes=70000)
     with pytest.raises(ValueError):
         TcpLimits(idle_timeout_s=0)
+    with pytest.raises(ValueError):
+        TcpLimits(keepalive_s=-1)
+    with pytest.raises(ValueError):
+        TcpLimits(keepalive_timeout_s=0)
+
+
+# -- RFC 5626 §4.4.1 CRLF keep-alive on TCP (as on TLS) ------------------------------------------------------
+@pytest.mark.parametrize("loop_name", list(LOOPS))
+def test_a_double_crlf_ping_over_tcp_gets_a_single_crlf_pong(loop_name: str) -> None:
+    async def scenario() -> None:
+        transport, core, address = await serve()
+        loop = asyncio.get_running_loop()
+        sock = await connect(address)
+        try:
+            await loop.sock_sendall(sock, b"\r\n\r\n")
+            assert await asyncio.wait_for(loop.sock_recv(sock, 100), 3) == b"\r\n"
+            await loop.sock_sendall(sock, request("OPTIONS", transport="TCP") + b"\r\n\r\n")  # a message, a ping
+            assert await asyncio.wait_for(loop.sock_recv(sock, 100), 3) == b"\r\n"
+            assert len(core.received) == 1
+        finally:
+            sock.close()
+            await transport.close()
+
+    run(loop_name, scenario)
+
+
+class RawPeer:
+    """A plain TCP server socket standing in for a buyer's proxy: keeps what arrives, answers pings or not."""
+
+    def __init__(self, *, pong: bool) -> None:
+        self.pong = pong
+        self.data = bytearray()
+        self.closed = False
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen()
+        self.listener.setblocking(False)
+        self.address: tuple[str, int] = self.listener.getsockname()
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._serve())
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        conn, _ = await loop.sock_accept(self.listener)
+        with conn:
+            while chunk := await loop.sock_recv(conn, 65536):
+                self.data += chunk
+                if self.pong and chunk.endswith(b"\r\n\r\n"):
+                    await loop.sock_sendall(conn, b"\r\n")
+        self.closed = True
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("loop_name", list(LOOPS))
+def test_our_outbound_tcp_connection_pings_and_is_closed_when_no_pong_comes(loop_name: str) -> None:
+    async def scenario() -> None:
+        transport, _, _ = await serve(TcpLimits(keepalive_s=0.2, keepalive_timeout_s=0.3))
+        answering, silent = RawPeer(pong=True), RawPeer(pong=False)
+        answering.start()
+        silent.start()
+        message = request("OPTIONS", transport="TCP")
+        try:
+            transport.send(message, "tcp", answering.address)
+            transport.send(message, "tcp", silent.address)
+            assert await settle(lambda: silent.closed, timeout=5)  # pinged, no pong: closed
+            assert silent.data == message + b"\r\n\r\n"
+            await asyncio.sleep(0.6)
+            assert not answering.closed and answering.data.count(b"\r\n\r\n") >= 3  # message end + pings, kept
+            assert transport.tcp_connections == 1
+        finally:
+            await transport.close()
+            answering.stop()
+            silent.stop()
+
+    run(loop_name, scenario)

@@ -80,14 +80,14 @@ def test_tls_listener_defaults_to_port_5061_and_ipv6_listeners_parse(pki: TlsPki
         "tls": {"cert_file": str(leaf.cert_file), "key_file": str(leaf.key_file)}}})
     assert settings.sip.endpoints() == [("udp", "127.0.0.1", 5060), ("udp", "::1", 5060), ("tcp", "::1", 5060),
                                         ("tls", "127.0.0.1", 5061), ("tls", "::1", 5062)]
-    assert settings.sip.tls.verify_server is True and settings.sip.tls.keepalive_s == 30
+    assert settings.sip.tls.verify_server is True and settings.sip.tcp_keepalive_s == 30
 
 
 @pytest.mark.parametrize(("sip", "words"), [
     ({"listen": ["udp:127.0.0.1:5060", "tls:127.0.0.1:5061"]}, "needs sip.tls.cert_file"),
     ({"tls": {"cert_file": "/x.pem"}}, "cert_file and key_file go together"),
     ({"tls": {"verify_clients": True}}, "verify_clients needs client_ca_file"),
-    ({"tls": {"keepalive_s": -1}}, "greater than or equal"),
+    ({"tcp_keepalive_s": -1}, "greater than or equal"),
 ])
 def test_bad_tls_settings_are_refused_at_load(sip: dict, words: str) -> None:
     with pytest.raises(ConfigError, match=words) as caught:

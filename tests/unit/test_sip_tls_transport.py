@@ -121,11 +121,11 @@ class Peer:
             self.server.close()
 
 
-async def listening(pki: TlsPki, ours: Issued, **settings: object) -> tuple[SipTransport, Recorder,
-                                                                             tuple[str, int]]:
+async def listening(pki: TlsPki, ours: Issued, tcp: TcpLimits | None = None,
+                    **settings: object) -> tuple[SipTransport, Recorder, tuple[str, int]]:
     recorder = Recorder()
-    transport = SipTransport(recorder, tls=TlsSettings(cert_file=ours.cert_file, key_file=ours.key_file,
-                                                       ca_file=pki.ca_file, **settings))  # type: ignore[arg-type]
+    transport = SipTransport(recorder, tcp=tcp, tls=TlsSettings(cert_file=ours.cert_file, key_file=ours.key_file,
+                                                                ca_file=pki.ca_file, **settings))  # type: ignore[arg-type]
     address = await transport.listen_tls("127.0.0.1", 0)
     return transport, recorder, address
 
@@ -245,7 +245,7 @@ def test_our_outbound_connection_pings_and_is_closed_when_no_pong_comes(pki: Tls
         answering, silent = Peer(pki.issue("pong", ips=["127.0.0.1"])), Peer(pki.issue("mute", ips=["127.0.0.1"]),
                                                                                pong=False)
         a_addr, s_addr = await answering.start(), await silent.start()
-        transport, _, _ = await listening(pki, ours, keepalive_s=0.2, keepalive_timeout_s=0.3)
+        transport, _, _ = await listening(pki, ours, tcp=TcpLimits(keepalive_s=0.2, keepalive_timeout_s=0.3))
         transport.send(MESSAGE, "tls", a_addr)
         transport.send(MESSAGE, "tls", s_addr)
         assert await settle(lambda: silent.closed == 1, timeout=5)  # no pong: closed
