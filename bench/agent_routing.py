@@ -12,7 +12,7 @@ import random
 import timeit
 from datetime import UTC, datetime
 
-from dce.routing.agents import AgentDirectory, AgentInfo, GroupInfo
+from dce.routing.agents import AgentDirectory, AgentInfo, Contact, GroupInfo
 from dce.routing.counters import InMemoryCounters
 from dce.routing.duplicates import DuplicateLedger
 from dce.routing.engine import RoutingEngine
@@ -25,10 +25,10 @@ STRATEGIES = ("ring_all", "round_robin", "longest_idle")
 
 
 class Registered:
-    def __init__(self, contacts: dict[str, tuple[str, ...]]) -> None:
+    def __init__(self, contacts: dict[str, tuple[Contact, ...]]) -> None:
         self.by_agent = contacts
 
-    def contacts(self, agent_id: str) -> tuple[str, ...]:
+    def contacts(self, agent_id: str) -> tuple[Contact, ...]:
         return self.by_agent.get(agent_id, ())
 
 
@@ -42,7 +42,7 @@ def build(agent_targets: bool) -> tuple[RoutingEngine, AgentDirectory]:
             members.append(agent_id)
             agents.append(AgentInfo(agent_id, "b", max_concurrent=1))
             if rng.random() < 0.5:
-                contacts[agent_id] = (f"sip:{agent_id}@192.0.2.{a + 1}:5062",)
+                contacts[agent_id] = (Contact(f"sip:{agent_id}@192.0.2.{a + 1}:5062", ("udp", "192.0.2.1", 5062)),)
         groups.append(GroupInfo(f"g{g}", "b", STRATEGIES[g % 3], tuple(members)))  # type: ignore[arg-type]
         destination = f"group:g{g}" if agent_targets else f"sip:g{g}@buyer.example"
         targets.append(Target(id=f"t{g}", buyer_id="b", name=f"t{g}", destination=destination, priority=g % 3 + 1))

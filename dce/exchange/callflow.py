@@ -96,7 +96,7 @@ class SipCommands(Protocol):
     def reject(self, call: Call, status: int, *, reason_header: str | None = None) -> None: ...
     def dial(self, call: Call, destination: str, *, ring_timeout: float, max_duration: float | None,
              next_hop: NextHop | None = None, credentials: OutboundCredentials | None = None) -> None: ...
-    def fork(self, call: Call, destinations: list[str], *, ring_timeout: float,
+    def fork(self, call: Call, destinations: list[tuple[str, NextHop | None]], *, ring_timeout: float,
              max_duration: float | None) -> None: ...
     def hangup(self, call: Call, *, reason: str) -> None: ...
     def sdp_ready(self, call: Call, token: int, body: bytes) -> None: ...
@@ -357,20 +357,21 @@ class CallFlow:
             tried = target
             rung = 0
             for wave in attempts:
-                held = await self.agents.hold({agent_id for agent_id, _ in wave if agent_id is not None}, c.call.id)
-                wave = [(agent_id, uri) for agent_id, uri in wave if agent_id is None or agent_id in held]
+                held = await self.agents.hold({agent_id for agent_id, _, _ in wave if agent_id is not None},
+                                              c.call.id)
+                wave = [ring for ring in wave if ring[0] is None or ring[0] in held]
                 if not wave:
                     continue  # other calls took their last free lines since the hunt was ordered
                 rung += 1
                 if rung > 1:  # hunting on within this target: the call may live one more ring
                     self.watchdog.extend(c.call.id, target.ring_timeout_s + self.watchdog.bounds.leg_guard_s)
-                c.ringing = {uri: agent_id for agent_id, uri in wave if agent_id is not None}
-                uris = [uri for _, uri in wave]
+                c.ringing = {uri: agent_id for agent_id, uri, _ in wave if agent_id is not None}
+                dests = [(uri, via) for _, uri, via in wave]
                 with open_span(
                         self.tracer, DIAL_SPAN, kind=SpanKind.CLIENT,
-                        attributes={TARGET_ID: target.target_id, DESTINATION: ",".join(uris),
+                        attributes={TARGET_ID: target.target_id, DESTINATION: ",".join(uri for uri, _ in dests),
                                     ATTEMPT: c.call.attempts + 1}) as leg:
-                    result = await self._dial(c, routed, target, uris, max_duration, media, events, leg)
+                    result = await self._dial(c, routed, target, dests, max_duration, media, events, leg)
                 if not isinstance(result, DialFailed):
                     return result, target
                 self.agents.release(c.call.id, None)  # unanswered: the agents are free again, idle times kept
@@ -380,25 +381,25 @@ class CallFlow:
         c.times.end(failure.at if failure is not None else self.clock.monotonic())
         return self._reject(c.call, reject), tried
 
-    async def _dial(self, c: _CallState, routed: Routed, target: PlannedTarget, uris: list[str],
-                    max_duration: float, media: MediaSession, events: asyncio.Queue[CallEvent],
-                    leg: Span) -> Outcome | DialFailed:
-        """One URI of a target (or several rung at once, each at its own host): its failure, or the call's outcome
-        when it answers or the call ends.
+    async def _dial(self, c: _CallState, routed: Routed, target: PlannedTarget,
+                    dests: list[tuple[str, NextHop | None]], max_duration: float, media: MediaSession,
+                    events: asyncio.Queue[CallEvent], leg: Span) -> Outcome | DialFailed:
+        """One URI of a target (or several rung at once), each sent to its given next hop or else to where its name
+        resolves: its failure, or the call's outcome when it answers or the call ends.
 
         Every wait takes the call's terminal event, whichever way it ended (caller, callee, the exchange's hangup on
         media timeout or shutdown, the maximum call duration).
         """
-        call, times, uri = c.call, c.times, uris[0]
-        hops = await self._next_hops(call, uri) if len(uris) == 1 else [None]
+        call, times, (uri, via) = c.call, c.times, dests[0]
+        hops = await self._next_hops(call, uri) if len(dests) == 1 and via is None else [via]
         if isinstance(hops, DialFailed):  # the name does not resolve: this target fails like an unreachable one
             _traced_leg(leg, hops.status, hops.reason)
             return hops
         credentials = self._credentials(target)
         for index, hop in enumerate(hops):
             try:
-                if len(uris) > 1:
-                    self.sip.fork(call, uris, ring_timeout=target.ring_timeout_s, max_duration=max_duration)
+                if len(dests) > 1:
+                    self.sip.fork(call, dests, ring_timeout=target.ring_timeout_s, max_duration=max_duration)
                 else:
                     self.sip.dial(call, uri, ring_timeout=target.ring_timeout_s, max_duration=max_duration,
                                   next_hop=hop, credentials=credentials)
@@ -432,14 +433,15 @@ class CallFlow:
             return event
         raise AssertionError("unreachable: a target has at least one hop")
 
-    def _attempts(self, c: _CallState, target: PlannedTarget) -> list[list[tuple[str | None, str]]]:
-        """What dialling ``target`` rings, wave after wave, each wave's (agent id or None, URI) rung at once: an
-        agent's devices together; a group's available agents by its strategy (ring_all: every agent's devices in one
-        wave; round_robin, longest_idle: one agent a wave); else the target's own URI (a number through the
-        outbound trunk). Empty when there is nothing to ring."""
+    def _attempts(self, c: _CallState, target: PlannedTarget) -> list[list[tuple[str | None, str, NextHop | None]]]:
+        """What dialling ``target`` rings, wave after wave, each wave's (agent id or None, URI, next hop or None)
+        rung at once: an agent's devices together (each where its REGISTER came from); a group's available agents
+        by its strategy (ring_all: every agent's devices in one wave; round_robin, longest_idle: one agent a
+        wave); else the target's own URI (a number through the outbound trunk). Empty when there is nothing to
+        ring."""
         if agent_reference(target.destination) is not None:
-            attempts: list[list[tuple[str | None, str]]] = [
-                [(ring.agent_id, contact) for ring in wave for contact in ring.contacts]
+            attempts: list[list[tuple[str | None, str, NextHop | None]]] = [
+                [(ring.agent_id, contact.uri, contact.via) for ring in wave for contact in ring.contacts]
                 for wave in self.agents.hunt(target.destination)]
             if not attempts:
                 log.info("call %s: no available agent for %s (target %s)", c.call.id, target.destination,
@@ -450,7 +452,7 @@ class CallFlow:
             log.warning("call %s: no outbound trunk to dial %s (target %s)", c.call.id, target.destination,
                         target.target_id)
             return []
-        return [[(None, uri)]]
+        return [[(None, uri, None)]]
 
     def _credentials(self, target: PlannedTarget) -> OutboundCredentials | None:
         """The target's digest credentials for the B2BUA to answer one 401/407 with (a sealed password opened

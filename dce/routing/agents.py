@@ -36,10 +36,20 @@ def agent_reference(destination: str) -> tuple[Literal["agent", "group"], str] |
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A registered device: its Contact URI, and where to send to reach it (``(transport, ip, port)``: where its
+    REGISTER came from, so a device behind NAT or on a connection of its own is reached there; None: the URI's
+    host)."""
+
+    uri: str
+    via: tuple[str, str, int] | None = None
+
+
 class Presence(Protocol):
     """Which devices an agent has registered now (the registrar's bindings on this node)."""
 
-    def contacts(self, agent_id: str) -> tuple[str, ...]: ...
+    def contacts(self, agent_id: str) -> tuple[Contact, ...]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +77,11 @@ class Ring:
     """One agent to ring and the contacts of its registered devices."""
 
     agent_id: str
-    contacts: tuple[str, ...]
+    contacts: tuple[Contact, ...]
 
 
 class _NoPresence:
-    def contacts(self, agent_id: str) -> tuple[str, ...]:
+    def contacts(self, agent_id: str) -> tuple[Contact, ...]:
         return ()
 
 

@@ -512,28 +512,31 @@ class B2BUA:
             self._set_leg_timer(leg, "ring", leg.ring_at)
         return leg
 
-    def fork(self, call: Call, destinations: list[str], now: float, *, ring_timeout: float,
-             max_duration: float | None = None) -> list[OutboundLeg]:
-        """INVITE every destination at once (each to its URI's own host): the first 2xx is bridged and the other
-        legs are CANCELled (``Reason: SIP;cause=200;text="Call completed elsewhere"``, RFC 3326); a 2xx that
-        crosses that CANCEL is ACKed and BYEd. Provisional responses of every leg reach the caller. One
-        ``DialFailed`` (the last leg's) once every leg failed. A destination wanting TLS without a tls: listener
-        is left out (all of them: one ``DialFailed`` 503, as ``dial``)."""
-        wanted = [d for d in destinations if not self._tls_missing(d)]
+    def fork(self, call: Call, destinations: list[tuple[str, tuple[str, str, int] | None]], now: float, *,
+             ring_timeout: float, max_duration: float | None = None) -> list[OutboundLeg]:
+        """INVITE every ``(destination, next hop)`` at once (next hop None: the URI's own host and port, as
+        ``dial``): the first 2xx is bridged and the other legs are CANCELled (``Reason: SIP;cause=200;text="Call
+        completed elsewhere"``, RFC 3326); a 2xx that crosses that CANCEL is ACKed and BYEd. Provisional responses
+        of every leg reach the caller. One ``DialFailed`` (the last leg's) once every leg failed. A destination
+        wanting TLS without a tls: listener is left out (all of them: one ``DialFailed`` 503, as ``dial``)."""
+        wanted = [(d, hop) for d, hop in destinations if not self._tls_missing(d, hop)]
         if len(wanted) < 2:
-            leg = self.dial(call, (wanted or destinations)[0], now, ring_timeout=ring_timeout,
-                            max_duration=max_duration)
+            destination, hop = (wanted or destinations)[0]
+            leg = self.dial(call, destination, now, ring_timeout=ring_timeout, max_duration=max_duration,
+                            next_hop=hop)
             return [leg] if leg is not None else []
-        legs = [leg for d in wanted
-                if (leg := self.dial(call, d, now, ring_timeout=ring_timeout, max_duration=max_duration)) is not None]
+        legs = [leg for d, hop in wanted if (leg := self.dial(call, d, now, ring_timeout=ring_timeout,
+                                                              max_duration=max_duration, next_hop=hop)) is not None]
         call.forks = tuple(legs)
         return legs
 
-    def _tls_missing(self, destination: str) -> bool:
-        """``destination`` wants TLS (``sips:``, ``;transport=tls``) and there is no tls: listener."""
+    def _tls_missing(self, destination: str, hop: tuple[str, str, int] | None) -> bool:
+        """``destination`` (or its next hop) wants TLS (``sips:``, ``;transport=tls``) and there is no tls:
+        listener."""
         if "tls" in self.endpoint.local:
             return False
-        return _secure(destination) or (uri_hostport(destination)[2].get("transport") or "").lower() == "tls"
+        return (_secure(destination) or (hop is not None and hop[0] == "tls")
+                or (uri_hostport(destination)[2].get("transport") or "").lower() == "tls")
 
     def _ringing(self, call: Call) -> tuple[OutboundLeg, ...]:
         """The legs being rung for the call: its parallel forks, else its B leg."""

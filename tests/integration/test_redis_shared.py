@@ -29,7 +29,7 @@ from dce.exchange.router import CallRequest, Routed, StaticRouter
 from dce.exchange.screening import CallGate
 from dce.http_api.rate_limit import DEFAULT_RULES, Rule
 from dce.http_api.redis_rate_limit import RedisRateLimiter
-from dce.routing.agents import AgentDirectory, AgentInfo
+from dce.routing.agents import AgentDirectory, AgentInfo, Contact
 from dce.routing.counters import InMemoryCounters, window_starts
 from dce.routing.duplicates import DuplicateLedger
 from dce.routing.engine import RoutingEngine
@@ -306,8 +306,8 @@ async def test_the_limiter_falls_back_to_its_own_buckets_when_redis_is_away(capl
 class Everyone:
     """Presence: every agent registered."""
 
-    def contacts(self, agent_id: str) -> tuple[str, ...]:
-        return (f"sip:{agent_id}@192.0.2.1",)
+    def contacts(self, agent_id: str) -> tuple[Contact, ...]:
+        return (Contact(f"sip:{agent_id}@192.0.2.1"),)
 
 
 async def test_an_agent_busy_on_one_node_is_not_rung_by_another_until_the_call_ends(nodes) -> None:

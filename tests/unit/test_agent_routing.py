@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from dce.billing.cdr import Disposition
 from dce.exchange.agent_lines import AgentLines
+from dce.exchange.agent_presence import contact
 from dce.exchange.callflow import CallFlow
 from dce.exchange.router import StaticRouter
 from dce.media.relay import PassthroughMedia
@@ -18,6 +19,7 @@ from dce.routing.agents import (
     NO_REGISTERED_AGENT,
     AgentDirectory,
     AgentInfo,
+    Contact,
     GroupInfo,
     Ring,
     agent_reference,
@@ -27,6 +29,7 @@ from dce.routing.duplicates import DuplicateLedger
 from dce.routing.engine import RoutingEngine
 from dce.routing.model import CallerContext
 from dce.routing.static import StaticRoutes
+from dce.sip.registrar import Binding
 from tests.unit.routing_fixtures import DID, market, target
 from tests.unit.sipfactory import ack_for, new_branch, request, response_to
 from tests.unit.test_callflow import CALLER, Harness, invite, requests_of, statuses
@@ -35,13 +38,13 @@ NOW = datetime(2026, 3, 9, 15, 0, tzinfo=UTC)
 
 
 class Registered:
-    """A presence view the test sets: agent id -> its contacts."""
+    """A presence view the test sets: agent id -> its contacts' URIs (reached at the URI's host)."""
 
     def __init__(self, **contacts: tuple[str, ...]) -> None:
         self.by_agent = dict(contacts)
 
-    def contacts(self, agent_id: str) -> tuple[str, ...]:
-        return self.by_agent.get(agent_id, ())
+    def contacts(self, agent_id: str) -> tuple[Contact, ...]:
+        return tuple(Contact(uri) for uri in self.by_agent.get(agent_id, ()))
 
 
 def directory(presence: Registered, *agents: AgentInfo, groups: tuple[GroupInfo, ...] = (),
@@ -99,8 +102,9 @@ def test_ring_all_rings_every_available_member_with_every_device_in_one_wave():
     presence = Registered(a1=("sip:a1@desk", "sip:a1@browser"), a3=("sip:a3@h",))
     d = directory(presence, *(AgentInfo(k, "b") for k in ("a1", "a2", "a3")),
                   groups=(GroupInfo("g", "b", "ring_all", ("a3", "a2", "a1")),))
-    assert d.hunt("group:g") == [(Ring("a3", ("sip:a3@h",)), Ring("a1", ("sip:a1@desk", "sip:a1@browser")))]
-    assert d.hunt("agent:a1") == [(Ring("a1", ("sip:a1@desk", "sip:a1@browser")),)]
+    a1 = Ring("a1", (Contact("sip:a1@desk"), Contact("sip:a1@browser")))
+    assert d.hunt("group:g") == [(Ring("a3", (Contact("sip:a3@h"),)), a1)]
+    assert d.hunt("agent:a1") == [(a1,)]
     assert d.hunt("agent:a2") == [] and d.hunt("sip:x@y") == [] and d.hunt("group:none") == []
     assert d.hold("a3", "c1") and d.hold("a1", "c1") and not d.hold("a1", "c1")  # one call rings both
     assert d.release("c1", 5.0, keep="a1") == ["a3"]  # a1 answered: a3 is free, a1 keeps its line
@@ -292,3 +296,26 @@ async def test_a_call_ending_while_its_shared_line_is_taken_gives_that_line_back
         await asyncio.sleep(0)
     assert holding.cancelled() and slots.released == ["@agent:a1"]
     assert lines.release("c1", None) == ["a1"] and lines.calls("a1") == 0  # the CallFlow's release: this node's
+
+
+def test_a_binding_is_reached_where_its_register_came_from_over_udp_tcp_and_tls():
+    def binding(source: str, transport: str) -> Binding:
+        return Binding("sip:alice@10.1.1.5:5062", 100.0, "cid", 2, source, transport)
+
+    assert contact(binding("203.0.113.7:40001", "udp")) == Contact("sip:alice@10.1.1.5:5062",
+                                                                   ("udp", "203.0.113.7", 40001))
+    assert contact(binding("2001:db8::7:5061", "tls")).via == ("tls", "2001:db8::7", 5061)
+    assert contact(binding("203.0.113.7:40001", "ws")).via is None  # a WebSocket device: its connection decides
+
+
+async def test_an_agent_behind_nat_is_dialled_at_its_registered_source_with_its_contact_as_request_uri():
+    h, agents = _agent_harness()
+
+    class BehindNat:
+        def contacts(self, agent_id: str) -> tuple[Contact, ...]:
+            return (Contact(f"sip:{agent_id}@10.1.1.5:5062", ("udp", "203.0.113.7", 40001)),)
+
+    agents.presence = BehindNat()
+    sent = await h.feed(invite())
+    [first] = requests_of(sent, "INVITE")
+    assert first.addr == ("203.0.113.7", 40001) and first.request.uri == "sip:a@10.1.1.5:5062"

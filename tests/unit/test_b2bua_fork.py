@@ -11,11 +11,12 @@ from tests.unit.test_b2bua import ALICE, Harness, by_addr
 DESK = ("198.51.100.41", 5062)
 BROWSER = ("198.51.100.42", 5064)
 URIS = ["sip:alice@198.51.100.41:5062", "sip:alice@198.51.100.42:5064"]
+DESTINATIONS = [(uri, None) for uri in URIS]
 
 
 def _fork(h: Harness, ring_timeout: float = 30.0) -> tuple[Call, dict[tuple[str, int], Request]]:
     call = h.offer()
-    legs = h.b2bua.fork(call, URIS, h.now, ring_timeout=ring_timeout)
+    legs = h.b2bua.fork(call, DESTINATIONS, h.now, ring_timeout=ring_timeout)
     assert len(legs) == 2 and call.forks == tuple(legs)
     sent = h.take()
     assert describe(sent) == ["INVITE", "INVITE"]
@@ -112,6 +113,17 @@ def test_the_caller_cancelling_cancels_every_ringing_device() -> None:
 def test_a_single_destination_forks_as_a_plain_dial() -> None:
     h = Harness()
     call = h.offer()
-    [leg] = h.b2bua.fork(call, URIS[:1], h.now, ring_timeout=30)
+    [leg] = h.b2bua.fork(call, DESTINATIONS[:1], h.now, ring_timeout=30)
     assert call.b is leg and call.forks == ()
     assert describe(h.take()) == ["INVITE"]
+
+
+def test_each_fork_goes_to_its_own_next_hop_with_the_contact_as_request_uri() -> None:
+    h = Harness()
+    call = h.offer()
+    behind_nat = [("sip:alice@10.1.1.5:5062", ("udp", "203.0.113.7", 40001)),
+                  ("sip:alice@10.1.1.6:5064", ("udp", "203.0.113.8", 40002))]
+    h.b2bua.fork(call, behind_nat, h.now, ring_timeout=30)
+    sent = h.take()
+    assert {(s.addr, s.request.uri) for s in sent} == {
+        (("203.0.113.7", 40001), "sip:alice@10.1.1.5:5062"), (("203.0.113.8", 40002), "sip:alice@10.1.1.6:5064")}
