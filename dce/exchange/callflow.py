@@ -391,7 +391,12 @@ class CallFlow:
         media timeout or shutdown, the maximum call duration).
         """
         call, times, (uri, via) = c.call, c.times, dests[0]
-        hops = await self._next_hops(call, uri) if len(dests) == 1 and via is None else [via]
+        if len(dests) > 1:
+            hops: list[NextHop | None] | DialFailed = [None]  # the fork sends each to its own next hop
+        elif via is None:
+            hops = await self._next_hops(call, uri)
+        else:  # a registered device: where its REGISTER came from; a TCP/TLS one whose connection is gone: its Contact
+            hops = [via] if via[0] == "udp" else [via, None]
         if isinstance(hops, DialFailed):  # the name does not resolve: this target fails like an unreachable one
             _traced_leg(leg, hops.status, hops.reason)
             return hops

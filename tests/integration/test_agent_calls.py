@@ -1,6 +1,6 @@
 """A marketplace target that points at an agent, on a real ``dce serve``: while the agent is not registered a
 carrier call gets the campaign's no-target answer (480) and the decision says why; once a SIPp device registers as
-the agent over UDP, the next call rings that device's contact, the agent answers, and the CDR is billed to the
+the agent over UDP or TCP, the next call rings that device's contact, the agent answers, and the CDR is billed to the
 target like any other."""
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ def _configure(exchange: ExchangeProcess) -> None:
     api(exchange, "POST", "/numbers", {"did": DID, "campaign_id": "c1", "publisher_id": "p1"})
 
 
+@pytest.mark.parametrize("transport", ["u1", "t1"])
 def test_a_call_reaches_a_registered_agent_and_not_an_unregistered_one(
-        tmp_path: Path, exchange_factory: Any, uas_factory: Any) -> None:  # noqa: F811
+        tmp_path: Path, exchange_factory: Any, uas_factory: Any, transport: str) -> None:  # noqa: F811
     exchange = exchange_factory({}, extra_config={"sip": {"registrar": {"algorithms": ["MD5"]}}})  # SIPp 3.6: MD5
     _configure(exchange)
     time.sleep(1.0)  # API changes reach live routing within 1 s
@@ -50,13 +51,17 @@ def test_a_call_reaches_a_registered_agent_and_not_an_unregistered_one(
     assert (first["disposition"], first["final_code"]) == ("no_route", 480)
     assert first["reason"] == "no eligible target: 1 no registered agent"
 
-    device_port = free_port("udp")
+    kind = "udp" if transport == "u1" else "tcp"
+    device_port = free_port(kind)
     registered = run_sipp_uac("uac_register_only", exchange.sip_target, tmp_path, service="alice", timeout=15,
-                              port=device_port, extra=["-au", "alice", "-ap", PASSWORD])
+                              port=device_port, transport=transport, extra=["-au", "alice", "-ap", PASSWORD])
     assert_ok(registered, exchange=exchange)
     [binding] = exchange.get_json("/api/v1/agents/a1/registrations")["items"]
-    assert binding["uri"] == f"sip:alice@127.0.0.1:{device_port};transport=UDP"
-    agent = uas_factory("uas_answer", calls=1, port=device_port)  # the device answers on its registered contact
+    assert binding["uri"] == f"sip:alice@127.0.0.1:{device_port};transport={kind.upper()}"
+    assert binding["transport"] == kind
+    # the device answers where it registered (over TCP its REGISTER's connection is closed: the exchange connects
+    # anew, to that address or else to the Contact)
+    agent = uas_factory("uas_answer", calls=1, port=device_port, transport=transport)
 
     caller = run_sipp_uac("uac_basic", exchange.sip_target, tmp_path, hold_ms=500, timeout=30)
     assert_ok(caller, exchange=exchange)
