@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 
-from dce.sip.digest import PREFERRED, Algorithm, Challenge, Credentials, NonceSigner, verify
+from dce.sip.digest import PREFERRED, Algorithm, Challenge, Credentials, NonceCounts, NonceSigner, verify
 from dce.sip.message import Request, header_uri, parse_params, split_list, uri_user
 
 QOP = ("auth",)
@@ -137,6 +137,7 @@ class Registrar:
                  on_auth_failure: Callable[[str, float], None] | None = None,
                  on_outcome: Callable[[Outcome], None] | None = None) -> None:
         self.signer = signer
+        self.nonce_counts = NonceCounts(signer.lifetime_s)  # replayed answers (nc not growing), per node
         self.settings = settings or RegistrarSettings()
         self.store: BindingStore = store if store is not None else MemoryBindings()
         self.on_auth_failure = on_auth_failure
@@ -237,6 +238,9 @@ class Registrar:
             return Reply(403, None, (("Reason", _reason(403, "bad credentials")),), None, "refused")
         if nonce == "stale":  # the right password on an old nonce: ask again without bothering the user
             return self._challenge(account, realm, source, now_wall, stale=True)
+        if credentials.nc is not None and not self.nonce_counts.advance(credentials.nonce, int(credentials.nc, 16),
+                                                                         now_wall):
+            return self._challenge(account, realm, source, now_wall)  # a replay proves nothing: a fresh nonce
         return self._update(account, request, f"{source}:{addr[1]}", transport, now)
 
     def _challenge(self, account: Account | None, realm: str, source: str, now_wall: float, *,
