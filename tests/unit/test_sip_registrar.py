@@ -113,8 +113,10 @@ def test_unknown_user_gets_the_same_shape_as_a_known_one() -> None:
     unknown = register("<sip:mallory@192.0.2.10>", user="mallory")
     a = registrar.register(known, PHONE, "udp", T0, WALL)
     b = registrar.register(unknown, PHONE, "udp", T0, WALL)
+
     def shape(reply: Reply) -> tuple[object, ...]:  # nonces are salted per challenge: compare all but the nonce
-        return (reply.status, reply.reason, tuple((k, re.sub(r'nonce="[^"]*"', 'nonce=""', v)) for k, v in reply.headers))
+        headers = tuple((k, re.sub(r'nonce="[^"]*"', 'nonce=""', v)) for k, v in reply.headers)
+        return (reply.status, reply.reason, headers)
 
     assert shape(a) == shape(b)  # same realm and algorithms
     wrong = registrar.register(answered(a, known, password="nope-nope"), PHONE, "udp", T0, WALL)
