@@ -26,7 +26,8 @@ Variants (``--variants``; ``--auth``/``--leg`` pick one):
 - ``digest_tls``, ``digest_kamailio``: both.
 
 Per run: achieved CPS, failed calls (SIPp), SIPp's INVITE->200 p50/p99 (-trace_rtt), the exchange-added delay p99
-(dce_exchange_added_delay_seconds on /metrics, before/after), the exchange's CPU (100% = one core), its RSS after
+(dce_exchange_added_delay_seconds on /metrics, before/after), the exchange's CPU (100% = one core) and CPU time per
+call (utime+stime from the first call until every CDR is written, over calls placed), its RSS after
 the calls (and the peak, VmHWM), CDRs written (``GET /api/v1/calls`` once the writer has flushed) vs calls placed,
 and ``dce_active_calls`` once the calls ended (must be 0). The last line is key=value pairs named
 ``<variant>_<rate>_<figure>``.
@@ -96,6 +97,7 @@ class Outcome:
     peak_rss_mb: float = math.nan
     cdrs: int = -1
     active_after: int = -1
+    cpu_ms_per_call: float = math.nan
 
     @property
     def calls(self) -> int:
@@ -105,6 +107,7 @@ class Outcome:
         return [
             *self.sipp.lines(),
             f"   exchange RSS          {self.rss_mb:.1f} MB after the calls (peak {self.peak_rss_mb:.1f} MB)",
+            f"   exchange CPU per call {self.cpu_ms_per_call:.2f} ms (utime+stime from the first call to the last CDR)",
             f"   CDRs written / placed {self.cdrs} / {self.calls}",
             f"   dce_active_calls      {self.active_after} after the run",
         ]
@@ -118,6 +121,7 @@ class Outcome:
             f"{key}_p99_ms": f"{run.rtt_p99_ms:.2f}",
             f"{key}_added_p99_ms": f"{run.added_delay_p99_ms:.2f}",
             f"{key}_cpu_pct": f"{run.cpu_pct:.1f}",
+            f"{key}_cpu_ms_per_call": f"{self.cpu_ms_per_call:.2f}",
             f"{key}_rss_mb": f"{self.rss_mb:.1f}",
             f"{key}_calls": str(self.calls),
             f"{key}_cdrs": str(self.cdrs),
@@ -193,19 +197,23 @@ def run(args: argparse.Namespace, variant: Variant, rate: float, root: Path, pki
                 kamailio = Kamailio(workdir / "kam", udp_port=kam_udp, tls_port=free_port("tcp"),
                                     to_tls=to_exchange, to_udp=f"{HOST}:{uas.port}",
                                     cert=pki.issue(f"kam-{label}", ips=[HOST]), ca_file=pki.ca_file,
-                                    forward="tls" if variant.leg == "tls" else "udp").start()
+                                    forward="tls" if variant.leg == "tls" else "udp",
+                                    shm_mb=64 + int(rate) // 2).start()  # its transactions: ~8 KB for ~7 s each
                 target = f"{HOST}:{kam_udp}"
             print(f"-- {label}: exchange pid {exchange.pid}, caller -> {target} ({variant.leg}"
                   f"{', digest' if variant.digest else ''}); {rate:g} CPS for {args.duration:g} s ...", flush=True)
             base = exchange.http_base
             before = sipp_load.delay_buckets(sipp_load.scrape(base))
+            cpu_before = sipp_load.cpu_seconds(exchange.pid)
             result, cpu = sipp_load.drive(drive_args, label, target, workdir, exchange.pid, variant.digest)
             after = sipp_load.delay_buckets(sipp_load.scrape(base))
             outcome.rss_mb, outcome.peak_rss_mb = memory_mb(exchange.pid)
-            soak.wait_until(lambda: (soak.call_counts(base) or (0, 1))[1] == 0, 30)
+            # a call SIPp gave up on ends at the relay's media timeout (rtp_timeout_s, 60 s here) at the latest
+            soak.wait_until(lambda: (soak.call_counts(base) or (0, 1))[1] == 0, exchange.rtp_timeout_s + 15)
             outcome.active_after = (soak.call_counts(base) or (0, -1))[1]
             soak.wait_until(lambda: soak.cdr_total(base) >= result.created, 60)
             outcome.cdrs = soak.cdr_total(base)
+            outcome.cpu_ms_per_call = (sipp_load.cpu_seconds(exchange.pid) - cpu_before) * 1000 / max(result.created, 1)
             alive = exchange.alive()
             if kamailio is not None:
                 kamailio.stop()
