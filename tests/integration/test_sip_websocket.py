@@ -4,7 +4,7 @@ An agent (made through the API) registers with digest over the WebSocket; its bi
 ``GET /api/v1/agents/{id}/registrations`` and goes when the socket closes. OPTIONS is answered on the socket; a
 request the exchange sends to the binding arrives on it. Over HTTPS (a test CA's certificate) the same is ``wss``.
 The bounds: no ``sip`` subprotocol or no upgrade is a 400, a source over its connection limit a 503, a silent
-connection is closed 1008, an oversized message 1009.
+connection is closed 1008 (at first and once idle), an oversized message 1009, text that is not UTF-8 1007.
 """
 
 from __future__ import annotations
@@ -190,7 +190,8 @@ async def test_a_bad_certificate_file_fails_the_start_with_its_setting_named(
 
 async def test_the_bounds_answer_clearly(migrated_database_url: str, tmp_path: Path) -> None:
     settings = _settings(migrated_database_url, tmp_path,
-                         sip={"websocket": {"max_connections_per_source": 2, "first_message_timeout_s": 0.5},
+                         sip={"websocket": {"max_connections_per_source": 2, "first_message_timeout_s": 0.5,
+                                            "idle_timeout_s": 1.0},
                               "max_message_bytes": 2048})
     async with _running(settings) as exchange:
         assert exchange.http_address is not None
@@ -221,9 +222,15 @@ async def test_the_bounds_answer_clearly(migrated_database_url: str, tmp_path: P
             await agent.send_bytes(b"garbage that is not SIP")  # dropped like a bad datagram, the socket stays
             options = await Agent(agent, "127.0.0.1").exchange("OPTIONS")
             assert options.status == 200
-            await agent.close()
+            closed = await agent.receive(timeout=5)  # then silence for idle_timeout_s
+            assert closed.type is WSMsgType.CLOSE and closed.data == 1008 and "idle" in (closed.extra or "")
+
+            bad_text = await http.ws_connect(f"{base}/ws/sip", protocols=("sip",))
+            await bad_text.send_frame(b"OPTIONS \xff\xfe SIP/2.0\r\n\r\n", WSMsgType.TEXT)  # not UTF-8
+            closed = await bad_text.receive(timeout=5)
+            assert closed.type is WSMsgType.CLOSE and closed.data == 1007
         text = _metrics(exchange)
-        for reason in ("ws_limit", "ws_first_message_timeout"):
+        for reason in ("ws_limit", "ws_first_message_timeout", "ws_idle"):
             assert f'dce_sip_dropped_total{{reason="{reason}"}} 1.0' in text, reason
 
 
