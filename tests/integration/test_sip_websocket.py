@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis.asyncio
 from aiohttp import WSMsgType
 from prometheus_client import generate_latest
 
@@ -28,6 +29,7 @@ from dce.exchange.service import Exchange
 from dce.sip.digest import Challenge, authorization
 from dce.sip.message import Request, Response, parse
 from tests.integration.sipp import free_port
+from tests.redis_server import redis_test_url
 from tests.tls_pki import TlsPki
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -164,6 +166,35 @@ async def test_register_over_ws_shows_the_binding_and_closing_removes_it(
         assert exchange.http_address is not None
         await _register_and_hang_up(exchange, "http://{}:{}".format(*exchange.http_address), None)
         assert 'dce_registrations_total{outcome="registered"} 1.0' in _metrics(exchange)
+
+
+async def test_with_redis_the_closed_connections_binding_leaves_redis_too(
+        migrated_database_url: str, tmp_path: Path) -> None:
+    url, prefix = redis_test_url(), f"dce-test-{uuid.uuid4().hex[:12]}:"
+    settings = _settings(migrated_database_url, tmp_path, redis={"url": url, "key_prefix": prefix})
+    client = redis.asyncio.from_url(url)
+    try:
+        async with _running(settings) as exchange:
+            assert exchange.http_address is not None
+            base = "http://{}:{}".format(*exchange.http_address)
+            async with aiohttp.ClientSession(headers={"X-API-Key": ADMIN_KEY}) as http:
+                await _make_agent(http, base)
+                await _wait_for(lambda: _has_accounts(exchange))
+                async with http.ws_connect(f"{base}/ws/sip", protocols=("sip",)) as ws:
+                    assert (await Agent(ws, "127.0.0.1").register()).status == 200
+                    await _wait_for(lambda: _exists(client, f"{prefix}reg:a1"))
+                await _wait_for(lambda: _gone(client, f"{prefix}reg:a1"))
+                assert await _registrations(http, base) == []
+    finally:
+        await client.aclose()
+
+
+async def _exists(client: redis.asyncio.Redis, key: str) -> bool:
+    return bool(await client.exists(key))
+
+
+async def _gone(client: redis.asyncio.Redis, key: str) -> bool:
+    return not await client.exists(key)
 
 
 async def test_wss_with_a_certificate_on_the_http_listener(migrated_database_url: str, tmp_path: Path) -> None:
