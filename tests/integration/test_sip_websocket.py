@@ -85,6 +85,8 @@ class Agent:
     async def exchange(self, method: str, *extra: tuple[str, str]) -> Response:
         await self.ws.send_str(self.request(method, *extra))
         message = await self.ws.receive(timeout=5)
+        while message.type is WSMsgType.PING:  # a client without autoping sees them
+            message = await self.ws.receive(timeout=5)
         assert message.type is WSMsgType.TEXT, message
         response = parse(message.data.encode())
         assert isinstance(response, Response)
@@ -271,3 +273,21 @@ def _metrics(exchange: Exchange) -> str:
 
 async def _flows_gone(exchange: Exchange) -> bool:
     return len(exchange.sip_driver.websockets) == 0
+
+
+async def test_a_peer_that_answers_no_ping_is_closed_and_its_binding_goes(
+        migrated_database_url: str, tmp_path: Path) -> None:
+    settings = _settings(migrated_database_url, tmp_path, sip={"websocket": {"ping_interval_s": 0.5}})
+    async with _running(settings) as exchange:
+        assert exchange.http_address is not None
+        base = "http://{}:{}".format(*exchange.http_address)
+        async with aiohttp.ClientSession(headers={"X-API-Key": ADMIN_KEY}) as http:
+            await _make_agent(http, base)
+            await _wait_for(lambda: _has_accounts(exchange))
+            ws = await http.ws_connect(f"{base}/ws/sip", protocols=("sip",), autoping=False)
+            assert (await Agent(ws, "127.0.0.1").register()).status == 200
+            assert len(await _registrations(http, base)) == 1
+            message = await ws.receive(timeout=5)
+            assert message.type is WSMsgType.PING  # and no pong from us
+            await _wait_for(lambda: _no_bindings(http, base))
+            await ws.close()
