@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from dce.clock import VirtualClock
+from dce.exchange.config import ConfigError, load_settings
 from dce.exchange.sip_driver import SipDriver
 from dce.sip.b2bua import B2BUA, CallEnded, CallEvent, CallOffered
 from dce.sip.digest import Challenge, NonceSigner, authorization, ha1
@@ -182,3 +183,12 @@ def test_a_dial_ringing_a_closed_connection_fails_at_once() -> None:
     rig.wire.take()
     rig.driver.connection_closed("wss", BROWSER, "WebSocket closed (1001)")
     assert [type(e).__name__ for e in rig.events] == ["CallOffered", "DialFailed"]
+
+
+def test_the_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"http\.tls"):
+        load_settings(None, {"http": {"tls": {"cert_file": "/etc/dce/https.pem"}}})  # no key_file
+    with pytest.raises(ConfigError, match=r"sip\.websocket\.idle_timeout_s"):
+        load_settings(None, {"sip": {"websocket": {"idle_timeout_s": 0}}})
+    settings = load_settings(None, {})
+    assert not settings.http.tls.enabled and settings.sip.websocket.enabled
