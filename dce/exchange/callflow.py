@@ -62,7 +62,7 @@ from dce.exchange.tracing import (
 from dce.exchange.tracing import CALL_ID as CALL_ID_ATTR
 from dce.exchange.tracing import DID as DID_ATTR
 from dce.exchange.watchdog import REAPED, SHUTDOWN, LifeBounds, Watchdog, Watched
-from dce.media.ports import PortsExhausted
+from dce.media.ports import MediaUnavailable
 from dce.media.relay import MediaPlane, MediaSession, MediaStats
 from dce.routing.model import PlannedTarget
 from dce.routing.numbers import to_e164
@@ -76,6 +76,7 @@ from dce.sip.b2bua import (
     DialAnswered,
     DialFailed,
     DialProgress,
+    SdpNeeded,
     called_user,
     caller_user,
 )
@@ -94,6 +95,7 @@ class SipCommands(Protocol):
     def dial(self, call: Call, destination: str, *, ring_timeout: float, max_duration: float | None,
              next_hop: NextHop | None = None, credentials: OutboundCredentials | None = None) -> None: ...
     def hangup(self, call: Call, *, reason: str) -> None: ...
+    def sdp_ready(self, call: Call, token: int, body: bytes) -> None: ...
     def release(self, call: Call) -> None: ...
 
 
@@ -168,6 +170,11 @@ class CallFlow:
         if isinstance(event, CallRefused):
             self._record_refused(event)
             return
+        if isinstance(event, SdpNeeded):
+            task = asyncio.ensure_future(self._rewrite_sdp(event))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
         call = event.call
         if isinstance(event, CallOffered):
             queue: asyncio.Queue[CallEvent] = asyncio.Queue()
@@ -233,7 +240,7 @@ class CallFlow:
         try:
             span.set_attribute(DID_ATTR, did)
             outcome = await self._walk(c, events, watched, span)
-        except PortsExhausted as exc:  # or DescriptorsExhausted: the reason says which
+        except MediaUnavailable as exc:  # no ports, no descriptors, no media server: the reason says which
             outcome = self._reject(call, REFUSALS["no_media"].reject(exc.reason))
         except Exception as exc:  # never leave either party hanging on a bug: 500 before answer, BYE after
             log.exception("call %s failed", call.id)
@@ -246,7 +253,7 @@ class CallFlow:
         finally:
             self._queues.pop(call.id, None)
             self.watchdog.forget(call.id)
-            stats = self._release(c)
+            stats = await self._release(c)
         self._record(c, outcome, stats)
         self.sip.release(call)
         _traced_outcome(span, outcome, c.target)
@@ -274,6 +281,11 @@ class CallFlow:
                     c.media = await self.media.allocate(c.call.id, on_timeout=lambda: self.sip.hangup(
                         c.call, reason="media timeout"))
                 c.call.media = c.media
+                if c.media.deferred and c.call.a.request.body:  # the caller's offer, before any dial reads it
+                    try:
+                        await c.media.rewrite("a", c.call.a.request.body, offer=True)
+                    except ValueError as exc:  # refused by the media server
+                        return self._reject(c.call, REFUSALS["bad_offer"].reject(f"bad SDP offer: {exc}"))
                 outcome, c.target = await self._dial_in_order(c, routed, c.media, events)
                 return outcome
 
@@ -456,12 +468,25 @@ class CallFlow:
         c.target = c.target or _held_target(c.routed)
         return Outcome(Disposition.FAILED, 200 if c.times.answer_at else 480, HangupSide.SYSTEM, reason)
 
-    def _release(self, c: _CallState) -> MediaStats | None:
+    async def _rewrite_sdp(self, event: SdpNeeded) -> None:
+        """A body the B2BUA holds for a deferred media session (rtpengine): rewrite it and hand it back. When the
+        media plane fails, the message goes on unrewritten and the call is hung up."""
+        call = event.call
+        session: MediaSession = call.media  # type: ignore[assignment]
+        try:
+            body = await session.rewrite(event.side, event.body, offer=event.offer)
+        except Exception as exc:  # refused, unavailable, or a bug: the call must not hang on a held message
+            log.warning("call %s: media plane failed on an SDP %s from %s: %r", call.id,
+                        "offer" if event.offer else "answer", event.side, exc)
+            self.sip.sdp_ready(call, event.token, event.body)
+            self.sip.hangup(call, reason="media unavailable")
+            return
+        self.sip.sdp_ready(call, event.token, body)
+
+    async def _release(self, c: _CallState) -> MediaStats | None:
         """Give back what the call holds, whichever way it ended: its media session and every slot; the media's
         counts."""
-        stats = c.media.stats if c.media is not None else None
-        if c.media is not None:
-            c.media.close()
+        stats = await c.media.finish() if c.media is not None else None
         if c.routed is not None:
             for held in [t for t in c.routed.plan.targets if t.target_id in c.routed.held]:
                 self.router.release(c.routed, held)

@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--sip-listen", action="append", metavar="TRANSPORT:HOST:PORT",
                        help="overrides sip.listen (repeatable), e.g. udp:127.0.0.1:5060")
     serve.add_argument("--http-listen", metavar="HOST:PORT", help="overrides http.listen")
-    serve.add_argument("--media-mode", choices=["relay", "passthrough"], help="overrides media.mode")
+    serve.add_argument("--media-mode", choices=["relay", "passthrough", "rtpengine"], help="overrides media.mode")
     serve.set_defaults(func=_serve)
     migrate.set_defaults(func=_migrate)
 

@@ -27,6 +27,8 @@ from pydantic_settings import (
 )
 from sipmessage import URI
 
+from dce.media.ng import NgInstance, parse_instance
+
 _TRANSPORTS = ("udp", "tcp", "tls")
 _TLS_DEFAULT_PORT = 5061  # a tls: listener without a port
 _DEFAULT_REGION = "US"
@@ -348,9 +350,14 @@ _PORT_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 
 
 class MediaConfig(_Section):
-    """Media plane: relay or passthrough, RTP port range and the address advertised in SDP."""
+    """Media plane: relay, passthrough or rtpengine; RTP port range and the address advertised in SDP (relay);
+    the rtpengine instances' ng addresses (``udp:HOST:PORT[=WEIGHT]``) and the ng timeouts (rtpengine)."""
 
-    mode: Literal["relay", "passthrough"] = "relay"
+    mode: Literal["relay", "passthrough", "rtpengine"] = "relay"
+    rtpengine: list[str] = []  # ng control addresses; weight (default 1): share of new calls
+    rtpengine_timeout_s: float = Field(1.0, gt=0)  # per instance, before the next one is tried (or the call fails)
+    rtpengine_retransmit_s: float = Field(0.25, gt=0)  # resend a request not answered after this
+    rtpengine_down_s: float = Field(10.0, ge=0)  # an instance that timed out gets no new calls for this long
     # RTP on even ports, RTCP on the odd one above; below Linux's ephemeral range (32768-60999), where the
     # kernel picks client ports (a relay port taken by an outgoing connection cannot be bound). Checked at start.
     ports: str = "16384-32767"
@@ -367,6 +374,26 @@ class MediaConfig(_Section):
         if not 1024 <= low < high <= 65535:
             raise ValueError(f"need 1024 <= low < high <= 65535, got {low}-{high}")
         return f"{low}-{high}"
+
+    @field_validator("rtpengine")
+    @classmethod
+    def _check_rtpengine(cls, value: list[str]) -> list[str]:
+        for item in value:
+            parse_instance(item)  # ValueError: "expected udp:HOST:PORT or udp:HOST:PORT=WEIGHT, got ..."
+        return value
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> MediaConfig:
+        if self.mode == "rtpengine" and not self.rtpengine:
+            raise ValueError("media.mode rtpengine needs media.rtpengine: a list of udp:HOST:PORT ng addresses")
+        if self.rtpengine_retransmit_s > self.rtpengine_timeout_s:
+            raise ValueError("media.rtpengine_retransmit_s must not exceed media.rtpengine_timeout_s")
+        return self
+
+    @property
+    def rtpengine_instances(self) -> list[NgInstance]:
+        """``rtpengine`` parsed."""
+        return [parse_instance(item) for item in self.rtpengine]
 
     @property
     def port_range(self) -> tuple[int, int]:

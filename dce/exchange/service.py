@@ -79,6 +79,7 @@ from dce.http_api.rtb import RtbPingService
 from dce.http_api.sip_ws import SIP_WEBSOCKETS
 from dce.media.ports import ephemeral_overlap
 from dce.media.relay import MediaPlane, MediaRelay, PassthroughMedia
+from dce.media.rtpengine import RtpengineMedia
 from dce.routing.counters import InMemoryCounters
 from dce.routing.duplicates import DuplicateLedger, longest_rule_days
 from dce.routing.engine import RoutingEngine
@@ -233,6 +234,12 @@ class Exchange:
                             "net.ipv4.ip_local_port_range", settings.media.ports, *clash)
             self.media = MediaRelay(address=settings.media_address, port_range=settings.media.port_range,
                                     rtp_timeout_s=settings.media.rtp_timeout_s)
+        elif settings.media.mode == "rtpengine":
+            media = settings.media
+            self.media = await RtpengineMedia.open(
+                media.rtpengine_instances, timeout_s=media.rtpengine_timeout_s,
+                retransmit_s=media.rtpengine_retransmit_s, down_s=media.rtpengine_down_s,
+                rtp_timeout_s=media.rtp_timeout_s)
         else:
             self.media = PassthroughMedia()
         stack.push_async_callback(self.media.close)

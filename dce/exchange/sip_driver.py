@@ -266,6 +266,11 @@ class SipDriver:
         self.core.hangup(call, self.clock.monotonic(), reason=reason)
         self.pump()
 
+    def sdp_ready(self, call: Call, token: int, body: bytes) -> None:
+        """The media plane's rewrite of a held SDP body (``SdpNeeded``): the message waiting for it goes out."""
+        self.core.sdp_ready(call, token, body, self.clock.monotonic())
+        self.pump()
+
     def release(self, call: Call) -> None:
         """The call is recorded: unlink it from the transactions that outlive it (nothing to send or time, so no
         pump)."""

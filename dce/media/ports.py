@@ -5,12 +5,18 @@ from __future__ import annotations
 from collections import deque
 from pathlib import Path
 
-__all__ = ["DescriptorsExhausted", "PortAllocator", "PortsExhausted", "ephemeral_overlap"]
+__all__ = ["DescriptorsExhausted", "MediaUnavailable", "PortAllocator", "PortsExhausted", "ephemeral_overlap"]
 
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
-class PortsExhausted(RuntimeError):
+class MediaUnavailable(RuntimeError):
+    """The media plane cannot take a call now (no ports, no descriptors, no media server answering)."""
+
+    reason = "media unavailable"  # short, generic: for the caller's Reason header and the CDR
+
+
+class PortsExhausted(MediaUnavailable):
     """No free RTP/RTCP port pair is left in the range."""
 
     reason = "no media ports left"  # short, generic: for the caller's Reason header and the CDR

@@ -81,13 +81,21 @@ class MediaStats:
 
 
 class MediaSession(Protocol):
-    """One call's media, as seen by the B2BUA."""
+    """One call's media, as seen by the B2BUA and the call flow.
+
+    ``deferred`` sessions (rtpengine) rewrite through :meth:`rewrite`, awaited by the call flow (the B2BUA
+    holds the message meanwhile: ``SdpNeeded``); the others rewrite synchronously in ``rewrite_from_a/b``.
+    ``finish`` ends the session at the end of the call and returns its final counts; ``close`` drops it at once.
+    """
 
     call_id: str
+    deferred: bool
 
     def rewrite_from_a(self, sdp: bytes) -> bytes: ...
     def rewrite_from_b(self, sdp: bytes) -> bytes: ...
+    async def rewrite(self, side: str, sdp: bytes, *, offer: bool) -> bytes: ...
     def answered(self) -> None: ...
+    async def finish(self) -> MediaStats: ...
     def close(self) -> None: ...
     @property
     def stats(self) -> MediaStats: ...
@@ -173,6 +181,8 @@ class _Origin:
 class RelaySession:
     """One call's media through the relay. Create with :meth:`MediaRelay.allocate`."""
 
+    deferred = False  # rewrites are synchronous (sockets bind on the spot)
+
     def __init__(self, relay: MediaRelay, call_id: str, on_timeout: Callable[[], None]) -> None:
         self.call_id = call_id
         self._relay = relay
@@ -190,6 +200,10 @@ class RelaySession:
     def rewrite_from_a(self, sdp: bytes) -> bytes:
         """SDP received from A -> SDP to send to B (our address, B-facing ports)."""
         return self._rewrite(sdp, from_a=True)
+
+    async def rewrite(self, side: str, sdp: bytes, *, offer: bool) -> bytes:
+        """The synchronous rewrite of ``sdp`` from ``side`` (``"a"``/``"b"``)."""
+        return self._rewrite(sdp, from_a=side == "a")
 
     def rewrite_from_b(self, sdp: bytes) -> bytes:
         """SDP received from B -> SDP to send to A (our address, A-facing ports)."""
@@ -362,6 +376,12 @@ class RelaySession:
         self._streams.clear()
         self._relay._sessions.discard(self)
 
+    async def finish(self) -> MediaStats:
+        """The call is over: its final counts, and the session closed."""
+        stats = self.stats
+        self.close()
+        return stats
+
     @property
     def stats(self) -> MediaStats:
         """Packets/bytes forwarded per direction (RTP and RTCP sockets separately) and drops."""
@@ -495,6 +515,8 @@ class MediaRelay:
 class PassthroughSession:
     """Media flows end to end; SDP is returned unchanged and nothing is counted."""
 
+    deferred = False
+
     def __init__(self, owner: PassthroughMedia, call_id: str) -> None:
         self.call_id = call_id
         self._owner = owner
@@ -507,6 +529,15 @@ class PassthroughSession:
     def rewrite_from_b(self, sdp: bytes) -> bytes:
         """Return ``sdp`` unchanged."""
         return sdp
+
+    async def rewrite(self, side: str, sdp: bytes, *, offer: bool) -> bytes:
+        """Return ``sdp`` unchanged."""
+        return sdp
+
+    async def finish(self) -> MediaStats:
+        """Close; the counts are zero."""
+        self.close()
+        return MediaStats()
 
     def answered(self) -> None:
         """Nothing to watch: media does not pass through us."""

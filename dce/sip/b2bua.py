@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import os
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -72,7 +73,13 @@ SOURCE_LIMIT_REASON = 'Q.850;cause=34;text="no circuit/channel available"'
 
 
 class SdpRewriter(Protocol):
-    """The media plane's view of a call (relay or passthrough)."""
+    """The media plane's view of a call (relay, passthrough or rtpengine).
+
+    A session with a true ``deferred`` attribute (rtpengine: a network round trip per body) is not asked
+    synchronously once the call is dialled: the core queues :class:`SdpNeeded` and holds the message carrying
+    the body until :meth:`B2BUA.sdp_ready`. Its ``rewrite_from_a`` is still called by ``dial`` for the caller's
+    offer, which the CallFlow has it prepare before dialling.
+    """
 
     def rewrite_from_a(self, sdp: bytes) -> bytes: ...
     def rewrite_from_b(self, sdp: bytes) -> bytes: ...
@@ -166,7 +173,23 @@ class CallRefused:
     id: str  # the exchange's id for the refused call (its CDR's call_id)
 
 
-CallEvent = CallOffered | DialProgress | DialAnswered | DialFailed | CallCancelled | CallEnded | CallRefused
+@dataclass(slots=True)
+class SdpNeeded:
+    """The call's media session rewrites SDP asynchronously: rewrite ``body`` (an offer or an answer) received
+    from ``side`` and hand it back with ``B2BUA.sdp_ready(call, token, rewritten, now)``; until then the
+    message that relays it waits (the core's state has moved on already)."""
+
+    call: Call
+    side: Side
+    body: bytes
+    offer: bool
+    token: int
+    at: float
+
+
+CallEvent = (CallOffered | DialProgress | DialAnswered | DialFailed | CallCancelled | CallEnded | CallRefused
+             | SdpNeeded)
+SdpThen = Callable[[bytes, float], None]
 
 
 # -- legs and calls ------------------------------------------------------------------------------------
@@ -212,6 +235,7 @@ class OutboundLeg:
     retried_422: bool = False  # a 422 is answered with one retry, not more
     ack_pending: bool = False  # delayed offer: the 2xx carried the offer, its ACK waits for the caller's answer
     ack_body: bytes = b""  # the answer our ACK carries (sent again for a retransmitted 2xx)
+    ack_rewriting: bool = False  # that answer is with the media plane (SdpNeeded): the ACK still waits
 
     @property
     def call_id(self) -> str:
@@ -357,6 +381,8 @@ class B2BUA:
         self.admission: Admission | None = None  # set: each new INVITE must pass it (trunk, digest, limits)
         self.registrar: Registrar | None = None  # set, with agents: REGISTER registers them (else 405 as before)
         self.wall_offset = 0.0  # wall-clock epoch seconds minus ``now`` (set by the driver; for digest nonces)
+        self._held: dict[int, SdpThen] = {}  # SdpNeeded token -> what sends the message once its body is back
+        self._next_token = 1
 
     # -- adapter pass-through ------------------------------------------------------------------------
     def receive(self, data: bytes, transport: str, addr: Address, now: float, *, stream: bool = False) -> None:
@@ -492,6 +518,13 @@ class B2BUA:
             return
         self._end(call, CallEnded(call, "system", reason, now))
 
+    def sdp_ready(self, call: Call, token: int, body: bytes, now: float) -> None:
+        """The media plane's rewrite of an :class:`SdpNeeded` body: the held message goes out with it (also
+        after the call ended, so every transaction gets its message; a stale provisional is dropped)."""
+        then = self._held.pop(token, None)
+        if then is not None:
+            then(body, now)
+
     def release(self, call: Call) -> None:
         """Unlink an ended call from the transactions that outlive it (up to 64*T1, absorbing retransmissions).
 
@@ -552,14 +585,21 @@ class B2BUA:
             return
         call = found[0]
         leg = call.b
-        if leg is None or not leg.ack_pending or request.cseq[0] != call.a.request.cseq[0]:
+        if leg is None or not leg.ack_pending or leg.ack_rewriting or request.cseq[0] != call.a.request.cseq[0]:
             return
-        leg.ack_pending = False
-        if request.body:
-            leg.ack_body = self._rewrite(call, Side.A, request.body)
-            assert call.a.dialog is not None and leg.dialog is not None
-            call.a.dialog.remote_sdp, leg.dialog.local_sdp = request.body, leg.ack_body
-        self._send_ack(leg, now)
+        leg.ack_rewriting = True
+
+        def send(body: bytes, now: float) -> None:
+            if not leg.ack_pending:  # the call ended meanwhile: _send_bye confirmed the 2xx already
+                return
+            leg.ack_pending = leg.ack_rewriting = False
+            if body:
+                leg.ack_body = body
+                assert call.a.dialog is not None and leg.dialog is not None
+                call.a.dialog.remote_sdp, leg.dialog.local_sdp = request.body, body
+            self._send_ack(leg, now)
+
+        self._with_sdp(call, Side.A, request.body, False, send, now)
 
     def on_cancel(self, invite_txn: ServerInviteTransaction, cancel: Request, now: float) -> None:
         call = invite_txn.user_data
@@ -833,15 +873,23 @@ class B2BUA:
             forward.add("Supported", "timer")
             refresher = "uac" if dialog.session.we_refresh else "uas"
             forward.add("Session-Expires", f"{int(dialog.session.interval)};refresher={refresher}")
-        if request.body:
-            forward.body = self._rewrite(call, side, request.body)
-            forward.add("Content-Type", request.get("Content-Type") or "application/sdp")
-            if refreshes:
-                dialog.local_sdp = forward.body
-        client = self.endpoint.send_request(forward, transport, addr, now)
-        relay = _Relay(call, txn, side, client, terms)
-        client.user_data = relay
+        relay = _Relay(call, txn, side, None, terms)
         txn.user_data = relay  # so a CANCEL of a re-INVITE reaches the forwarded one
+
+        def send(body: bytes, now: float) -> None:
+            if txn.state not in (State.TRYING, State.PROCEEDING):  # answered meanwhile (CANCEL, call ended)
+                if request.method == "INVITE":
+                    call.pending_reinvite = False
+                return
+            if body:
+                forward.body = body
+                forward.add("Content-Type", request.get("Content-Type") or "application/sdp")
+                if refreshes:
+                    dialog.local_sdp = body
+            relay.forwarded = client = self.endpoint.send_request(forward, transport, addr, now)
+            client.user_data = relay
+
+        self._with_sdp(call, side, request.body, True, send, now)
 
     # -- TransactionUser: responses --------------------------------------------------------------------
     def on_response(self, txn: ClientTransaction, response: Response, now: float) -> None:
@@ -873,10 +921,16 @@ class B2BUA:
                 return
             relayed = make_response(call.a.request, status, response.reason, to_tag=call.a.local_tag,
                                     extra=[("Contact", self._contact_a(call.a))])
-            if response.body:
-                relayed.body = self._rewrite(call, Side.B, response.body)
-                relayed.add("Content-Type", response.get("Content-Type") or "application/sdp")
-            self.endpoint.respond(call.a.txn, relayed, now)
+
+            def send(body: bytes, now: float) -> None:
+                if leg.finished or call.b is not leg or call.state is not CallState.DIALING:
+                    return  # answered, failed or ended while the media plane rewrote it
+                if body:
+                    relayed.body = body
+                    relayed.add("Content-Type", response.get("Content-Type") or "application/sdp")
+                self.endpoint.respond(call.a.txn, relayed, now)
+
+            self._with_sdp(call, Side.B, response.body, not call.a.request.body, send, now)
             self._events.append(DialProgress(call, status, now))
         elif status < 300:
             self._leg_answered(leg, response, now)
@@ -1003,13 +1057,18 @@ class B2BUA:
         if a.session_terms is not None:
             answer.headers.append(("Supported", "timer"))
             answer.headers.extend(a.session_terms.headers())
-        if response.body:
-            answer.body = self._rewrite(call, Side.B, response.body)
-            answer.add("Content-Type", response.get("Content-Type") or "application/sdp")
-        self.endpoint.respond(a.txn, answer, now)
-        a.dialog = Dialog.as_uas(a.request, a.local_tag, a.txn.transport, a.txn.addr)
+        a.dialog = dialog = Dialog.as_uas(a.request, a.local_tag, a.txn.transport, a.txn.addr)
         a.dialog.learn_peer(a.request)
-        a.dialog.remote_sdp, a.dialog.local_sdp = a.request.body, answer.body
+        a.dialog.remote_sdp = a.request.body
+
+        def send(body: bytes, now: float) -> None:
+            if body:
+                answer.body = body
+                answer.add("Content-Type", response.get("Content-Type") or "application/sdp")
+            self.endpoint.respond(a.txn, answer, now)
+            dialog.local_sdp = answer.body
+
+        self._with_sdp(call, Side.B, response.body, not a.request.body, send, now)
         b = leg.dialog
         b.learn_peer(response)
         b.local_sdp, b.remote_sdp = leg.request.body, response.body
@@ -1060,12 +1119,16 @@ class B2BUA:
         reply = make_response(origin.request, status, response.reason)
         if 200 <= status < 300 and origin.request.method == "INVITE":
             reply.add("Contact", self._contact(origin.transport, origin.addr, _secure(origin.request.uri)))
-        if response.body:
-            reply.body = self._rewrite(call, other, response.body)
-            reply.add("Content-Type", response.get("Content-Type") or "application/sdp")
-        if txn.request.method in ("INVITE", "UPDATE") and call.state is CallState.ANSWERED:
-            self._relayed_refresh(relay, other, response, reply, now)
-        self.endpoint.respond(origin, reply, now)
+
+        def send(body: bytes, now: float) -> None:
+            if body:
+                reply.body = body
+                reply.add("Content-Type", response.get("Content-Type") or "application/sdp")
+            if txn.request.method in ("INVITE", "UPDATE") and call.state is CallState.ANSWERED:
+                self._relayed_refresh(relay, other, response, reply, now)
+            self.endpoint.respond(origin, reply, now)
+
+        self._with_sdp(call, other, response.body, not txn.request.body, send, now)
 
     def _relayed_refresh(self, relay: _Relay, other: Side, response: Response, reply: Response, now: float) -> None:
         """A relayed re-INVITE/UPDATE ended: on 2xx both legs' sessions are refreshed (our reply states the
@@ -1236,14 +1299,24 @@ class B2BUA:
     def _contact_a(self, a: InboundLeg) -> str:
         return self._contact(a.txn.transport, a.txn.addr, _secure(a.request.uri))
 
-    def _rewrite(self, call: Call, side: Side, body: bytes) -> bytes:
+    def _with_sdp(self, call: Call, side: Side, body: bytes, offer: bool, then: SdpThen, now: float) -> None:
+        """Send a message relaying ``body`` from ``side`` (``offer``: an offer, else an answer): ``then`` gets the
+        body rewritten by the call's media plane, now, or once a deferred session hands it back (SdpNeeded)."""
         media = call.media
-        if media is None:
-            return body
-        try:
-            return media.rewrite_from_a(body) if side is Side.A else media.rewrite_from_b(body)
-        except ValueError:
-            return body  # undecodable SDP passes untouched rather than failing the call
+        if media is None or not body:
+            then(body, now)
+        elif not getattr(media, "deferred", False):
+            try:
+                rewritten = media.rewrite_from_a(body) if side is Side.A else media.rewrite_from_b(body)
+            except ValueError:
+                rewritten = body  # undecodable SDP passes untouched rather than failing the call
+            then(rewritten, now)
+        elif not body.lstrip().startswith(b"v="):
+            then(body, now)  # not SDP (an INFO's DTMF, ...): nothing for the media plane
+        else:
+            token, self._next_token = self._next_token, self._next_token + 1
+            self._held[token] = then
+            self._events.append(SdpNeeded(call, side, body, offer, token, now))
 
 
 def _secure(uri: str) -> bool:

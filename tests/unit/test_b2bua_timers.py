@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from dce.sip.b2bua import NO_PRACK, REFRESH_FAILED, SESSION_EXPIRED, Call, CallEnded, DialFailed, DialProgress
+from dce.sip.b2bua import (
+    NO_PRACK,
+    REFRESH_FAILED,
+    SESSION_EXPIRED,
+    Call,
+    CallEnded,
+    DialFailed,
+    DialProgress,
+    SdpNeeded,
+)
 from dce.sip.message import Request, Response, parse
 from dce.sip.session_timer import TimerPolicy
 from tests.unit.sipfactory import SDP_A, SDP_A2, SDP_B, Sent, ack_for, describe, new_branch, request, response_to
@@ -367,3 +376,55 @@ def test_delayed_offer_the_caller_never_acks_b_is_acked_and_byed() -> None:
     to_bob = describe(by_addr(sent, BOB))
     assert to_bob[:2] == ["ACK", "BYE"] and to_bob.count("ACK") == 1, to_bob
     assert ended(h).reason == "no ACK from caller"
+
+
+# -- a deferred media plane (rtpengine): the message waits for its rewritten body ------------------------
+class DeferredMedia(FakeMedia):
+    """A session whose rewrites come back later (SdpNeeded -> sdp_ready)."""
+
+    deferred = True
+
+
+def sdp_needed(h: Harness) -> list[SdpNeeded]:
+    return [e for e in h.events() if isinstance(e, SdpNeeded)]
+
+
+def test_deferred_media_the_callees_answer_waits_for_the_media_plane() -> None:
+    h = Harness()
+    call = h.offer()
+    call.media = DeferredMedia()
+    h.dial(call)  # the caller's offer: rewrite_from_a at dial (the CallFlow prepared it)
+    assert describe(h.b_says(183, body=SDP_B)) == []  # held
+    sent = h.b_says(200, body=SDP_B)
+    assert describe(sent) == ["ACK"]  # B is ACKed at once; A's 200 waits for its body
+    early, final = sdp_needed(h)
+    assert (early.side, early.offer, final.side, final.offer) == ("b", False, "b", False)
+    h.b2bua.sdp_ready(call, early.token, b"stale", h.now)
+    assert describe(h.take()) == []  # the 183 came back after the answer: dropped
+    h.b2bua.sdp_ready(call, final.token, b"v=0 rewritten", h.now)
+    [ok] = h.take()
+    assert ok.response.status == 200 and ok.response.body == b"v=0 rewritten"
+    assert call.a.dialog is not None and call.a.dialog.local_sdp == b"v=0 rewritten"
+
+
+def test_deferred_media_delayed_offer_the_ack_waits_for_the_callers_rewritten_answer() -> None:
+    h = Harness()
+    h.a_invite = request("INVITE", branch=new_branch())
+    h.feed(h.a_invite)
+    call = h.events()[0].call  # type: ignore[union-attr]
+    call.media = DeferredMedia()
+    h.dial(call)
+    assert describe(h.b_says(200, body=SDP_B)) == []  # no ACK (delayed offer) and A's 200 waits
+    [offer] = sdp_needed(h)
+    assert (offer.side, offer.offer) == ("b", True)
+    h.b2bua.sdp_ready(call, offer.token, b"v=0 offer to A", h.now)
+    [ok] = h.take()
+    ack = ack_for(h.a_invite, ok.response, branch=new_branch()).replace(b"Content-Length: 0\r\n\r\n", (
+        b"Content-Type: application/sdp\r\nContent-Length: %d\r\n\r\n" % len(SDP_A)) + SDP_A)
+    assert h.feed(ack) == []
+    assert describe(h.b_says(200, body=SDP_B)) == []  # B's retransmitted 2xx: the ACK still waits
+    [answer] = sdp_needed(h)
+    assert (answer.side, answer.offer, answer.body) == ("a", False, SDP_A)
+    h.b2bua.sdp_ready(call, answer.token, b"v=0 answer to B", h.now)
+    [to_b] = h.take()
+    assert describe([to_b]) == ["ACK"] and to_b.addr == BOB and to_b.request.body == b"v=0 answer to B"

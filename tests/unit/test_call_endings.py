@@ -17,6 +17,8 @@ import pytest
 from dce.billing.cdr import Disposition, HangupSide
 from dce.exchange.router import CallLimits
 from dce.exchange.watchdog import LifeBounds, Watchdog
+from dce.media.relay import MediaStats
+from dce.media.rtpengine import RtpengineUnavailable
 from dce.routing.model import PlannedTarget, RoutingPlan
 from dce.sip.b2bua import Call
 from dce.sip.message import Request, Response, parse
@@ -305,6 +307,8 @@ class Watching:
         plane = self
 
         class Session:
+            deferred = False
+
             def rewrite_from_a(self, sdp: bytes) -> bytes:
                 return sdp
 
@@ -317,7 +321,8 @@ class Watching:
             def close(self) -> None:
                 plane.active_sessions -= 1
 
-            stats = None
+            async def finish(self) -> None:
+                self.close()
 
         self.active_sessions += 1
         return Session()
@@ -368,3 +373,71 @@ def test_the_longest_life_sums_auction_rings_talk_and_slack() -> None:
     targets = (PlannedTarget("a", "sip:a", 0, 20), PlannedTarget("b", "sip:b", 0, 30))
     assert bounds.longest_life(targets, CallLimits(auction_s=2)) == 2 + (20 + 32) + (30 + 32) + 3600 + 60
     assert bounds.longest_life(targets, CallLimits(max_call_duration_s=60)) == 52 + 62 + 60 + 60
+
+
+class Deferred:
+    """A deferred media plane (like rtpengine): rewrites are awaited; ``fail`` maps a side to what it raises."""
+
+    def __init__(self, fail: dict[str, Exception]) -> None:
+        self.fail = fail
+        self.active_sessions = 0
+
+    async def allocate(self, call_id, on_timeout):
+        plane = self
+
+        class Session:
+            deferred = True
+            done: dict[str, bytes] = {}
+
+            async def rewrite(self, side: str, sdp: bytes, *, offer: bool) -> bytes:
+                await asyncio.sleep(0)
+                if side in plane.fail:
+                    raise plane.fail[side]
+                self.done[side] = b"v=0 via media server " + side.encode()
+                return self.done[side]
+
+            def rewrite_from_a(self, sdp: bytes) -> bytes:
+                return self.done["a"]
+
+            def answered(self) -> None:
+                pass
+
+            async def finish(self) -> MediaStats:
+                plane.active_sessions -= 1
+                return MediaStats()
+
+        self.active_sessions += 1
+        return Session()
+
+
+async def test_a_media_server_failing_on_the_callees_answer_ends_the_call_with_one_cdr() -> None:
+    h = Harness({})
+    h.flow.router = PlannedRouter(RoutingPlan((PlannedTarget("t1", "sip:127.0.0.1:5080", 0, 60),)))
+    media = h.flow.media = Deferred({"b": RtpengineUnavailable("no answer from rtpengine")})
+    a_invite = invite()
+    sent = await h.feed(a_invite)
+    [leg] = requests_of(sent, "INVITE")
+    assert leg.request.body == b"v=0 via media server a"  # the offer was prepared before the dial
+    [call] = h.b2bua.calls.values()
+    data = response_to(leg.request, 200, to_tag="b", contact="<sip:b@127.0.0.1:5080>", body=SDP_B)
+    sent = await h.feed(data, addr=B)
+    for _ in range(3):
+        sent += await h.advance(0)
+    assert 200 in statuses(sent) and requests_of(sent, "BYE"), sent  # A gets its 200 (unrewritten), then BYE
+    [cdr] = h.cdrs
+    assert (cdr.disposition, cdr.hangup_side, cdr.reason) == (Disposition.ANSWERED, HangupSide.SYSTEM,
+                                                              "media unavailable")
+    assert media.active_sessions == 0 and call.id not in h.flow._queues
+
+
+async def test_a_media_server_failing_on_the_callers_offer_is_503_before_any_dial() -> None:
+    h = Harness({})
+    h.flow.router = PlannedRouter(RoutingPlan((PlannedTarget("t1", "sip:127.0.0.1:5080", 0, 60),)))
+    media = h.flow.media = Deferred({"a": RtpengineUnavailable("no answer from rtpengine")})
+    sent = await h.feed(invite())
+    assert statuses(sent)[-1] == 503 and not requests_of(sent, "INVITE")
+    final = [s.response for s in sent if s.message.__class__ is Response][-1]
+    assert final.get("Reason") == 'Q.850;cause=47;text="media server unavailable"'
+    [cdr] = h.cdrs
+    assert (cdr.disposition, cdr.final_code, cdr.reason) == (Disposition.FAILED, 503, "media server unavailable")
+    assert media.active_sessions == 0

@@ -120,6 +120,10 @@ static_routes:
         ({"media": {"ports": "80-2000"}}, "media.ports"),
         ({"media": {"ports": "abc"}}, "media.ports"),
         ({"media": {"mode": "bridge"}}, "media.mode"),
+        ({"media": {"rtpengine": ["127.0.0.1:2223"]}}, "media.rtpengine"),
+        ({"media": {"rtpengine": ["udp:127.0.0.1:2223=0"]}}, "media.rtpengine"),
+        ({"media": {"mode": "rtpengine"}}, "media"),
+        ({"media": {"rtpengine_timeout_s": 0}}, "media.rtpengine_timeout_s"),
         ({"static_routes": {"not a number": ["sip:a@b"]}}, "static_routes"),
         ({"static_routes": {"+12125550100": []}}, "static_routes"),
         ({"static_routes": {"+12125550100": ["http://example.com"]}}, "static_routes"),
@@ -130,6 +134,13 @@ def test_invalid_values_name_the_key(overrides: dict, key: str) -> None:
         load_settings(overrides=overrides)
     assert info.value.key == key
     assert str(info.value).startswith(f"config key '{key}': ")
+
+
+def test_media_mode_rtpengine_reads_weighted_instances() -> None:
+    media = load_settings(overrides={"media": {"mode": "rtpengine", "rtpengine": [
+        "udp:127.0.0.1:2223", "udp:10.0.0.5:2224=3"]}}).media
+    assert [(i.host, i.port, i.weight) for i in media.rtpengine_instances] == [("127.0.0.1", 2223, 1),
+                                                                               ("10.0.0.5", 2224, 3)]
 
 
 def test_env_error_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
