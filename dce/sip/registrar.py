@@ -30,6 +30,7 @@ QOP = ("auth",)
 Outcome = Literal["registered", "unregistered", "queried", "challenged", "refused", "invalid", "too_brief",
                   "out_of_order", "too_many"]
 OUTCOMES: tuple[str, ...] = get_args(Outcome)
+CONNECTION_BOUND = ("ws", "wss")  # transports whose bindings live as long as their connection (RFC 7118 §5.3)
 _CONTACT_PARAMS = re.compile(r">\s*(;.*)\Z", re.DOTALL)
 
 
@@ -69,6 +70,13 @@ class Binding:
     def expires_in(self, now: float) -> int:
         """Whole seconds left (0 once due)."""
         return max(0, int(self.expires_at - now + 0.5))
+
+    @property
+    def next_hop(self) -> tuple[str, str, int]:
+        """Where requests to this device go: ``(transport, ip, port)`` of the flow its REGISTER came over (for a
+        WebSocket device, RFC 7118 §5.3, the only way to reach it: its Contact names an ``.invalid`` host)."""
+        host, _, port = self.source.rpartition(":")
+        return self.transport, host, int(port)
 
 
 class BindingStore(Protocol):
@@ -145,6 +153,8 @@ class Registrar:
         self._accounts: dict[str, Account] = {}
         self._by_id: dict[str, Account] = {}
         self._deadlines: list[tuple[float, str]] = []  # (expires_at, agent id), stale entries skipped
+        # Connection-bound flows (WebSocket, RFC 7118 §5.3) -> the agents that registered over them here
+        self._flows: dict[tuple[str, str], set[str]] = {}
         self.heap_deadline: float | None = None  # an endpoint's timer heap may drive it (dce.sip.endpoint.Timed)
 
     # -- accounts -------------------------------------------------------------------------------------
@@ -174,6 +184,19 @@ class Registrar:
     def bindings(self, agent_id: str, now: float) -> tuple[Binding, ...]:
         """The agent's bindings not yet expired at ``now``."""
         return tuple(b for b in self.store.get(agent_id) if b.expires_at > now)
+
+    def drop_flow(self, transport: str, addr: tuple[str, int]) -> list[str]:
+        """The connection ``(transport, addr)`` ended: the bindings registered over it go (a WebSocket device is
+        reachable only through its connection); the agents whose bindings changed."""
+        source = f"{addr[0]}:{addr[1]}"
+        changed: list[str] = []
+        for agent_id in sorted(self._flows.pop((transport, source), ())):
+            current = self.store.get(agent_id)
+            kept = tuple(b for b in current if b.source != source or b.transport != transport)
+            if len(kept) != len(current):
+                self._put(agent_id, kept)
+                changed.append(agent_id)
+        return changed
 
     # -- timers ---------------------------------------------------------------------------------------
     def next_timer(self) -> float | None:
@@ -295,6 +318,8 @@ class Registrar:
         updated = tuple(bindings.values())
         if updated != tuple(current):
             self._put(agent_id, updated)
+        if transport in CONNECTION_BOUND and updated:
+            self._flows.setdefault((transport, source), set()).add(agent_id)
         return self._ok(agent_id, updated, now, "registered" if updated else "unregistered")
 
     def _ok(self, agent_id: str, bindings: tuple[Binding, ...], now: float, outcome: Outcome) -> Reply:
