@@ -142,14 +142,16 @@ def api(exchange: ExchangeProcess, path: str, body: dict[str, Any]) -> None:
         pass
 
 
-def configure(exchange: ExchangeProcess, callee_uri: str) -> None:
-    """One publisher, one buyer, one target on the callee, one campaign with a 30-day duplicate rule."""
+def configure(exchange: ExchangeProcess, callee_uri: str, *, payout: str | None = None) -> None:
+    """One publisher, one buyer, one target (no caps) on the callee, one campaign with a 30-day duplicate rule
+    (and with ``payout``, the publisher's fixed payout per converted call), one tracking number: :data:`DID`."""
     api(exchange, "/publishers", {"id": "p1", "name": "Publisher One"})
     api(exchange, "/buyers", {"id": "b1", "name": "Buyer One", "timezone": "America/New_York"})
     api(exchange, "/targets", {"id": "t1", "buyer_id": "b1", "name": "Callee", "destination": callee_uri,
                                "revenue": "1.00", "conversion_duration_s": 1})
     api(exchange, "/campaigns", {"id": "c1", "name": "Soak", "publisher_ids": ["p1"], "target_ids": ["t1"],
-                                 "duplicate_rule": {"after": "connected", "days": 30, "scope": "campaign"}})
+                                 "duplicate_rule": {"after": "connected", "days": 30, "scope": "campaign"},
+                                 **({"payouts": [{"publisher_id": "p1", "fixed": payout}]} if payout else {})})
     api(exchange, "/numbers", {"did": DID, "campaign_id": "c1", "publisher_id": "p1"})
     time.sleep(1.5)  # API changes reach live routing within 1 s
 

@@ -395,8 +395,8 @@ class CallFlow:
             hops: list[NextHop | None] | DialFailed = [None]  # the fork sends each to its own next hop
         elif via is None:
             hops = await self._next_hops(call, uri)
-        else:  # a registered device: where its REGISTER came from; a TCP/TLS one whose connection is gone: its Contact
-            hops = [via] if via[0] == "udp" else [via, None]
+        else:  # a registered device: over the flow its REGISTER came by; a TCP/TLS one whose connection is gone: its
+            hops = [via, None] if via[0] in ("tcp", "tls") else [via]  # Contact (a WebSocket one has no other way)
         if isinstance(hops, DialFailed):  # the name does not resolve: this target fails like an unreachable one
             _traced_leg(leg, hops.status, hops.reason)
             return hops

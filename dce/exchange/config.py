@@ -170,6 +170,17 @@ class SipTlsConfig(_Section):
         return self
 
 
+class SipWebSocketConfig(_Section):
+    """SIP over WebSocket (RFC 7118) on the side API's listener at ``/ws/sip`` (README "SIP over WebSocket")."""
+
+    enabled: bool = True  # false: /ws/sip is not served
+    max_connections: int = Field(2048, ge=1)  # open SIP WebSockets in all
+    max_connections_per_source: int = Field(256, ge=1)  # from one IP address (agents behind one NAT share it)
+    first_message_timeout_s: float = Field(10, gt=0)  # a new connection must send a SIP message within this
+    idle_timeout_s: float = Field(7500, gt=0)  # no SIP message from the peer this long: closed (its bindings go)
+    ping_interval_s: float = Field(30, gt=0)  # WebSocket ping this often; no pong within half of it: closed
+
+
 class RegistrarConfig(_Section):
     """REGISTER of buyers' agents (the agents API): binding lifetimes in seconds, and devices per agent."""
 
@@ -221,6 +232,7 @@ class SipConfig(_Section):
     dns: SipDnsConfig = Field(default_factory=SipDnsConfig)
     tls: SipTlsConfig = Field(default_factory=SipTlsConfig)
     registrar: RegistrarConfig = Field(default_factory=RegistrarConfig)
+    websocket: SipWebSocketConfig = Field(default_factory=SipWebSocketConfig)
     # RFC 4028 session timers on both legs (README "Session timers and call limits"). min_se_s below 90 is
     # for tests only: RFC 4028 forbids a Min-SE under 90 s on the wire.
     session_timers: bool = True  # false: no Session-Expires offered or answered; Require: timer gets 420
@@ -285,10 +297,28 @@ class HttpCacheConfig(_Section):
     reports_s: float = Field(5.0, ge=0, le=3600)  # report summaries
 
 
+class HttpTlsConfig(_Section):
+    """HTTPS on the side API's listener (TLS 1.2+; SIP over WebSocket becomes ``wss``)."""
+
+    cert_file: Path | None = None  # PEM certificate chain; set with key_file: the listener speaks HTTPS only
+    key_file: Path | None = None  # its private key (PEM)
+
+    @model_validator(mode="after")
+    def _check_files(self) -> HttpTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
 class HttpConfig(_Section):
     """The side API listener."""
 
     listen: str = "127.0.0.1:8080"
+    tls: HttpTlsConfig = Field(default_factory=HttpTlsConfig)
     cors_origins: list[str] = Field(default_factory=list)  # browser origins allowed to call the API (CORS)
     cache: HttpCacheConfig = Field(default_factory=HttpCacheConfig)
     metrics_cache_s: float = Field(1.0, ge=0)  # /metrics is rendered at most once per this many seconds

@@ -80,6 +80,7 @@ from dce.http_api.rate_limit import InProcessRateLimiter, RateLimiter
 from dce.http_api.read_cache import CALLS_CACHE, CacheTtls
 from dce.http_api.record_metrics import register as register_record_metrics
 from dce.http_api.rtb import RtbPingService
+from dce.http_api.sip_ws import SIP_WEBSOCKETS
 from dce.media.ports import ephemeral_overlap
 from dce.media.relay import MediaPlane, MediaRelay, PassthroughMedia
 from dce.media.rtpengine import RtpengineMedia
@@ -90,6 +91,7 @@ from dce.routing.engine import RoutingEngine
 from dce.routing.model import Campaign, format_money
 from dce.routing.snapshot import MarketplaceSnapshot
 from dce.routing.static import StaticRoutes
+from dce.sip.tls import TlsSettings, server_context
 from dce.sip.trunk_rule import TrunkRule
 
 log = logging.getLogger(__name__)
@@ -460,9 +462,16 @@ class Exchange:
                         tracer=self.tracing.tracer("dce.http_api") if self.tracing.enabled else None)
         calls_cache = app[CALLS_CACHE]
         self.writer.on_written = lambda _count: calls_cache.invalidate()  # a stored CDR shows on the next page
-        self.runner: web.AppRunner = await run_http(app, settings.http.host, settings.http.port)
+        https = settings.http.tls
+        ssl_context = server_context(TlsSettings(cert_file=https.cert_file, key_file=https.key_file),
+                                     section="http.tls") if https.enabled else None
+        self.runner: web.AppRunner = await run_http(app, settings.http.host, settings.http.port,
+                                                    ssl_context=ssl_context)
         stack.push_async_callback(self.runner.cleanup)
         self.http_address = self.runner.addresses[0][:2]
+        if settings.sip.websocket.enabled:  # SIP over WebSocket on this listener: /ws/sip
+            self.sip_driver.serve_websockets("wss" if https.enabled else "ws", self.http_address,
+                                             public_address=settings.sip.public_address)
 
     async def _start_gc_policy(self, stack: AsyncExitStack) -> None:
         gc_policy = GcPolicy()  # last: freezes everything start-up built
@@ -522,6 +531,8 @@ class Exchange:
             READY_CHECKS: self._ready_checks,
             REGISTRATIONS: partial(registrations, self.registrar, self.clock),
         }
+        if self.settings.sip.websocket.enabled:
+            state[SIP_WEBSOCKETS] = self.sip_driver.websockets
         if self.compliance.lists is not None:
             state[OUTBOUND_LISTS] = self.compliance.lists.outbound
         key = compliance.gdpr.key_bytes

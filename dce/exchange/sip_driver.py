@@ -28,6 +28,7 @@ from dce.sip.session_timer import TimerPolicy
 from dce.sip.tls import TlsSettings
 from dce.sip.transaction import TimerConfig
 from dce.sip.transport import Address, SipTransport, TcpLimits
+from dce.sip.websocket import WsFlows, WsLimits, WsTransport
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,11 @@ class SipDriver:
 
     def __init__(self, core: B2BUA, *, clock: Clock, sockets: Sockets | None = None, timers: Timers | None = None,
                  tcp: TcpLimits | None = None, tls: TlsSettings | None = None,
-                 on_error: Callable[[str], None] | None = None, flood: FloodGuard | None = None) -> None:
+                 on_error: Callable[[str], None] | None = None, flood: FloodGuard | None = None,
+                 websocket: WsLimits | None = None) -> None:
         """``sockets`` and ``timers`` default to a :class:`SipTransport` (with ``tcp`` limits and ``tls``
-        settings) and the running loop.
+        settings) and the running loop. ``websocket``: the limits of the SIP WebSocket connections
+        (:attr:`websockets`, which the side API's ``/ws/sip`` opens and the sockets send ``ws``/``wss`` through).
 
         ``on_error`` counts drops by a fixed reason (the ``sip_dropped`` metric). ``flood``, when given, screens
         every message before the core reads it and every TCP connection before it is accepted.
@@ -70,8 +73,10 @@ class SipDriver:
         self.on_error = on_error or (lambda reason: None)
         self.flood = flood
         self._on_event: Callable[[CallEvent], None] | None = None  # the CallFlow's entry point (deliver_to)
+        admit = self.admits if flood is not None else None
+        self.websockets = WsFlows(self, websocket, admit_peer=admit, on_error=self.on_error)
         self.sockets: Sockets = sockets if sockets is not None else SipTransport(
-            self, on_error=self.on_error, tcp=tcp, tls=tls, admit_peer=self.admits if flood is not None else None)
+            self, on_error=self.on_error, tcp=tcp, tls=tls, admit_peer=admit, websockets=self.websockets)
         self._timers: Timers = timers if timers is not None else asyncio.get_running_loop()
         self._timer: Cancellable | None = None
         self._timer_at: float | None = None
@@ -107,7 +112,12 @@ class SipDriver:
         t = config.tls
         tls = TlsSettings(cert_file=t.cert_file, key_file=t.key_file, client_ca_file=t.client_ca_file,
                           verify_clients=t.verify_clients, ca_file=t.ca_file, verify_server=t.verify_server)
-        return cls(core, clock=clock, tcp=tcp, tls=tls, on_error=on_error, flood=guard)
+        w = config.websocket
+        websocket = WsLimits(max_connections=w.max_connections, max_connections_per_source=w.max_connections_per_source,
+                             max_message_bytes=config.max_message_bytes,
+                             first_message_timeout_s=w.first_message_timeout_s, idle_timeout_s=w.idle_timeout_s,
+                             ping_interval_s=w.ping_interval_s)
+        return cls(core, clock=clock, tcp=tcp, tls=tls, on_error=on_error, flood=guard, websocket=websocket)
 
     def deliver_to(self, on_event: Callable[[CallEvent], None]) -> None:
         """Hand the core's events to ``on_event`` (the CallFlow) from now on; those already waiting go at once."""
@@ -139,6 +149,14 @@ class SipDriver:
         except BaseException:
             await self.close()
             raise
+
+    def serve_websockets(self, transport: WsTransport, bound: Address, *, public_address: str | None = None) -> None:
+        """SIP over WebSocket is served on the side API's listener ``bound`` (``wss`` when it has TLS): our Via
+        and Contact toward WebSocket peers name it (its host replaced by ``public_address`` when set)."""
+        sent_by = (public_address or bound[0], bound[1])
+        endpoint = self.core.endpoint
+        (endpoint.local6 if ":" in bound[0] else endpoint.local)[transport] = sent_by
+        endpoint.local.setdefault(transport, sent_by)
 
     async def close(self) -> None:
         """Cancel the timer and close every socket."""
@@ -195,6 +213,22 @@ class SipDriver:
         """Nothing can reach ``addr`` (e.g. a refused TCP connect, a TLS certificate refused): its transactions
         fail now, with ``reason``."""
         self._unreachable(transport, addr, reason)
+        self.pump()
+
+    def connection_closed(self, transport: str, addr: Address, reason: str) -> None:
+        """A WebSocket connection ended (RFC 7118 §5.3: the binding is the connection): the registrar's bindings
+        made over it go, its pending transactions fail, and calls with a leg on it are hung up."""
+        now = self.clock.monotonic()
+        core = self.core
+        registrar = getattr(core, "registrar", None)
+        if registrar is not None:
+            registrar.drop_flow(transport, addr)
+        self._unreachable(transport, addr, reason)
+        for call in list(getattr(core, "calls", {}).values()):
+            legs = (call.a, call.b)
+            if any(leg is not None and leg.dialog is not None and leg.dialog.transport == transport
+                   and leg.dialog.flow == addr for leg in legs):
+                core.hangup(call, now, reason=reason)
         self.pump()
 
     def handle_timer(self) -> None:

@@ -9,6 +9,7 @@ exchange through :func:`dce.http_api.changes.notify`. Only a new module adds a l
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -47,6 +48,7 @@ from dce.http_api.read_cache import install as install_read_caches
 from dce.http_api.reports import report_routes
 from dce.http_api.rtb import RTB_PINGS, RtbPingService, rtb_routes
 from dce.http_api.security import hide_server_software, security_middlewares
+from dce.http_api.sip_ws import sip_ws_routes
 from dce.http_api.tracing import tracing_middleware
 from dce.http_api.trunks import trunk_routes
 from dce.http_api.ws_outbox import install as install_open_sockets
@@ -140,6 +142,7 @@ def build_app(
     app.add_routes(routes)
     app.add_routes(live_bidding_ws_routes())
     app.add_routes(events_routes())
+    app.add_routes(sip_ws_routes())
     app.add_routes(debug_routes())
     api = build_api_app()
     api.add_routes(marketplace_routes())
@@ -161,11 +164,13 @@ def build_app(
     return app
 
 
-async def run_http(app: web.Application, host: str, port: int) -> web.AppRunner:
-    """Serve ``app`` on ``host:port`` (port 0: see ``runner.addresses``); ``cleanup()`` stops it."""
+async def run_http(app: web.Application, host: str, port: int, *,
+                   ssl_context: ssl.SSLContext | None = None) -> web.AppRunner:
+    """Serve ``app`` on ``host:port`` (port 0: see ``runner.addresses``), HTTPS with ``ssl_context``;
+    ``cleanup()`` stops it."""
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     try:
         await site.start()
     except BaseException:

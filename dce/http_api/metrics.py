@@ -45,7 +45,7 @@ SIP_DROP_REASONS = frozenset({
     "too_large", "malformed", "malformed_answered", "core_exception", "tcp_connect_failed", "tcp_garbage",
     "unresolvable_destination", "source_call_limit", "send_failed", "tcp_limit", "tcp_slow_message", "tcp_idle",
     "tcp_not_reading", "flood_banned", "scanner", "tls_connect_failed", "tls_handshake_failed", "keepalive_timeout",
-    "no_listener_for_transport",
+    "no_listener_for_transport", "ws_limit", "ws_first_message_timeout", "ws_idle", "ws_not_reading",
 })  # add a new drop reason here, or it is counted as "other"
 SIP_BAN_REASONS = frozenset({"flood", "scanner", "strikes"})  # dce.sip.flood.BAN_REASONS
 CALL_STATUSES = frozenset(d.value for d in Disposition)

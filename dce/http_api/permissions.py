@@ -24,12 +24,14 @@ SWAGGER_INITIALIZER = "/swagger/initializer.js"
 RTB_PING_PATH = "/api/v1/rtb/{key}/ping"  # authenticated by the campaign key in its path
 LOGIN_PATH = "/api/v1/auth/login"
 REFRESH_PATH = "/api/v1/auth/refresh"
+SIP_WEBSOCKET_PATH = "/ws/sip"  # SIP over WebSocket: its REGISTER/INVITE carry SIP digest, not API credentials
 
 # Route templates answered without credentials: health, metrics (its own token), the docs, login and refresh, and
-# the RTB ping (its campaign key is in the path). Everything else takes a bearer token or an API key.
+# the RTB ping (its campaign key is in the path), SIP over WebSocket (SIP digest). Everything else takes a bearer
+# token or an API key.
 PUBLIC_PATHS: frozenset[str] = frozenset({
     "/", "/health", "/health/live", "/health/ready", "/metrics", OPENAPI_PATH, SWAGGER_PATH, SWAGGER_INITIALIZER,
-    RTB_PING_PATH, LOGIN_PATH, REFRESH_PATH,
+    RTB_PING_PATH, LOGIN_PATH, REFRESH_PATH, SIP_WEBSOCKET_PATH,
 })
 PUBLIC_PREFIXES: tuple[str, ...] = (SWAGGER_STATIC,)  # static resources: canonical is the prefix itself
 

@@ -58,9 +58,11 @@ OPEN_SOCKETS = web.AppKey("open_sockets", weakref.WeakSet[web.WebSocketResponse]
 
 
 @contextlib.asynccontextmanager
-async def open_socket(request: web.Request, *, heartbeat: float = 30.0) -> AsyncIterator[web.WebSocketResponse]:
-    """The request's WebSocket, prepared, counted among the app's open sockets while the block runs."""
-    ws = web.WebSocketResponse(heartbeat=heartbeat)
+async def open_socket(request: web.Request, *, heartbeat: float = 30.0,
+                      ws: web.WebSocketResponse | None = None) -> AsyncIterator[web.WebSocketResponse]:
+    """The request's WebSocket (``ws`` when given, else one with ``heartbeat``), prepared, counted among the app's
+    open sockets while the block runs."""
+    ws = ws if ws is not None else web.WebSocketResponse(heartbeat=heartbeat)
     await ws.prepare(request)
     sockets = request.config_dict.get(OPEN_SOCKETS)
     if sockets is not None:

@@ -53,6 +53,7 @@ from dce.sip.transaction import (
     ServerTransaction,
     State,
 )
+from dce.sip.websocket import uri_transport
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK"
 COPIED_HEADERS = ("P-Asserted-Identity", "Privacy", "Identity", "Subject")
@@ -1359,14 +1360,14 @@ class B2BUA:
 
     def _contact(self, transport: str, addr: Address, secure: bool = False) -> str:
         """Our Contact for a message over ``transport`` to ``addr``: ``sips:`` when the request was sips
-        (§8.1.1.8), else ``;transport=`` naming a stream transport."""
+        (§8.1.1.8), else ``;transport=`` naming a stream transport (``ws`` for WS and WSS, RFC 7118 §5.2)."""
         endpoint = self.endpoint
         if transport not in endpoint.local:
             transport = "udp"
         hostport = endpoint.sent_by(transport, addr)
         if secure and transport == "tls":
             return f"<sips:{hostport}>"
-        suffix = f";transport={transport}" if transport != "udp" else ""
+        suffix = f";transport={uri_transport(transport)}" if transport != "udp" else ""
         return f"<sip:{hostport}{suffix}>"
 
     def _contact_a(self, a: InboundLeg) -> str:

@@ -23,13 +23,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 
-from dce.sip.digest import PREFERRED, Algorithm, Challenge, Credentials, NonceSigner, verify
+from dce.sip.digest import PREFERRED, Algorithm, Challenge, Credentials, NonceCounts, NonceSigner, verify
 from dce.sip.message import Request, header_uri, parse_params, split_list, uri_user
 
 QOP = ("auth",)
 Outcome = Literal["registered", "unregistered", "queried", "challenged", "refused", "invalid", "too_brief",
                   "out_of_order", "too_many"]
 OUTCOMES: tuple[str, ...] = get_args(Outcome)
+CONNECTION_BOUND = ("ws", "wss")  # transports whose bindings live as long as their connection (RFC 7118 §5.3)
 _CONTACT_PARAMS = re.compile(r">\s*(;.*)\Z", re.DOTALL)
 
 
@@ -69,6 +70,13 @@ class Binding:
     def expires_in(self, now: float) -> int:
         """Whole seconds left (0 once due)."""
         return max(0, int(self.expires_at - now + 0.5))
+
+    @property
+    def next_hop(self) -> tuple[str, str, int]:
+        """Where requests to this device go: ``(transport, ip, port)`` of the flow its REGISTER came over (for a
+        WebSocket device, RFC 7118 §5.3, the only way to reach it: its Contact names an ``.invalid`` host)."""
+        host, _, port = self.source.rpartition(":")
+        return self.transport, host, int(port)
 
 
 class BindingStore(Protocol):
@@ -137,6 +145,7 @@ class Registrar:
                  on_auth_failure: Callable[[str, float], None] | None = None,
                  on_outcome: Callable[[Outcome], None] | None = None) -> None:
         self.signer = signer
+        self.nonce_counts = NonceCounts(signer.lifetime_s)  # replayed answers (nc not growing), per node
         self.settings = settings or RegistrarSettings()
         self.store: BindingStore = store if store is not None else MemoryBindings()
         self.on_auth_failure = on_auth_failure
@@ -144,6 +153,8 @@ class Registrar:
         self._accounts: dict[str, Account] = {}
         self._by_id: dict[str, Account] = {}
         self._deadlines: list[tuple[float, str]] = []  # (expires_at, agent id), stale entries skipped
+        # Connection-bound flows (WebSocket, RFC 7118 §5.3) -> the agents that registered over them here
+        self._flows: dict[tuple[str, str], set[str]] = {}
         self.heap_deadline: float | None = None  # an endpoint's timer heap may drive it (dce.sip.endpoint.Timed)
 
     # -- accounts -------------------------------------------------------------------------------------
@@ -173,6 +184,24 @@ class Registrar:
     def bindings(self, agent_id: str, now: float) -> tuple[Binding, ...]:
         """The agent's bindings not yet expired at ``now``."""
         return tuple(b for b in self.store.get(agent_id) if b.expires_at > now)
+
+    def drop_flow(self, transport: str, addr: tuple[str, int]) -> list[str]:
+        """The connection ``(transport, addr)`` ended: the bindings registered over it go (a WebSocket device is
+        reachable only through its connection); the agents whose bindings changed."""
+        source = f"{addr[0]}:{addr[1]}"
+        changed: list[str] = []
+        for agent_id in sorted(self._flows.pop((transport, source), ())):
+            current = self.store.get(agent_id)
+            kept = tuple(b for b in current if b.source != source or b.transport != transport)
+            if len(kept) != len(current):
+                self._put(agent_id, kept)
+                changed.append(agent_id)
+        return changed
+
+    def reachable(self, binding: Binding) -> bool:
+        """Whether this node can send to ``binding``'s device: any binding but a connection-bound one (WebSocket)
+        whose connection is held by another node (listed here through a shared store)."""
+        return binding.transport not in CONNECTION_BOUND or (binding.transport, binding.source) in self._flows
 
     # -- timers ---------------------------------------------------------------------------------------
     def next_timer(self) -> float | None:
@@ -237,6 +266,9 @@ class Registrar:
             return Reply(403, None, (("Reason", _reason(403, "bad credentials")),), None, "refused")
         if nonce == "stale":  # the right password on an old nonce: ask again without bothering the user
             return self._challenge(account, realm, source, now_wall, stale=True)
+        if credentials.nc is not None and not self.nonce_counts.advance(credentials.nonce, int(credentials.nc, 16),
+                                                                         now_wall):
+            return self._challenge(account, realm, source, now_wall)  # a replay proves nothing: a fresh nonce
         return self._update(account, request, f"{source}:{addr[1]}", transport, now)
 
     def _challenge(self, account: Account | None, realm: str, source: str, now_wall: float, *,
@@ -291,6 +323,8 @@ class Registrar:
         updated = tuple(bindings.values())
         if updated != tuple(current):
             self._put(agent_id, updated)
+        if transport in CONNECTION_BOUND and updated:
+            self._flows.setdefault((transport, source), set()).add(agent_id)
         return self._ok(agent_id, updated, now, "registered" if updated else "unregistered")
 
     def _ok(self, agent_id: str, bindings: tuple[Binding, ...], now: float, outcome: Outcome) -> Reply:

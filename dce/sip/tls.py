@@ -35,13 +35,14 @@ class TlsSettings:
     verify_server: bool = True
 
 
-def server_context(settings: TlsSettings) -> ssl.SSLContext:
-    """The context of our tls: listeners: our certificate; a required client certificate for mutual TLS."""
+def server_context(settings: TlsSettings, *, section: str = "sip.tls") -> ssl.SSLContext:
+    """The context of our tls: listeners (and of the side API's HTTPS, ``section`` "http.tls"): our
+    certificate; a required client certificate for mutual TLS."""
     if settings.cert_file is None or settings.key_file is None:
-        raise TlsSetupError("a tls: listener needs sip.tls.cert_file and sip.tls.key_file")
+        raise TlsSetupError(f"a TLS listener needs {section}.cert_file and {section}.key_file")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = MINIMUM_VERSION
-    _load_chain(context, settings.cert_file, settings.key_file)
+    _load_chain(context, settings.cert_file, settings.key_file, section)
     if settings.verify_clients:
         if settings.client_ca_file is None:
             raise TlsSetupError("sip.tls.verify_clients needs sip.tls.client_ca_file")
@@ -69,15 +70,15 @@ def client_context(settings: TlsSettings) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     if settings.cert_file is not None and settings.key_file is not None:
-        _load_chain(context, settings.cert_file, settings.key_file)
+        _load_chain(context, settings.cert_file, settings.key_file, "sip.tls")
     return context
 
 
-def _load_chain(context: ssl.SSLContext, cert_file: Path, key_file: Path) -> None:
+def _load_chain(context: ssl.SSLContext, cert_file: Path, key_file: Path, section: str) -> None:
     try:
         context.load_cert_chain(str(cert_file), str(key_file))
     except (OSError, ssl.SSLError) as exc:
-        raise TlsSetupError(f"cannot load sip.tls.cert_file {cert_file} / key_file {key_file}: {exc}") from exc
+        raise TlsSetupError(f"cannot load {section}.cert_file {cert_file} / key_file {key_file}: {exc}") from exc
 
 
 def _load_cas(context: ssl.SSLContext, ca_file: Path, key: str) -> None:

@@ -1,4 +1,5 @@
-"""asyncio adapters for SIP: UDP, TCP and TLS sockets (IPv4 and IPv6), nothing else.
+"""asyncio adapters for SIP: UDP, TCP and TLS sockets (IPv4 and IPv6), nothing else (WebSocket connections are
+the side API's, :mod:`dce.sip.websocket`: :meth:`SipTransport.send` hands ``ws``/``wss`` messages to them).
 
 Pure I/O: what arrives (a datagram, a framed stream message, a peer that cannot be reached) goes to a
 :class:`SipReceiver` (the exchange's SIP driver), and :meth:`SipTransport.send` puts bytes on the wire. The
@@ -32,6 +33,8 @@ from typing import Protocol
 from dce.sip.endpoint import is_ip_literal
 from dce.sip.message import SipParseError, StreamFramer
 from dce.sip.tls import TlsSettings, client_context, describe_failure, server_context
+from dce.sip.websocket import TRANSPORTS as WS_TRANSPORTS
+from dce.sip.websocket import WsFlows
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +89,13 @@ class SipTransport:
 
     def __init__(self, receiver: SipReceiver, *, on_error: Callable[[str], None] | None = None,
                  tcp: TcpLimits | None = None, tls: TlsSettings | None = None,
-                 admit_peer: Callable[[str], bool] | None = None) -> None:
+                 admit_peer: Callable[[str], bool] | None = None, websockets: WsFlows | None = None) -> None:
         """``tls``: the settings TLS needs (no TLS listener nor TLS destination without them); the client
         context is built here, so a disabled server verification is logged at start. ``admit_peer(ip)`` False
-        refuses a connection at accept (a banned source), counted "flood_banned"."""
+        refuses a connection at accept (a banned source), counted "flood_banned". ``websockets``: the SIP
+        WebSocket connections the side API serves (``ws``/``wss`` messages go down them)."""
         self.receiver = receiver
+        self.websockets = websockets
         self.admit_peer = admit_peer
         self.loop = asyncio.get_running_loop()
         self.on_error = on_error or (lambda reason: None)
@@ -201,6 +206,10 @@ class SipTransport:
             udp.sendto(data, addr)
         elif transport == "tls" and self._client_tls is None:
             raise ValueError("TLS is not configured (no sip.tls settings)")
+        elif transport in WS_TRANSPORTS:
+            if self.websockets is None:
+                raise ValueError("SIP over WebSocket is not served")
+            self.websockets.send(data, transport, addr)
         else:
             self._send_stream(data, transport, addr)
 

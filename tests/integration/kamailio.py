@@ -91,8 +91,10 @@ class Kamailio:
     """One Kamailio bridging UDP and TLS (see the module docstring); a context manager."""
 
     def __init__(self, workdir: Path, *, udp_port: int, tls_port: int, to_tls: str, to_udp: str, cert: Issued,
-                 ca_file: Path, require_client_cert: bool = True, forward: str = "tls") -> None:
-        """``forward``: the transport towards ``to_tls`` ("udp" for a plain baseline through the same proxy)."""
+                 ca_file: Path, require_client_cert: bool = True, forward: str = "tls", shm_mb: int = 64) -> None:
+        """``forward``: the transport towards ``to_tls`` ("udp" for a plain baseline through the same proxy);
+        ``shm_mb``: its shared memory (transactions live there: hundreds of CPS need hundreds of MB)."""
+        self.shm_mb = shm_mb
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.udp_port, self.tls_port = udp_port, tls_port
@@ -116,8 +118,8 @@ class Kamailio:
             raise RuntimeError(f"kamailio refused its config:\n{check.stderr.decode(errors='replace')[-4000:]}")
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [binary, "-DD", "-E", "-f", str(self.config), "-m", "64", "-M", "8", "-w", str(self.workdir),
-                 "-Y", str(self.workdir)],
+                [binary, "-DD", "-E", "-f", str(self.config), "-m", str(self.shm_mb), "-M", "8",
+                 "-w", str(self.workdir), "-Y", str(self.workdir)],
                 cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
         if not (_wait_bound(self.tls_port, "tcp", timeout) and _wait_bound(self.udp_port, "udp", timeout)):

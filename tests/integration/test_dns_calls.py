@@ -116,6 +116,8 @@ def test_a_silent_first_srv_record_is_passed_over_for_the_next_with_default_time
         assert_sipp_ok(caller, exchange)
         assert_sipp_ok(second.stop(), exchange)
         assert silent.recv(65535).startswith(b"INVITE sip:buyer@buyer.test SIP/2.0")  # it was tried first
-    assert elapsed < 5 + 4, elapsed  # the no-response timer, the second hop's answer and the 500 ms hold
+    # the no-response timer (5 s), the second hop's answer, the 500 ms hold and a loaded machine's slack: well
+    # before the 30 s ring timeout that ended the call on the old code
+    assert elapsed < 5 + 12, elapsed
     [cdr] = fetch_cdrs(exchange.http_base, 1)
     assert (cdr["disposition"], cdr["final_code"]) == ("answered", 200)

@@ -8,8 +8,9 @@ import random
 from datetime import UTC, datetime
 
 from dce.billing.cdr import Disposition
+from dce.clock import VirtualClock
 from dce.exchange.agent_lines import AgentLines
-from dce.exchange.agent_presence import contact
+from dce.exchange.agent_presence import RegistrarPresence
 from dce.exchange.callflow import CallFlow
 from dce.exchange.router import StaticRouter
 from dce.media.relay import PassthroughMedia
@@ -29,7 +30,8 @@ from dce.routing.duplicates import DuplicateLedger
 from dce.routing.engine import RoutingEngine
 from dce.routing.model import CallerContext
 from dce.routing.static import StaticRoutes
-from dce.sip.registrar import Binding
+from dce.sip.digest import NonceSigner
+from dce.sip.registrar import Binding, Registrar
 from tests.unit.routing_fixtures import DID, market, target
 from tests.unit.sipfactory import ack_for, new_branch, request, response_to
 from tests.unit.test_callflow import CALLER, Harness, invite, requests_of, statuses
@@ -298,14 +300,20 @@ async def test_a_call_ending_while_its_shared_line_is_taken_gives_that_line_back
     assert lines.release("c1", None) == ["a1"] and lines.calls("a1") == 0  # the CallFlow's release: this node's
 
 
-def test_a_binding_is_reached_where_its_register_came_from_over_udp_tcp_and_tls():
-    def binding(source: str, transport: str) -> Binding:
-        return Binding("sip:alice@10.1.1.5:5062", 100.0, "cid", 2, source, transport)
-
-    assert contact(binding("203.0.113.7:40001", "udp")) == Contact("sip:alice@10.1.1.5:5062",
-                                                                   ("udp", "203.0.113.7", 40001))
-    assert contact(binding("2001:db8::7:5061", "tls")).via == ("tls", "2001:db8::7", 5061)
-    assert contact(binding("203.0.113.7:40001", "ws")).via is None  # a WebSocket device: its connection decides
+def test_presence_lists_each_binding_with_the_flow_its_register_came_by():
+    clock = VirtualClock(NOW, monotonic=50.0)
+    registrar = Registrar(NonceSigner(b"k" * 32))
+    registrar.store.put("a1", (Binding("sip:alice@10.1.1.5:5062", 100.0, "c1", 2, "203.0.113.7:40001", "udp"),
+                               Binding("sip:x@df7jal23ls0d.invalid;transport=ws", 100.0, "c2", 2, "198.51.100.9:51000",
+                                       "ws"),
+                               Binding("sip:alice@h", 40.0, "c3", 2, "203.0.113.7:5060", "udp")))  # expired
+    presence = RegistrarPresence(registrar, clock)
+    assert presence.contacts("a1") == (Contact("sip:alice@10.1.1.5:5062", ("udp", "203.0.113.7", 40001)),), \
+        "the WebSocket binding's connection is on another node (it came through the shared store)"
+    registrar._flows[("ws", "198.51.100.9:51000")] = {"a1"}  # as a REGISTER over that connection here leaves it
+    assert presence.contacts("a1") == (
+        Contact("sip:alice@10.1.1.5:5062", ("udp", "203.0.113.7", 40001)),
+        Contact("sip:x@df7jal23ls0d.invalid;transport=ws", ("ws", "198.51.100.9", 51000)))
 
 
 async def test_an_agent_behind_nat_is_dialled_at_its_registered_source_with_its_contact_as_request_uri():
