@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dce.db.engine import create_engine
@@ -25,11 +26,32 @@ def database_url(tmp_path: Path) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def migrated_template() -> Iterator[str | None]:
+    """PostgreSQL only (else None): the name of one database per session migrated to head, for
+    :func:`migrated_database_url` to copy; dropped at the end."""
+    server = postgres_server_url()
+    if server is None:
+        yield None
+        return
+    with postgres_database(server) as url:
+        upgrade(url)
+        yield make_url(url).database
+
+
 @pytest.fixture
-def migrated_database_url(database_url: str) -> str:
-    """:func:`database_url` with the Alembic migrations applied (head)."""
-    upgrade(database_url)
-    return database_url
+def migrated_database_url(request: pytest.FixtureRequest, migrated_template: str | None) -> Iterator[str]:
+    """A database of its own with the Alembic migrations applied (head): on PostgreSQL a copy of
+    :func:`migrated_template` (``CREATE DATABASE ... TEMPLATE``, milliseconds where a migration takes a second or two
+    on a loaded CI machine). A test that also asks for :func:`database_url` gets that same database, migrated."""
+    server = postgres_server_url()
+    if server is None or migrated_template is None or "database_url" in request.fixturenames:
+        url = request.getfixturevalue("database_url")
+        upgrade(url)
+        yield url
+        return
+    with postgres_database(server, template=migrated_template) as url:
+        yield url
 
 
 @pytest.fixture

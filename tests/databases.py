@@ -61,12 +61,25 @@ async def _admin(server: URL, statements: list[str]) -> None:
         await connection.close()
 
 
+async def _create(server: URL, name: str, template: str | None) -> None:
+    statement = f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
+    for attempt in range(50):  # a template's last session may still be closing on the server: bounded retry
+        try:
+            await _admin(server, [statement])
+            return
+        except asyncpg.ObjectInUseError:
+            if attempt == 49:
+                raise
+            await asyncio.sleep(0.1)
+
+
 @contextmanager
-def postgres_database(server_url: str) -> Iterator[str]:
-    """Create ``dce_t_<hex>`` on the server of ``server_url``, yield its URL, then drop it."""
+def postgres_database(server_url: str, template: str | None = None) -> Iterator[str]:
+    """Create ``dce_t_<hex>`` on the server of ``server_url`` (a copy of the database ``template`` when given, which
+    nobody may be connected to), yield its URL, then drop it."""
     server = make_url(server_url)
     name = f"dce_t_{uuid.uuid4().hex[:12]}"
-    run_coroutine(_admin(server, [f'CREATE DATABASE "{name}"']))
+    run_coroutine(_create(server, name, template))
     try:
         yield server.set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
     finally:

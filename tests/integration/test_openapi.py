@@ -19,6 +19,7 @@ from dce.http_api.app import build_app
 from dce.http_api.metrics import ExchangeMetrics
 from dce.http_api.openapi import OPENAPI_PATH, SWAGGER_PATH
 from dce.http_api.permissions import PUBLIC_PATHS, required_permission
+from tests.databases import run_coroutine
 from tests.route_table import route_table
 
 pytestmark = pytest.mark.integration
@@ -45,12 +46,18 @@ async def client(engine: AsyncEngine) -> AsyncIterator[TestClient[Any, Any]]:
         yield client
 
 
-@pytest.fixture
-async def document(client: TestClient[Any, Any]) -> dict[str, Any]:
-    response = await client.get(OPENAPI_PATH)
-    assert response.status == 200
-    assert response.content_type == "application/json"
-    return await response.json()
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    """The document as the real app serves it, fetched once per module (the route checks are a hundred tests)."""
+
+    async def fetch() -> dict[str, Any]:
+        async with TestClient(TestServer(make_app(live_bidding=LiveBidding()))) as client:
+            response = await client.get(OPENAPI_PATH)
+            assert response.status == 200
+            assert response.content_type == "application/json"
+            return await response.json()
+
+    return run_coroutine(fetch())
 
 
 # --------------------------------------------------------------------------------------------- the document
