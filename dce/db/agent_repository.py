@@ -3,9 +3,9 @@ registrar authenticates.
 
 :class:`Agent` is a stored agent as the API sees it; its password is kept only as HA1s (SHA-256 and MD5, made by
 :func:`dce.http_api.agents.with_password`). :class:`AgentGroup` lists its members in ring order; every member is
-an agent of the group's buyer. :func:`load_accounts` turns the enabled agents into
-:class:`~dce.sip.registrar.Account` values for the registrar's in-memory copy
-(:class:`dce.db.agent_watcher.AgentWatcher`).
+an agent of the group's buyer. :func:`load_book` reads what the exchange keeps in memory
+(:class:`dce.db.agent_watcher.AgentWatcher`): the enabled agents as :class:`~dce.sip.registrar.Account` values for
+the registrar, and every agent and group as routing sees them.
 
 Reads and writes take an optional ``buyer_id`` (a tenant): with it, another buyer's agent or group is
 :class:`NotFound`, as if it did not exist. Every write runs in one transaction that bumps ``agents_version``.
@@ -27,8 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from dce.db.agent_models import AgentGroupMemberRow, AgentGroupRow, AgentRow, AgentsVersionRow
 from dce.db.errors import Conflict, NotFound, RepositoryError, UnknownReference
-from dce.db.marketplace_models import BuyerRow
-from dce.db.queries import bump_version, exists, page, record, table_of, values, version_of
+from dce.db.marketplace_models import BuyerRow, TargetRow
+from dce.db.queries import bump_version, exists, load_consistent, page, record, table_of, values, version_of
+from dce.routing.agents import AgentInfo, GroupInfo
 from dce.sip.registrar import Account
 
 agents = table_of(AgentRow)
@@ -36,6 +37,7 @@ groups = table_of(AgentGroupRow)
 members = table_of(AgentGroupMemberRow)
 agents_version_table = table_of(AgentsVersionRow)
 _buyers = table_of(BuyerRow)
+_targets = table_of(TargetRow)
 
 Strategy = Literal["ring_all", "round_robin", "longest_idle"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
@@ -75,6 +77,16 @@ class AgentGroup:
     members: tuple[str, ...] = ()
     created_at: datetime | None = None
     updated_at: datetime | None = None
+
+
+async def _check_untargeted(connection: AsyncConnection, kind: str, key: str, change: str) -> None:
+    """:class:`Conflict` when a target's destination is this agent or group (``change`` would strand it)."""
+    names = (await connection.execute(select(_targets.c.id).where(
+        _targets.c.destination == f"{kind}:{key}").order_by(_targets.c.id).limit(5))).scalars().all()
+    if names:
+        entity = "agent" if kind == "agent" else "agent group"
+        raise Conflict(f"{entity} {key!r} is the destination of target(s) {', '.join(names)}: "
+                       f"point them elsewhere before {change}")
 
 
 def _now(now: datetime | None) -> datetime:
@@ -140,6 +152,8 @@ async def update_agent(engine: AsyncEngine, agent: Agent, *, now: datetime | Non
             raise NotFound("agent", agent.id)
         if row.buyer_id != agent.buyer_id and await exists(connection, members.c.agent_id, agent.id):
             raise Conflict(f"agent {agent.id!r} is in groups of buyer {row.buyer_id!r}: remove it from them first")
+        if row.buyer_id != agent.buyer_id:
+            await _check_untargeted(connection, "agent", agent.id, "moving it to another buyer")
         await _check_agent(connection, agent)
         fields = _agent_row(agent)
         del fields["id"]
@@ -157,6 +171,7 @@ async def delete_agent(engine: AsyncEngine, key: str, *, buyer_id: str | None = 
         row = (await connection.execute(select(agents.c.buyer_id).where(agents.c.id == key))).first()
         if not _owned(row, buyer_id):
             raise NotFound("agent", key)
+        await _check_untargeted(connection, "agent", key, "deleting it")
         await connection.execute(delete(members).where(members.c.agent_id == key))
         await connection.execute(delete(agents).where(agents.c.id == key))
 
@@ -185,12 +200,30 @@ async def agents_version(engine: AsyncEngine) -> int:
     return await version_of(engine, agents_version_table)
 
 
-async def load_accounts(engine: AsyncEngine) -> tuple[Account, ...]:
-    """Every enabled agent as a registrar :class:`Account`, ordered by username."""
-    async with engine.connect() as connection:
-        rows = (await connection.execute(
-            select(agents).where(agents.c.enabled.is_(True)).order_by(agents.c.username))).all()
-    return tuple(record(Agent, row).account() for row in rows)
+@dataclass(frozen=True, slots=True)
+class AgentBook:
+    """What the exchange keeps in memory: ``accounts`` (enabled agents, by username) for the registrar, every agent
+    and group for routing."""
+
+    accounts: tuple[Account, ...]
+    agents: tuple[AgentInfo, ...]
+    groups: tuple[GroupInfo, ...]
+
+
+async def load_book(engine: AsyncEngine) -> AgentBook:
+    """Every agent and group, read in one snapshot (a group never names an agent the same read lacks)."""
+
+    async def read(connection: AsyncConnection) -> tuple[Any, Any, dict[str, tuple[str, ...]]]:
+        rows = (await connection.execute(select(agents).order_by(agents.c.username))).all()
+        group_rows = (await connection.execute(select(groups).order_by(groups.c.id))).all()
+        return rows, group_rows, await _members(connection, [row.id for row in group_rows])
+
+    (rows, group_rows, found), _ = await load_consistent(engine, agents_version_table, read)
+    stored = [record(Agent, row) for row in rows]
+    return AgentBook(
+        accounts=tuple(agent.account() for agent in stored if agent.enabled),
+        agents=tuple(AgentInfo(a.id, a.buyer_id, a.enabled, a.max_concurrent) for a in stored),
+        groups=tuple(GroupInfo(row.id, row.buyer_id, row.strategy, found.get(row.id, ())) for row in group_rows))
 
 
 # ---------------------------------------------------------------------------------------------------- groups
@@ -256,6 +289,8 @@ async def update_group(engine: AsyncEngine, group: AgentGroup, *, now: datetime 
         row = (await connection.execute(select(groups).where(groups.c.id == group.id))).first()
         if not _owned(row, buyer_id):
             raise NotFound("agent group", group.id)
+        if row.buyer_id != group.buyer_id:
+            await _check_untargeted(connection, "group", group.id, "moving it to another buyer")
         await _check_group(connection, group)
         fields = _group_row(group)
         del fields["id"]
@@ -274,6 +309,7 @@ async def delete_group(engine: AsyncEngine, key: str, *, buyer_id: str | None = 
         row = (await connection.execute(select(groups.c.buyer_id).where(groups.c.id == key))).first()
         if not _owned(row, buyer_id):
             raise NotFound("agent group", key)
+        await _check_untargeted(connection, "group", key, "deleting it")
         await connection.execute(delete(members).where(members.c.group_id == key))
         await connection.execute(delete(groups).where(groups.c.id == key))
 

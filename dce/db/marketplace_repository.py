@@ -19,6 +19,7 @@ from sqlalchemy import Column, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from dce.db.agent_models import AgentGroupRow, AgentRow
 from dce.db.errors import Conflict, NotFound, RepositoryError, UnknownReference
 from dce.db.marketplace_models import (
     BuyerRow,
@@ -31,6 +32,7 @@ from dce.db.marketplace_models import (
     TrackingNumberRow,
 )
 from dce.db.queries import bump_version, exists, find, load_consistent, page, record, table_of, values, version_of
+from dce.routing.agents import agent_reference
 from dce.routing.model import (
     ANY_PUBLISHER,
     Buyer,
@@ -59,6 +61,8 @@ campaigns = table_of(CampaignRow)
 campaign_publishers = table_of(CampaignPublisherRow)
 campaign_targets = table_of(CampaignTargetRow)
 targets = table_of(TargetRow)
+agent_table = table_of(AgentRow)
+group_table = table_of(AgentGroupRow)
 tracking_numbers = table_of(TrackingNumberRow)
 marketplace_version = table_of(MarketplaceVersionRow)
 
@@ -387,6 +391,14 @@ async def _delete(engine: AsyncEngine, entity: _Entity[Any], key: str) -> None:
 
 async def _check_target(connection: AsyncConnection, target: Target) -> None:
     await _require(connection, "buyer_id", buyers, "buyer", target.buyer_id)
+    ref = agent_reference(target.destination)
+    if ref is not None:  # the agent or group must be the target's buyer's (another buyer's reads as none)
+        kind, key = ref
+        table = agent_table if kind == "agent" else group_table
+        owner = (await connection.execute(select(table.c.buyer_id).where(table.c.id == key))).scalar()
+        if owner != target.buyer_id:
+            entity = "agent" if kind == "agent" else "agent group"
+            raise UnknownReference("destination", f"{entity} of buyer {target.buyer_id!r}", key)
 
 
 async def _check_number(connection: AsyncConnection, number: TrackingNumber) -> None:

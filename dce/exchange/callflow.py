@@ -28,6 +28,7 @@ from dce.billing.cdr import CallDetailRecord, Disposition, HangupSide, SaleTerms
 from dce.clock import Clock
 from dce.compliance.screen import rejected
 from dce.compliance.verdict import ALLOW, Verdict
+from dce.exchange.agent_lines import AgentLines
 from dce.exchange.call_events import CallEvents
 from dce.exchange.decision import REFUSALS, Dial, Gone, Outcome, Reject, decide, ended, exhausted
 from dce.exchange.eager import start_eagerly
@@ -64,6 +65,7 @@ from dce.exchange.tracing import DID as DID_ATTR
 from dce.exchange.watchdog import REAPED, SHUTDOWN, LifeBounds, Watchdog, Watched
 from dce.media.ports import MediaUnavailable
 from dce.media.relay import MediaPlane, MediaSession, MediaStats
+from dce.routing.agents import AgentDirectory, agent_reference
 from dce.routing.model import PlannedTarget
 from dce.routing.numbers import to_e164
 from dce.sip.b2bua import (
@@ -94,6 +96,8 @@ class SipCommands(Protocol):
     def reject(self, call: Call, status: int, *, reason_header: str | None = None) -> None: ...
     def dial(self, call: Call, destination: str, *, ring_timeout: float, max_duration: float | None,
              next_hop: NextHop | None = None, credentials: OutboundCredentials | None = None) -> None: ...
+    def fork(self, call: Call, destinations: list[tuple[str, NextHop | None]], *, ring_timeout: float,
+             max_duration: float | None) -> None: ...
     def hangup(self, call: Call, *, reason: str) -> None: ...
     def sdp_ready(self, call: Call, token: int, body: bytes) -> None: ...
     def release(self, call: Call) -> None: ...
@@ -134,6 +138,8 @@ class _CallState:
     terms: SaleTerms | None = None  # the campaign and publisher, for the events (the same after any auction)
     media: MediaSession | None = None
     target: PlannedTarget | None = None  # the target the CDR names
+    ringing: dict[str, str] | None = None  # an agent target's URIs being rung -> their agents
+    agent_id: str | None = None  # the agent who answered (an agent target)
 
 
 class CallFlow:
@@ -146,7 +152,8 @@ class CallFlow:
                  observer: CallObserver, clock: Clock, trunk: OutboundTrunk | None = None,
                  gate: CallGate | None = None, events: CallEvents | None = None,
                  tracer: Tracer | None = None, bounds: LifeBounds | None = None,
-                 resolver: SipResolver | None = None, credentials_box: SecretBox | None = None) -> None:
+                 resolver: SipResolver | None = None, credentials_box: SecretBox | None = None,
+                 agents: AgentLines | None = None) -> None:
         self.sip = sip
         self.router = router
         self.trunk = trunk or OutboundTrunk(None)
@@ -160,6 +167,7 @@ class CallFlow:
         self.watchdog = Watchdog(bounds or LifeBounds())
         self.resolver = resolver  # RFC 3263 next hops; None: the URI's host must be an IP address
         self.credentials_box = credentials_box  # opens targets' sealed passwords
+        self.agents = agents if agents is not None else AgentLines(AgentDirectory())  # agent targets: who to ring
         self._opened: dict[str, str] = {}  # sealed -> plain, so a Fernet decrypt is not paid per call
         self._queues: dict[str, asyncio.Queue[CallEvent]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -341,48 +349,70 @@ class CallFlow:
         failure: DialFailed | None = None
         tried: PlannedTarget | None = None
         for target in routed.plan.targets:
-            uri = self.trunk.uri_for(target.destination)
-            if uri is None:
-                log.warning("call %s: no outbound trunk to dial %s (target %s)", c.call.id, target.destination,
-                            target.target_id)
+            attempts = self._attempts(c, target)
+            if not attempts:
                 continue
             if not await self.router.acquire(routed, target, self.clock.now()):
                 continue  # its concurrency slot went to another call since the plan was made
             tried = target
-            with open_span(
-                    self.tracer, DIAL_SPAN, kind=SpanKind.CLIENT,
-                    attributes={TARGET_ID: target.target_id, DESTINATION: uri, ATTEMPT: c.call.attempts + 1}) as leg:
-                result = await self._dial(c, routed, target, uri, max_duration, media, events, leg)
-            if not isinstance(result, DialFailed):
-                return result, target
-            failure = result
+            rung = 0
+            for wave in attempts:
+                held = await self.agents.hold({agent_id for agent_id, _, _ in wave if agent_id is not None},
+                                              c.call.id)
+                wave = [ring for ring in wave if ring[0] is None or ring[0] in held]
+                if not wave:
+                    continue  # other calls took their last free lines since the hunt was ordered
+                rung += 1
+                if rung > 1:  # hunting on within this target: the call may live one more ring
+                    self.watchdog.extend(c.call.id, target.ring_timeout_s + self.watchdog.bounds.leg_guard_s)
+                c.ringing = {uri: agent_id for agent_id, uri, _ in wave if agent_id is not None}
+                dests = [(uri, via) for _, uri, via in wave]
+                with open_span(
+                        self.tracer, DIAL_SPAN, kind=SpanKind.CLIENT,
+                        attributes={TARGET_ID: target.target_id, DESTINATION: ",".join(uri for uri, _ in dests),
+                                    ATTEMPT: c.call.attempts + 1}) as leg:
+                    result = await self._dial(c, routed, target, dests, max_duration, media, events, leg)
+                if not isinstance(result, DialFailed):
+                    return result, target
+                self.agents.release(c.call.id, None)  # unanswered: the agents are free again, idle times kept
+                failure = result
+            self.router.release(routed, target)
         reject = exhausted(failure)
         c.times.end(failure.at if failure is not None else self.clock.monotonic())
         return self._reject(c.call, reject), tried
 
-    async def _dial(self, c: _CallState, routed: Routed, target: PlannedTarget, uri: str, max_duration: float,
-                    media: MediaSession, events: asyncio.Queue[CallEvent], leg: Span) -> Outcome | DialFailed:
-        """One target: its failure (its slot given back), or the call's outcome when it answers or the call ends.
+    async def _dial(self, c: _CallState, routed: Routed, target: PlannedTarget,
+                    dests: list[tuple[str, NextHop | None]], max_duration: float, media: MediaSession,
+                    events: asyncio.Queue[CallEvent], leg: Span) -> Outcome | DialFailed:
+        """One URI of a target (or several rung at once), each sent to its given next hop or else to where its name
+        resolves: its failure, or the call's outcome when it answers or the call ends.
 
         Every wait takes the call's terminal event, whichever way it ended (caller, callee, the exchange's hangup on
         media timeout or shutdown, the maximum call duration).
         """
-        call, times = c.call, c.times
-        hops = await self._next_hops(call, uri)
+        call, times, (uri, via) = c.call, c.times, dests[0]
+        if len(dests) > 1:
+            hops: list[NextHop | None] | DialFailed = [None]  # the fork sends each to its own next hop
+        elif via is None:
+            hops = await self._next_hops(call, uri)
+        else:  # a registered device: over the flow its REGISTER came by; a TCP/TLS one whose connection is gone: its
+            hops = [via, None] if via[0] in ("tcp", "tls") else [via]  # Contact (a WebSocket one has no other way)
         if isinstance(hops, DialFailed):  # the name does not resolve: this target fails like an unreachable one
             _traced_leg(leg, hops.status, hops.reason)
-            self.router.release(routed, target)
             return hops
         credentials = self._credentials(target)
         for index, hop in enumerate(hops):
             try:
-                self.sip.dial(call, uri, ring_timeout=target.ring_timeout_s, max_duration=max_duration,
-                              next_hop=hop, credentials=credentials)
+                if len(dests) > 1:
+                    self.sip.fork(call, dests, ring_timeout=target.ring_timeout_s, max_duration=max_duration)
+                else:
+                    self.sip.dial(call, uri, ring_timeout=target.ring_timeout_s, max_duration=max_duration,
+                                  next_hop=hop, credentials=credentials)
             except ValueError as exc:  # the caller's SDP offer cannot be relayed
                 times.end(self.clock.monotonic())
                 _traced_leg(leg, 488, "bad_offer")
                 return self._reject(call, REFUSALS["bad_offer"].reject(f"bad SDP offer: {exc}"))
-            if call.attempts == 1:
+            if call.attempts and times.dial_at is None:  # the call's first INVITE out
                 now = self.clock.monotonic()
                 times.dial(now)
                 self.observer.dialled(now - call.invite_at)
@@ -405,9 +435,29 @@ class CallFlow:
                 self.watchdog.extend(call.id, target.ring_timeout_s + self.watchdog.bounds.leg_guard_s)
                 continue
             _traced_leg(leg, event.status, event.reason)
-            self.router.release(routed, target)
             return event
         raise AssertionError("unreachable: a target has at least one hop")
+
+    def _attempts(self, c: _CallState, target: PlannedTarget) -> list[list[tuple[str | None, str, NextHop | None]]]:
+        """What dialling ``target`` rings, wave after wave, each wave's (agent id or None, URI, next hop or None)
+        rung at once: an agent's devices together (each where its REGISTER came from); a group's available agents
+        by its strategy (ring_all: every agent's devices in one wave; round_robin, longest_idle: one agent a
+        wave); else the target's own URI (a number through the outbound trunk). Empty when there is nothing to
+        ring."""
+        if agent_reference(target.destination) is not None:
+            attempts: list[list[tuple[str | None, str, NextHop | None]]] = [
+                [(ring.agent_id, contact.uri, contact.via) for ring in wave for contact in ring.contacts]
+                for wave in self.agents.hunt(target.destination)]
+            if not attempts:
+                log.info("call %s: no available agent for %s (target %s)", c.call.id, target.destination,
+                         target.target_id)
+            return attempts
+        uri = self.trunk.uri_for(target.destination)
+        if uri is None:
+            log.warning("call %s: no outbound trunk to dial %s (target %s)", c.call.id, target.destination,
+                        target.target_id)
+            return []
+        return [[(None, uri, None)]]
 
     def _credentials(self, target: PlannedTarget) -> OutboundCredentials | None:
         """The target's digest credentials for the B2BUA to answer one 401/407 with (a sealed password opened
@@ -454,6 +504,10 @@ class CallFlow:
                     answered_at: datetime, events: asyncio.Queue[CallEvent]) -> Outcome:
         """The target answered: count the connect, tell the listeners, wait for the call to end."""
         media.answered()  # RTP inactivity counts from here, not while ringing
+        if c.ringing:  # the agent whose device answered keeps its line; the others rung with it are free again
+            answering = c.call.b.destination if c.call.b is not None else None
+            c.agent_id = c.ringing.get(answering or "")
+            self.agents.release(c.call.id, None, keep=c.agent_id)
         self.router.connected(routed, target, answered_at)
         if self.events is not None:
             self.events.connected(c.call.id, answered_at, c.caller, c.did, self.router.terms(routed, target))
@@ -486,6 +540,7 @@ class CallFlow:
     async def _release(self, c: _CallState) -> MediaStats | None:
         """Give back what the call holds, whichever way it ended: its media session and every slot; the media's
         counts."""
+        self.agents.release(c.call.id, self.clock.monotonic() if c.times.answer_at is not None else None)
         stats = await c.media.finish() if c.media is not None else None
         if c.routed is not None:
             for held in [t for t in c.routed.plan.targets if t.target_id in c.routed.held]:
@@ -541,7 +596,8 @@ class CallFlow:
             reason=outcome.reason,
             packets_relayed=packets,
             bytes_relayed=bytes_,
-            extra={**_routing_details(target, routed), **_screening_details(verdict)},
+            extra={**_routing_details(target, routed), **_screening_details(verdict),
+                   **({"agent_id": c.agent_id} if c.agent_id else {})},
             trunk=call.trunk,
             verstat=verdict.verstat,
             dial_at=times.dial_at,

@@ -27,6 +27,7 @@ from dce.billing.cdr import CallDetailRecord
 from dce.clock import LoopClock
 from dce.compliance.tcpa import CallingHours
 from dce.compliance.verdict import Verdict
+from dce.db.agent_repository import AgentBook
 from dce.db.agent_watcher import AgentWatcher
 from dce.db.bid_repository import insert_bids
 from dce.db.cdr_spool import Spool
@@ -39,10 +40,13 @@ from dce.db.marketplace_watcher import MarketplaceWatcher
 from dce.db.postback_dispatcher import PostbackDispatcher
 from dce.db.record_codec import BID_CODEC, CDR_CODEC
 from dce.db.redis_bindings import RedisBindings
+from dce.db.redis_slots import RedisSlots
 from dce.db.tracing import trace_statements
 from dce.db.trunk_watcher import TrunkWatcher
 from dce.db.watcher import Watcher
 from dce.exchange.admission_setup import build_admission, merge_rules
+from dce.exchange.agent_lines import AgentLines
+from dce.exchange.agent_presence import RegistrarPresence
 from dce.exchange.call_events import CallEvents
 from dce.exchange.callflow import CallFlow
 from dce.exchange.cluster import Cluster
@@ -80,13 +84,13 @@ from dce.http_api.sip_ws import SIP_WEBSOCKETS
 from dce.media.ports import ephemeral_overlap
 from dce.media.relay import MediaPlane, MediaRelay, PassthroughMedia
 from dce.media.rtpengine import RtpengineMedia
+from dce.routing.agents import AgentDirectory
 from dce.routing.counters import InMemoryCounters
 from dce.routing.duplicates import DuplicateLedger, longest_rule_days
 from dce.routing.engine import RoutingEngine
 from dce.routing.model import Campaign, format_money
 from dce.routing.snapshot import MarketplaceSnapshot
 from dce.routing.static import StaticRoutes
-from dce.sip.registrar import Account
 from dce.sip.tls import TlsSettings, server_context
 from dce.sip.trunk_rule import TrunkRule
 
@@ -295,7 +299,8 @@ class Exchange:
         self.routes = StaticRoutes(self.settings.static_routes)
         fallback = StaticRouter(self.routes, self.settings.routing.ring_timeout_s)
         counters, duplicates = InMemoryCounters(), DuplicateLedger()  # shared by planning and leg accounting
-        self.routing_engine = RoutingEngine(MarketplaceSnapshot.empty(), counters, duplicates, random.Random())
+        self.routing_engine = RoutingEngine(MarketplaceSnapshot.empty(), counters, duplicates, random.Random(),
+                                            AgentDirectory(RegistrarPresence(self.registrar, self.clock)))
         self.http_client = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=1000, ttl_dns_cache=300),
             headers={"User-Agent": self.settings.sip.user_agent}, trace_configs=self.tracing.client_trace_configs())
@@ -358,9 +363,20 @@ class Exchange:
         if self.cluster is not None:
             self.cluster.on_change("agents", self.agent_watcher.notify)
 
-    def _load_agents(self, accounts: tuple[Account, ...]) -> None:
-        self.registrar.replace_accounts(accounts)
-        log.info("agents v%s: %d enabled", self.agent_watcher.version, len(accounts))
+    def _agent_lines(self) -> AgentLines:
+        """Agents' calls counted on this node, and with Redis on every node (slots outliving a crashed node expire
+        after the longest call)."""
+        slots = None
+        if self.cluster is not None:
+            redis = self.settings.redis
+            slots = RedisSlots(self.cluster.client, prefix=redis.key_prefix, timeout_s=redis.timeout_ms / 1000,
+                               ttl_s=int(self.settings.routing.max_call_duration_s) + 300)
+        return AgentLines(self.routing_engine.agents, slots)
+
+    def _load_agents(self, book: AgentBook) -> None:
+        self.registrar.replace_accounts(book.accounts)
+        self.routing_engine.agents.replace(book.agents, book.groups, self.clock.monotonic())
+        log.info("agents v%s: %d enabled, %d groups", self.agent_watcher.version, len(book.accounts), len(book.groups))
 
     def _agents_changed(self) -> None:
         """An API write: reload here now, and on every other node through Redis when configured."""
@@ -416,7 +432,7 @@ class Exchange:
                                  bounds=LifeBounds(max_call_duration_s=settings.routing.max_call_duration_s,
                                                    leg_guard_s=self.sip_driver.core.endpoint.timers.timeout),
                                  resolver=resolver_from(settings.sip.dns, self.clock),
-                                 credentials_box=credentials_box(settings))
+                                 credentials_box=credentials_box(settings), agents=self._agent_lines())
         self.sip_driver.deliver_to(self.callflow.dispatch)
         await stack.enter_async_context(Periodic(  # the net under the calls outlives its own bugs
             "call-watchdog", self._reap, interval_s=WATCHDOG_INTERVAL_S,

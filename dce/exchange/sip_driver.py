@@ -259,6 +259,13 @@ class SipDriver:
             self.flood.trust_peer(leg.txn.addr[0])  # the buyer's own requests (BYE, re-INVITE) never get it banned
         self.pump()
 
+    def fork(self, call: Call, destinations: list[tuple[str, tuple[str, str, int] | None]], *, ring_timeout: float,
+             max_duration: float | None) -> None:
+        """INVITE every (destination, next hop) at once; the first to answer is bridged, the others are cancelled."""
+        self.core.fork(call, destinations, self.clock.monotonic(), ring_timeout=ring_timeout,
+                       max_duration=max_duration)
+        self.pump()
+
     def cancel(self, call: Call, *, reason: str) -> None:
         """Stop ringing the current B leg; the caller keeps waiting."""
         self.core.cancel_dial(call, self.clock.monotonic(), reason=reason)

@@ -51,6 +51,7 @@ from dce.http_api.paging import page, page_params
 from dce.http_api.permissions import require
 from dce.http_api.problems import invalid_parameter, repository_call
 from dce.http_api.read_cache import MARKETPLACE_CACHE, cached, invalidate
+from dce.routing.agents import agent_reference
 from dce.routing.criteria import compile_criterion
 from dce.routing.model import (
     Buyer,
@@ -108,16 +109,22 @@ def _destination(value: Any) -> str:
     if not isinstance(value, str):
         raise invalid_value("destination", f"expected a SIP URI or a phone number, got {shown(value)}")
     text = value.strip()
+    if agent_reference(text) is not None:  # agent:ID or group:ID; the repository checks it is the buyer's
+        if not _AGENT_DESTINATION.fullmatch(text):
+            raise invalid_value("destination", f"expected agent:ID or group:ID, got {shown(value)}")
+        return text
     if text.lower().startswith(("sip:", "sips:")):
         if len(text) <= 5 or any(ch.isspace() for ch in text):
             raise invalid_value("destination", f"not a SIP URI: {shown(value)}")
         return text
     number = to_e164(text)
     if number is None:
-        raise invalid_value("destination", f"expected a SIP URI (sip:...) or a phone number, got {shown(value)}")
+        raise invalid_value("destination", f"expected a SIP URI (sip:...), a phone number, agent:ID or group:ID, "
+                                           f"got {shown(value)}")
     return number
 
 
+_AGENT_DESTINATION = re.compile(r"(agent|group):[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 E164 = Annotated[str, BeforeValidator(_e164)]
 Destination = Annotated[str, BeforeValidator(_destination)]
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]

@@ -12,6 +12,7 @@ from datetime import datetime
 from operator import attrgetter
 from zoneinfo import ZoneInfo
 
+from dce.routing.agents import UNAVAILABLE_REASONS, AgentDirectory
 from dce.routing.counters import RoutingCounters
 from dce.routing.duplicates import DuplicateLedger
 from dce.routing.hours import DAY
@@ -28,7 +29,8 @@ from dce.routing.snapshot import CompiledCampaign, CompiledTarget, MarketplaceSn
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
 _PRIORITY = attrgetter("priority")
 _COST_KEY = attrgetter("cost_key")
-_REASONS = ("disabled", "closed", "criteria", "duplicate", "capped", "unfunded")
+_REASONS = ("disabled", "closed", "criteria", "duplicate", "capped", "unfunded", *UNAVAILABLE_REASONS)
+_Rejected = tuple[int, ...]  # how many targets each of ``_REASONS`` excluded
 
 
 class RoutingEngine:
@@ -40,8 +42,10 @@ class RoutingEngine:
         counters: RoutingCounters,
         duplicates: DuplicateLedger,
         rng: random.Random,
+        agents: AgentDirectory | None = None,
     ) -> None:
         self._snapshot = snapshot
+        self.agents = agents if agents is not None else AgentDirectory()  # who may take agent targets now
         self._counters = counters
         self._duplicates = duplicates
         self._rng = rng
@@ -162,7 +166,7 @@ class RoutingEngine:
 
     def _eligible(
         self, cc: CompiledCampaign, ctx: CallerContext, now: datetime
-    ) -> tuple[list[CompiledTarget], tuple[int, int, int, int, int, int] | None]:
+    ) -> tuple[list[CompiledTarget], _Rejected | None]:
         """(eligible targets in campaign order, None) or ([], how many were rejected per ``_REASONS``)."""
         minute = int(now.timestamp()) // 60
         cached = self._open.get(cc.campaign.id)
@@ -171,10 +175,10 @@ class RoutingEngine:
         else:
             mask, opened, disabled, closed = self._open_now(cc, minute)
         if not mask:
-            return [], (disabled, closed, 0, 0, 0, 0)
+            return [], (disabled, closed)
         out, checks = cc.filter(ctx, mask)
         if not out:
-            return out, (disabled, closed, opened, 0, 0, 0)
+            return out, (disabled, closed, opened)
         matched = len(out)
         duplicates = 0
         rule = cc.campaign.duplicate_rule
@@ -185,7 +189,7 @@ class RoutingEngine:
             if duplicates:
                 out = fresh
                 if not out:
-                    return out, (disabled, closed, opened - matched, duplicates, 0, 0)
+                    return out, (disabled, closed, opened - matched, duplicates)
                 checks = [ct.cap_check for ct in out if ct.capped]
         capped = 0
         if checks:
@@ -194,14 +198,24 @@ class RoutingEngine:
                 out = [ct for ct in out if ct.target.id not in over]
                 capped = len(over)
                 if not out:
-                    return out, (disabled, closed, opened - matched, duplicates, capped, 0)
+                    return out, (disabled, closed, opened - matched, duplicates, capped)
+        unfunded = 0
         if cc.funds_checked:
             can_pay = self.can_pay
             funded = [ct for ct in out if can_pay(ct.buyer, ct.target.revenue)]
             if len(funded) < len(out):
+                unfunded = len(out) - len(funded)
                 if not funded:
-                    return funded, (disabled, closed, opened - matched, duplicates, capped, len(out))
+                    return funded, (disabled, closed, opened - matched, duplicates, capped, unfunded)
                 out = funded
+        if cc.has_agents:
+            unavailable = self.agents.unavailable
+            why = {ct.target.id: reason for ct in out if ct.agent and (reason := unavailable(ct.target.destination))}
+            if why:
+                out = [ct for ct in out if ct.target.id not in why]
+                if not out:
+                    counts = [list(why.values()).count(reason) for reason in UNAVAILABLE_REASONS]
+                    return out, (disabled, closed, opened - matched, duplicates, capped, unfunded, *counts)
         return out, None
 
     def _order(self, cc: CompiledCampaign, targets: list[CompiledTarget], ctx: CallerContext) -> list[CompiledTarget]:
@@ -234,5 +248,5 @@ class RoutingEngine:
 def _no_target_reason(cc: CompiledCampaign, rejected: tuple[int, ...]) -> str:
     if not cc.targets:
         return "no eligible target: campaign has no targets"
-    parts = [f"{n} {name}" for n, name in zip(rejected, _REASONS, strict=True) if n]
+    parts = [f"{n} {name}" for n, name in zip(rejected, _REASONS, strict=False) if n]
     return "no eligible target: " + ", ".join(parts)

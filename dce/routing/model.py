@@ -94,7 +94,8 @@ class Buyer:
 class Target:
     """A destination owned by a buyer, with its price, rules and limits.
 
-    ``destination`` is a SIP URI, or an E.164 number dialled through the configured outbound trunk.
+    ``destination`` is a SIP URI, an E.164 number dialled through the configured outbound trunk, or a buyer's agent
+    or agent group (``agent:ID``, ``group:ID``: its registered, idle agents are rung, see ``routing.agents``).
     ``bid_url`` makes it an RTB target: it is pinged per call and its bid replaces ``revenue``.
     """
 

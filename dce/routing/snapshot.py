@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from dce.routing.agents import agent_reference
 from dce.routing.counters import CapCheck, UsageQuery
 from dce.routing.criteria import CompiledCriterion, compile_criteria, compile_filter
 from dce.routing.hours import CompiledHours, compile_hours, zone
@@ -51,6 +52,7 @@ class CompiledTarget:
     cost_key: tuple[int, int]  # (-margin, priority): cost-based order
     inv_weight: float  # 1/weight for weighted random order; 0.0 when weight <= 0 (always last in its tier)
     active: bool  # target and buyer enabled
+    agent: bool = False  # its destination is an agent or an agent group (``agent:ID``, ``group:ID``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,7 @@ class CompiledCampaign:
     filter: Callable[[CallerContext, int], tuple[list[CompiledTarget], list[CapCheck]]]
     any_capped: bool  # some target has a cap (the engine asks the counters)
     funds_checked: bool = False  # some target's buyer has a credit limit (the engine checks its balance)
+    has_agents: bool = False  # some target is an agent or a group (the engine asks who is available)
 
 
 T = TypeVar("T")
@@ -111,6 +114,7 @@ def _compile_target(t: Target, buyer: Buyer) -> CompiledTarget:
         cost_key=(t.cost - t.revenue, t.priority),
         inv_weight=1.0 / t.weight if t.weight > 0 else 0.0,
         active=t.enabled and buyer.enabled,
+        agent=agent_reference(t.destination) is not None,
     )
 
 
@@ -187,6 +191,7 @@ class MarketplaceSnapshot:
                     filter=compile_filter([(ct, ct.criteria, ct.cap_check if ct.capped else None) for ct in members]),
                     any_capped=any(ct.capped for ct in members),
                     funds_checked=any(ct.buyer.credit_limit is not None for ct in members),
+                    has_agents=any(ct.agent for ct in members),
                 )
             camps[c.id] = cc
             if c.key is not None:

@@ -72,6 +72,7 @@ URI_SCHEMES = frozenset({"sip", "sips", "tel"})  # Request-URI schemes we serve;
 SIPS_NOT_ALLOWED = '380 dce "SIPS Not Allowed"'
 # RFC 3398: Q.850 cause 34 maps to 503. Not 486: that says the callee is busy, and a carrier would not advance
 # its route; a 503 with Retry-After tells this source alone to back off or try another route.
+COMPLETED_ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"'  # RFC 3326: why a losing fork is cancelled
 SOURCE_LIMIT_REASON = 'Q.850;cause=34;text="no circuit/channel available"'
 
 
@@ -281,6 +282,7 @@ class Call:
     invite_at: float
     state: CallState = CallState.OFFERED
     b: OutboundLeg | None = None
+    forks: tuple[OutboundLeg, ...] = ()  # legs rung in parallel (``B2BUA.fork``) until one answers or all fail
     media: SdpRewriter | None = None
     pending_reinvite: bool = False
     attempts: int = 0
@@ -449,6 +451,7 @@ class B2BUA:
         """
         if call.state is CallState.ENDED:
             return None
+        call.forks = ()
         a_request = call.a.request
         uri = destination if uri_user(destination) else _with_user(destination, call.called_user)
         secure = uri[:5].lower() == "sips:"
@@ -510,11 +513,41 @@ class B2BUA:
             self._set_leg_timer(leg, "ring", leg.ring_at)
         return leg
 
+    def fork(self, call: Call, destinations: list[tuple[str, tuple[str, str, int] | None]], now: float, *,
+             ring_timeout: float, max_duration: float | None = None) -> list[OutboundLeg]:
+        """INVITE every ``(destination, next hop)`` at once (next hop None: the URI's own host and port, as
+        ``dial``): the first 2xx is bridged and the other legs are CANCELled (``Reason: SIP;cause=200;text="Call
+        completed elsewhere"``, RFC 3326); a 2xx that crosses that CANCEL is ACKed and BYEd. Provisional responses
+        of every leg reach the caller. One ``DialFailed`` (the last leg's) once every leg failed. A destination
+        wanting TLS without a tls: listener is left out (all of them: one ``DialFailed`` 503, as ``dial``)."""
+        wanted = [(d, hop) for d, hop in destinations if not self._tls_missing(d, hop)]
+        if len(wanted) < 2:
+            destination, hop = (wanted or destinations)[0]
+            leg = self.dial(call, destination, now, ring_timeout=ring_timeout, max_duration=max_duration,
+                            next_hop=hop)
+            return [leg] if leg is not None else []
+        legs = [leg for d, hop in wanted if (leg := self.dial(call, d, now, ring_timeout=ring_timeout,
+                                                              max_duration=max_duration, next_hop=hop)) is not None]
+        call.forks = tuple(legs)
+        return legs
+
+    def _tls_missing(self, destination: str, hop: tuple[str, str, int] | None) -> bool:
+        """``destination`` (or its next hop) wants TLS (``sips:``, ``;transport=tls``) and there is no tls:
+        listener."""
+        if "tls" in self.endpoint.local:
+            return False
+        return (_secure(destination) or (hop is not None and hop[0] == "tls")
+                or (uri_hostport(destination)[2].get("transport") or "").lower() == "tls")
+
+    def _ringing(self, call: Call) -> tuple[OutboundLeg, ...]:
+        """The legs being rung for the call: its parallel forks, else its B leg."""
+        return call.forks or ((call.b,) if call.b is not None else ())
+
     def cancel_dial(self, call: Call, now: float, *, reason: str = "cancelled") -> None:
-        """Stop ringing the current B leg (the caller keeps waiting unless the CallFlow rejects it)."""
-        leg = call.b
-        if leg is not None and not leg.finished and leg.dialog is None:
-            self._cancel_leg(leg, now, reason)
+        """Stop ringing the current B leg(s) (the caller keeps waiting unless the CallFlow rejects it)."""
+        for leg in self._ringing(call):
+            if not leg.finished and leg.dialog is None:
+                self._cancel_leg(leg, now, reason)
 
     def hangup(self, call: Call, now: float, *, reason: str = "hangup") -> None:
         """End a call from the exchange's side: BYE both legs when answered, else CANCEL B and 480 A."""
@@ -522,9 +555,9 @@ class B2BUA:
             for side in (Side.A, Side.B):
                 self._send_bye(call, side, now, reason)
         elif call.state in (CallState.OFFERED, CallState.DIALING):
-            leg = call.b
-            if leg is not None and not leg.finished and leg.dialog is None:
-                self._cancel_leg(leg, now, "hangup")
+            for leg in self._ringing(call):
+                if not leg.finished and leg.dialog is None:
+                    self._cancel_leg(leg, now, "hangup")
             response = make_response(call.a.request, 480, to_tag=call.a.local_tag,
                                      extra=[("Reason", f'Q.850;cause=41;text="{reason}"')])
             self.endpoint.respond(call.a.txn, response, now)
@@ -551,9 +584,11 @@ class B2BUA:
         if call.state is not CallState.ENDED:
             return
         call.a.txn.user_data = None
-        leg, call.b = call.b, None
-        if leg is not None and leg.txn.state is State.TERMINATED:
-            leg.txn.user_data = None
+        legs = {*self._ringing(call), *((call.b,) if call.b is not None else ())}
+        call.b, call.forks = None, ()
+        for leg in legs:
+            if leg.txn.state is State.TERMINATED:
+                leg.txn.user_data = None
         # else B may still answer (a 2xx crossing our CANCEL) or still owe us a CANCEL: its transaction keeps the
         # leg reachable, so the 2xx is ACKed and BYEd, and drops it when it terminates (SipEndpoint.on_terminated)
         call.media = None
@@ -631,8 +666,9 @@ class B2BUA:
             return
         reason = cancel.get("Reason")
         self.endpoint.respond(invite_txn, make_response(call.a.request, 487, to_tag=call.a.local_tag), now)
-        if call.b is not None and not call.b.finished:
-            self._cancel_leg(call.b, now, "cancelled", reason_header=reason)
+        for leg in self._ringing(call):
+            if not leg.finished:
+                self._cancel_leg(leg, now, "cancelled", reason_header=reason)
         self._end(call, CallCancelled(call, now))
 
     def _new_call(self, txn: ServerInviteTransaction, request: Request, now: float) -> None:
@@ -933,7 +969,7 @@ class B2BUA:
             if leg.cancel_pending:
                 self._send_cancel(leg, now)
                 return
-            if leg.finished or call.b is not leg or call.state is not CallState.DIALING:
+            if leg.finished or not _current(call, leg) or call.state is not CallState.DIALING:
                 return
             if call.a.reliable:
                 self._send_reliable(call, status, response.reason, now)
@@ -943,7 +979,7 @@ class B2BUA:
                                     extra=[("Contact", self._contact_a(call.a))])
 
             def send(body: bytes, now: float) -> None:
-                if leg.finished or call.b is not leg or call.state is not CallState.DIALING:
+                if leg.finished or not _current(call, leg) or call.state is not CallState.DIALING:
                     return  # answered, failed or ended while the media plane rewrote it
                 if body:
                     relayed.body = body
@@ -966,7 +1002,7 @@ class B2BUA:
         being cancelled or a challenge they cannot answer."""
         call = leg.call
         if (leg.credentials is None or leg.auth_tried or leg.finished or leg.cancel_pending or txn is not leg.txn
-                or call.b is not leg or call.state is not CallState.DIALING):
+                or not _current(call, leg) or call.state is not CallState.DIALING):
             return False
         retry = authorized_retry(leg.request, response, leg.credentials)
         if retry is None:
@@ -1039,7 +1075,7 @@ class B2BUA:
         """RFC 4028 §7.4: the callee wants a longer session interval: INVITE once more (same Call-ID, CSeq+1)
         with its Min-SE. False when there is nothing to retry (no larger Min-SE, already retried, leg over)."""
         call = leg.call
-        if leg.retried_422 or leg.finished or call.b is not leg or call.state is not CallState.DIALING:
+        if leg.retried_422 or leg.finished or not _current(call, leg) or call.state is not CallState.DIALING:
             return False
         interval = retry_after_422(response.get("Min-SE"), leg.session_expires)
         if interval is None:
@@ -1056,7 +1092,7 @@ class B2BUA:
                 self._send_ack(leg, now)
             return
         leg.dialog = Dialog.as_uac(leg.request, response, leg.txn.transport, leg.txn.addr)
-        wanted = not leg.finished and call.b is leg and call.state is CallState.DIALING
+        wanted = not leg.finished and _current(call, leg) and call.state is CallState.DIALING
         # Delayed offer (RFC 3261 §13.2.1): the 2xx carries the offer and our ACK must carry the caller's answer,
         # which comes in the caller's ACK. Until then the ACK waits.
         leg.ack_pending = wanted and not call.a.request.body and bool(response.body)
@@ -1070,6 +1106,11 @@ class B2BUA:
             return
         leg.finished = True
         self._clear_leg_timer(leg)
+        if call.forks:  # the first answer wins: the other forks are cancelled, their late 2xx ACKed and BYEd
+            for other in call.forks:
+                if other is not leg and not other.finished:
+                    self._cancel_leg(other, now, "cancelled", reason_header=COMPLETED_ELSEWHERE)
+            call.forks, call.b = (), leg
         a = call.a
         self._forget_early(call)
         answer = make_response(a.request, 200, to_tag=a.local_tag,
@@ -1113,8 +1154,10 @@ class B2BUA:
         leg.finished = True
         self._clear_leg_timer(leg)
         call = leg.call
-        if call.b is not leg or call.state is not CallState.DIALING:
+        if not _current(call, leg) or call.state is not CallState.DIALING:
             return
+        if any(not fork.finished for fork in call.forks):
+            return  # other forks still ring: the call fails only with the last of them
         if leg.cancel_reason == "no_answer":
             self._events.append(DialFailed(call, 408, "no_answer", now))
         else:
@@ -1348,6 +1391,11 @@ class B2BUA:
             token, self._next_token = self._next_token, self._next_token + 1
             self._held[token] = then
             self._events.append(SdpNeeded(call, side, body, offer, token, now))
+
+
+def _current(call: Call, leg: OutboundLeg) -> bool:
+    """Whether ``leg`` is one the call is ringing now (its B leg, or one of its parallel forks)."""
+    return call.b is leg or leg in call.forks
 
 
 def _secure(uri: str) -> bool:

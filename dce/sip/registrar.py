@@ -198,6 +198,11 @@ class Registrar:
                 changed.append(agent_id)
         return changed
 
+    def reachable(self, binding: Binding) -> bool:
+        """Whether this node can send to ``binding``'s device: any binding but a connection-bound one (WebSocket)
+        whose connection is held by another node (listed here through a shared store)."""
+        return binding.transport not in CONNECTION_BOUND or (binding.transport, binding.source) in self._flows
+
     # -- timers ---------------------------------------------------------------------------------------
     def next_timer(self) -> float | None:
         """When the earliest binding expires (None: no bindings)."""

@@ -654,8 +654,10 @@ def run_sipp_uac(
     trace_msg: bool = True,
     extra: tuple[str, ...] | list[str] = (),
     name: str | None = None,
+    port: int | None = None,
 ) -> SippResult:
-    """Run a SIPp caller to completion (at most ``timeout`` seconds) against ``target`` (host:port)."""
+    """Run a SIPp caller to completion (at most ``timeout`` seconds) against ``target`` (host:port), from ``port``
+    (default: a free one)."""
     path = scenario(scenario_name)
     name = name or path.stem
     rundir = workdir / name
@@ -665,7 +667,7 @@ def run_sipp_uac(
         name,
         path,
         rundir,
-        port=free_port(kind),
+        port=port if port is not None else free_port(kind),
         transport=transport,
         media_port=media_port,
         calls=calls,

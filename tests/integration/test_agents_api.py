@@ -16,12 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from dce.bidding.live import LiveBidding
 from dce.db import agent_repository as repo
 from dce.db import marketplace_repository as market
+from dce.db.agent_repository import AgentBook
 from dce.db.agent_watcher import AgentWatcher
 from dce.http_api.agents import REGISTRATIONS
 from dce.http_api.app import build_app
 from dce.http_api.auth import AuthConfig, Authenticator
 from dce.http_api.changes import Changes
 from dce.http_api.metrics import ExchangeMetrics
+from dce.routing.agents import AgentInfo, GroupInfo
 from dce.routing.model import Buyer
 from dce.sip.digest import ha1
 from dce.sip.registrar import Account
@@ -183,14 +185,51 @@ async def test_a_buyer_with_agents_cannot_be_deleted_and_the_watcher_loads_enabl
                                                            "password": PASSWORD, "enabled": enabled},
                                    headers=ADMIN), 201)
     await problem(await client.delete("/api/v1/buyers/b1", headers=ADMIN), 409)
+    await ok(await client.post("/api/v1/agent_groups", json={"id": "g1", "buyer_id": "b1", "name": "Sales",
+                                                             "strategy": "longest_idle", "members": ["a2", "a1"]},
+                               headers=ADMIN), 201)
     loaded: list[tuple[Account, ...]] = []
-    watcher = AgentWatcher(engine, loaded.append)
+    books: list[AgentBook] = []
+    watcher = AgentWatcher(engine, lambda book: (loaded.append(book.accounts), books.append(book)))
     await watcher.start()
     try:
-        assert [a.id for a in loaded[-1]] == ["a1"]
+        assert [a.id for a in loaded[-1]] == ["a1"]  # the registrar's: enabled agents only
+        assert books[-1].agents == (AgentInfo("a1", "b1"), AgentInfo("a2", "b1", enabled=False))  # routing's: all
+        assert books[-1].groups == (GroupInfo("g1", "b1", "longest_idle", ("a2", "a1")),)
         assert loaded[-1][0].ha1_sha256 == ha1("ua1", "dce", PASSWORD) and loaded[-1][0].buyer_id == "b1"
         await ok(await client.patch("/api/v1/agents/a2", json={"enabled": True}, headers=ADMIN))
         assert await watcher.refresh() is not None and [a.id for a in loaded[-1]] == ["a1", "a2"]
         assert await watcher.refresh() is None  # nothing changed since
     finally:
         await watcher.stop()
+
+
+async def test_a_target_may_point_at_its_buyers_agent_or_group_only(
+        api: tuple[Client, list[str], Authenticator]) -> None:
+    client, _, _ = api
+    for key, buyer in (("a1", "b1"), ("a2", "b2")):
+        await ok(await client.post("/api/v1/agents", json={"id": key, "buyer_id": buyer, "username": f"u{key}",
+                                                           "password": PASSWORD}, headers=ADMIN), 201)
+    await ok(await client.post("/api/v1/agent_groups", json={"id": "g1", "buyer_id": "b1", "name": "Sales",
+                                                             "strategy": "round_robin", "members": ["a1"]},
+                               headers=ADMIN), 201)
+    for key, destination in (("t1", "agent:a1"), ("t2", "group:g1")):
+        created = await ok(await client.post("/api/v1/targets", json={"id": key, "buyer_id": "b1", "name": key,
+                                                                      "destination": destination},
+                                             headers=ADMIN), 201)
+        assert created["destination"] == destination
+    for destination, why in (("agent:a2", "no agent of buyer 'b1' 'a2'"), ("group:nope", "no agent group"),
+                             ("agent:", "expected agent:ID or group:ID")):
+        body = await problem(await client.post("/api/v1/targets", json={
+            "id": "t9", "buyer_id": "b1", "name": "t9", "destination": destination}, headers=ADMIN), 422)
+        assert invalid(body) == {"destination"}, body
+        assert why in json.dumps(body), body
+    moved = await client.patch("/api/v1/targets/t1", json={"buyer_id": "b2"}, headers=ADMIN)
+    assert invalid(await problem(moved, 422)) == {"destination"}, "the agent stays with its buyer"
+    for path in ("/api/v1/agents/a1", "/api/v1/agent_groups/g1"):  # a target points at it: not stranded
+        refused = await problem(await client.delete(path, headers=ADMIN), 409)
+        assert "is the destination of target(s) t" in refused["detail"], refused
+    await ok(await client.delete("/api/v1/targets/t2", headers=ADMIN), 204)
+    await ok(await client.delete("/api/v1/agent_groups/g1", headers=ADMIN), 204)
+    moved = await problem(await client.patch("/api/v1/agents/a1", json={"buyer_id": "b2"}, headers=ADMIN), 409)
+    assert "target(s) t1" in moved["detail"], moved

@@ -21,6 +21,7 @@ from dce.compliance.screen import Screener
 from dce.compliance.verdict import ReasonCode
 from dce.db.redis_slots import RedisSlots, Windows
 from dce.db.redis_velocity import RedisVelocity, sliding
+from dce.exchange.agent_lines import AgentLines
 from dce.exchange.cluster import connect
 from dce.exchange.compliance_setup import FraudCheck
 from dce.exchange.marketplace_router import MarketplaceRouter
@@ -28,6 +29,7 @@ from dce.exchange.router import CallRequest, Routed, StaticRouter
 from dce.exchange.screening import CallGate
 from dce.http_api.rate_limit import DEFAULT_RULES, Rule
 from dce.http_api.redis_rate_limit import RedisRateLimiter
+from dce.routing.agents import AgentDirectory, AgentInfo, Contact
 from dce.routing.counters import InMemoryCounters, window_starts
 from dce.routing.duplicates import DuplicateLedger
 from dce.routing.engine import RoutingEngine
@@ -298,3 +300,38 @@ async def test_the_limiter_falls_back_to_its_own_buckets_when_redis_is_away(capl
     assert [d.allowed for d in decisions] == [True, True, True, False, False]
     assert sum("redis rate limits unavailable" in r.message for r in caplog.records) == 1
     await client.aclose()
+
+
+# -- agents' lines ------------------------------------------------------------------------------------------------
+class Everyone:
+    """Presence: every agent registered."""
+
+    def contacts(self, agent_id: str) -> tuple[Contact, ...]:
+        return (Contact(f"sip:{agent_id}@192.0.2.1"),)
+
+
+async def test_an_agent_busy_on_one_node_is_not_rung_by_another_until_the_call_ends(nodes) -> None:
+    a, b, prefix = nodes
+    lines = []
+    for client in (a, b):
+        directory = AgentDirectory(Everyone())
+        directory.replace([AgentInfo("a1", "b1"), AgentInfo("a2", "b1", max_concurrent=2)], [], 0.0)
+        lines.append(AgentLines(directory, RedisSlots(client, prefix=prefix, timeout_s=SHARED_S)))
+    node_a, node_b = lines
+    assert await node_a.hold({"a1", "a2"}, "call-a") == {"a1", "a2"}
+    assert node_b.directory.unavailable("agent:a1") is None  # node B's planning knows only its own calls
+    assert await node_b.hold({"a1", "a2"}, "call-b") == {"a2"}  # at dial time the shared line count decides
+    assert node_b.calls("a1") == 0 and node_b.calls("a2") == 1
+    assert sorted(node_a.release("call-a", 10.0)) == ["a1", "a2"]
+    await asyncio.sleep(0.2)  # the slots are given back off the call path
+    assert await node_b.hold({"a1"}, "call-c") == {"a1"}
+    assert await node_b.slots.held("@agent:a1") == 1 and await node_b.slots.held("@agent:a2") == 1
+
+
+async def test_agents_lines_fall_back_to_this_nodes_count_when_redis_is_away() -> None:
+    directory = AgentDirectory(Everyone())
+    directory.replace([AgentInfo("a1", "b1")], [], 0.0)
+    lines = AgentLines(directory, RedisSlots(nowhere(), timeout_s=0.2, retry_s=60.0))
+    assert await lines.hold({"a1"}, "call-1") == {"a1"}
+    assert await lines.hold({"a1"}, "call-2") == set()  # this node's count: a1 has its one call
+    assert lines.release("call-1", 5.0) == ["a1"]

@@ -21,6 +21,7 @@ def market(*targets: Target, campaign: Campaign | None = None, buyers: tuple[Buy
 
 
 def target(tid: str, **kw: object) -> Target:
-    """A target of buyer ``b`` dialling ``sip:<id>@x``."""
+    """A target of buyer ``b`` dialling ``sip:<id>@x`` (unless ``destination`` says otherwise)."""
     kw.setdefault("buyer_id", "b")
-    return Target(id=tid, name=tid, destination=f"sip:{tid}@x", **kw)  # type: ignore[arg-type]
+    kw.setdefault("destination", f"sip:{tid}@x")
+    return Target(id=tid, name=tid, **kw)  # type: ignore[arg-type]
