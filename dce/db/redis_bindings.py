@@ -4,8 +4,9 @@
 synchronously (no Redis round trip on REGISTER); a background writer copies each changed agent's bindings to
 ``<prefix>reg:<agent id>`` (JSON, expiry as wall-clock epoch seconds, the key living as long as its longest
 binding) and publishes ``<node> <agent id>`` on ``<prefix>reg``; every other node's listener reloads that agent's
-key into its replica, and a node starting loads every key. Expiry crosses nodes as wall-clock time (each node's
-monotonic clock is its own). Two nodes registering one agent at once: the later write of the agent's whole set wins.
+key into its replica, and loads every key each time it (re)subscribes (at start, and after Redis was away).
+Expiry crosses nodes as wall-clock time (each node's monotonic clock is its own). Two nodes registering one agent
+at once: the later write of the agent's whole set wins.
 """
 
 from __future__ import annotations
@@ -59,10 +60,13 @@ class RedisBindings:
 
     # -- lifecycle -----------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Hear other nodes' changes, load what they hold, and keep writing ours."""
+        """Hear other nodes' changes (loading what they hold) and keep writing ours, in the background: a node whose
+        Redis is away starts on its own bindings and catches up when Redis answers."""
+        try:
+            await self._reload_all()
+        except (RedisError, OSError) as exc:
+            log.warning("could not load other nodes' bindings from Redis (%s); the listener catches up", exc)
         self._listener.start()
-        async for key in self.client.scan_iter(match=self.key_prefix + "*", count=500):
-            await self._reload(key.decode() if isinstance(key, bytes) else key)
         self._writer.start()
 
     async def stop(self) -> None:
@@ -113,10 +117,17 @@ class RedisBindings:
         except (ValueError, TypeError, KeyError) as exc:
             log.warning("ignoring unreadable bindings of agent %r in Redis (%s)", agent_id, exc)
 
+    async def _reload_all(self) -> None:
+        async for key in self.client.scan_iter(match=self.key_prefix + "*", count=500):
+            key = key.decode() if isinstance(key, bytes) else key
+            if key.removeprefix(self.key_prefix) not in self._pending:  # ours, newer, still to be written
+                await self._reload(key)
+
     async def _listen(self) -> None:
         pubsub = self.client.pubsub()
         try:
             await pubsub.subscribe(self.channel)
+            await self._reload_all()  # after subscribing: whatever changed while we were not listening
             async for message in pubsub.listen():
                 if message.get("type") != "message":
                     continue
