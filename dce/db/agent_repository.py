@@ -16,12 +16,12 @@ group's buyer).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Column, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -42,6 +42,7 @@ _targets = table_of(TargetRow)
 Strategy = Literal["ring_all", "round_robin", "longest_idle"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 AgentError = RepositoryError  # NotFound, Conflict, UnknownReference
+_T = TypeVar("_T", "Agent", "AgentGroup")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,22 +80,8 @@ class AgentGroup:
     updated_at: datetime | None = None
 
 
-async def _check_untargeted(connection: AsyncConnection, kind: str, key: str, change: str) -> None:
-    """:class:`Conflict` when a target's destination is this agent or group (``change`` would strand it)."""
-    names = (await connection.execute(select(_targets.c.id).where(
-        _targets.c.destination == f"{kind}:{key}").order_by(_targets.c.id).limit(5))).scalars().all()
-    if names:
-        entity = "agent" if kind == "agent" else "agent group"
-        raise Conflict(f"{entity} {key!r} is the destination of target(s) {', '.join(names)}: "
-                       f"point them elsewhere before {change}")
-
-
 def _now(now: datetime | None) -> datetime:
     return now if now is not None else datetime.now(UTC)
-
-
-def _owned(row: Any, buyer_id: str | None) -> bool:
-    return row is not None and (buyer_id is None or row.buyer_id == buyer_id)
 
 
 async def _check_buyer(connection: AsyncConnection, buyer_id: str) -> None:
@@ -112,6 +99,84 @@ async def _write(engine: AsyncEngine, what: str, work: Callable[[AsyncConnection
         raise Conflict(f"{what}: {exc.orig}") from exc
 
 
+@dataclass(frozen=True)
+class _Kind:
+    """Agents or groups, for the shared create/update/delete/get below."""
+
+    table: Table
+    name: str  # in messages: "agent", "agent group"
+    reference: str  # in a target's destination (``agent:ID``, ``group:ID``)
+    member_column: Column[Any]  # its rows in ``agent_group_members``
+    to_row: Callable[[Any], dict[str, Any]]
+    check: Callable[[AsyncConnection, Any], Awaitable[None]]  # before every write (UnknownReference, Conflict)
+    moving: Callable[[AsyncConnection, Any, str], Awaitable[None]] | None = None  # before a move to another buyer
+    after: Callable[[AsyncConnection, Any], Awaitable[None]] | None = None  # after every write (e.g. members)
+
+
+async def _owned_row(connection: AsyncConnection, kind: _Kind, key: str, buyer_id: str | None) -> Any:
+    """The stored row of ``key``; :class:`NotFound` if there is none (for this tenant)."""
+    row = (await connection.execute(select(kind.table).where(kind.table.c.id == key))).first()
+    if row is None or (buyer_id is not None and row.buyer_id != buyer_id):
+        raise NotFound(kind.name, key)
+    return row
+
+
+async def _check_untargeted(connection: AsyncConnection, kind: _Kind, key: str, change: str) -> None:
+    """:class:`Conflict` when a target's destination is this agent or group (``change`` would strand it)."""
+    names = (await connection.execute(select(_targets.c.id).where(
+        _targets.c.destination == f"{kind.reference}:{key}").order_by(_targets.c.id).limit(5))).scalars().all()
+    if names:
+        raise Conflict(f"{kind.name} {key!r} is the destination of target(s) {', '.join(names)}: "
+                       f"point them elsewhere before {change}")
+
+
+async def _create(engine: AsyncEngine, kind: _Kind, item: _T, now: datetime | None) -> _T:
+    now = _now(now)
+
+    async def work(connection: AsyncConnection) -> None:
+        if await exists(connection, kind.table.c.id, item.id):
+            raise Conflict(f"{kind.name} {item.id!r} already exists")
+        await kind.check(connection, item)
+        await connection.execute(insert(kind.table).values(**kind.to_row(item), created_at=now, updated_at=now))
+        if kind.after is not None:
+            await kind.after(connection, item)
+
+    await _write(engine, f"{kind.name} {item.id!r}", work)
+    return replace(item, created_at=now, updated_at=now)
+
+
+async def _update(engine: AsyncEngine, kind: _Kind, item: _T, now: datetime | None, buyer_id: str | None) -> _T:
+    now = _now(now)
+    key: str = item.id
+
+    async def work(connection: AsyncConnection) -> datetime:
+        row = await _owned_row(connection, kind, key, buyer_id)
+        if row.buyer_id != item.buyer_id:
+            if kind.moving is not None:
+                await kind.moving(connection, item, row.buyer_id)
+            await _check_untargeted(connection, kind, key, "moving it to another buyer")
+        await kind.check(connection, item)
+        fields = kind.to_row(item)
+        del fields["id"]
+        await connection.execute(update(kind.table).where(kind.table.c.id == key).values(**fields, updated_at=now))
+        if kind.after is not None:
+            await kind.after(connection, item)
+        return row.created_at  # type: ignore[no-any-return]
+
+    created = await _write(engine, f"{kind.name} {key!r}", work)
+    return replace(item, created_at=created, updated_at=now)
+
+
+async def _delete(engine: AsyncEngine, kind: _Kind, key: str, buyer_id: str | None) -> None:
+    async def work(connection: AsyncConnection) -> None:
+        await _owned_row(connection, kind, key, buyer_id)
+        await _check_untargeted(connection, kind, key, "deleting it")
+        await connection.execute(delete(members).where(kind.member_column == key))
+        await connection.execute(delete(kind.table).where(kind.table.c.id == key))
+
+    await _write(engine, f"{kind.name} {key!r}", work)
+
+
 # ---------------------------------------------------------------------------------------------------- agents
 
 
@@ -127,63 +192,34 @@ async def _check_agent(connection: AsyncConnection, agent: Agent) -> None:
         raise Conflict(f"username {agent.username!r} is taken")  # not by whom: it may be another buyer's
 
 
+async def _not_in_groups(connection: AsyncConnection, agent: Agent, buyer_id: str) -> None:
+    if await exists(connection, members.c.agent_id, agent.id):
+        raise Conflict(f"agent {agent.id!r} is in groups of buyer {buyer_id!r}: remove it from them first")
+
+
+_AGENT = _Kind(agents, "agent", "agent", members.c.agent_id, _agent_row, _check_agent, moving=_not_in_groups)
+
+
 async def create_agent(engine: AsyncEngine, agent: Agent, *, now: datetime | None = None) -> Agent:
     """Store a new agent; :class:`Conflict` when its id or username is taken."""
-    now = _now(now)
-
-    async def work(connection: AsyncConnection) -> None:
-        if await exists(connection, agents.c.id, agent.id):
-            raise Conflict(f"agent {agent.id!r} already exists")
-        await _check_agent(connection, agent)
-        await connection.execute(insert(agents).values(**_agent_row(agent), created_at=now, updated_at=now))
-
-    await _write(engine, f"agent {agent.id!r}", work)
-    return replace(agent, created_at=now, updated_at=now)
+    return await _create(engine, _AGENT, agent, now)
 
 
 async def update_agent(engine: AsyncEngine, agent: Agent, *, now: datetime | None = None,
                        buyer_id: str | None = None) -> Agent:
     """Replace the stored agent ``agent.id`` (its ``created_at`` stays; a tenant's: of ``buyer_id``)."""
-    now = _now(now)
-
-    async def work(connection: AsyncConnection) -> datetime:
-        row = (await connection.execute(select(agents).where(agents.c.id == agent.id))).first()
-        if not _owned(row, buyer_id):
-            raise NotFound("agent", agent.id)
-        if row.buyer_id != agent.buyer_id and await exists(connection, members.c.agent_id, agent.id):
-            raise Conflict(f"agent {agent.id!r} is in groups of buyer {row.buyer_id!r}: remove it from them first")
-        if row.buyer_id != agent.buyer_id:
-            await _check_untargeted(connection, "agent", agent.id, "moving it to another buyer")
-        await _check_agent(connection, agent)
-        fields = _agent_row(agent)
-        del fields["id"]
-        await connection.execute(update(agents).where(agents.c.id == agent.id).values(**fields, updated_at=now))
-        return row.created_at  # type: ignore[no-any-return]
-
-    created = await _write(engine, f"agent {agent.id!r}", work)
-    return replace(agent, created_at=created, updated_at=now)
+    return await _update(engine, _AGENT, agent, now, buyer_id)
 
 
 async def delete_agent(engine: AsyncEngine, key: str, *, buyer_id: str | None = None) -> None:
     """Delete agent ``key`` (it leaves its groups); :class:`NotFound` if there is none (for this tenant)."""
-
-    async def work(connection: AsyncConnection) -> None:
-        row = (await connection.execute(select(agents.c.buyer_id).where(agents.c.id == key))).first()
-        if not _owned(row, buyer_id):
-            raise NotFound("agent", key)
-        await _check_untargeted(connection, "agent", key, "deleting it")
-        await connection.execute(delete(members).where(members.c.agent_id == key))
-        await connection.execute(delete(agents).where(agents.c.id == key))
-
-    await _write(engine, f"agent {key!r}", work)
+    await _delete(engine, _AGENT, key, buyer_id)
 
 
 async def get_agent(engine: AsyncEngine, key: str, *, buyer_id: str | None = None) -> Agent:
     """The agent with id ``key``; :class:`NotFound` if there is none (for this tenant)."""
     async with engine.connect() as connection:
-        row = (await connection.execute(select(agents).where(agents.c.id == key))).first()
-    if not _owned(row, buyer_id):
-        raise NotFound("agent", key)
+        row = await _owned_row(connection, _AGENT, key, buyer_id)
     return record(Agent, row)
 
 
@@ -265,63 +301,29 @@ def _group_row(group: AgentGroup) -> dict[str, Any]:
     return values(group, omit=("created_at", "updated_at", "members"))
 
 
+_GROUP = _Kind(groups, "agent group", "group", members.c.group_id, _group_row, _check_group, after=_set_members)
+
+
 async def create_group(engine: AsyncEngine, group: AgentGroup, *, now: datetime | None = None) -> AgentGroup:
     """Store a new group; :class:`Conflict` when its id is taken."""
-    now = _now(now)
-
-    async def work(connection: AsyncConnection) -> None:
-        if await exists(connection, groups.c.id, group.id):
-            raise Conflict(f"agent group {group.id!r} already exists")
-        await _check_group(connection, group)
-        await connection.execute(insert(groups).values(**_group_row(group), created_at=now, updated_at=now))
-        await _set_members(connection, group)
-
-    await _write(engine, f"agent group {group.id!r}", work)
-    return replace(group, created_at=now, updated_at=now)
+    return await _create(engine, _GROUP, group, now)
 
 
 async def update_group(engine: AsyncEngine, group: AgentGroup, *, now: datetime | None = None,
                        buyer_id: str | None = None) -> AgentGroup:
     """Replace the stored group ``group.id`` and its members (a tenant's: of ``buyer_id``)."""
-    now = _now(now)
-
-    async def work(connection: AsyncConnection) -> datetime:
-        row = (await connection.execute(select(groups).where(groups.c.id == group.id))).first()
-        if not _owned(row, buyer_id):
-            raise NotFound("agent group", group.id)
-        if row.buyer_id != group.buyer_id:
-            await _check_untargeted(connection, "group", group.id, "moving it to another buyer")
-        await _check_group(connection, group)
-        fields = _group_row(group)
-        del fields["id"]
-        await connection.execute(update(groups).where(groups.c.id == group.id).values(**fields, updated_at=now))
-        await _set_members(connection, group)
-        return row.created_at  # type: ignore[no-any-return]
-
-    created = await _write(engine, f"agent group {group.id!r}", work)
-    return replace(group, created_at=created, updated_at=now)
+    return await _update(engine, _GROUP, group, now, buyer_id)
 
 
 async def delete_group(engine: AsyncEngine, key: str, *, buyer_id: str | None = None) -> None:
     """Delete group ``key``; :class:`NotFound` if there is none (for this tenant)."""
-
-    async def work(connection: AsyncConnection) -> None:
-        row = (await connection.execute(select(groups.c.buyer_id).where(groups.c.id == key))).first()
-        if not _owned(row, buyer_id):
-            raise NotFound("agent group", key)
-        await _check_untargeted(connection, "group", key, "deleting it")
-        await connection.execute(delete(members).where(members.c.group_id == key))
-        await connection.execute(delete(groups).where(groups.c.id == key))
-
-    await _write(engine, f"agent group {key!r}", work)
+    await _delete(engine, _GROUP, key, buyer_id)
 
 
 async def get_group(engine: AsyncEngine, key: str, *, buyer_id: str | None = None) -> AgentGroup:
     """The group with id ``key`` and its members; :class:`NotFound` if there is none (for this tenant)."""
     async with engine.connect() as connection:
-        row = (await connection.execute(select(groups).where(groups.c.id == key))).first()
-        if not _owned(row, buyer_id):
-            raise NotFound("agent group", key)
+        row = await _owned_row(connection, _GROUP, key, buyer_id)
         found = await _members(connection, [key])
     return record(AgentGroup, row, members=found.get(key, ()))
 

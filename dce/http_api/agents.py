@@ -30,7 +30,6 @@ copy reloads at once.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Annotated, Any
@@ -40,13 +39,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from dce.db import agent_repository as repo
 from dce.db.agent_repository import Agent, AgentGroup, Strategy
-from dce.http_api.changes import Change, notify
-from dce.http_api.describe import PAGE_SCHEMA, describe
-from dce.http_api.inputs import invalid_value, read_json_object, validated
-from dce.http_api.keys import ENGINE, wall_now
-from dce.http_api.paging import page, page_params
+from dce.http_api.changes import Change
+from dce.http_api.describe import describe
+from dce.http_api.inputs import invalid_value
+from dce.http_api.keys import ENGINE
 from dce.http_api.permissions import require, tenant_filter
 from dce.http_api.problems import invalid_parameter, repository_call
+from dce.http_api.resource import Resource, Summaries
 from dce.http_api.trunks import DEFAULT_REALM, hashed
 
 READ = "agents:read"  # buyers hold both, for their own agents
@@ -121,7 +120,7 @@ class AgentIn(_Input):
     enabled: bool = True
     max_concurrent: MaxConcurrent = 1
 
-    def to_agent(self, key: str, buyer_id: str) -> Agent:
+    def to_model(self, key: str, buyer_id: str) -> Agent:
         agent = Agent(id=key, buyer_id=buyer_id, username=self.username, realm=self.realm, ha1_sha256="",
                       ha1_md5="", display_name=self.display_name, enabled=self.enabled,
                       max_concurrent=self.max_concurrent)
@@ -166,57 +165,6 @@ def agent_json(a: Agent) -> dict[str, Any]:
     }  # fmt: skip
 
 
-@describe("List agents (ordered by username; a buyer sees its own)", query=page_params(),
-          response_schema=PAGE_SCHEMA)
-@require(READ)
-async def list_agents(request: web.Request) -> web.Response:
-    limit, offset = page(request)
-    items, total = await repo.list_agents(request.config_dict[ENGINE], limit, offset, buyer_id=_tenant(request))
-    return web.json_response({"items": [agent_json(a) for a in items], "total": total, "limit": limit,
-                              "offset": offset})
-
-
-@describe("Create an agent", body=AgentIn, status=201, problems=(409,), created_key="id")
-@require(WRITE)
-async def create_agent(request: web.Request) -> web.Response:
-    data = validated(AgentIn, await read_json_object(request))
-    key = data.id or uuid.uuid4().hex
-    agent = data.to_agent(key, _buyer(request, data.buyer_id))
-    created = await repository_call(repo.create_agent(request.config_dict[ENGINE], agent, now=wall_now(request)))
-    await notify(request, Change.AGENTS)
-    return web.json_response(agent_json(created), status=201, headers={"Location": f"{request.path}/{key}"})
-
-
-@describe("An agent", problems=(404,))
-@require(READ)
-async def get_agent(request: web.Request) -> web.Response:
-    found = await repository_call(repo.get_agent(request.config_dict[ENGINE], request.match_info["key"],
-                                                 buyer_id=_tenant(request)))
-    return web.json_response(agent_json(found))
-
-
-@describe("Change fields of an agent (a new username or realm needs the password again)", body=AgentPatch,
-          problems=(404, 409))
-@require(WRITE)
-async def patch_agent(request: web.Request) -> web.Response:
-    patch = validated(AgentPatch, await read_json_object(request))
-    engine, tenant = request.config_dict[ENGINE], _tenant(request)
-    current = await repository_call(repo.get_agent(engine, request.match_info["key"], buyer_id=tenant))
-    updated = await repository_call(repo.update_agent(engine, patch.apply(request, current), now=wall_now(request),
-                                                      buyer_id=tenant))
-    await notify(request, Change.AGENTS)
-    return web.json_response(agent_json(updated))
-
-
-@describe("Delete an agent (it leaves its groups)", status=204, content_type=None, problems=(404,))
-@require(WRITE)
-async def delete_agent(request: web.Request) -> web.Response:
-    await repository_call(repo.delete_agent(request.config_dict[ENGINE], request.match_info["key"],
-                                            buyer_id=_tenant(request)))
-    await notify(request, Change.AGENTS)
-    return web.Response(status=204)
-
-
 @describe("An agent's current registrations (its devices' bindings on this exchange)", problems=(404,))
 @require(READ)
 async def agent_registrations(request: web.Request) -> web.Response:
@@ -240,6 +188,10 @@ class GroupIn(_Input):
     members: Members = []
 
     _unique_members = field_validator("members")(_unique)
+
+    def to_model(self, key: str, buyer_id: str) -> AgentGroup:
+        return AgentGroup(id=key, buyer_id=buyer_id, name=self.name, strategy=self.strategy,
+                          members=tuple(self.members))
 
 
 class GroupPatch(_Input):
@@ -271,70 +223,31 @@ def group_json(g: AgentGroup) -> dict[str, Any]:
     }  # fmt: skip
 
 
-@describe("List agent groups (ordered by name; a buyer sees its own)", query=page_params(),
-          response_schema=PAGE_SCHEMA)
-@require(READ)
-async def list_groups(request: web.Request) -> web.Response:
-    limit, offset = page(request)
-    items, total = await repo.list_groups(request.config_dict[ENGINE], limit, offset, buyer_id=_tenant(request))
-    return web.json_response({"items": [group_json(g) for g in items], "total": total, "limit": limit,
-                              "offset": offset})
+def _owned(request: web.Request, data: AgentIn | GroupIn, key: str) -> Agent | AgentGroup:
+    return data.to_model(key, _buyer(request, data.buyer_id))
 
 
-@describe("Create an agent group", body=GroupIn, status=201, problems=(409,), created_key="id")
-@require(WRITE)
-async def create_group(request: web.Request) -> web.Response:
-    data = validated(GroupIn, await read_json_object(request))
-    key = data.id or uuid.uuid4().hex
-    group = AgentGroup(id=key, buyer_id=_buyer(request, data.buyer_id), name=data.name, strategy=data.strategy,
-                       members=tuple(data.members))
-    created = await repository_call(repo.create_group(request.config_dict[ENGINE], group, now=wall_now(request)))
-    await notify(request, Change.AGENTS)
-    return web.json_response(group_json(created), status=201, headers={"Location": f"{request.path}/{key}"})
+def _scope(request: web.Request) -> dict[str, Any]:
+    return {"buyer_id": _tenant(request)}
 
 
-@describe("An agent group", problems=(404,))
-@require(READ)
-async def get_group(request: web.Request) -> web.Response:
-    found = await repository_call(repo.get_group(request.config_dict[ENGINE], request.match_info["key"],
-                                                 buyer_id=_tenant(request)))
-    return web.json_response(group_json(found))
-
-
-@describe("Change fields of an agent group (members replace the list)", body=GroupPatch, problems=(404, 409))
-@require(WRITE)
-async def patch_group(request: web.Request) -> web.Response:
-    patch = validated(GroupPatch, await read_json_object(request))
-    engine, tenant = request.config_dict[ENGINE], _tenant(request)
-    current = await repository_call(repo.get_group(engine, request.match_info["key"], buyer_id=tenant))
-    updated = await repository_call(repo.update_group(engine, patch.apply(request, current), now=wall_now(request),
-                                                      buyer_id=tenant))
-    await notify(request, Change.AGENTS)
-    return web.json_response(group_json(updated))
-
-
-@describe("Delete an agent group", status=204, content_type=None, problems=(404,))
-@require(WRITE)
-async def delete_group(request: web.Request) -> web.Response:
-    await repository_call(repo.delete_group(request.config_dict[ENGINE], request.match_info["key"],
-                                            buyer_id=_tenant(request)))
-    await notify(request, Change.AGENTS)
-    return web.Response(status=204)
+AGENTS = Resource(
+    "agents", AgentIn, agent_json, repo.create_agent, repo.get_agent, repo.list_agents, repo.update_agent,
+    repo.delete_agent, READ, WRITE, Change.AGENTS,
+    Summaries(list="List agents (ordered by username; a buyer sees its own)", create="Create an agent",
+              get="An agent", patch="Change fields of an agent (a new username or realm needs the password again)",
+              delete="Delete an agent (it leaves its groups)"),
+    names=("agents", "agent"), build=_owned, patch=AgentPatch, scope=_scope, stamped=True)
+GROUPS = Resource(
+    "agent_groups", GroupIn, group_json, repo.create_group, repo.get_group, repo.list_groups, repo.update_group,
+    repo.delete_group, READ, WRITE, Change.AGENTS,
+    Summaries(list="List agent groups (ordered by name; a buyer sees its own)", create="Create an agent group",
+              get="An agent group", patch="Change fields of an agent group (members replace the list)",
+              delete="Delete an agent group"),
+    names=("groups", "group"), build=_owned, patch=GroupPatch, scope=_scope, stamped=True)
 
 
 def agent_routes() -> list[web.RouteDef]:
     """The routes, for the ``/api/v1`` sub-app."""
-    return [
-        web.get("/agents", list_agents, allow_head=False),
-        web.post("/agents", create_agent),
-        web.get("/agents/{key}", get_agent, allow_head=False),
-        web.patch("/agents/{key}", patch_agent),
-        web.delete("/agents/{key}", delete_agent),
-        web.get("/agents/{key}/registrations", agent_registrations, allow_head=False),
-        web.get("/agent_groups", list_groups, allow_head=False),
-        web.post("/agent_groups", create_group),
-        web.get("/agent_groups/{key}", get_group, allow_head=False),
-        web.patch("/agent_groups/{key}", patch_group),
-        web.delete("/agent_groups/{key}", delete_group),
-    ]
-
+    return [*AGENTS.routes(), web.get("/agents/{key}/registrations", agent_registrations, allow_head=False),
+            *GROUPS.routes()]

@@ -30,27 +30,22 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 import zoneinfo
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import time
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from dce.db import marketplace_repository as repo
-from dce.http_api.changes import Change, notify
-from dce.http_api.describe import FREE_JSON, PAGE_SCHEMA, describe
-from dce.http_api.inputs import invalid_value, read_json_object, shown, validated
-from dce.http_api.keys import ENGINE
+from dce.http_api.changes import Change
+from dce.http_api.inputs import invalid_value, shown
 from dce.http_api.money import Money
-from dce.http_api.paging import page, page_params
-from dce.http_api.permissions import require
-from dce.http_api.problems import invalid_parameter, repository_call
-from dce.http_api.read_cache import MARKETPLACE_CACHE, cached, invalidate
+from dce.http_api.problems import invalid_parameter
+from dce.http_api.read_cache import MARKETPLACE_CACHE
+from dce.http_api.resource import Resource, Summaries
 from dce.routing.agents import agent_reference
 from dce.routing.criteria import compile_criterion
 from dce.routing.model import (
@@ -85,8 +80,6 @@ log = logging.getLogger(__name__)
 
 READ = "marketplace:read"
 WRITE = "marketplace:write"
-
-H = TypeVar("H", bound=Handler)
 
 
 # ----------------------------------------------------------------------------------------------- field types
@@ -486,210 +479,39 @@ def number_json(n: TrackingNumber) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------------------- plumbing
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    # numbers as Decimal (money is never a float); NaN/Infinity reach the validators and are refused there
-    return await read_json_object(request, decimals=True)
+def _did(raw: str) -> str:
+    number = to_e164(raw)
+    if number is None:
+        raise invalid_parameter("did", f"not a phone number: {raw!r}")
+    return number
 
 
-T = TypeVar("T")
-
-
-
-async def _changed(request: web.Request) -> None:
-    """After a successful write: drop the cached reads (read-your-writes on this node), then the app's hook."""
-    invalidate(request, MARKETPLACE_CACHE)
-    await notify(request, Change.MARKETPLACE)
-
-
-def _merge(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(current)
-    for name, value in patch.items():
-        if isinstance(value, dict) and isinstance(merged.get(name), dict):
-            merged[name] = {**merged[name], **value}
-        else:
-            merged[name] = value
-    return merged
-
-
-@dataclass(frozen=True)
-class Resource:
-    """One CRUD collection: its schema, JSON shape and repository functions."""
-
-    collection: str
-    key_field: str
-    schema: type[_Input]
-    to_json: Callable[[Any], dict[str, Any]]
-    create: Callable[..., Coroutine[Any, Any, Any]]
-    get: Callable[..., Coroutine[Any, Any, Any]]
-    list: Callable[..., Coroutine[Any, Any, tuple[list[Any], int]]]
-    update: Callable[..., Coroutine[Any, Any, Any]]
-    delete: Callable[..., Coroutine[Any, Any, None]]
-    generated_keys: bool = True
-    # turns a validated model into what is stored (e.g. sealing secrets), given the stored one on updates
-    prepare: Callable[[web.Request, Any, Any], Coroutine[Any, Any, Any]] | None = None
-
-    async def _prepared(self, request: web.Request, model: Any, key: str, *, updating: bool) -> Any:
-        if self.prepare is None:
-            return model
-        existing = None
-        if updating:
-            existing = await repository_call(self.get(request.config_dict[ENGINE], key))
-        return await self.prepare(request, model, existing)
-
-    def path_key(self, request: web.Request) -> str:
-        raw = request.match_info["key"]
-        if self.key_field != "did":
-            return raw
-        number = to_e164(raw)
-        if number is None:
-            raise invalid_parameter("did", f"not a phone number: {raw!r}")
-        return number
-
-    def validate(self, body: dict[str, Any]) -> Any:
-        return validated(self.schema, body)
-
-    def routes(self) -> list[web.RouteDef]:
-        base = f"/{self.collection}"
-        item = f"{base}/{{key}}"
-        noun, key_field = self.collection, self.key_field
-
-        @describe(f"List {noun} (ordered by {key_field})", query=page_params(), response_schema=PAGE_SCHEMA)
-        @require(READ)
-        async def list_items(request: web.Request) -> web.Response:
-            limit, offset = page(request)
-
-            async def compute() -> web.Response:
-                items, total = await self.list(request.config_dict[ENGINE], limit, offset)
-                return web.json_response(
-                    {"items": [self.to_json(i) for i in items], "total": total, "limit": limit, "offset": offset}
-                )
-
-            return await cached(request, MARKETPLACE_CACHE, (self.collection, limit, offset), compute)
-
-        @describe(f"One of the {noun} by {key_field}", problems=(404,))
-        @require(READ)
-        async def get_item(request: web.Request) -> web.Response:
-            key = self.path_key(request)
-
-            async def compute() -> web.Response:
-                found = await repository_call(self.get(request.config_dict[ENGINE], key))
-                return web.json_response(self.to_json(found))
-
-            return await cached(request, MARKETPLACE_CACHE, (self.collection, "item", key), compute)
-
-        @describe(f"Create one of the {noun}", body=self.schema, status=201, problems=(409,), created_key=key_field)
-        @require(WRITE)
-        async def create_item(request: web.Request) -> web.Response:
-            data = self.validate(await _body(request))
-            key = getattr(data, self.key_field)
-            if key is None:
-                if not self.generated_keys:
-                    raise invalid_parameter(self.key_field, "required")
-                key = uuid.uuid4().hex
-            model = await self._prepared(request, data.to_model(key), key, updating=False)
-            created = await repository_call(self.create(request.config_dict[ENGINE], model))
-            await _changed(request)
-            return web.json_response(self.to_json(created), status=201, headers={"Location": f"{request.path}/{key}"})
-
-        async def _replace(request: web.Request, body: dict[str, Any]) -> web.Response:
-            key = self.path_key(request)
-            data = self.validate(body)
-            if getattr(data, self.key_field) not in (None, key):
-                raise invalid_parameter(self.key_field, f"does not match the path ({key!r}); keys cannot change")
-            model = await self._prepared(request, data.to_model(key), key, updating=True)
-            updated = await repository_call(self.update(request.config_dict[ENGINE], model))
-            await _changed(request)
-            return web.json_response(self.to_json(updated))
-
-        @describe(f"Replace one of the {noun} (omitted fields take their defaults)", body=self.schema,
-                  problems=(404, 409))
-        @require(WRITE)
-        async def put_item(request: web.Request) -> web.Response:
-            return await _replace(request, await _body(request))
-
-        @describe(f"Merge fields into one of the {noun} (objects merge one level deep)", body_content=FREE_JSON,
-                  problems=(404, 409))
-        @require(WRITE)
-        async def patch_item(request: web.Request) -> web.Response:
-            patch = await _body(request)
-            current = await repository_call(self.get(request.config_dict[ENGINE], self.path_key(request)))
-            return await _replace(request, _merge(self.to_json(current), patch))
-
-        @describe(f"Delete one of the {noun}", status=204, content_type=None, problems=(404, 409))
-        @require(WRITE)
-        async def delete_item(request: web.Request) -> web.Response:
-            await repository_call(self.delete(request.config_dict[ENGINE], self.path_key(request)))
-            await _changed(request)
-            return web.Response(status=204)
-
-        return [
-            web.get(base, list_items, allow_head=False),
-            web.post(base, create_item),
-            web.get(item, get_item, allow_head=False),
-            web.put(item, put_item),
-            web.patch(item, patch_item),
-            web.delete(item, delete_item),
-        ]
+def _resource(collection: str, schema: type[_Input], to_json: Callable[[Any], dict[str, Any]],
+              *functions: Callable[..., Coroutine[Any, Any, Any]], key_field: str = "id", **options: Any) -> Resource:
+    """A marketplace collection: ``functions`` are its repository's create, get, list, update and delete."""
+    create, get, list_, update, delete = functions
+    return Resource(
+        collection, schema, to_json, create, get, list_, update, delete, READ, WRITE, Change.MARKETPLACE,
+        Summaries(list=f"List {collection} (ordered by {key_field})", create=f"Create one of the {collection}",
+                  get=f"One of the {collection} by {key_field}",
+                  patch=f"Merge fields into one of the {collection} (objects merge one level deep)",
+                  delete=f"Delete one of the {collection}",
+                  put=f"Replace one of the {collection} (omitted fields take their defaults)"),
+        key_field=key_field, decimals=True, cache=MARKETPLACE_CACHE, delete_problems=(404, 409), **options)
 
 
 RESOURCES: tuple[Resource, ...] = (
-    Resource(
-        "publishers",
-        "id",
-        PublisherIn,
-        publisher_json,
-        repo.create_publisher,
-        repo.get_publisher,
-        repo.list_publishers,
-        repo.update_publisher,
-        repo.delete_publisher,
-    ),
-    Resource(
-        "buyers",
-        "id",
-        BuyerIn,
-        buyer_json,
-        repo.create_buyer,
-        repo.get_buyer,
-        repo.list_buyers,
-        repo.update_buyer,
-        repo.delete_buyer,
-    ),
-    Resource(
-        "targets",
-        "id",
-        TargetIn,
-        target_json,
-        repo.create_target,
-        repo.get_target,
-        repo.list_targets,
-        repo.update_target,
-        repo.delete_target,
-        prepare=seal_target,
-    ),
-    Resource(
-        "campaigns",
-        "id",
-        CampaignIn,
-        campaign_json,
-        repo.create_campaign,
-        repo.get_campaign,
-        repo.list_campaigns,
-        repo.update_campaign,
-        repo.delete_campaign,
-    ),
-    Resource(
-        "numbers",
-        "did",
-        NumberIn,
-        number_json,
-        repo.create_tracking_number,
-        repo.get_tracking_number,
-        repo.list_tracking_numbers,
-        repo.update_tracking_number,
-        repo.delete_tracking_number,
-        generated_keys=False,
-    ),
+    _resource("publishers", PublisherIn, publisher_json, repo.create_publisher, repo.get_publisher,
+              repo.list_publishers, repo.update_publisher, repo.delete_publisher),
+    _resource("buyers", BuyerIn, buyer_json, repo.create_buyer, repo.get_buyer, repo.list_buyers, repo.update_buyer,
+              repo.delete_buyer),
+    _resource("targets", TargetIn, target_json, repo.create_target, repo.get_target, repo.list_targets,
+              repo.update_target, repo.delete_target, prepare=seal_target),
+    _resource("campaigns", CampaignIn, campaign_json, repo.create_campaign, repo.get_campaign, repo.list_campaigns,
+              repo.update_campaign, repo.delete_campaign),
+    _resource("numbers", NumberIn, number_json, repo.create_tracking_number, repo.get_tracking_number,
+              repo.list_tracking_numbers, repo.update_tracking_number, repo.delete_tracking_number,
+              key_field="did", generated_keys=False, path_key=_did),
 )
 
 

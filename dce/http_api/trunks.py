@@ -24,7 +24,6 @@ Bad input -> 422 problem+json naming the field (``networks[1]``); a taken id or 
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -33,13 +32,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, f
 
 from dce.db import trunk_repository as repo
 from dce.db.trunk_repository import Transport, Trunk
-from dce.http_api.changes import Change, notify
-from dce.http_api.describe import PAGE_SCHEMA, describe
-from dce.http_api.inputs import documented, invalid_value, read_json_object, shown, validated
-from dce.http_api.keys import ENGINE, wall_now
-from dce.http_api.paging import page, page_params
-from dce.http_api.permissions import require
-from dce.http_api.problems import invalid_parameter, repository_call
+from dce.http_api.changes import Change
+from dce.http_api.inputs import documented, invalid_value, shown
+from dce.http_api.problems import invalid_parameter
+from dce.http_api.resource import Resource, Summaries
 from dce.sip.digest import ha1
 
 READ = "trunks:read"  # no role but admin grants these
@@ -146,7 +142,7 @@ class TrunkPatch(_Input):
             raise invalid_value("not_null", "may not be null")
         return value
 
-    def apply(self, current: Trunk) -> Trunk:
+    def apply(self, request: web.Request, current: Trunk) -> Trunk:
         """``current`` with this patch merged in; 422 naming ``password`` when the credentials would not hold."""
         given = self.model_fields_set
         changes = {name: getattr(self, name) for name in given
@@ -192,66 +188,15 @@ def trunk_json(t: Trunk) -> dict[str, Any]:
     }  # fmt: skip
 
 
-# -------------------------------------------------------------------------------------------------- plumbing
-
-
-
-# -------------------------------------------------------------------------------------------------- handlers
-
-
-@describe("List trunks (ordered by name)", query=page_params(), response_schema=PAGE_SCHEMA)
-@require(READ)
-async def list_trunks(request: web.Request) -> web.Response:
-    limit, offset = page(request)
-    items, total = await repo.list_trunks(request.config_dict[ENGINE], limit, offset)
-    return web.json_response({"items": [trunk_json(t) for t in items], "total": total, "limit": limit,
-                              "offset": offset})
-
-
-@describe("Create a trunk", body=TrunkIn, status=201, problems=(409,), created_key="id")
-@require(WRITE)
-async def create_trunk(request: web.Request) -> web.Response:
-    data = validated(TrunkIn, await read_json_object(request))
-    key = data.id or uuid.uuid4().hex
-    created = await repository_call(repo.create_trunk(request.config_dict[ENGINE], data.to_trunk(key),
-                                                 now=wall_now(request)))
-    await notify(request, Change.TRUNKS)
-    return web.json_response(trunk_json(created), status=201, headers={"Location": f"{request.path}/{key}"})
-
-
-@describe("A trunk", problems=(404,))
-@require(READ)
-async def get_trunk(request: web.Request) -> web.Response:
-    found = await repository_call(repo.get_trunk(request.config_dict[ENGINE], request.match_info["key"]))
-    return web.json_response(trunk_json(found))
-
-
-@describe("Change fields of a trunk (a new username or realm needs the password again)", body=TrunkPatch,
-          problems=(404, 409))
-@require(WRITE)
-async def patch_trunk(request: web.Request) -> web.Response:
-    patch = validated(TrunkPatch, await read_json_object(request))  # before the lookup: a bad body is a 422
-    engine = request.config_dict[ENGINE]
-    current = await repository_call(repo.get_trunk(engine, request.match_info["key"]))
-    updated = await repository_call(repo.update_trunk(engine, patch.apply(current), now=wall_now(request)))
-    await notify(request, Change.TRUNKS)
-    return web.json_response(trunk_json(updated))
-
-
-@describe("Delete a trunk", status=204, content_type=None, problems=(404,))
-@require(WRITE)
-async def delete_trunk(request: web.Request) -> web.Response:
-    await repository_call(repo.delete_trunk(request.config_dict[ENGINE], request.match_info["key"]))
-    await notify(request, Change.TRUNKS)
-    return web.Response(status=204)
+TRUNKS = Resource(
+    "trunks", TrunkIn, trunk_json, repo.create_trunk, repo.get_trunk, repo.list_trunks, repo.update_trunk,
+    repo.delete_trunk, READ, WRITE, Change.TRUNKS,
+    Summaries(list="List trunks (ordered by name)", create="Create a trunk", get="A trunk",
+              patch="Change fields of a trunk (a new username or realm needs the password again)",
+              delete="Delete a trunk"),
+    names=("trunks", "trunk"), build=lambda request, data, key: data.to_trunk(key), patch=TrunkPatch, stamped=True)
 
 
 def trunk_routes() -> list[web.RouteDef]:
     """The routes, for the ``/api/v1`` sub-app."""
-    return [
-        web.get("/trunks", list_trunks, allow_head=False),
-        web.post("/trunks", create_trunk),
-        web.get("/trunks/{key}", get_trunk, allow_head=False),
-        web.patch("/trunks/{key}", patch_trunk),
-        web.delete("/trunks/{key}", delete_trunk),
-    ]
+    return TRUNKS.routes()
